@@ -1,0 +1,15 @@
+//! polytrace: a WebAssembly runtime that runs wasi:http components written
+//! in any language and supplies their instrumentation: one implementation of
+//! spans, semantic conventions and W3C propagation for every guest.
+//!
+//! The pieces, each in its own module: [`manifest`] (the app description),
+//! [`runtime`] (engine, cache, limits), [`app`] (a request's life),
+//! [`http`] (listener and outbound dispatch), [`telemetry`] (spans,
+//! propagation, export) and [`bindings`] (the WIT contract).
+
+pub mod app;
+pub mod bindings;
+pub mod http;
+pub mod manifest;
+pub mod runtime;
+pub mod telemetry;

@@ -1,0 +1,169 @@
+//! The `polytrace` command line: `up` runs an app, `check` validates one.
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand, ValueEnum};
+use polytrace::app::{App, load_components};
+use polytrace::manifest::Manifest;
+use polytrace::runtime::{Runtime, default_cache_dir};
+use polytrace::telemetry::Settings;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(name = "polytrace", version, about = "Run wasm components from any language with tracing supplied by the host")]
+struct Cli {
+    /// Host log format.
+    #[arg(long, global = true, value_enum, default_value = "text", env = "POLYTRACE_LOG_FORMAT")]
+    log_format: LogFormat,
+    /// Directory for compiled components (default: ~/.cache/polytrace).
+    #[arg(long, global = true, env = "POLYTRACE_CACHE_DIR")]
+    cache_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the app described by MANIFEST (a polytrace.toml, or its directory).
+    Up {
+        manifest: PathBuf,
+        /// Address of the HTTP listener.
+        #[arg(long, default_value = "127.0.0.1:3000", env = "POLYTRACE_LISTEN")]
+        listen: SocketAddr,
+    },
+    /// Validate MANIFEST and every component against the world.
+    Check { manifest: PathBuf },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let cache_dir = cli.cache_dir.or_else(default_cache_dir);
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Up { manifest, listen } => up(&manifest, listen, cache_dir).await,
+            Command::Check { manifest } => check(&manifest, cache_dir),
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("POLYTRACE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,wasmtime=warn,cranelift=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.with_target(false).init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn max_memory(manifest: &Manifest) -> u64 {
+    manifest
+        .components
+        .iter()
+        .map(|c| c.memory_bytes)
+        .max()
+        .unwrap_or(polytrace::manifest::DEFAULT_MEMORY_MB << 20)
+}
+
+async fn up(path: &Path, listen: SocketAddr, cache_dir: Option<PathBuf>) -> anyhow::Result<()> {
+    let manifest = Manifest::load(path)?;
+    let settings = Settings::from_env(&manifest.telemetry).map_err(|e| anyhow::anyhow!("telemetry settings: {e}"))?;
+    let exporter = format!("{:?}", settings.export.exporter).to_lowercase();
+    let endpoint = settings.export.endpoint_for_humans();
+    let runtime = Runtime::new(max_memory(&manifest), cache_dir)?;
+    let app = App::new(manifest, runtime, settings)?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen} (is another process using it? pass --listen ADDR)"))?;
+    let local = listener.local_addr()?;
+    for i in 0..app.telemetry.component_count() {
+        let c = app.component(i);
+        let route = c.route.as_ref().map_or("(in-process only)".to_string(), |r| format!("http://{local}{}", r.pattern()));
+        tracing::info!(component = %c.id, "serving {route}");
+    }
+    tracing::info!(%exporter, %endpoint, "app `{}` listening on http://{local}", app.manifest.app);
+    polytrace::http::server::serve(app.clone(), listener, shutdown_signal()).await?;
+    tracing::info!("requests finished; flushing spans");
+    let flushed = app.telemetry.flush(Duration::from_secs(10)).await;
+    let stats = app.telemetry.pipeline().stats();
+    let (exported, dropped) = (
+        stats.exported.load(std::sync::atomic::Ordering::Relaxed),
+        stats.dropped.load(std::sync::atomic::Ordering::Relaxed),
+    );
+    if flushed {
+        tracing::info!(exported, dropped, "stopped");
+    } else {
+        tracing::warn!(exported, dropped, "stopped; the last spans could not be flushed in time");
+    }
+    Ok(())
+}
+
+fn check(path: &Path, cache_dir: Option<PathBuf>) -> anyhow::Result<()> {
+    let manifest = Manifest::load(path)?;
+    let mut problems = Vec::new();
+    if let Err(e) = Settings::from_env(&manifest.telemetry) {
+        problems.push(format!("telemetry settings: {e}"));
+    }
+    let runtime = Runtime::new(max_memory(&manifest), cache_dir)?;
+    if let Err(diags) = load_components(&manifest, &runtime) {
+        problems.extend(diags.iter().map(|d| d.to_string()));
+    }
+    if problems.is_empty() {
+        println!(
+            "{}: app `{}` is valid ({} component{})",
+            manifest.path.display(),
+            manifest.app,
+            manifest.components.len(),
+            if manifest.components.len() == 1 { "" } else { "s" }
+        );
+        Ok(())
+    } else {
+        for p in &problems {
+            eprintln!("{p}");
+        }
+        anyhow::bail!("{} problem{} found", problems.len(), if problems.len() == 1 { "" } else { "s" })
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        () = term => {}
+    }
+    tracing::info!("shutting down: no new connections, finishing requests in flight");
+}

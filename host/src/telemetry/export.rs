@@ -1,0 +1,226 @@
+//! Span export: one bounded queue for every component, a batching worker on
+//! the tokio runtime, and one OTLP exporter per component (each carries its
+//! component's resource, so a backend sees one service per component).
+//!
+//! `on_end` never blocks: when the queue is full the span is dropped and
+//! counted. A backend that is down or slow only ever costs dropped spans.
+
+use super::config::{ExportSettings, Exporter, Protocol};
+use opentelemetry::Context;
+use opentelemetry_otlp::{WithExportConfig, WithHttpConfig, WithTonicConfig};
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::trace::{Span, SpanData, SpanExporter, SpanProcessor};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot};
+
+/// Counters of the export pipeline, readable while it runs.
+#[derive(Debug, Default)]
+pub struct ExportStats {
+    /// Spans handed to the pipeline.
+    pub queued: AtomicU64,
+    /// Spans acknowledged by the backend.
+    pub exported: AtomicU64,
+    /// Spans dropped: queue full, or the backend failed or timed out.
+    pub dropped: AtomicU64,
+}
+
+enum Message {
+    Span(usize, SpanData),
+    Flush(oneshot::Sender<()>),
+}
+
+/// The sending side of the pipeline; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Pipeline {
+    tx: mpsc::Sender<Message>,
+    stats: Arc<ExportStats>,
+}
+
+impl Pipeline {
+    /// Start the worker. `resources[i]` is the resource of component `i`.
+    /// Must be called within a tokio runtime.
+    pub fn start(settings: &ExportSettings, resources: Vec<Resource>) -> anyhow::Result<Pipeline> {
+        let (tx, rx) = mpsc::channel(settings.max_queue_size.max(1));
+        let stats = Arc::new(ExportStats::default());
+        let mut exporters = Vec::with_capacity(resources.len());
+        if settings.exporter == Exporter::Otlp {
+            for resource in &resources {
+                let mut exporter = build_otlp(settings)?;
+                exporter.set_resource(resource);
+                exporters.push(exporter);
+            }
+        }
+        let worker = Worker {
+            rx,
+            exporters,
+            batches: resources.iter().map(|_| Vec::new()).collect(),
+            stats: stats.clone(),
+            settings: settings.clone(),
+            last_warning: None,
+        };
+        tokio::spawn(worker.run());
+        Ok(Pipeline { tx, stats })
+    }
+
+    /// The processor to install in component `index`'s tracer provider.
+    pub fn processor(&self, index: usize) -> ComponentProcessor {
+        ComponentProcessor {
+            index,
+            pipeline: self.clone(),
+        }
+    }
+
+    pub fn stats(&self) -> &ExportStats {
+        &self.stats
+    }
+
+    /// Export everything queued so far; waits at most `timeout`.
+    pub async fn flush(&self, timeout: Duration) -> bool {
+        let (done, wait) = oneshot::channel();
+        let sent = tokio::time::timeout(timeout, self.tx.send(Message::Flush(done))).await;
+        if !matches!(sent, Ok(Ok(()))) {
+            return false;
+        }
+        matches!(tokio::time::timeout(timeout, wait).await, Ok(Ok(())))
+    }
+}
+
+fn build_otlp(s: &ExportSettings) -> anyhow::Result<opentelemetry_otlp::SpanExporter> {
+    let builder = opentelemetry_otlp::SpanExporter::builder();
+    let exporter = match s.protocol {
+        Protocol::Grpc => {
+            let mut b = builder.with_tonic().with_timeout(s.timeout);
+            if let Some(e) = &s.endpoint {
+                b = b.with_endpoint(e.clone());
+            }
+            let mut metadata = tonic::metadata::MetadataMap::new();
+            for (k, v) in &s.headers {
+                let key = tonic::metadata::MetadataKey::from_bytes(k.to_ascii_lowercase().as_bytes())
+                    .map_err(|_| anyhow::anyhow!("export header name `{k}` is not valid"))?;
+                let value = v
+                    .parse()
+                    .map_err(|_| anyhow::anyhow!("export header `{k}` has a value that is not valid"))?;
+                metadata.insert(key, value);
+            }
+            b.with_metadata(metadata).build()?
+        }
+        Protocol::HttpProtobuf => {
+            let mut b = builder
+                .with_http()
+                .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+                .with_timeout(s.timeout);
+            if let Some(e) = &s.endpoint {
+                b = b.with_endpoint(e.clone());
+            }
+            b.with_headers(s.headers.clone().into_iter().collect()).build()?
+        }
+    };
+    Ok(exporter)
+}
+
+struct Worker {
+    rx: mpsc::Receiver<Message>,
+    exporters: Vec<opentelemetry_otlp::SpanExporter>,
+    batches: Vec<Vec<SpanData>>,
+    stats: Arc<ExportStats>,
+    settings: ExportSettings,
+    last_warning: Option<Instant>,
+}
+
+impl Worker {
+    async fn run(mut self) {
+        let mut tick = tokio::time::interval(self.settings.schedule_delay);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                msg = self.rx.recv() => match msg {
+                    Some(Message::Span(i, span)) => {
+                        self.batches[i].push(span);
+                        if self.batches[i].len() >= self.settings.max_export_batch_size {
+                            self.export(i).await;
+                        }
+                    }
+                    Some(Message::Flush(done)) => {
+                        self.export_all().await;
+                        let _ = done.send(());
+                    }
+                    None => {
+                        self.export_all().await;
+                        return;
+                    }
+                },
+                _ = tick.tick() => self.export_all().await,
+            }
+        }
+    }
+
+    async fn export_all(&mut self) {
+        for i in 0..self.batches.len() {
+            self.export(i).await;
+        }
+    }
+
+    async fn export(&mut self, i: usize) {
+        if self.batches[i].is_empty() {
+            return;
+        }
+        let batch = std::mem::take(&mut self.batches[i]);
+        let n = batch.len() as u64;
+        let Some(exporter) = self.exporters.get(i) else {
+            // exporter "none": spans are made (and propagate) but go nowhere.
+            return;
+        };
+        let result = tokio::time::timeout(self.settings.timeout, exporter.export(batch)).await;
+        match result {
+            Ok(Ok(())) => {
+                self.stats.exported.fetch_add(n, Ordering::Relaxed);
+            }
+            Ok(Err(e)) => self.failed(n, &e.to_string()),
+            Err(_) => self.failed(n, "timed out"),
+        }
+    }
+
+    fn failed(&mut self, n: u64, why: &str) {
+        let total = self.stats.dropped.fetch_add(n, Ordering::Relaxed) + n;
+        // One warning per 30 s: a backend that is down must not flood the log.
+        if self.last_warning.is_none_or(|t| t.elapsed() > Duration::from_secs(30)) {
+            self.last_warning = Some(Instant::now());
+            tracing::warn!(
+                endpoint = self.settings.endpoint_for_humans(),
+                "span export failed ({why}); {n} spans dropped, {total} in all. \
+                 Requests are not affected. Is the OTLP backend running?"
+            );
+        }
+    }
+}
+
+/// The [`SpanProcessor`] of one component: hands finished spans to the
+/// shared pipeline without blocking.
+#[derive(Debug)]
+pub struct ComponentProcessor {
+    index: usize,
+    pipeline: Pipeline,
+}
+
+impl SpanProcessor for ComponentProcessor {
+    fn on_start(&self, _span: &mut Span, _cx: &Context) {}
+
+    fn on_end(&self, span: SpanData) {
+        let stats = &self.pipeline.stats;
+        stats.queued.fetch_add(1, Ordering::Relaxed);
+        if self.pipeline.tx.try_send(Message::Span(self.index, span)).is_err() {
+            stats.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        Ok(())
+    }
+
+    fn shutdown_with_timeout(&self, _timeout: Duration) -> OTelSdkResult {
+        Ok(())
+    }
+}

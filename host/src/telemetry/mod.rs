@@ -1,0 +1,407 @@
+//! Telemetry the host supplies to every guest: one OpenTelemetry tracer per
+//! component (its own resource), the per-request span state guests build on,
+//! W3C propagation, and export.
+//!
+//! The WIT glue is in [`host`]; everything else here is plain Rust that the
+//! unit tests exercise without any wasm.
+
+pub mod config;
+pub mod export;
+pub mod host;
+pub mod propagation;
+pub mod semconv;
+
+use crate::manifest::{Component, Manifest};
+use opentelemetry::trace::{
+    Span as _, SpanContext, SpanKind, Status, TraceContextExt, TraceFlags, Tracer as _, TracerProvider as _,
+};
+use opentelemetry::{Context, KeyValue, Value};
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider, Span};
+use std::borrow::Cow;
+use std::time::{Duration, SystemTime};
+
+pub use config::Settings;
+pub use export::Pipeline;
+
+/// Arrays longer than this are cut; strings are cut at the configured
+/// `max_attribute_value_length`.
+pub const MAX_ARRAY_LENGTH: usize = 128;
+
+/// Marks a span the host ended because the guest's request finished first.
+pub const AUTO_ENDED: &str = "polytrace.span.auto_ended";
+
+/// The tracers of one application and the pipeline they export through.
+pub struct Telemetry {
+    providers: Vec<SdkTracerProvider>,
+    tracers: Vec<SdkTracer>,
+    pipeline: Pipeline,
+    pub settings: Settings,
+}
+
+impl Telemetry {
+    /// One tracer provider per component; must run within a tokio runtime.
+    pub fn start(settings: Settings, manifest: &Manifest) -> anyhow::Result<Telemetry> {
+        let resources: Vec<Resource> = manifest
+            .components
+            .iter()
+            .map(|c| component_resource(manifest, c))
+            .collect();
+        let pipeline = Pipeline::start(&settings.export, resources.clone())?;
+        let mut providers = Vec::new();
+        let mut tracers = Vec::new();
+        for (i, resource) in resources.into_iter().enumerate() {
+            let provider = SdkTracerProvider::builder()
+                .with_resource(resource)
+                .with_sampler(settings.sampler.clone())
+                .with_span_processor(pipeline.processor(i))
+                .build();
+            tracers.push(provider.tracer("polytrace"));
+            providers.push(provider);
+        }
+        Ok(Telemetry {
+            providers,
+            tracers,
+            pipeline,
+            settings,
+        })
+    }
+
+    /// The tracer of component `index`.
+    pub fn tracer(&self, index: usize) -> &SdkTracer {
+        &self.tracers[index]
+    }
+
+    pub fn pipeline(&self) -> &Pipeline {
+        &self.pipeline
+    }
+
+    /// Export every finished span; used at shutdown.
+    pub async fn flush(&self, timeout: Duration) -> bool {
+        self.pipeline.flush(timeout).await
+    }
+
+    pub fn component_count(&self) -> usize {
+        self.providers.len()
+    }
+}
+
+/// The resource of one component: it is its own service.
+pub fn component_resource(manifest: &Manifest, c: &Component) -> Resource {
+    // OTEL_RESOURCE_ATTRIBUTES applies to every component; service.name is
+    // always the component id, whatever OTEL_SERVICE_NAME says.
+    let env = opentelemetry_sdk::resource::EnvResourceDetector::new();
+    let mut attrs = vec![
+        KeyValue::new("service.name", c.id.clone()),
+        KeyValue::new("service.namespace", manifest.app.clone()),
+        KeyValue::new("telemetry.sdk.name", "polytrace"),
+        KeyValue::new("telemetry.sdk.language", "rust"),
+        KeyValue::new("telemetry.sdk.version", env!("CARGO_PKG_VERSION")),
+        KeyValue::new("process.runtime.name", "wasmtime"),
+        KeyValue::new("polytrace.guest.language", c.language.clone().unwrap_or_else(|| "unknown".into())),
+    ];
+    if let Some(v) = c.version.clone().or_else(|| manifest.version.clone()) {
+        attrs.push(KeyValue::new("service.version", v));
+    }
+    Resource::builder_empty()
+        .with_detector(Box::new(env))
+        .with_attributes(attrs)
+        .build()
+}
+
+/// A guest-created span, as held in the instance's resource table.
+pub struct GuestSpan {
+    span: Span,
+    cx: SpanContext,
+    ended: bool,
+}
+
+impl GuestSpan {
+    pub fn context(&self) -> &SpanContext {
+        &self.cx
+    }
+
+    pub fn is_recording(&self) -> bool {
+        !self.ended && self.span.is_recording()
+    }
+}
+
+/// The tracing state of one request inside one component instance: which
+/// span is current, what to propagate, and the limits on guest data.
+pub struct RequestTrace {
+    tracer: SdkTracer,
+    server: SpanContext,
+    /// Open guest spans, innermost last: (resource rep, context).
+    open: Vec<(u32, SpanContext)>,
+    baggage: String,
+    /// Level 2 random flag: true when the trace id was generated randomly here
+    /// or the caller said so.
+    random: bool,
+    value_cap: usize,
+}
+
+impl RequestTrace {
+    pub fn new(tracer: SdkTracer, server: SpanContext, baggage: String, random: bool, value_cap: usize) -> Self {
+        RequestTrace {
+            tracer,
+            server: with_random(server, random),
+            open: Vec::new(),
+            baggage,
+            random,
+            value_cap,
+        }
+    }
+
+    /// The innermost open guest span, or the request's SERVER span.
+    pub fn current(&self) -> &SpanContext {
+        self.open.last().map_or(&self.server, |(_, cx)| cx)
+    }
+
+    pub fn tracer(&self) -> &SdkTracer {
+        &self.tracer
+    }
+
+    pub fn baggage(&self) -> &str {
+        &self.baggage
+    }
+
+    pub fn random(&self) -> bool {
+        self.random
+    }
+
+    /// The headers to send with an outbound request made under `cx`.
+    pub fn inject(&self, cx: &SpanContext) -> Vec<(&'static str, String)> {
+        propagation::inject(&with_random(cx.clone(), self.random), &self.baggage)
+    }
+
+    /// Start a guest span under the current span (or under `parent`) and make
+    /// it current once `register` gives it its table slot.
+    pub fn start(&self, name: String, kind: SpanKind, attrs: Vec<KeyValue>, parent: Option<SpanContext>) -> GuestSpan {
+        let parent = parent.unwrap_or_else(|| self.current().clone());
+        let span = self
+            .tracer
+            .span_builder(truncate_name(name, self.value_cap))
+            .with_kind(kind)
+            .with_attributes(attrs.into_iter().map(|kv| self.cap(kv)))
+            .start_with_context(&self.tracer, &Context::new().with_remote_span_context(parent));
+        let cx = with_random(span.span_context().clone(), self.random);
+        GuestSpan { span, cx, ended: false }
+    }
+
+    /// Record that the span in table slot `rep` is now the current one.
+    pub fn push(&mut self, rep: u32, cx: SpanContext) {
+        self.open.push((rep, cx));
+    }
+
+    /// Forget slot `rep` (its span ended); its parent becomes current again.
+    pub fn pop(&mut self, rep: u32) {
+        if let Some(i) = self.open.iter().rposition(|(r, _)| *r == rep) {
+            self.open.remove(i);
+        }
+    }
+
+    /// The table slots of spans still open, innermost first.
+    pub fn take_open(&mut self) -> Vec<u32> {
+        let mut reps: Vec<u32> = self.open.drain(..).map(|(r, _)| r).collect();
+        reps.reverse();
+        reps
+    }
+
+    /// Apply the value-length and array caps to one attribute.
+    pub fn cap(&self, kv: KeyValue) -> KeyValue {
+        cap_value(kv, self.value_cap)
+    }
+
+    pub fn set_attribute(&self, s: &mut GuestSpan, kv: KeyValue) {
+        if !s.ended {
+            s.span.set_attribute(self.cap(kv));
+        }
+    }
+
+    pub fn add_event(&self, s: &mut GuestSpan, name: String, attrs: Vec<KeyValue>, at: Option<SystemTime>) {
+        if s.ended {
+            return;
+        }
+        let attrs: Vec<KeyValue> = attrs.into_iter().map(|kv| self.cap(kv)).collect();
+        let name = truncate_name(name, self.value_cap);
+        s.span
+            .add_event_with_timestamp(name, at.unwrap_or_else(SystemTime::now), attrs);
+    }
+
+    pub fn record_exception(
+        &self,
+        s: &mut GuestSpan,
+        ty: String,
+        message: String,
+        stacktrace: Option<String>,
+        set_status: bool,
+    ) {
+        if s.ended {
+            return;
+        }
+        let mut attrs = vec![
+            KeyValue::new("exception.type", ty),
+            KeyValue::new("exception.message", message.clone()),
+        ];
+        if let Some(st) = stacktrace {
+            attrs.push(KeyValue::new("exception.stacktrace", st));
+        }
+        self.add_event(s, "exception".into(), attrs, None);
+        if set_status {
+            s.span.set_status(Status::error(cap_string(message, self.value_cap)));
+        }
+    }
+
+    pub fn set_status(&self, s: &mut GuestSpan, status: Status) {
+        if !s.ended {
+            s.span.set_status(status);
+        }
+    }
+
+    pub fn update_name(&self, s: &mut GuestSpan, name: String) {
+        if !s.ended {
+            s.span.update_name(truncate_name(name, self.value_cap));
+        }
+    }
+
+    /// End a guest span (idempotent) and make its parent current.
+    pub fn end(&mut self, rep: u32, s: &mut GuestSpan, at: Option<SystemTime>) {
+        if !s.ended {
+            s.ended = true;
+            s.span.end_with_timestamp(at.unwrap_or_else(SystemTime::now));
+        }
+        self.pop(rep);
+    }
+
+    /// End a span the guest left open when its request finished, marked so.
+    pub fn end_abandoned(&mut self, rep: u32, s: &mut GuestSpan) {
+        if !s.ended {
+            s.span.set_attribute(KeyValue::new(AUTO_ENDED, true));
+        }
+        self.end(rep, s, None);
+    }
+}
+
+/// A context with the Level 2 random flag set when it applies.
+fn with_random(cx: SpanContext, random: bool) -> SpanContext {
+    let flags = cx.trace_flags().to_u8();
+    if !random || !cx.is_valid() || flags & propagation::FLAG_RANDOM != 0 {
+        return cx;
+    }
+    SpanContext::new(
+        cx.trace_id(),
+        cx.span_id(),
+        TraceFlags::new(flags | propagation::FLAG_RANDOM),
+        cx.is_remote(),
+        cx.trace_state().clone(),
+    )
+}
+
+fn truncate_name(name: String, cap: usize) -> String {
+    cap_string(name, cap)
+}
+
+fn cap_string(mut s: String, cap: usize) -> String {
+    if s.len() > cap {
+        let mut end = cap;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+    }
+    s
+}
+
+/// Cut string values to `cap` bytes (on a character boundary) and arrays to
+/// [`MAX_ARRAY_LENGTH`] elements.
+pub fn cap_value(kv: KeyValue, cap: usize) -> KeyValue {
+    use opentelemetry::Array;
+    let cut = |s: opentelemetry::StringValue| -> opentelemetry::StringValue {
+        if s.as_str().len() > cap {
+            cap_string(s.as_str().to_string(), cap).into()
+        } else {
+            s
+        }
+    };
+    let value = match kv.value {
+        Value::String(s) => Value::String(cut(s)),
+        Value::Array(Array::String(v)) => {
+            Value::Array(Array::String(v.into_iter().take(MAX_ARRAY_LENGTH).map(cut).collect()))
+        }
+        Value::Array(Array::Bool(mut v)) => {
+            v.truncate(MAX_ARRAY_LENGTH);
+            Value::Array(Array::Bool(v))
+        }
+        Value::Array(Array::I64(mut v)) => {
+            v.truncate(MAX_ARRAY_LENGTH);
+            Value::Array(Array::I64(v))
+        }
+        Value::Array(Array::F64(mut v)) => {
+            v.truncate(MAX_ARRAY_LENGTH);
+            Value::Array(Array::F64(v))
+        }
+        other => other,
+    };
+    let key = if kv.key.as_str().len() > cap {
+        opentelemetry::Key::new(Cow::<'static, str>::Owned(cap_string(kv.key.as_str().to_string(), cap)))
+    } else {
+        kv.key
+    };
+    KeyValue::new(key, value)
+}
+
+/// Start a span with the SDK under `parent` (a remote or local context).
+pub fn start_span(tracer: &SdkTracer, name: String, kind: SpanKind, attrs: Vec<KeyValue>, parent: Option<&SpanContext>) -> Span {
+    let cx = match parent {
+        Some(p) => Context::new().with_remote_span_context(p.clone()),
+        None => Context::new(),
+    };
+    tracer
+        .span_builder(name)
+        .with_kind(kind)
+        .with_attributes(attrs)
+        .start_with_context(tracer, &cx)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry::Array;
+
+    #[test]
+    fn values_are_capped() {
+        let kv = cap_value(KeyValue::new("k", "é".repeat(10)), 5);
+        assert_eq!(kv.value.as_str(), "éé");
+        let kv = cap_value(
+            KeyValue::new("k", Value::Array(Array::I64((0..1000).collect()))),
+            5,
+        );
+        match kv.value {
+            Value::Array(Array::I64(v)) => assert_eq!(v.len(), MAX_ARRAY_LENGTH),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn current_span_follows_the_stack() {
+        let provider = SdkTracerProvider::builder().build();
+        let tracer = provider.tracer("t");
+        let server = start_span(&tracer, "s".into(), SpanKind::Server, vec![], None);
+        let server_cx = server.span_context().clone();
+        let mut rt = RequestTrace::new(tracer, server_cx.clone(), String::new(), true, 100);
+        assert_eq!(rt.current().span_id(), server_cx.span_id());
+        assert_ne!(rt.current().trace_flags().to_u8() & propagation::FLAG_RANDOM, 0);
+        let mut a = rt.start("a".into(), SpanKind::Internal, vec![], None);
+        rt.push(1, a.context().clone());
+        let b = rt.start("b".into(), SpanKind::Internal, vec![], None);
+        assert_eq!(b.context().trace_id(), server_cx.trace_id());
+        rt.push(2, b.context().clone());
+        assert_eq!(rt.current().span_id(), b.context().span_id());
+        // Ending a span that is not innermost keeps the innermost current.
+        rt.end(1, &mut a, None);
+        assert_eq!(rt.current().span_id(), b.context().span_id());
+        assert!(!a.is_recording());
+        assert_eq!(rt.take_open(), vec![2]);
+        assert_eq!(rt.current().span_id(), server_cx.span_id());
+    }
+}
