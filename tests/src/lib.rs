@@ -1,0 +1,438 @@
+//! Test harness: a real OTLP receiver (gRPC and HTTP/protobuf, from the
+//! official `opentelemetry-proto` definitions), the real `polytrace` binary
+//! started as a child process, and a plain HTTP client.
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
+use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use prost::Message;
+use serde_json::Value as Json;
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// One export request as the receiver got it.
+#[derive(Clone, Debug)]
+pub struct Export {
+    pub protocol: &'static str,
+    pub headers: Vec<(String, String)>,
+    pub request: ExportTraceServiceRequest,
+}
+
+/// A span, flattened with its resource, values as JSON for easy asserts.
+#[derive(Clone, Debug)]
+pub struct FlatSpan {
+    pub trace_id: String,
+    pub span_id: String,
+    pub parent_span_id: String,
+    pub name: String,
+    /// OTLP SpanKind: 1 internal, 2 server, 3 client.
+    pub kind: i32,
+    pub attributes: BTreeMap<String, Json>,
+    /// OTLP StatusCode: 0 unset, 1 ok, 2 error.
+    pub status_code: i32,
+    pub status_message: String,
+    pub events: Vec<(String, BTreeMap<String, Json>)>,
+    pub resource: BTreeMap<String, Json>,
+    pub dropped_attributes_count: u32,
+    pub dropped_events_count: u32,
+}
+
+impl FlatSpan {
+    pub fn attr(&self, key: &str) -> Option<&Json> {
+        self.attributes.get(key)
+    }
+
+    pub fn service(&self) -> &str {
+        self.resource.get("service.name").and_then(Json::as_str).unwrap_or_default()
+    }
+
+    pub fn event(&self, name: &str) -> Option<&BTreeMap<String, Json>> {
+        self.events.iter().find(|(n, _)| n == name).map(|(_, a)| a)
+    }
+}
+
+pub const KIND_INTERNAL: i32 = 1;
+pub const KIND_SERVER: i32 = 2;
+pub const KIND_CLIENT: i32 = 3;
+pub const STATUS_UNSET: i32 = 0;
+pub const STATUS_ERROR: i32 = 2;
+
+fn any_to_json(v: &Option<AnyValue>) -> Json {
+    match v.as_ref().and_then(|v| v.value.as_ref()) {
+        None => Json::Null,
+        Some(any_value::Value::StringValue(s)) => Json::String(s.clone()),
+        Some(any_value::Value::BoolValue(b)) => Json::Bool(*b),
+        Some(any_value::Value::IntValue(i)) => Json::from(*i),
+        Some(any_value::Value::DoubleValue(f)) => Json::from(*f),
+        Some(any_value::Value::ArrayValue(a)) => {
+            Json::Array(a.values.iter().map(|v| any_to_json(&Some(v.clone()))).collect())
+        }
+        Some(other) => Json::String(format!("{other:?}")),
+    }
+}
+
+fn attrs(kvs: &[KeyValue]) -> BTreeMap<String, Json> {
+    kvs.iter().map(|kv| (kv.key.clone(), any_to_json(&kv.value))).collect()
+}
+
+/// A real OTLP trace receiver on loopback: gRPC on one port, HTTP/protobuf
+/// (`POST /v1/traces`) on another.
+#[derive(Clone)]
+pub struct Receiver {
+    pub grpc: SocketAddr,
+    pub http: SocketAddr,
+    exports: Arc<Mutex<Vec<Export>>>,
+}
+
+struct Grpc(Arc<Mutex<Vec<Export>>>);
+
+#[tonic::async_trait]
+impl TraceService for Grpc {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        let headers = request
+            .metadata()
+            .clone()
+            .into_headers()
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or_default().to_string()))
+            .collect();
+        self.0.lock().unwrap().push(Export {
+            protocol: "grpc",
+            headers,
+            request: request.into_inner(),
+        });
+        Ok(tonic::Response::new(ExportTraceServiceResponse { partial_success: None }))
+    }
+}
+
+impl Receiver {
+    /// Start both endpoints on ephemeral loopback ports.
+    pub async fn start() -> Receiver {
+        let exports = Arc::new(Mutex::new(Vec::new()));
+        let grpc_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let grpc = grpc_listener.local_addr().unwrap();
+        let service = TraceServiceServer::new(Grpc(exports.clone()));
+        tokio::spawn(async move {
+            tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(grpc_listener))
+                .await
+                .unwrap();
+        });
+        let http_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let http = http_listener.local_addr().unwrap();
+        let store = exports.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = http_listener.accept().await else { continue };
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                        let store = store.clone();
+                        async move {
+                            let ok = req.method() == hyper::Method::POST && req.uri().path() == "/v1/traces";
+                            let headers = req
+                                .headers()
+                                .iter()
+                                .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or_default().to_string()))
+                                .collect();
+                            let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                            let status = match (ok, ExportTraceServiceRequest::decode(body)) {
+                                (true, Ok(request)) => {
+                                    store.lock().unwrap().push(Export {
+                                        protocol: "http/protobuf",
+                                        headers,
+                                        request,
+                                    });
+                                    200
+                                }
+                                _ => 400,
+                            };
+                            let reply = ExportTraceServiceResponse { partial_success: None }.encode_to_vec();
+                            Ok::<_, std::convert::Infallible>(
+                                hyper::Response::builder()
+                                    .status(status)
+                                    .header("content-type", "application/x-protobuf")
+                                    .body(Full::new(Bytes::from(reply)))
+                                    .unwrap(),
+                            )
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Receiver { grpc, http, exports }
+    }
+
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT` for this receiver and protocol.
+    pub fn endpoint(&self, protocol: &str) -> String {
+        match protocol {
+            "grpc" => format!("http://{}", self.grpc),
+            _ => format!("http://{}", self.http),
+        }
+    }
+
+    pub fn exports(&self) -> Vec<Export> {
+        self.exports.lock().unwrap().clone()
+    }
+
+    /// Every span received so far.
+    pub fn spans(&self) -> Vec<FlatSpan> {
+        let mut out = Vec::new();
+        for export in self.exports() {
+            for rs in &export.request.resource_spans {
+                let resource = rs.resource.as_ref().map(|r| attrs(&r.attributes)).unwrap_or_default();
+                for ss in &rs.scope_spans {
+                    for s in &ss.spans {
+                        out.push(FlatSpan {
+                            trace_id: hex(&s.trace_id),
+                            span_id: hex(&s.span_id),
+                            parent_span_id: hex(&s.parent_span_id),
+                            name: s.name.clone(),
+                            kind: s.kind,
+                            attributes: attrs(&s.attributes),
+                            status_code: s.status.as_ref().map_or(0, |st| st.code),
+                            status_message: s.status.as_ref().map(|st| st.message.clone()).unwrap_or_default(),
+                            events: s.events.iter().map(|e| (e.name.clone(), attrs(&e.attributes))).collect(),
+                            resource: resource.clone(),
+                            dropped_attributes_count: s.dropped_attributes_count,
+                            dropped_events_count: s.dropped_events_count,
+                        });
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// The spans of `trace_id` once at least `count` have arrived (waits up
+    /// to 20 s, polling; fails with what did arrive).
+    pub async fn trace(&self, trace_id: &str, count: usize) -> Vec<FlatSpan> {
+        let started = Instant::now();
+        loop {
+            let spans: Vec<FlatSpan> = self.spans().into_iter().filter(|s| s.trace_id == trace_id).collect();
+            if spans.len() >= count {
+                return spans;
+            }
+            if started.elapsed() > Duration::from_secs(20) {
+                panic!("expected {count} spans of trace {trace_id}, got {}: {spans:#?}", spans.len());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The cargo target directory the tests were built into.
+pub fn target_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("CARGO_TARGET_DIR") {
+        return PathBuf::from(d);
+    }
+    // target/<profile>/deps/<test binary>
+    let exe = std::env::current_exe().unwrap();
+    exe.ancestors().nth(3).unwrap().to_path_buf()
+}
+
+/// The `polytrace` binary under test.
+pub fn polytrace_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("POLYTRACE_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe.ancestors().nth(2).unwrap();
+    let bin = profile_dir.join("polytrace");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it first (`cargo build --release -p polytrace`, as scripts/test.sh does)",
+        bin.display()
+    );
+    bin
+}
+
+/// A guest component built by scripts/build-guests.sh.
+pub fn component(name: &str) -> PathBuf {
+    let path = target_dir().join("wasm32-wasip2/release").join(format!("{name}.wasm"));
+    assert!(path.exists(), "{} is missing: run scripts/build-guests.sh", path.display());
+    path
+}
+
+/// A fresh scratch directory for one test.
+pub fn scratch_dir(name: &str) -> PathBuf {
+    let dir = target_dir()
+        .join("test-scratch")
+        .join(format!("{name}-{}-{}", std::process::id(), rand_suffix()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn rand_suffix() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+}
+
+/// A running `polytrace up`.
+pub struct Polytrace {
+    child: Child,
+    pub addr: SocketAddr,
+    log: Arc<Mutex<String>>,
+}
+
+impl Polytrace {
+    /// Write `manifest` into a scratch dir and run `polytrace up` on it,
+    /// exporting to `receiver` over `protocol`.
+    pub fn up(name: &str, manifest: &str, receiver: &Receiver, protocol: &str, env: &[(&str, &str)]) -> Polytrace {
+        let dir = scratch_dir(name);
+        let file = dir.join("polytrace.toml");
+        std::fs::write(&file, manifest).unwrap();
+        let mut all_env = vec![
+            ("OTEL_EXPORTER_OTLP_ENDPOINT".to_string(), receiver.endpoint(protocol)),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL".to_string(), protocol.to_string()),
+            ("OTEL_BSP_SCHEDULE_DELAY".to_string(), "100".to_string()),
+        ];
+        all_env.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        Self::start(&dir, &all_env)
+    }
+
+    /// Run `polytrace up DIR --listen 127.0.0.1:0` with exactly `env` added.
+    pub fn start(dir: &Path, env: &[(String, String)]) -> Polytrace {
+        let mut cmd = Command::new(polytrace_bin());
+        cmd.arg("up")
+            .arg(dir)
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .env("POLYTRACE_CACHE_DIR", target_dir().join("test-cache"))
+            .env("POLYTRACE_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("start polytrace");
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if let Some(rest) = line.split("listening on http://").nth(1)
+                    && let Some(tx) = tx.take()
+                {
+                    let addr: SocketAddr = rest.split_whitespace().next().unwrap().parse().unwrap();
+                    let _ = tx.send(addr);
+                }
+                let mut l = sink.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+        let addr = match rx.recv_timeout(Duration::from_secs(120)) {
+            Ok(a) => a,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("polytrace did not start:\n{}", log.lock().unwrap());
+            }
+        };
+        Polytrace { child, addr, log }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// What the host logged so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Send SIGTERM and wait for exit; returns the exit code.
+    pub fn terminate(mut self) -> (Option<i32>, String) {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let started = Instant::now();
+        let code = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status.code();
+            }
+            if started.elapsed() > Duration::from_secs(60) {
+                let _ = self.child.kill();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        // Give the log reader a moment to drain the last lines.
+        std::thread::sleep(Duration::from_millis(100));
+        (code, self.log())
+    }
+}
+
+impl Drop for Polytrace {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A response, read whole.
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: String,
+}
+
+impl Response {
+    pub fn json(&self) -> Json {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+
+    /// The trace id from the W3C `traceresponse` header.
+    pub fn trace_id(&self) -> String {
+        let tr = self.headers.get("traceresponse").expect("traceresponse header").to_str().unwrap();
+        tr.split('-').nth(1).unwrap().to_string()
+    }
+}
+
+/// Send a request with extra headers.
+pub async fn request(method: &str, url: &str, headers: &[(&str, &str)], body: &str) -> Response {
+    let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let mut builder = hyper::Request::builder().method(method).uri(url);
+    for (k, v) in headers {
+        builder = builder.header(*k, *v);
+    }
+    let req = builder.body(Full::new(Bytes::from(body.to_string()))).unwrap();
+    let resp = client.request(req).await.unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    Response {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    }
+}
+
+pub async fn get(url: &str) -> Response {
+    request("GET", url, &[], "").await
+}

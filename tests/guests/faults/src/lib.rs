@@ -70,6 +70,30 @@ impl Guest for Faults {
                     format!("{{\"first\":{:?},\"second\":{:?}}}", context.span_id, ctx.span_id).as_bytes(),
                 );
             }
+            "/faults/headers" => {
+                let header = |name: &str| {
+                    request
+                        .headers
+                        .iter()
+                        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                        .map(|(_, v)| format!("{:?}", String::from_utf8_lossy(v)))
+                        .unwrap_or_else(|| "null".into())
+                };
+                let body = format!(
+                    "{{\"traceparent\":{},\"tracestate\":{},\"baggage\":{}}}",
+                    header("traceparent"),
+                    header("tracestate"),
+                    header("baggage")
+                );
+                respond(out, 200, "application/json", body.as_bytes());
+            }
+            "/faults/headers-via" => {
+                let url = request.query("url").unwrap_or_default();
+                match send("GET", &url, b"") {
+                    Ok(r) => respond(out, r.status, "application/json", &r.body),
+                    Err(e) => respond(out, 502, "text/plain", format!("failed: {e}").as_bytes()),
+                }
+            }
             "/faults/env" => {
                 let vars: Vec<String> = std::env::vars().map(|(k, v)| format!("{k}={v}")).collect();
                 respond(out, 200, "text/plain", vars.join("\n").as_bytes());

@@ -1,0 +1,242 @@
+//! The span tree the host produces, checked end to end: the real binary,
+//! real components, a real OTLP receiver.
+
+use polytrace_tests::*;
+use serde_json::json;
+
+const REMOTE_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const REMOTE_SPAN: &str = "00f067aa0ba902b7";
+
+fn two_hellos() -> String {
+    let wasm = component("hello_rust");
+    format!(
+        r#"
+app = "shop"
+version = "1.2.3"
+
+[[component]]
+id = "hello-front"
+source = "{wasm}"
+route = "/hello/..."
+language = "rust"
+
+[[component]]
+id = "hello-back"
+source = "{wasm}"
+language = "rust"
+version = "9.9.9"
+"#,
+        wasm = wasm.display()
+    )
+}
+
+/// SERVER → guest span → CLIENT → next component's SERVER → guest span,
+/// one trace continued from the caller's traceparent.
+async fn span_tree_across_components(protocol: &str) {
+    let receiver = Receiver::start().await;
+    let host = Polytrace::up(
+        "tree",
+        &two_hellos(),
+        &receiver,
+        protocol,
+        &[("OTEL_EXPORTER_OTLP_HEADERS", "uptrace-dsn=http://project1_secret@localhost:14318/1")],
+    );
+    let traceparent = format!("00-{REMOTE_TRACE}-{REMOTE_SPAN}-01");
+    let response = request(
+        "GET",
+        &host.url("/hello/greet?name=ada&next=http://hello-back/hello/inner"),
+        &[
+            ("traceparent", &traceparent),
+            ("tracestate", "vendor=abc"),
+            ("baggage", "user.id=42"),
+            ("user-agent", "polytrace-tests/1"),
+        ],
+        "",
+    )
+    .await;
+    assert_eq!(response.status, 200, "{}", response.body);
+    assert_eq!(response.json()["next"]["status"], 200);
+    assert_eq!(response.trace_id(), REMOTE_TRACE);
+
+    let spans = receiver.trace(REMOTE_TRACE, 5).await;
+    assert_eq!(spans.len(), 5, "{spans:#?}");
+    let find = |service: &str, name: &str| {
+        spans
+            .iter()
+            .find(|s| s.service() == service && s.name == name)
+            .unwrap_or_else(|| panic!("no span {name} of {service}: {spans:#?}"))
+    };
+    let front = find("hello-front", "GET /hello/*");
+    let work = find("hello-front", "hello.work");
+    let client = find("hello-front", "GET");
+    let back = find("hello-back", "GET");
+    let back_work = find("hello-back", "hello.work");
+
+    // Parent links, across the component boundary.
+    assert_eq!(front.parent_span_id, REMOTE_SPAN);
+    assert_eq!(work.parent_span_id, front.span_id);
+    assert_eq!(client.parent_span_id, work.span_id);
+    assert_eq!(back.parent_span_id, client.span_id);
+    assert_eq!(back_work.parent_span_id, back.span_id);
+
+    // Kinds.
+    assert_eq!(front.kind, KIND_SERVER);
+    assert_eq!(work.kind, KIND_INTERNAL);
+    assert_eq!(client.kind, KIND_CLIENT);
+    assert_eq!(back.kind, KIND_SERVER);
+
+    // Semantic conventions on the SERVER span.
+    let a = &front.attributes;
+    assert_eq!(a["http.request.method"], "GET");
+    assert_eq!(a["url.path"], "/hello/greet");
+    assert_eq!(a["url.query"], "name=ada&next=http://hello-back/hello/inner");
+    assert_eq!(a["url.scheme"], "http");
+    assert_eq!(a["http.route"], "/hello/*");
+    assert_eq!(a["http.response.status_code"], 200);
+    assert_eq!(a["server.address"], "127.0.0.1");
+    assert_eq!(a["server.port"], host.addr.port());
+    assert_eq!(a["client.address"], "127.0.0.1");
+    assert_eq!(a["network.protocol.version"], "1.1");
+    assert_eq!(a["user_agent.original"], "polytrace-tests/1");
+    assert!(a.get("error.type").is_none());
+    assert_eq!(front.status_code, STATUS_UNSET);
+
+    // The CLIENT span.
+    let c = &client.attributes;
+    assert_eq!(c["http.request.method"], "GET");
+    assert_eq!(c["url.full"], "http://hello-back/hello/inner");
+    assert_eq!(c["server.address"], "hello-back");
+    assert_eq!(c["server.port"], 80);
+    assert_eq!(c["http.response.status_code"], 200);
+
+    // The callee has no route for the path: its span name is the method alone.
+    assert!(back.attr("http.route").is_none());
+    assert_eq!(back.attributes["polytrace.caller.component"], "hello-front");
+
+    // Guest attributes keep their types; events arrive.
+    let w = &work.attributes;
+    assert_eq!(w["hello.name"], "ada");
+    assert_eq!(w["hello.polite"], true);
+    assert_eq!(w["hello.count"], 3);
+    assert_eq!(w["hello.ratio"], 0.5);
+    assert_eq!(w["hello.tags"], json!(["a", "b"]));
+    assert_eq!(w["hello.flags"], json!([true, false]));
+    assert_eq!(w["hello.numbers"], json!([1, 2, 3]));
+    assert_eq!(w["hello.weights"], json!([0.25, 0.75]));
+    assert_eq!(work.event("checkpoint").unwrap()["step"], 1);
+
+    // One service per component.
+    assert_eq!(front.resource["service.name"], "hello-front");
+    assert_eq!(front.resource["service.namespace"], "shop");
+    assert_eq!(front.resource["service.version"], "1.2.3");
+    assert_eq!(front.resource["polytrace.guest.language"], "rust");
+    assert_eq!(back.resource["service.version"], "9.9.9");
+
+    // The exporter sent the configured header to the backend.
+    let exports = receiver.exports();
+    assert!(exports.iter().all(|e| e.protocol == protocol));
+    assert!(
+        exports
+            .iter()
+            .all(|e| e.headers.iter().any(|(k, v)| k == "uptrace-dsn" && v == "http://project1_secret@localhost:14318/1")),
+        "uptrace-dsn header missing: {:?}",
+        exports.iter().map(|e| &e.headers).collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn span_tree_over_http_protobuf() {
+    span_tree_across_components("http/protobuf").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn span_tree_over_grpc() {
+    span_tree_across_components("grpc").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn propagation_headers_reach_the_next_service() {
+    let receiver = Receiver::start().await;
+    let manifest = format!(
+        r#"
+app = "prop"
+[[component]]
+id = "echo"
+source = "{}"
+route = "/faults/..."
+"#,
+        component("faults").display()
+    );
+    let host = Polytrace::up("prop", &manifest, &receiver, "http/protobuf", &[]);
+    let response = request(
+        "GET",
+        &host.url("/faults/headers-via?url=http://echo/faults/headers"),
+        &[
+            ("traceparent", &format!("00-{REMOTE_TRACE}-{REMOTE_SPAN}-01")),
+            ("tracestate", "vendor=abc,other=x"),
+            ("baggage", "user.id=42"),
+        ],
+        "",
+    )
+    .await;
+    assert_eq!(response.status, 200, "{}", response.body);
+    let seen = response.json();
+    let traceparent = seen["traceparent"].as_str().unwrap();
+    assert!(traceparent.starts_with(&format!("00-{REMOTE_TRACE}-")), "{traceparent}");
+    assert!(traceparent.ends_with("-01"), "{traceparent}");
+    assert_eq!(seen["tracestate"], "vendor=abc,other=x");
+    assert_eq!(seen["baggage"], "user.id=42");
+    // The injected parent is the CLIENT span of the call.
+    let spans = receiver.trace(REMOTE_TRACE, 3).await;
+    let client = spans.iter().find(|s| s.kind == KIND_CLIENT).unwrap();
+    assert_eq!(traceparent.split('-').nth(2).unwrap(), client.span_id);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn invalid_traceparent_starts_a_new_trace() {
+    let receiver = Receiver::start().await;
+    let host = Polytrace::up("invalid-tp", &two_hellos(), &receiver, "http/protobuf", &[]);
+    let cases = [
+        vec![("traceparent", format!("00-{}-{REMOTE_SPAN}-01", "0".repeat(32)))],
+        vec![("traceparent", format!("ff-{REMOTE_TRACE}-{REMOTE_SPAN}-01"))],
+        vec![("traceparent", format!("00-{REMOTE_TRACE}-{REMOTE_SPAN}-01-junk"))],
+        vec![("traceparent", format!("00-{}-{REMOTE_SPAN}-01", REMOTE_TRACE.to_uppercase()))],
+        // Duplicated traceparent headers.
+        vec![
+            ("traceparent", format!("00-{REMOTE_TRACE}-{REMOTE_SPAN}-01")),
+            ("traceparent", format!("00-{REMOTE_TRACE}-{REMOTE_SPAN}-01")),
+        ],
+    ];
+    for headers in cases {
+        let h: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let response = request("GET", &host.url("/hello/x"), &h, "").await;
+        assert_eq!(response.status, 200);
+        let trace_id = response.trace_id();
+        assert_ne!(trace_id, REMOTE_TRACE, "{headers:?} must not be continued");
+        // A new trace: random trace id, Level 2 random flag set.
+        assert!(response.headers["traceresponse"].to_str().unwrap().ends_with("-03"));
+        let spans = receiver.trace(&trace_id, 2).await;
+        let server = spans.iter().find(|s| s.kind == KIND_SERVER).unwrap();
+        assert_eq!(server.parent_span_id, "", "{headers:?}: a new trace has no parent");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unsampled_parent_is_respected() {
+    let receiver = Receiver::start().await;
+    let host = Polytrace::up("unsampled", &two_hellos(), &receiver, "http/protobuf", &[]);
+    let unsampled = "5bf92f3577b34da6a3ce929d0e0e4736";
+    let response = request(
+        "GET",
+        &host.url("/hello/x"),
+        &[("traceparent", &format!("00-{unsampled}-{REMOTE_SPAN}-00"))],
+        "",
+    )
+    .await;
+    assert_eq!(response.status, 200);
+    assert_eq!(response.trace_id(), unsampled);
+    // A sampled request after it proves the pipeline is flowing.
+    let sampled = get(&host.url("/hello/y")).await;
+    receiver.trace(&sampled.trace_id(), 2).await;
+    assert!(receiver.spans().iter().all(|s| s.trace_id != unsampled));
+}
