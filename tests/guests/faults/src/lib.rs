@@ -36,10 +36,10 @@ impl Guest for Faults {
             }
             "/faults/attributes" => {
                 let span = Span::start("many_attributes", []);
+                span.set_attribute("huge", "x".repeat(1 << 20));
                 for i in 0..300 {
                     span.set_attribute(&format!("attr.{i:03}"), i);
                 }
-                span.set_attribute("huge", "x".repeat(1 << 20));
                 for i in 0..200 {
                     span.add_event("tick", [kv("i", i)]);
                 }
@@ -52,23 +52,18 @@ impl Guest for Faults {
                 respond(out, 200, "text/plain", b"unended");
             }
             "/faults/after-end" => {
-                let span = Span::start("ended_early", []);
-                let context = span.context();
-                span.end();
-                // A fresh handle to an ended span is not possible from the SDK,
-                // so the WIT handle is used through `end` then `set`:
-                let again = Span::start("after_end_probe", []);
-                again.set_attribute("before", true);
-                let raw = again;
-                raw.update_name("after_end_probe");
-                let ctx = raw.context();
-                raw.end();
-                respond(
-                    out,
-                    200,
-                    "application/json",
-                    format!("{{\"first\":{:?},\"second\":{:?}}}", context.span_id, ctx.span_id).as_bytes(),
-                );
+                // The raw WIT handle outlives `end`, unlike the SDK's Span.
+                use polytrace_guest::bindings::polytrace::telemetry::tracing as wit;
+                let raw = wit::Span::new("after_end_probe", wit::SpanKind::Internal, &[kv("before", true)]);
+                raw.end(None);
+                raw.set_attribute("after", &true.into());
+                raw.add_event("late", &[], None);
+                raw.update_name("renamed_after_end");
+                let recording = raw.is_recording();
+                drop(raw);
+                let sibling = Span::start("sibling", []);
+                drop(sibling);
+                respond(out, 200, "application/json", format!("{{\"recording_after_end\":{recording}}}").as_bytes());
             }
             "/faults/headers" => {
                 let header = |name: &str| {

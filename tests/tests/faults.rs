@@ -1,0 +1,195 @@
+//! Faults and bad input: each one answered cleanly, recorded on a span, and
+//! the host keeps serving.
+
+use polytrace_tests::*;
+
+fn faults_manifest(extra: &str) -> String {
+    format!(
+        r#"
+app = "faults"
+[[component]]
+id = "faults"
+source = "{}"
+route = "/faults/..."
+language = "rust"
+env = {{ GREETING = "hi" }}
+limits = {{ request_timeout_ms = 1000, memory_mb = 32 }}
+{extra}
+"#,
+        component("faults").display()
+    )
+}
+
+async fn server_span(receiver: &Receiver, response: &Response) -> FlatSpan {
+    let spans = receiver.trace(&response.trace_id(), 1).await;
+    spans.into_iter().find(|s| s.kind == KIND_SERVER).expect("a SERVER span")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_trap_is_a_500_with_the_trap_on_the_span() {
+    let receiver = Receiver::start().await;
+    let host = Polytrace::up("trap", &faults_manifest(""), &receiver, "http/protobuf", &[]);
+    let response = get(&host.url("/faults/trap")).await;
+    assert_eq!(response.status, 500);
+    assert_eq!(response.json()["trace_id"], response.trace_id());
+    let spans = receiver.trace(&response.trace_id(), 2).await;
+    let server = spans.iter().find(|s| s.kind == KIND_SERVER).unwrap();
+    assert_eq!(server.status_code, STATUS_ERROR);
+    assert_eq!(server.attributes["http.response.status_code"], 500);
+    assert_eq!(server.attributes["error.type"], "500");
+    let exception = server.event("exception").expect("exception event");
+    assert_eq!(exception["exception.type"], "Trap::UnreachableCodeReached");
+    let stack = exception["exception.stacktrace"].as_str().unwrap();
+    assert!(stack.contains("faults.wasm") || stack.contains("trap_here"), "wasm backtrace: {stack}");
+    // The guest's own span was open when it trapped: the host ended it, marked.
+    let open = spans.iter().find(|s| s.name == "about_to_trap").unwrap();
+    assert_eq!(open.attributes["polytrace.span.auto_ended"], true);
+    assert_eq!(open.parent_span_id, server.span_id);
+
+    // The next request works.
+    assert_eq!(get(&host.url("/faults/ok")).await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_endless_loop_is_a_504_and_does_not_block_others() {
+    let receiver = Receiver::start().await;
+    let host = Polytrace::up("loop", &faults_manifest(""), &receiver, "http/protobuf", &[]);
+    let looping = tokio::spawn(get(Box::leak(host.url("/faults/loop").into_boxed_str())));
+    // While the loop spins (timeout 1 s), other requests are answered. Sent
+    // after the loop has started; both cores may be busy, yet they finish
+    // first because the looping guest yields every epoch tick.
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    for _ in 0..5 {
+        let ok = get(&host.url("/faults/ok")).await;
+        assert_eq!(ok.status, 200);
+    }
+    assert!(!looping.is_finished(), "the loop ended before the other requests were served");
+    let response = looping.await.unwrap();
+    assert_eq!(response.status, 504, "{}", response.body);
+    let server = server_span(&receiver, &response).await;
+    assert_eq!(server.status_code, STATUS_ERROR);
+    assert_eq!(server.attributes["error.type"], "504");
+    assert_eq!(server.event("exception").unwrap()["exception.type"], "Timeout");
+    assert_eq!(get(&host.url("/faults/ok")).await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn eating_memory_past_the_limit_is_a_500() {
+    let receiver = Receiver::start().await;
+    let host = Polytrace::up("oom", &faults_manifest(""), &receiver, "http/protobuf", &[]);
+    for _ in 0..3 {
+        let response = get(&host.url("/faults/oom")).await;
+        assert_eq!(response.status, 500, "{}", response.body);
+        let server = server_span(&receiver, &response).await;
+        assert_eq!(server.status_code, STATUS_ERROR);
+        let message = server.event("exception").unwrap()["exception.message"].as_str().unwrap().to_string();
+        assert!(message.contains("memory"), "{message}");
+    }
+    assert_eq!(get(&host.url("/faults/ok")).await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn span_limits_cap_what_a_guest_can_send() {
+    let receiver = Receiver::start().await;
+    let host = Polytrace::up("limits", &faults_manifest(""), &receiver, "grpc", &[]);
+    let response = get(&host.url("/faults/attributes")).await;
+    assert_eq!(response.status, 200);
+    let spans = receiver.trace(&response.trace_id(), 2).await;
+    let span = spans.iter().find(|s| s.name == "many_attributes").unwrap();
+    // 1 huge + 300 numbered attributes: 128 kept, the rest counted.
+    assert_eq!(span.attributes.len(), 128);
+    assert_eq!(span.dropped_attributes_count, 301 - 128);
+    assert_eq!(span.attributes["huge"].as_str().unwrap().len(), 4096);
+    assert_eq!(span.events.len(), 128);
+    assert_eq!(span.dropped_events_count, 200 - 128);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn spans_left_open_are_ended_and_marked() {
+    let receiver = Receiver::start().await;
+    let host = Polytrace::up("unended", &faults_manifest(""), &receiver, "http/protobuf", &[]);
+    let response = get(&host.url("/faults/unended")).await;
+    assert_eq!(response.status, 200);
+    let spans = receiver.trace(&response.trace_id(), 2).await;
+    let leaked = spans.iter().find(|s| s.name == "never_ended").unwrap();
+    assert_eq!(leaked.attributes["polytrace.span.auto_ended"], true);
+    assert_eq!(leaked.attributes["leaked"], true);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_ended_span_ignores_later_changes() {
+    let receiver = Receiver::start().await;
+    let host = Polytrace::up("after-end", &faults_manifest(""), &receiver, "http/protobuf", &[]);
+    let response = get(&host.url("/faults/after-end")).await;
+    assert_eq!(response.status, 200, "{}", response.body);
+    assert_eq!(response.json()["recording_after_end"], false);
+    let spans = receiver.trace(&response.trace_id(), 3).await;
+    let probe = spans.iter().find(|s| s.name == "after_end_probe").unwrap();
+    assert_eq!(probe.attributes["before"], true);
+    assert!(probe.attr("after").is_none(), "set after end must be a no-op: {probe:#?}");
+    assert!(probe.event("late").is_none());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn status_codes_follow_the_conventions() {
+    let receiver = Receiver::start().await;
+    let host = Polytrace::up("status", &faults_manifest(""), &receiver, "http/protobuf", &[]);
+    let not_found = get(&host.url("/faults/status?code=404")).await;
+    assert_eq!(not_found.status, 404);
+    let span = server_span(&receiver, &not_found).await;
+    assert_eq!(span.status_code, STATUS_UNSET, "4xx is not a server error");
+    assert!(span.attr("error.type").is_none());
+    let unavailable = get(&host.url("/faults/status?code=503")).await;
+    let span = server_span(&receiver, &unavailable).await;
+    assert_eq!(span.status_code, STATUS_ERROR);
+    assert_eq!(span.attributes["error.type"], "503");
+
+    // A client span is an error on 4xx: call our own 404 in-process.
+    let via = get(&host.url("/faults/call?url=http://faults/faults/status?code=404")).await;
+    assert_eq!(via.body, "status 404");
+    let spans = receiver.trace(&via.trace_id(), 3).await;
+    let client = spans.iter().find(|s| s.kind == KIND_CLIENT).unwrap();
+    assert_eq!(client.status_code, STATUS_ERROR);
+    assert_eq!(client.attributes["error.type"], "404");
+    assert_eq!(client.attributes["http.response.status_code"], 404);
+
+    // No route: 404 from the host itself.
+    assert_eq!(get(&host.url("/nowhere")).await.status, 404);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_sandbox_grants_nothing_the_manifest_does_not() {
+    let receiver = Receiver::start().await;
+    let host = Polytrace::up("sandbox", &faults_manifest(""), &receiver, "http/protobuf", &[("SECRET_HOST_VAR", "leak")]);
+    let env = get(&host.url("/faults/env")).await;
+    assert_eq!(env.body, "GREETING=hi");
+    let fs = get(&host.url("/faults/fs")).await;
+    assert!(fs.body.starts_with("denied"), "{}", fs.body);
+
+    // The receiver is a real server on loopback, but not allowed.
+    let url = format!("http://{}/v1/traces", receiver.http);
+    let denied = get(&host.url(&format!("/faults/call?url={url}"))).await;
+    assert_eq!(denied.status, 502);
+    assert!(denied.body.contains("HttpRequestDenied"), "{}", denied.body);
+    let spans = receiver.trace(&denied.trace_id(), 2).await;
+    let client = spans.iter().find(|s| s.kind == KIND_CLIENT).unwrap();
+    assert_eq!(client.status_code, STATUS_ERROR);
+    assert_eq!(client.attributes["error.type"], "HttpRequestDenied");
+    let why = client.event("exception").unwrap()["exception.message"].as_str().unwrap().to_string();
+    assert!(why.contains("allowed_outbound_hosts"), "{why}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn allowed_hosts_reach_the_network() {
+    let receiver = Receiver::start().await;
+    let extra = format!("allowed_outbound_hosts = [\"http://127.0.0.1:{}\"]", receiver.http.port());
+    let host = Polytrace::up("allowed", &faults_manifest(&extra), &receiver, "http/protobuf", &[]);
+    // A GET on the OTLP endpoint is a real network round trip answered 400.
+    let url = format!("http://127.0.0.1:{}/v1/traces", receiver.http.port());
+    let response = get(&host.url(&format!("/faults/call?url={url}"))).await;
+    assert_eq!(response.body, "status 400");
+    let spans = receiver.trace(&response.trace_id(), 2).await;
+    let client = spans.iter().find(|s| s.kind == KIND_CLIENT).unwrap();
+    assert_eq!(client.attributes["url.full"], url);
+    assert_eq!(client.attributes["server.port"], receiver.http.port());
+}
