@@ -130,6 +130,13 @@ impl Runtime {
                 Err(e) => tracing::warn!("ignoring unusable cache entry {}: {e}", file.display()),
             }
         }
+        if !bytes.starts_with(b"\0asm") {
+            anyhow::bail!(
+                "`{}` is not a WebAssembly binary (it lacks the `\\0asm` header). \
+                 Point `source` at the .wasm component your build produces",
+                path.display()
+            );
+        }
         progress(Progress::Compiling { bytes: bytes.len() });
         let started = Instant::now();
         let component = Component::new(&self.engine, &bytes).map_err(|e| {

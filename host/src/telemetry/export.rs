@@ -132,7 +132,10 @@ struct Worker {
 
 impl Worker {
     async fn run(mut self) {
-        let mut tick = tokio::time::interval(self.settings.schedule_delay);
+        // The first export is one full delay away (a plain `interval` would
+        // fire at once and export whatever arrived first).
+        let delay = self.settings.schedule_delay;
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + delay, delay);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {

@@ -89,6 +89,12 @@ impl Guest for Faults {
                     Err(e) => respond(out, 502, "text/plain", format!("failed: {e}").as_bytes()),
                 }
             }
+            "/faults/sleep" => {
+                let ms = request.query("ms").and_then(|m| m.parse().ok()).unwrap_or(100);
+                let _span = Span::start("sleeping", [kv("sleep.ms", ms as i64)]);
+                std::thread::sleep(std::time::Duration::from_millis(ms));
+                respond(out, 200, "text/plain", b"slept");
+            }
             "/faults/env" => {
                 let vars: Vec<String> = std::env::vars().map(|(k, v)| format!("{k}={v}")).collect();
                 respond(out, 200, "text/plain", vars.join("\n").as_bytes());

@@ -1,0 +1,238 @@
+//! Start-up, `check`, the compile cache, a backend that is down, and
+//! graceful shutdown.
+
+use polytrace_tests::*;
+use std::process::Command;
+
+fn hello_manifest() -> String {
+    format!(
+        r#"
+app = "life"
+[[component]]
+id = "hello"
+source = "{}"
+route = "/hello/..."
+language = "rust"
+"#,
+        component("hello_rust").display()
+    )
+}
+
+fn check(dir: &std::path::Path) -> (bool, String) {
+    let out = Command::new(polytrace_bin())
+        .arg("check")
+        .arg(dir)
+        .env("POLYTRACE_CACHE_DIR", target_dir().join("test-cache"))
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+    )
+}
+
+#[test]
+fn check_accepts_a_valid_app() {
+    let dir = scratch_dir("check-ok");
+    std::fs::write(dir.join("polytrace.toml"), hello_manifest()).unwrap();
+    let (ok, out) = check(&dir);
+    assert!(ok, "{out}");
+    assert!(out.contains("app `life` is valid (1 component)"), "{out}");
+}
+
+#[test]
+fn check_reports_every_problem_with_file_and_line() {
+    let dir = scratch_dir("check-bad");
+    let file = dir.join("polytrace.toml");
+    std::fs::write(
+        &file,
+        "app = \"bad\"\n\n[[component]]\nid = \"UPPER\"\nsource = \"a.wasm\"\nroute = \"no-slash\"\n",
+    )
+    .unwrap();
+    let (ok, out) = check(&dir);
+    assert!(!ok);
+    let f = file.display();
+    assert!(out.contains(&format!("{f}:4:6: component `UPPER`: id `UPPER` must be a DNS label")), "{out}");
+    assert!(out.contains(&format!("{f}:6:9: component `UPPER`: route `no-slash` must start with `/`")), "{out}");
+
+    std::fs::write(&file, "app = \"bad\"\n[[component]\nid = 1\n").unwrap();
+    let (ok, out) = check(&dir);
+    assert!(!ok);
+    assert!(out.contains(&format!("{f}:2:")), "a syntax error names its line: {out}");
+    assert!(!out.contains("panicked"), "{out}");
+}
+
+#[test]
+fn check_names_components_that_are_missing_invalid_or_do_not_fit() {
+    let dir = scratch_dir("check-components");
+    // Not wasm at all.
+    std::fs::write(dir.join("junk.wasm"), b"definitely not wasm").unwrap();
+    // A core module, not a component.
+    std::fs::write(dir.join("core.wasm"), wat::parse_str("(module)").unwrap()).unwrap();
+    // A component that imports something polytrace does not provide.
+    let alien = wat::parse_str(r#"(component (import "acme:rockets/launch" (instance (export "go" (func)))))"#).unwrap();
+    std::fs::write(dir.join("alien.wasm"), alien).unwrap();
+    // A component with nothing to serve.
+    std::fs::write(dir.join("empty.wasm"), wat::parse_str("(component)").unwrap()).unwrap();
+    std::fs::write(
+        dir.join("polytrace.toml"),
+        r#"app = "bad"
+[[component]]
+id = "missing"
+source = "nope.wasm"
+build = "make nope"
+
+[[component]]
+id = "junk"
+source = "junk.wasm"
+
+[[component]]
+id = "core"
+source = "core.wasm"
+
+[[component]]
+id = "alien"
+source = "alien.wasm"
+
+[[component]]
+id = "empty"
+source = "empty.wasm"
+"#,
+    )
+    .unwrap();
+    let (ok, out) = check(&dir);
+    assert!(!ok, "{out}");
+    let line = |id: &str| {
+        out.lines()
+            .find(|l| l.contains(&format!("component `{id}`")))
+            .unwrap_or_else(|| panic!("no line for {id}: {out}"))
+            .to_string()
+    };
+    assert!(line("missing").contains("polytrace.toml:2:1:"), "{out}");
+    assert!(line("missing").contains("does not exist: build it with `make nope`"), "{out}");
+    assert!(line("junk").contains("is not a WebAssembly binary"), "{out}");
+    assert!(line("core").contains("is not a valid WebAssembly component"), "{out}");
+    assert!(line("alien").contains("does not fit the polytrace:telemetry/service world"), "{out}");
+    assert!(line("alien").contains("acme:rockets/launch"), "{out}");
+    assert!(line("empty").contains("does not export `wasi:http/incoming-handler"), "{out}");
+    assert!(out.contains("5 problems found"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn up_refuses_a_broken_app_with_a_clear_error() {
+    let dir = scratch_dir("up-bad");
+    std::fs::write(dir.join("polytrace.toml"), "app = \"x\"\n[[component]]\nid = \"a\"\nsource = \"gone.wasm\"\n").unwrap();
+    let out = Command::new(polytrace_bin())
+        .args(["up", dir.to_str().unwrap(), "--listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("component `a`: ") && err.contains("gone.wasm` does not exist"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn compiled_code_is_cached_between_starts() {
+    let receiver = Receiver::start().await;
+    let cache = scratch_dir("cache");
+    let env = [("POLYTRACE_CACHE_DIR", cache.to_str().unwrap())];
+    let first = Polytrace::up("cache-1", &hello_manifest(), &receiver, "http/protobuf", &env);
+    assert!(first.log().contains("compiling"), "{}", first.log());
+    drop(first);
+    let second = Polytrace::up("cache-2", &hello_manifest(), &receiver, "http/protobuf", &env);
+    let log = second.log();
+    assert!(log.contains("loaded compiled code from cache"), "{log}");
+    assert!(!log.contains("compiling"), "{log}");
+    assert_eq!(get(&second.url("/hello/x")).await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backend_that_is_down_never_fails_a_request() {
+    // A port nobody listens on.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let dir = scratch_dir("down");
+    std::fs::write(dir.join("polytrace.toml"), hello_manifest()).unwrap();
+    let host = Polytrace::start(
+        &dir,
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT".into(), format!("http://{closed}")),
+            ("OTEL_BSP_SCHEDULE_DELAY".into(), "50".into()),
+            ("OTEL_EXPORTER_OTLP_TIMEOUT".into(), "500".into()),
+        ],
+    );
+    for _ in 0..20 {
+        assert_eq!(get(&host.url("/hello/x")).await.status, 200);
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let (code, log) = host.terminate();
+    assert_eq!(code, Some(0), "{log}");
+    assert!(log.contains("span export failed"), "{log}");
+    assert!(log.contains("Is the OTLP backend running?"), "{log}");
+    // Every span was accounted for as dropped.
+    let dropped_line = log.lines().find(|l| l.contains("stopped")).unwrap();
+    assert!(dropped_line.contains("exported=0"), "{dropped_line}");
+    assert!(dropped_line.contains("dropped=40"), "{dropped_line}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_finishes_requests_and_flushes_every_span() {
+    let receiver = Receiver::start().await;
+    // A schedule delay far longer than the test: only the shutdown flush can
+    // deliver these spans.
+    let host = Polytrace::up(
+        "sigterm",
+        &hello_manifest(),
+        &receiver,
+        "grpc",
+        &[("OTEL_BSP_SCHEDULE_DELAY", "600000")],
+    );
+    let mut traces = Vec::new();
+    for _ in 0..3 {
+        traces.push(get(&host.url("/hello/x")).await.trace_id());
+    }
+    assert!(receiver.spans().is_empty(), "{:#?}\n{}", receiver.spans(), host.log());
+    let (code, log) = host.terminate();
+    assert_eq!(code, Some(0), "{log}");
+    for t in traces {
+        assert_eq!(receiver.trace(&t, 2).await.len(), 2);
+    }
+    assert!(log.contains("exported=6"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sdk_disabled_serves_without_recording() {
+    let receiver = Receiver::start().await;
+    let host = Polytrace::up("disabled", &hello_manifest(), &receiver, "http/protobuf", &[("OTEL_SDK_DISABLED", "true")]);
+    let r = request(
+        "GET",
+        &host.url("/hello/x"),
+        &[("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let (code, _) = host.terminate();
+    assert_eq!(code, Some(0));
+    assert!(receiver.spans().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_lets_requests_in_flight_finish() {
+    let receiver = Receiver::start().await;
+    let manifest = format!(
+        "app = \"x\"\n[[component]]\nid = \"faults\"\nsource = \"{}\"\nroute = \"/faults/...\"\n",
+        component("faults").display()
+    );
+    let host = Polytrace::up("inflight", &manifest, &receiver, "http/protobuf", &[]);
+    let url = host.url("/faults/sleep?ms=700");
+    let in_flight = tokio::spawn(async move { get(&url).await });
+    // Wait until the guest is running (its SERVER span is open), then stop.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let stopping = tokio::task::spawn_blocking(move || host.terminate());
+    let response = in_flight.await.unwrap();
+    assert_eq!(response.status, 200);
+    assert_eq!(response.body, "slept");
+    let (code, log) = stopping.await.unwrap();
+    assert_eq!(code, Some(0), "{log}");
+    assert_eq!(receiver.trace(&response.trace_id(), 2).await.len(), 2);
+}
