@@ -13,9 +13,26 @@ p=[p for p in m["packages"] if p["name"]=="wasip2"]
 print(os.path.join(os.path.dirname(p[0]["manifest_path"]),"wit","deps"))')"
 if [ -f "$out/.source" ] && [ "$(cat "$out/.source")" = "$src" ]; then exit 0; fi
 rm -rf "$out"; mkdir -p "$out"
-for f in "$src"/*.wit; do
-  name="$(basename "$f" .wit)"
-  mkdir -p "$out/$name"
-  sed -E 's/@0\.2\.[0-9]+/@0.2.10/g' "$f" > "$out/$name/$name.wit"
-done
+# Renumber to 0.2.10 and leave out what was added after 0.2.10 (items marked
+# `@since(version = 0.2.11)` or later, all single-line declarations today).
+python3 - "$src" "$out" <<'PY'
+import pathlib, re, sys
+src, out = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
+later = re.compile(r"^\s*@since\(version = 0\.2\.(\d+)\)\s*$")
+for f in sorted(src.glob("*.wit")):
+    lines, kept, skip = f.read_text().splitlines(), [], False
+    for i, line in enumerate(lines):
+        if skip:
+            if not line.rstrip().endswith(";"):
+                sys.exit(f"{f}:{i+1}: cannot drop a multi-line item added after 0.2.10")
+            skip = False
+            continue
+        m = later.match(line)
+        if m and int(m.group(1)) > 10:
+            skip = True
+            continue
+        kept.append(re.sub(r"@0\.2\.\d+", "@0.2.10", line))
+    (out / f.stem).mkdir(parents=True, exist_ok=True)
+    (out / f.stem / f"{f.stem}.wit").write_text("\n".join(kept) + "\n")
+PY
 echo "$src" > "$out/.source"

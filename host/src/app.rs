@@ -184,13 +184,13 @@ impl App {
             .and_then(|h| h.to_str().ok())
             .map(str::to_string);
         let authority = uri.authority().map(|a| a.to_string()).or(host_header);
-        let (server_address, server_port) = split_authority(authority.as_deref(), inbound.local);
+        let scheme = uri.scheme_str().unwrap_or("http").to_string();
+        let (server_address, server_port) = split_authority(authority.as_deref(), inbound.local, &scheme);
         let route = config
             .route
             .as_ref()
             .filter(|r| r.matches(uri.path()).is_some())
             .map(|r| r.http_route());
-        let scheme = uri.scheme_str().unwrap_or("http").to_string();
         let server_request = semconv::ServerRequest {
             method: request.method().as_str(),
             scheme: &scheme,
@@ -456,9 +456,14 @@ fn protocol_version(v: http::Version) -> &'static str {
     }
 }
 
-fn split_authority(authority: Option<&str>, local: Option<SocketAddr>) -> (Option<String>, Option<u16>) {
+fn split_authority(authority: Option<&str>, local: Option<SocketAddr>, scheme: &str) -> (Option<String>, Option<u16>) {
     match authority.and_then(|a| a.parse::<http::uri::Authority>().ok()) {
-        Some(a) => (Some(a.host().to_string()), a.port_u16().or(local.map(|l| l.port()))),
+        Some(a) => (
+            Some(a.host().to_string()),
+            a.port_u16()
+                .or(local.map(|l| l.port()))
+                .or(Some(crate::manifest::default_port(scheme))),
+        ),
         None => (local.map(|l| l.ip().to_string()), local.map(|l| l.port())),
     }
 }

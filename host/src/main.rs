@@ -94,8 +94,14 @@ fn max_memory(manifest: &Manifest) -> u64 {
 async fn up(path: &Path, listen: SocketAddr, cache_dir: Option<PathBuf>) -> anyhow::Result<()> {
     let manifest = Manifest::load(path)?;
     let settings = Settings::from_env(&manifest.telemetry).map_err(|e| anyhow::anyhow!("telemetry settings: {e}"))?;
-    let exporter = format!("{:?}", settings.export.exporter).to_lowercase();
-    let endpoint = settings.export.endpoint_for_humans();
+    let exporter = match settings.export.exporter {
+        polytrace::telemetry::config::Exporter::Otlp => format!(
+            "otlp {:?} to {}",
+            settings.export.protocol,
+            settings.export.endpoint_for_humans()
+        ),
+        other => format!("{other:?}").to_lowercase(),
+    };
     let runtime = Runtime::new(max_memory(&manifest), cache_dir)?;
     let app = App::new(manifest, runtime, settings)?;
     let listener = tokio::net::TcpListener::bind(listen)
@@ -107,7 +113,7 @@ async fn up(path: &Path, listen: SocketAddr, cache_dir: Option<PathBuf>) -> anyh
         let route = c.route.as_ref().map_or("(in-process only)".to_string(), |r| format!("http://{local}{}", r.pattern()));
         tracing::info!(component = %c.id, "serving {route}");
     }
-    tracing::info!(%exporter, %endpoint, "app `{}` listening on http://{local}", app.manifest.app);
+    tracing::info!(spans = %exporter, "app `{}` listening on http://{local}", app.manifest.app);
     polytrace::http::server::serve(app.clone(), listener, shutdown_signal()).await?;
     tracing::info!("requests finished; flushing spans");
     let flushed = app.telemetry.flush(Duration::from_secs(10)).await;

@@ -40,7 +40,7 @@ pub struct Manifest {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TelemetryConfig {
-    /// `otlp` (default) or `none`.
+    /// `otlp` (default), `console` or `none`.
     pub exporter: Option<String>,
     /// Base OTLP endpoint, as `OTEL_EXPORTER_OTLP_ENDPOINT`.
     pub endpoint: Option<String>,
@@ -493,9 +493,9 @@ fn validate_id(id: &str) -> Result<(), String> {
 
 fn validate_telemetry(t: &TelemetryConfig) -> Result<(), String> {
     if let Some(e) = &t.exporter
-        && !matches!(e.as_str(), "otlp" | "none")
+        && !matches!(e.as_str(), "otlp" | "console" | "none")
     {
-        return Err(format!("[telemetry] exporter `{e}`: use `otlp` or `none`"));
+        return Err(format!("[telemetry] exporter `{e}`: use `otlp`, `console` or `none`"));
     }
     if let Some(p) = &t.protocol
         && !matches!(p.as_str(), "grpc" | "http/protobuf")

@@ -240,3 +240,46 @@ async fn unsampled_parent_is_respected() {
     receiver.trace(&sampled.trace_id(), 2).await;
     assert!(receiver.spans().iter().all(|s| s.trace_id != unsampled));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_python_component_gets_the_same_tracing() {
+    let receiver = Receiver::start().await;
+    let manifest = format!(
+        r#"
+app = "poly"
+[[component]]
+id = "py"
+source = "{}"
+route = "/py"
+language = "python"
+[[component]]
+id = "front"
+source = "{}"
+route = "/hello/..."
+language = "rust"
+"#,
+        component("smoke_python").display(),
+        component("hello_rust").display()
+    );
+    let host = Polytrace::up("python", &manifest, &receiver, "http/protobuf", &[]);
+    // Rust calls Python in-process: one trace across the two languages.
+    let response = get(&host.url("/hello/x?next=http://py/py")).await;
+    assert_eq!(response.status, 200, "{}", response.body);
+    assert_eq!(response.json()["next"]["status"], 200);
+    let spans = receiver.trace(&response.trace_id(), 5).await;
+    let client = spans.iter().find(|s| s.kind == KIND_CLIENT).unwrap();
+    let py_server = spans.iter().find(|s| s.service() == "py" && s.kind == KIND_SERVER).unwrap();
+    let py_work = spans.iter().find(|s| s.name == "py.work").unwrap();
+    assert_eq!(py_server.parent_span_id, client.span_id);
+    assert_eq!(py_work.parent_span_id, py_server.span_id);
+    assert_eq!(py_work.resource["polytrace.guest.language"], "python");
+    assert_eq!(py_work.attributes["py.text"], "snake");
+    assert_eq!(py_work.attributes["py.count"], 3);
+    assert_eq!(py_work.attributes["py.ratio"], 0.5);
+    assert_eq!(py_work.attributes["py.flag"], true);
+    assert_eq!(py_work.status_code, STATUS_ERROR);
+    assert_eq!(py_work.status_message, "python says no");
+    let exception = py_work.event("exception").unwrap();
+    assert_eq!(exception["exception.type"], "ValueError");
+    assert_eq!(py_work.event("checkpoint").unwrap()["step"], 1);
+}

@@ -10,6 +10,8 @@ use std::time::Duration;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exporter {
     Otlp,
+    /// One readable line per span on stdout, for demos and debugging.
+    Console,
     None,
 }
 
@@ -78,7 +80,10 @@ impl Settings {
         let exporter = match env("OTEL_TRACES_EXPORTER").or_else(|| m.exporter.clone()).as_deref() {
             None | Some("otlp") => Exporter::Otlp,
             Some("none") => Exporter::None,
-            Some(other) => return Err(format!("trace exporter `{other}` is not supported: use `otlp` or `none`")),
+            Some("console") => Exporter::Console,
+            Some(other) => {
+                return Err(format!("trace exporter `{other}` is not supported: use `otlp`, `console` or `none`"));
+            }
         };
         let protocol = match env("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
             .or_else(|| env("OTEL_EXPORTER_OTLP_PROTOCOL"))

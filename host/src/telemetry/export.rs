@@ -57,6 +57,14 @@ impl Pipeline {
             rx,
             exporters,
             batches: resources.iter().map(|_| Vec::new()).collect(),
+            services: resources
+                .iter()
+                .map(|r| {
+                    r.get(&opentelemetry::Key::from_static_str("service.name"))
+                        .map(|v| v.to_string())
+                        .unwrap_or_default()
+                })
+                .collect(),
             stats: stats.clone(),
             settings: settings.clone(),
             last_warning: None,
@@ -125,6 +133,8 @@ struct Worker {
     rx: mpsc::Receiver<Message>,
     exporters: Vec<opentelemetry_otlp::SpanExporter>,
     batches: Vec<Vec<SpanData>>,
+    /// service.name of each component, for the console exporter.
+    services: Vec<String>,
     stats: Arc<ExportStats>,
     settings: ExportSettings,
     last_warning: Option<Instant>,
@@ -172,6 +182,11 @@ impl Worker {
         }
         let batch = std::mem::take(&mut self.batches[i]);
         let n = batch.len() as u64;
+        if self.settings.exporter == Exporter::Console {
+            print_spans(&self.services[i], &batch);
+            self.stats.exported.fetch_add(n, Ordering::Relaxed);
+            return;
+        }
         let Some(exporter) = self.exporters.get(i) else {
             // exporter "none": spans are made (and propagate) but go nowhere.
             return;
@@ -225,5 +240,40 @@ impl SpanProcessor for ComponentProcessor {
 
     fn shutdown_with_timeout(&self, _timeout: Duration) -> OTelSdkResult {
         Ok(())
+    }
+}
+
+/// The console exporter: one line per span, readable in a terminal.
+fn print_spans(service: &str, batch: &[SpanData]) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    for s in batch {
+        let micros = s
+            .end_time
+            .duration_since(s.start_time)
+            .unwrap_or_default()
+            .as_secs_f64()
+            * 1e3;
+        let status = match &s.status {
+            opentelemetry::trace::Status::Error { description } if description.is_empty() => "ERROR".to_string(),
+            opentelemetry::trace::Status::Error { description } => format!("ERROR ({description})"),
+            opentelemetry::trace::Status::Ok => "OK".into(),
+            opentelemetry::trace::Status::Unset => "-".into(),
+        };
+        let parent = if s.parent_span_id == opentelemetry::trace::SpanId::INVALID {
+            "root".to_string()
+        } else {
+            s.parent_span_id.to_string()
+        };
+        let attrs: Vec<String> = s.attributes.iter().map(|kv| format!("{}={}", kv.key, kv.value)).collect();
+        let _ = writeln!(
+            out,
+            "span {service:>16} {:<8} {:<28} trace={} span={} parent={parent:<16} {micros:>8.2}ms status={status} {}",
+            format!("{:?}", s.span_kind).to_uppercase(),
+            s.name,
+            s.span_context.trace_id(),
+            s.span_context.span_id(),
+            attrs.join(" ")
+        );
     }
 }
