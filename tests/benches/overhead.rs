@@ -1,0 +1,116 @@
+//! Tracing overhead, measured side by side in one run: the same hello-rust
+//! app served by two `polytrace` processes, one exporting every span over
+//! OTLP to a real receiver, one with `OTEL_SDK_DISABLED=true`. Rounds
+//! alternate between the two so drift on a shared machine hits both alike.
+//!
+//!     cargo bench -p polytrace-tests --bench overhead
+//!
+//! Environment: BENCH_ROUNDS (default 6), BENCH_SECONDS per round (2),
+//! BENCH_CONNECTIONS (4).
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
+use polytrace_tests::{Polytrace, Receiver, component};
+use std::time::{Duration, Instant};
+
+fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// One connection sending requests back to back until `until`.
+async fn client(addr: std::net::SocketAddr, until: Instant) -> Vec<Duration> {
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.set_nodelay(true).unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
+    tokio::spawn(conn);
+    let mut latencies = Vec::new();
+    while Instant::now() < until {
+        let req = hyper::Request::get(format!("http://{addr}/hello/bench?name=b"))
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        let started = Instant::now();
+        let resp = sender.send_request(req).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        resp.into_body().collect().await.unwrap();
+        latencies.push(started.elapsed());
+    }
+    latencies
+}
+
+struct Round {
+    rps: f64,
+    p50: Duration,
+    p99: Duration,
+}
+
+async fn round(addr: std::net::SocketAddr, seconds: u64, connections: u64) -> Round {
+    let until = Instant::now() + Duration::from_secs(seconds);
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..connections).map(|_| tokio::spawn(client(addr, until))).collect();
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    all.sort();
+    let pct = |p: f64| all[((all.len() as f64 * p) as usize).min(all.len() - 1)];
+    Round {
+        rps: all.len() as f64 / elapsed,
+        p50: pct(0.50),
+        p99: pct(0.99),
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+#[tokio::main]
+async fn main() {
+    let rounds = env_or("BENCH_ROUNDS", 6);
+    let seconds = env_or("BENCH_SECONDS", 2);
+    let connections = env_or("BENCH_CONNECTIONS", 4);
+    let manifest = format!(
+        "app = \"bench\"\n[[component]]\nid = \"hello\"\nsource = \"{}\"\nroute = \"/hello/...\"\nlanguage = \"rust\"\n",
+        component("hello_rust").display()
+    );
+    let receiver = Receiver::start().await;
+    let traced = Polytrace::up("bench-on", &manifest, &receiver, "http/protobuf", &[("OTEL_BSP_SCHEDULE_DELAY", "1000")]);
+    let plain = Polytrace::up("bench-off", &manifest, &receiver, "http/protobuf", &[("OTEL_SDK_DISABLED", "true")]);
+    // Warm up both (first instantiations, connection setup).
+    round(traced.addr, 1, connections).await;
+    round(plain.addr, 1, connections).await;
+
+    let (mut on, mut off) = (Vec::new(), Vec::new());
+    for i in 0..rounds {
+        // Alternate which goes first.
+        if i % 2 == 0 {
+            on.push(round(traced.addr, seconds, connections).await);
+            off.push(round(plain.addr, seconds, connections).await);
+        } else {
+            off.push(round(plain.addr, seconds, connections).await);
+            on.push(round(traced.addr, seconds, connections).await);
+        }
+    }
+    let summarize = |rs: &[Round]| {
+        (
+            median(rs.iter().map(|r| r.rps).collect()),
+            median(rs.iter().map(|r| r.p50.as_secs_f64() * 1e6).collect()),
+            median(rs.iter().map(|r| r.p99.as_secs_f64() * 1e6).collect()),
+        )
+    };
+    let (on_rps, on_p50, on_p99) = summarize(&on);
+    let (off_rps, off_p50, off_p99) = summarize(&off);
+    let spans = receiver.spans().len();
+    println!("hello-rust, {connections} connections, {rounds} alternating rounds of {seconds}s each (medians)");
+    println!("{:<28} {:>12} {:>12} {:>12}", "", "requests/s", "p50 (µs)", "p99 (µs)");
+    println!("{:<28} {:>12.0} {:>12.1} {:>12.1}", "tracing on (OTLP export)", on_rps, on_p50, on_p99);
+    println!("{:<28} {:>12.0} {:>12.1} {:>12.1}", "OTEL_SDK_DISABLED=true", off_rps, off_p50, off_p99);
+    println!(
+        "overhead: p50 {:+.1} µs, throughput {:+.1}%  ({spans} spans received by the OTLP receiver)",
+        on_p50 - off_p50,
+        (on_rps / off_rps - 1.0) * 100.0
+    );
+}
