@@ -91,6 +91,8 @@ pub struct Receiver {
     pub grpc: SocketAddr,
     pub http: SocketAddr,
     exports: Arc<Mutex<Vec<Export>>>,
+    /// Bytes of HTTP/protobuf export bodies received (also in sink mode).
+    pub bytes: Arc<std::sync::atomic::AtomicU64>,
 }
 
 struct Grpc(Arc<Mutex<Vec<Export>>>);
@@ -120,6 +122,17 @@ impl TraceService for Grpc {
 impl Receiver {
     /// Start both endpoints on ephemeral loopback ports.
     pub async fn start() -> Receiver {
+        Self::start_with(true).await
+    }
+
+    /// A receiver that accepts HTTP/protobuf exports without decoding them,
+    /// so a benchmark does not charge the backend's work to the host.
+    pub async fn start_sink() -> Receiver {
+        Self::start_with(false).await
+    }
+
+    async fn start_with(decode: bool) -> Receiver {
+        let bytes = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let exports = Arc::new(Mutex::new(Vec::new()));
         let grpc_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let grpc = grpc_listener.local_addr().unwrap();
@@ -134,13 +147,16 @@ impl Receiver {
         let http_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let http = http_listener.local_addr().unwrap();
         let store = exports.clone();
+        let counter = bytes.clone();
         tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = http_listener.accept().await else { continue };
                 let store = store.clone();
+                let counter = counter.clone();
                 tokio::spawn(async move {
                     let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                         let store = store.clone();
+                        let counter = counter.clone();
                         async move {
                             let ok = req.method() == hyper::Method::POST && req.uri().path() == "/v1/traces";
                             let headers = req
@@ -149,7 +165,14 @@ impl Receiver {
                                 .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or_default().to_string()))
                                 .collect();
                             let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-                            let status = match (ok, ExportTraceServiceRequest::decode(body)) {
+                            counter.fetch_add(body.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                            let decoded = if decode {
+                                ExportTraceServiceRequest::decode(body)
+                            } else {
+                                Ok(ExportTraceServiceRequest::default())
+                            };
+                            let status = match (ok, decoded) {
+                                (true, Ok(_)) if !decode => 200,
                                 (true, Ok(request)) => {
                                     store.lock().unwrap().push(Export {
                                         protocol: "http/protobuf",
@@ -176,7 +199,12 @@ impl Receiver {
                 });
             }
         });
-        Receiver { grpc, http, exports }
+        Receiver {
+            grpc,
+            http,
+            exports,
+            bytes,
+        }
     }
 
     /// `OTEL_EXPORTER_OTLP_ENDPOINT` for this receiver and protocol.

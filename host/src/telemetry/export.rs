@@ -2,7 +2,9 @@
 //! the tokio runtime, and one OTLP exporter per component (each carries its
 //! component's resource, so a backend sees one service per component).
 //!
-//! `on_end` never blocks: when the queue is full the span is dropped and
+//! `on_end` never blocks and never wakes anyone for a single span: it pushes
+//! onto a bounded queue under a short lock and signals the worker only when a
+//! full batch is waiting. When the queue is full the span is dropped and
 //! counted. A backend that is down or slow only ever costs dropped spans.
 
 use super::config::{ExportSettings, Exporter, Protocol};
@@ -11,10 +13,10 @@ use opentelemetry_otlp::{WithExportConfig, WithHttpConfig, WithTonicConfig};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{Span, SpanData, SpanExporter, SpanProcessor};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 
 /// Counters of the export pipeline, readable while it runs.
 #[derive(Debug, Default)]
@@ -27,24 +29,36 @@ pub struct ExportStats {
     pub dropped: AtomicU64,
 }
 
-enum Message {
-    Span(usize, SpanData),
-    Flush(oneshot::Sender<()>),
+/// The queue between span processors and the worker.
+#[derive(Debug)]
+struct Queue {
+    spans: Mutex<Vec<(usize, SpanData)>>,
+    /// Signalled when a full batch is waiting.
+    batch_ready: Notify,
+    max_queue_size: usize,
+    max_export_batch_size: usize,
+    stats: ExportStats,
 }
 
 /// The sending side of the pipeline; cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Pipeline {
-    tx: mpsc::Sender<Message>,
-    stats: Arc<ExportStats>,
+    queue: Arc<Queue>,
+    flush: mpsc::Sender<oneshot::Sender<()>>,
 }
 
 impl Pipeline {
     /// Start the worker. `resources[i]` is the resource of component `i`.
     /// Must be called within a tokio runtime.
     pub fn start(settings: &ExportSettings, resources: Vec<Resource>) -> anyhow::Result<Pipeline> {
-        let (tx, rx) = mpsc::channel(settings.max_queue_size.max(1));
-        let stats = Arc::new(ExportStats::default());
+        let queue = Arc::new(Queue {
+            spans: Mutex::new(Vec::with_capacity(settings.max_export_batch_size)),
+            batch_ready: Notify::new(),
+            max_queue_size: settings.max_queue_size,
+            max_export_batch_size: settings.max_export_batch_size,
+            stats: ExportStats::default(),
+        });
+        let (flush, flush_rx) = mpsc::channel(8);
         let mut exporters = Vec::with_capacity(resources.len());
         if settings.exporter == Exporter::Otlp {
             for resource in &resources {
@@ -54,7 +68,8 @@ impl Pipeline {
             }
         }
         let worker = Worker {
-            rx,
+            queue: queue.clone(),
+            flush_rx,
             exporters,
             batches: resources.iter().map(|_| Vec::new()).collect(),
             services: resources
@@ -65,12 +80,11 @@ impl Pipeline {
                         .unwrap_or_default()
                 })
                 .collect(),
-            stats: stats.clone(),
             settings: settings.clone(),
             last_warning: None,
         };
         tokio::spawn(worker.run());
-        Ok(Pipeline { tx, stats })
+        Ok(Pipeline { queue, flush })
     }
 
     /// The processor to install in component `index`'s tracer provider.
@@ -82,13 +96,13 @@ impl Pipeline {
     }
 
     pub fn stats(&self) -> &ExportStats {
-        &self.stats
+        &self.queue.stats
     }
 
     /// Export everything queued so far; waits at most `timeout`.
     pub async fn flush(&self, timeout: Duration) -> bool {
         let (done, wait) = oneshot::channel();
-        let sent = tokio::time::timeout(timeout, self.tx.send(Message::Flush(done))).await;
+        let sent = tokio::time::timeout(timeout, self.flush.send(done)).await;
         if !matches!(sent, Ok(Ok(()))) {
             return false;
         }
@@ -130,12 +144,12 @@ fn build_otlp(s: &ExportSettings) -> anyhow::Result<opentelemetry_otlp::SpanExpo
 }
 
 struct Worker {
-    rx: mpsc::Receiver<Message>,
+    queue: Arc<Queue>,
+    flush_rx: mpsc::Receiver<oneshot::Sender<()>>,
     exporters: Vec<opentelemetry_otlp::SpanExporter>,
     batches: Vec<Vec<SpanData>>,
     /// service.name of each component, for the console exporter.
     services: Vec<String>,
-    stats: Arc<ExportStats>,
     settings: ExportSettings,
     last_warning: Option<Instant>,
 }
@@ -148,31 +162,41 @@ impl Worker {
         let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + delay, delay);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            let mut flushed = None;
             tokio::select! {
-                msg = self.rx.recv() => match msg {
-                    Some(Message::Span(i, span)) => {
-                        self.batches[i].push(span);
-                        if self.batches[i].len() >= self.settings.max_export_batch_size {
-                            self.export(i).await;
-                        }
-                    }
-                    Some(Message::Flush(done)) => {
-                        self.export_all().await;
-                        let _ = done.send(());
-                    }
-                    None => {
-                        self.export_all().await;
-                        return;
-                    }
+                () = self.queue.batch_ready.notified() => {}
+                _ = tick.tick() => {}
+                done = self.flush_rx.recv() => match done {
+                    Some(done) => flushed = Some(done),
+                    None => return,
                 },
-                _ = tick.tick() => self.export_all().await,
+            }
+            self.drain().await;
+            if let Some(done) = flushed {
+                let _ = done.send(());
             }
         }
     }
 
-    async fn export_all(&mut self) {
-        for i in 0..self.batches.len() {
-            self.export(i).await;
+    /// Export everything queued, a batch at a time per component.
+    async fn drain(&mut self) {
+        loop {
+            let taken = {
+                let mut spans = self.queue.spans.lock().unwrap_or_else(|e| e.into_inner());
+                std::mem::take(&mut *spans)
+            };
+            if taken.is_empty() {
+                return;
+            }
+            for (i, span) in taken {
+                self.batches[i].push(span);
+                if self.batches[i].len() >= self.queue.max_export_batch_size {
+                    self.export(i).await;
+                }
+            }
+            for i in 0..self.batches.len() {
+                self.export(i).await;
+            }
         }
     }
 
@@ -184,7 +208,7 @@ impl Worker {
         let n = batch.len() as u64;
         if self.settings.exporter == Exporter::Console {
             print_spans(&self.services[i], &batch);
-            self.stats.exported.fetch_add(n, Ordering::Relaxed);
+            self.queue.stats.exported.fetch_add(n, Ordering::Relaxed);
             return;
         }
         let Some(exporter) = self.exporters.get(i) else {
@@ -194,7 +218,7 @@ impl Worker {
         let result = tokio::time::timeout(self.settings.timeout, exporter.export(batch)).await;
         match result {
             Ok(Ok(())) => {
-                self.stats.exported.fetch_add(n, Ordering::Relaxed);
+                self.queue.stats.exported.fetch_add(n, Ordering::Relaxed);
             }
             Ok(Err(e)) => self.failed(n, &e.to_string()),
             Err(_) => self.failed(n, "timed out"),
@@ -202,7 +226,7 @@ impl Worker {
     }
 
     fn failed(&mut self, n: u64, why: &str) {
-        let total = self.stats.dropped.fetch_add(n, Ordering::Relaxed) + n;
+        let total = self.queue.stats.dropped.fetch_add(n, Ordering::Relaxed) + n;
         // One warning per 30 s: a backend that is down must not flood the log.
         if self.last_warning.is_none_or(|t| t.elapsed() > Duration::from_secs(30)) {
             self.last_warning = Some(Instant::now());
@@ -227,10 +251,20 @@ impl SpanProcessor for ComponentProcessor {
     fn on_start(&self, _span: &mut Span, _cx: &Context) {}
 
     fn on_end(&self, span: SpanData) {
-        let stats = &self.pipeline.stats;
-        stats.queued.fetch_add(1, Ordering::Relaxed);
-        if self.pipeline.tx.try_send(Message::Span(self.index, span)).is_err() {
-            stats.dropped.fetch_add(1, Ordering::Relaxed);
+        let queue = &self.pipeline.queue;
+        queue.stats.queued.fetch_add(1, Ordering::Relaxed);
+        let full_batch = {
+            let mut spans = queue.spans.lock().unwrap_or_else(|e| e.into_inner());
+            if spans.len() >= queue.max_queue_size {
+                drop(spans);
+                queue.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            spans.push((self.index, span));
+            spans.len() == queue.max_export_batch_size
+        };
+        if full_batch {
+            queue.batch_ready.notify_one();
         }
     }
 
