@@ -78,7 +78,10 @@ pub fn load_components(
                 Some(cmd) => format!("build it with `{cmd}` (or `polytrace build`)"),
                 None => "build the component first, or fix `source`".to_string(),
             };
-            problems.push(manifest.component_problem(c, format!("`{}` does not exist: {hint}", c.source.display())));
+            problems.push(manifest.component_problem(
+                c,
+                format!("`{}` does not exist: {hint}", c.source.display()),
+            ));
             continue;
         }
         let id = c.id.clone();
@@ -101,12 +104,20 @@ pub fn load_components(
             Err(e) => problems.push(manifest.component_problem(c, format!("{e:#}"))),
         }
     }
-    if problems.is_empty() { Ok(loaded) } else { Err(problems) }
+    if problems.is_empty() {
+        Ok(loaded)
+    } else {
+        Err(problems)
+    }
 }
 
 impl App {
     /// Load every component and start telemetry. Must run within tokio.
-    pub fn new(manifest: Manifest, runtime: Runtime, settings: Settings) -> anyhow::Result<Arc<App>> {
+    pub fn new(
+        manifest: Manifest,
+        runtime: Runtime,
+        settings: Settings,
+    ) -> anyhow::Result<Arc<App>> {
         let loaded = load_components(&manifest, &runtime).map_err(|problems| {
             let lines: Vec<String> = problems.iter().map(|d| format!("  {d}")).collect();
             anyhow::anyhow!("cannot start the app:\n{}", lines.join("\n"))
@@ -185,7 +196,8 @@ impl App {
             .map(str::to_string);
         let authority = uri.authority().map(|a| a.to_string()).or(host_header);
         let scheme = uri.scheme_str().unwrap_or("http").to_string();
-        let (server_address, server_port) = split_authority(authority.as_deref(), inbound.local, &scheme);
+        let (server_address, server_port) =
+            split_authority(authority.as_deref(), inbound.local, &scheme);
         let route = config
             .route
             .as_ref()
@@ -266,16 +278,30 @@ impl App {
         store.set_epoch_deadline(1);
 
         let (sender, receiver) = oneshot::channel();
-        let wasi_scheme = if scheme == "https" { Scheme::Https } else { Scheme::Http };
+        let wasi_scheme = if scheme == "https" {
+            Scheme::Https
+        } else {
+            Scheme::Http
+        };
         let prepared = (|| {
-            let req = store.data_mut().http().new_incoming_request(wasi_scheme, request)?;
+            let req = store
+                .data_mut()
+                .http()
+                .new_incoming_request(wasi_scheme, request)?;
             let out = store.data_mut().http().new_response_outparam(sender)?;
             anyhow::Ok((req, out))
         })();
         let (req, out) = match prepared {
             Ok(v) => v,
             Err(e) => {
-                return self.fail(span, 400, "BadRequest", &format!("{e:#}"), None, &traceresponse);
+                return self.fail(
+                    span,
+                    400,
+                    "BadRequest",
+                    &format!("{e:#}"),
+                    None,
+                    &traceresponse,
+                );
             }
         };
         let pre = self.components[idx].pre.clone();
@@ -306,10 +332,17 @@ impl App {
                     match tokio::time::timeout_at(hard_deadline, guest).await {
                         Ok(Ok(Ok(()))) => {}
                         Ok(Ok(Err(e))) => record_guest_error(&mut span, &e),
-                        Ok(Err(join)) => record_exception(&mut span, "HostPanic", &join.to_string(), None),
+                        Ok(Err(join)) => {
+                            record_exception(&mut span, "HostPanic", &join.to_string(), None)
+                        }
                         Err(_) => {
                             abort.abort();
-                            record_exception(&mut span, "Timeout", "the component did not finish its response body in time", None);
+                            record_exception(
+                                &mut span,
+                                "Timeout",
+                                "the component did not finish its response body in time",
+                                None,
+                            );
                         }
                     }
                     span.end();
@@ -338,7 +371,14 @@ impl App {
                         None,
                         &traceresponse,
                     ),
-                    Err(join) => self.fail(span, 500, "HostPanic", &join.to_string(), None, &traceresponse),
+                    Err(join) => self.fail(
+                        span,
+                        500,
+                        "HostPanic",
+                        &join.to_string(),
+                        None,
+                        &traceresponse,
+                    ),
                 }
             }
             Err(_) => {
@@ -397,7 +437,9 @@ pub fn host_response(status: u16, message: &str) -> http::Response<HyperOutgoing
     http::Response::builder()
         .status(status)
         .header(http::header::CONTENT_TYPE, "application/json")
-        .body(full_body(serde_json::json!({ "error": message }).to_string()))
+        .body(full_body(
+            serde_json::json!({ "error": message }).to_string(),
+        ))
         .expect("static response parts are valid")
 }
 
@@ -436,10 +478,16 @@ fn describe_guest_error(e: &wasmtime::Error) -> (String, String, Option<String>)
         None => "GuestError".to_string(),
     };
     let message = match e.downcast_ref::<Trap>() {
-        Some(Trap::Interrupt) => "the component ran past its timeout and was interrupted".to_string(),
+        Some(Trap::Interrupt) => {
+            "the component ran past its timeout and was interrupted".to_string()
+        }
         _ => {
             // The root cause first, then the context chain, without the backtrace.
-            let chain: Vec<String> = e.chain().map(|c| c.to_string()).filter(|s| !s.contains("wasm backtrace:")).collect();
+            let chain: Vec<String> = e
+                .chain()
+                .map(|c| c.to_string())
+                .filter(|s| !s.contains("wasm backtrace:"))
+                .collect();
             chain.join(": ")
         }
     };
@@ -456,7 +504,11 @@ fn protocol_version(v: http::Version) -> &'static str {
     }
 }
 
-fn split_authority(authority: Option<&str>, local: Option<SocketAddr>, scheme: &str) -> (Option<String>, Option<u16>) {
+fn split_authority(
+    authority: Option<&str>,
+    local: Option<SocketAddr>,
+    scheme: &str,
+) -> (Option<String>, Option<u16>) {
     match authority.and_then(|a| a.parse::<http::uri::Authority>().ok()) {
         Some(a) => (
             Some(a.host().to_string()),

@@ -12,10 +12,20 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 #[derive(Parser)]
-#[command(name = "polytrace", version, about = "Run wasm components from any language with tracing supplied by the host")]
+#[command(
+    name = "polytrace",
+    version,
+    about = "Run wasm components from any language with tracing supplied by the host"
+)]
 struct Cli {
     /// Host log format.
-    #[arg(long, global = true, value_enum, default_value = "text", env = "POLYTRACE_LOG_FORMAT")]
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        env = "POLYTRACE_LOG_FORMAT"
+    )]
     log_format: LogFormat,
     /// Directory for compiled components (default: ~/.cache/polytrace).
     #[arg(long, global = true, env = "POLYTRACE_CACHE_DIR")]
@@ -46,7 +56,10 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -70,8 +83,10 @@ fn main() -> ExitCode {
 }
 
 fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("POLYTRACE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,wasmtime=warn,cranelift=warn"));
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("POLYTRACE_LOG").unwrap_or_else(|_| {
+            tracing_subscriber::EnvFilter::new("info,wasmtime=warn,cranelift=warn")
+        });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -93,7 +108,8 @@ fn max_memory(manifest: &Manifest) -> u64 {
 
 async fn up(path: &Path, listen: SocketAddr, cache_dir: Option<PathBuf>) -> anyhow::Result<()> {
     let manifest = Manifest::load(path)?;
-    let settings = Settings::from_env(&manifest.telemetry).map_err(|e| anyhow::anyhow!("telemetry settings: {e}"))?;
+    let settings = Settings::from_env(&manifest.telemetry)
+        .map_err(|e| anyhow::anyhow!("telemetry settings: {e}"))?;
     let exporter = match settings.export.exporter {
         polytrace::telemetry::config::Exporter::Otlp => format!(
             "otlp {:?} to {}",
@@ -106,11 +122,18 @@ async fn up(path: &Path, listen: SocketAddr, cache_dir: Option<PathBuf>) -> anyh
     let app = App::new(manifest, runtime, settings)?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
-        .with_context(|| format!("cannot listen on {listen} (is another process using it? pass --listen ADDR)"))?;
+        .with_context(|| {
+            format!("cannot listen on {listen} (is another process using it? pass --listen ADDR)")
+        })?;
     let local = listener.local_addr()?;
     for i in 0..app.telemetry.component_count() {
         let c = app.component(i);
-        let route = c.route.as_ref().map_or("(in-process only)".to_string(), |r| format!("http://{local}{}", r.pattern()));
+        let route = c
+            .route
+            .as_ref()
+            .map_or("(in-process only)".to_string(), |r| {
+                format!("http://{local}{}", r.pattern())
+            });
         tracing::info!(component = %c.id, "serving {route}");
     }
     tracing::info!(spans = %exporter, "app `{}` listening on http://{local}", app.manifest.app);
@@ -125,7 +148,11 @@ async fn up(path: &Path, listen: SocketAddr, cache_dir: Option<PathBuf>) -> anyh
     if flushed {
         tracing::info!(exported, dropped, "stopped");
     } else {
-        tracing::warn!(exported, dropped, "stopped; the last spans could not be flushed in time");
+        tracing::warn!(
+            exported,
+            dropped,
+            "stopped; the last spans could not be flushed in time"
+        );
     }
     Ok(())
 }
@@ -146,14 +173,22 @@ fn check(path: &Path, cache_dir: Option<PathBuf>) -> anyhow::Result<()> {
             manifest.path.display(),
             manifest.app,
             manifest.components.len(),
-            if manifest.components.len() == 1 { "" } else { "s" }
+            if manifest.components.len() == 1 {
+                ""
+            } else {
+                "s"
+            }
         );
         Ok(())
     } else {
         for p in &problems {
             eprintln!("{p}");
         }
-        anyhow::bail!("{} problem{} found", problems.len(), if problems.len() == 1 { "" } else { "s" })
+        anyhow::bail!(
+            "{} problem{} found",
+            problems.len(),
+            if problems.len() == 1 { "" } else { "s" }
+        )
     }
 }
 

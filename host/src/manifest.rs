@@ -91,7 +91,9 @@ impl Route {
             return Err(format!("route `{pattern}` must start with `/`"));
         }
         if pattern.contains(['?', '#', ' ']) {
-            return Err(format!("route `{pattern}` may not contain `?`, `#` or spaces"));
+            return Err(format!(
+                "route `{pattern}` may not contain `?`, `#` or spaces"
+            ));
         }
         let prefix = match pattern.strip_suffix("/...") {
             Some(p) => Some(p.to_string()),
@@ -253,7 +255,11 @@ pub struct ManifestError(pub Vec<Diagnostic>);
 impl fmt::Display for ManifestError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let n = self.0.len();
-        writeln!(f, "{n} problem{} in the manifest:", if n == 1 { "" } else { "s" })?;
+        writeln!(
+            f,
+            "{n} problem{} in the manifest:",
+            if n == 1 { "" } else { "s" }
+        )?;
         for d in &self.0 {
             writeln!(f, "  {d}")?;
         }
@@ -337,7 +343,7 @@ impl Manifest {
             .unwrap_or_else(|| PathBuf::from("."));
         let at = |span: std::ops::Range<usize>| location(text, span.start);
         let raw: RawManifest = toml::from_str(text).map_err(|e| {
-            let location = e.span().map(|s| at(s)).unwrap_or_default();
+            let location = e.span().map(&at).unwrap_or_default();
             ManifestError(vec![Diagnostic {
                 file: file.to_path_buf(),
                 location,
@@ -366,7 +372,9 @@ impl Manifest {
                 "no components: add a `[[component]]` table with `id`, `source` and `route`".into(),
             );
         }
-        validate_telemetry(&raw.telemetry).map_err(|m| problem(Location::default(), None, m)).ok();
+        validate_telemetry(&raw.telemetry)
+            .map_err(|m| problem(Location::default(), None, m))
+            .ok();
 
         let mut components: Vec<Component> = Vec::new();
         for spanned in &raw.component {
@@ -377,20 +385,28 @@ impl Manifest {
                 problem(at(c.id.span()), Some(&id), m);
             }
             if components.iter().any(|o| o.id == id) {
-                problem(at(c.id.span()), Some(&id), format!("duplicate component id `{id}`: ids must be unique"));
+                problem(
+                    at(c.id.span()),
+                    Some(&id),
+                    format!("duplicate component id `{id}`: ids must be unique"),
+                );
             }
             let route = match &c.route {
                 None => None,
                 Some(r) => match Route::parse(r.get_ref()) {
                     Ok(route) => {
-                        if let Some(other) = components
-                            .iter()
-                            .find(|o| o.route.as_ref().is_some_and(|or| or.pattern == route.pattern))
-                        {
+                        if let Some(other) = components.iter().find(|o| {
+                            o.route
+                                .as_ref()
+                                .is_some_and(|or| or.pattern == route.pattern)
+                        }) {
                             problem(
                                 at(r.span()),
                                 Some(&id),
-                                format!("route `{}` is already served by component `{}`", route.pattern, other.id),
+                                format!(
+                                    "route `{}` is already served by component `{}`",
+                                    route.pattern, other.id
+                                ),
                             );
                         }
                         Some(route)
@@ -403,7 +419,11 @@ impl Manifest {
             };
             let source = c.source.get_ref();
             if source.trim().is_empty() {
-                problem(at(c.source.span()), Some(&id), "`source` must name a .wasm file".into());
+                problem(
+                    at(c.source.span()),
+                    Some(&id),
+                    "`source` must name a .wasm file".into(),
+                );
             }
             if let Some(lang) = &c.language
                 && !KNOWN_LANGUAGES.contains(&lang.get_ref().as_str())
@@ -411,7 +431,11 @@ impl Manifest {
                 problem(
                     at(lang.span()),
                     Some(&id),
-                    format!("unknown language `{}`: use one of {}", lang.get_ref(), KNOWN_LANGUAGES.join(", ")),
+                    format!(
+                        "unknown language `{}`: use one of {}",
+                        lang.get_ref(),
+                        KNOWN_LANGUAGES.join(", ")
+                    ),
                 );
             }
             let mut allowed = Vec::new();
@@ -423,7 +447,11 @@ impl Manifest {
             }
             let timeout = match &c.limits.request_timeout_ms {
                 Some(t) if *t.get_ref() == 0 => {
-                    problem(at(t.span()), Some(&id), "`request_timeout_ms` must be above 0".into());
+                    problem(
+                        at(t.span()),
+                        Some(&id),
+                        "`request_timeout_ms` must be above 0".into(),
+                    );
                     DEFAULT_TIMEOUT
                 }
                 Some(t) => Duration::from_millis(*t.get_ref()),
@@ -431,7 +459,11 @@ impl Manifest {
             };
             let memory_mb = match &c.limits.memory_mb {
                 Some(m) if *m.get_ref() == 0 || *m.get_ref() > MAX_MEMORY_MB => {
-                    problem(at(m.span()), Some(&id), format!("`memory_mb` must be between 1 and {MAX_MEMORY_MB}"));
+                    problem(
+                        at(m.span()),
+                        Some(&id),
+                        format!("`memory_mb` must be between 1 and {MAX_MEMORY_MB}"),
+                    );
                     DEFAULT_MEMORY_MB
                 }
                 Some(m) => *m.get_ref(),
@@ -480,7 +512,9 @@ fn validate_id(id: &str) -> Result<(), String> {
         && id.len() <= 63
         && id.as_bytes()[0].is_ascii_lowercase()
         && !id.ends_with('-')
-        && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
     if ok {
         Ok(())
     } else {
@@ -495,12 +529,16 @@ fn validate_telemetry(t: &TelemetryConfig) -> Result<(), String> {
     if let Some(e) = &t.exporter
         && !matches!(e.as_str(), "otlp" | "console" | "none")
     {
-        return Err(format!("[telemetry] exporter `{e}`: use `otlp`, `console` or `none`"));
+        return Err(format!(
+            "[telemetry] exporter `{e}`: use `otlp`, `console` or `none`"
+        ));
     }
     if let Some(p) = &t.protocol
         && !matches!(p.as_str(), "grpc" | "http/protobuf")
     {
-        return Err(format!("[telemetry] protocol `{p}`: use `http/protobuf` or `grpc`"));
+        return Err(format!(
+            "[telemetry] protocol `{p}`: use `http/protobuf` or `grpc`"
+        ));
     }
     Ok(())
 }
@@ -508,7 +546,10 @@ fn validate_telemetry(t: &TelemetryConfig) -> Result<(), String> {
 fn location(text: &str, offset: usize) -> Location {
     let before = &text[..offset.min(text.len())];
     let line = before.matches('\n').count() + 1;
-    let column = before.rfind('\n').map_or(before.len(), |i| before.len() - i - 1) + 1;
+    let column = before
+        .rfind('\n')
+        .map_or(before.len(), |i| before.len() - i - 1)
+        + 1;
     Location { line, column }
 }
 
@@ -546,7 +587,10 @@ limits = { request_timeout_ms = 500, memory_mb = 64 }
         assert_eq!(c.memory_bytes, 64 << 20);
         assert_eq!(c.route.as_ref().unwrap().http_route(), "/api/*");
         assert_eq!(c.location.line, 6);
-        assert_eq!(m.telemetry.headers["uptrace-dsn"], "http://x@localhost:14318/1");
+        assert_eq!(
+            m.telemetry.headers["uptrace-dsn"],
+            "http://x@localhost:14318/1"
+        );
     }
 
     #[test]
@@ -568,15 +612,27 @@ limits = { memory_mb = 0 }
         .unwrap_err();
         let lines: Vec<String> = err.0.iter().map(|d| d.to_string()).collect();
         assert_eq!(lines.len(), 4, "{lines:#?}");
-        assert!(lines[0].starts_with("app/polytrace.toml:3:6: component `Bad_Id`: id `Bad_Id` must be a DNS label"));
-        assert!(lines[1].starts_with("app/polytrace.toml:5:9: component `Bad_Id`: route `nope` must start with `/`"));
-        assert!(lines[2].starts_with("app/polytrace.toml:10:27: component `b`: allowed outbound host `ftp://x`"));
-        assert!(lines[3].starts_with("app/polytrace.toml:11:24: component `b`: `memory_mb` must be between"));
+        assert!(lines[0].starts_with(
+            "app/polytrace.toml:3:6: component `Bad_Id`: id `Bad_Id` must be a DNS label"
+        ));
+        assert!(lines[1].starts_with(
+            "app/polytrace.toml:5:9: component `Bad_Id`: route `nope` must start with `/`"
+        ));
+        assert!(lines[2].starts_with(
+            "app/polytrace.toml:10:27: component `b`: allowed outbound host `ftp://x`"
+        ));
+        assert!(
+            lines[3].starts_with(
+                "app/polytrace.toml:11:24: component `b`: `memory_mb` must be between"
+            )
+        );
     }
 
     #[test]
     fn syntax_errors_and_unknown_keys_name_the_line() {
-        let err = parse("app = \"x\"\n[[component]]\nid = \"a\"\nsource = \"a.wasm\"\nrout = \"/\"\n").unwrap_err();
+        let err =
+            parse("app = \"x\"\n[[component]]\nid = \"a\"\nsource = \"a.wasm\"\nrout = \"/\"\n")
+                .unwrap_err();
         let d = &err.0[0];
         assert_eq!(d.location.line, 5);
         assert!(d.message.contains("unknown field `rout`"), "{}", d.message);

@@ -23,6 +23,9 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 /// calls included); past this, requests get 503.
 pub const MAX_CONCURRENT_INSTANCES: u32 = 256;
 
+/// Bytes of each memory and table the pooling allocator resets in place.
+const KEEP_RESIDENT: usize = 1 << 20;
+
 /// The state of one store: one request in one component instance.
 pub struct RequestState {
     pub(crate) wasi: WasiCtx,
@@ -82,9 +85,15 @@ impl Runtime {
         pool.max_core_instance_size(1 << 20);
         pool.table_elements(100_000);
         pool.max_memory_size(max_memory as usize);
+        // Reset small memories and tables with memset instead of madvise:
+        // each madvise is a TLB shootdown across every core running the host,
+        // which under load cost more than the guest's own work.
+        pool.linear_memory_keep_resident(KEEP_RESIDENT);
+        pool.table_keep_resident(KEEP_RESIDENT);
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
 
-        let engine = Engine::new(&config).map_err(|e| anyhow::anyhow!("creating the wasm engine: {e:#}"))?;
+        let engine =
+            Engine::new(&config).map_err(|e| anyhow::anyhow!("creating the wasm engine: {e:#}"))?;
         let mut linker = Linker::new(&engine);
         // Every WASI 0.2 interface the guest toolchains import (cli,
         // filesystem and sockets included, with nothing granted); versions
@@ -113,9 +122,13 @@ impl Runtime {
     /// Load a component, compiling it only when no cached artifact for these
     /// exact bytes and this engine exists. `progress` hears what happens.
     pub fn load(&self, path: &Path, progress: &dyn Fn(Progress)) -> anyhow::Result<Component> {
-        let bytes = std::fs::read(path).with_context(|| format!("cannot read `{}`", path.display()))?;
+        let bytes =
+            std::fs::read(path).with_context(|| format!("cannot read `{}`", path.display()))?;
         let key = self.cache_key(&bytes);
-        let cached = self.cache_dir.as_ref().map(|d| d.join(format!("{key}.cwasm")));
+        let cached = self
+            .cache_dir
+            .as_ref()
+            .map(|d| d.join(format!("{key}.cwasm")));
         if let Some(file) = &cached
             && file.exists()
         {
@@ -146,7 +159,9 @@ impl Runtime {
                 path.display()
             )
         })?;
-        progress(Progress::Compiled { elapsed: started.elapsed() });
+        progress(Progress::Compiled {
+            elapsed: started.elapsed(),
+        });
         if let Some(file) = cached
             && let Err(e) = write_atomically(&file, &component.serialize()?)
         {
@@ -201,7 +216,11 @@ pub enum Progress {
 fn write_atomically(file: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = file.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
-    let tmp = dir.join(format!(".{}.{}.tmp", std::process::id(), file.file_name().unwrap_or_default().to_string_lossy()));
+    let tmp = dir.join(format!(
+        ".{}.{}.tmp",
+        std::process::id(),
+        file.file_name().unwrap_or_default().to_string_lossy()
+    ));
     std::fs::write(&tmp, bytes)?;
     std::fs::rename(&tmp, file)
 }

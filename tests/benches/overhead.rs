@@ -15,14 +15,19 @@ use polytrace_tests::{Polytrace, Receiver, component};
 use std::time::{Duration, Instant};
 
 fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 /// One connection sending requests back to back until `until`.
 async fn client(addr: std::net::SocketAddr, until: Instant) -> Vec<Duration> {
     let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     stream.set_nodelay(true).unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
     tokio::spawn(conn);
     let mut latencies = Vec::new();
     while Instant::now() < until {
@@ -47,7 +52,9 @@ struct Round {
 async fn round(addr: std::net::SocketAddr, seconds: u64, connections: u64) -> Round {
     let until = Instant::now() + Duration::from_secs(seconds);
     let started = Instant::now();
-    let tasks: Vec<_> = (0..connections).map(|_| tokio::spawn(client(addr, until))).collect();
+    let tasks: Vec<_> = (0..connections)
+        .map(|_| tokio::spawn(client(addr, until)))
+        .collect();
     let mut all = Vec::new();
     for t in tasks {
         all.extend(t.await.unwrap());
@@ -92,9 +99,18 @@ async fn main() {
         &manifest,
         &receiver,
         "http/protobuf",
-        &[("OTEL_BSP_SCHEDULE_DELAY", "1000"), ("OTEL_TRACES_EXPORTER", &exporter)],
+        &[
+            ("OTEL_BSP_SCHEDULE_DELAY", "1000"),
+            ("OTEL_TRACES_EXPORTER", &exporter),
+        ],
     );
-    let plain = Polytrace::up("bench-off", &manifest, &receiver, "http/protobuf", &[("OTEL_SDK_DISABLED", "true")]);
+    let plain = Polytrace::up(
+        "bench-off",
+        &manifest,
+        &receiver,
+        "http/protobuf",
+        &[("OTEL_SDK_DISABLED", "true")],
+    );
     // Warm up both (first instantiations, connection setup).
     round(traced.addr, 1, connections).await;
     round(plain.addr, 1, connections).await;
@@ -120,10 +136,21 @@ async fn main() {
     let (on_rps, on_p50, on_p99) = summarize(&on);
     let (off_rps, off_p50, off_p99) = summarize(&off);
     let kib = receiver.bytes.load(std::sync::atomic::Ordering::Relaxed) / 1024;
-    println!("hello-rust, {connections} connections, {rounds} alternating rounds of {seconds}s each (medians)");
-    println!("{:<28} {:>12} {:>12} {:>12}", "", "requests/s", "p50 (µs)", "p99 (µs)");
-    println!("{:<28} {:>12.0} {:>12.1} {:>12.1}", "tracing on (OTLP export)", on_rps, on_p50, on_p99);
-    println!("{:<28} {:>12.0} {:>12.1} {:>12.1}", "OTEL_SDK_DISABLED=true", off_rps, off_p50, off_p99);
+    println!(
+        "hello-rust, {connections} connections, {rounds} alternating rounds of {seconds}s each (medians)"
+    );
+    println!(
+        "{:<28} {:>12} {:>12} {:>12}",
+        "", "requests/s", "p50 (µs)", "p99 (µs)"
+    );
+    println!(
+        "{:<28} {:>12.0} {:>12.1} {:>12.1}",
+        "tracing on (OTLP export)", on_rps, on_p50, on_p99
+    );
+    println!(
+        "{:<28} {:>12.0} {:>12.1} {:>12.1}",
+        "OTEL_SDK_DISABLED=true", off_rps, off_p50, off_p99
+    );
     println!(
         "overhead: p50 {:+.1} µs, throughput {:+.1}%  ({kib} KiB of OTLP received)",
         on_p50 - off_p50,

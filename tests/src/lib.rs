@@ -6,8 +6,12 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
-use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use prost::Message;
 use serde_json::Value as Json;
@@ -52,7 +56,10 @@ impl FlatSpan {
     }
 
     pub fn service(&self) -> &str {
-        self.resource.get("service.name").and_then(Json::as_str).unwrap_or_default()
+        self.resource
+            .get("service.name")
+            .and_then(Json::as_str)
+            .unwrap_or_default()
     }
 
     pub fn event(&self, name: &str) -> Option<&BTreeMap<String, Json>> {
@@ -73,15 +80,20 @@ fn any_to_json(v: &Option<AnyValue>) -> Json {
         Some(any_value::Value::BoolValue(b)) => Json::Bool(*b),
         Some(any_value::Value::IntValue(i)) => Json::from(*i),
         Some(any_value::Value::DoubleValue(f)) => Json::from(*f),
-        Some(any_value::Value::ArrayValue(a)) => {
-            Json::Array(a.values.iter().map(|v| any_to_json(&Some(v.clone()))).collect())
-        }
+        Some(any_value::Value::ArrayValue(a)) => Json::Array(
+            a.values
+                .iter()
+                .map(|v| any_to_json(&Some(v.clone())))
+                .collect(),
+        ),
         Some(other) => Json::String(format!("{other:?}")),
     }
 }
 
 fn attrs(kvs: &[KeyValue]) -> BTreeMap<String, Json> {
-    kvs.iter().map(|kv| (kv.key.clone(), any_to_json(&kv.value))).collect()
+    kvs.iter()
+        .map(|kv| (kv.key.clone(), any_to_json(&kv.value)))
+        .collect()
 }
 
 /// A real OTLP trace receiver on loopback: gRPC on one port, HTTP/protobuf
@@ -115,7 +127,9 @@ impl TraceService for Grpc {
             headers,
             request: request.into_inner(),
         });
-        Ok(tonic::Response::new(ExportTraceServiceResponse { partial_success: None }))
+        Ok(tonic::Response::new(ExportTraceServiceResponse {
+            partial_success: None,
+        }))
     }
 }
 
@@ -140,7 +154,9 @@ impl Receiver {
         tokio::spawn(async move {
             tonic::transport::Server::builder()
                 .add_service(service)
-                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(grpc_listener))
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(
+                    grpc_listener,
+                ))
                 .await
                 .unwrap();
         });
@@ -150,7 +166,9 @@ impl Receiver {
         let counter = bytes.clone();
         tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = http_listener.accept().await else { continue };
+                let Ok((stream, _)) = http_listener.accept().await else {
+                    continue;
+                };
                 let store = store.clone();
                 let counter = counter.clone();
                 tokio::spawn(async move {
@@ -158,14 +176,23 @@ impl Receiver {
                         let store = store.clone();
                         let counter = counter.clone();
                         async move {
-                            let ok = req.method() == hyper::Method::POST && req.uri().path() == "/v1/traces";
+                            let ok = req.method() == hyper::Method::POST
+                                && req.uri().path() == "/v1/traces";
                             let headers = req
                                 .headers()
                                 .iter()
-                                .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or_default().to_string()))
+                                .map(|(k, v)| {
+                                    (k.to_string(), v.to_str().unwrap_or_default().to_string())
+                                })
                                 .collect();
-                            let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-                            counter.fetch_add(body.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                            let body = req
+                                .into_body()
+                                .collect()
+                                .await
+                                .map(|b| b.to_bytes())
+                                .unwrap_or_default();
+                            counter
+                                .fetch_add(body.len() as u64, std::sync::atomic::Ordering::Relaxed);
                             let decoded = if decode {
                                 ExportTraceServiceRequest::decode(body)
                             } else {
@@ -183,7 +210,10 @@ impl Receiver {
                                 }
                                 _ => 400,
                             };
-                            let reply = ExportTraceServiceResponse { partial_success: None }.encode_to_vec();
+                            let reply = ExportTraceServiceResponse {
+                                partial_success: None,
+                            }
+                            .encode_to_vec();
                             Ok::<_, std::convert::Infallible>(
                                 hyper::Response::builder()
                                     .status(status)
@@ -224,7 +254,11 @@ impl Receiver {
         let mut out = Vec::new();
         for export in self.exports() {
             for rs in &export.request.resource_spans {
-                let resource = rs.resource.as_ref().map(|r| attrs(&r.attributes)).unwrap_or_default();
+                let resource = rs
+                    .resource
+                    .as_ref()
+                    .map(|r| attrs(&r.attributes))
+                    .unwrap_or_default();
                 for ss in &rs.scope_spans {
                     for s in &ss.spans {
                         out.push(FlatSpan {
@@ -235,8 +269,16 @@ impl Receiver {
                             kind: s.kind,
                             attributes: attrs(&s.attributes),
                             status_code: s.status.as_ref().map_or(0, |st| st.code),
-                            status_message: s.status.as_ref().map(|st| st.message.clone()).unwrap_or_default(),
-                            events: s.events.iter().map(|e| (e.name.clone(), attrs(&e.attributes))).collect(),
+                            status_message: s
+                                .status
+                                .as_ref()
+                                .map(|st| st.message.clone())
+                                .unwrap_or_default(),
+                            events: s
+                                .events
+                                .iter()
+                                .map(|e| (e.name.clone(), attrs(&e.attributes)))
+                                .collect(),
                             resource: resource.clone(),
                             dropped_attributes_count: s.dropped_attributes_count,
                             dropped_events_count: s.dropped_events_count,
@@ -253,12 +295,19 @@ impl Receiver {
     pub async fn trace(&self, trace_id: &str, count: usize) -> Vec<FlatSpan> {
         let started = Instant::now();
         loop {
-            let spans: Vec<FlatSpan> = self.spans().into_iter().filter(|s| s.trace_id == trace_id).collect();
+            let spans: Vec<FlatSpan> = self
+                .spans()
+                .into_iter()
+                .filter(|s| s.trace_id == trace_id)
+                .collect();
             if spans.len() >= count {
                 return spans;
             }
             if started.elapsed() > Duration::from_secs(20) {
-                panic!("expected {count} spans of trace {trace_id}, got {}: {spans:#?}", spans.len());
+                panic!(
+                    "expected {count} spans of trace {trace_id}, got {}: {spans:#?}",
+                    spans.len()
+                );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -297,16 +346,24 @@ pub fn polytrace_bin() -> PathBuf {
 
 /// A guest component built by scripts/build-guests.sh.
 pub fn component(name: &str) -> PathBuf {
-    let path = target_dir().join("wasm32-wasip2/release").join(format!("{name}.wasm"));
-    assert!(path.exists(), "{} is missing: run scripts/build-guests.sh", path.display());
+    let path = target_dir()
+        .join("wasm32-wasip2/release")
+        .join(format!("{name}.wasm"));
+    assert!(
+        path.exists(),
+        "{} is missing: run scripts/build-guests.sh",
+        path.display()
+    );
     path
 }
 
 /// A fresh scratch directory for one test.
 pub fn scratch_dir(name: &str) -> PathBuf {
-    let dir = target_dir()
-        .join("test-scratch")
-        .join(format!("{name}-{}-{}", std::process::id(), rand_suffix()));
+    let dir = target_dir().join("test-scratch").join(format!(
+        "{name}-{}-{}",
+        std::process::id(),
+        rand_suffix()
+    ));
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
@@ -328,13 +385,25 @@ pub struct Polytrace {
 impl Polytrace {
     /// Write `manifest` into a scratch dir and run `polytrace up` on it,
     /// exporting to `receiver` over `protocol`.
-    pub fn up(name: &str, manifest: &str, receiver: &Receiver, protocol: &str, env: &[(&str, &str)]) -> Polytrace {
+    pub fn up(
+        name: &str,
+        manifest: &str,
+        receiver: &Receiver,
+        protocol: &str,
+        env: &[(&str, &str)],
+    ) -> Polytrace {
         let dir = scratch_dir(name);
         let file = dir.join("polytrace.toml");
         std::fs::write(&file, manifest).unwrap();
         let mut all_env = vec![
-            ("OTEL_EXPORTER_OTLP_ENDPOINT".to_string(), receiver.endpoint(protocol)),
-            ("OTEL_EXPORTER_OTLP_PROTOCOL".to_string(), protocol.to_string()),
+            (
+                "OTEL_EXPORTER_OTLP_ENDPOINT".to_string(),
+                receiver.endpoint(protocol),
+            ),
+            (
+                "OTEL_EXPORTER_OTLP_PROTOCOL".to_string(),
+                protocol.to_string(),
+            ),
             ("OTEL_BSP_SCHEDULE_DELAY".to_string(), "100".to_string()),
         ];
         all_env.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
@@ -437,20 +506,31 @@ impl Response {
 
     /// The trace id from the W3C `traceresponse` header.
     pub fn trace_id(&self) -> String {
-        let tr = self.headers.get("traceresponse").expect("traceresponse header").to_str().unwrap();
+        let tr = self
+            .headers
+            .get("traceresponse")
+            .expect("traceresponse header")
+            .to_str()
+            .unwrap();
         tr.split('-').nth(1).unwrap().to_string()
     }
 }
 
 /// Send a request with extra headers.
 pub async fn request(method: &str, url: &str, headers: &[(&str, &str)], body: &str) -> Response {
-    let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+        .build_http::<Full<Bytes>>();
     let mut builder = hyper::Request::builder().method(method).uri(url);
     for (k, v) in headers {
         builder = builder.header(*k, *v);
     }
-    let req = builder.body(Full::new(Bytes::from(body.to_string()))).unwrap();
-    let resp = client.request(req).await.unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+    let req = builder
+        .body(Full::new(Bytes::from(body.to_string())))
+        .unwrap();
+    let resp = client
+        .request(req)
+        .await
+        .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
     let status = resp.status().as_u16();
     let headers = resp.headers().clone();
     let body = resp.into_body().collect().await.unwrap().to_bytes();

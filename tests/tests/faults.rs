@@ -22,13 +22,22 @@ limits = {{ request_timeout_ms = 1000, memory_mb = 32 }}
 
 async fn server_span(receiver: &Receiver, response: &Response) -> FlatSpan {
     let spans = receiver.trace(&response.trace_id(), 1).await;
-    spans.into_iter().find(|s| s.kind == KIND_SERVER).expect("a SERVER span")
+    spans
+        .into_iter()
+        .find(|s| s.kind == KIND_SERVER)
+        .expect("a SERVER span")
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_trap_is_a_500_with_the_trap_on_the_span() {
     let receiver = Receiver::start().await;
-    let host = Polytrace::up("trap", &faults_manifest(""), &receiver, "http/protobuf", &[]);
+    let host = Polytrace::up(
+        "trap",
+        &faults_manifest(""),
+        &receiver,
+        "http/protobuf",
+        &[],
+    );
     let response = get(&host.url("/faults/trap")).await;
     assert_eq!(response.status, 500);
     assert_eq!(response.json()["trace_id"], response.trace_id());
@@ -40,7 +49,10 @@ async fn a_trap_is_a_500_with_the_trap_on_the_span() {
     let exception = server.event("exception").expect("exception event");
     assert_eq!(exception["exception.type"], "Trap::UnreachableCodeReached");
     let stack = exception["exception.stacktrace"].as_str().unwrap();
-    assert!(stack.contains("faults.wasm") || stack.contains("trap_here"), "wasm backtrace: {stack}");
+    assert!(
+        stack.contains("faults.wasm") || stack.contains("trap_here"),
+        "wasm backtrace: {stack}"
+    );
     // The guest's own span was open when it trapped: the host ended it, marked.
     let open = spans.iter().find(|s| s.name == "about_to_trap").unwrap();
     assert_eq!(open.attributes["polytrace.span.auto_ended"], true);
@@ -53,7 +65,13 @@ async fn a_trap_is_a_500_with_the_trap_on_the_span() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_endless_loop_is_a_504_and_does_not_block_others() {
     let receiver = Receiver::start().await;
-    let host = Polytrace::up("loop", &faults_manifest(""), &receiver, "http/protobuf", &[]);
+    let host = Polytrace::up(
+        "loop",
+        &faults_manifest(""),
+        &receiver,
+        "http/protobuf",
+        &[],
+    );
     let looping = tokio::spawn(get(Box::leak(host.url("/faults/loop").into_boxed_str())));
     // While the loop spins (timeout 1 s), other requests are answered. Sent
     // after the loop has started; both cores may be busy, yet they finish
@@ -63,13 +81,19 @@ async fn an_endless_loop_is_a_504_and_does_not_block_others() {
         let ok = get(&host.url("/faults/ok")).await;
         assert_eq!(ok.status, 200);
     }
-    assert!(!looping.is_finished(), "the loop ended before the other requests were served");
+    assert!(
+        !looping.is_finished(),
+        "the loop ended before the other requests were served"
+    );
     let response = looping.await.unwrap();
     assert_eq!(response.status, 504, "{}", response.body);
     let server = server_span(&receiver, &response).await;
     assert_eq!(server.status_code, STATUS_ERROR);
     assert_eq!(server.attributes["error.type"], "504");
-    assert_eq!(server.event("exception").unwrap()["exception.type"], "Timeout");
+    assert_eq!(
+        server.event("exception").unwrap()["exception.type"],
+        "Timeout"
+    );
     assert_eq!(get(&host.url("/faults/ok")).await.status, 200);
 }
 
@@ -82,7 +106,10 @@ async fn eating_memory_past_the_limit_is_a_500() {
         assert_eq!(response.status, 500, "{}", response.body);
         let server = server_span(&receiver, &response).await;
         assert_eq!(server.status_code, STATUS_ERROR);
-        let message = server.event("exception").unwrap()["exception.message"].as_str().unwrap().to_string();
+        let message = server.event("exception").unwrap()["exception.message"]
+            .as_str()
+            .unwrap()
+            .to_string();
         assert!(message.contains("memory"), "{message}");
     }
     assert_eq!(get(&host.url("/faults/ok")).await.status, 200);
@@ -107,7 +134,13 @@ async fn span_limits_cap_what_a_guest_can_send() {
 #[tokio::test(flavor = "multi_thread")]
 async fn spans_left_open_are_ended_and_marked() {
     let receiver = Receiver::start().await;
-    let host = Polytrace::up("unended", &faults_manifest(""), &receiver, "http/protobuf", &[]);
+    let host = Polytrace::up(
+        "unended",
+        &faults_manifest(""),
+        &receiver,
+        "http/protobuf",
+        &[],
+    );
     let response = get(&host.url("/faults/unended")).await;
     assert_eq!(response.status, 200);
     let spans = receiver.trace(&response.trace_id(), 2).await;
@@ -119,21 +152,36 @@ async fn spans_left_open_are_ended_and_marked() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_ended_span_ignores_later_changes() {
     let receiver = Receiver::start().await;
-    let host = Polytrace::up("after-end", &faults_manifest(""), &receiver, "http/protobuf", &[]);
+    let host = Polytrace::up(
+        "after-end",
+        &faults_manifest(""),
+        &receiver,
+        "http/protobuf",
+        &[],
+    );
     let response = get(&host.url("/faults/after-end")).await;
     assert_eq!(response.status, 200, "{}", response.body);
     assert_eq!(response.json()["recording_after_end"], false);
     let spans = receiver.trace(&response.trace_id(), 3).await;
     let probe = spans.iter().find(|s| s.name == "after_end_probe").unwrap();
     assert_eq!(probe.attributes["before"], true);
-    assert!(probe.attr("after").is_none(), "set after end must be a no-op: {probe:#?}");
+    assert!(
+        probe.attr("after").is_none(),
+        "set after end must be a no-op: {probe:#?}"
+    );
     assert!(probe.event("late").is_none());
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn status_codes_follow_the_conventions() {
     let receiver = Receiver::start().await;
-    let host = Polytrace::up("status", &faults_manifest(""), &receiver, "http/protobuf", &[]);
+    let host = Polytrace::up(
+        "status",
+        &faults_manifest(""),
+        &receiver,
+        "http/protobuf",
+        &[],
+    );
     let not_found = get(&host.url("/faults/status?code=404")).await;
     assert_eq!(not_found.status, 404);
     let span = server_span(&receiver, &not_found).await;
@@ -160,7 +208,13 @@ async fn status_codes_follow_the_conventions() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_sandbox_grants_nothing_the_manifest_does_not() {
     let receiver = Receiver::start().await;
-    let host = Polytrace::up("sandbox", &faults_manifest(""), &receiver, "http/protobuf", &[("SECRET_HOST_VAR", "leak")]);
+    let host = Polytrace::up(
+        "sandbox",
+        &faults_manifest(""),
+        &receiver,
+        "http/protobuf",
+        &[("SECRET_HOST_VAR", "leak")],
+    );
     let env = get(&host.url("/faults/env")).await;
     assert_eq!(env.body, "GREETING=hi");
     let fs = get(&host.url("/faults/fs")).await;
@@ -175,15 +229,27 @@ async fn the_sandbox_grants_nothing_the_manifest_does_not() {
     let client = spans.iter().find(|s| s.kind == KIND_CLIENT).unwrap();
     assert_eq!(client.status_code, STATUS_ERROR);
     assert_eq!(client.attributes["error.type"], "HttpRequestDenied");
-    let why = client.event("exception").unwrap()["exception.message"].as_str().unwrap().to_string();
+    let why = client.event("exception").unwrap()["exception.message"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert!(why.contains("allowed_outbound_hosts"), "{why}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn allowed_hosts_reach_the_network() {
     let receiver = Receiver::start().await;
-    let extra = format!("allowed_outbound_hosts = [\"http://127.0.0.1:{}\"]", receiver.http.port());
-    let host = Polytrace::up("allowed", &faults_manifest(&extra), &receiver, "http/protobuf", &[]);
+    let extra = format!(
+        "allowed_outbound_hosts = [\"http://127.0.0.1:{}\"]",
+        receiver.http.port()
+    );
+    let host = Polytrace::up(
+        "allowed",
+        &faults_manifest(&extra),
+        &receiver,
+        "http/protobuf",
+        &[],
+    );
     // A GET on the OTLP endpoint is a real network round trip answered 400.
     let url = format!("http://127.0.0.1:{}/v1/traces", receiver.http.port());
     let response = get(&host.url(&format!("/faults/call?url={url}"))).await;

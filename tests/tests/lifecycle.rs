@@ -27,7 +27,11 @@ fn check(dir: &std::path::Path) -> (bool, String) {
         .unwrap();
     (
         out.status.success(),
-        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
     )
 }
 
@@ -52,13 +56,26 @@ fn check_reports_every_problem_with_file_and_line() {
     let (ok, out) = check(&dir);
     assert!(!ok);
     let f = file.display();
-    assert!(out.contains(&format!("{f}:4:6: component `UPPER`: id `UPPER` must be a DNS label")), "{out}");
-    assert!(out.contains(&format!("{f}:6:9: component `UPPER`: route `no-slash` must start with `/`")), "{out}");
+    assert!(
+        out.contains(&format!(
+            "{f}:4:6: component `UPPER`: id `UPPER` must be a DNS label"
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!(
+            "{f}:6:9: component `UPPER`: route `no-slash` must start with `/`"
+        )),
+        "{out}"
+    );
 
     std::fs::write(&file, "app = \"bad\"\n[[component]\nid = 1\n").unwrap();
     let (ok, out) = check(&dir);
     assert!(!ok);
-    assert!(out.contains(&format!("{f}:2:")), "a syntax error names its line: {out}");
+    assert!(
+        out.contains(&format!("{f}:2:")),
+        "a syntax error names its line: {out}"
+    );
     assert!(!out.contains("panicked"), "{out}");
 }
 
@@ -70,10 +87,17 @@ fn check_names_components_that_are_missing_invalid_or_do_not_fit() {
     // A core module, not a component.
     std::fs::write(dir.join("core.wasm"), wat::parse_str("(module)").unwrap()).unwrap();
     // A component that imports something polytrace does not provide.
-    let alien = wat::parse_str(r#"(component (import "acme:rockets/launch" (instance (export "go" (func)))))"#).unwrap();
+    let alien = wat::parse_str(
+        r#"(component (import "acme:rockets/launch" (instance (export "go" (func)))))"#,
+    )
+    .unwrap();
     std::fs::write(dir.join("alien.wasm"), alien).unwrap();
     // A component with nothing to serve.
-    std::fs::write(dir.join("empty.wasm"), wat::parse_str("(component)").unwrap()).unwrap();
+    std::fs::write(
+        dir.join("empty.wasm"),
+        wat::parse_str("(component)").unwrap(),
+    )
+    .unwrap();
     std::fs::write(
         dir.join("polytrace.toml"),
         r#"app = "bad"
@@ -109,26 +133,48 @@ source = "empty.wasm"
             .to_string()
     };
     assert!(line("missing").contains("polytrace.toml:2:1:"), "{out}");
-    assert!(line("missing").contains("does not exist: build it with `make nope`"), "{out}");
-    assert!(line("junk").contains("is not a WebAssembly binary"), "{out}");
-    assert!(line("core").contains("is not a valid WebAssembly component"), "{out}");
-    assert!(line("alien").contains("does not fit the polytrace:telemetry/service world"), "{out}");
+    assert!(
+        line("missing").contains("does not exist: build it with `make nope`"),
+        "{out}"
+    );
+    assert!(
+        line("junk").contains("is not a WebAssembly binary"),
+        "{out}"
+    );
+    assert!(
+        line("core").contains("is not a valid WebAssembly component"),
+        "{out}"
+    );
+    assert!(
+        line("alien").contains("does not fit the polytrace:telemetry/service world"),
+        "{out}"
+    );
     assert!(line("alien").contains("acme:rockets/launch"), "{out}");
-    assert!(line("empty").contains("does not export `wasi:http/incoming-handler"), "{out}");
+    assert!(
+        line("empty").contains("does not export `wasi:http/incoming-handler"),
+        "{out}"
+    );
     assert!(out.contains("5 problems found"), "{out}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn up_refuses_a_broken_app_with_a_clear_error() {
     let dir = scratch_dir("up-bad");
-    std::fs::write(dir.join("polytrace.toml"), "app = \"x\"\n[[component]]\nid = \"a\"\nsource = \"gone.wasm\"\n").unwrap();
+    std::fs::write(
+        dir.join("polytrace.toml"),
+        "app = \"x\"\n[[component]]\nid = \"a\"\nsource = \"gone.wasm\"\n",
+    )
+    .unwrap();
     let out = Command::new(polytrace_bin())
         .args(["up", dir.to_str().unwrap(), "--listen", "127.0.0.1:0"])
         .output()
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("component `a`: ") && err.contains("gone.wasm` does not exist"), "{err}");
+    assert!(
+        err.contains("component `a`: ") && err.contains("gone.wasm` does not exist"),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -136,10 +182,22 @@ async fn compiled_code_is_cached_between_starts() {
     let receiver = Receiver::start().await;
     let cache = scratch_dir("cache");
     let env = [("POLYTRACE_CACHE_DIR", cache.to_str().unwrap())];
-    let first = Polytrace::up("cache-1", &hello_manifest(), &receiver, "http/protobuf", &env);
+    let first = Polytrace::up(
+        "cache-1",
+        &hello_manifest(),
+        &receiver,
+        "http/protobuf",
+        &env,
+    );
     assert!(first.log().contains("compiling"), "{}", first.log());
     drop(first);
-    let second = Polytrace::up("cache-2", &hello_manifest(), &receiver, "http/protobuf", &env);
+    let second = Polytrace::up(
+        "cache-2",
+        &hello_manifest(),
+        &receiver,
+        "http/protobuf",
+        &env,
+    );
     let log = second.log();
     assert!(log.contains("loaded compiled code from cache"), "{log}");
     assert!(!log.contains("compiling"), "{log}");
@@ -149,13 +207,19 @@ async fn compiled_code_is_cached_between_starts() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_backend_that_is_down_never_fails_a_request() {
     // A port nobody listens on.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let dir = scratch_dir("down");
     std::fs::write(dir.join("polytrace.toml"), hello_manifest()).unwrap();
     let host = Polytrace::start(
         &dir,
         &[
-            ("OTEL_EXPORTER_OTLP_ENDPOINT".into(), format!("http://{closed}")),
+            (
+                "OTEL_EXPORTER_OTLP_ENDPOINT".into(),
+                format!("http://{closed}"),
+            ),
             ("OTEL_BSP_SCHEDULE_DELAY".into(), "50".into()),
             ("OTEL_EXPORTER_OTLP_TIMEOUT".into(), "500".into()),
         ],
@@ -190,7 +254,12 @@ async fn sigterm_finishes_requests_and_flushes_every_span() {
     for _ in 0..3 {
         traces.push(get(&host.url("/hello/x")).await.trace_id());
     }
-    assert!(receiver.spans().is_empty(), "{:#?}\n{}", receiver.spans(), host.log());
+    assert!(
+        receiver.spans().is_empty(),
+        "{:#?}\n{}",
+        receiver.spans(),
+        host.log()
+    );
     let (code, log) = host.terminate();
     assert_eq!(code, Some(0), "{log}");
     for t in traces {
@@ -202,11 +271,20 @@ async fn sigterm_finishes_requests_and_flushes_every_span() {
 #[tokio::test(flavor = "multi_thread")]
 async fn sdk_disabled_serves_without_recording() {
     let receiver = Receiver::start().await;
-    let host = Polytrace::up("disabled", &hello_manifest(), &receiver, "http/protobuf", &[("OTEL_SDK_DISABLED", "true")]);
+    let host = Polytrace::up(
+        "disabled",
+        &hello_manifest(),
+        &receiver,
+        "http/protobuf",
+        &[("OTEL_SDK_DISABLED", "true")],
+    );
     let r = request(
         "GET",
         &host.url("/hello/x"),
-        &[("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")],
+        &[(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        )],
         "",
     )
     .await;

@@ -39,7 +39,10 @@ async fn span_tree_across_components(protocol: &str) {
         &two_hellos(),
         &receiver,
         protocol,
-        &[("OTEL_EXPORTER_OTLP_HEADERS", "uptrace-dsn=http://project1_secret@localhost:14318/1")],
+        &[(
+            "OTEL_EXPORTER_OTLP_HEADERS",
+            "uptrace-dsn=http://project1_secret@localhost:14318/1",
+        )],
     );
     let traceparent = format!("00-{REMOTE_TRACE}-{REMOTE_SPAN}-01");
     let response = request(
@@ -89,7 +92,10 @@ async fn span_tree_across_components(protocol: &str) {
     let a = &front.attributes;
     assert_eq!(a["http.request.method"], "GET");
     assert_eq!(a["url.path"], "/hello/greet");
-    assert_eq!(a["url.query"], "name=ada&next=http://hello-back/hello/inner");
+    assert_eq!(
+        a["url.query"],
+        "name=ada&next=http://hello-back/hello/inner"
+    );
     assert_eq!(a["url.scheme"], "http");
     assert_eq!(a["http.route"], "/hello/*");
     assert_eq!(a["http.response.status_code"], 200);
@@ -138,7 +144,9 @@ async fn span_tree_across_components(protocol: &str) {
     assert!(
         exports
             .iter()
-            .all(|e| e.headers.iter().any(|(k, v)| k == "uptrace-dsn" && v == "http://project1_secret@localhost:14318/1")),
+            .all(|e| e.headers.iter().any(
+                |(k, v)| k == "uptrace-dsn" && v == "http://project1_secret@localhost:14318/1"
+            )),
         "uptrace-dsn header missing: {:?}",
         exports.iter().map(|e| &e.headers).collect::<Vec<_>>()
     );
@@ -172,7 +180,10 @@ route = "/faults/..."
         "GET",
         &host.url("/faults/headers-via?url=http://echo/faults/headers"),
         &[
-            ("traceparent", &format!("00-{REMOTE_TRACE}-{REMOTE_SPAN}-01")),
+            (
+                "traceparent",
+                &format!("00-{REMOTE_TRACE}-{REMOTE_SPAN}-01"),
+            ),
             ("tracestate", "vendor=abc,other=x"),
             ("baggage", "user.id=42"),
         ],
@@ -182,7 +193,10 @@ route = "/faults/..."
     assert_eq!(response.status, 200, "{}", response.body);
     let seen = response.json();
     let traceparent = seen["traceparent"].as_str().unwrap();
-    assert!(traceparent.starts_with(&format!("00-{REMOTE_TRACE}-")), "{traceparent}");
+    assert!(
+        traceparent.starts_with(&format!("00-{REMOTE_TRACE}-")),
+        "{traceparent}"
+    );
     assert!(traceparent.ends_with("-01"), "{traceparent}");
     assert_eq!(seen["tracestate"], "vendor=abc,other=x");
     assert_eq!(seen["baggage"], "user.id=42");
@@ -197,10 +211,19 @@ async fn invalid_traceparent_starts_a_new_trace() {
     let receiver = Receiver::start().await;
     let host = Polytrace::up("invalid-tp", &two_hellos(), &receiver, "http/protobuf", &[]);
     let cases = [
-        vec![("traceparent", format!("00-{}-{REMOTE_SPAN}-01", "0".repeat(32)))],
+        vec![(
+            "traceparent",
+            format!("00-{}-{REMOTE_SPAN}-01", "0".repeat(32)),
+        )],
         vec![("traceparent", format!("ff-{REMOTE_TRACE}-{REMOTE_SPAN}-01"))],
-        vec![("traceparent", format!("00-{REMOTE_TRACE}-{REMOTE_SPAN}-01-junk"))],
-        vec![("traceparent", format!("00-{}-{REMOTE_SPAN}-01", REMOTE_TRACE.to_uppercase()))],
+        vec![(
+            "traceparent",
+            format!("00-{REMOTE_TRACE}-{REMOTE_SPAN}-01-junk"),
+        )],
+        vec![(
+            "traceparent",
+            format!("00-{}-{REMOTE_SPAN}-01", REMOTE_TRACE.to_uppercase()),
+        )],
         // Duplicated traceparent headers.
         vec![
             ("traceparent", format!("00-{REMOTE_TRACE}-{REMOTE_SPAN}-01")),
@@ -214,10 +237,18 @@ async fn invalid_traceparent_starts_a_new_trace() {
         let trace_id = response.trace_id();
         assert_ne!(trace_id, REMOTE_TRACE, "{headers:?} must not be continued");
         // A new trace: random trace id, Level 2 random flag set.
-        assert!(response.headers["traceresponse"].to_str().unwrap().ends_with("-03"));
+        assert!(
+            response.headers["traceresponse"]
+                .to_str()
+                .unwrap()
+                .ends_with("-03")
+        );
         let spans = receiver.trace(&trace_id, 2).await;
         let server = spans.iter().find(|s| s.kind == KIND_SERVER).unwrap();
-        assert_eq!(server.parent_span_id, "", "{headers:?}: a new trace has no parent");
+        assert_eq!(
+            server.parent_span_id, "",
+            "{headers:?}: a new trace has no parent"
+        );
     }
 }
 
@@ -268,7 +299,10 @@ language = "rust"
     assert_eq!(response.json()["next"]["status"], 200);
     let spans = receiver.trace(&response.trace_id(), 5).await;
     let client = spans.iter().find(|s| s.kind == KIND_CLIENT).unwrap();
-    let py_server = spans.iter().find(|s| s.service() == "py" && s.kind == KIND_SERVER).unwrap();
+    let py_server = spans
+        .iter()
+        .find(|s| s.service() == "py" && s.kind == KIND_SERVER)
+        .unwrap();
     let py_work = spans.iter().find(|s| s.name == "py.work").unwrap();
     assert_eq!(py_server.parent_span_id, client.span_id);
     assert_eq!(py_work.parent_span_id, py_server.span_id);

@@ -18,7 +18,10 @@ impl Guest for Hello {
         let span = Span::start(
             "hello.work",
             [
-                kv("hello.name", request.query("name").unwrap_or_else(|| "world".into())),
+                kv(
+                    "hello.name",
+                    request.query("name").unwrap_or_else(|| "world".into()),
+                ),
                 kv("hello.polite", true),
                 kv("hello.count", 3),
                 kv("hello.ratio", 0.5),
@@ -29,13 +32,15 @@ impl Guest for Hello {
             ],
         );
         span.add_event("checkpoint", [kv("step", 1)]);
-        let next = request.query("next").map(|url| match send("GET", &url, b"") {
-            Ok(r) => format!("{{\"url\":{url:?},\"status\":{}}}", r.status),
-            Err(e) => {
-                span.record_error(&e);
-                format!("{{\"url\":{url:?},\"error\":{:?}}}", e.to_string())
-            }
-        });
+        let next = request
+            .query("next")
+            .map(|url| match send("GET", &url, b"") {
+                Ok(r) => format!("{{\"url\":{url:?},\"status\":{}}}", r.status),
+                Err(e) => {
+                    span.record_error(&e);
+                    format!("{{\"url\":{url:?},\"error\":{:?}}}", e.to_string())
+                }
+            });
         drop(span);
         let body = format!(
             "{{\"service\":\"hello-rust\",\"language\":\"rust\",\"message\":\"hello\",\"next\":{}}}",

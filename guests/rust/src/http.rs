@@ -1,12 +1,13 @@
 //! Small helpers over `wasi:http` for handlers: read a request, answer it,
 //! make an outgoing request. The host adds CLIENT spans and propagation.
 
+use std::io::{Read as _, Write as _};
 pub use wasip2;
 use wasip2::http::outgoing_handler;
 use wasip2::http::types::{
-    Fields, IncomingRequest, Method, OutgoingBody, OutgoingRequest, OutgoingResponse, ResponseOutparam, Scheme,
+    Fields, IncomingRequest, Method, OutgoingBody, OutgoingRequest, OutgoingResponse,
+    ResponseOutparam, Scheme,
 };
-use std::io::{Read as _, Write as _};
 
 /// A request, read whole.
 pub struct Request {
@@ -69,7 +70,10 @@ fn percent_decode(s: &str) -> String {
     while i < bytes.len() {
         match bytes[i] {
             b'%' if i + 2 < bytes.len() => {
-                match u8::from_str_radix(std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("zz"), 16) {
+                match u8::from_str_radix(
+                    std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("zz"),
+                    16,
+                ) {
                     Ok(b) => {
                         out.push(b);
                         i += 3;
@@ -88,11 +92,14 @@ fn percent_decode(s: &str) -> String {
 
 /// Answer with a status, a content type and a body.
 pub fn respond(out: ResponseOutparam, status: u16, content_type: &str, body: &[u8]) {
-    let headers = Fields::from_list(&[("content-type".to_string(), content_type.as_bytes().to_vec())])
-        .unwrap_or_else(|_| Fields::new());
+    let headers =
+        Fields::from_list(&[("content-type".to_string(), content_type.as_bytes().to_vec())])
+            .unwrap_or_else(|_| Fields::new());
     let response = OutgoingResponse::new(headers);
     let _ = response.set_status_code(status);
-    let Ok(outgoing) = response.body() else { return };
+    let Ok(outgoing) = response.body() else {
+        return;
+    };
     ResponseOutparam::set(out, Ok(response));
     if let Ok(mut stream) = outgoing.write() {
         // Write in chunks: a wasi output stream accepts at most 4096 bytes per blocking write.
@@ -160,9 +167,13 @@ pub fn send(method: &str, url: &str, body: &[u8]) -> Result<Response, Error> {
     request
         .set_path_with_query(Some(path))
         .map_err(|()| Error(format!("invalid path `{path}`")))?;
-    let outgoing_body = request.body().map_err(|()| Error("request body unavailable".into()))?;
+    let outgoing_body = request
+        .body()
+        .map_err(|()| Error("request body unavailable".into()))?;
     if !body.is_empty() {
-        let mut stream = outgoing_body.write().map_err(|()| Error("request body stream unavailable".into()))?;
+        let mut stream = outgoing_body
+            .write()
+            .map_err(|()| Error("request body stream unavailable".into()))?;
         for chunk in body.chunks(4096) {
             stream.write_all(chunk).map_err(|e| Error(e.to_string()))?;
         }

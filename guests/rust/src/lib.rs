@@ -77,7 +77,11 @@ impl Span {
     }
 
     /// Start a span of a given kind under the current span.
-    pub fn start_with_kind(name: &str, kind: SpanKind, attributes: impl IntoIterator<Item = KeyValue>) -> Span {
+    pub fn start_with_kind(
+        name: &str,
+        kind: SpanKind,
+        attributes: impl IntoIterator<Item = KeyValue>,
+    ) -> Span {
         let attrs: Vec<KeyValue> = attributes.into_iter().collect();
         Span {
             inner: wit::Span::new(name, kind, &attrs),
@@ -125,7 +129,8 @@ impl Span {
 
     /// Record an exception with an explicit type, and set the status to Error.
     pub fn record_exception(&self, exception_type: &str, message: &str, stacktrace: Option<&str>) {
-        self.inner.record_exception(exception_type, message, stacktrace, true);
+        self.inner
+            .record_exception(exception_type, message, stacktrace, true);
     }
 
     pub fn set_status(&self, status: Status) {

@@ -39,21 +39,28 @@ enum Target {
     Denied(String),
 }
 
-type ResponseFuture = Box<
-    dyn Future<Output = Result<(http::Response<WasiBody>, Box<dyn Future<Output = Result<(), Error>> + Send>), Error>>
-        + Send,
->;
+/// Resolves when the response body has been fully transmitted.
+type IoFuture = Box<dyn Future<Output = Result<(), Error>> + Send>;
+/// What `send_request` yields: the response head and its I/O driver.
+type Sent = Result<(http::Response<WasiBody>, IoFuture), Error>;
+type ResponseFuture = Box<dyn Future<Output = Sent> + Send>;
 
 impl WasiHttpHooks for Outbound {
     fn send_request(
         &mut self,
         mut request: http::Request<WasiBody>,
         options: Option<RequestOptions>,
-        _fut: Box<dyn Future<Output = Result<(), Error>> + Send>,
+        _fut: IoFuture,
     ) -> ResponseFuture {
         let parent = self.trace.current().clone();
         let (name, attrs) = semconv::client_request(request.method().as_str(), request.uri());
-        let mut span = start_span(self.trace.tracer(), name, SpanKind::Client, attrs, Some(&parent));
+        let mut span = start_span(
+            self.trace.tracer(),
+            name,
+            SpanKind::Client,
+            attrs,
+            Some(&parent),
+        );
         for (k, v) in self.trace.inject(span.span_context()) {
             if let Ok(v) = http::HeaderValue::from_str(&v) {
                 request.headers_mut().insert(k, v);
@@ -64,27 +71,28 @@ impl WasiHttpHooks for Outbound {
         let depth = self.depth + 1;
         let caller = self.app.component_id(self.component).to_string();
         Box::new(async move {
-            let result: Result<(http::Response<WasiBody>, Box<dyn Future<Output = Result<(), Error>> + Send>), Error> =
-                match target {
-                    Target::Component(_) if depth > MAX_IN_PROCESS_DEPTH => Err(Error::LoopDetected),
-                    Target::Component(idx) => {
-                        let response = app.handle(idx, request, Inbound::in_process(depth, caller)).await;
-                        Ok((response, Box::new(async { Ok(()) })))
-                    }
-                    Target::Network => wasmtime_wasi_http::default_send_request(request, options)
-                        .await
-                        .map(|(r, io)| (r.map(BodyExt::boxed_unsync), Box::new(io) as Box<_>)),
-                    Target::Denied(why) => {
-                        span.add_event(
-                            "exception",
-                            vec![
-                                KeyValue::new("exception.type", "HttpRequestDenied"),
-                                KeyValue::new("exception.message", why),
-                            ],
-                        );
-                        Err(Error::HttpRequestDenied)
-                    }
-                };
+            let result: Sent = match target {
+                Target::Component(_) if depth > MAX_IN_PROCESS_DEPTH => Err(Error::LoopDetected),
+                Target::Component(idx) => {
+                    let response = app
+                        .handle(idx, request, Inbound::in_process(depth, caller))
+                        .await;
+                    Ok((response, Box::new(async { Ok(()) })))
+                }
+                Target::Network => wasmtime_wasi_http::default_send_request(request, options)
+                    .await
+                    .map(|(r, io)| (r.map(BodyExt::boxed_unsync), Box::new(io) as Box<_>)),
+                Target::Denied(why) => {
+                    span.add_event(
+                        "exception",
+                        vec![
+                            KeyValue::new("exception.type", "HttpRequestDenied"),
+                            KeyValue::new("exception.message", why),
+                        ],
+                    );
+                    Err(Error::HttpRequestDenied)
+                }
+            };
             match &result {
                 Ok((response, _)) => {
                     let (attrs, status) = semconv::client_response(response.status().as_u16());

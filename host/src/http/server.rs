@@ -15,7 +15,11 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
 /// Serve `app` on `listener` until `shutdown` resolves, then wait for the
 /// connections in flight (at most [`SHUTDOWN_GRACE`]).
-pub async fn serve(app: Arc<App>, listener: TcpListener, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+pub async fn serve(
+    app: Arc<App>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
     let local = listener.local_addr()?;
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);

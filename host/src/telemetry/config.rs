@@ -48,7 +48,9 @@ impl ExportSettings {
                 .or_else(|_| std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT"))
                 .unwrap_or_else(|_| "http://localhost:4317".into()),
             (None, Protocol::HttpProtobuf) => std::env::var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-                .or_else(|_| std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").map(|e| format!("{e}/v1/traces")))
+                .or_else(|_| {
+                    std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").map(|e| format!("{e}/v1/traces"))
+                })
                 .unwrap_or_else(|_| "http://localhost:4318/v1/traces".into()),
         }
     }
@@ -71,18 +73,29 @@ pub const DEFAULT_MAX_ATTRIBUTE_VALUE_LENGTH: usize = 4096;
 impl Settings {
     /// Resolve from the manifest and the process environment.
     pub fn from_env(manifest: &TelemetryConfig) -> Result<Settings, String> {
-        Self::resolve(manifest, |k| std::env::var(k).ok().filter(|v| !v.trim().is_empty()))
+        Self::resolve(manifest, |k| {
+            std::env::var(k).ok().filter(|v| !v.trim().is_empty())
+        })
     }
 
     /// Resolve from the manifest and an environment lookup.
-    pub fn resolve(m: &TelemetryConfig, env: impl Fn(&str) -> Option<String>) -> Result<Settings, String> {
-        let disabled = env("OTEL_SDK_DISABLED").is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
-        let exporter = match env("OTEL_TRACES_EXPORTER").or_else(|| m.exporter.clone()).as_deref() {
+    pub fn resolve(
+        m: &TelemetryConfig,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Settings, String> {
+        let disabled =
+            env("OTEL_SDK_DISABLED").is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
+        let exporter = match env("OTEL_TRACES_EXPORTER")
+            .or_else(|| m.exporter.clone())
+            .as_deref()
+        {
             None | Some("otlp") => Exporter::Otlp,
             Some("none") => Exporter::None,
             Some("console") => Exporter::Console,
             Some(other) => {
-                return Err(format!("trace exporter `{other}` is not supported: use `otlp`, `console` or `none`"));
+                return Err(format!(
+                    "trace exporter `{other}` is not supported: use `otlp`, `console` or `none`"
+                ));
             }
         };
         let protocol = match env("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
@@ -93,11 +106,13 @@ impl Settings {
             None | Some("http/protobuf") => Protocol::HttpProtobuf,
             Some("grpc") => Protocol::Grpc,
             Some(other) => {
-                return Err(format!("OTLP protocol `{other}` is not supported: use `http/protobuf` or `grpc`"));
+                return Err(format!(
+                    "OTLP protocol `{other}` is not supported: use `http/protobuf` or `grpc`"
+                ));
             }
         };
-        let env_endpoint =
-            env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").is_some() || env("OTEL_EXPORTER_OTLP_ENDPOINT").is_some();
+        let env_endpoint = env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").is_some()
+            || env("OTEL_EXPORTER_OTLP_ENDPOINT").is_some();
         let endpoint = match (&m.endpoint, env_endpoint) {
             (Some(base), false) => Some(match protocol {
                 Protocol::Grpc => base.clone(),
@@ -137,7 +152,8 @@ impl Settings {
             timeout: timeout.min(millis("OTEL_BSP_EXPORT_TIMEOUT", 30_000)?),
             schedule_delay: millis("OTEL_BSP_SCHEDULE_DELAY", 5_000)?.max(Duration::from_millis(1)),
             max_queue_size,
-            max_export_batch_size: count("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512)?.min(max_queue_size),
+            max_export_batch_size: count("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512)?
+                .min(max_queue_size),
         };
         let sampler_name = env("OTEL_TRACES_SAMPLER").or_else(|| m.sampler.clone());
         let ratio = match env("OTEL_TRACES_SAMPLER_ARG") {
@@ -146,7 +162,9 @@ impl Settings {
                     .parse::<f64>()
                     .ok()
                     .filter(|r| (0.0..=1.0).contains(r))
-                    .ok_or_else(|| format!("OTEL_TRACES_SAMPLER_ARG=`{v}` is not a ratio between 0 and 1"))?,
+                    .ok_or_else(|| {
+                        format!("OTEL_TRACES_SAMPLER_ARG=`{v}` is not a ratio between 0 and 1")
+                    })?,
             ),
             None => m.sampler_arg,
         }
@@ -155,9 +173,13 @@ impl Settings {
             Some("always_on") => Sampler::AlwaysOn,
             Some("always_off") => Sampler::AlwaysOff,
             Some("traceidratio") => Sampler::TraceIdRatioBased(ratio),
-            None | Some("parentbased_always_on") => Sampler::ParentBased(Box::new(Sampler::AlwaysOn)),
+            None | Some("parentbased_always_on") => {
+                Sampler::ParentBased(Box::new(Sampler::AlwaysOn))
+            }
             Some("parentbased_always_off") => Sampler::ParentBased(Box::new(Sampler::AlwaysOff)),
-            Some("parentbased_traceidratio") => Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(ratio))),
+            Some("parentbased_traceidratio") => {
+                Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(ratio)))
+            }
             Some(other) => {
                 return Err(format!(
                     "sampler `{other}` is not supported: use always_on, always_off, traceidratio, \
@@ -168,7 +190,11 @@ impl Settings {
         Ok(Settings {
             disabled,
             export,
-            sampler: if disabled { Sampler::AlwaysOff } else { sampler },
+            sampler: if disabled {
+                Sampler::AlwaysOff
+            } else {
+                sampler
+            },
             max_attribute_value_length: m
                 .max_attribute_value_length
                 .unwrap_or(DEFAULT_MAX_ATTRIBUTE_VALUE_LENGTH),
@@ -181,7 +207,10 @@ mod tests {
     use super::*;
 
     fn resolve(m: &TelemetryConfig, vars: &[(&str, &str)]) -> Result<Settings, String> {
-        let vars: BTreeMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let vars: BTreeMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         Settings::resolve(m, |k| vars.get(k).cloned())
     }
 
@@ -206,7 +235,10 @@ mod tests {
             ..Default::default()
         };
         let s = resolve(&m, &[]).unwrap();
-        assert_eq!(s.export.endpoint.as_deref(), Some("http://collector:4318/v1/traces"));
+        assert_eq!(
+            s.export.endpoint.as_deref(),
+            Some("http://collector:4318/v1/traces")
+        );
         let s = resolve(
             &m,
             &[
@@ -219,19 +251,50 @@ mod tests {
         )
         .unwrap();
         assert_eq!(s.export.protocol, Protocol::Grpc);
-        assert_eq!(s.export.endpoint, None, "the env endpoint is left to opentelemetry-otlp");
+        assert_eq!(
+            s.export.endpoint, None,
+            "the env endpoint is left to opentelemetry-otlp"
+        );
         assert_eq!(s.export.schedule_delay, Duration::from_millis(100));
         assert!(matches!(s.sampler, Sampler::TraceIdRatioBased(r) if r == 0.25));
     }
 
     #[test]
     fn sdk_disabled_and_bad_values() {
-        let s = resolve(&TelemetryConfig::default(), &[("OTEL_SDK_DISABLED", "TRUE")]).unwrap();
+        let s = resolve(
+            &TelemetryConfig::default(),
+            &[("OTEL_SDK_DISABLED", "TRUE")],
+        )
+        .unwrap();
         assert!(s.disabled);
         assert!(matches!(s.sampler, Sampler::AlwaysOff));
-        assert!(resolve(&TelemetryConfig::default(), &[("OTEL_TRACES_SAMPLER", "sometimes")]).is_err());
-        assert!(resolve(&TelemetryConfig::default(), &[("OTEL_TRACES_SAMPLER_ARG", "2")]).is_err());
-        assert!(resolve(&TelemetryConfig::default(), &[("OTEL_BSP_MAX_QUEUE_SIZE", "x")]).is_err());
-        assert!(resolve(&TelemetryConfig::default(), &[("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")]).is_err());
+        assert!(
+            resolve(
+                &TelemetryConfig::default(),
+                &[("OTEL_TRACES_SAMPLER", "sometimes")]
+            )
+            .is_err()
+        );
+        assert!(
+            resolve(
+                &TelemetryConfig::default(),
+                &[("OTEL_TRACES_SAMPLER_ARG", "2")]
+            )
+            .is_err()
+        );
+        assert!(
+            resolve(
+                &TelemetryConfig::default(),
+                &[("OTEL_BSP_MAX_QUEUE_SIZE", "x")]
+            )
+            .is_err()
+        );
+        assert!(
+            resolve(
+                &TelemetryConfig::default(),
+                &[("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")]
+            )
+            .is_err()
+        );
     }
 }

@@ -13,8 +13,8 @@ use opentelemetry_otlp::{WithExportConfig, WithHttpConfig, WithTonicConfig};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{Span, SpanData, SpanExporter, SpanProcessor};
-use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{Notify, mpsc, oneshot};
 
@@ -120,11 +120,12 @@ fn build_otlp(s: &ExportSettings) -> anyhow::Result<opentelemetry_otlp::SpanExpo
             }
             let mut metadata = tonic::metadata::MetadataMap::new();
             for (k, v) in &s.headers {
-                let key = tonic::metadata::MetadataKey::from_bytes(k.to_ascii_lowercase().as_bytes())
-                    .map_err(|_| anyhow::anyhow!("export header name `{k}` is not valid"))?;
-                let value = v
-                    .parse()
-                    .map_err(|_| anyhow::anyhow!("export header `{k}` has a value that is not valid"))?;
+                let key =
+                    tonic::metadata::MetadataKey::from_bytes(k.to_ascii_lowercase().as_bytes())
+                        .map_err(|_| anyhow::anyhow!("export header name `{k}` is not valid"))?;
+                let value = v.parse().map_err(|_| {
+                    anyhow::anyhow!("export header `{k}` has a value that is not valid")
+                })?;
                 metadata.insert(key, value);
             }
             b.with_metadata(metadata).build()?
@@ -137,7 +138,8 @@ fn build_otlp(s: &ExportSettings) -> anyhow::Result<opentelemetry_otlp::SpanExpo
             if let Some(e) = &s.endpoint {
                 b = b.with_endpoint(e.clone());
             }
-            b.with_headers(s.headers.clone().into_iter().collect()).build()?
+            b.with_headers(s.headers.clone().into_iter().collect())
+                .build()?
         }
     };
     Ok(exporter)
@@ -228,7 +230,10 @@ impl Worker {
     fn failed(&mut self, n: u64, why: &str) {
         let total = self.queue.stats.dropped.fetch_add(n, Ordering::Relaxed) + n;
         // One warning per 30 s: a backend that is down must not flood the log.
-        if self.last_warning.is_none_or(|t| t.elapsed() > Duration::from_secs(30)) {
+        if self
+            .last_warning
+            .is_none_or(|t| t.elapsed() > Duration::from_secs(30))
+        {
             self.last_warning = Some(Instant::now());
             tracing::warn!(
                 endpoint = self.settings.endpoint_for_humans(),
@@ -289,7 +294,9 @@ fn print_spans(service: &str, batch: &[SpanData]) {
             .as_secs_f64()
             * 1e3;
         let status = match &s.status {
-            opentelemetry::trace::Status::Error { description } if description.is_empty() => "ERROR".to_string(),
+            opentelemetry::trace::Status::Error { description } if description.is_empty() => {
+                "ERROR".to_string()
+            }
             opentelemetry::trace::Status::Error { description } => format!("ERROR ({description})"),
             opentelemetry::trace::Status::Ok => "OK".into(),
             opentelemetry::trace::Status::Unset => "-".into(),
@@ -299,7 +306,11 @@ fn print_spans(service: &str, batch: &[SpanData]) {
         } else {
             s.parent_span_id.to_string()
         };
-        let attrs: Vec<String> = s.attributes.iter().map(|kv| format!("{}={}", kv.key, kv.value)).collect();
+        let attrs: Vec<String> = s
+            .attributes
+            .iter()
+            .map(|kv| format!("{}={}", kv.key, kv.value))
+            .collect();
         let _ = writeln!(
             out,
             "span {service:>16} {:<8} {:<28} trace={} span={} parent={parent:<16} {micros:>8.2}ms status={status} {}",

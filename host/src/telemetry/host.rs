@@ -28,14 +28,23 @@ impl Host for RequestState {
             .collect())
     }
 
-    fn extract(&mut self, headers: Vec<(String, String)>) -> wasmtime::Result<Option<wit::SpanContext>> {
-        let extracted = propagation::extract(headers.iter().map(|(k, v)| (k.as_str(), v.as_bytes())));
+    fn extract(
+        &mut self,
+        headers: Vec<(String, String)>,
+    ) -> wasmtime::Result<Option<wit::SpanContext>> {
+        let extracted =
+            propagation::extract(headers.iter().map(|(k, v)| (k.as_str(), v.as_bytes())));
         Ok(extracted.parent.as_ref().map(to_wit_context))
     }
 }
 
 impl HostSpan for RequestState {
-    fn new(&mut self, name: String, kind: wit::SpanKind, attributes: Vec<WitKeyValue>) -> wasmtime::Result<Resource<GuestSpan>> {
+    fn new(
+        &mut self,
+        name: String,
+        kind: wit::SpanKind,
+        attributes: Vec<WitKeyValue>,
+    ) -> wasmtime::Result<Resource<GuestSpan>> {
         self.start_guest_span(name, kind, attributes, None)
     }
 
@@ -51,13 +60,24 @@ impl HostSpan for RequestState {
         self.start_guest_span(name, kind, attributes, parent)
     }
 
-    fn set_attribute(&mut self, span: Resource<GuestSpan>, key: String, value: WitValue) -> wasmtime::Result<()> {
+    fn set_attribute(
+        &mut self,
+        span: Resource<GuestSpan>,
+        key: String,
+        value: WitValue,
+    ) -> wasmtime::Result<()> {
         let s = self.table.get_mut(&span)?;
-        self.outbound.trace.set_attribute(s, KeyValue::new(key, to_value(value)));
+        self.outbound
+            .trace
+            .set_attribute(s, KeyValue::new(key, to_value(value)));
         Ok(())
     }
 
-    fn set_attributes(&mut self, span: Resource<GuestSpan>, attributes: Vec<WitKeyValue>) -> wasmtime::Result<()> {
+    fn set_attributes(
+        &mut self,
+        span: Resource<GuestSpan>,
+        attributes: Vec<WitKeyValue>,
+    ) -> wasmtime::Result<()> {
         let s = self.table.get_mut(&span)?;
         for kv in attributes {
             self.outbound.trace.set_attribute(s, to_key_value(kv));
@@ -74,7 +94,9 @@ impl HostSpan for RequestState {
     ) -> wasmtime::Result<()> {
         let s = self.table.get_mut(&span)?;
         let attrs = attributes.into_iter().map(to_key_value).collect();
-        self.outbound.trace.add_event(s, name, attrs, timestamp.map(to_time));
+        self.outbound
+            .trace
+            .add_event(s, name, attrs, timestamp.map(to_time));
         Ok(())
     }
 
@@ -87,13 +109,21 @@ impl HostSpan for RequestState {
         set_error_status: bool,
     ) -> wasmtime::Result<()> {
         let s = self.table.get_mut(&span)?;
-        self.outbound
-            .trace
-            .record_exception(s, exception_type, message, stacktrace, set_error_status);
+        self.outbound.trace.record_exception(
+            s,
+            exception_type,
+            message,
+            stacktrace,
+            set_error_status,
+        );
         Ok(())
     }
 
-    fn set_status(&mut self, span: Resource<GuestSpan>, status: wit::Status) -> wasmtime::Result<()> {
+    fn set_status(
+        &mut self,
+        span: Resource<GuestSpan>,
+        status: wit::Status,
+    ) -> wasmtime::Result<()> {
         let s = self.table.get_mut(&span)?;
         let status = match status {
             wit::Status::Unset => Status::Unset,
@@ -143,7 +173,10 @@ impl RequestState {
         parent: Option<SpanContext>,
     ) -> wasmtime::Result<Resource<GuestSpan>> {
         let attrs = attributes.into_iter().map(to_key_value).collect();
-        let span = self.outbound.trace.start(name, to_kind(kind), attrs, parent);
+        let span = self
+            .outbound
+            .trace
+            .start(name, to_kind(kind), attrs, parent);
         let cx = span.context().clone();
         let handle = self.table.push(span)?;
         self.outbound.trace.push(handle.rep(), cx);
@@ -186,7 +219,9 @@ fn to_value(v: WitValue) -> Value {
         WitValue::Bool(b) => Value::Bool(b),
         WitValue::S64(i) => Value::I64(i),
         WitValue::F64(f) => Value::F64(f),
-        WitValue::StringArray(v) => Value::Array(Array::String(v.into_iter().map(Into::into).collect())),
+        WitValue::StringArray(v) => {
+            Value::Array(Array::String(v.into_iter().map(Into::into).collect()))
+        }
         WitValue::BoolArray(v) => Value::Array(Array::Bool(v)),
         WitValue::S64Array(v) => Value::Array(Array::I64(v)),
         WitValue::F64Array(v) => Value::Array(Array::F64(v)),

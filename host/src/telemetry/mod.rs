@@ -13,7 +13,8 @@ pub mod semconv;
 
 use crate::manifest::{Component, Manifest};
 use opentelemetry::trace::{
-    Span as _, SpanContext, SpanKind, Status, TraceContextExt, TraceFlags, Tracer as _, TracerProvider as _,
+    Span as _, SpanContext, SpanKind, Status, TraceContextExt, TraceFlags, Tracer as _,
+    TracerProvider as _,
 };
 use opentelemetry::{Context, KeyValue, Value};
 use opentelemetry_sdk::Resource;
@@ -98,7 +99,10 @@ pub fn component_resource(manifest: &Manifest, c: &Component) -> Resource {
         KeyValue::new("telemetry.sdk.language", "rust"),
         KeyValue::new("telemetry.sdk.version", env!("CARGO_PKG_VERSION")),
         KeyValue::new("process.runtime.name", "wasmtime"),
-        KeyValue::new("polytrace.guest.language", c.language.clone().unwrap_or_else(|| "unknown".into())),
+        KeyValue::new(
+            "polytrace.guest.language",
+            c.language.clone().unwrap_or_else(|| "unknown".into()),
+        ),
     ];
     if let Some(v) = c.version.clone().or_else(|| manifest.version.clone()) {
         attrs.push(KeyValue::new("service.version", v));
@@ -141,7 +145,13 @@ pub struct RequestTrace {
 }
 
 impl RequestTrace {
-    pub fn new(tracer: SdkTracer, server: SpanContext, baggage: String, random: bool, value_cap: usize) -> Self {
+    pub fn new(
+        tracer: SdkTracer,
+        server: SpanContext,
+        baggage: String,
+        random: bool,
+        value_cap: usize,
+    ) -> Self {
         RequestTrace {
             tracer,
             server: with_random(server, random),
@@ -176,16 +186,29 @@ impl RequestTrace {
 
     /// Start a guest span under the current span (or under `parent`) and make
     /// it current once `register` gives it its table slot.
-    pub fn start(&self, name: String, kind: SpanKind, attrs: Vec<KeyValue>, parent: Option<SpanContext>) -> GuestSpan {
+    pub fn start(
+        &self,
+        name: String,
+        kind: SpanKind,
+        attrs: Vec<KeyValue>,
+        parent: Option<SpanContext>,
+    ) -> GuestSpan {
         let parent = parent.unwrap_or_else(|| self.current().clone());
         let span = self
             .tracer
             .span_builder(truncate_name(name, self.value_cap))
             .with_kind(kind)
             .with_attributes(attrs.into_iter().map(|kv| self.cap(kv)))
-            .start_with_context(&self.tracer, &Context::new().with_remote_span_context(parent));
+            .start_with_context(
+                &self.tracer,
+                &Context::new().with_remote_span_context(parent),
+            );
         let cx = with_random(span.span_context().clone(), self.random);
-        GuestSpan { span, cx, ended: false }
+        GuestSpan {
+            span,
+            cx,
+            ended: false,
+        }
     }
 
     /// Record that the span in table slot `rep` is now the current one.
@@ -218,7 +241,13 @@ impl RequestTrace {
         }
     }
 
-    pub fn add_event(&self, s: &mut GuestSpan, name: String, attrs: Vec<KeyValue>, at: Option<SystemTime>) {
+    pub fn add_event(
+        &self,
+        s: &mut GuestSpan,
+        name: String,
+        attrs: Vec<KeyValue>,
+        at: Option<SystemTime>,
+    ) {
         if s.ended {
             return;
         }
@@ -248,7 +277,8 @@ impl RequestTrace {
         }
         self.add_event(s, "exception".into(), attrs, None);
         if set_status {
-            s.span.set_status(Status::error(cap_string(message, self.value_cap)));
+            s.span
+                .set_status(Status::error(cap_string(message, self.value_cap)));
         }
     }
 
@@ -268,7 +298,8 @@ impl RequestTrace {
     pub fn end(&mut self, rep: u32, s: &mut GuestSpan, at: Option<SystemTime>) {
         if !s.ended {
             s.ended = true;
-            s.span.end_with_timestamp(at.unwrap_or_else(SystemTime::now));
+            s.span
+                .end_with_timestamp(at.unwrap_or_else(SystemTime::now));
         }
         self.pop(rep);
     }
@@ -325,9 +356,9 @@ pub fn cap_value(kv: KeyValue, cap: usize) -> KeyValue {
     };
     let value = match kv.value {
         Value::String(s) => Value::String(cut(s)),
-        Value::Array(Array::String(v)) => {
-            Value::Array(Array::String(v.into_iter().take(MAX_ARRAY_LENGTH).map(cut).collect()))
-        }
+        Value::Array(Array::String(v)) => Value::Array(Array::String(
+            v.into_iter().take(MAX_ARRAY_LENGTH).map(cut).collect(),
+        )),
         Value::Array(Array::Bool(mut v)) => {
             v.truncate(MAX_ARRAY_LENGTH);
             Value::Array(Array::Bool(v))
@@ -343,7 +374,10 @@ pub fn cap_value(kv: KeyValue, cap: usize) -> KeyValue {
         other => other,
     };
     let key = if kv.key.as_str().len() > cap {
-        opentelemetry::Key::new(Cow::<'static, str>::Owned(cap_string(kv.key.as_str().to_string(), cap)))
+        opentelemetry::Key::new(Cow::<'static, str>::Owned(cap_string(
+            kv.key.as_str().to_string(),
+            cap,
+        )))
     } else {
         kv.key
     };
@@ -351,7 +385,13 @@ pub fn cap_value(kv: KeyValue, cap: usize) -> KeyValue {
 }
 
 /// Start a span with the SDK under `parent` (a remote or local context).
-pub fn start_span(tracer: &SdkTracer, name: String, kind: SpanKind, attrs: Vec<KeyValue>, parent: Option<&SpanContext>) -> Span {
+pub fn start_span(
+    tracer: &SdkTracer,
+    name: String,
+    kind: SpanKind,
+    attrs: Vec<KeyValue>,
+    parent: Option<&SpanContext>,
+) -> Span {
     let cx = match parent {
         Some(p) => Context::new().with_remote_span_context(p.clone()),
         None => Context::new(),
@@ -390,7 +430,10 @@ mod tests {
         let server_cx = server.span_context().clone();
         let mut rt = RequestTrace::new(tracer, server_cx.clone(), String::new(), true, 100);
         assert_eq!(rt.current().span_id(), server_cx.span_id());
-        assert_ne!(rt.current().trace_flags().to_u8() & propagation::FLAG_RANDOM, 0);
+        assert_ne!(
+            rt.current().trace_flags().to_u8() & propagation::FLAG_RANDOM,
+            0
+        );
         let mut a = rt.start("a".into(), SpanKind::Internal, vec![], None);
         rt.push(1, a.context().clone());
         let b = rt.start("b".into(), SpanKind::Internal, vec![], None);

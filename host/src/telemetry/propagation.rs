@@ -173,7 +173,8 @@ fn valid_tracestate_value(value: &str) -> bool {
     let b = value.as_bytes();
     !b.is_empty()
         && b.len() <= 256
-        && b.iter().all(|&c| (0x20..=0x7e).contains(&c) && c != b',' && c != b'=')
+        && b.iter()
+            .all(|&c| (0x20..=0x7e).contains(&c) && c != b',' && c != b'=')
         && *b.last().unwrap() != b' '
 }
 
@@ -216,7 +217,9 @@ fn is_token_char(b: u8) -> bool {
 }
 
 fn is_baggage_octet(b: u8) -> bool {
-    b == 0x21 || (0x23..=0x2b).contains(&b) || (0x2d..=0x3a).contains(&b)
+    b == 0x21
+        || (0x23..=0x2b).contains(&b)
+        || (0x2d..=0x3a).contains(&b)
         || (0x3c..=0x5b).contains(&b)
         || (0x5d..=0x7e).contains(&b)
 }
@@ -288,7 +291,10 @@ mod tests {
         let (t, _, f) = one("cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").unwrap();
         assert_eq!(t.to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
         assert_eq!(f, 1);
-        assert!(one("cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-what-the-future").is_some());
+        assert!(
+            one("cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-what-the-future")
+                .is_some()
+        );
     }
 
     #[test]
@@ -331,16 +337,19 @@ mod tests {
         assert!(parse_tracestate("tenant1@vendor=x, 0tenant@sys=y").is_some());
         assert!(parse_tracestate(" a=1 ,, b=2 ").is_some());
         // Spaces around a member are optional whitespace, not part of the value.
-        assert_eq!(parse_tracestate("a=x y ,b=1").unwrap().header(), "a=x y,b=1");
+        assert_eq!(
+            parse_tracestate("a=x y ,b=1").unwrap().header(),
+            "a=x y,b=1"
+        );
         for bad in [
-            "A=1",           // uppercase key
-            "1a=1",          // simple key must start with a letter
-            "a=1,a=2",       // duplicate key
-            "a",             // no value
-            "a=",            // empty value
-            "a=x\ty",        // control character in value
-            "a=b=c",         // '=' in value
-            "t@1sys=1",      // system must start with a letter
+            "A=1",      // uppercase key
+            "1a=1",     // simple key must start with a letter
+            "a=1,a=2",  // duplicate key
+            "a",        // no value
+            "a=",       // empty value
+            "a=x\ty",   // control character in value
+            "a=b=c",    // '=' in value
+            "t@1sys=1", // system must start with a letter
             "t@systemtoolong1=1",
         ] {
             assert!(parse_tracestate(bad).is_none(), "{bad:?} must be rejected");

@@ -5,7 +5,9 @@ use opentelemetry::KeyValue;
 use opentelemetry::trace::Status;
 
 /// The methods the HTTP semantic conventions know; others become `_OTHER`.
-const KNOWN_METHODS: &[&str] = &["CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "TRACE", "QUERY"];
+const KNOWN_METHODS: &[&str] = &[
+    "CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "TRACE", "QUERY",
+];
 
 /// `http.request.method` for `method`, and `http.request.method_original`
 /// when the method is not a known one.
@@ -15,7 +17,10 @@ pub fn method_attributes(method: &str) -> (String, Option<KeyValue>) {
     } else {
         (
             "_OTHER".to_string(),
-            Some(KeyValue::new("http.request.method_original", method.to_string())),
+            Some(KeyValue::new(
+                "http.request.method_original",
+                method.to_string(),
+            )),
         )
     }
 }
@@ -39,7 +44,11 @@ impl ServerRequest<'_> {
     /// The span name: `{method} {route}`, or `{method}` without a route.
     pub fn span_name(&self) -> String {
         let (method, _) = method_attributes(self.method);
-        let method = if method == "_OTHER" { "HTTP".to_string() } else { method };
+        let method = if method == "_OTHER" {
+            "HTTP".to_string()
+        } else {
+            method
+        };
         match self.route {
             Some(route) => format!("{method} {route}"),
             None => method,
@@ -52,7 +61,10 @@ impl ServerRequest<'_> {
             KeyValue::new("http.request.method", method),
             KeyValue::new("url.path", self.path.to_string()),
             KeyValue::new("url.scheme", self.scheme.to_string()),
-            KeyValue::new("network.protocol.version", self.protocol_version.to_string()),
+            KeyValue::new(
+                "network.protocol.version",
+                self.protocol_version.to_string(),
+            ),
         ];
         attrs.extend(original);
         if let Some(q) = self.query.filter(|q| !q.is_empty()) {
@@ -80,7 +92,10 @@ impl ServerRequest<'_> {
 /// Attributes and status once a SERVER span's response is known: Error on
 /// 5xx only (a 4xx is the client's problem, not the server's).
 pub fn server_response(status: u16) -> (Vec<KeyValue>, Status) {
-    let mut attrs = vec![KeyValue::new("http.response.status_code", i64::from(status))];
+    let mut attrs = vec![KeyValue::new(
+        "http.response.status_code",
+        i64::from(status),
+    )];
     if status >= 500 {
         attrs.push(KeyValue::new("error.type", status.to_string()));
         (attrs, Status::error(""))
@@ -92,7 +107,10 @@ pub fn server_response(status: u16) -> (Vec<KeyValue>, Status) {
 /// Attributes and status once a CLIENT span's response is known: Error on
 /// 4xx and 5xx.
 pub fn client_response(status: u16) -> (Vec<KeyValue>, Status) {
-    let mut attrs = vec![KeyValue::new("http.response.status_code", i64::from(status))];
+    let mut attrs = vec![KeyValue::new(
+        "http.response.status_code",
+        i64::from(status),
+    )];
     if status >= 400 {
         attrs.push(KeyValue::new("error.type", status.to_string()));
         (attrs, Status::error(""))
@@ -117,7 +135,10 @@ pub fn client_request(method: &str, uri: &http::Uri) -> (String, Vec<KeyValue>) 
     let path_and_query = uri.path_and_query().map_or("/", |p| p.as_str());
     let mut attrs = vec![
         KeyValue::new("http.request.method", m.clone()),
-        KeyValue::new("url.full", format!("{scheme}://{authority}{path_and_query}")),
+        KeyValue::new(
+            "url.full",
+            format!("{scheme}://{authority}{path_and_query}"),
+        ),
         KeyValue::new("server.address", host.to_string()),
         KeyValue::new("server.port", i64::from(port)),
     ];
@@ -144,7 +165,10 @@ mod tests {
         assert!(matches!(server_response(503).1, Status::Error { .. }));
         assert!(matches!(client_response(404).1, Status::Error { .. }));
         assert_eq!(client_response(200).1, Status::Unset);
-        assert_eq!(server_response(500).0[1], KeyValue::new("error.type", "500"));
+        assert_eq!(
+            server_response(500).0[1],
+            KeyValue::new("error.type", "500")
+        );
     }
 
     #[test]

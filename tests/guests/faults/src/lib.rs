@@ -13,7 +13,10 @@ impl Guest for Faults {
         match request.path() {
             "/faults/ok" => respond(out, 200, "text/plain", b"ok"),
             "/faults/status" => {
-                let code = request.query("code").and_then(|c| c.parse().ok()).unwrap_or(200);
+                let code = request
+                    .query("code")
+                    .and_then(|c| c.parse().ok())
+                    .unwrap_or(200);
                 respond(out, code, "text/plain", b"status")
             }
             "/faults/trap" => {
@@ -54,7 +57,11 @@ impl Guest for Faults {
             "/faults/after-end" => {
                 // The raw WIT handle outlives `end`, unlike the SDK's Span.
                 use polytrace_guest::bindings::polytrace::telemetry::tracing as wit;
-                let raw = wit::Span::new("after_end_probe", wit::SpanKind::Internal, &[kv("before", true)]);
+                let raw = wit::Span::new(
+                    "after_end_probe",
+                    wit::SpanKind::Internal,
+                    &[kv("before", true)],
+                );
                 raw.end(None);
                 raw.set_attribute("after", &true.into());
                 raw.add_event("late", &[], None);
@@ -63,7 +70,12 @@ impl Guest for Faults {
                 drop(raw);
                 let sibling = Span::start("sibling", []);
                 drop(sibling);
-                respond(out, 200, "application/json", format!("{{\"recording_after_end\":{recording}}}").as_bytes());
+                respond(
+                    out,
+                    200,
+                    "application/json",
+                    format!("{{\"recording_after_end\":{recording}}}").as_bytes(),
+                );
             }
             "/faults/headers" => {
                 let header = |name: &str| {
@@ -90,7 +102,10 @@ impl Guest for Faults {
                 }
             }
             "/faults/sleep" => {
-                let ms = request.query("ms").and_then(|m| m.parse().ok()).unwrap_or(100);
+                let ms = request
+                    .query("ms")
+                    .and_then(|m| m.parse().ok())
+                    .unwrap_or(100);
                 let _span = Span::start("sleeping", [kv("sleep.ms", ms as i64)]);
                 std::thread::sleep(std::time::Duration::from_millis(ms));
                 respond(out, 200, "text/plain", b"slept");
@@ -110,7 +125,12 @@ impl Guest for Faults {
             "/faults/call" => {
                 let url = request.query("url").unwrap_or_default();
                 match send("GET", &url, b"") {
-                    Ok(r) => respond(out, 200, "text/plain", format!("status {}", r.status).as_bytes()),
+                    Ok(r) => respond(
+                        out,
+                        200,
+                        "text/plain",
+                        format!("status {}", r.status).as_bytes(),
+                    ),
                     Err(e) => respond(out, 502, "text/plain", format!("failed: {e}").as_bytes()),
                 }
             }
