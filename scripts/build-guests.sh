@@ -39,3 +39,29 @@ build_js() { # name, source file
   mv "$wasm.tmp" "$wasm"
 }
 build_js smoke_js tests/guests/smoke-js/app.js
+
+# Go: wit-bindgen go bindings + the component's package, built for wasip1 as
+# a reactor, then embedded and adapted into a component with wasm-tools.
+build_go() { # name, source dir (the export_wasi_http_incoming_handler package)
+  local name="$1" dir="$2" wasm="$out/$1.wasm"
+  if [ -f "$wasm" ] && [ -z "$(find "$dir" wit -newer "$wasm" -type f -print -quit)" ]; then
+    return
+  fi
+  echo "build: $name (go $("$root/.tools/venv/bin/go" env GOVERSION))" >&2
+  local work="$root/target/go-build/$name"
+  rm -rf "$work"; mkdir -p "$work/export_wasi_http_incoming_handler"
+  (cd "$work" && "$root/.tools/cargo/bin/wit-bindgen" go -w polytrace:telemetry/service "$root/wit" \
+    >bindgen.log 2>&1) || { cat "$work/bindgen.log" >&2; exit 1; }
+  cp "$dir"/*.go "$work/export_wasi_http_incoming_handler/"
+  (
+    cd "$work"
+    export GOTOOLCHAIN=local GOPROXY=off GOFLAGS=-mod=mod GOOS=wasip1 GOARCH=wasm
+    "$root/.tools/venv/bin/go" mod edit -replace "go.bytecodealliance.org/pkg=$root/.tools/go/pkg"
+    "$root/.tools/venv/bin/go" build -o core.wasm -buildmode=c-shared -ldflags=-checklinkname=0
+    "$root/.tools/venv/bin/wasm-tools" component embed -w polytrace:telemetry/service "$root/wit" core.wasm -o embedded.wasm
+    "$root/.tools/venv/bin/wasm-tools" component new embedded.wasm \
+      --adapt "wasi_snapshot_preview1=$root/.tools/go/wasi_snapshot_preview1.reactor.wasm" -o "$wasm.tmp"
+  )
+  mv "$wasm.tmp" "$wasm"
+}
+build_go smoke_go tests/guests/smoke-go

@@ -377,3 +377,52 @@ language = "rust"
     assert_eq!(js_work.attributes["js.flag"], true);
     assert_eq!(js_work.event("checkpoint").unwrap()["step"], 1);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_go_component_gets_the_same_tracing() {
+    let receiver = Receiver::start().await;
+    let manifest = format!(
+        r#"
+app = "poly"
+[[component]]
+id = "gopher"
+source = "{}"
+route = "/go"
+language = "go"
+[[component]]
+id = "front"
+source = "{}"
+route = "/hello/..."
+language = "rust"
+"#,
+        component("smoke_go").display(),
+        component("hello_rust").display()
+    );
+    let host = Polytrace::up("go", &manifest, &receiver, "http/protobuf", &[]);
+    let direct = get(&host.url("/go")).await;
+    assert_eq!(direct.status, 200, "{}", direct.body);
+    assert_eq!(direct.body, "hello from go");
+    // Rust calls Go in-process: one trace across the two languages.
+    let response = get(&host.url("/hello/x?next=http://gopher/go")).await;
+    assert_eq!(response.json()["next"]["status"], 200, "{}", response.body);
+    let spans = receiver.trace(&response.trace_id(), 5).await;
+    let client = spans.iter().find(|s| s.kind == KIND_CLIENT).unwrap();
+    let go_server = spans
+        .iter()
+        .find(|s| s.service() == "gopher" && s.kind == KIND_SERVER)
+        .unwrap();
+    let go_work = spans.iter().find(|s| s.name == "go.work").unwrap();
+    assert_eq!(go_server.parent_span_id, client.span_id);
+    assert_eq!(go_work.parent_span_id, go_server.span_id);
+    assert_eq!(go_work.resource["polytrace.guest.language"], "go");
+    assert_eq!(go_work.attributes["go.text"], "gopher");
+    assert_eq!(go_work.attributes["go.count"], 3);
+    assert_eq!(go_work.attributes["go.ratio"], 0.5);
+    assert_eq!(go_work.attributes["go.flag"], true);
+    assert_eq!(go_work.status_code, STATUS_ERROR);
+    assert_eq!(
+        go_work.event("exception").unwrap()["exception.message"],
+        "go says no"
+    );
+    assert_eq!(go_work.event("checkpoint").unwrap()["step"], 1);
+}
