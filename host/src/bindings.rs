@@ -11,4 +11,4 @@ wasmtime::component::bindgen!({
     },
 });
 
-pub use polytrace::telemetry::{tracing, types};
+pub use self::polytrace::telemetry::{tracing, types};

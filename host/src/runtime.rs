@@ -24,7 +24,9 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 pub const MAX_CONCURRENT_INSTANCES: u32 = 256;
 
 /// Bytes of each memory and table the pooling allocator resets in place.
-const KEEP_RESIDENT: usize = 1 << 20;
+const KEEP_RESIDENT: usize = 4 << 20;
+/// Slots whose memory is returned to the kernel in one madvise batch.
+const DECOMMIT_BATCH: usize = 32;
 
 /// The state of one store: one request in one component instance.
 pub struct RequestState {
@@ -85,11 +87,15 @@ impl Runtime {
         pool.max_core_instance_size(1 << 20);
         pool.table_elements(100_000);
         pool.max_memory_size(max_memory as usize);
-        // Reset small memories and tables with memset instead of madvise:
-        // each madvise is a TLB shootdown across every core running the host,
-        // which under load cost more than the guest's own work.
+        // Every madvise that resets a slot is a TLB shootdown on every core
+        // running the host, which under load cost more than the guest's own
+        // work (docs/benchmarks.md). So: reset the first few MiB in place
+        // (only the dirty pages, where the kernel can say which), and batch
+        // the decommits that remain.
         pool.linear_memory_keep_resident(KEEP_RESIDENT);
         pool.table_keep_resident(KEEP_RESIDENT);
+        pool.pagemap_scan(wasmtime::Enabled::Auto);
+        pool.decommit_batch_size(DECOMMIT_BATCH);
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
 
         let engine =
