@@ -272,50 +272,81 @@ async fn unsampled_parent_is_respected() {
     assert!(receiver.spans().iter().all(|s| s.trace_id != unsampled));
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_python_component_gets_the_same_tracing() {
+/// Rust (hello-rust) calls a smoke component of another language in-process;
+/// the guest's own span `{prefix}.work` must nest under that component's
+/// SERVER span, with the typed attributes, event and exception it recorded.
+async fn rust_calls_smoke_guest(
+    wasm: &str,
+    id: &str,
+    language: &str,
+    prefix: &str,
+    text: &str,
+) -> FlatSpan {
     let receiver = Receiver::start().await;
     let manifest = format!(
         r#"
 app = "poly"
 [[component]]
-id = "py"
+id = "{id}"
 source = "{}"
-route = "/py"
-language = "python"
+route = "/smoke"
+language = "{language}"
 [[component]]
 id = "front"
 source = "{}"
 route = "/hello/..."
 language = "rust"
 "#,
-        component("smoke_python").display(),
+        component(wasm).display(),
         component("hello_rust").display()
     );
-    let host = Polytrace::up("python", &manifest, &receiver, "http/protobuf", &[]);
-    // Rust calls Python in-process: one trace across the two languages.
-    let response = get(&host.url("/hello/x?next=http://py/py")).await;
+    let host = Polytrace::up(language, &manifest, &receiver, "http/protobuf", &[]);
+    let direct = get(&host.url("/smoke")).await;
+    assert_eq!(direct.status, 200, "{}", direct.body);
+    assert_eq!(direct.body, format!("hello from {language}"));
+    let response = get(&host.url(&format!("/hello/x?next=http://{id}/smoke"))).await;
     assert_eq!(response.status, 200, "{}", response.body);
     assert_eq!(response.json()["next"]["status"], 200);
     let spans = receiver.trace(&response.trace_id(), 5).await;
     let client = spans.iter().find(|s| s.kind == KIND_CLIENT).unwrap();
-    let py_server = spans
+    let server = spans
         .iter()
-        .find(|s| s.service() == "py" && s.kind == KIND_SERVER)
+        .find(|s| s.service() == id && s.kind == KIND_SERVER)
         .unwrap();
-    let py_work = spans.iter().find(|s| s.name == "py.work").unwrap();
-    assert_eq!(py_server.parent_span_id, client.span_id);
-    assert_eq!(py_work.parent_span_id, py_server.span_id);
-    assert_eq!(py_work.resource["polytrace.guest.language"], "python");
-    assert_eq!(py_work.attributes["py.text"], "snake");
-    assert_eq!(py_work.attributes["py.count"], 3);
-    assert_eq!(py_work.attributes["py.ratio"], 0.5);
-    assert_eq!(py_work.attributes["py.flag"], true);
-    assert_eq!(py_work.status_code, STATUS_ERROR);
-    assert_eq!(py_work.status_message, "python says no");
-    let exception = py_work.event("exception").unwrap();
-    assert_eq!(exception["exception.type"], "ValueError");
-    assert_eq!(py_work.event("checkpoint").unwrap()["step"], 1);
+    let work = spans
+        .iter()
+        .find(|s| s.name == format!("{prefix}.work"))
+        .unwrap()
+        .clone();
+    assert_eq!(server.parent_span_id, client.span_id);
+    assert_eq!(work.parent_span_id, server.span_id);
+    assert_eq!(work.resource["polytrace.guest.language"], language);
+    assert_eq!(work.attributes[&format!("{prefix}.text")], text);
+    assert_eq!(work.attributes[&format!("{prefix}.count")], 3);
+    assert_eq!(work.attributes[&format!("{prefix}.ratio")], 0.5);
+    assert_eq!(work.attributes[&format!("{prefix}.flag")], true);
+    assert_eq!(work.event("checkpoint").unwrap()["step"], 1);
+    assert_eq!(work.status_code, STATUS_ERROR);
+    work
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_python_component_gets_the_same_tracing() {
+    let work = rust_calls_smoke_guest("smoke_python", "py", "python", "py", "snake").await;
+    assert_eq!(work.status_message, "python says no");
+    assert_eq!(
+        work.event("exception").unwrap()["exception.type"],
+        "ValueError"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_go_component_gets_the_same_tracing() {
+    let work = rust_calls_smoke_guest("smoke_go", "gopher", "go", "go", "gopher").await;
+    assert_eq!(
+        work.event("exception").unwrap()["exception.message"],
+        "go says no"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -376,53 +407,4 @@ language = "rust"
     assert_eq!(js_work.attributes["js.ratio"], 0.5);
     assert_eq!(js_work.attributes["js.flag"], true);
     assert_eq!(js_work.event("checkpoint").unwrap()["step"], 1);
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn a_go_component_gets_the_same_tracing() {
-    let receiver = Receiver::start().await;
-    let manifest = format!(
-        r#"
-app = "poly"
-[[component]]
-id = "gopher"
-source = "{}"
-route = "/go"
-language = "go"
-[[component]]
-id = "front"
-source = "{}"
-route = "/hello/..."
-language = "rust"
-"#,
-        component("smoke_go").display(),
-        component("hello_rust").display()
-    );
-    let host = Polytrace::up("go", &manifest, &receiver, "http/protobuf", &[]);
-    let direct = get(&host.url("/go")).await;
-    assert_eq!(direct.status, 200, "{}", direct.body);
-    assert_eq!(direct.body, "hello from go");
-    // Rust calls Go in-process: one trace across the two languages.
-    let response = get(&host.url("/hello/x?next=http://gopher/go")).await;
-    assert_eq!(response.json()["next"]["status"], 200, "{}", response.body);
-    let spans = receiver.trace(&response.trace_id(), 5).await;
-    let client = spans.iter().find(|s| s.kind == KIND_CLIENT).unwrap();
-    let go_server = spans
-        .iter()
-        .find(|s| s.service() == "gopher" && s.kind == KIND_SERVER)
-        .unwrap();
-    let go_work = spans.iter().find(|s| s.name == "go.work").unwrap();
-    assert_eq!(go_server.parent_span_id, client.span_id);
-    assert_eq!(go_work.parent_span_id, go_server.span_id);
-    assert_eq!(go_work.resource["polytrace.guest.language"], "go");
-    assert_eq!(go_work.attributes["go.text"], "gopher");
-    assert_eq!(go_work.attributes["go.count"], 3);
-    assert_eq!(go_work.attributes["go.ratio"], 0.5);
-    assert_eq!(go_work.attributes["go.flag"], true);
-    assert_eq!(go_work.status_code, STATUS_ERROR);
-    assert_eq!(
-        go_work.event("exception").unwrap()["exception.message"],
-        "go says no"
-    );
-    assert_eq!(go_work.event("checkpoint").unwrap()["step"], 1);
 }
