@@ -357,6 +357,22 @@ impl App {
             Ok(Err(_)) => {
                 // The guest finished or failed without setting a response.
                 match guest.await {
+                    Ok(Err(e))
+                        if e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
+                            .is_some() =>
+                    {
+                        let message = format!(
+                            "the host is running its limit of instances at once ({e}); retry shortly \
+                             or raise --max-instances"
+                        );
+                        let mut response =
+                            self.fail(span, 503, "Overloaded", &message, None, &traceresponse);
+                        response.headers_mut().insert(
+                            http::header::RETRY_AFTER,
+                            http::HeaderValue::from_static("1"),
+                        );
+                        response
+                    }
                     Ok(Err(e)) => {
                         let timed_out = e.downcast_ref::<Trap>() == Some(&Trap::Interrupt);
                         let (kind, message, backtrace) = describe_guest_error(&e);

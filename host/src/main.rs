@@ -30,6 +30,11 @@ struct Cli {
     /// Directory for compiled components (default: ~/.cache/polytrace).
     #[arg(long, global = true, env = "POLYTRACE_CACHE_DIR")]
     cache_dir: Option<PathBuf>,
+    /// Instances alive at once (requests in flight, in-process calls
+    /// included); beyond it requests are answered 503.
+    #[arg(long, global = true, env = "POLYTRACE_MAX_INSTANCES",
+          default_value_t = polytrace::runtime::DEFAULT_MAX_INSTANCES)]
+    max_instances: u32,
     #[command(subcommand)]
     command: Command,
 }
@@ -67,10 +72,13 @@ fn main() -> ExitCode {
         }
     };
     let cache_dir = cli.cache_dir.or_else(default_cache_dir);
+    let max_instances = cli.max_instances;
     let result = runtime.block_on(async move {
         match cli.command {
-            Command::Up { manifest, listen } => up(&manifest, listen, cache_dir).await,
-            Command::Check { manifest } => check(&manifest, cache_dir),
+            Command::Up { manifest, listen } => {
+                up(&manifest, listen, max_instances, cache_dir).await
+            }
+            Command::Check { manifest } => check(&manifest, max_instances, cache_dir),
         }
     });
     match result {
@@ -106,7 +114,12 @@ fn max_memory(manifest: &Manifest) -> u64 {
         .unwrap_or(polytrace::manifest::DEFAULT_MEMORY_MB << 20)
 }
 
-async fn up(path: &Path, listen: SocketAddr, cache_dir: Option<PathBuf>) -> anyhow::Result<()> {
+async fn up(
+    path: &Path,
+    listen: SocketAddr,
+    max_instances: u32,
+    cache_dir: Option<PathBuf>,
+) -> anyhow::Result<()> {
     let manifest = Manifest::load(path)?;
     let settings = Settings::from_env(&manifest.telemetry)
         .map_err(|e| anyhow::anyhow!("telemetry settings: {e}"))?;
@@ -118,7 +131,7 @@ async fn up(path: &Path, listen: SocketAddr, cache_dir: Option<PathBuf>) -> anyh
         ),
         other => format!("{other:?}").to_lowercase(),
     };
-    let runtime = Runtime::new(max_memory(&manifest), cache_dir)?;
+    let runtime = Runtime::new(max_memory(&manifest), max_instances, cache_dir)?;
     let app = App::new(manifest, runtime, settings)?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -157,13 +170,13 @@ async fn up(path: &Path, listen: SocketAddr, cache_dir: Option<PathBuf>) -> anyh
     Ok(())
 }
 
-fn check(path: &Path, cache_dir: Option<PathBuf>) -> anyhow::Result<()> {
+fn check(path: &Path, max_instances: u32, cache_dir: Option<PathBuf>) -> anyhow::Result<()> {
     let manifest = Manifest::load(path)?;
     let mut problems = Vec::new();
     if let Err(e) = Settings::from_env(&manifest.telemetry) {
         problems.push(format!("telemetry settings: {e}"));
     }
-    let runtime = Runtime::new(max_memory(&manifest), cache_dir)?;
+    let runtime = Runtime::new(max_memory(&manifest), max_instances, cache_dir)?;
     if let Err(diags) = load_components(&manifest, &runtime) {
         problems.extend(diags.iter().map(|d| d.to_string()));
     }

@@ -19,9 +19,9 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 /// a busy guest yields to others.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
-/// Instances that may be alive at once (concurrent requests, in-process
-/// calls included); past this, requests get 503.
-pub const MAX_CONCURRENT_INSTANCES: u32 = 256;
+/// Default for how many instances may be alive at once (concurrent
+/// requests, in-process calls included); past this, requests get 503.
+pub const DEFAULT_MAX_INSTANCES: u32 = 256;
 
 /// Bytes of each memory and table the pooling allocator resets in place.
 const KEEP_RESIDENT: usize = 4 << 20;
@@ -67,22 +67,27 @@ pub struct Runtime {
 impl Runtime {
     /// Build the engine. `max_memory` is the largest per-instance memory any
     /// component may use (the pooling allocator reserves slots of that size).
-    pub fn new(max_memory: u64, cache_dir: Option<PathBuf>) -> anyhow::Result<Runtime> {
+    pub fn new(
+        max_memory: u64,
+        max_instances: u32,
+        cache_dir: Option<PathBuf>,
+    ) -> anyhow::Result<Runtime> {
+        let max_instances = max_instances.max(1);
         let mut config = Config::new();
         config.wasm_component_model(true);
         config.epoch_interruption(true);
         config.wasm_backtrace_max_frames(std::num::NonZeroUsize::new(64));
 
         let mut pool = PoolingAllocationConfig::default();
-        pool.total_component_instances(MAX_CONCURRENT_INSTANCES);
+        pool.total_component_instances(max_instances);
         // Python and JavaScript components are several core modules each.
         pool.max_core_instances_per_component(64);
         pool.max_memories_per_component(16);
         pool.max_tables_per_component(64);
-        pool.total_core_instances(MAX_CONCURRENT_INSTANCES * 16);
-        pool.total_memories(MAX_CONCURRENT_INSTANCES * 4);
-        pool.total_tables(MAX_CONCURRENT_INSTANCES * 16);
-        pool.total_stacks(MAX_CONCURRENT_INSTANCES);
+        pool.total_core_instances(max_instances * 16);
+        pool.total_memories(max_instances * 4);
+        pool.total_tables(max_instances * 16);
+        pool.total_stacks(max_instances);
         pool.max_component_instance_size(1 << 20);
         pool.max_core_instance_size(1 << 20);
         pool.table_elements(100_000);

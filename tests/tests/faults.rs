@@ -259,3 +259,37 @@ async fn allowed_hosts_reach_the_network() {
     assert_eq!(client.attributes["url.full"], url);
     assert_eq!(client.attributes["server.port"], receiver.http.port());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn past_the_instance_limit_requests_get_503_and_the_host_recovers() {
+    let receiver = Receiver::start().await;
+    let host = Polytrace::up(
+        "overload",
+        &faults_manifest(""),
+        &receiver,
+        "http/protobuf",
+        &[("POLYTRACE_MAX_INSTANCES", "2")],
+    );
+    let url = host.url("/faults/sleep?ms=600");
+    let slow: Vec<_> = (0..2)
+        .map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move { get(&url).await })
+        })
+        .collect();
+    // Both instances are taken while the two sleepers run.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let rejected = get(&host.url("/faults/ok")).await;
+    assert_eq!(rejected.status, 503, "{}", rejected.body);
+    assert_eq!(rejected.headers["retry-after"], "1");
+    let span = server_span(&receiver, &rejected).await;
+    assert_eq!(span.status_code, STATUS_ERROR);
+    assert_eq!(
+        span.event("exception").unwrap()["exception.type"],
+        "Overloaded"
+    );
+    for s in slow {
+        assert_eq!(s.await.unwrap().status, 200);
+    }
+    assert_eq!(get(&host.url("/faults/ok")).await.status, 200);
+}
