@@ -75,7 +75,10 @@ pub fn load_components(
     for c in &manifest.components {
         if !c.source.exists() {
             let hint = match &c.build {
-                Some(cmd) => format!("build it with `{cmd}` (or `polytrace build`)"),
+                Some(cmd) => format!(
+                    "build it with `{cmd}` (its `build` command, run in {})",
+                    manifest.dir.display()
+                ),
                 None => "build the component first, or fix `source`".to_string(),
             };
             problems.push(manifest.component_problem(
