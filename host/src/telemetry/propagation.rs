@@ -71,7 +71,8 @@ pub fn extract<'a>(headers: impl IntoIterator<Item = (&'a str, &'a [u8])>) -> Ex
 pub fn parse_traceparent(value: &str) -> Option<(TraceId, SpanId, u8)> {
     let value = value.trim_matches(|c| c == ' ' || c == '\t');
     let bytes = value.as_bytes();
-    if bytes.len() < 55 {
+    // ASCII only: the slicing below is by byte and must not split a character.
+    if bytes.len() < 55 || !value.is_ascii() {
         return None;
     }
     let version = u8::from_str_radix(lower_hex(&value[0..2])?, 16).ok()?;
@@ -382,6 +383,45 @@ mod tests {
         assert_eq!(parse_baggage("bad key=1"), "");
         assert_eq!(parse_baggage("k=va\"lue"), "");
         assert_eq!(parse_baggage(&format!("k={}", "v".repeat(9000))), "");
+    }
+
+    /// Arbitrary bytes in any header never panic the parser; a fixed-seed
+    /// generator keeps the test repeatable.
+    #[test]
+    fn arbitrary_headers_never_panic() {
+        let mut seed: u64 = 0x5eed;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let alphabet: Vec<char> = "0123456789abcdefABCDEF-=,;@ \t*/_%é€\u{0}ÿ"
+            .chars()
+            .collect();
+        for round in 0..20_000 {
+            let len = (next() % 80) as usize;
+            let mut text: String = (0..len)
+                .map(|_| alphabet[(next() % alphabet.len() as u64) as usize])
+                .collect();
+            if round % 3 == 0 {
+                // Start from a valid header and damage it.
+                let mut valid: Vec<char> = TP.chars().collect();
+                let at = (next() % valid.len() as u64) as usize;
+                valid[at] = alphabet[(next() % alphabet.len() as u64) as usize];
+                text = valid.into_iter().collect();
+            }
+            let _ = parse_traceparent(&text);
+            let _ = parse_tracestate(&text);
+            let _ = parse_baggage(&text);
+            let raw = text.as_bytes();
+            let _ = extract([("traceparent", raw), ("tracestate", raw), ("baggage", raw)]);
+        }
+        // Multi-byte characters at the byte offsets the parser slices at.
+        let tricky = format!("0é-{}", &TP[4..]);
+        assert_eq!(parse_traceparent(&tricky), None);
+        let tricky = format!("00-4bf92f3577b34da6a3ce929d0e0e473é-00f067aa0ba902b7-01");
+        assert_eq!(parse_traceparent(&tricky), None);
     }
 
     #[test]
