@@ -16,7 +16,7 @@ done
 # componentize-py: rebuild when any input is newer than the output.
 build_python() { # name, source dir, module
   local name="$1" dir="$2" module="$3" wasm="$out/$1.wasm"
-  if [ -f "$wasm" ] && [ -z "$(find "$dir" wit -newer "$wasm" -type f -print -quit)" ]; then
+  if [ -f "$wasm" ] && [ -z "$(find "$dir" wit -newer "$wasm" -type f -not -path '*/__pycache__/*' -print -quit)" ]; then
     return
   fi
   echo "build: $name (componentize-py)" >&2

@@ -4,8 +4,10 @@
 
 use crate::http::outbound::Outbound;
 use crate::manifest::{Component as ComponentConfig, Diagnostic, Manifest};
-use crate::runtime::{Progress, RequestState, Runtime};
-use crate::telemetry::{RequestTrace, Settings, Telemetry, propagation, semconv, start_span};
+use crate::runtime::{MAX_RESOURCES_PER_INSTANCE, Progress, RequestState, Runtime};
+use crate::telemetry::{
+    DROPPED_SPANS, RequestTrace, Settings, Telemetry, propagation, semconv, start_span,
+};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use opentelemetry::KeyValue;
@@ -258,10 +260,12 @@ impl App {
             .inherit_stdout()
             .inherit_stderr()
             .build();
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(MAX_RESOURCES_PER_INSTANCE);
         let state = RequestState {
             wasi,
             http: WasiHttpCtx::new(),
-            table: ResourceTable::new(),
+            table,
             limits: StoreLimitsBuilder::new()
                 .memory_size(config.memory_bytes as usize)
                 .trap_on_grow_failure(true)
@@ -317,8 +321,8 @@ impl App {
                     .await
             }
             .await;
-            store.data_mut().end_abandoned_spans();
-            result
+            let dropped = store.data_mut().end_abandoned_spans();
+            (result, dropped)
         });
         let abort = guest.abort_handle();
         let hard_deadline = tokio::time::Instant::from_std(deadline + GRACE);
@@ -333,8 +337,14 @@ impl App {
                 // The body may still be streaming: the span ends when the guest does.
                 tokio::spawn(async move {
                     match tokio::time::timeout_at(hard_deadline, guest).await {
-                        Ok(Ok(Ok(()))) => {}
-                        Ok(Ok(Err(e))) => record_guest_error(&mut span, &e),
+                        Ok(Ok((result, dropped))) => {
+                            if dropped > 0 {
+                                span.set_attribute(KeyValue::new(DROPPED_SPANS, dropped as i64));
+                            }
+                            if let Err(e) = result {
+                                record_guest_error(&mut span, &e);
+                            }
+                        }
                         Ok(Err(join)) => {
                             record_exception(&mut span, "HostPanic", &join.to_string(), None)
                         }
@@ -359,7 +369,7 @@ impl App {
             }
             Ok(Err(_)) => {
                 // The guest finished or failed without setting a response.
-                match guest.await {
+                match guest.await.map(|(result, _)| result) {
                     Ok(Err(e))
                         if e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
                             .is_some() =>

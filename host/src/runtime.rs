@@ -28,6 +28,11 @@ const KEEP_RESIDENT: usize = 4 << 20;
 /// Slots whose memory is returned to the kernel in one madvise batch.
 const DECOMMIT_BATCH: usize = 32;
 
+/// Resource handles (HTTP fields and bodies, streams, spans, ...) one
+/// instance may hold at once; past this, the guest traps. Bounds what a guest
+/// can make the host allocate on its behalf.
+pub const MAX_RESOURCES_PER_INSTANCE: usize = 100_000;
+
 /// The state of one store: one request in one component instance.
 pub struct RequestState {
     pub(crate) wasi: WasiCtx,

@@ -293,3 +293,38 @@ async fn past_the_instance_limit_requests_get_503_and_the_host_recovers() {
     }
     assert_eq!(get(&host.url("/faults/ok")).await.status, 200);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_guest_cannot_flood_the_host_with_spans_or_handles() {
+    let receiver = Receiver::start().await;
+    let host = Polytrace::up(
+        "flood",
+        &faults_manifest(""),
+        &receiver,
+        "http/protobuf",
+        &[],
+    );
+    // 3000 spans in one request: the first 1000 are recorded, the rest counted.
+    let many = get(&host.url("/faults/many-spans?n=3000")).await;
+    assert_eq!(many.status, 200);
+    let spans = receiver.trace(&many.trace_id(), 1001).await;
+    let server = spans.iter().find(|s| s.kind == KIND_SERVER).unwrap();
+    assert_eq!(server.attributes["polytrace.spans.dropped"], 2000);
+    assert_eq!(
+        spans.iter().filter(|s| s.name == "one_of_many").count(),
+        1000
+    );
+    assert_eq!(
+        server.status_code, STATUS_UNSET,
+        "telemetry limits never fail a request"
+    );
+
+    // Handles the guest never drops: past the handle limit it traps.
+    let leak = get(&host.url("/faults/leak-handles?n=150000")).await;
+    assert_eq!(leak.status, 500, "{}", leak.body);
+    let message = leak.json()["error"].as_str().unwrap().to_string();
+    // Whichever limit comes first (wasmtime's handle table or polytrace's
+    // resource table), the guest traps with a message that says so.
+    assert!(message.contains("handle") || message.contains("resource table"), "{message}");
+    assert_eq!(get(&host.url("/faults/ok")).await.status, 200);
+}

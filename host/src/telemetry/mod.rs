@@ -32,6 +32,14 @@ pub const MAX_ARRAY_LENGTH: usize = 128;
 /// Marks a span the host ended because the guest's request finished first.
 pub const AUTO_ENDED: &str = "polytrace.span.auto_ended";
 
+/// Spans one request may record in one component; past this, new guest
+/// spans are not recorded (they still nest and propagate) and are counted
+/// on the SERVER span as [`DROPPED_SPANS`].
+pub const MAX_SPANS_PER_REQUEST: u64 = 1000;
+
+/// SERVER span attribute: guest spans not recorded because of the cap.
+pub const DROPPED_SPANS: &str = "polytrace.spans.dropped";
+
 /// The tracers of one application and the pipeline they export through.
 pub struct Telemetry {
     providers: Vec<SdkTracerProvider>,
@@ -115,7 +123,8 @@ pub fn component_resource(manifest: &Manifest, c: &Component) -> Resource {
 
 /// A guest-created span, as held in the instance's resource table.
 pub struct GuestSpan {
-    span: Span,
+    /// `None` past [`MAX_SPANS_PER_REQUEST`]: the handle works, records nothing.
+    span: Option<Span>,
     cx: SpanContext,
     ended: bool,
 }
@@ -126,7 +135,12 @@ impl GuestSpan {
     }
 
     pub fn is_recording(&self) -> bool {
-        !self.ended && self.span.is_recording()
+        !self.ended && self.span.as_ref().is_some_and(|s| s.is_recording())
+    }
+
+    /// The SDK span, while it can still change.
+    fn live(&mut self) -> Option<&mut Span> {
+        if self.ended { None } else { self.span.as_mut() }
     }
 }
 
@@ -142,6 +156,8 @@ pub struct RequestTrace {
     /// or the caller said so.
     random: bool,
     value_cap: usize,
+    started: u64,
+    dropped: u64,
 }
 
 impl RequestTrace {
@@ -159,6 +175,8 @@ impl RequestTrace {
             baggage,
             random,
             value_cap,
+            started: 0,
+            dropped: 0,
         }
     }
 
@@ -179,6 +197,11 @@ impl RequestTrace {
         self.random
     }
 
+    /// Guest spans not recorded because of [`MAX_SPANS_PER_REQUEST`].
+    pub fn dropped_spans(&self) -> u64 {
+        self.dropped
+    }
+
     /// The headers to send with an outbound request made under `cx`.
     pub fn inject(&self, cx: &SpanContext) -> Vec<(&'static str, String)> {
         propagation::inject(&with_random(cx.clone(), self.random), &self.baggage)
@@ -187,13 +210,23 @@ impl RequestTrace {
     /// Start a guest span under the current span (or under `parent`) and make
     /// it current once `register` gives it its table slot.
     pub fn start(
-        &self,
+        &mut self,
         name: String,
         kind: SpanKind,
         attrs: Vec<KeyValue>,
         parent: Option<SpanContext>,
     ) -> GuestSpan {
         let parent = parent.unwrap_or_else(|| self.current().clone());
+        if self.started >= MAX_SPANS_PER_REQUEST {
+            // Not recorded: its children and outbound calls attach to `parent`.
+            self.dropped += 1;
+            return GuestSpan {
+                span: None,
+                cx: parent,
+                ended: false,
+            };
+        }
+        self.started += 1;
         let span = self
             .tracer
             .span_builder(truncate_name(name, self.value_cap))
@@ -205,7 +238,7 @@ impl RequestTrace {
             );
         let cx = with_random(span.span_context().clone(), self.random);
         GuestSpan {
-            span,
+            span: Some(span),
             cx,
             ended: false,
         }
@@ -236,8 +269,8 @@ impl RequestTrace {
     }
 
     pub fn set_attribute(&self, s: &mut GuestSpan, kv: KeyValue) {
-        if !s.ended {
-            s.span.set_attribute(self.cap(kv));
+        if let Some(span) = s.live() {
+            span.set_attribute(self.cap(kv));
         }
     }
 
@@ -248,13 +281,14 @@ impl RequestTrace {
         attrs: Vec<KeyValue>,
         at: Option<SystemTime>,
     ) {
-        if s.ended {
-            return;
-        }
-        let attrs: Vec<KeyValue> = attrs.into_iter().map(|kv| self.cap(kv)).collect();
-        let name = truncate_name(name, self.value_cap);
-        s.span
-            .add_event_with_timestamp(name, at.unwrap_or_else(SystemTime::now), attrs);
+        let cap = self.value_cap;
+        let Some(span) = s.live() else { return };
+        let attrs: Vec<KeyValue> = attrs.into_iter().map(|kv| cap_value(kv, cap)).collect();
+        span.add_event_with_timestamp(
+            truncate_name(name, cap),
+            at.unwrap_or_else(SystemTime::now),
+            attrs,
+        );
     }
 
     pub fn record_exception(
@@ -265,7 +299,7 @@ impl RequestTrace {
         stacktrace: Option<String>,
         set_status: bool,
     ) {
-        if s.ended {
+        if s.live().is_none() {
             return;
         }
         let mut attrs = vec![
@@ -276,38 +310,36 @@ impl RequestTrace {
             attrs.push(KeyValue::new("exception.stacktrace", st));
         }
         self.add_event(s, "exception".into(), attrs, None);
-        if set_status {
-            s.span
-                .set_status(Status::error(cap_string(message, self.value_cap)));
+        if set_status && let Some(span) = s.live() {
+            span.set_status(Status::error(cap_string(message, self.value_cap)));
         }
     }
 
     pub fn set_status(&self, s: &mut GuestSpan, status: Status) {
-        if !s.ended {
-            s.span.set_status(status);
+        if let Some(span) = s.live() {
+            span.set_status(status);
         }
     }
 
     pub fn update_name(&self, s: &mut GuestSpan, name: String) {
-        if !s.ended {
-            s.span.update_name(truncate_name(name, self.value_cap));
+        if let Some(span) = s.live() {
+            span.update_name(truncate_name(name, self.value_cap));
         }
     }
 
     /// End a guest span (idempotent) and make its parent current.
     pub fn end(&mut self, rep: u32, s: &mut GuestSpan, at: Option<SystemTime>) {
-        if !s.ended {
-            s.ended = true;
-            s.span
-                .end_with_timestamp(at.unwrap_or_else(SystemTime::now));
+        if let Some(span) = s.live() {
+            span.end_with_timestamp(at.unwrap_or_else(SystemTime::now));
         }
+        s.ended = true;
         self.pop(rep);
     }
 
     /// End a span the guest left open when its request finished, marked so.
     pub fn end_abandoned(&mut self, rep: u32, s: &mut GuestSpan) {
-        if !s.ended {
-            s.span.set_attribute(KeyValue::new(AUTO_ENDED, true));
+        if let Some(span) = s.live() {
+            span.set_attribute(KeyValue::new(AUTO_ENDED, true));
         }
         self.end(rep, s, None);
     }

@@ -49,6 +49,21 @@ impl Guest for Faults {
                 drop(span);
                 respond(out, 200, "text/plain", b"attributes");
             }
+            "/faults/many-spans" => {
+                let n: u32 = request.query("n").and_then(|n| n.parse().ok()).unwrap_or(10);
+                for i in 0..n {
+                    let span = Span::start("one_of_many", [kv("i", i)]);
+                    drop(span);
+                }
+                respond(out, 200, "text/plain", b"many");
+            }
+            "/faults/leak-handles" => {
+                let n: u32 = request.query("n").and_then(|n| n.parse().ok()).unwrap_or(10);
+                for _ in 0..n {
+                    std::mem::forget(Span::start("leaked", []));
+                }
+                respond(out, 200, "text/plain", b"leaked");
+            }
             "/faults/unended" => {
                 // Leaked on purpose: the host must end it when the request ends.
                 std::mem::forget(Span::start("never_ended", [kv("leaked", true)]));
