@@ -325,6 +325,9 @@ async fn a_guest_cannot_flood_the_host_with_spans_or_handles() {
     let message = leak.json()["error"].as_str().unwrap().to_string();
     // Whichever limit comes first (wasmtime's handle table or polytrace's
     // resource table), the guest traps with a message that says so.
-    assert!(message.contains("handle") || message.contains("resource table"), "{message}");
+    assert!(
+        message.contains("handle") || message.contains("resource table"),
+        "{message}"
+    );
     assert_eq!(get(&host.url("/faults/ok")).await.status, 200);
 }

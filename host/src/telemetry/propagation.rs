@@ -420,8 +420,10 @@ mod tests {
         // Multi-byte characters at the byte offsets the parser slices at.
         let tricky = format!("0é-{}", &TP[4..]);
         assert_eq!(parse_traceparent(&tricky), None);
-        let tricky = format!("00-4bf92f3577b34da6a3ce929d0e0e473é-00f067aa0ba902b7-01");
-        assert_eq!(parse_traceparent(&tricky), None);
+        assert_eq!(
+            parse_traceparent("00-4bf92f3577b34da6a3ce929d0e0e473é-00f067aa0ba902b7-01"),
+            None
+        );
     }
 
     #[test]
