@@ -314,3 +314,45 @@ async fn sigterm_lets_requests_in_flight_finish() {
     assert_eq!(code, Some(0), "{log}");
     assert_eq!(receiver.trace(&response.trace_id(), 2).await.len(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backend_that_never_answers_never_slows_a_request() {
+    // A black hole: accepts connections, reads nothing, answers nothing.
+    let hole = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = hole.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((conn, _)) = hole.accept().await {
+            held.push(conn);
+        }
+    });
+    let dir = scratch_dir("black-hole");
+    std::fs::write(dir.join("polytrace.toml"), hello_manifest()).unwrap();
+    let host = Polytrace::start(
+        &dir,
+        &[
+            (
+                "OTEL_EXPORTER_OTLP_ENDPOINT".into(),
+                format!("http://{addr}"),
+            ),
+            ("OTEL_EXPORTER_OTLP_TIMEOUT".into(), "300".into()),
+            ("OTEL_BSP_MAX_QUEUE_SIZE".into(), "4".into()),
+            ("OTEL_BSP_SCHEDULE_DELAY".into(), "50".into()),
+        ],
+    );
+    // While the exporter waits on the black hole, the small queue overflows;
+    // every request is still answered.
+    for _ in 0..30 {
+        assert_eq!(get(&host.url("/hello/x")).await.status, 200);
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    let (code, log) = host.terminate();
+    assert_eq!(code, Some(0), "{log}");
+    assert!(log.contains("export queue full"), "{log}");
+    assert!(log.contains("span export failed"), "{log}");
+    let stopped = log.lines().find(|l| l.contains("stopped")).unwrap();
+    assert!(
+        stopped.contains("exported=0") && stopped.contains("dropped=60"),
+        "{stopped}"
+    );
+}

@@ -27,6 +27,8 @@ pub struct ExportStats {
     pub exported: AtomicU64,
     /// Spans dropped: queue full, or the backend failed or timed out.
     pub dropped: AtomicU64,
+    /// Of `dropped`, those that found the queue full.
+    pub queue_full: AtomicU64,
 }
 
 /// The queue between span processors and the worker.
@@ -82,6 +84,7 @@ impl Pipeline {
                 .collect(),
             settings: settings.clone(),
             last_warning: None,
+            reported_queue_full: (0, None),
         };
         tokio::spawn(worker.run());
         Ok(Pipeline { queue, flush })
@@ -154,6 +157,8 @@ struct Worker {
     services: Vec<String>,
     settings: ExportSettings,
     last_warning: Option<Instant>,
+    /// `queue_full` when last reported, and when.
+    reported_queue_full: (u64, Option<Instant>),
 }
 
 impl Worker {
@@ -182,6 +187,7 @@ impl Worker {
 
     /// Export everything queued, a batch at a time per component.
     async fn drain(&mut self) {
+        self.report_queue_full();
         loop {
             let taken = {
                 let mut spans = self.queue.spans.lock().unwrap_or_else(|e| e.into_inner());
@@ -227,6 +233,23 @@ impl Worker {
         }
     }
 
+    /// Say (once per 30 s) that spans found the queue full.
+    fn report_queue_full(&mut self) {
+        let full = self.queue.stats.queue_full.load(Ordering::Relaxed);
+        let (reported, at) = self.reported_queue_full;
+        if full > reported && at.is_none_or(|t| t.elapsed() > Duration::from_secs(30)) {
+            self.reported_queue_full = (full, Some(Instant::now()));
+            tracing::warn!(
+                "export queue full: {} spans dropped ({full} in all); spans arrive faster than \
+                 {} takes them. Requests are not affected. Raise OTEL_BSP_MAX_QUEUE_SIZE ({}) \
+                 or check the backend",
+                full - reported,
+                self.settings.endpoint_for_humans(),
+                self.queue.max_queue_size
+            );
+        }
+    }
+
     fn failed(&mut self, n: u64, why: &str) {
         let total = self.queue.stats.dropped.fetch_add(n, Ordering::Relaxed) + n;
         // One warning per 30 s: a backend that is down must not flood the log.
@@ -263,6 +286,7 @@ impl SpanProcessor for ComponentProcessor {
             if spans.len() >= queue.max_queue_size {
                 drop(spans);
                 queue.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                queue.stats.queue_full.fetch_add(1, Ordering::Relaxed);
                 return;
             }
             spans.push((self.index, span));
