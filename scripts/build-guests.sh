@@ -14,18 +14,20 @@ for manifest in examples/hello-rust/Cargo.toml tests/guests/faults/Cargo.toml; d
 done
 
 # componentize-py: rebuild when any input is newer than the output.
+# The Python SDK (guests/python) is on the path of every Python component.
 build_python() { # name, source dir, module
   local name="$1" dir="$2" module="$3" wasm="$out/$1.wasm"
-  if [ -f "$wasm" ] && [ -z "$(find "$dir" wit -newer "$wasm" -type f -not -path '*/__pycache__/*' -print -quit)" ]; then
+  if [ -f "$wasm" ] && [ -z "$(find "$dir" wit guests/python -newer "$wasm" -type f -not -path '*/__pycache__/*' -print -quit)" ]; then
     return
   fi
   echo "build: $name (componentize-py)" >&2
   mkdir -p "$out"
   (cd "$dir" && "$root/.tools/venv/bin/componentize-py" -d "$root/wit" -w polytrace:telemetry/service \
-    componentize "$module" -o "$wasm.tmp" >/dev/null)
+    componentize -p . -p "$root/guests/python" "$module" -o "$wasm.tmp" >/dev/null)
   mv "$wasm.tmp" "$wasm"
 }
 build_python smoke_python tests/guests/smoke-python app
+build_python hello_python examples/hello-python app
 
 # componentize-js, called directly (jco componentize cannot read this WIT).
 build_js() { # name, source file

@@ -8,7 +8,12 @@ const REMOTE_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const REMOTE_SPAN: &str = "00f067aa0ba902b7";
 
 fn two_hellos() -> String {
-    let wasm = component("hello_rust");
+    two_hellos_of("hello_rust", "rust")
+}
+
+/// Two components from the same hello example: front (routed) and back.
+fn two_hellos_of(wasm: &str, language: &str) -> String {
+    let wasm = component(wasm);
     format!(
         r#"
 app = "shop"
@@ -18,12 +23,12 @@ version = "1.2.3"
 id = "hello-front"
 source = "{wasm}"
 route = "/hello/..."
-language = "rust"
+language = "{language}"
 
 [[component]]
 id = "hello-back"
 source = "{wasm}"
-language = "rust"
+language = "{language}"
 version = "9.9.9"
 "#,
         wasm = wasm.display()
@@ -32,11 +37,11 @@ version = "9.9.9"
 
 /// SERVER → guest span → CLIENT → next component's SERVER → guest span,
 /// one trace continued from the caller's traceparent.
-async fn span_tree_across_components(protocol: &str) {
+async fn span_tree_across_components(protocol: &str, wasm: &str, language: &str) {
     let receiver = Receiver::start().await;
     let host = Polytrace::up(
         "tree",
-        &two_hellos(),
+        &two_hellos_of(wasm, language),
         &receiver,
         protocol,
         &[(
@@ -135,7 +140,7 @@ async fn span_tree_across_components(protocol: &str) {
     assert_eq!(front.resource["service.name"], "hello-front");
     assert_eq!(front.resource["service.namespace"], "shop");
     assert_eq!(front.resource["service.version"], "1.2.3");
-    assert_eq!(front.resource["polytrace.guest.language"], "rust");
+    assert_eq!(front.resource["polytrace.guest.language"], language);
     assert_eq!(back.resource["service.version"], "9.9.9");
 
     // The exporter sent the configured header to the backend.
@@ -154,12 +159,18 @@ async fn span_tree_across_components(protocol: &str) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn span_tree_over_http_protobuf() {
-    span_tree_across_components("http/protobuf").await;
+    span_tree_across_components("http/protobuf", "hello_rust", "rust").await;
+}
+
+/// The same tree, attribute for attribute, from the Python SDK's hello.
+#[tokio::test(flavor = "multi_thread")]
+async fn span_tree_from_the_python_sdk() {
+    span_tree_across_components("http/protobuf", "hello_python", "python").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn span_tree_over_grpc() {
-    span_tree_across_components("grpc").await;
+    span_tree_across_components("grpc", "hello_rust", "rust").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

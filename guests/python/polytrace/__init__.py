@@ -1,0 +1,138 @@
+"""polytrace guest SDK for Python components (componentize-py).
+
+The host supplies the telemetry; this package makes it Pythonic::
+
+    import polytrace
+
+    with polytrace.span("validate_order", attributes={"order.items": 3}) as span:
+        span.add_event("checkpoint", {"step": 1})
+        ...  # an exception raised here is recorded on the span and re-raised
+
+    @polytrace.traced("charge_card")
+    def charge(card): ...
+
+Outgoing wasi:http requests (see ``polytrace.http``) get CLIENT spans and
+``traceparent`` from the host automatically.
+"""
+
+import functools
+import traceback
+
+from wit_world.imports import polytrace_telemetry_types as _types
+from wit_world.imports import tracing as _tracing
+
+SpanKind = _tracing.SpanKind
+
+
+def _value(value):
+    """A typed attribute value from a Python value."""
+    # bool before int: True is an int in Python, not in OpenTelemetry.
+    if isinstance(value, bool):
+        return _types.Value_Bool(value)
+    if isinstance(value, int):
+        return _types.Value_S64(value)
+    if isinstance(value, float):
+        return _types.Value_F64(value)
+    if isinstance(value, str):
+        return _types.Value_String(value)
+    if isinstance(value, (list, tuple)):
+        items = list(value)
+        if all(isinstance(i, str) for i in items):
+            return _types.Value_StringArray(items)
+        if all(isinstance(i, bool) for i in items):
+            return _types.Value_BoolArray(items)
+        if all(isinstance(i, int) and not isinstance(i, bool) for i in items):
+            return _types.Value_S64Array(items)
+        if all(isinstance(i, (int, float)) and not isinstance(i, bool) for i in items):
+            return _types.Value_F64Array([float(i) for i in items])
+    raise TypeError(
+        f"attribute value {value!r} is not a str, bool, int, float or a list of one of those"
+    )
+
+
+def _attributes(attributes):
+    return [_types.KeyValue(key, _value(value)) for key, value in (attributes or {}).items()]
+
+
+class Span:
+    """A span; the current span while open. Use it as a context manager, or
+    call ``end()``. Operations after the end do nothing."""
+
+    def __init__(self, name, attributes=None, kind=SpanKind.INTERNAL):
+        self._span = _tracing.Span(name, kind, _attributes(attributes))
+
+    def set_attribute(self, key, value):
+        self._span.set_attribute(key, _value(value))
+
+    def set_attributes(self, attributes):
+        self._span.set_attributes(_attributes(attributes))
+
+    def add_event(self, name, attributes=None):
+        self._span.add_event(name, _attributes(attributes), None)
+
+    def record_exception(self, exception, set_error_status=True):
+        """Record an exception as an ``exception`` event with its traceback."""
+        stack = "".join(traceback.format_exception(type(exception), exception, exception.__traceback__))
+        self._span.record_exception(type(exception).__name__, str(exception), stack, set_error_status)
+
+    def set_status_error(self, description=""):
+        self._span.set_status(_tracing.Status_Error(description))
+
+    def set_status_ok(self):
+        self._span.set_status(_tracing.Status_Ok())
+
+    def update_name(self, name):
+        self._span.update_name(name)
+
+    @property
+    def context(self):
+        return self._span.span_context()
+
+    @property
+    def is_recording(self):
+        return self._span.is_recording()
+
+    def end(self):
+        self._span.end(None)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc is not None:
+            self.record_exception(exc)
+        self.end()
+        return False
+
+
+def span(name, attributes=None, kind=SpanKind.INTERNAL):
+    """Start a span under the current one: ``with polytrace.span("x"): ...``."""
+    return Span(name, attributes, kind)
+
+
+def traced(name=None, attributes=None):
+    """Decorator: run the function in a span named ``name`` (default: the
+    function's qualified name); exceptions are recorded and re-raised."""
+
+    def decorate(function):
+        @functools.wraps(function)
+        def wrapper(*args, **kwargs):
+            with Span(name or function.__qualname__, attributes):
+                return function(*args, **kwargs)
+
+        return wrapper
+
+    return decorate
+
+
+def current_span_context():
+    return _tracing.current_span_context()
+
+
+def inject():
+    """W3C headers for the current span, for transports other than wasi:http."""
+    return _tracing.inject()
+
+
+def extract(headers):
+    return _tracing.extract(list(headers))
