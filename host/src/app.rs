@@ -6,7 +6,8 @@ use crate::http::outbound::Outbound;
 use crate::manifest::{Component as ComponentConfig, Diagnostic, Manifest};
 use crate::runtime::{MAX_RESOURCES_PER_INSTANCE, Progress, RequestState, Runtime};
 use crate::telemetry::{
-    DROPPED_SPANS, RequestTrace, Settings, Telemetry, propagation, semconv, start_span,
+    DROPPED_SPANS, RequestTrace, Settings, Telemetry, propagation, record_exception, semconv,
+    start_span,
 };
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -476,18 +477,6 @@ fn add_traceresponse(response: &mut http::Response<HyperOutgoingBody>, value: &s
     if let Ok(v) = http::HeaderValue::from_str(value) {
         response.headers_mut().insert("traceresponse", v);
     }
-}
-
-fn record_exception(span: &mut Span, kind: &str, message: &str, stacktrace: Option<String>) {
-    let mut attrs = vec![
-        KeyValue::new("exception.type", kind.to_string()),
-        KeyValue::new("exception.message", message.to_string()),
-    ];
-    if let Some(st) = stacktrace {
-        attrs.push(KeyValue::new("exception.stacktrace", st));
-    }
-    span.add_event("exception", attrs);
-    span.set_status(Status::error(message.to_string()));
 }
 
 fn record_guest_error(span: &mut Span, e: &wasmtime::Error) {

@@ -4,7 +4,7 @@
 
 use crate::app::{App, Inbound};
 use crate::manifest::default_port;
-use crate::telemetry::{RequestTrace, semconv, start_span};
+use crate::telemetry::{RequestTrace, record_exception, semconv, start_span};
 use http_body_util::BodyExt;
 use opentelemetry::KeyValue;
 use opentelemetry::trace::{Span as _, SpanKind, Status};
@@ -83,13 +83,7 @@ impl WasiHttpHooks for Outbound {
                     .await
                     .map(|(r, io)| (r.map(BodyExt::boxed_unsync), Box::new(io) as Box<_>)),
                 Target::Denied(why) => {
-                    span.add_event(
-                        "exception",
-                        vec![
-                            KeyValue::new("exception.type", "HttpRequestDenied"),
-                            KeyValue::new("exception.message", why),
-                        ],
-                    );
+                    record_exception(&mut span, "HttpRequestDenied", &why, None);
                     Err(Error::HttpRequestDenied)
                 }
             };
@@ -100,8 +94,7 @@ impl WasiHttpHooks for Outbound {
                     span.set_status(status);
                 }
                 Err(e) => {
-                    let kind = error_type(e);
-                    span.set_attribute(KeyValue::new("error.type", kind.clone()));
+                    span.set_attribute(KeyValue::new("error.type", error_type(e)));
                     span.set_status(Status::error(format!("{e}")));
                 }
             }

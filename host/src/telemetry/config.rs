@@ -59,8 +59,6 @@ impl ExportSettings {
 /// Everything telemetry needs to start.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// `OTEL_SDK_DISABLED=true`: spans are not recorded (context still propagates).
-    pub disabled: bool,
     pub export: ExportSettings,
     pub sampler: Sampler,
     /// Cap on any string attribute value a guest sets, in bytes.
@@ -188,7 +186,6 @@ impl Settings {
             }
         };
         Ok(Settings {
-            disabled,
             export,
             sampler: if disabled {
                 Sampler::AlwaysOff
@@ -223,7 +220,6 @@ mod tests {
         assert_eq!(s.export.max_queue_size, 2048);
         assert_eq!(s.export.max_export_batch_size, 512);
         assert_eq!(s.export.timeout, Duration::from_secs(10));
-        assert!(!s.disabled);
         assert!(matches!(s.sampler, Sampler::ParentBased(_)));
     }
 
@@ -266,7 +262,7 @@ mod tests {
             &[("OTEL_SDK_DISABLED", "TRUE")],
         )
         .unwrap();
-        assert!(s.disabled);
+        // OTEL_SDK_DISABLED=true: spans are not recorded; context still propagates.
         assert!(matches!(s.sampler, Sampler::AlwaysOff));
         assert!(
             resolve(

@@ -21,8 +21,6 @@ use tokio::sync::{Notify, mpsc, oneshot};
 /// Counters of the export pipeline, readable while it runs.
 #[derive(Debug, Default)]
 pub struct ExportStats {
-    /// Spans handed to the pipeline.
-    pub queued: AtomicU64,
     /// Spans acknowledged by the backend.
     pub exported: AtomicU64,
     /// Spans dropped: queue full, or the backend failed or timed out.
@@ -280,7 +278,6 @@ impl SpanProcessor for ComponentProcessor {
 
     fn on_end(&self, span: SpanData) {
         let queue = &self.pipeline.queue;
-        queue.stats.queued.fetch_add(1, Ordering::Relaxed);
         let full_batch = {
             let mut spans = queue.spans.lock().unwrap_or_else(|e| e.into_inner());
             if spans.len() >= queue.max_queue_size {

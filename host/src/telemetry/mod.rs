@@ -189,14 +189,6 @@ impl RequestTrace {
         &self.tracer
     }
 
-    pub fn baggage(&self) -> &str {
-        &self.baggage
-    }
-
-    pub fn random(&self) -> bool {
-        self.random
-    }
-
     /// Guest spans not recorded because of [`MAX_SPANS_PER_REQUEST`].
     pub fn dropped_spans(&self) -> u64 {
         self.dropped
@@ -227,15 +219,9 @@ impl RequestTrace {
             };
         }
         self.started += 1;
-        let span = self
-            .tracer
-            .span_builder(truncate_name(name, self.value_cap))
-            .with_kind(kind)
-            .with_attributes(attrs.into_iter().map(|kv| self.cap(kv)))
-            .start_with_context(
-                &self.tracer,
-                &Context::new().with_remote_span_context(parent),
-            );
+        let attrs = attrs.into_iter().map(|kv| self.cap(kv)).collect();
+        let name = cap_string(name, self.value_cap);
+        let span = start_span(&self.tracer, name, kind, attrs, Some(&parent));
         let cx = with_random(span.span_context().clone(), self.random);
         GuestSpan {
             span: Some(span),
@@ -285,7 +271,7 @@ impl RequestTrace {
         let Some(span) = s.live() else { return };
         let attrs: Vec<KeyValue> = attrs.into_iter().map(|kv| cap_value(kv, cap)).collect();
         span.add_event_with_timestamp(
-            truncate_name(name, cap),
+            cap_string(name, cap),
             at.unwrap_or_else(SystemTime::now),
             attrs,
         );
@@ -299,19 +285,16 @@ impl RequestTrace {
         stacktrace: Option<String>,
         set_status: bool,
     ) {
-        if s.live().is_none() {
-            return;
-        }
-        let mut attrs = vec![
-            KeyValue::new("exception.type", ty),
-            KeyValue::new("exception.message", message.clone()),
-        ];
-        if let Some(st) = stacktrace {
-            attrs.push(KeyValue::new("exception.stacktrace", st));
-        }
-        self.add_event(s, "exception".into(), attrs, None);
-        if set_status && let Some(span) = s.live() {
-            span.set_status(Status::error(cap_string(message, self.value_cap)));
+        let cap = self.value_cap;
+        let Some(span) = s.live() else { return };
+        let status = set_status.then(|| Status::error(cap_string(message.clone(), cap)));
+        let attrs = exception_attributes(ty, message, stacktrace);
+        span.add_event(
+            "exception",
+            attrs.into_iter().map(|kv| cap_value(kv, cap)).collect(),
+        );
+        if let Some(status) = status {
+            span.set_status(status);
         }
     }
 
@@ -323,7 +306,7 @@ impl RequestTrace {
 
     pub fn update_name(&self, s: &mut GuestSpan, name: String) {
         if let Some(span) = s.live() {
-            span.update_name(truncate_name(name, self.value_cap));
+            span.update_name(cap_string(name, self.value_cap));
         }
     }
 
@@ -358,10 +341,6 @@ fn with_random(cx: SpanContext, random: bool) -> SpanContext {
         cx.is_remote(),
         cx.trace_state().clone(),
     )
-}
-
-fn truncate_name(name: String, cap: usize) -> String {
-    cap_string(name, cap)
 }
 
 fn cap_string(mut s: String, cap: usize) -> String {
@@ -414,6 +393,29 @@ pub fn cap_value(kv: KeyValue, cap: usize) -> KeyValue {
         kv.key
     };
     KeyValue::new(key, value)
+}
+
+/// The attributes of an `exception` event, as the semantic conventions name them.
+pub fn exception_attributes(
+    ty: String,
+    message: String,
+    stacktrace: Option<String>,
+) -> Vec<KeyValue> {
+    let mut attrs = vec![
+        KeyValue::new("exception.type", ty),
+        KeyValue::new("exception.message", message),
+    ];
+    attrs.extend(stacktrace.map(|st| KeyValue::new("exception.stacktrace", st)));
+    attrs
+}
+
+/// Record an exception on a host-made span and set its status to Error.
+pub fn record_exception(span: &mut Span, ty: &str, message: &str, stacktrace: Option<String>) {
+    span.add_event(
+        "exception",
+        exception_attributes(ty.to_string(), message.to_string(), stacktrace),
+    );
+    span.set_status(Status::error(message.to_string()));
 }
 
 /// Start a span with the SDK under `parent` (a remote or local context).
