@@ -380,6 +380,7 @@ pub struct Polytrace {
     child: Child,
     pub addr: SocketAddr,
     log: Arc<Mutex<String>>,
+    stdout: Arc<Mutex<String>>,
 }
 
 impl Polytrace {
@@ -419,12 +420,22 @@ impl Polytrace {
             .arg("127.0.0.1:0")
             .env("POLYTRACE_CACHE_DIR", target_dir().join("test-cache"))
             .env("POLYTRACE_LOG", "info")
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         for (k, v) in env {
             cmd.env(k, v);
         }
         let mut child = cmd.spawn().expect("start polytrace");
+        let stdout = Arc::new(Mutex::new(String::new()));
+        let out_sink = stdout.clone();
+        let out_pipe = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out_pipe).lines().map_while(Result::ok) {
+                let mut o = out_sink.lock().unwrap();
+                o.push_str(&line);
+                o.push('\n');
+            }
+        });
         let stderr = child.stderr.take().unwrap();
         let log = Arc::new(Mutex::new(String::new()));
         let (tx, rx) = std::sync::mpsc::channel();
@@ -451,7 +462,12 @@ impl Polytrace {
                 panic!("polytrace did not start:\n{}", log.lock().unwrap());
             }
         };
-        Polytrace { child, addr, log }
+        Polytrace {
+            child,
+            addr,
+            log,
+            stdout,
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -463,8 +479,19 @@ impl Polytrace {
         self.log.lock().unwrap().clone()
     }
 
-    /// Send SIGTERM and wait for exit; returns the exit code.
-    pub fn terminate(mut self) -> (Option<i32>, String) {
+    /// What the host (the console exporter, guests' inherited stdout) printed.
+    pub fn stdout(&self) -> String {
+        self.stdout.lock().unwrap().clone()
+    }
+
+    /// Send SIGTERM and wait for exit; returns the exit code and the log.
+    pub fn terminate(self) -> (Option<i32>, String) {
+        let (code, log, _) = self.terminate_with_stdout();
+        (code, log)
+    }
+
+    /// Like [`terminate`](Self::terminate), also returning what went to stdout.
+    pub fn terminate_with_stdout(mut self) -> (Option<i32>, String, String) {
         let pid = self.child.id().to_string();
         let _ = Command::new("kill").args(["-TERM", &pid]).status();
         let started = Instant::now();
@@ -478,9 +505,9 @@ impl Polytrace {
             }
             std::thread::sleep(Duration::from_millis(20));
         };
-        // Give the log reader a moment to drain the last lines.
+        // Give the readers a moment to drain the last lines.
         std::thread::sleep(Duration::from_millis(100));
-        (code, self.log())
+        (code, self.log(), self.stdout())
     }
 }
 

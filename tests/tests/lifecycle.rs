@@ -356,3 +356,41 @@ async fn a_backend_that_never_answers_never_slows_a_request() {
         "{stopped}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_console_exporter_prints_one_line_per_span() {
+    let dir = scratch_dir("console");
+    std::fs::write(dir.join("polytrace.toml"), hello_manifest()).unwrap();
+    let host = Polytrace::start(
+        &dir,
+        &[
+            ("OTEL_TRACES_EXPORTER".into(), "console".into()),
+            ("OTEL_BSP_SCHEDULE_DELAY".into(), "600000".into()),
+        ],
+    );
+    let response = get(&host.url("/hello/x")).await;
+    assert_eq!(response.status, 200);
+    let trace_id = response.trace_id();
+    // Only the shutdown flush can print them, given the schedule delay.
+    let (code, log, stdout) = tokio::task::spawn_blocking(move || host.terminate_with_stdout())
+        .await
+        .unwrap();
+    assert_eq!(code, Some(0), "{log}");
+    let spans: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.contains(&format!("trace={trace_id}")))
+        .collect();
+    assert_eq!(spans.len(), 2, "{stdout}");
+    assert!(
+        spans.iter().any(|l| l.contains("SERVER")
+            && l.contains("GET /hello/*")
+            && l.contains("parent=root")),
+        "{stdout}"
+    );
+    assert!(
+        spans.iter().any(|l| l.contains("INTERNAL")
+            && l.contains("hello.work")
+            && l.contains("hello.count=3")),
+        "{stdout}"
+    );
+}
