@@ -2,6 +2,8 @@
 //! official `opentelemetry-proto` definitions), the real `polytrace` binary
 //! started as a child process, and a plain HTTP client.
 
+pub mod tree;
+
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::service::service_fn;

@@ -162,10 +162,20 @@ async fn span_tree_over_http_protobuf() {
     span_tree_across_components("http/protobuf", "hello_rust", "rust").await;
 }
 
-/// The same tree, attribute for attribute, from the Python SDK's hello.
+/// The same tree, attribute for attribute, from each SDK's hello.
 #[tokio::test(flavor = "multi_thread")]
 async fn span_tree_from_the_python_sdk() {
     span_tree_across_components("http/protobuf", "hello_python", "python").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn span_tree_from_the_javascript_sdk() {
+    span_tree_across_components("http/protobuf", "hello_js", "javascript").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn span_tree_from_the_go_sdk() {
+    span_tree_across_components("grpc", "hello_go", "go").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -283,139 +293,72 @@ async fn unsampled_parent_is_respected() {
     assert!(receiver.spans().iter().all(|s| s.trace_id != unsampled));
 }
 
-/// Rust (hello-rust) calls a smoke component of another language in-process;
-/// the guest's own span `{prefix}.work` must nest under that component's
-/// SERVER span, with the typed attributes, event and exception it recorded.
-async fn rust_calls_smoke_guest(
-    wasm: &str,
-    id: &str,
-    language: &str,
-    prefix: &str,
-    text: &str,
-) -> FlatSpan {
+/// One request through four languages, each service calling the next with
+/// its SDK's HTTP helper: Python → Go → JavaScript → Rust, one trace.
+#[tokio::test(flavor = "multi_thread")]
+async fn one_trace_across_four_languages() {
     let receiver = Receiver::start().await;
-    let manifest = format!(
-        r#"
-app = "poly"
-[[component]]
-id = "{id}"
-source = "{}"
-route = "/smoke"
-language = "{language}"
-[[component]]
-id = "front"
-source = "{}"
-route = "/hello/..."
-language = "rust"
-"#,
-        component(wasm).display(),
-        component("hello_rust").display()
+    let chain = [
+        ("py", "hello_python", "python"),
+        ("go", "hello_go", "go"),
+        ("js", "hello_js", "javascript"),
+        ("rs", "hello_rust", "rust"),
+    ];
+    let mut manifest = String::from("app = \"polyglot\"\n");
+    for (id, wasm, language) in chain {
+        manifest += &format!(
+            "[[component]]\nid = \"{id}\"\nsource = \"{}\"\nlanguage = \"{language}\"\n",
+            component(wasm).display()
+        );
+        if id == "py" {
+            manifest += "route = \"/hello/...\"\n";
+        }
+    }
+    let host = Polytrace::up("polyglot", &manifest, &receiver, "grpc", &[]);
+    // Each hop's `next` is the rest of the chain, percent-encoded once more.
+    let encode = |s: &str| s.replace('%', "%25").replace('?', "%3F").replace('=', "%3D");
+    let url = format!(
+        "/hello/start?next={}",
+        encode(&format!(
+            "http://go/hello?next={}",
+            encode(&format!("http://js/hello?next={}", encode("http://rs/hello")))
+        ))
     );
-    let host = Polytrace::up(language, &manifest, &receiver, "http/protobuf", &[]);
-    let direct = get(&host.url("/smoke")).await;
-    assert_eq!(direct.status, 200, "{}", direct.body);
-    assert_eq!(direct.body, format!("hello from {language}"));
-    let response = get(&host.url(&format!("/hello/x?next=http://{id}/smoke"))).await;
-    assert_eq!(response.status, 200, "{}", response.body);
-    assert_eq!(response.json()["next"]["status"], 200);
-    let spans = receiver.trace(&response.trace_id(), 5).await;
-    let client = spans.iter().find(|s| s.kind == KIND_CLIENT).unwrap();
-    let server = spans
-        .iter()
-        .find(|s| s.service() == id && s.kind == KIND_SERVER)
-        .unwrap();
-    let work = spans
-        .iter()
-        .find(|s| s.name == format!("{prefix}.work"))
-        .unwrap()
-        .clone();
-    assert_eq!(server.parent_span_id, client.span_id);
-    assert_eq!(work.parent_span_id, server.span_id);
-    assert_eq!(work.resource["polytrace.guest.language"], language);
-    assert_eq!(work.attributes[&format!("{prefix}.text")], text);
-    assert_eq!(work.attributes[&format!("{prefix}.count")], 3);
-    assert_eq!(work.attributes[&format!("{prefix}.ratio")], 0.5);
-    assert_eq!(work.attributes[&format!("{prefix}.flag")], true);
-    assert_eq!(work.event("checkpoint").unwrap()["step"], 1);
-    assert_eq!(work.status_code, STATUS_ERROR);
-    work
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn a_python_component_gets_the_same_tracing() {
-    let work = rust_calls_smoke_guest("smoke_python", "py", "python", "py", "snake").await;
-    assert_eq!(work.status_message, "python says no");
-    assert_eq!(
-        work.event("exception").unwrap()["exception.type"],
-        "ValueError"
-    );
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn a_go_component_gets_the_same_tracing() {
-    let work = rust_calls_smoke_guest("smoke_go", "gopher", "go", "go", "gopher").await;
-    assert_eq!(
-        work.event("exception").unwrap()["exception.message"],
-        "go says no"
-    );
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn a_javascript_component_gets_the_same_tracing() {
-    let receiver = Receiver::start().await;
-    let manifest = format!(
-        r#"
-app = "poly"
-[[component]]
-id = "js"
-source = "{}"
-route = "/js/..."
-language = "javascript"
-[[component]]
-id = "back"
-source = "{}"
-language = "rust"
-"#,
-        component("smoke_js").display(),
-        component("hello_rust").display()
-    );
-    let host = Polytrace::up("javascript", &manifest, &receiver, "grpc", &[]);
-    // JavaScript's own fetch() calls Rust in-process: the host makes the
-    // CLIENT span under the guest's span and propagates the trace.
     let response = request(
         "GET",
-        &host.url("/js/x?next=http://back/hello"),
-        &[(
-            "traceparent",
-            &format!("00-{REMOTE_TRACE}-{REMOTE_SPAN}-01"),
-        )],
+        &host.url(&url),
+        &[("traceparent", &format!("00-{REMOTE_TRACE}-{REMOTE_SPAN}-01"))],
         "",
     )
     .await;
     assert_eq!(response.status, 200, "{}", response.body);
-    let body = response.json();
-    assert_eq!(body["next"], 200);
-    assert_eq!(body["traceId"], REMOTE_TRACE);
-    let spans = receiver.trace(REMOTE_TRACE, 5).await;
-    let js_server = spans
-        .iter()
-        .find(|s| s.service() == "js" && s.kind == KIND_SERVER)
-        .unwrap();
-    let js_work = spans.iter().find(|s| s.name == "js.work").unwrap();
-    let client = spans.iter().find(|s| s.kind == KIND_CLIENT).unwrap();
-    let back = spans
-        .iter()
-        .find(|s| s.service() == "back" && s.kind == KIND_SERVER)
-        .unwrap();
-    assert_eq!(js_server.parent_span_id, REMOTE_SPAN);
-    assert_eq!(js_work.parent_span_id, js_server.span_id);
-    assert_eq!(client.parent_span_id, js_work.span_id);
-    assert_eq!(back.parent_span_id, client.span_id);
-    assert_eq!(client.attributes["url.full"], "http://back/hello");
-    assert_eq!(js_work.resource["polytrace.guest.language"], "javascript");
-    assert_eq!(js_work.attributes["js.text"], "camel");
-    assert_eq!(js_work.attributes["js.count"], 3);
-    assert_eq!(js_work.attributes["js.ratio"], 0.5);
-    assert_eq!(js_work.attributes["js.flag"], true);
-    assert_eq!(js_work.event("checkpoint").unwrap()["step"], 1);
+    assert_eq!(response.json()["next"]["status"], 200, "{}", response.body);
+    // Per service: SERVER and hello.work; per hop: one CLIENT.
+    let spans = receiver.trace(REMOTE_TRACE, 11).await;
+    assert_eq!(spans.len(), 11, "{spans:#?}");
+    let find = |service: &str, kind: i32| {
+        spans
+            .iter()
+            .find(|s| s.service() == service && s.kind == kind)
+            .unwrap_or_else(|| panic!("no kind {kind} span of {service}: {spans:#?}"))
+    };
+    let mut parent = REMOTE_SPAN.to_string();
+    for (i, (id, _, language)) in chain.iter().enumerate() {
+        let server = find(id, KIND_SERVER);
+        assert_eq!(server.parent_span_id, parent, "{id}");
+        let work = spans
+            .iter()
+            .find(|s| s.service() == *id && s.name == "hello.work")
+            .unwrap();
+        assert_eq!(work.parent_span_id, server.span_id, "{id}");
+        assert_eq!(work.resource["polytrace.guest.language"], *language);
+        assert_eq!(work.attributes["hello.count"], 3, "{id}");
+        assert_eq!(work.attributes["hello.ratio"], 0.5, "{id}");
+        if i + 1 < chain.len() {
+            let client = find(id, KIND_CLIENT);
+            assert_eq!(client.parent_span_id, work.span_id, "{id}");
+            assert_eq!(client.attributes["server.address"], chain[i + 1].0);
+            parent = client.span_id.clone();
+        }
+    }
 }

@@ -59,41 +59,57 @@ class Span:
     call ``end()``. Operations after the end do nothing."""
 
     def __init__(self, name, attributes=None, kind=SpanKind.INTERNAL):
-        self._span = _tracing.Span(name, kind, _attributes(attributes))
+        if not isinstance(kind, SpanKind):
+            kind = SpanKind.INTERNAL  # a bad kind must not fail the request
+        self._span = _tracing.Span(str(name), kind, _attributes(attributes))
 
     def set_attribute(self, key, value):
-        self._span.set_attribute(key, _value(value))
+        if self._span is not None:
+            self._span.set_attribute(key, _value(value))
 
     def set_attributes(self, attributes):
-        self._span.set_attributes(_attributes(attributes))
+        if self._span is not None:
+            self._span.set_attributes(_attributes(attributes))
 
     def add_event(self, name, attributes=None):
-        self._span.add_event(name, _attributes(attributes), None)
+        if self._span is not None:
+            self._span.add_event(name, _attributes(attributes), None)
 
     def record_exception(self, exception, set_error_status=True):
         """Record an exception as an ``exception`` event with its traceback."""
+        if self._span is None:
+            return
         stack = "".join(traceback.format_exception(type(exception), exception, exception.__traceback__))
         self._span.record_exception(type(exception).__name__, str(exception), stack, set_error_status)
 
     def set_status_error(self, description=""):
-        self._span.set_status(_tracing.Status_Error(description))
+        if self._span is not None:
+            self._span.set_status(_tracing.Status_Error(description))
 
     def set_status_ok(self):
-        self._span.set_status(_tracing.Status_Ok())
+        if self._span is not None:
+            self._span.set_status(_tracing.Status_Ok())
 
     def update_name(self, name):
-        self._span.update_name(name)
+        if self._span is not None:
+            self._span.update_name(name)
 
     @property
     def context(self):
-        return self._span.span_context()
+        """The span's context; ``None`` once it has ended."""
+        return None if self._span is None else self._span.span_context()
 
     @property
     def is_recording(self):
-        return self._span.is_recording()
+        return self._span is not None and self._span.is_recording()
 
     def end(self):
-        self._span.end(None)
+        """End the span and release its handle (a long loop of spans holds
+        no host resources). Later calls on the span do nothing."""
+        if self._span is not None:
+            inner, self._span = self._span, None
+            inner.end(None)
+            inner.__exit__(None, None, None)
 
     def __enter__(self):
         return self

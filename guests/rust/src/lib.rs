@@ -117,6 +117,9 @@ impl Span {
     }
 
     /// Record an error as an `exception` event and set the status to Error.
+    /// The stack trace is the error's source chain and where it was recorded
+    /// (wasm has no unwinder to capture a backtrace).
+    #[track_caller]
     pub fn record_error(&self, error: &dyn std::error::Error) {
         let mut chain = error.to_string();
         let mut source = error.source();
@@ -124,13 +127,22 @@ impl Span {
             chain.push_str(&format!("\ncaused by: {s}"));
             source = s.source();
         }
-        self.record_exception(short_type_name(error), &error.to_string(), Some(&chain));
+        chain.push_str(&format!("\n  at {}", std::panic::Location::caller()));
+        self.inner
+            .record_exception(short_type_name(error), &error.to_string(), Some(&chain), true);
     }
 
-    /// Record an exception with an explicit type, and set the status to Error.
+    /// Record an exception with an explicit type, and set the status to
+    /// Error. Without a stack trace, the caller's location is recorded.
+    #[track_caller]
     pub fn record_exception(&self, exception_type: &str, message: &str, stacktrace: Option<&str>) {
-        self.inner
-            .record_exception(exception_type, message, stacktrace, true);
+        let location = format!("at {}", std::panic::Location::caller());
+        self.inner.record_exception(
+            exception_type,
+            message,
+            Some(stacktrace.unwrap_or(&location)),
+            true,
+        );
     }
 
     pub fn set_status(&self, status: Status) {
@@ -149,8 +161,9 @@ impl Span {
         self.inner.is_recording()
     }
 
-    /// End now (dropping the span does the same).
-    pub fn end(self) {
+    /// End now; dropping the span does the same. Calls on an ended span
+    /// (including a second `end`) do nothing, as in OpenTelemetry's API.
+    pub fn end(&self) {
         self.inner.end(None);
     }
 }
@@ -161,6 +174,7 @@ fn short_type_name(_e: &dyn std::error::Error) -> &'static str {
 }
 
 /// Run `f` in a span named `name`; an `Err` is recorded on the span.
+#[track_caller]
 pub fn in_span<T, E: std::fmt::Display>(
     name: &str,
     attributes: impl IntoIterator<Item = KeyValue>,

@@ -1,0 +1,194 @@
+// polytrace guest SDK for JavaScript components (componentize-js).
+//
+// The host supplies the telemetry; this module makes it idiomatic:
+//
+//   import { withSpan } from './polytrace.js';
+//
+//   const total = await withSpan('load_session', { 'session.id': id }, async (span) => {
+//     span.addEvent('checkpoint', { step: 1 });
+//     return await lookup(id); // a throw here is recorded on the span, then rethrown
+//   });
+//
+// Outbound fetch() calls get CLIENT spans and `traceparent` from the host:
+// there is nothing to configure. scripts/build-guest.sh places this file next
+// to the component's entry module, so components import it as './polytrace.js'.
+import * as tracing from 'polytrace:telemetry/tracing@0.1.0';
+
+const DISPOSE = Symbol.dispose || Symbol.for('dispose');
+const KINDS = new Set(['internal', 'server', 'client', 'producer', 'consumer']);
+
+function isInteger(v) {
+  return typeof v === 'bigint' || (typeof v === 'number' && Number.isInteger(v));
+}
+
+function toS64(v) {
+  return typeof v === 'bigint' ? BigInt.asIntN(64, v) : BigInt(v);
+}
+
+/** The typed WIT value of a JavaScript value; throws TypeError for others. */
+export function value(v) {
+  switch (typeof v) {
+    case 'string':
+      return { tag: 'string', val: v };
+    case 'boolean':
+      return { tag: 'bool', val: v };
+    case 'bigint':
+      return { tag: 's64', val: toS64(v) };
+    case 'number':
+      // JavaScript has one number type: whole numbers are integers, as
+      // OpenTelemetry's JavaScript SDK cannot tell them apart either.
+      return Number.isInteger(v) && Number.isSafeInteger(v)
+        ? { tag: 's64', val: BigInt(v) }
+        : { tag: 'f64', val: v };
+  }
+  if (Array.isArray(v)) {
+    if (v.every((i) => typeof i === 'string')) return { tag: 'string-array', val: v };
+    if (v.every((i) => typeof i === 'boolean')) return { tag: 'bool-array', val: v };
+    if (v.every((i) => isInteger(i) && (typeof i === 'bigint' || Number.isSafeInteger(i)))) {
+      return { tag: 's64-array', val: BigInt64Array.from(v, toS64) };
+    }
+    if (v.every((i) => typeof i === 'number')) return { tag: 'f64-array', val: Float64Array.from(v) };
+  }
+  throw new TypeError(
+    `attribute value ${String(v)} is not a string, boolean, number, bigint or an array of one of those`,
+  );
+}
+
+/** WIT key-values from a plain object: `{ 'order.items': 3 }`. */
+export function attributes(obj) {
+  return Object.entries(obj ?? {}).map(([key, v]) => ({ key, value: value(v) }));
+}
+
+/**
+ * A span; the current span while open (spans started after it, and fetch()
+ * calls, are its children). Operations after end() do nothing.
+ */
+export class Span {
+  #inner;
+
+  constructor(name, attrs = {}, { kind = 'internal', parent } = {}) {
+    const k = KINDS.has(kind) ? kind : 'internal';
+    const list = attributes(attrs);
+    this.#inner = parent
+      ? tracing.Span.startWithParent(String(name), k, list, parent)
+      : new tracing.Span(String(name), k, list);
+  }
+
+  setAttribute(key, v) {
+    this.#inner?.setAttribute(key, value(v));
+    return this;
+  }
+
+  setAttributes(attrs) {
+    this.#inner?.setAttributes(attributes(attrs));
+    return this;
+  }
+
+  addEvent(name, attrs = {}) {
+    this.#inner?.addEvent(name, attributes(attrs), undefined);
+    return this;
+  }
+
+  /** Record a thrown value as an `exception` event with its stack; status Error. */
+  recordException(error, { setStatus = true } = {}) {
+    if (!this.#inner) return this;
+    const isError = error instanceof Error;
+    const type = isError ? error.name || error.constructor?.name || 'Error' : typeof error;
+    const message = isError ? String(error.message) : String(error);
+    const stack = isError && typeof error.stack === 'string' ? error.stack : undefined;
+    this.#inner.recordException(type, message, stack, setStatus);
+    return this;
+  }
+
+  setStatus(code, description = '') {
+    const status =
+      code === 'error' ? { tag: 'error', val: String(description) } : { tag: code === 'ok' ? 'ok' : 'unset' };
+    this.#inner?.setStatus(status);
+    return this;
+  }
+
+  updateName(name) {
+    this.#inner?.updateName(String(name));
+    return this;
+  }
+
+  /** The span's context; undefined once the span has ended. */
+  get context() {
+    return this.#inner?.spanContext();
+  }
+
+  isRecording() {
+    return this.#inner?.isRecording() ?? false;
+  }
+
+  /** End the span and release its handle; later calls do nothing. */
+  end() {
+    const inner = this.#inner;
+    if (!inner) return;
+    this.#inner = undefined;
+    inner.end(undefined);
+    inner[DISPOSE]?.();
+  }
+}
+
+/** Start a span under the current one; end it with `span.end()`. */
+export function startSpan(name, attrs = {}, options = {}) {
+  return new Span(name, attrs, options);
+}
+
+/**
+ * Run `fn(span)` in a span that ends when `fn` finishes, whether it is sync
+ * or async. A throw (or rejection) is recorded on the span and rethrown.
+ */
+export function withSpan(name, attrs, fn, options = {}) {
+  if (typeof attrs === 'function') {
+    return withSpan(name, {}, attrs, options);
+  }
+  const span = new Span(name, attrs, options);
+  let result;
+  try {
+    result = fn(span);
+  } catch (e) {
+    span.recordException(e);
+    span.end();
+    throw e;
+  }
+  if (result && typeof result.then === 'function') {
+    return Promise.resolve(result).then(
+      (v) => {
+        span.end();
+        return v;
+      },
+      (e) => {
+        span.recordException(e);
+        span.end();
+        throw e;
+      },
+    );
+  }
+  span.end();
+  return result;
+}
+
+/** Wrap a function so every call runs in a span named `name`. */
+export function traced(name, fn, attrs = {}) {
+  return function (...args) {
+    return withSpan(name, attrs, () => fn.apply(this, args));
+  };
+}
+
+/** The current span's context, or undefined outside any span. */
+export function currentSpanContext() {
+  return tracing.currentSpanContext();
+}
+
+/** W3C headers for the current span, for transports other than fetch(). */
+export function inject() {
+  return Object.fromEntries(tracing.inject());
+}
+
+/** A span context from W3C headers (an object or [name, value] pairs). */
+export function extract(headers) {
+  const pairs = Array.isArray(headers) ? headers : Object.entries(headers);
+  return tracing.extract(pairs.map(([k, v]) => [String(k), String(v)]));
+}

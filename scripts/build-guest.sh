@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# Build one guest component:
+#
+#   scripts/build-guest.sh LANGUAGE NAME SOURCE [OUT.wasm]
+#
+#   LANGUAGE  rust | python | javascript | go
+#   NAME      the component's name (its output is NAME.wasm)
+#   SOURCE    rust: the crate directory; python: a directory with app.py;
+#             javascript: a directory with app.js; go: a directory with the
+#             export_wasi_http_incoming_handler package's .go files
+#   OUT       default: target/wasm32-wasip2/release/NAME.wasm (for rust, the
+#             crate's own cargo output)
+#
+# Up-to-date outputs are left alone (inputs: the sources, the language's SDK
+# in guests/, and wit/). A failed build names the component and language and
+# shows the tail of the tool's output. Expects scripts/setup.sh to have run.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+[ $# -ge 3 ] || { sed -n '2,16p' "$0" >&2; exit 2; }
+language="$1" name="$2" src="$(cd "$3" && pwd)"
+out="${4:-$root/target/wasm32-wasip2/release/$name.wasm}"
+tools="$root/.tools"
+work="$root/target/guest-build/$name"
+log="$work.log"
+mkdir -p "$(dirname "$out")" "$root/target/guest-build"
+
+# Run a build step with its output in $log; on failure, say which component
+# failed in which language, and show what the tool said.
+step() { # tool-label, command...
+  local label="$1"; shift
+  local code=0
+  "$@" >>"$log" 2>&1 || code=$?
+  if [ "$code" -ne 0 ]; then
+    {
+      echo "error: building component \`$name\` ($language) failed: $label exited with status $code"
+      echo "  source: $src"
+      echo "  last lines of $label output (full log: $log):"
+      tail -n 25 "$log" | sed 's/^/    | /'
+    } >&2
+    exit 1
+  fi
+}
+
+fresh() { # inputs...: true when $out exists and no input file is newer
+  [ -f "$out" ] && [ -z "$(find "$@" -newer "$out" -type f -not -path '*/__pycache__/*' -print -quit)" ]
+}
+
+: >"$log"
+case "$language" in
+  rust)
+    # cargo decides what is stale; --message-format would be noisier.
+    step cargo cargo build --release --target wasm32-wasip2 \
+      --manifest-path "$src/Cargo.toml" --target-dir "$root/target"
+    ;;
+  python)
+    fresh "$src" "$root/guests/python" "$root/wit" && exit 0
+    echo "build: $name (componentize-py)" >&2
+    # componentize-py writes __pycache__ next to the sources: build from a copy.
+    rm -rf "$work" && mkdir -p "$work" && cp -R "$src/." "$work/"
+    step componentize-py bash -c 'cd "$1" && exec "$2" -d "$3" -w polytrace:telemetry/service \
+      componentize -p . -p "$4" app -o "$5"' _ \
+      "$work" "$tools/venv/bin/componentize-py" "$root/wit" "$root/guests/python" "$out.tmp"
+    mv "$out.tmp" "$out"
+    ;;
+  javascript)
+    fresh "$src" "$root/guests/js" "$root/wit" && exit 0
+    echo "build: $name (componentize-js)" >&2
+    # The SDK sits next to the entry module: StarlingMonkey resolves relative
+    # imports from the entry module's directory while it pre-initializes.
+    rm -rf "$work" && mkdir -p "$work" && cp -R "$src/." "$work/"
+    cp "$root/guests/js/polytrace.js" "$work/polytrace.js"
+    step componentize-js node "$root/tools/node_modules/@bytecodealliance/componentize-js/src/cli.js" \
+      "$work/app.js" -w "$root/wit" -n polytrace:telemetry/service -o "$out.tmp"
+    mv "$out.tmp" "$out"
+    ;;
+  go)
+    fresh "$src" "$root/guests/go" "$root/wit" && exit 0
+    echo "build: $name (go $("$tools/venv/bin/go" env GOVERSION))" >&2
+    # One module: the wit-bindgen bindings, the SDK as wit_component/polytrace,
+    # and the component's handler package.
+    rm -rf "$work" && mkdir -p "$work/export_wasi_http_incoming_handler"
+    step "wit-bindgen go" bash -c 'cd "$1" && exec "$2" go -w polytrace:telemetry/service "$3"' _ \
+      "$work" "$tools/cargo/bin/wit-bindgen" "$root/wit"
+    cp -R "$root/guests/go/polytrace" "$work/polytrace"
+    cp "$src"/*.go "$work/export_wasi_http_incoming_handler/"
+    export GOTOOLCHAIN=local GOPROXY=off GOFLAGS=-mod=mod GOOS=wasip1 GOARCH=wasm
+    export GOCACHE="$root/target/go-cache"
+    step "go mod edit" bash -c 'cd "$1" && exec "$2" mod edit -replace "go.bytecodealliance.org/pkg=$3"' _ \
+      "$work" "$tools/venv/bin/go" "$tools/go/pkg"
+    step "go build" bash -c 'cd "$1" && exec "$2" build -o core.wasm -buildmode=c-shared -ldflags=-checklinkname=0' _ \
+      "$work" "$tools/venv/bin/go"
+    step "wasm-tools component embed" "$tools/venv/bin/wasm-tools" component embed \
+      -w polytrace:telemetry/service "$root/wit" "$work/core.wasm" -o "$work/embedded.wasm"
+    step "wasm-tools component new" "$tools/venv/bin/wasm-tools" component new "$work/embedded.wasm" \
+      --adapt "wasi_snapshot_preview1=$tools/go/wasi_snapshot_preview1.reactor.wasm" -o "$out.tmp"
+    mv "$out.tmp" "$out"
+    ;;
+  *)
+    echo "error: component \`$name\`: unknown language \`$language\` (expected rust, python, javascript or go)" >&2
+    exit 2
+    ;;
+esac

@@ -1,0 +1,52 @@
+// The conformance scenario (tests/conformance/SPEC.md) with the Go SDK.
+package export_wasi_http_incoming_handler
+
+import (
+	"encoding/json"
+
+	"wit_component/polytrace"
+	http "wit_component/wasi_http_types"
+)
+
+// ConformanceError is the fixed error the scenario records.
+type ConformanceError struct{}
+
+func (ConformanceError) Error() string { return "conformance failure" }
+
+// Spans the scenario leaves open on purpose; held so nothing releases them.
+var unended []*polytrace.Span
+
+func Handle(request *http.IncomingRequest, out *http.ResponseOutparam) {
+	r := polytrace.ReadRequest(request)
+	work := polytrace.Start("conformance.work",
+		polytrace.String("conformance.string", "text"),
+		polytrace.Bool("conformance.bool", true),
+		polytrace.Int("conformance.int", 42),
+		polytrace.Float64("conformance.float", 2.5),
+		polytrace.Strings("conformance.strings", []string{"a", "b"}),
+		polytrace.Bools("conformance.bools", []bool{true, false}),
+		polytrace.Int64s("conformance.ints", []int64{1, 2, 3}),
+		polytrace.Float64s("conformance.floats", []float64{0.5, 1.5}),
+	)
+	work.AddEvent("checkpoint", polytrace.Int("conformance.step", 1))
+	var status *int
+	if url := r.Query.Get("next"); url != "" {
+		if s, _, err := polytrace.Send("GET", url, nil); err != nil {
+			work.RecordError(err)
+		} else {
+			status = &s
+		}
+	}
+	work.End()
+	work.SetAttributes(polytrace.Bool("conformance.after_end", true))
+
+	fail := polytrace.Start("conformance.fail")
+	fail.RecordException("ConformanceError", ConformanceError{}.Error(), true)
+	fail.SetError("conformance failure")
+	fail.End()
+
+	unended = append(unended, polytrace.Start("conformance.unended"))
+
+	body, _ := json.Marshal(map[string]any{"language": "go", "next_status": status})
+	polytrace.Respond(out, 200, "application/json", body)
+}

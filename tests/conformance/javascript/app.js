@@ -1,0 +1,57 @@
+// The conformance scenario (tests/conformance/SPEC.md) with the JavaScript SDK.
+import { startSpan, withSpan } from './polytrace.js';
+
+class ConformanceError extends Error {
+  constructor(message) {
+    super(message);
+    this.name = 'ConformanceError';
+  }
+}
+
+// Spans the scenario leaves open on purpose; held so nothing releases them.
+const unended = [];
+
+addEventListener('fetch', (event) => event.respondWith(handle(event.request)));
+
+async function handle(request) {
+  const url = new URL(request.url).searchParams.get('next');
+  const attributes = {
+    'conformance.string': 'text',
+    'conformance.bool': true,
+    'conformance.int': 42,
+    'conformance.float': 2.5,
+    'conformance.strings': ['a', 'b'],
+    'conformance.bools': [true, false],
+    'conformance.ints': [1, 2, 3],
+    'conformance.floats': [0.5, 1.5],
+  };
+  let work;
+  const status = await withSpan('conformance.work', attributes, async (span) => {
+    work = span;
+    span.addEvent('checkpoint', { 'conformance.step': 1 });
+    if (!url) return null;
+    try {
+      const response = await fetch(url);
+      await response.arrayBuffer();
+      return response.status;
+    } catch (e) {
+      span.recordException(e);
+      return null;
+    }
+  });
+  work.setAttribute('conformance.after_end', true);
+
+  withSpan('conformance.fail', {}, (span) => {
+    try {
+      throw new ConformanceError('conformance failure');
+    } catch (e) {
+      span.recordException(e);
+    }
+    span.setStatus('error', 'conformance failure');
+  });
+
+  unended.push(startSpan('conformance.unended'));
+
+  const body = { language: 'javascript', next_status: status };
+  return new Response(JSON.stringify(body), { headers: { 'content-type': 'application/json' } });
+}

@@ -1,0 +1,52 @@
+"""The conformance scenario (tests/conformance/SPEC.md) with the Python SDK."""
+
+import json
+
+import polytrace
+from polytrace.http import HttpError, Request, respond, send
+from wit_world import exports
+
+
+class ConformanceError(Exception):
+    pass
+
+
+# Spans the scenario leaves open on purpose; held so nothing releases them.
+_unended = []
+
+
+class IncomingHandler(exports.IncomingHandler):
+    def handle(self, request, response_out):
+        request = Request(request)
+        attributes = {
+            "conformance.string": "text",
+            "conformance.bool": True,
+            "conformance.int": 42,
+            "conformance.float": 2.5,
+            "conformance.strings": ["a", "b"],
+            "conformance.bools": [True, False],
+            "conformance.ints": [1, 2, 3],
+            "conformance.floats": [0.5, 1.5],
+        }
+        status = None
+        with polytrace.span("conformance.work", attributes=attributes) as work:
+            work.add_event("checkpoint", {"conformance.step": 1})
+            url = request.query.get("next")
+            if url:
+                try:
+                    status, _ = send("GET", url)
+                except HttpError as e:
+                    work.record_exception(e)
+        work.set_attribute("conformance.after_end", True)
+
+        with polytrace.span("conformance.fail") as fail:
+            try:
+                raise ConformanceError("conformance failure")
+            except ConformanceError as e:
+                fail.record_exception(e)
+            fail.set_status_error("conformance failure")
+
+        _unended.append(polytrace.span("conformance.unended"))
+
+        body = {"language": "python", "next_status": status}
+        respond(response_out, 200, "application/json", json.dumps(body).encode())

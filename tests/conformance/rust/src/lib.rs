@@ -1,0 +1,53 @@
+//! The conformance scenario (tests/conformance/SPEC.md) with the Rust SDK.
+
+use polytrace_guest::http::wasip2::exports::http::incoming_handler::Guest;
+use polytrace_guest::http::wasip2::http::types::{IncomingRequest, ResponseOutparam};
+use polytrace_guest::http::{Request, respond, send};
+use polytrace_guest::{Span, Status, kv};
+
+struct Conformance;
+
+impl Guest for Conformance {
+    fn handle(request: IncomingRequest, out: ResponseOutparam) {
+        let request = Request::read(request);
+        let work = Span::start(
+            "conformance.work",
+            [
+                kv("conformance.string", "text"),
+                kv("conformance.bool", true),
+                kv("conformance.int", 42),
+                kv("conformance.float", 2.5),
+                kv("conformance.strings", vec!["a", "b"]),
+                kv("conformance.bools", vec![true, false]),
+                kv("conformance.ints", vec![1i64, 2, 3]),
+                kv("conformance.floats", vec![0.5, 1.5]),
+            ],
+        );
+        work.add_event("checkpoint", [kv("conformance.step", 1)]);
+        let status = match request.query("next") {
+            Some(url) => match send("GET", &url, b"") {
+                Ok(response) => response.status.to_string(),
+                Err(e) => {
+                    work.record_error(&e);
+                    "null".to_string()
+                }
+            },
+            None => "null".to_string(),
+        };
+        work.end();
+        work.set_attribute("conformance.after_end", true);
+
+        let fail = Span::start("conformance.fail", []);
+        fail.record_exception("ConformanceError", "conformance failure", None);
+        fail.set_status(Status::Error("conformance failure".into()));
+        fail.end();
+
+        // Never ended: the host closes it when the request finishes.
+        std::mem::forget(Span::start("conformance.unended", []));
+
+        let body = format!("{{\"language\":\"rust\",\"next_status\":{status}}}");
+        respond(out, 200, "application/json", body.as_bytes());
+    }
+}
+
+polytrace_guest::http::wasip2::http::proxy::export!(Conformance with_types_in polytrace_guest::http::wasip2);

@@ -1,0 +1,127 @@
+//! A trace as a normalized, readable tree: what the conformance suite
+//! compares across languages and against `tests/conformance/expected.txt`.
+//!
+//! Normalization drops what legitimately differs between runs and
+//! languages — ids, timestamps, durations, stack traces, per-run ports, the
+//! component's own name and language — and orders children canonically, so
+//! two guests that did the same thing render to the same text.
+
+use crate::{FlatSpan, KIND_CLIENT, KIND_INTERNAL, KIND_SERVER};
+use serde_json::Value as Json;
+use std::collections::BTreeMap;
+
+/// Span attributes whose values change from run to run.
+const VOLATILE_ATTRIBUTES: &[&str] = &["server.port", "client.port", "network.peer.port"];
+/// Event attributes that carry language-specific detail.
+const VOLATILE_EVENT_ATTRIBUTES: &[&str] = &["exception.stacktrace"];
+/// Resource attributes that name the component or its language.
+const VOLATILE_RESOURCE: &[&str] = &["service.name", "polytrace.guest.language"];
+
+/// Render the trace rooted at the span whose parent is not in `spans`.
+/// Every occurrence of a string in `aliases` (such as the component's id)
+/// is replaced by its placeholder.
+pub fn render(spans: &[FlatSpan], aliases: &[(&str, &str)]) -> String {
+    let ids: Vec<&str> = spans.iter().map(|s| s.span_id.as_str()).collect();
+    let roots: Vec<&FlatSpan> = spans
+        .iter()
+        .filter(|s| !ids.contains(&s.parent_span_id.as_str()))
+        .collect();
+    let mut blocks: Vec<String> = roots
+        .iter()
+        .map(|root| render_span(root, spans, aliases, 0))
+        .collect();
+    blocks.sort();
+    blocks.concat()
+}
+
+fn render_span(span: &FlatSpan, all: &[FlatSpan], aliases: &[(&str, &str)], depth: usize) -> String {
+    let pad = "  ".repeat(depth);
+    let alias = |s: &str| {
+        aliases
+            .iter()
+            .fold(s.to_string(), |acc, (from, to)| acc.replace(from, to))
+    };
+    let kind = match span.kind {
+        KIND_INTERNAL => "INTERNAL",
+        KIND_SERVER => "SERVER",
+        KIND_CLIENT => "CLIENT",
+        4 => "PRODUCER",
+        5 => "CONSUMER",
+        _ => "UNSPECIFIED",
+    };
+    let status = match span.status_code {
+        1 => "OK".to_string(),
+        2 => format!("ERROR {:?}", alias(&span.status_message)),
+        _ => "UNSET".to_string(),
+    };
+    let mut out = format!("{pad}{kind} {:?} status={status}\n", alias(&span.name));
+    if depth == 0 || span.kind == KIND_SERVER {
+        let resource: BTreeMap<&String, &Json> = span
+            .resource
+            .iter()
+            .filter(|(k, _)| !VOLATILE_RESOURCE.contains(&k.as_str()))
+            .collect();
+        for (k, v) in resource {
+            out += &format!("{pad}  resource {k}: {}\n", typed(v, &alias));
+        }
+    }
+    for (k, v) in &span.attributes {
+        if !VOLATILE_ATTRIBUTES.contains(&k.as_str()) {
+            out += &format!("{pad}  {k}: {}\n", typed(v, &alias));
+        }
+    }
+    if span.dropped_attributes_count > 0 || span.dropped_events_count > 0 {
+        out += &format!(
+            "{pad}  dropped: {} attributes, {} events\n",
+            span.dropped_attributes_count, span.dropped_events_count
+        );
+    }
+    for (name, attrs) in &span.events {
+        out += &format!("{pad}  event {name:?}\n");
+        for (k, v) in attrs {
+            if !VOLATILE_EVENT_ATTRIBUTES.contains(&k.as_str()) {
+                out += &format!("{pad}    {k}: {}\n", typed(v, &alias));
+            }
+        }
+    }
+    let mut children: Vec<String> = all
+        .iter()
+        .filter(|c| c.parent_span_id == span.span_id)
+        .map(|c| render_span(c, all, aliases, depth + 1))
+        .collect();
+    children.sort();
+    out + &children.concat()
+}
+
+/// A value with its OTLP type, so `42` (int) and `42.0` (double) differ.
+fn typed(v: &Json, alias: &dyn Fn(&str) -> String) -> String {
+    fn type_of(v: &Json) -> &'static str {
+        match v {
+            Json::String(_) => "string",
+            Json::Bool(_) => "bool",
+            Json::Number(n) if n.is_f64() => "double",
+            Json::Number(_) => "int",
+            Json::Array(_) => "array",
+            Json::Null => "empty",
+            Json::Object(_) => "map",
+        }
+    }
+    match v {
+        Json::String(s) => format!("string {:?}", alias(s)),
+        Json::Array(items) => {
+            let inner = items.first().map_or("empty", type_of);
+            format!("array<{inner}> {v}")
+        }
+        other => format!("{} {other}", type_of(other)),
+    }
+}
+
+/// A line diff of `expected` against `actual`, `-` for expected lines that
+/// are missing and `+` for lines that are not expected.
+pub fn diff(expected: &str, actual: &str) -> String {
+    similar::TextDiff::from_lines(expected, actual)
+        .unified_diff()
+        .context_radius(3)
+        .header("expected", "actual")
+        .to_string()
+}

@@ -1,0 +1,143 @@
+//! The cross-language conformance suite: the scenario of
+//! tests/conformance/SPEC.md, implemented with the Rust, Python, JavaScript
+//! and Go SDKs, run in one host against a real OTLP receiver. The four
+//! normalized trace trees must be identical, and equal to
+//! tests/conformance/expected.txt.
+//!
+//! After an intended change to the scenario or to the host's spans, rewrite
+//! the expected tree with `POLYTRACE_BLESS=1` and review its diff.
+
+use polytrace_tests::tree;
+use polytrace_tests::*;
+use std::path::PathBuf;
+
+/// (language, wasm name) of each implementation.
+const LANGUAGES: &[(&str, &str)] = &[
+    ("rust", "conformance_rust"),
+    ("python", "conformance_python"),
+    ("javascript", "conformance_js"),
+    ("go", "conformance_go"),
+];
+
+const REMOTE_SPAN: &str = "00f067aa0ba902b7";
+
+fn expected_path() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("conformance/expected.txt")
+}
+
+fn manifest() -> String {
+    let mut m = String::from("app = \"conformance\"\nversion = \"1.0.0\"\n");
+    for (language, wasm) in LANGUAGES {
+        m += &format!(
+            "\n[[component]]\nid = \"conformance-{language}\"\nsource = \"{}\"\n\
+             route = \"/conformance-{language}/...\"\nlanguage = \"{language}\"\n",
+            component(wasm).display()
+        );
+    }
+    m += &format!(
+        "\n[[component]]\nid = \"peer\"\nsource = \"{}\"\nlanguage = \"rust\"\n",
+        component("hello_rust").display()
+    );
+    m
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_language_produces_the_same_trace() {
+    let receiver = Receiver::start().await;
+    let host = Polytrace::up(
+        "conformance",
+        &manifest(),
+        &receiver,
+        "http/protobuf",
+        &[],
+    );
+    let mut rendered = Vec::new();
+    for (i, (language, _)) in LANGUAGES.iter().enumerate() {
+        let id = format!("conformance-{language}");
+        let trace_id = format!("4bf92f3577b34da6a3ce929d0e0e47{i:02x}");
+        let response = request(
+            "GET",
+            &host.url(&format!(
+                "/{id}/conformance?next=http://peer/hello/conformance"
+            )),
+            &[
+                ("traceparent", &format!("00-{trace_id}-{REMOTE_SPAN}-01")),
+                ("user-agent", "polytrace-conformance/1"),
+            ],
+            "",
+        )
+        .await;
+        assert_eq!(response.status, 200, "{language}: {}", response.body);
+        let body = response.json();
+        assert_eq!(body["language"], *language, "{}", response.body);
+        assert_eq!(body["next_status"], 200, "{language}: {}", response.body);
+
+        // SERVER, work, CLIENT, peer SERVER, peer hello.work, fail, unended.
+        let spans = receiver.trace(&trace_id, 7).await;
+        let by_name = |name: &str| {
+            spans
+                .iter()
+                .find(|s| s.name == name && s.service() == id)
+                .unwrap_or_else(|| panic!("{language}: no span {name}: {spans:#?}"))
+        };
+        // The trace is continued from the inbound traceparent.
+        let server = spans
+            .iter()
+            .find(|s| s.service() == id && s.kind == KIND_SERVER)
+            .unwrap();
+        assert_eq!(server.parent_span_id, REMOTE_SPAN, "{language}");
+        // The outbound call's CLIENT span is a child of conformance.work.
+        let work = by_name("conformance.work");
+        let client = spans
+            .iter()
+            .find(|s| s.service() == id && s.kind == KIND_CLIENT)
+            .unwrap();
+        assert_eq!(client.parent_span_id, work.span_id, "{language}");
+        assert_eq!(work.parent_span_id, server.span_id, "{language}");
+        // Unended spans are closed by the host and marked.
+        let unended = by_name("conformance.unended");
+        assert_eq!(unended.attributes["polytrace.span.auto_ended"], true);
+        assert!(work.attr("polytrace.span.auto_ended").is_none());
+        // Attributes set after the end are ignored.
+        assert!(
+            work.attr("conformance.after_end").is_none(),
+            "{language}: {work:#?}"
+        );
+        // The exception event carries the language's own stack trace.
+        let fail = by_name("conformance.fail");
+        let exception = fail.event("exception").unwrap();
+        assert!(
+            exception["exception.stacktrace"]
+                .as_str()
+                .is_some_and(|s| !s.is_empty()),
+            "{language}: {exception:?}"
+        );
+
+        let text = tree::render(&spans, &[(&id, "<component>")]);
+        rendered.push((*language, text));
+    }
+    host.terminate();
+
+    let expected_file = expected_path();
+    if std::env::var_os("POLYTRACE_BLESS").is_some() {
+        std::fs::write(&expected_file, &rendered[0].1).unwrap();
+        eprintln!("wrote {}", expected_file.display());
+    }
+    let expected = std::fs::read_to_string(&expected_file).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (write it with POLYTRACE_BLESS=1)",
+            expected_file.display()
+        )
+    });
+    let mut failures = String::new();
+    for (language, text) in &rendered {
+        if *text != expected {
+            failures += &format!(
+                "\n=== {language} differs from {}:\n{}",
+                expected_file.display(),
+                tree::diff(&expected, text)
+            );
+        }
+    }
+    assert!(failures.is_empty(), "{failures}");
+}
