@@ -23,22 +23,27 @@ tools="$root/.tools"
 work="$root/target/guest-build/$name"
 log="$work.log"
 mkdir -p "$(dirname "$out")" "$root/target/guest-build"
+# Tool errors, not the tools' own Rust backtraces.
+export RUST_BACKTRACE=0
 
-# Run a build step with its output in $log; on failure, say which component
-# failed in which language, and show what the tool said.
+# Run a build step with its output appended to $log; on failure, say which
+# component failed in which language, and show what the tool said.
 step() { # tool-label, command...
   local label="$1"; shift
-  local code=0
-  "$@" >>"$log" 2>&1 || code=$?
+  local out_file="$work.step" code=0
+  "$@" >"$out_file" 2>&1 || code=$?
+  cat "$out_file" >>"$log"
   if [ "$code" -ne 0 ]; then
     {
       echo "error: building component \`$name\` ($language) failed: $label exited with status $code"
       echo "  source: $src"
       echo "  last lines of $label output (full log: $log):"
-      tail -n 25 "$log" | sed 's/^/    | /'
+      tail -n 25 "$out_file" | sed 's/^/    | /'
     } >&2
+    rm -f "$out_file"
     exit 1
   fi
+  rm -f "$out_file"
 }
 
 fresh() { # inputs...: true when $out exists and no input file is newer
@@ -69,6 +74,8 @@ case "$language" in
     # imports from the entry module's directory while it pre-initializes.
     rm -rf "$work" && mkdir -p "$work" && cp -R "$src/." "$work/"
     cp "$root/guests/js/polytrace.js" "$work/polytrace.js"
+    # componentize-js reports a syntax error without saying where; node does.
+    step "node --check" node --experimental-default-type=module --check "$work/app.js"
     step componentize-js node "$root/tools/node_modules/@bytecodealliance/componentize-js/src/cli.js" \
       "$work/app.js" -w "$root/wit" -n polytrace:telemetry/service -o "$out.tmp"
     mv "$out.tmp" "$out"

@@ -1,0 +1,118 @@
+//! `scripts/build-guest.sh` with the real toolchains: a broken component's
+//! build names the component and language and shows the tool's own error;
+//! an unchanged component is not rebuilt.
+
+use polytrace_tests::scratch_dir;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/build-guest.sh")
+}
+
+fn build(language: &str, name: &str, src: &Path, out: &Path) -> Output {
+    Command::new(script())
+        .args([language, name])
+        .arg(src)
+        .arg(out)
+        .output()
+        .unwrap()
+}
+
+/// Build `source` written as `file` and expect a failure that names the
+/// component, its language and the tool, and quotes `tool_says`.
+fn broken(language: &str, file: &str, source: &str, tool: &str, tool_says: &str) {
+    let dir = scratch_dir(&format!("broken-{language}"));
+    std::fs::write(dir.join(file), source).unwrap();
+    let name = format!("broken_{language}");
+    let out = build(language, &name, &dir, &dir.join("out.wasm"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "error: building component `{name}` ({language}) failed: {tool} exited"
+        )),
+        "{stderr}"
+    );
+    assert!(stderr.contains(tool_says), "{stderr}");
+    assert!(!dir.join("out.wasm").exists());
+}
+
+#[test]
+fn a_python_syntax_error_is_reported_with_the_component() {
+    broken(
+        "python",
+        "app.py",
+        "def handle(:\n",
+        "componentize-py",
+        "SyntaxError: invalid syntax",
+    );
+}
+
+#[test]
+fn a_javascript_syntax_error_is_reported_with_the_component() {
+    broken(
+        "javascript",
+        "app.js",
+        "addEventListener('fetch', (e) => {\n",
+        "node --check",
+        "SyntaxError: Unexpected end of input",
+    );
+}
+
+#[test]
+fn a_go_compile_error_is_reported_with_the_component() {
+    broken(
+        "go",
+        "handler.go",
+        "package export_wasi_http_incoming_handler\n\nfunc Handle() { notDefined() }\n",
+        "go build",
+        "undefined: notDefined",
+    );
+}
+
+#[test]
+fn an_unknown_language_is_refused() {
+    let dir = scratch_dir("cobol");
+    let out = build("cobol", "ledger", &dir, &dir.join("out.wasm"));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("component `ledger`: unknown language `cobol`")
+    );
+}
+
+#[test]
+fn an_unchanged_component_is_not_rebuilt() {
+    let dir = scratch_dir("rebuild");
+    let app = dir.join("app.js");
+    std::fs::write(
+        &app,
+        "addEventListener('fetch', (e) => e.respondWith(new Response('ok')));\n",
+    )
+    .unwrap();
+    let wasm = dir.join("out.wasm");
+    let first = build("javascript", "rebuild_js", &dir, &wasm);
+    assert!(first.status.success(), "{first:?}");
+    assert!(String::from_utf8_lossy(&first.stderr).contains("build: rebuild_js"));
+    let built = std::fs::metadata(&wasm).unwrap().modified().unwrap();
+
+    let second = build("javascript", "rebuild_js", &dir, &wasm);
+    assert!(second.status.success());
+    assert!(
+        !String::from_utf8_lossy(&second.stderr).contains("build:"),
+        "{second:?}"
+    );
+    assert_eq!(std::fs::metadata(&wasm).unwrap().modified().unwrap(), built);
+
+    // A changed source is rebuilt.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    std::fs::write(
+        &app,
+        "addEventListener('fetch', (e) => e.respondWith(new Response('changed')));\n",
+    )
+    .unwrap();
+    let third = build("javascript", "rebuild_js", &dir, &wasm);
+    assert!(third.status.success());
+    assert!(String::from_utf8_lossy(&third.stderr).contains("build: rebuild_js"));
+}
