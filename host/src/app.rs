@@ -6,8 +6,7 @@ use crate::http::outbound::Outbound;
 use crate::manifest::{Component as ComponentConfig, Diagnostic, Manifest};
 use crate::runtime::{MAX_RESOURCES_PER_INSTANCE, Progress, RequestState, Runtime};
 use crate::telemetry::{
-    DROPPED_SPANS, RequestTrace, Settings, Telemetry, propagation, record_exception, semconv,
-    start_span,
+    RequestTrace, Settings, Telemetry, propagation, record_exception, semconv, start_span,
 };
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -322,8 +321,8 @@ impl App {
                     .await
             }
             .await;
-            let dropped = store.data_mut().end_abandoned_spans();
-            (result, dropped)
+            let adjustments = store.data_mut().end_abandoned_spans();
+            (result, adjustments)
         });
         let abort = guest.abort_handle();
         let hard_deadline = tokio::time::Instant::from_std(deadline + GRACE);
@@ -338,10 +337,8 @@ impl App {
                 // The body may still be streaming: the span ends when the guest does.
                 tokio::spawn(async move {
                     match tokio::time::timeout_at(hard_deadline, guest).await {
-                        Ok(Ok((result, dropped))) => {
-                            if dropped > 0 {
-                                span.set_attribute(KeyValue::new(DROPPED_SPANS, dropped as i64));
-                            }
+                        Ok(Ok((result, adjustments))) => {
+                            span.set_attributes(adjustments.attributes());
                             if let Err(e) = result {
                                 record_guest_error(&mut span, &e);
                             }

@@ -34,7 +34,12 @@ pub fn render(spans: &[FlatSpan], aliases: &[(&str, &str)]) -> String {
     blocks.concat()
 }
 
-fn render_span(span: &FlatSpan, all: &[FlatSpan], aliases: &[(&str, &str)], depth: usize) -> String {
+fn render_span(
+    span: &FlatSpan,
+    all: &[FlatSpan],
+    aliases: &[(&str, &str)],
+    depth: usize,
+) -> String {
     let pad = "  ".repeat(depth);
     let alias = |s: &str| {
         aliases
@@ -107,7 +112,20 @@ fn typed(v: &Json, alias: &dyn Fn(&str) -> String) -> String {
         }
     }
     match v {
+        // Long values (the limits' 4096-byte cut) as their length and start.
+        Json::String(s) if s.len() > 80 => {
+            format!("string ({} bytes) {:?}…", s.len(), &alias(s)[..32])
+        }
         Json::String(s) => format!("string {:?}", alias(s)),
+        Json::Array(items) if items.len() > 16 => {
+            let inner = items.first().map_or("empty", type_of);
+            let head: Vec<String> = items[..4].iter().map(Json::to_string).collect();
+            format!(
+                "array<{inner}> ({} elements) [{},…]",
+                items.len(),
+                head.join(",")
+            )
+        }
         Json::Array(items) => {
             let inner = items.first().map_or("empty", type_of);
             format!("array<{inner}> {v}")

@@ -21,8 +21,36 @@ const LANGUAGES: &[(&str, &str)] = &[
 
 const REMOTE_SPAN: &str = "00f067aa0ba902b7";
 
-fn expected_path() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("conformance/expected.txt")
+fn expected_path(file: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("conformance")
+        .join(file)
+}
+
+/// The rendered trees must equal each other and the expected file.
+fn assert_identical_trees(file: &str, rendered: &[(&str, String)]) {
+    let expected_file = expected_path(file);
+    if std::env::var_os("POLYTRACE_BLESS").is_some() {
+        std::fs::write(&expected_file, &rendered[0].1).unwrap();
+        eprintln!("wrote {}", expected_file.display());
+    }
+    let expected = std::fs::read_to_string(&expected_file).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (write it with POLYTRACE_BLESS=1)",
+            expected_file.display()
+        )
+    });
+    let mut failures = String::new();
+    for (language, text) in rendered {
+        if *text != expected {
+            failures += &format!(
+                "\n=== {language} differs from {}:\n{}",
+                expected_file.display(),
+                tree::diff(&expected, text)
+            );
+        }
+    }
+    assert!(failures.is_empty(), "{failures}");
 }
 
 fn manifest() -> String {
@@ -44,13 +72,7 @@ fn manifest() -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn every_language_produces_the_same_trace() {
     let receiver = Receiver::start().await;
-    let host = Polytrace::up(
-        "conformance",
-        &manifest(),
-        &receiver,
-        "http/protobuf",
-        &[],
-    );
+    let host = Polytrace::up("conformance", &manifest(), &receiver, "http/protobuf", &[]);
     let mut rendered = Vec::new();
     for (i, (language, _)) in LANGUAGES.iter().enumerate() {
         let id = format!("conformance-{language}");
@@ -117,27 +139,57 @@ async fn every_language_produces_the_same_trace() {
         rendered.push((*language, text));
     }
     host.terminate();
+    assert_identical_trees("expected.txt", &rendered);
+}
 
-    let expected_file = expected_path();
-    if std::env::var_os("POLYTRACE_BLESS").is_some() {
-        std::fs::write(&expected_file, &rendered[0].1).unwrap();
-        eprintln!("wrote {}", expected_file.display());
-    }
-    let expected = std::fs::read_to_string(&expected_file).unwrap_or_else(|e| {
-        panic!(
-            "{}: {e} (write it with POLYTRACE_BLESS=1)",
-            expected_file.display()
+/// Telemetry past every limit, from every SDK: each request still succeeds,
+/// and the host cuts, drops and counts the same way for all four.
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_telemetry_never_fails_a_request() {
+    let receiver = Receiver::start().await;
+    let host = Polytrace::up("bad-input", &manifest(), &receiver, "grpc", &[]);
+    let mut rendered = Vec::new();
+    for (language, _) in LANGUAGES {
+        let id = format!("conformance-{language}");
+        let response = request(
+            "GET",
+            &host.url(&format!("/{id}/bad-input")),
+            &[("user-agent", "polytrace-conformance/1")],
+            "",
         )
-    });
-    let mut failures = String::new();
-    for (language, text) in &rendered {
-        if *text != expected {
-            failures += &format!(
-                "\n=== {language} differs from {}:\n{}",
-                expected_file.display(),
-                tree::diff(&expected, text)
-            );
-        }
+        .await;
+        assert_eq!(response.status, 200, "{language}: {}", response.body);
+        assert_eq!(response.json()["language"], *language);
+        // SERVER + unnamed, bad.kind, bad.huge, bad.many.
+        let spans = receiver.trace(&response.trace_id(), 5).await;
+        let server = spans.iter().find(|s| s.kind == KIND_SERVER).unwrap();
+        assert_eq!(
+            server.attributes["polytrace.spans.unnamed"], 1,
+            "{language}"
+        );
+        assert_eq!(
+            server.attributes["polytrace.attributes.truncated"], 2,
+            "{language}"
+        );
+        let named = |name: &str| {
+            spans
+                .iter()
+                .find(|s| s.name == name)
+                .unwrap_or_else(|| panic!("{language}: no {name}: {spans:#?}"))
+        };
+        assert_eq!(named("unnamed").kind, KIND_INTERNAL);
+        assert_eq!(named("bad.kind").kind, KIND_INTERNAL);
+        let huge = named("bad.huge");
+        assert_eq!(huge.attributes["bad.huge"].as_str().unwrap().len(), 4096);
+        assert_eq!(huge.attributes["bad.long"].as_array().unwrap().len(), 128);
+        let many = named("bad.many");
+        assert_eq!(many.attributes.len(), 128, "{language}");
+        assert_eq!(many.dropped_attributes_count, 10_000 - 128, "{language}");
+        rendered.push((*language, tree::render(&spans, &[(&id, "<component>")])));
     }
-    assert!(failures.is_empty(), "{failures}");
+    // The host is still serving.
+    let again = get(&host.url("/conformance-rust/bad-input")).await;
+    assert_eq!(again.status, 200);
+    host.terminate();
+    assert_identical_trees("expected-bad-input.txt", &rendered);
 }

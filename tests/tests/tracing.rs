@@ -316,18 +316,28 @@ async fn one_trace_across_four_languages() {
     }
     let host = Polytrace::up("polyglot", &manifest, &receiver, "grpc", &[]);
     // Each hop's `next` is the rest of the chain, percent-encoded once more.
-    let encode = |s: &str| s.replace('%', "%25").replace('?', "%3F").replace('=', "%3D");
+    let encode = |s: &str| {
+        s.replace('%', "%25")
+            .replace('?', "%3F")
+            .replace('=', "%3D")
+    };
     let url = format!(
         "/hello/start?next={}",
         encode(&format!(
             "http://go/hello?next={}",
-            encode(&format!("http://js/hello?next={}", encode("http://rs/hello")))
+            encode(&format!(
+                "http://js/hello?next={}",
+                encode("http://rs/hello")
+            ))
         ))
     );
     let response = request(
         "GET",
         &host.url(&url),
-        &[("traceparent", &format!("00-{REMOTE_TRACE}-{REMOTE_SPAN}-01"))],
+        &[(
+            "traceparent",
+            &format!("00-{REMOTE_TRACE}-{REMOTE_SPAN}-01"),
+        )],
         "",
     )
     .await;

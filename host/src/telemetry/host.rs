@@ -184,15 +184,15 @@ impl RequestState {
     }
 
     /// End every span the guest left open, marked as ended by the host;
-    /// returns how many guest spans the per-request cap kept from recording.
-    pub(crate) fn end_abandoned_spans(&mut self) -> u64 {
+    /// returns what the limits changed in the request's guest telemetry.
+    pub(crate) fn end_abandoned_spans(&mut self) -> super::Adjustments {
         for rep in self.outbound.trace.take_open() {
             let handle = Resource::<GuestSpan>::new_borrow(rep);
             if let Ok(s) = self.table.get_mut(&handle) {
                 self.outbound.trace.end_abandoned(rep, s);
             }
         }
-        self.outbound.trace.dropped_spans()
+        self.outbound.trace.adjustments()
     }
 }
 

@@ -40,6 +40,40 @@ pub const MAX_SPANS_PER_REQUEST: u64 = 1000;
 /// SERVER span attribute: guest spans not recorded because of the cap.
 pub const DROPPED_SPANS: &str = "polytrace.spans.dropped";
 
+/// SERVER span attribute: attribute values, names and messages a guest sent
+/// longer than the limits, and cut to them.
+pub const TRUNCATED_VALUES: &str = "polytrace.attributes.truncated";
+
+/// SERVER span attribute: guest spans started with an empty name.
+pub const UNNAMED_SPANS: &str = "polytrace.spans.unnamed";
+
+/// The name given to a guest span started with an empty one.
+pub const UNNAMED: &str = "unnamed";
+
+/// What the host changed or dropped in one request's guest telemetry so
+/// that bad input never fails the request; reported on the SERVER span.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Adjustments {
+    pub dropped_spans: u64,
+    pub truncated_values: u64,
+    pub unnamed_spans: u64,
+}
+
+impl Adjustments {
+    /// The SERVER span attributes for the non-zero counts.
+    pub fn attributes(&self) -> Vec<KeyValue> {
+        [
+            (DROPPED_SPANS, self.dropped_spans),
+            (TRUNCATED_VALUES, self.truncated_values),
+            (UNNAMED_SPANS, self.unnamed_spans),
+        ]
+        .into_iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(k, n)| KeyValue::new(k, n as i64))
+        .collect()
+    }
+}
+
 /// The tracers of one application and the pipeline they export through.
 pub struct Telemetry {
     providers: Vec<SdkTracerProvider>,
@@ -157,7 +191,7 @@ pub struct RequestTrace {
     random: bool,
     value_cap: usize,
     started: u64,
-    dropped: u64,
+    adjustments: Adjustments,
 }
 
 impl RequestTrace {
@@ -176,7 +210,7 @@ impl RequestTrace {
             random,
             value_cap,
             started: 0,
-            dropped: 0,
+            adjustments: Adjustments::default(),
         }
     }
 
@@ -189,9 +223,9 @@ impl RequestTrace {
         &self.tracer
     }
 
-    /// Guest spans not recorded because of [`MAX_SPANS_PER_REQUEST`].
-    pub fn dropped_spans(&self) -> u64 {
-        self.dropped
+    /// What the limits changed so far in this request.
+    pub fn adjustments(&self) -> Adjustments {
+        self.adjustments
     }
 
     /// The headers to send with an outbound request made under `cx`.
@@ -211,7 +245,7 @@ impl RequestTrace {
         let parent = parent.unwrap_or_else(|| self.current().clone());
         if self.started >= MAX_SPANS_PER_REQUEST {
             // Not recorded: its children and outbound calls attach to `parent`.
-            self.dropped += 1;
+            self.adjustments.dropped_spans += 1;
             return GuestSpan {
                 span: None,
                 cx: parent,
@@ -220,7 +254,12 @@ impl RequestTrace {
         }
         self.started += 1;
         let attrs = attrs.into_iter().map(|kv| self.cap(kv)).collect();
-        let name = cap_string(name, self.value_cap);
+        let name = if name.is_empty() {
+            self.adjustments.unnamed_spans += 1;
+            UNNAMED.to_string()
+        } else {
+            self.cap_str(name)
+        };
         let span = start_span(&self.tracer, name, kind, attrs, Some(&parent));
         let cx = with_random(span.span_context().clone(), self.random);
         GuestSpan {
@@ -249,52 +288,68 @@ impl RequestTrace {
         reps
     }
 
-    /// Apply the value-length and array caps to one attribute.
-    pub fn cap(&self, kv: KeyValue) -> KeyValue {
-        cap_value(kv, self.value_cap)
+    /// Apply the value-length and array caps to one attribute, counting a cut.
+    pub fn cap(&mut self, kv: KeyValue) -> KeyValue {
+        let (kv, cut) = cap_value(kv, self.value_cap);
+        self.adjustments.truncated_values += u64::from(cut);
+        kv
     }
 
-    pub fn set_attribute(&self, s: &mut GuestSpan, kv: KeyValue) {
-        if let Some(span) = s.live() {
-            span.set_attribute(self.cap(kv));
+    /// Apply the value-length cap to a name or message, counting a cut.
+    fn cap_str(&mut self, s: String) -> String {
+        if s.len() > self.value_cap {
+            self.adjustments.truncated_values += 1;
+        }
+        cap_string(s, self.value_cap)
+    }
+
+    pub fn set_attribute(&mut self, s: &mut GuestSpan, kv: KeyValue) {
+        if s.live().is_some() {
+            let kv = self.cap(kv);
+            if let Some(span) = s.live() {
+                span.set_attribute(kv);
+            }
         }
     }
 
     pub fn add_event(
-        &self,
+        &mut self,
         s: &mut GuestSpan,
         name: String,
         attrs: Vec<KeyValue>,
         at: Option<SystemTime>,
     ) {
-        let cap = self.value_cap;
-        let Some(span) = s.live() else { return };
-        let attrs: Vec<KeyValue> = attrs.into_iter().map(|kv| cap_value(kv, cap)).collect();
-        span.add_event_with_timestamp(
-            cap_string(name, cap),
-            at.unwrap_or_else(SystemTime::now),
-            attrs,
-        );
+        if s.live().is_none() {
+            return;
+        }
+        let attrs: Vec<KeyValue> = attrs.into_iter().map(|kv| self.cap(kv)).collect();
+        let name = self.cap_str(name);
+        if let Some(span) = s.live() {
+            span.add_event_with_timestamp(name, at.unwrap_or_else(SystemTime::now), attrs);
+        }
     }
 
     pub fn record_exception(
-        &self,
+        &mut self,
         s: &mut GuestSpan,
         ty: String,
         message: String,
         stacktrace: Option<String>,
         set_status: bool,
     ) {
-        let cap = self.value_cap;
-        let Some(span) = s.live() else { return };
-        let status = set_status.then(|| Status::error(cap_string(message.clone(), cap)));
-        let attrs = exception_attributes(ty, message, stacktrace);
-        span.add_event(
-            "exception",
-            attrs.into_iter().map(|kv| cap_value(kv, cap)).collect(),
-        );
-        if let Some(status) = status {
-            span.set_status(status);
+        if s.live().is_none() {
+            return;
+        }
+        let status = set_status.then(|| Status::error(self.cap_str(message.clone())));
+        let attrs: Vec<KeyValue> = exception_attributes(ty, message, stacktrace)
+            .into_iter()
+            .map(|kv| self.cap(kv))
+            .collect();
+        if let Some(span) = s.live() {
+            span.add_event("exception", attrs);
+            if let Some(status) = status {
+                span.set_status(status);
+            }
         }
     }
 
@@ -304,9 +359,12 @@ impl RequestTrace {
         }
     }
 
-    pub fn update_name(&self, s: &mut GuestSpan, name: String) {
-        if let Some(span) = s.live() {
-            span.update_name(cap_string(name, self.value_cap));
+    pub fn update_name(&mut self, s: &mut GuestSpan, name: String) {
+        if s.live().is_some() && !name.is_empty() {
+            let name = self.cap_str(name);
+            if let Some(span) = s.live() {
+                span.update_name(name);
+            }
         }
     }
 
@@ -355,36 +413,38 @@ fn cap_string(mut s: String, cap: usize) -> String {
 }
 
 /// Cut string values to `cap` bytes (on a character boundary) and arrays to
-/// [`MAX_ARRAY_LENGTH`] elements.
-pub fn cap_value(kv: KeyValue, cap: usize) -> KeyValue {
+/// [`MAX_ARRAY_LENGTH`] elements; also says whether anything was cut.
+pub fn cap_value(kv: KeyValue, cap: usize) -> (KeyValue, bool) {
     use opentelemetry::Array;
-    let cut = |s: opentelemetry::StringValue| -> opentelemetry::StringValue {
+    let mut cut_any = false;
+    let mut cut = |s: opentelemetry::StringValue| -> opentelemetry::StringValue {
         if s.as_str().len() > cap {
+            cut_any = true;
             cap_string(s.as_str().to_string(), cap).into()
         } else {
             s
         }
     };
+    fn cut_array<T>(mut v: Vec<T>, cut_any: &mut bool) -> Vec<T> {
+        if v.len() > MAX_ARRAY_LENGTH {
+            *cut_any = true;
+            v.truncate(MAX_ARRAY_LENGTH);
+        }
+        v
+    }
     let value = match kv.value {
         Value::String(s) => Value::String(cut(s)),
-        Value::Array(Array::String(v)) => Value::Array(Array::String(
-            v.into_iter().take(MAX_ARRAY_LENGTH).map(cut).collect(),
-        )),
-        Value::Array(Array::Bool(mut v)) => {
-            v.truncate(MAX_ARRAY_LENGTH);
-            Value::Array(Array::Bool(v))
+        Value::Array(Array::String(v)) => {
+            let v: Vec<_> = v.into_iter().map(&mut cut).collect();
+            Value::Array(Array::String(cut_array(v, &mut cut_any)))
         }
-        Value::Array(Array::I64(mut v)) => {
-            v.truncate(MAX_ARRAY_LENGTH);
-            Value::Array(Array::I64(v))
-        }
-        Value::Array(Array::F64(mut v)) => {
-            v.truncate(MAX_ARRAY_LENGTH);
-            Value::Array(Array::F64(v))
-        }
+        Value::Array(Array::Bool(v)) => Value::Array(Array::Bool(cut_array(v, &mut cut_any))),
+        Value::Array(Array::I64(v)) => Value::Array(Array::I64(cut_array(v, &mut cut_any))),
+        Value::Array(Array::F64(v)) => Value::Array(Array::F64(cut_array(v, &mut cut_any))),
         other => other,
     };
     let key = if kv.key.as_str().len() > cap {
+        cut_any = true;
         opentelemetry::Key::new(Cow::<'static, str>::Owned(cap_string(
             kv.key.as_str().to_string(),
             cap,
@@ -392,7 +452,7 @@ pub fn cap_value(kv: KeyValue, cap: usize) -> KeyValue {
     } else {
         kv.key
     };
-    KeyValue::new(key, value)
+    (KeyValue::new(key, value), cut_any)
 }
 
 /// The attributes of an `exception` event, as the semantic conventions name them.
@@ -444,12 +504,17 @@ mod tests {
 
     #[test]
     fn values_are_capped() {
-        let kv = cap_value(KeyValue::new("k", "é".repeat(10)), 5);
+        let (kv, cut) = cap_value(KeyValue::new("k", "é".repeat(10)), 5);
         assert_eq!(kv.value.as_str(), "éé");
-        let kv = cap_value(
+        assert!(cut);
+        let (kv, cut) = cap_value(KeyValue::new("k", "short"), 5);
+        assert_eq!(kv.value.as_str(), "short");
+        assert!(!cut);
+        let (kv, cut) = cap_value(
             KeyValue::new("k", Value::Array(Array::I64((0..1000).collect()))),
             5,
         );
+        assert!(cut);
         match kv.value {
             Value::Array(Array::I64(v)) => assert_eq!(v.len(), MAX_ARRAY_LENGTH),
             other => panic!("{other:?}"),
@@ -480,5 +545,39 @@ mod tests {
         assert!(!a.is_recording());
         assert_eq!(rt.take_open(), vec![2]);
         assert_eq!(rt.current().span_id(), server_cx.span_id());
+    }
+
+    #[test]
+    fn bad_guest_input_is_adjusted_and_counted() {
+        let provider = SdkTracerProvider::builder().build();
+        let tracer = provider.tracer("t");
+        let server = start_span(&tracer, "s".into(), SpanKind::Server, vec![], None);
+        let mut rt = RequestTrace::new(
+            tracer,
+            server.span_context().clone(),
+            String::new(),
+            false,
+            8,
+        );
+        assert!(rt.adjustments().attributes().is_empty());
+        let mut s = rt.start(String::new(), SpanKind::Internal, vec![], None);
+        rt.set_attribute(&mut s, KeyValue::new("long", "0123456789"));
+        rt.set_attribute(&mut s, KeyValue::new("short", "0123"));
+        rt.update_name(&mut s, "a-name-past-the-cap".into());
+        rt.end(1, &mut s, None);
+        // After the end nothing is recorded, so nothing more is counted.
+        rt.set_attribute(&mut s, KeyValue::new("late", "0123456789"));
+        assert_eq!(
+            rt.adjustments(),
+            Adjustments {
+                dropped_spans: 0,
+                truncated_values: 2,
+                unnamed_spans: 1
+            }
+        );
+        let attrs = rt.adjustments().attributes();
+        assert_eq!(attrs.len(), 2);
+        assert!(attrs.contains(&KeyValue::new(UNNAMED_SPANS, 1)));
+        assert!(attrs.contains(&KeyValue::new(TRUNCATED_VALUES, 2)));
     }
 }

@@ -3,6 +3,8 @@ package export_wasi_http_incoming_handler
 
 import (
 	"encoding/json"
+	"fmt"
+	"strings"
 
 	"wit_component/polytrace"
 	http "wit_component/wasi_http_types"
@@ -18,6 +20,10 @@ var unended []*polytrace.Span
 
 func Handle(request *http.IncomingRequest, out *http.ResponseOutparam) {
 	r := polytrace.ReadRequest(request)
+	if strings.HasSuffix(r.Path, "/bad-input") {
+		badInput(out)
+		return
+	}
 	work := polytrace.Start("conformance.work",
 		polytrace.String("conformance.string", "text"),
 		polytrace.Bool("conformance.bool", true),
@@ -49,4 +55,24 @@ func Handle(request *http.IncomingRequest, out *http.ResponseOutparam) {
 
 	body, _ := json.Marshal(map[string]any{"language": "go", "next_status": status})
 	polytrace.Respond(out, 200, "application/json", body)
+}
+
+// badInput is the bad-input scenario.
+func badInput(out *http.ResponseOutparam) {
+	polytrace.Start("").End()
+	polytrace.StartKind("bad.kind", polytrace.Kind(9)).End()
+	long := make([]int64, 1000)
+	for i := range long {
+		long[i] = int64(i)
+	}
+	polytrace.Start("bad.huge",
+		polytrace.String("bad.huge", strings.Repeat("x", 1<<20)),
+		polytrace.Int64s("bad.long", long),
+	).End()
+	many := make([]polytrace.Attribute, 0, 10000)
+	for i := 0; i < 10000; i++ {
+		many = append(many, polytrace.Int(fmt.Sprintf("bad.attr.%05d", i), i))
+	}
+	polytrace.Start("bad.many", many...).End()
+	polytrace.Respond(out, 200, "application/json", []byte(`{"language":"go"}`))
 }

@@ -14,6 +14,7 @@ const unended = [];
 addEventListener('fetch', (event) => event.respondWith(handle(event.request)));
 
 async function handle(request) {
+  if (new URL(request.url).pathname.endsWith('/bad-input')) return badInput();
   const url = new URL(request.url).searchParams.get('next');
   const attributes = {
     'conformance.string': 'text',
@@ -54,4 +55,20 @@ async function handle(request) {
 
   const body = { language: 'javascript', next_status: status };
   return new Response(JSON.stringify(body), { headers: { 'content-type': 'application/json' } });
+}
+
+// The bad-input scenario.
+function badInput() {
+  startSpan('').end();
+  startSpan('bad.kind', {}, { kind: 'bogus' }).end();
+  startSpan('bad.huge', {
+    'bad.huge': 'x'.repeat(1 << 20),
+    'bad.long': Array.from({ length: 1000 }, (_, i) => i),
+  }).end();
+  const many = {};
+  for (let i = 0; i < 10000; i++) many[`bad.attr.${String(i).padStart(5, '0')}`] = i;
+  startSpan('bad.many', many).end();
+  return new Response(JSON.stringify({ language: 'javascript' }), {
+    headers: { 'content-type': 'application/json' },
+  });
 }

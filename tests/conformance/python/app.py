@@ -18,6 +18,8 @@ _unended = []
 class IncomingHandler(exports.IncomingHandler):
     def handle(self, request, response_out):
         request = Request(request)
+        if request.path.endswith("/bad-input"):
+            return bad_input(response_out)
         attributes = {
             "conformance.string": "text",
             "conformance.bool": True,
@@ -50,3 +52,12 @@ class IncomingHandler(exports.IncomingHandler):
 
         body = {"language": "python", "next_status": status}
         respond(response_out, 200, "application/json", json.dumps(body).encode())
+
+
+def bad_input(response_out):
+    """The bad-input scenario."""
+    polytrace.span("").end()
+    polytrace.span("bad.kind", kind="bogus").end()
+    polytrace.span("bad.huge", {"bad.huge": "x" * (1 << 20), "bad.long": list(range(1000))}).end()
+    polytrace.span("bad.many", {f"bad.attr.{i:05}": i for i in range(10_000)}).end()
+    respond(response_out, 200, "application/json", json.dumps({"language": "python"}).encode())

@@ -10,6 +10,9 @@ struct Conformance;
 impl Guest for Conformance {
     fn handle(request: IncomingRequest, out: ResponseOutparam) {
         let request = Request::read(request);
+        if request.path().ends_with("/bad-input") {
+            return bad_input(out);
+        }
         let work = Span::start(
             "conformance.work",
             [
@@ -48,6 +51,24 @@ impl Guest for Conformance {
         let body = format!("{{\"language\":\"rust\",\"next_status\":{status}}}");
         respond(out, 200, "application/json", body.as_bytes());
     }
+}
+
+/// The bad-input scenario. Rust's `SpanKind` cannot hold an invalid kind, so
+/// `bad.kind` uses the default one.
+fn bad_input(out: ResponseOutparam) {
+    Span::start("", []).end();
+    Span::start("bad.kind", []).end();
+    Span::start(
+        "bad.huge",
+        [
+            kv("bad.huge", "x".repeat(1 << 20)),
+            kv("bad.long", (0..1000).collect::<Vec<i64>>()),
+        ],
+    )
+    .end();
+    let many = (0..10_000).map(|i| kv(format!("bad.attr.{i:05}"), i));
+    Span::start("bad.many", many).end();
+    respond(out, 200, "application/json", br#"{"language":"rust"}"#);
 }
 
 polytrace_guest::http::wasip2::http::proxy::export!(Conformance with_types_in polytrace_guest::http::wasip2);
