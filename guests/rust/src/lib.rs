@@ -128,8 +128,12 @@ impl Span {
             source = s.source();
         }
         chain.push_str(&format!("\n  at {}", std::panic::Location::caller()));
-        self.inner
-            .record_exception(short_type_name(error), &error.to_string(), Some(&chain), true);
+        self.inner.record_exception(
+            short_type_name(error),
+            &error.to_string(),
+            Some(&chain),
+            true,
+        );
     }
 
     /// Record an exception with an explicit type, and set the status to

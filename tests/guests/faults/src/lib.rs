@@ -50,7 +50,10 @@ impl Guest for Faults {
                 respond(out, 200, "text/plain", b"attributes");
             }
             "/faults/many-spans" => {
-                let n: u32 = request.query("n").and_then(|n| n.parse().ok()).unwrap_or(10);
+                let n: u32 = request
+                    .query("n")
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(10);
                 for i in 0..n {
                     let span = Span::start("one_of_many", [kv("i", i)]);
                     drop(span);
@@ -58,7 +61,10 @@ impl Guest for Faults {
                 respond(out, 200, "text/plain", b"many");
             }
             "/faults/leak-handles" => {
-                let n: u32 = request.query("n").and_then(|n| n.parse().ok()).unwrap_or(10);
+                let n: u32 = request
+                    .query("n")
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(10);
                 for _ in 0..n {
                     std::mem::forget(Span::start("leaked", []));
                 }
