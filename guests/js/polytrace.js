@@ -126,8 +126,9 @@ export class Span {
     const inner = this.#inner;
     if (!inner) return;
     this.#inner = undefined;
-    inner.end(undefined);
-    inner[DISPOSE]?.();
+    // Dropping the handle ends the span: one host call, not two.
+    if (inner[DISPOSE]) inner[DISPOSE]();
+    else inner.end(undefined);
   }
 }
 

@@ -168,7 +168,7 @@ func (s *Span) End() {
 	}
 	inner := s.inner
 	s.inner = nil
-	inner.End(witTypes.None[uint64]())
+	// Dropping the handle ends the span: one host call, not two.
 	inner.Drop()
 }
 

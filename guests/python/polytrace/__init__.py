@@ -24,17 +24,29 @@ from wit_world.imports import tracing as _tracing
 SpanKind = _tracing.SpanKind
 
 
+_SCALARS = {
+    str: _types.Value_String,
+    bool: _types.Value_Bool,
+    int: _types.Value_S64,
+    float: _types.Value_F64,
+}
+
+
 def _value(value):
     """A typed attribute value from a Python value."""
-    # bool before int: True is an int in Python, not in OpenTelemetry.
+    # Exact types first (the common case, and True is an int in Python but
+    # a bool in OpenTelemetry); subclasses and sequences below.
+    make = _SCALARS.get(type(value))
+    if make is not None:
+        return make(value)
     if isinstance(value, bool):
         return _types.Value_Bool(value)
     if isinstance(value, int):
-        return _types.Value_S64(value)
+        return _types.Value_S64(int(value))
     if isinstance(value, float):
-        return _types.Value_F64(value)
+        return _types.Value_F64(float(value))
     if isinstance(value, str):
-        return _types.Value_String(value)
+        return _types.Value_String(str(value))
     if isinstance(value, (list, tuple)):
         items = list(value)
         if all(isinstance(i, str) for i in items):
@@ -51,7 +63,10 @@ def _value(value):
 
 
 def _attributes(attributes):
-    return [_types.KeyValue(key, _value(value)) for key, value in (attributes or {}).items()]
+    if not attributes:
+        return []
+    KeyValue = _types.KeyValue
+    return [KeyValue(key, _value(value)) for key, value in attributes.items()]
 
 
 class Span:
@@ -108,7 +123,7 @@ class Span:
         no host resources). Later calls on the span do nothing."""
         if self._span is not None:
             inner, self._span = self._span, None
-            inner.end(None)
+            # Dropping the handle ends the span: one host call, not two.
             inner.__exit__(None, None, None)
 
     def __enter__(self):

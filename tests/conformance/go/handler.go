@@ -4,7 +4,9 @@ package export_wasi_http_incoming_handler
 import (
 	"encoding/json"
 	"fmt"
+	"strconv"
 	"strings"
+	"time"
 
 	"wit_component/polytrace"
 	http "wit_component/wasi_http_types"
@@ -22,6 +24,14 @@ func Handle(request *http.IncomingRequest, out *http.ResponseOutparam) {
 	r := polytrace.ReadRequest(request)
 	if strings.HasSuffix(r.Path, "/bad-input") {
 		badInput(out)
+		return
+	}
+	if strings.HasSuffix(r.Path, "/span-cost") {
+		n, err := strconv.Atoi(r.Query.Get("n"))
+		if err != nil {
+			n = 1000
+		}
+		spanCost(n, out)
 		return
 	}
 	work := polytrace.Start("conformance.work",
@@ -75,4 +85,22 @@ func badInput(out *http.ResponseOutparam) {
 	}
 	polytrace.Start("bad.many", many...).End()
 	polytrace.Respond(out, 200, "application/json", []byte(`{"language":"go"}`))
+}
+
+// spanCost is the span-cost scenario: n spans of five attributes, timed in
+// the guest.
+func spanCost(n int, out *http.ResponseOutparam) {
+	started := time.Now()
+	for i := 0; i < n; i++ {
+		polytrace.Start("bench.span",
+			polytrace.String("bench.string", "value"),
+			polytrace.Bool("bench.bool", true),
+			polytrace.Int("bench.int", i),
+			polytrace.Float64("bench.float", 0.5),
+			polytrace.String("bench.route", "/checkout"),
+		).End()
+	}
+	elapsed := time.Since(started).Nanoseconds()
+	body, _ := json.Marshal(map[string]any{"language": "go", "n": n, "elapsed_ns": elapsed})
+	polytrace.Respond(out, 200, "application/json", body)
 }

@@ -14,7 +14,9 @@ const unended = [];
 addEventListener('fetch', (event) => event.respondWith(handle(event.request)));
 
 async function handle(request) {
-  if (new URL(request.url).pathname.endsWith('/bad-input')) return badInput();
+  const { pathname, searchParams } = new URL(request.url);
+  if (pathname.endsWith('/bad-input')) return badInput();
+  if (pathname.endsWith('/span-cost')) return spanCost(Number(searchParams.get('n') ?? 1000));
   const url = new URL(request.url).searchParams.get('next');
   const attributes = {
     'conformance.string': 'text',
@@ -69,6 +71,24 @@ function badInput() {
   for (let i = 0; i < 10000; i++) many[`bad.attr.${String(i).padStart(5, '0')}`] = i;
   startSpan('bad.many', many).end();
   return new Response(JSON.stringify({ language: 'javascript' }), {
+    headers: { 'content-type': 'application/json' },
+  });
+}
+
+// The span-cost scenario: n spans of five attributes, timed in the guest.
+function spanCost(n) {
+  const started = performance.now();
+  for (let i = 0; i < n; i++) {
+    startSpan('bench.span', {
+      'bench.string': 'value',
+      'bench.bool': true,
+      'bench.int': i,
+      'bench.float': 0.5,
+      'bench.route': '/checkout',
+    }).end();
+  }
+  const elapsed = Math.round((performance.now() - started) * 1e6);
+  return new Response(JSON.stringify({ language: 'javascript', n, elapsed_ns: elapsed }), {
     headers: { 'content-type': 'application/json' },
   });
 }

@@ -1,6 +1,7 @@
 """The conformance scenario (tests/conformance/SPEC.md) with the Python SDK."""
 
 import json
+import time
 
 import polytrace
 from polytrace.http import HttpError, Request, respond, send
@@ -20,6 +21,8 @@ class IncomingHandler(exports.IncomingHandler):
         request = Request(request)
         if request.path.endswith("/bad-input"):
             return bad_input(response_out)
+        if request.path.endswith("/span-cost"):
+            return span_cost(int(request.query.get("n", "1000")), response_out)
         attributes = {
             "conformance.string": "text",
             "conformance.bool": True,
@@ -61,3 +64,22 @@ def bad_input(response_out):
     polytrace.span("bad.huge", {"bad.huge": "x" * (1 << 20), "bad.long": list(range(1000))}).end()
     polytrace.span("bad.many", {f"bad.attr.{i:05}": i for i in range(10_000)}).end()
     respond(response_out, 200, "application/json", json.dumps({"language": "python"}).encode())
+
+
+def span_cost(n, response_out):
+    """The span-cost scenario: n spans of five attributes, timed in the guest."""
+    started = time.perf_counter_ns()
+    for i in range(n):
+        polytrace.span(
+            "bench.span",
+            {
+                "bench.string": "value",
+                "bench.bool": True,
+                "bench.int": i,
+                "bench.float": 0.5,
+                "bench.route": "/checkout",
+            },
+        ).end()
+    elapsed = time.perf_counter_ns() - started
+    body = {"language": "python", "n": n, "elapsed_ns": elapsed}
+    respond(response_out, 200, "application/json", json.dumps(body).encode())

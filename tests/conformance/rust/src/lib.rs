@@ -13,6 +13,10 @@ impl Guest for Conformance {
         if request.path().ends_with("/bad-input") {
             return bad_input(out);
         }
+        if request.path().ends_with("/span-cost") {
+            let n = request.query("n").and_then(|n| n.parse().ok()).unwrap_or(1000);
+            return span_cost(n, out);
+        }
         let work = Span::start(
             "conformance.work",
             [
@@ -69,6 +73,27 @@ fn bad_input(out: ResponseOutparam) {
     let many = (0..10_000).map(|i| kv(format!("bad.attr.{i:05}"), i));
     Span::start("bad.many", many).end();
     respond(out, 200, "application/json", br#"{"language":"rust"}"#);
+}
+
+/// The span-cost scenario: `n` spans of five attributes, timed in the guest.
+fn span_cost(n: i64, out: ResponseOutparam) {
+    let started = std::time::Instant::now();
+    for i in 0..n {
+        // Dropped at once: the span ends with its handle.
+        let _ = Span::start(
+            "bench.span",
+            [
+                kv("bench.string", "value"),
+                kv("bench.bool", true),
+                kv("bench.int", i),
+                kv("bench.float", 0.5),
+                kv("bench.route", "/checkout"),
+            ],
+        );
+    }
+    let elapsed = started.elapsed().as_nanos();
+    let body = format!("{{\"language\":\"rust\",\"n\":{n},\"elapsed_ns\":{elapsed}}}");
+    respond(out, 200, "application/json", body.as_bytes());
 }
 
 polytrace_guest::http::wasip2::http::proxy::export!(Conformance with_types_in polytrace_guest::http::wasip2);
