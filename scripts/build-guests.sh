@@ -19,3 +19,7 @@ build rust       conformance_rust    tests/conformance/rust
 build python     conformance_python  tests/conformance/python
 build javascript conformance_js      tests/conformance/javascript
 build go         conformance_go      tests/conformance/go
+build python     api_gateway         examples/checkout/api-gateway
+build go         fraud_service       examples/checkout/fraud-service
+build javascript session_service     examples/checkout/session-service
+build python     billing             examples/checkout/billing

@@ -144,10 +144,7 @@ async fn guest(host: &Polytrace, language: &str, n: u64) -> f64 {
     let mut spans = 0;
     while spans < n {
         let batch = PER_REQUEST.min(n - spans);
-        let r = get(&host.url(&format!(
-            "/conformance-{language}/span-cost?n={batch}"
-        )))
-        .await;
+        let r = get(&host.url(&format!("/conformance-{language}/span-cost?n={batch}"))).await;
         assert_eq!(r.status, 200, "{language}: {}", r.body);
         elapsed += r.json()["elapsed_ns"].as_f64().unwrap();
         spans += batch;

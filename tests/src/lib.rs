@@ -320,6 +320,11 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The repository's root directory.
+pub fn repo_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
 /// The cargo target directory the tests were built into.
 pub fn target_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("CARGO_TARGET_DIR") {
@@ -398,6 +403,17 @@ impl Polytrace {
         let dir = scratch_dir(name);
         let file = dir.join("polytrace.toml");
         std::fs::write(&file, manifest).unwrap();
+        Self::up_dir(&dir, receiver, protocol, env)
+    }
+
+    /// Run `polytrace up` on an existing app directory (an example),
+    /// exporting to `receiver` over `protocol`.
+    pub fn up_dir(
+        dir: &Path,
+        receiver: &Receiver,
+        protocol: &str,
+        env: &[(&str, &str)],
+    ) -> Polytrace {
         let mut all_env = vec![
             (
                 "OTEL_EXPORTER_OTLP_ENDPOINT".to_string(),
@@ -410,7 +426,7 @@ impl Polytrace {
             ("OTEL_BSP_SCHEDULE_DELAY".to_string(), "100".to_string()),
         ];
         all_env.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        Self::start(&dir, &all_env)
+        Self::start(dir, &all_env)
     }
 
     /// Run `polytrace up DIR --listen 127.0.0.1:0` with exactly `env` added.

@@ -17,10 +17,21 @@ const VOLATILE_EVENT_ATTRIBUTES: &[&str] = &["exception.stacktrace"];
 /// Resource attributes that name the component or its language.
 const VOLATILE_RESOURCE: &[&str] = &["service.name", "polytrace.guest.language"];
 
-/// Render the trace rooted at the span whose parent is not in `spans`.
-/// Every occurrence of a string in `aliases` (such as the component's id)
-/// is replaced by its placeholder.
+/// Render the trace rooted at the span whose parent is not in `spans`,
+/// without service names and languages (to compare one scenario across
+/// components). Every occurrence of a string in `aliases` (such as the
+/// component's id) is replaced by its placeholder.
 pub fn render(spans: &[FlatSpan], aliases: &[(&str, &str)]) -> String {
+    render_with(spans, aliases, false)
+}
+
+/// Like [`render`], and each service boundary (the root and every SERVER
+/// span) names the service and its language.
+pub fn render_services(spans: &[FlatSpan], aliases: &[(&str, &str)]) -> String {
+    render_with(spans, aliases, true)
+}
+
+fn render_with(spans: &[FlatSpan], aliases: &[(&str, &str)], services: bool) -> String {
     let ids: Vec<&str> = spans.iter().map(|s| s.span_id.as_str()).collect();
     let roots: Vec<&FlatSpan> = spans
         .iter()
@@ -28,7 +39,7 @@ pub fn render(spans: &[FlatSpan], aliases: &[(&str, &str)]) -> String {
         .collect();
     let mut blocks: Vec<String> = roots
         .iter()
-        .map(|root| render_span(root, spans, aliases, 0))
+        .map(|root| render_span(root, spans, aliases, services, 0))
         .collect();
     blocks.sort();
     blocks.concat()
@@ -38,6 +49,7 @@ fn render_span(
     span: &FlatSpan,
     all: &[FlatSpan],
     aliases: &[(&str, &str)],
+    services: bool,
     depth: usize,
 ) -> String {
     let pad = "  ".repeat(depth);
@@ -59,8 +71,22 @@ fn render_span(
         2 => format!("ERROR {:?}", alias(&span.status_message)),
         _ => "UNSET".to_string(),
     };
-    let mut out = format!("{pad}{kind} {:?} status={status}\n", alias(&span.name));
-    if depth == 0 || span.kind == KIND_SERVER {
+    let boundary = depth == 0 || span.kind == KIND_SERVER;
+    let service = if services && boundary {
+        let language = span.resource.get("polytrace.guest.language");
+        format!(
+            " service={} ({})",
+            span.service(),
+            language.and_then(Json::as_str).unwrap_or("?")
+        )
+    } else {
+        String::new()
+    };
+    let mut out = format!(
+        "{pad}{kind} {:?}{service} status={status}\n",
+        alias(&span.name)
+    );
+    if boundary {
         let resource: BTreeMap<&String, &Json> = span
             .resource
             .iter()
@@ -92,7 +118,7 @@ fn render_span(
     let mut children: Vec<String> = all
         .iter()
         .filter(|c| c.parent_span_id == span.span_id)
-        .map(|c| render_span(c, all, aliases, depth + 1))
+        .map(|c| render_span(c, all, aliases, services, depth + 1))
         .collect();
     children.sort();
     out + &children.concat()
@@ -142,4 +168,32 @@ pub fn diff(expected: &str, actual: &str) -> String {
         .context_radius(3)
         .header("expected", "actual")
         .to_string()
+}
+
+/// Compare rendered trees, labelled, with the expected file: each must be
+/// equal to it, or the assertion lists a unified diff per label. With
+/// `POLYTRACE_BLESS=1` the first tree is written to the file first (review
+/// the diff before committing it).
+pub fn assert_expected(expected_file: &std::path::Path, rendered: &[(&str, String)]) {
+    if std::env::var_os("POLYTRACE_BLESS").is_some() {
+        std::fs::write(expected_file, &rendered[0].1).unwrap();
+        eprintln!("wrote {}", expected_file.display());
+    }
+    let expected = std::fs::read_to_string(expected_file).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (write it with POLYTRACE_BLESS=1)",
+            expected_file.display()
+        )
+    });
+    let mut failures = String::new();
+    for (label, text) in rendered {
+        if *text != expected {
+            failures += &format!(
+                "\n=== {label} differs from {}:\n{}",
+                expected_file.display(),
+                diff(&expected, text)
+            );
+        }
+    }
+    assert!(failures.is_empty(), "{failures}");
 }

@@ -29,28 +29,7 @@ fn expected_path(file: &str) -> PathBuf {
 
 /// The rendered trees must equal each other and the expected file.
 fn assert_identical_trees(file: &str, rendered: &[(&str, String)]) {
-    let expected_file = expected_path(file);
-    if std::env::var_os("POLYTRACE_BLESS").is_some() {
-        std::fs::write(&expected_file, &rendered[0].1).unwrap();
-        eprintln!("wrote {}", expected_file.display());
-    }
-    let expected = std::fs::read_to_string(&expected_file).unwrap_or_else(|e| {
-        panic!(
-            "{}: {e} (write it with POLYTRACE_BLESS=1)",
-            expected_file.display()
-        )
-    });
-    let mut failures = String::new();
-    for (language, text) in rendered {
-        if *text != expected {
-            failures += &format!(
-                "\n=== {language} differs from {}:\n{}",
-                expected_file.display(),
-                tree::diff(&expected, text)
-            );
-        }
-    }
-    assert!(failures.is_empty(), "{failures}");
+    tree::assert_expected(&expected_path(file), rendered);
 }
 
 fn manifest() -> String {

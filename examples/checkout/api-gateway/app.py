@@ -1,0 +1,115 @@
+"""api-gateway (Python): the entry point of the checkout flow.
+
+POST /checkout with a JSON order → span ``checkout_flow`` (``user.id``) →
+span ``validate_order`` (``order.items``) → fraud-service ``/verify`` → if
+approved, session-service ``/sessions/{id}`` → billing ``/charge``.
+Other components are called by their id; the host makes the CLIENT spans.
+"""
+
+import json
+import uuid
+
+import polytrace
+from polytrace.http import HttpError, Request, respond, send
+from wit_world import exports
+
+
+class InvalidOrder(Exception):
+    pass
+
+
+def validate(order):
+    """The order contract; raises InvalidOrder with what is wrong."""
+    if not isinstance(order, dict):
+        raise InvalidOrder("the order must be a JSON object")
+    for key, kind in (("user_id", str), ("session_id", str), ("payment_method", str), ("items", list)):
+        if not isinstance(order.get(key), kind):
+            raise InvalidOrder(f"`{key}` must be a {kind.__name__}")
+    amount = order.get("amount")
+    if isinstance(amount, bool) or not isinstance(amount, (int, float)) or amount <= 0:
+        raise InvalidOrder("`amount` must be a positive number")
+    for item in order["items"]:
+        if not isinstance(item, dict) or not isinstance(item.get("sku"), str) or not isinstance(item.get("qty"), int):
+            raise InvalidOrder("each item needs a `sku` (string) and a `qty` (integer)")
+    if not order["items"]:
+        raise InvalidOrder("the order has no items")
+
+
+def call(method, url, payload=None):
+    """Call another service; returns (status, decoded JSON body or {})."""
+    status, body = send(method, url, json.dumps(payload).encode() if payload is not None else b"")
+    try:
+        return status, json.loads(body) if body else {}
+    except ValueError:
+        return status, {"error": body.decode(errors="replace")}
+
+
+def checkout(order):
+    """The flow; returns (HTTP status, response body)."""
+    with polytrace.span("checkout_flow", {"user.id": str(order.get("user_id", ""))}) as flow:
+        with polytrace.span("validate_order", {"order.items": len(order.get("items") or [])}):
+            validate(order)  # InvalidOrder is recorded on validate_order and re-raised
+        transaction_id = "txn-" + uuid.uuid4().hex[:12]
+        flow.set_attribute("transaction.id", transaction_id)
+
+        status, verdict = call(
+            "POST",
+            "http://fraud-service/verify",
+            {
+                "transaction_id": transaction_id,
+                "amount": order["amount"],
+                "session_id": order["session_id"],
+                "user_id": order["user_id"],
+            },
+        )
+        if status >= 500:
+            flow.set_status_error(f"fraud-service failed with {status}")
+            return 500, {"error": "fraud check failed", "transaction_id": transaction_id}
+        if status != 200:
+            flow.set_attribute("checkout.outcome", "rejected")
+            return status, {"error": verdict.get("error", "rejected"), "transaction_id": transaction_id}
+
+        status, session = call("GET", f"http://session-service/sessions/{order['session_id']}")
+        if status >= 500:
+            flow.set_status_error(f"session-service failed with {status}")
+            return 500, {"error": "session lookup failed", "transaction_id": transaction_id}
+        if status != 200:
+            flow.set_attribute("checkout.outcome", "rejected")
+            return status, {"error": session.get("error", "no session"), "transaction_id": transaction_id}
+
+        status, charge = call(
+            "POST",
+            "http://billing/charge",
+            {
+                "transaction_id": transaction_id,
+                "user_id": order["user_id"],
+                "amount": order["amount"],
+                "payment_method": order["payment_method"],
+            },
+        )
+        if status >= 500:
+            flow.set_status_error(f"billing failed with {status}")
+            return 500, {"error": "billing failed", "transaction_id": transaction_id}
+        if status != 200:
+            flow.set_attribute("checkout.outcome", "declined")
+            return status, {"error": charge.get("error", "declined"), "reason": charge.get("reason"),
+                            "transaction_id": transaction_id}
+
+        order_id = "ord-" + uuid.uuid4().hex[:12]
+        flow.set_attributes({"checkout.outcome": "approved", "order.id": order_id})
+        return 200, {"order_id": order_id, "transaction_id": transaction_id, "charge_id": charge.get("charge_id")}
+
+
+class IncomingHandler(exports.IncomingHandler):
+    def handle(self, request, response_out):
+        request = Request(request)
+        if request.method != "POST" or request.path != "/checkout":
+            return respond(response_out, 404, "application/json", b'{"error":"POST /checkout"}')
+        try:
+            order = json.loads(request.body or b"null")
+            status, body = checkout(order)
+        except (ValueError, InvalidOrder) as e:
+            status, body = 400, {"error": str(e)}
+        except HttpError as e:
+            status, body = 502, {"error": str(e)}
+        respond(response_out, status, "application/json", json.dumps(body).encode())

@@ -1,0 +1,293 @@
+//! examples/checkout, as users run it (`polytrace up examples/checkout`):
+//! every outcome of the contract is one trace across four services in three
+//! languages, with the error exactly where it happened and on its ancestors
+//! as far as the HTTP status carries it, no further. The whole tree of each
+//! outcome is compared with tests/checkout/<outcome>.txt.
+
+use polytrace_tests::tree;
+use polytrace_tests::*;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+const REMOTE_TRACE: &str = "0af7651916cd43dd8448eb211c80319c";
+const REMOTE_SPAN: &str = "b7ad6b7169203331";
+
+fn order(session: &str, amount: &str, payment: &str) -> String {
+    format!(
+        r#"{{"user_id": "user-1", "session_id": "{session}", "amount": {amount},
+            "items": [{{"sku": "book-42", "qty": 2}}, {{"sku": "pen-7", "qty": 1}}],
+            "payment_method": "{payment}"}}"#
+    )
+}
+
+struct Case {
+    name: &'static str,
+    body: String,
+    status: u16,
+    /// Spans in the trace.
+    spans: usize,
+    /// (service, span name) of every span whose status is Error.
+    errors: &'static [(&'static str, &'static str)],
+    /// (service, span name) of every span with an `exception` event.
+    exceptions: &'static [(&'static str, &'static str)],
+}
+
+fn cases() -> Vec<Case> {
+    vec![
+        Case {
+            name: "approved",
+            body: order("abc", "42.5", "visa"),
+            status: 200,
+            spans: 15,
+            errors: &[],
+            exceptions: &[],
+        },
+        Case {
+            name: "fraud-denied",
+            body: order("abc", "20000", "visa"),
+            status: 403,
+            spans: 9,
+            // A 403 is an error for the caller's CLIENT span, not for the
+            // answering SERVER spans (HTTP semantic conventions).
+            errors: &[("api-gateway", "POST")],
+            exceptions: &[],
+        },
+        Case {
+            name: "unknown-session",
+            body: order("nope", "42.5", "visa"),
+            status: 404,
+            spans: 9,
+            errors: &[("api-gateway", "POST"), ("fraud-service", "GET")],
+            exceptions: &[],
+        },
+        Case {
+            name: "card-declined",
+            body: order("xyz", "42.5", "declined"),
+            status: 402,
+            spans: 15,
+            errors: &[("api-gateway", "POST")],
+            exceptions: &[],
+        },
+        Case {
+            name: "billing-fails",
+            body: order("xyz", "666", "visa"),
+            status: 500,
+            spans: 15,
+            // Failed in billing's charge_card; the 500 travels up to the
+            // gateway's answer and marks every span on the way.
+            errors: &[
+                ("billing", "charge_card"),
+                ("billing", "POST"),
+                ("api-gateway", "POST"),
+                ("api-gateway", "checkout_flow"),
+                ("api-gateway", "POST /checkout"),
+            ],
+            exceptions: &[("billing", "charge_card")],
+        },
+    ]
+}
+
+/// The spans of a finished trace: waits for `count`, then makes sure no
+/// more arrive.
+async fn whole_trace(receiver: &Receiver, trace_id: &str, count: usize) -> Vec<FlatSpan> {
+    receiver.trace(trace_id, count).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let spans: Vec<FlatSpan> = receiver
+        .spans()
+        .into_iter()
+        .filter(|s| s.trace_id == trace_id)
+        .collect();
+    assert_eq!(spans.len(), count, "{spans:#?}");
+    spans
+}
+
+fn with_status(spans: &[FlatSpan], pick: impl Fn(&FlatSpan) -> bool) -> BTreeSet<(String, String)> {
+    spans
+        .iter()
+        .filter(|s| pick(s))
+        .map(|s| (s.service().to_string(), s.name.clone()))
+        .collect()
+}
+
+fn names(pairs: &[(&str, &str)]) -> BTreeSet<(String, String)> {
+    pairs
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_checkout_outcome_is_one_readable_trace() {
+    let receiver = Receiver::start().await;
+    let host = Polytrace::up_dir(
+        &repo_dir().join("examples/checkout"),
+        &receiver,
+        "http/protobuf",
+        &[],
+    );
+    for case in cases() {
+        let response = request(
+            "POST",
+            &host.url("/checkout"),
+            &[("content-type", "application/json")],
+            &case.body,
+        )
+        .await;
+        assert_eq!(
+            response.status, case.status,
+            "{}: {}",
+            case.name, response.body
+        );
+        let body = response.json();
+        let spans = whole_trace(&receiver, &response.trace_id(), case.spans).await;
+
+        // One root: the gateway's SERVER span; every other parent is in the trace.
+        let ids: BTreeSet<&str> = spans.iter().map(|s| s.span_id.as_str()).collect();
+        let roots: Vec<&FlatSpan> = spans
+            .iter()
+            .filter(|s| !ids.contains(s.parent_span_id.as_str()))
+            .collect();
+        assert_eq!(roots.len(), 1, "{}: {roots:#?}", case.name);
+        assert_eq!(roots[0].name, "POST /checkout");
+        assert_eq!(roots[0].parent_span_id, "");
+
+        assert_eq!(
+            with_status(&spans, |s| s.status_code == STATUS_ERROR),
+            names(case.errors),
+            "{}: spans with status Error",
+            case.name
+        );
+        assert_eq!(
+            with_status(&spans, |s| s.event("exception").is_some()),
+            names(case.exceptions),
+            "{}: spans with an exception",
+            case.name
+        );
+
+        // The whole tree, with the run's generated ids named.
+        let mut aliases = Vec::new();
+        for (key, alias) in [
+            ("transaction_id", "<transaction-id>"),
+            ("order_id", "<order-id>"),
+            ("charge_id", "<charge-id>"),
+        ] {
+            if let Some(v) = body[key].as_str() {
+                aliases.push((v.to_string(), alias));
+            }
+        }
+        let aliases: Vec<(&str, &str)> = aliases.iter().map(|(v, a)| (v.as_str(), *a)).collect();
+        let rendered = tree::render_services(&spans, &aliases);
+        let file = repo_dir()
+            .join("tests/checkout")
+            .join(format!("{}.txt", case.name));
+        tree::assert_expected(&file, &[(case.name, rendered)]);
+    }
+    host.terminate();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_checkout_continues_the_callers_trace() {
+    let receiver = Receiver::start().await;
+    let host = Polytrace::up_dir(
+        &repo_dir().join("examples/checkout"),
+        &receiver,
+        "grpc",
+        &[],
+    );
+    let response = request(
+        "POST",
+        &host.url("/checkout"),
+        &[(
+            "traceparent",
+            &format!("00-{REMOTE_TRACE}-{REMOTE_SPAN}-01"),
+        )],
+        &order("abc", "10", "visa"),
+    )
+    .await;
+    assert_eq!(response.status, 200, "{}", response.body);
+    assert_eq!(response.trace_id(), REMOTE_TRACE);
+    let spans = whole_trace(&receiver, REMOTE_TRACE, 15).await;
+    let root = spans.iter().find(|s| s.name == "POST /checkout").unwrap();
+    assert_eq!(root.parent_span_id, REMOTE_SPAN);
+    // Four services, one trace.
+    let services: BTreeSet<&str> = spans.iter().map(FlatSpan::service).collect();
+    assert_eq!(
+        services,
+        BTreeSet::from(["api-gateway", "billing", "fraud-service", "session-service"])
+    );
+}
+
+/// 1,000 checkouts at concurrency 16: 1,000 complete traces of the
+/// approved shape, none broken (a missing parent) or merged (two requests
+/// in one trace).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_thousand_concurrent_checkouts_are_a_thousand_whole_traces() {
+    const REQUESTS: usize = 1000;
+    const CONCURRENCY: usize = 16;
+    let receiver = Receiver::start().await;
+    let host = Polytrace::up_dir(
+        &repo_dir().join("examples/checkout"),
+        &receiver,
+        "grpc",
+        &[("OTEL_BSP_MAX_QUEUE_SIZE", "100000")],
+    );
+    let url = host.url("/checkout");
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let workers: Vec<_> = (0..CONCURRENCY)
+        .map(|_| {
+            let (url, next) = (url.clone(), next.clone());
+            tokio::spawn(async move {
+                let mut traces = Vec::new();
+                while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < REQUESTS {
+                    let r = request("POST", &url, &[], &order("xyz", "12.5", "visa")).await;
+                    assert_eq!(r.status, 200, "{}", r.body);
+                    traces.push(r.trace_id());
+                }
+                traces
+            })
+        })
+        .collect();
+    let mut trace_ids = BTreeSet::new();
+    for w in workers {
+        trace_ids.extend(w.await.unwrap());
+    }
+    assert_eq!(trace_ids.len(), REQUESTS, "every request has its own trace");
+
+    // All spans in: 15 per checkout.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut spans = receiver.spans();
+    while spans.len() < REQUESTS * 15 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        spans = receiver.spans();
+    }
+    let mut by_trace: BTreeMap<&str, Vec<&FlatSpan>> = BTreeMap::new();
+    for s in &spans {
+        by_trace.entry(s.trace_id.as_str()).or_default().push(s);
+    }
+    assert_eq!(by_trace.len(), REQUESTS);
+    let shape = |t: &[&FlatSpan]| {
+        let mut v: Vec<(String, String)> = t
+            .iter()
+            .map(|s| (s.service().to_string(), s.name.clone()))
+            .collect();
+        v.sort();
+        v
+    };
+    let expected_shape = shape(by_trace.values().next().unwrap());
+    assert_eq!(expected_shape.len(), 15);
+    for (trace_id, t) in &by_trace {
+        assert!(
+            trace_ids.contains(*trace_id),
+            "a trace nobody asked for: {trace_id}"
+        );
+        assert_eq!(shape(t), expected_shape, "trace {trace_id}");
+        let ids: BTreeSet<&str> = t.iter().map(|s| s.span_id.as_str()).collect();
+        let roots = t
+            .iter()
+            .filter(|s| !ids.contains(s.parent_span_id.as_str()))
+            .count();
+        assert_eq!(roots, 1, "trace {trace_id} is broken: {t:#?}");
+    }
+    let (_, log) = host.terminate();
+    assert!(log.contains("dropped=0"), "{log}");
+}
