@@ -13,7 +13,8 @@
 #
 # Up-to-date outputs are left alone (inputs: the sources, the language's SDK
 # in guests/, and wit/). A failed build names the component and language and
-# shows the tail of the tool's output. Expects scripts/setup.sh to have run.
+# shows the tail of the tool's output. Missing toolchains are installed
+# first by scripts/setup.sh.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 [ $# -ge 3 ] || { sed -n '2,16p' "$0" >&2; exit 2; }
@@ -23,6 +24,7 @@ tools="$root/.tools"
 work="$root/target/guest-build/$name"
 log="$work.log"
 mkdir -p "$(dirname "$out")" "$root/target/guest-build"
+out="$(cd "$(dirname "$out")" && pwd)/$(basename "$out")"
 # Tool errors, not the tools' own Rust backtraces.
 export RUST_BACKTRACE=0
 
@@ -49,6 +51,24 @@ step() { # tool-label, command...
 fresh() { # inputs...: true when $out exists and no input file is newer
   [ -f "$out" ] && [ -z "$(find "$@" -newer "$out" -type f -not -path '*/__pycache__/*' -print -quit)" ]
 }
+
+# The toolchains are installed by scripts/setup.sh (idempotent): run it when
+# what this language needs is missing, so a fresh clone can build directly.
+ensure_tools() { # paths...
+  local p
+  for p in "$@"; do
+    if [ ! -e "$p" ]; then
+      "$root/scripts/setup.sh" >&2 && "$root/scripts/wit-deps.sh" >&2
+      return
+    fi
+  done
+}
+case "$language" in
+  rust) ensure_tools "$root/wit/deps" ;;
+  python) ensure_tools "$root/wit/deps" "$tools/venv/bin/componentize-py" ;;
+  javascript) ensure_tools "$root/wit/deps" "$root/tools/node_modules/@bytecodealliance/componentize-js" ;;
+  go) ensure_tools "$root/wit/deps" "$tools/venv/bin/go" "$tools/cargo/bin/wit-bindgen" "$tools/go/pkg" ;;
+esac
 
 : >"$log"
 case "$language" in

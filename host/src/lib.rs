@@ -3,12 +3,14 @@
 //! spans, semantic conventions and W3C propagation for every guest.
 //!
 //! The pieces, each in its own module: [`manifest`] (the app description),
+//! [`build`] (running components' build commands),
 //! [`runtime`] (engine, cache, limits), [`app`] (a request's life),
 //! [`http`] (listener and outbound dispatch), [`telemetry`] (spans,
 //! propagation, export) and [`bindings`] (the WIT contract).
 
 pub mod app;
 pub mod bindings;
+pub mod build;
 pub mod http;
 pub mod manifest;
 pub mod runtime;

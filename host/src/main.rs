@@ -1,4 +1,5 @@
-//! The `polytrace` command line: `up` runs an app, `check` validates one.
+//! The `polytrace` command line: `up` runs an app, `check` validates one,
+//! `build` runs its components' build commands.
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -53,9 +54,19 @@ enum Command {
         /// Address of the HTTP listener.
         #[arg(long, default_value = "127.0.0.1:3000", env = "POLYTRACE_LISTEN")]
         listen: SocketAddr,
+        /// Run the components' build commands first (as `polytrace build`).
+        #[arg(long)]
+        build: bool,
     },
     /// Validate MANIFEST and every component against the world.
     Check { manifest: PathBuf },
+    /// Run every component's `build` command, from the manifest's directory.
+    Build {
+        manifest: PathBuf,
+        /// Builds to run at once (default: the number of cores).
+        #[arg(short, long)]
+        jobs: Option<usize>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -75,10 +86,24 @@ fn main() -> ExitCode {
     let max_instances = cli.max_instances;
     let result = runtime.block_on(async move {
         match cli.command {
-            Command::Up { manifest, listen } => {
+            Command::Up {
+                manifest,
+                listen,
+                build,
+            } => {
+                if build {
+                    let m = Manifest::load(&manifest)?;
+                    polytrace::build::build_all(&m, polytrace::build::default_parallelism())
+                        .await?;
+                }
                 up(&manifest, listen, max_instances, cache_dir).await
             }
             Command::Check { manifest } => check(&manifest, max_instances, cache_dir),
+            Command::Build { manifest, jobs } => {
+                let m = Manifest::load(&manifest)?;
+                let jobs = jobs.unwrap_or_else(polytrace::build::default_parallelism);
+                polytrace::build::build_all(&m, jobs).await
+            }
         }
     });
     match result {

@@ -431,8 +431,14 @@ impl Polytrace {
 
     /// Run `polytrace up DIR --listen 127.0.0.1:0` with exactly `env` added.
     pub fn start(dir: &Path, env: &[(String, String)]) -> Polytrace {
+        Self::start_with_args(dir, &[], env)
+    }
+
+    /// Like [`Polytrace::start`], with extra `up` arguments.
+    pub fn start_with_args(dir: &Path, args: &[&str], env: &[(String, String)]) -> Polytrace {
         let mut cmd = Command::new(polytrace_bin());
         cmd.arg("up")
+            .args(args)
             .arg(dir)
             .arg("--listen")
             .arg("127.0.0.1:0")

@@ -116,3 +116,114 @@ fn an_unchanged_component_is_not_rebuilt() {
     assert!(third.status.success());
     assert!(String::from_utf8_lossy(&third.stderr).contains("build: rebuild_js"));
 }
+
+/// `polytrace build`: every component's command runs from the manifest's
+/// directory; a failure names the component and shows its output's tail,
+/// the others still build, and the exit code says it failed. A second run
+/// finds the built component up to date.
+#[test]
+fn polytrace_build_builds_every_component_and_reports_failures() {
+    let dir = scratch_dir("polytrace-build");
+    let script = script();
+    for sub in ["good", "broken"] {
+        std::fs::create_dir_all(dir.join(sub)).unwrap();
+    }
+    std::fs::write(
+        dir.join("good/app.js"),
+        "addEventListener('fetch', (e) => e.respondWith(new Response('ok')));\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("broken/handler.go"),
+        "package export_wasi_http_incoming_handler\n\nfunc Handle() { notDefined() }\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("prebuilt.wasm"), b"").unwrap();
+    std::fs::write(
+        dir.join("polytrace.toml"),
+        format!(
+            r#"
+app = "builds"
+[[component]]
+id = "good"
+language = "javascript"
+source = "out/good.wasm"
+build = "{script} javascript pb_good good out/good.wasm"
+[[component]]
+id = "broken"
+language = "go"
+source = "out/broken.wasm"
+build = "{script} go pb_broken broken out/broken.wasm"
+[[component]]
+id = "prebuilt"
+source = "prebuilt.wasm"
+"#,
+            script = script.display()
+        ),
+    )
+    .unwrap();
+    let build = || {
+        Command::new(polytrace_tests::polytrace_bin())
+            .arg("build")
+            .arg(&dir)
+            .output()
+            .unwrap()
+    };
+    let first = build();
+    let stderr = String::from_utf8_lossy(&first.stderr);
+    assert!(!first.status.success(), "{stderr}");
+    assert!(stderr.contains("good (javascript): built in"), "{stderr}");
+    assert!(stderr.contains("FAILED"), "{stderr}");
+    assert!(stderr.contains("broken (go): `"), "{stderr}");
+    assert!(stderr.contains("undefined: notDefined"), "{stderr}");
+    assert!(stderr.contains("prebuilt: no build command"), "{stderr}");
+    assert!(
+        stderr.contains("error: build failed for component `broken`"),
+        "{stderr}"
+    );
+    assert!(dir.join("out/good.wasm").exists());
+
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/hello-go/handler.go"),
+        dir.join("broken/handler.go"),
+    )
+    .unwrap();
+    let second = build();
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(second.status.success(), "{stderr}");
+    assert!(stderr.contains("good (javascript): up to date"), "{stderr}");
+    assert!(stderr.contains("broken (go): built in"), "{stderr}");
+    assert!(dir.join("out/broken.wasm").exists());
+}
+
+/// `polytrace up --build` builds first, then serves what it built.
+#[tokio::test(flavor = "multi_thread")]
+async fn up_with_build_builds_then_serves() {
+    let dir = scratch_dir("up-build");
+    std::fs::create_dir_all(dir.join("web")).unwrap();
+    std::fs::write(
+        dir.join("web/app.js"),
+        "addEventListener('fetch', (e) => e.respondWith(new Response('fresh build')));\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("polytrace.toml"),
+        format!(
+            "app = \"b\"\n[[component]]\nid = \"web\"\nlanguage = \"javascript\"\n\
+             source = \"out/web.wasm\"\nroute = \"/...\"\n\
+             build = \"{} javascript up_build_web web out/web.wasm\"\n",
+            script().display()
+        ),
+    )
+    .unwrap();
+    let host = polytrace_tests::Polytrace::start_with_args(
+        &dir,
+        &["--build"],
+        &[("OTEL_TRACES_EXPORTER".into(), "none".into())],
+    );
+    let response = polytrace_tests::get(&host.url("/")).await;
+    assert_eq!(response.status, 200);
+    assert_eq!(response.body, "fresh build");
+    let (_, log) = host.terminate();
+    assert!(log.contains("web (javascript): built in"), "{log}");
+}
