@@ -148,13 +148,21 @@ async fn up(
     let manifest = Manifest::load(path)?;
     let settings = Settings::from_env(&manifest.telemetry)
         .map_err(|e| anyhow::anyhow!("telemetry settings: {e}"))?;
-    let exporter = match settings.export.exporter {
-        polytrace::telemetry::config::Exporter::Otlp => format!(
+    let mut outputs = Vec::new();
+    if settings.export.exporter == polytrace::telemetry::config::Exporter::Otlp {
+        outputs.push(format!(
             "otlp {:?} to {}",
             settings.export.protocol,
             settings.export.endpoint_for_humans()
-        ),
-        other => format!("{other:?}").to_lowercase(),
+        ));
+    }
+    if settings.export.console {
+        outputs.push("console".to_string());
+    }
+    let exporter = if outputs.is_empty() {
+        "none".to_string()
+    } else {
+        outputs.join(" + ")
     };
     let runtime = Runtime::new(max_memory(&manifest), max_instances, cache_dir)?;
     let app = App::new(manifest, runtime, settings)?;
@@ -164,18 +172,64 @@ async fn up(
             format!("cannot listen on {listen} (is another process using it? pass --listen ADDR)")
         })?;
     let local = listener.local_addr()?;
+    // Components with a listener of their own.
+    let mut own = Vec::new();
     for i in 0..app.telemetry.component_count() {
         let c = app.component(i);
-        let route = c
+        if let Some(addr) = c.listen {
+            let l = tokio::net::TcpListener::bind(addr).await.with_context(|| {
+                format!(
+                    "component `{}`: cannot listen on {addr} (its `listen` in the manifest)",
+                    c.id
+                )
+            })?;
+            own.push((i, l));
+        }
+    }
+    for i in 0..app.telemetry.component_count() {
+        let c = app.component(i);
+        let mut at: Vec<String> = c
             .route
-            .as_ref()
-            .map_or("(in-process only)".to_string(), |r| {
-                format!("http://{local}{}", r.pattern())
-            });
-        tracing::info!(component = %c.id, "serving {route}");
+            .iter()
+            .map(|r| format!("http://{local}{}", r.pattern()))
+            .collect();
+        for (_, l) in own.iter().filter(|(j, _)| *j == i) {
+            at.push(format!("http://{}/ (own listener)", l.local_addr()?));
+        }
+        if at.is_empty() {
+            at.push("(in-process only)".into());
+        }
+        tracing::info!(component = %c.id, "serving {}", at.join(" and "));
     }
     tracing::info!(spans = %exporter, "app `{}` listening on http://{local}", app.manifest.app);
-    polytrace::http::server::serve(app.clone(), listener, shutdown_signal()).await?;
+    // One shutdown signal stops every listener.
+    let (stop, _) = tokio::sync::broadcast::channel::<()>(1);
+    let stopped = |mut rx: tokio::sync::broadcast::Receiver<()>| async move {
+        let _ = rx.recv().await;
+    };
+    let mut servers = tokio::task::JoinSet::new();
+    for (i, l) in own {
+        servers.spawn(polytrace::http::server::serve(
+            app.clone(),
+            l,
+            polytrace::http::server::Target::Component(i),
+            stopped(stop.subscribe()),
+        ));
+    }
+    let main = polytrace::http::server::serve(
+        app.clone(),
+        listener,
+        polytrace::http::server::Target::Routes,
+        stopped(stop.subscribe()),
+    );
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop.send(());
+    });
+    main.await?;
+    while let Some(done) = servers.join_next().await {
+        done??;
+    }
     tracing::info!("requests finished; flushing spans");
     let flushed = app.telemetry.flush(Duration::from_secs(10)).await;
     let stats = app.telemetry.pipeline().stats();

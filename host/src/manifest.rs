@@ -66,6 +66,8 @@ pub struct Component {
     pub source: PathBuf,
     /// The route on the shared listener, if any.
     pub route: Option<Route>,
+    /// A listener of its own (every path goes to this component), if any.
+    pub listen: Option<std::net::SocketAddr>,
     pub language: Option<String>,
     pub version: Option<String>,
     pub allowed_outbound_hosts: Vec<AllowedHost>,
@@ -292,6 +294,7 @@ struct RawComponent {
     #[serde(default)]
     env: BTreeMap<String, String>,
     build: Option<String>,
+    listen: Option<Spanned<String>>,
     #[serde(default)]
     limits: RawLimits,
 }
@@ -445,6 +448,20 @@ impl Manifest {
                     Err(m) => problem(at(h.span()), Some(&id), m),
                 }
             }
+            let listen = c.listen.as_ref().and_then(|l| match l.get_ref().parse() {
+                Ok(addr) => Some(addr),
+                Err(_) => {
+                    problem(
+                        at(l.span()),
+                        Some(&id),
+                        format!(
+                            "`listen` = `{}` is not an address: use `IP:PORT`, as in `127.0.0.1:8081`",
+                            l.get_ref()
+                        ),
+                    );
+                    None
+                }
+            });
             let timeout = match &c.limits.request_timeout_ms {
                 Some(t) if *t.get_ref() == 0 => {
                     problem(
@@ -473,6 +490,7 @@ impl Manifest {
                 id,
                 source: dir.join(source),
                 route,
+                listen,
                 language: c.language.as_ref().map(|l| l.get_ref().clone()),
                 version: c.version.clone(),
                 allowed_outbound_hosts: allowed,
@@ -526,12 +544,8 @@ fn validate_id(id: &str) -> Result<(), String> {
 }
 
 fn validate_telemetry(t: &TelemetryConfig) -> Result<(), String> {
-    if let Some(e) = &t.exporter
-        && !matches!(e.as_str(), "otlp" | "console" | "none")
-    {
-        return Err(format!(
-            "[telemetry] exporter `{e}`: use `otlp`, `console` or `none`"
-        ));
+    if let Some(e) = &t.exporter {
+        crate::telemetry::config::parse_exporters(e).map_err(|m| format!("[telemetry] {m}"))?;
     }
     if let Some(p) = &t.protocol
         && !matches!(p.as_str(), "grpc" | "http/protobuf")

@@ -394,3 +394,90 @@ async fn the_console_exporter_prints_one_line_per_span() {
         "{stdout}"
     );
 }
+
+/// A component with `listen` in the manifest gets a listener of its own
+/// (every path goes to it), next to the shared one, with the same tracing.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_component_can_have_its_own_listener() {
+    let receiver = Receiver::start().await;
+    let manifest = format!(
+        r#"
+app = "ports"
+[[component]]
+id = "front"
+source = "{hello}"
+route = "/hello/..."
+[[component]]
+id = "side"
+source = "{hello}"
+listen = "127.0.0.1:0"
+"#,
+        hello = component("hello_rust").display()
+    );
+    let host = Polytrace::up("own-listener", &manifest, &receiver, "grpc", &[]);
+    let log = host.log();
+    let own: std::net::SocketAddr = log
+        .lines()
+        .find(|l| l.contains("serving") && l.contains("component=side"))
+        .and_then(|l| l.split("http://").nth(1))
+        .and_then(|rest| rest.split('/').next())
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no own listener in the log:\n{log}"));
+    assert_ne!(own.port(), host.addr.port());
+    let response = get(&format!("http://{own}/hello/direct?name=side")).await;
+    assert_eq!(response.status, 200, "{}", response.body);
+    let spans = receiver.trace(&response.trace_id(), 2).await;
+    let server = spans.iter().find(|s| s.kind == KIND_SERVER).unwrap();
+    assert_eq!(server.service(), "side");
+    assert_eq!(server.attributes["server.port"], own.port());
+    // The shared listener still routes only by route; `side` is not on it.
+    let shared = get(&host.url("/side")).await;
+    assert_eq!(shared.status, 404);
+
+    // A bad `listen` is a manifest error with its line.
+    let bad = manifest.replace("127.0.0.1:0", "port eighty");
+    let dir = scratch_dir("bad-listen");
+    std::fs::write(dir.join("polytrace.toml"), &bad).unwrap();
+    let out = std::process::Command::new(polytrace_bin())
+        .arg("check")
+        .arg(&dir)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("polytrace.toml:10:10: component `side`:")
+            && stderr.contains("`listen` = `port eighty` is not an address"),
+        "{stderr}"
+    );
+}
+
+/// `OTEL_TRACES_EXPORTER=otlp,console`: every span goes to the backend and
+/// prints on the console.
+#[tokio::test(flavor = "multi_thread")]
+async fn otlp_and_console_together() {
+    let receiver = Receiver::start().await;
+    let host = Polytrace::up(
+        "otlp-console",
+        &hello_manifest(),
+        &receiver,
+        "grpc",
+        &[("OTEL_TRACES_EXPORTER", "otlp,console")],
+    );
+    let response = get(&host.url("/hello/x")).await;
+    let trace_id = response.trace_id();
+    assert_eq!(receiver.trace(&trace_id, 2).await.len(), 2);
+    let (_, log, stdout) = tokio::task::spawn_blocking(move || host.terminate_with_stdout())
+        .await
+        .unwrap();
+    assert!(log.contains("spans=otlp Grpc to"), "{log}");
+    assert!(log.contains(" + console"), "{log}");
+    assert_eq!(
+        stdout
+            .lines()
+            .filter(|l| l.contains(&format!("trace={trace_id}")))
+            .count(),
+        2,
+        "{stdout}"
+    );
+}

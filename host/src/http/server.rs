@@ -13,11 +13,21 @@ use tokio::net::TcpListener;
 /// How long shutdown waits for requests in flight.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
+/// Which components a listener serves.
+#[derive(Debug, Clone, Copy)]
+pub enum Target {
+    /// The shared listener: the component whose route matches the path.
+    Routes,
+    /// A component's own listener (`listen` in the manifest): every path.
+    Component(usize),
+}
+
 /// Serve `app` on `listener` until `shutdown` resolves, then wait for the
 /// connections in flight (at most [`SHUTDOWN_GRACE`]).
 pub async fn serve(
     app: Arc<App>,
     listener: TcpListener,
+    target: Target,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let local = listener.local_addr()?;
@@ -42,7 +52,11 @@ pub async fn serve(
             let app = app.clone();
             async move {
                 let path = req.uri().path().to_string();
-                let response = match app.route(&path) {
+                let idx = match target {
+                    Target::Routes => app.route(&path),
+                    Target::Component(i) => Some(i),
+                };
+                let response = match idx {
                     Some(idx) => {
                         let inbound = Inbound {
                             client: Some(peer),

@@ -6,13 +6,44 @@ use opentelemetry_sdk::trace::Sampler;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-/// Where spans go.
+/// Where spans go over the network.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exporter {
     Otlp,
-    /// One readable line per span on stdout, for demos and debugging.
-    Console,
     None,
+}
+
+/// Parse an exporter list as `OTEL_TRACES_EXPORTER` spells it: `otlp`,
+/// `console`, `none`, or several separated by commas (`otlp,console`).
+/// Returns the network exporter and whether spans also print on stdout.
+pub fn parse_exporters(value: &str) -> Result<(Exporter, bool), String> {
+    let mut otlp = false;
+    let mut console = false;
+    let mut none = false;
+    for name in value.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        match name {
+            "otlp" => otlp = true,
+            "console" => console = true,
+            "none" => none = true,
+            other => {
+                return Err(format!(
+                    "trace exporter `{other}` is not supported: use `otlp`, `console`, `none` \
+                     or a comma-separated list such as `otlp,console`"
+                ));
+            }
+        }
+    }
+    if none && (otlp || console) {
+        return Err(format!(
+            "trace exporter `{value}`: `none` cannot be combined with others"
+        ));
+    }
+    let network = if otlp || !(console || none) {
+        Exporter::Otlp
+    } else {
+        Exporter::None
+    };
+    Ok((network, console))
 }
 
 /// OTLP transport.
@@ -26,6 +57,8 @@ pub enum Protocol {
 #[derive(Debug, Clone)]
 pub struct ExportSettings {
     pub exporter: Exporter,
+    /// Also print every span on stdout, one line each (the `console` exporter).
+    pub console: bool,
     pub protocol: Protocol,
     /// An explicit endpoint; `None` lets opentelemetry-otlp apply the
     /// `OTEL_EXPORTER_OTLP_*ENDPOINT` variables and the spec's defaults.
@@ -83,19 +116,12 @@ impl Settings {
     ) -> Result<Settings, String> {
         let disabled =
             env("OTEL_SDK_DISABLED").is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
-        let exporter = match env("OTEL_TRACES_EXPORTER")
-            .or_else(|| m.exporter.clone())
-            .as_deref()
-        {
-            None | Some("otlp") => Exporter::Otlp,
-            Some("none") => Exporter::None,
-            Some("console") => Exporter::Console,
-            Some(other) => {
-                return Err(format!(
-                    "trace exporter `{other}` is not supported: use `otlp`, `console` or `none`"
-                ));
-            }
-        };
+        let (exporter, console) = parse_exporters(
+            env("OTEL_TRACES_EXPORTER")
+                .or_else(|| m.exporter.clone())
+                .as_deref()
+                .unwrap_or("otlp"),
+        )?;
         let protocol = match env("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
             .or_else(|| env("OTEL_EXPORTER_OTLP_PROTOCOL"))
             .or_else(|| m.protocol.clone())
@@ -144,6 +170,7 @@ impl Settings {
         let max_queue_size = count("OTEL_BSP_MAX_QUEUE_SIZE", 2048)?;
         let export = ExportSettings {
             exporter,
+            console,
             protocol,
             endpoint,
             headers: m.headers.clone(),
@@ -291,6 +318,25 @@ mod tests {
                 &[("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")]
             )
             .is_err()
+        );
+    }
+
+    #[test]
+    fn exporter_lists() {
+        assert_eq!(parse_exporters("otlp"), Ok((Exporter::Otlp, false)));
+        assert_eq!(parse_exporters("console"), Ok((Exporter::None, true)));
+        assert_eq!(parse_exporters("otlp, console"), Ok((Exporter::Otlp, true)));
+        assert_eq!(parse_exporters("none"), Ok((Exporter::None, false)));
+        assert_eq!(parse_exporters(""), Ok((Exporter::Otlp, false)));
+        assert!(
+            parse_exporters("none,console")
+                .unwrap_err()
+                .contains("cannot be combined")
+        );
+        assert!(
+            parse_exporters("otlp,jaeger")
+                .unwrap_err()
+                .contains("`jaeger` is not supported")
         );
     }
 }

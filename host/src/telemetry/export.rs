@@ -212,10 +212,11 @@ impl Worker {
         }
         let batch = std::mem::take(&mut self.batches[i]);
         let n = batch.len() as u64;
-        if self.settings.exporter == Exporter::Console {
+        if self.settings.console {
             print_spans(&self.services[i], &batch);
-            self.queue.stats.exported.fetch_add(n, Ordering::Relaxed);
-            return;
+            if self.exporters.is_empty() {
+                self.queue.stats.exported.fetch_add(n, Ordering::Relaxed);
+            }
         }
         let Some(exporter) = self.exporters.get(i) else {
             // exporter "none": spans are made (and propagate) but go nowhere.
