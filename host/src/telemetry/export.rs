@@ -304,7 +304,9 @@ impl SpanProcessor for ComponentProcessor {
     }
 }
 
-/// The console exporter: one line per span, readable in a terminal.
+/// The console exporter: one line per span, readable in a terminal, and
+/// stable for scripts (scripts/demo.py reads it): service, kind, name, ids,
+/// start (Unix seconds), duration, status, attributes.
 fn print_spans(service: &str, batch: &[SpanData]) {
     use std::io::Write as _;
     let mut out = std::io::stdout().lock();
@@ -333,13 +335,19 @@ fn print_spans(service: &str, batch: &[SpanData]) {
             .iter()
             .map(|kv| format!("{}={}", kv.key, kv.value))
             .collect();
+        let start = s
+            .start_time
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
         let _ = writeln!(
             out,
-            "span {service:>16} {:<8} {:<28} trace={} span={} parent={parent:<16} {micros:>8.2}ms status={status} {}",
+            "span {service:>16} {:<8} {:<28} trace={} span={} parent={parent:<16} start={}.{:06} {micros:>8.2}ms status={status} {}",
             format!("{:?}", s.span_kind).to_uppercase(),
             s.name,
             s.span_context.trace_id(),
             s.span_context.span_id(),
+            start.as_secs(),
+            start.subsec_micros(),
             attrs.join(" ")
         );
     }

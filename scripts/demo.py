@@ -1,0 +1,200 @@
+#!/usr/bin/env python3
+"""The demo's run: start examples/checkout, send a handful of checkouts, and
+print each one's trace as a compact tree (service, span, duration, status).
+
+    scripts/demo.py [--polytrace BIN] [--listen ADDR] [--once]
+
+Spans are read from polytrace's console exporter (OTEL_TRACES_EXPORTER
+includes `console`); with OTEL_EXPORTER_OTLP_ENDPOINT set they also go to
+that backend (Jaeger, a Collector, ...). Without --once the app keeps
+serving until Ctrl-C. Standard library only.
+"""
+
+import argparse
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+SPAN_LINE = re.compile(
+    r"^span\s+(?P<service>\S+)\s+(?P<kind>[A-Z]+)\s+(?P<name>.*?)\s+trace=(?P<trace>[0-9a-f]{32})"
+    r"\s+span=(?P<span>[0-9a-f]{16})\s+parent=(?P<parent>\S+)\s+start=(?P<start>[0-9.]+)"
+    r"\s+(?P<ms>[0-9.]+)ms\s+status=(?P<status>ERROR \([^)]*\)|ERROR|OK|-)\s*(?P<attrs>.*)$"
+)
+
+EXTERNAL_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
+
+
+def order(session, amount, payment):
+    return {
+        "user_id": "user-1",
+        "session_id": session,
+        "amount": amount,
+        "items": [{"sku": "book-42", "qty": 2}, {"sku": "pen-7", "qty": 1}],
+        "payment_method": payment,
+    }
+
+
+REQUESTS = [
+    ("approved", order("abc", 42.5, "visa"), {}),
+    ("fraud: amount over 10000", order("abc", 20000, "visa"), {}),
+    ("unknown session", order("nope", 42.5, "visa"), {}),
+    ("card declined", order("xyz", 42.5, "declined"), {}),
+    ("billing fails (amount 666)", order("xyz", 666, "visa"), {}),
+    (
+        "approved, continuing a caller's trace",
+        order("xyz", 10, "visa"),
+        {"traceparent": f"00-{EXTERNAL_TRACE}-00f067aa0ba902b7-01"},
+    ),
+]
+
+
+class Host:
+    """polytrace up, with its console spans collected."""
+
+    def __init__(self, binary, listen, env):
+        self.spans = []
+        self.lock = threading.Lock()
+        self.log = []
+        self.addr = None
+        ready = threading.Event()
+        self.proc = subprocess.Popen(
+            [binary, "up", os.path.join(ROOT, "examples/checkout"), "--listen", listen],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+
+        def read_stderr():
+            for line in self.proc.stderr:
+                self.log.append(line.rstrip("\n"))
+                m = re.search(r"listening on http://(\S+)", line)
+                if m and not ready.is_set():
+                    self.addr = m.group(1)
+                    ready.set()
+            ready.set()
+
+        def read_stdout():
+            for line in self.proc.stdout:
+                m = SPAN_LINE.match(line)
+                if m:
+                    with self.lock:
+                        self.spans.append(m.groupdict())
+
+        threading.Thread(target=read_stderr, daemon=True).start()
+        threading.Thread(target=read_stdout, daemon=True).start()
+        ready.wait(300)
+        if self.addr is None:
+            self.proc.kill()
+            sys.exit("demo: polytrace did not start:\n" + "\n".join(self.log[-20:]))
+
+    def trace(self, trace_id, settle=0.6, limit=10.0):
+        """The spans of a trace, once no new ones arrived for `settle` s."""
+        started = time.monotonic()
+        last, since = -1, time.monotonic()
+        while time.monotonic() - started < limit:
+            with self.lock:
+                spans = [s for s in self.spans if s["trace"] == trace_id]
+            if len(spans) != last:
+                last, since = len(spans), time.monotonic()
+            elif spans and time.monotonic() - since >= settle:
+                break
+            time.sleep(0.1)
+        return spans
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+def post(url, body, headers):
+    request = urllib.request.Request(
+        url, data=json.dumps(body).encode(), method="POST",
+        headers={"content-type": "application/json", **headers},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as r:
+            return r.status, r.headers, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers, e.read().decode()
+
+
+def tree(spans):
+    """Lines of an indented tree: service, span name, duration, status."""
+    ids = {s["span"] for s in spans}
+    children = {}
+    for s in spans:
+        children.setdefault(s["parent"] if s["parent"] in ids else None, []).append(s)
+    lines = []
+
+    def walk(parent, depth):
+        for s in sorted(children.get(parent, []), key=lambda s: float(s["start"])):
+            status = "" if s["status"] == "-" else "  " + s["status"]
+            name = s["name"]
+            # A CLIENT span's name is the method alone: show where it went.
+            target = re.search(r"url\.full=(\S+)", s["attrs"])
+            if s["kind"] == "CLIENT" and target:
+                name += " " + target.group(1)
+            label = f"{'  ' * depth}{s['service']}: {s['kind'].lower()} {name}"
+            lines.append(f"    {label:<72} {float(s['ms']):>8.2f} ms{status}")
+            walk(s["span"], depth + 1)
+
+    walk(None, 0)
+    return lines
+
+
+def main():
+    args = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    args.add_argument("--polytrace", default=os.path.join(ROOT, "target/release/polytrace"))
+    args.add_argument("--listen", default=os.environ.get("POLYTRACE_LISTEN", "127.0.0.1:3000"))
+    args.add_argument("--once", action="store_true", help="stop after printing the traces")
+    opts = args.parse_args()
+
+    env = dict(os.environ)
+    backend = env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    env["OTEL_TRACES_EXPORTER"] = "otlp,console" if backend else "console"
+    env.setdefault("OTEL_BSP_SCHEDULE_DELAY", "200")
+    host = Host(opts.polytrace, opts.listen, env)
+    url = f"http://{host.addr}/checkout"
+    try:
+        print(f"\ndemo: examples/checkout is up at {url}")
+        print("      api-gateway (Python) → fraud-service (Go) → session-service (JavaScript) → billing (Python)\n")
+        for label, body, headers in REQUESTS:
+            status, response_headers, text = post(url, body, headers)
+            trace_id = (response_headers.get("traceresponse") or "---").split("-")[1]
+            print(f"── {label}: POST /checkout → {status}  {text.strip()}")
+            print(f"   trace {trace_id}")
+            spans = host.trace(trace_id)
+            print("\n".join(tree(spans)) if spans else "    (no spans arrived)")
+            print()
+        if backend:
+            print(f"demo: these traces were also sent to {backend}: open your backend's UI (Jaeger: http://localhost:16686).")
+        else:
+            print("demo: to see these traces in Jaeger, start it with OTLP enabled (ports 4318, 16686) and run")
+            print("      OTEL_EXPORTER_OTLP_ENDPOINT=http://localhost:4318 ./scripts/demo.sh")
+        if opts.once:
+            return
+        print(f"demo: still serving; try\n      curl -X POST {url} -d '{json.dumps(order('abc', 12.5, 'visa'))}'")
+        print("      Ctrl-C stops the host (requests in flight finish, spans are flushed).")
+        host.proc.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        host.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,67 @@
+//! README command (1)'s run, `scripts/demo.py --once`: the checkout app
+//! answers every demo request and each trace prints as a whole tree.
+
+use polytrace_tests::{polytrace_bin, repo_dir, target_dir};
+use std::process::Command;
+
+#[test]
+fn the_demo_prints_every_checkout_as_a_tree() {
+    let out = Command::new("python3")
+        .arg(repo_dir().join("scripts/demo.py"))
+        .args(["--once", "--listen", "127.0.0.1:0", "--polytrace"])
+        .arg(polytrace_bin())
+        .env("POLYTRACE_CACHE_DIR", target_dir().join("test-cache"))
+        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+
+    // Each request's block: its heading, then its tree.
+    let blocks: Vec<&str> = stdout.split("── ").skip(1).collect();
+    let block = |label: &str| {
+        *blocks
+            .iter()
+            .find(|b| b.starts_with(label))
+            .unwrap_or_else(|| panic!("no `{label}` in:\n{stdout}"))
+    };
+    let tree_lines = |b: &str| {
+        b.lines()
+            .filter(|l| l.starts_with("    ") && l.contains(" ms"))
+            .count()
+    };
+    let approved = block("approved: POST /checkout → 200");
+    assert_eq!(tree_lines(approved), 15, "{approved}");
+    for service in ["api-gateway", "fraud-service", "session-service", "billing"] {
+        assert!(
+            approved.contains(&format!("{service}: server")),
+            "{approved}"
+        );
+    }
+    assert_eq!(
+        tree_lines(block("fraud: amount over 10000: POST /checkout → 403")),
+        9
+    );
+    assert_eq!(
+        tree_lines(block("unknown session: POST /checkout → 404")),
+        9
+    );
+    assert_eq!(tree_lines(block("card declined: POST /checkout → 402")), 15);
+    let failed = block("billing fails (amount 666): POST /checkout → 500");
+    assert!(
+        failed
+            .lines()
+            .any(|l| l.contains("billing: internal charge_card")
+                && l.contains("ERROR (payment processor unavailable")),
+        "{failed}"
+    );
+    let continued = block("approved, continuing a caller's trace: POST /checkout → 200");
+    assert!(
+        continued.contains("trace 4bf92f3577b34da6a3ce929d0e0e4736"),
+        "{continued}"
+    );
+    assert_eq!(tree_lines(continued), 15, "{continued}");
+    assert!(stdout.contains("OTEL_EXPORTER_OTLP_ENDPOINT=http://localhost:4318"));
+}
