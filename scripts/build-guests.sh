@@ -23,3 +23,5 @@ build python     api_gateway         examples/checkout/api-gateway
 build go         fraud_service       examples/checkout/fraud-service
 build javascript session_service     examples/checkout/session-service
 build python     billing             examples/checkout/billing
+build javascript frontend_api        examples/frontend-data/frontend-api
+build python     data_processor      examples/frontend-data/data-processor

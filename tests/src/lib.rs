@@ -50,6 +50,8 @@ pub struct FlatSpan {
     pub resource: BTreeMap<String, Json>,
     pub dropped_attributes_count: u32,
     pub dropped_events_count: u32,
+    /// End time minus start time.
+    pub duration: Duration,
 }
 
 impl FlatSpan {
@@ -284,6 +286,9 @@ impl Receiver {
                             resource: resource.clone(),
                             dropped_attributes_count: s.dropped_attributes_count,
                             dropped_events_count: s.dropped_events_count,
+                            duration: Duration::from_nanos(
+                                s.end_time_unix_nano.saturating_sub(s.start_time_unix_nano),
+                            ),
                         });
                     }
                 }
