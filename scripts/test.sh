@@ -5,6 +5,8 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 "$root/scripts/build-guests.sh"
+# The native OpenTelemetry services of the interop test.
+"$root/scripts/setup-native.sh"
 cargo build --release --locked -p polytrace
 log="$root/target/test-output.log"
 set +e

@@ -12,8 +12,8 @@
 //!   for encoding or sending them (docs/benchmarks.md has the OTLP
 //!   overhead);
 //! - natives: Rust `opentelemetry_sdk` in this process, Python
-//!   `opentelemetry-sdk` and Node `@opentelemetry/sdk-trace-base` as child
-//!   processes (tests/benches/native/), each with a BatchSpanProcessor and
+//!   `opentelemetry-sdk` and Node `@opentelemetry/sdk-trace` as child
+//!   processes (tests/native/), each with a BatchSpanProcessor and
 //!   an exporter that discards. Go's native SDK cannot be fetched here.
 //!
 //! Rounds alternate guest and native so machine drift hits both; the table
@@ -112,7 +112,7 @@ fn native_rust(n: u64) -> f64 {
 /// Nanoseconds per span of a native SDK run as a child process.
 fn native_child(program: &Path, script: &str, n: u64) -> f64 {
     let out = Command::new(program)
-        .arg(repo().join("tests/benches/native").join(script))
+        .arg(repo().join("tests/native").join(script))
         .arg(n.to_string())
         .output()
         .unwrap_or_else(|e| panic!("{}: {e} (run scripts/bench.sh)", program.display()));
@@ -129,7 +129,7 @@ fn native(kind: Native, n: u64) -> Option<f64> {
     match kind {
         Native::InProcess => Some(native_rust(n)),
         Native::Python => Some(native_child(
-            &repo().join(".tools/bench-venv/bin/python"),
+            &repo().join(".tools/native-venv/bin/python"),
             "span_cost.py",
             n,
         )),

@@ -1,11 +1,11 @@
-// Per-span cost of the native OpenTelemetry JavaScript SDK on Node, for
+// Per-span cost of the native OpenTelemetry JavaScript SDK (@opentelemetry/sdk-trace) on Node, for
 // comparison with the polytrace JavaScript guest (tests/benches/span_cost.rs
 // runs both). The same loop as the span-cost scenario of
 // tests/conformance/SPEC.md; a BatchSpanProcessor feeds an exporter that
 // discards.
 //
 //   node span_cost.mjs N  →  {"n": N, "elapsed_ns": ...}
-import { BasicTracerProvider, BatchSpanProcessor } from '@opentelemetry/sdk-trace-base';
+import { BatchSpanProcessor, TracerProvider } from '@opentelemetry/sdk-trace';
 
 const discard = {
   export(spans, done) {
@@ -36,8 +36,8 @@ function run(tracer, n) {
 
 const n = Number(process.argv[2]);
 // A queue that holds the whole run: no span is dropped for being fast.
-const provider = new BasicTracerProvider({
-  spanProcessors: [new BatchSpanProcessor(discard, { maxQueueSize: n + 1, maxExportBatchSize: 512 })],
+const provider = new TracerProvider({
+  spanProcessors: [new BatchSpanProcessor({ exporter: discard, maxQueueSize: n + 1, maxExportBatchSize: 512 })],
 });
 const tracer = provider.getTracer('bench');
 run(tracer, Math.min(n, 1000)); // warm up
