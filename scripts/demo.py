@@ -60,14 +60,15 @@ REQUESTS = [
 class Host:
     """polytrace up, with its console spans collected."""
 
-    def __init__(self, binary, listen, env):
+    def __init__(self, binary, listen, extra, env):
         self.spans = []
         self.lock = threading.Lock()
         self.log = []
         self.addr = None
+        self.viewer = None
         ready = threading.Event()
         self.proc = subprocess.Popen(
-            [binary, "up", os.path.join(ROOT, "examples/checkout"), "--listen", listen],
+            [binary, "up", os.path.join(ROOT, "examples/checkout"), "--listen", listen, *extra],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -77,6 +78,9 @@ class Host:
         def read_stderr():
             for line in self.proc.stderr:
                 self.log.append(line.rstrip("\n"))
+                v = re.search(r"viewer on (http://\S+)", line)
+                if v:
+                    self.viewer = v.group(1)
                 m = re.search(r"listening on http://(\S+)", line)
                 if m and not ready.is_set():
                     self.addr = m.group(1)
@@ -161,13 +165,20 @@ def main():
     args.add_argument("--polytrace", default=os.path.join(ROOT, "target/release/polytrace"))
     args.add_argument("--listen", default=os.environ.get("POLYTRACE_LISTEN", "127.0.0.1:3000"))
     args.add_argument("--once", action="store_true", help="stop after printing the traces")
+    args.add_argument("--ui", help="the viewer's address (default: polytrace's, 127.0.0.1:16686)")
+    args.add_argument("--store", help="`memory`, or a file (default: beside the manifest)")
     opts = args.parse_args()
 
     env = dict(os.environ)
     backend = env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
     env["OTEL_TRACES_EXPORTER"] = "otlp,console" if backend else "console"
     env.setdefault("OTEL_BSP_SCHEDULE_DELAY", "200")
-    host = Host(opts.polytrace, opts.listen, env)
+    extra = []
+    if opts.ui:
+        extra += ["--ui", opts.ui]
+    if opts.store:
+        extra += ["--store", opts.store]
+    host = Host(opts.polytrace, opts.listen, extra, env)
     url = f"http://{host.addr}/checkout"
     try:
         print(f"\ndemo: examples/checkout is up at {url}")
@@ -176,10 +187,13 @@ def main():
             status, response_headers, text = post(url, body, headers)
             trace_id = (response_headers.get("traceresponse") or "---").split("-")[1]
             print(f"── {label}: POST /checkout → {status}  {text.strip()}")
-            print(f"   trace {trace_id}")
+            print(f"   trace {trace_id}" + (f"   {host.viewer}/trace/{trace_id}" if host.viewer else ""))
             spans = host.trace(trace_id)
             print("\n".join(tree(spans)) if spans else "    (no spans arrived)")
             print()
+        if host.viewer:
+            print(f"demo: the viewer is at {host.viewer} — search, waterfalls, the service map "
+                  f"(Jaeger's query API is under {host.viewer}/api, for Grafana's Jaeger data source).")
         if backend:
             print(f"demo: these traces were also sent to {backend}: open your backend's UI (Jaeger: http://localhost:16686).")
         else:

@@ -7,6 +7,8 @@ cd "$root"
 "$root/scripts/build-guests.sh"
 # The native OpenTelemetry services of the interop test.
 "$root/scripts/setup-native.sh"
+# Chromium and playwright-core for the viewer's browser test.
+"$root/scripts/setup-browser.sh"
 cargo build --release --locked -p polytrace
 log="$root/target/test-output.log"
 set +e

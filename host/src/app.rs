@@ -122,12 +122,13 @@ impl App {
         manifest: Manifest,
         runtime: Runtime,
         settings: Settings,
+        store: Option<Arc<crate::store::Store>>,
     ) -> anyhow::Result<Arc<App>> {
         let loaded = load_components(&manifest, &runtime).map_err(|problems| {
             let lines: Vec<String> = problems.iter().map(|d| format!("  {d}")).collect();
             anyhow::anyhow!("cannot start the app:\n{}", lines.join("\n"))
         })?;
-        let telemetry = Telemetry::start(settings, &manifest)?;
+        let telemetry = Telemetry::start(settings, &manifest, store)?;
         let components = loaded
             .into_iter()
             .map(|(config, pre)| LoadedComponent { config, pre })

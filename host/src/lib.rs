@@ -13,5 +13,7 @@ pub mod bindings;
 pub mod build;
 pub mod http;
 pub mod manifest;
+pub mod query;
 pub mod runtime;
+pub mod store;
 pub mod telemetry;

@@ -40,6 +40,29 @@ struct Cli {
     command: Command,
 }
 
+/// The embedded trace store and its viewer.
+#[derive(clap::Args)]
+struct ViewerArgs {
+    /// Where traces are kept: a SQLite file, or `memory` for a throwaway
+    /// run (default: .polytrace/traces.db beside the manifest).
+    #[arg(long, env = "POLYTRACE_STORE")]
+    store: Option<String>,
+    /// Address of the trace viewer and its Jaeger-compatible API.
+    #[arg(long, env = "POLYTRACE_UI", default_value = DEFAULT_UI)]
+    ui: String,
+    /// Do not serve the viewer (the store still keeps traces).
+    #[arg(long)]
+    no_ui: bool,
+    /// Keep traces this long (`30m`, `12h`, `7d`).
+    #[arg(long, env = "POLYTRACE_RETENTION", default_value = "7d")]
+    retention: String,
+    /// Keep the store under this size, in MB; the oldest go first.
+    #[arg(long, env = "POLYTRACE_STORE_MAX_MB", default_value_t = 1024)]
+    store_max_mb: u64,
+}
+
+const DEFAULT_UI: &str = "127.0.0.1:16686";
+
 #[derive(Clone, Copy, ValueEnum)]
 enum LogFormat {
     Text,
@@ -57,6 +80,8 @@ enum Command {
         /// Run the components' build commands first (as `polytrace build`).
         #[arg(long)]
         build: bool,
+        #[command(flatten)]
+        viewer: ViewerArgs,
     },
     /// Validate MANIFEST and every component against the world.
     Check { manifest: PathBuf },
@@ -90,13 +115,14 @@ fn main() -> ExitCode {
                 manifest,
                 listen,
                 build,
+                viewer,
             } => {
                 if build {
                     let m = Manifest::load(&manifest)?;
                     polytrace::build::build_all(&m, polytrace::build::default_parallelism())
                         .await?;
                 }
-                up(&manifest, listen, max_instances, cache_dir).await
+                up(&manifest, listen, max_instances, cache_dir, viewer).await
             }
             Command::Check { manifest } => check(&manifest, max_instances, cache_dir),
             Command::Build { manifest, jobs } => {
@@ -144,8 +170,20 @@ async fn up(
     listen: SocketAddr,
     max_instances: u32,
     cache_dir: Option<PathBuf>,
+    viewer: ViewerArgs,
 ) -> anyhow::Result<()> {
     let manifest = Manifest::load(path)?;
+    let store_config = polytrace::store::StoreConfig {
+        path: match viewer.store.as_deref() {
+            Some("memory") => None,
+            Some(p) => Some(PathBuf::from(p)),
+            None => Some(polytrace::store::default_path(&manifest.dir)),
+        },
+        max_age: polytrace::query::parse_duration(&viewer.retention)
+            .map_err(|e| anyhow::anyhow!("--retention: {e}"))?,
+        max_bytes: viewer.store_max_mb << 20,
+    };
+    let store = polytrace::store::Store::open(store_config)?;
     let settings = Settings::from_env(&manifest.telemetry)
         .map_err(|e| anyhow::anyhow!("telemetry settings: {e}"))?;
     let mut outputs = Vec::new();
@@ -165,7 +203,7 @@ async fn up(
         outputs.join(" + ")
     };
     let runtime = Runtime::new(max_memory(&manifest), max_instances, cache_dir)?;
-    let app = App::new(manifest, runtime, settings)?;
+    let app = App::new(manifest, runtime, settings, Some(store.clone()))?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| {
@@ -201,12 +239,36 @@ async fn up(
         }
         tracing::info!(component = %c.id, "serving {}", at.join(" and "));
     }
-    tracing::info!(spans = %exporter, "app `{}` listening on http://{local}", app.manifest.app);
     // One shutdown signal stops every listener.
     let (stop, _) = tokio::sync::broadcast::channel::<()>(1);
     let stopped = |mut rx: tokio::sync::broadcast::Receiver<()>| async move {
         let _ = rx.recv().await;
     };
+    let where_kept = store
+        .config
+        .path
+        .as_ref()
+        .map_or("in memory".to_string(), |p| p.display().to_string());
+    let viewer_task = if viewer.no_ui {
+        tracing::info!("traces kept {where_kept}; viewer off (--no-ui)");
+        None
+    } else {
+        match bind_viewer(&viewer.ui).await? {
+            Some(l) => {
+                tracing::info!(
+                    "viewer on http://{} (traces kept {where_kept}; Jaeger API under /api)",
+                    l.local_addr()?
+                );
+                Some(tokio::spawn(polytrace::query::serve(
+                    store.clone(),
+                    l,
+                    stopped(stop.subscribe()),
+                )))
+            }
+            None => None,
+        }
+    };
+    tracing::info!(spans = %exporter, "app `{}` listening on http://{local}", app.manifest.app);
     let mut servers = tokio::task::JoinSet::new();
     for (i, l) in own {
         servers.spawn(polytrace::http::server::serve(
@@ -230,8 +292,32 @@ async fn up(
     while let Some(done) = servers.join_next().await {
         done??;
     }
+    if let Some(v) = viewer_task {
+        let _ = v.await;
+    }
     tracing::info!("requests finished; flushing spans");
     let flushed = app.telemetry.flush(Duration::from_secs(10)).await;
+    let stored = {
+        let store = store.clone();
+        tokio::task::spawn_blocking(move || store.flush(Duration::from_secs(10)))
+            .await
+            .unwrap_or(false)
+    };
+    let store_stats = &store.stats;
+    tracing::info!(
+        stored = store_stats
+            .stored
+            .load(std::sync::atomic::Ordering::Relaxed),
+        store_dropped = store_stats
+            .dropped
+            .load(std::sync::atomic::Ordering::Relaxed),
+        "trace store {}",
+        if stored {
+            "flushed"
+        } else {
+            "not flushed in time"
+        }
+    );
     let stats = app.telemetry.pipeline().stats();
     let (exported, dropped) = (
         stats.exported.load(std::sync::atomic::Ordering::Relaxed),
@@ -247,6 +333,22 @@ async fn up(
         );
     }
     Ok(())
+}
+
+/// The viewer's listener. The default address being taken (another
+/// polytrace, a local Jaeger) is a warning; an address asked for is a must.
+async fn bind_viewer(addr: &str) -> anyhow::Result<Option<tokio::net::TcpListener>> {
+    let explicit = addr != DEFAULT_UI;
+    match tokio::net::TcpListener::bind(addr).await {
+        Ok(l) => Ok(Some(l)),
+        Err(e) if !explicit => {
+            tracing::warn!(
+                "viewer not started: cannot listen on {addr}: {e} (pass --ui ADDR, or --no-ui)"
+            );
+            Ok(None)
+        }
+        Err(e) => Err(anyhow::anyhow!("--ui {addr}: cannot listen: {e}")),
+    }
 }
 
 fn check(path: &Path, max_instances: u32, cache_dir: Option<PathBuf>) -> anyhow::Result<()> {

@@ -391,6 +391,8 @@ fn rand_suffix() -> u128 {
 pub struct Polytrace {
     child: Child,
     pub addr: SocketAddr,
+    /// The viewer and query API, when it runs.
+    pub ui: Option<SocketAddr>,
     log: Arc<Mutex<String>>,
     stdout: Arc<Mutex<String>>,
 }
@@ -442,9 +444,18 @@ impl Polytrace {
     /// Like [`Polytrace::start`], with extra `up` arguments.
     pub fn start_with_args(dir: &Path, args: &[&str], env: &[(String, String)]) -> Polytrace {
         let mut cmd = Command::new(polytrace_bin());
-        cmd.arg("up")
-            .args(args)
-            .arg(dir)
+        cmd.arg("up").args(args);
+        // Unless a test says otherwise: traces in memory, viewer on a free port.
+        if !args.iter().any(|a| a.starts_with("--store")) {
+            cmd.args(["--store", "memory"]);
+        }
+        if !args
+            .iter()
+            .any(|a| a.starts_with("--ui") || *a == "--no-ui")
+        {
+            cmd.args(["--ui", "127.0.0.1:0"]);
+        }
+        cmd.arg(dir)
             .arg("--listen")
             .arg("127.0.0.1:0")
             .env("POLYTRACE_CACHE_DIR", target_dir().join("test-cache"))
@@ -469,10 +480,16 @@ impl Polytrace {
         let log = Arc::new(Mutex::new(String::new()));
         let (tx, rx) = std::sync::mpsc::channel();
         let sink = log.clone();
+        let ui: Arc<Mutex<Option<SocketAddr>>> = Arc::default();
+        let ui_sink = ui.clone();
         std::thread::spawn(move || {
             let mut tx = Some(tx);
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
+                if let Some(rest) = line.split("viewer on http://").nth(1) {
+                    let addr = rest.split_whitespace().next().unwrap().parse().ok();
+                    *ui_sink.lock().unwrap() = addr;
+                }
                 if let Some(rest) = line.split("listening on http://").nth(1)
                     && let Some(tx) = tx.take()
                 {
@@ -491,9 +508,11 @@ impl Polytrace {
                 panic!("polytrace did not start:\n{}", log.lock().unwrap());
             }
         };
+        let ui = *ui.lock().unwrap();
         Polytrace {
             child,
             addr,
+            ui,
             log,
             stdout,
         }
@@ -501,6 +520,15 @@ impl Polytrace {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
+    }
+
+    /// A URL on the viewer / query API listener.
+    pub fn ui_url(&self, path: &str) -> String {
+        format!(
+            "http://{}{}",
+            self.ui.expect("the viewer is not running"),
+            path
+        )
     }
 
     /// What the host logged so far.

@@ -8,7 +8,8 @@ use std::process::Command;
 fn the_demo_prints_every_checkout_as_a_tree() {
     let out = Command::new("python3")
         .arg(repo_dir().join("scripts/demo.py"))
-        .args(["--once", "--listen", "127.0.0.1:0", "--polytrace"])
+        .args(["--once", "--listen", "127.0.0.1:0", "--ui", "127.0.0.1:0"])
+        .args(["--store", "memory", "--polytrace"])
         .arg(polytrace_bin())
         .env("POLYTRACE_CACHE_DIR", target_dir().join("test-cache"))
         .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
@@ -64,4 +65,13 @@ fn the_demo_prints_every_checkout_as_a_tree() {
     );
     assert_eq!(tree_lines(continued), 15, "{continued}");
     assert!(stdout.contains("OTEL_EXPORTER_OTLP_ENDPOINT=http://localhost:4318"));
+    // Each trace links into the viewer, which the demo names.
+    assert!(
+        continued.contains("/trace/4bf92f3577b34da6a3ce929d0e0e4736"),
+        "{continued}"
+    );
+    assert!(
+        stdout.contains("demo: the viewer is at http://127.0.0.1:"),
+        "{stdout}"
+    );
 }

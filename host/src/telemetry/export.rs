@@ -50,7 +50,11 @@ pub struct Pipeline {
 impl Pipeline {
     /// Start the worker. `resources[i]` is the resource of component `i`.
     /// Must be called within a tokio runtime.
-    pub fn start(settings: &ExportSettings, resources: Vec<Resource>) -> anyhow::Result<Pipeline> {
+    pub fn start(
+        settings: &ExportSettings,
+        resources: Vec<Resource>,
+        store: Option<Arc<crate::store::Store>>,
+    ) -> anyhow::Result<Pipeline> {
         let queue = Arc::new(Queue {
             spans: Mutex::new(Vec::with_capacity(settings.max_export_batch_size)),
             batch_ready: Notify::new(),
@@ -68,6 +72,7 @@ impl Pipeline {
             }
         }
         let worker = Worker {
+            store,
             queue: queue.clone(),
             flush_rx,
             exporters,
@@ -147,6 +152,8 @@ fn build_otlp(s: &ExportSettings) -> anyhow::Result<opentelemetry_otlp::SpanExpo
 }
 
 struct Worker {
+    /// The embedded store gets every batch the exporters get.
+    store: Option<Arc<crate::store::Store>>,
     queue: Arc<Queue>,
     flush_rx: mpsc::Receiver<oneshot::Sender<()>>,
     exporters: Vec<opentelemetry_otlp::SpanExporter>,
@@ -212,6 +219,9 @@ impl Worker {
         }
         let batch = std::mem::take(&mut self.batches[i]);
         let n = batch.len() as u64;
+        if let Some(store) = &self.store {
+            store.add(&self.services[i], &batch);
+        }
         if self.settings.console {
             print_spans(&self.services[i], &batch);
             if self.exporters.is_empty() {

@@ -84,13 +84,32 @@ pub struct Telemetry {
 
 impl Telemetry {
     /// One tracer provider per component; must run within a tokio runtime.
-    pub fn start(settings: Settings, manifest: &Manifest) -> anyhow::Result<Telemetry> {
+    /// Finished spans go to the exporters and, when given, to `store`.
+    pub fn start(
+        settings: Settings,
+        manifest: &Manifest,
+        store: Option<std::sync::Arc<crate::store::Store>>,
+    ) -> anyhow::Result<Telemetry> {
         let resources: Vec<Resource> = manifest
             .components
             .iter()
             .map(|c| component_resource(manifest, c))
             .collect();
-        let pipeline = Pipeline::start(&settings.export, resources.clone())?;
+        if let Some(store) = &store {
+            for (c, r) in manifest.components.iter().zip(&resources) {
+                let tags: Vec<serde_json::Value> = r
+                    .iter()
+                    .filter(|(k, _)| k.as_str() != "service.name")
+                    .map(|(k, v)| crate::store::tag(k.as_str(), v))
+                    .collect();
+                store.register_service(
+                    &c.id,
+                    c.language.as_deref().unwrap_or("unknown"),
+                    &serde_json::Value::Array(tags),
+                );
+            }
+        }
+        let pipeline = Pipeline::start(&settings.export, resources.clone(), store)?;
         let mut providers = Vec::new();
         let mut tracers = Vec::new();
         for (i, resource) in resources.into_iter().enumerate() {

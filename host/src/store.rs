@@ -1,0 +1,572 @@
+//! The embedded trace store: every finished span the export worker hands
+//! out also lands here (the same batches the OTLP exporters get), in SQLite,
+//! so `polytrace up` shows traces with nothing else installed.
+//!
+//! Writes happen on one thread of their own, fed through a bounded queue:
+//! a slow disk never slows a request, and when the writer falls behind,
+//! batches are dropped and counted. Retention removes the oldest spans by
+//! age and by database size.
+
+use opentelemetry::trace::{SpanKind, Status};
+use opentelemetry::{Array, Value};
+use opentelemetry_sdk::trace::SpanData;
+use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
+use serde_json::{Value as Json, json};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Batches waiting for the writer; past this, new batches are dropped.
+const QUEUE_BATCHES: usize = 256;
+
+/// Retention runs after this many spans are written...
+const RETENTION_EVERY: u64 = 5000;
+/// ...and at least this often.
+const RETENTION_PERIOD: Duration = Duration::from_secs(60);
+
+/// Where and how long traces are kept.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// `None`: in memory only, gone when the host stops.
+    pub path: Option<PathBuf>,
+    /// Spans older than this are deleted.
+    pub max_age: Duration,
+    /// Past this database size, the oldest spans are deleted.
+    pub max_bytes: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            path: None,
+            max_age: Duration::from_secs(7 * 24 * 3600),
+            max_bytes: 1 << 30,
+        }
+    }
+}
+
+/// One stored span, in the shape the query API reads.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredSpan {
+    pub trace_id: String,
+    pub span_id: String,
+    pub parent_id: String,
+    pub service: String,
+    pub operation: String,
+    /// `server`, `client`, `internal`, `producer`, `consumer`.
+    pub kind: String,
+    pub start_us: i64,
+    pub duration_us: i64,
+    /// 0 unset, 1 ok, 2 error.
+    pub status: i64,
+    pub status_message: String,
+    /// `[{"key", "type", "value"}]` with Jaeger's tag types.
+    pub attributes: Json,
+    /// `[{"timestamp" (µs), "name", "attributes": [...]}]`.
+    pub events: Json,
+}
+
+/// Counters of the store, for the stop line and tests.
+#[derive(Debug, Default)]
+pub struct StoreStats {
+    pub stored: AtomicU64,
+    pub dropped: AtomicU64,
+    pub expired: AtomicU64,
+}
+
+/// What the writer thread receives.
+enum Msg {
+    Spans(Vec<StoredSpan>),
+    /// Answer once everything before this message is written.
+    Flush(std::sync::mpsc::Sender<()>),
+}
+
+/// The store: a writer thread and a connection for queries.
+pub struct Store {
+    conn: Arc<Mutex<Connection>>,
+    tx: SyncSender<Msg>,
+    pub stats: Arc<StoreStats>,
+    pub config: StoreConfig,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS spans (
+    trace_id TEXT NOT NULL,
+    span_id TEXT NOT NULL,
+    parent_id TEXT NOT NULL,
+    service TEXT NOT NULL,
+    operation TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    start_us INTEGER NOT NULL,
+    duration_us INTEGER NOT NULL,
+    status INTEGER NOT NULL,
+    status_message TEXT NOT NULL,
+    attributes TEXT NOT NULL,
+    events TEXT NOT NULL,
+    PRIMARY KEY (trace_id, span_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS spans_by_service ON spans (service, start_us);
+CREATE INDEX IF NOT EXISTS spans_by_operation ON spans (service, operation, start_us);
+CREATE INDEX IF NOT EXISTS spans_by_start ON spans (start_us);
+CREATE TABLE IF NOT EXISTS services (
+    service TEXT PRIMARY KEY,
+    language TEXT NOT NULL,
+    resource TEXT NOT NULL
+);
+";
+
+impl Store {
+    /// Open (or create) the store and start its writer thread.
+    pub fn open(config: StoreConfig) -> anyhow::Result<Arc<Store>> {
+        let conn = match &config.path {
+            Some(path) => {
+                if let Some(dir) = path.parent() {
+                    std::fs::create_dir_all(dir).map_err(|e| {
+                        anyhow::anyhow!("trace store: cannot create {}: {e}", dir.display())
+                    })?;
+                }
+                let conn = Connection::open(path).map_err(|e| {
+                    anyhow::anyhow!("trace store: cannot open {}: {e}", path.display())
+                })?;
+                // Freed pages go back to the file on `incremental_vacuum`
+                // (takes effect for a new database).
+                conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
+                conn.pragma_update(None, "journal_mode", "WAL")?;
+                conn.pragma_update(None, "synchronous", "NORMAL")?;
+                conn
+            }
+            None => Connection::open_in_memory()?,
+        };
+        conn.busy_timeout(Duration::from_secs(5))?;
+        conn.execute_batch(SCHEMA)
+            .map_err(|e| anyhow::anyhow!("trace store: cannot create its tables: {e}"))?;
+        let conn = Arc::new(Mutex::new(conn));
+        let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE_BATCHES);
+        let stats = Arc::new(StoreStats::default());
+        let writer = Writer {
+            conn: conn.clone(),
+            stats: stats.clone(),
+            config: config.clone(),
+            since_retention: 0,
+        };
+        std::thread::Builder::new()
+            .name("polytrace-store".into())
+            .spawn(move || writer.run(rx))?;
+        Ok(Arc::new(Store {
+            conn,
+            tx,
+            stats,
+            config,
+        }))
+    }
+
+    /// Record a component's service, language and resource (at start-up).
+    pub fn register_service(&self, service: &str, language: &str, resource: &Json) {
+        let conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = conn.execute(
+            "INSERT INTO services (service, language, resource) VALUES (?1, ?2, ?3)
+             ON CONFLICT(service) DO UPDATE SET language = ?2, resource = ?3",
+            params![service, language, resource.to_string()],
+        );
+    }
+
+    /// Queue a batch for writing; never blocks. A full queue drops it.
+    pub fn add(&self, service: &str, batch: &[SpanData]) {
+        self.add_spans(batch.iter().map(|s| stored_span(service, s)).collect());
+    }
+
+    /// Queue spans for writing; never blocks. A full queue drops them.
+    pub fn add_spans(&self, spans: Vec<StoredSpan>) {
+        let n = spans.len() as u64;
+        match self.tx.try_send(Msg::Spans(spans)) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                self.stats.dropped.fetch_add(n, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Wait until everything queued so far is written (blocking; for
+    /// shutdown and tests).
+    pub fn flush(&self, timeout: Duration) -> bool {
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        if self.tx.send(Msg::Flush(done_tx)).is_err() {
+            return false;
+        }
+        done_rx.recv_timeout(timeout).is_ok()
+    }
+
+    /// Run a read-only query with the store's connection.
+    pub fn read<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> rusqlite::Result<T> {
+        let conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
+        f(&conn)
+    }
+}
+
+struct Writer {
+    conn: Arc<Mutex<Connection>>,
+    stats: Arc<StoreStats>,
+    config: StoreConfig,
+    since_retention: u64,
+}
+
+impl Writer {
+    fn run(mut self, rx: Receiver<Msg>) {
+        // Retention at start (a restart with a shorter limit applies it at
+        // once), after every RETENTION_EVERY spans, and at least every minute.
+        self.retain();
+        let mut last_retention = std::time::Instant::now();
+        loop {
+            let first = match rx.recv_timeout(RETENTION_PERIOD) {
+                Ok(msg) => msg,
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    self.retain();
+                    last_retention = std::time::Instant::now();
+                    continue;
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
+            };
+            // Take whatever else is waiting: one transaction for all of it.
+            let mut spans = Vec::new();
+            let mut flushes = Vec::new();
+            let mut next = Some(first);
+            while let Some(msg) = next {
+                match msg {
+                    Msg::Spans(s) => spans.extend(s),
+                    Msg::Flush(done) => flushes.push(done),
+                }
+                next = rx.try_recv().ok();
+            }
+            if !spans.is_empty() {
+                match self.write(&spans) {
+                    Ok(()) => {
+                        self.stats
+                            .stored
+                            .fetch_add(spans.len() as u64, Ordering::Relaxed);
+                        self.since_retention += spans.len() as u64;
+                    }
+                    Err(e) => {
+                        tracing::warn!("trace store: cannot write {} spans: {e}", spans.len());
+                        self.stats
+                            .dropped
+                            .fetch_add(spans.len() as u64, Ordering::Relaxed);
+                    }
+                }
+                if self.since_retention >= RETENTION_EVERY
+                    || last_retention.elapsed() >= RETENTION_PERIOD
+                {
+                    self.since_retention = 0;
+                    self.retain();
+                    last_retention = std::time::Instant::now();
+                }
+            }
+            for done in flushes {
+                let _ = done.send(());
+            }
+        }
+    }
+
+    fn write(&self, spans: &[StoredSpan]) -> rusqlite::Result<()> {
+        let mut conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
+        let tx = conn.transaction()?;
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT OR REPLACE INTO spans (trace_id, span_id, parent_id, service, operation,
+                 kind, start_us, duration_us, status, status_message, attributes, events)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+            )?;
+            for s in spans {
+                insert.execute(params![
+                    s.trace_id,
+                    s.span_id,
+                    s.parent_id,
+                    s.service,
+                    s.operation,
+                    s.kind,
+                    s.start_us,
+                    s.duration_us,
+                    s.status,
+                    s.status_message,
+                    s.attributes.to_string(),
+                    s.events.to_string(),
+                ])?;
+            }
+        }
+        tx.commit()
+    }
+
+    /// Delete spans past the age limit, then the oldest until the database
+    /// is under its size limit.
+    fn retain(&self) {
+        let conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
+        let cutoff = now_us() - self.config.max_age.as_micros() as i64;
+        if let Ok(n) = conn.execute("DELETE FROM spans WHERE start_us < ?1", params![cutoff]) {
+            self.stats.expired.fetch_add(n as u64, Ordering::Relaxed);
+        }
+        for _ in 0..100 {
+            if database_bytes(&conn) <= self.config.max_bytes {
+                break;
+            }
+            // The oldest tenth of what is left, by start time.
+            let Ok(Some(edge)) = conn
+                .query_row(
+                    "SELECT start_us FROM spans ORDER BY start_us
+                     LIMIT 1 OFFSET (SELECT COUNT(*) / 10 FROM spans)",
+                    [],
+                    |r| r.get::<_, i64>(0),
+                )
+                .optional()
+            else {
+                break;
+            };
+            match conn.execute("DELETE FROM spans WHERE start_us <= ?1", params![edge]) {
+                Ok(n) => {
+                    self.stats.expired.fetch_add(n as u64, Ordering::Relaxed);
+                }
+                Err(_) => break,
+            }
+            let _ = conn.execute_batch("PRAGMA incremental_vacuum;");
+        }
+    }
+}
+
+fn database_bytes(conn: &Connection) -> u64 {
+    // Pages in use: total pages minus the free list.
+    let pages: i64 = conn
+        .query_row("PRAGMA page_count", [], |r| r.get(0))
+        .unwrap_or(0);
+    let free: i64 = conn
+        .query_row("PRAGMA freelist_count", [], |r| r.get(0))
+        .unwrap_or(0);
+    let size: i64 = conn
+        .query_row("PRAGMA page_size", [], |r| r.get(0))
+        .unwrap_or(4096);
+    ((pages - free).max(0) * size) as u64
+}
+
+fn now_us() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_micros() as i64
+}
+
+fn micros(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH).unwrap_or_default().as_micros() as i64
+}
+
+/// A tag as Jaeger types it: string, bool, int64, float64 (arrays as JSON
+/// strings, as Jaeger's own OTLP receiver does).
+pub fn tag(key: &str, value: &Value) -> Json {
+    let (ty, v) = match value {
+        Value::Bool(b) => ("bool", json!(b)),
+        Value::I64(i) => ("int64", json!(i)),
+        Value::F64(f) => ("float64", json!(f)),
+        Value::String(s) => ("string", json!(s.as_str())),
+        Value::Array(a) => {
+            let items = match a {
+                Array::Bool(v) => json!(v),
+                Array::I64(v) => json!(v),
+                Array::F64(v) => json!(v),
+                Array::String(v) => json!(v.iter().map(|s| s.as_str()).collect::<Vec<_>>()),
+                _ => json!([]),
+            };
+            ("string", json!(items.to_string()))
+        }
+        other => ("string", json!(other.to_string())),
+    };
+    json!({"key": key, "type": ty, "value": v})
+}
+
+fn kind_name(kind: &SpanKind) -> &'static str {
+    match kind {
+        SpanKind::Server => "server",
+        SpanKind::Client => "client",
+        SpanKind::Producer => "producer",
+        SpanKind::Consumer => "consumer",
+        SpanKind::Internal => "internal",
+    }
+}
+
+/// A finished span as the store keeps it.
+pub fn stored_span(service: &str, s: &SpanData) -> StoredSpan {
+    let (status, status_message) = match &s.status {
+        Status::Unset => (0, String::new()),
+        Status::Ok => (1, String::new()),
+        Status::Error { description } => (2, description.to_string()),
+    };
+    let parent_id = if s.parent_span_id == opentelemetry::trace::SpanId::INVALID {
+        String::new()
+    } else {
+        s.parent_span_id.to_string()
+    };
+    let start_us = micros(s.start_time);
+    StoredSpan {
+        trace_id: s.span_context.trace_id().to_string(),
+        span_id: s.span_context.span_id().to_string(),
+        parent_id,
+        service: service.to_string(),
+        operation: s.name.to_string(),
+        kind: kind_name(&s.span_kind).to_string(),
+        start_us,
+        duration_us: (micros(s.end_time) - start_us).max(0),
+        status,
+        status_message,
+        attributes: Json::Array(
+            s.attributes
+                .iter()
+                .map(|kv| tag(kv.key.as_str(), &kv.value))
+                .collect(),
+        ),
+        events: Json::Array(
+            s.events
+                .iter()
+                .map(|e| {
+                    json!({
+                        "timestamp": micros(e.timestamp),
+                        "name": e.name.as_ref(),
+                        "attributes": e.attributes.iter()
+                            .map(|kv| tag(kv.key.as_str(), &kv.value))
+                            .collect::<Vec<_>>(),
+                    })
+                })
+                .collect(),
+        ),
+    }
+}
+
+/// The default database path for an app: beside its manifest.
+pub fn default_path(manifest_dir: &Path) -> PathBuf {
+    manifest_dir.join(".polytrace").join("traces.db")
+}
+
+/// Read spans back from rows of `SELECT * FROM spans`.
+pub fn row_to_span(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredSpan> {
+    let attributes: String = r.get("attributes")?;
+    let events: String = r.get("events")?;
+    Ok(StoredSpan {
+        trace_id: r.get("trace_id")?,
+        span_id: r.get("span_id")?,
+        parent_id: r.get("parent_id")?,
+        service: r.get("service")?,
+        operation: r.get("operation")?,
+        kind: r.get("kind")?,
+        start_us: r.get("start_us")?,
+        duration_us: r.get("duration_us")?,
+        status: r.get("status")?,
+        status_message: r.get("status_message")?,
+        attributes: serde_json::from_str(&attributes).unwrap_or(Json::Null),
+        events: serde_json::from_str(&events).unwrap_or(Json::Null),
+    })
+}
+
+/// All spans of the given traces.
+pub fn spans_of(conn: &Connection, trace_ids: &[String]) -> rusqlite::Result<Vec<StoredSpan>> {
+    if trace_ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let marks = vec!["?"; trace_ids.len()].join(",");
+    let mut q = conn.prepare(&format!(
+        "SELECT * FROM spans WHERE trace_id IN ({marks}) ORDER BY start_us"
+    ))?;
+    q.query_map(params_from_iter(trace_ids), row_to_span)?
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn span(trace: usize, i: usize, start_us: i64) -> StoredSpan {
+        StoredSpan {
+            trace_id: format!("{trace:032x}"),
+            span_id: format!("{i:016x}"),
+            parent_id: String::new(),
+            service: "svc".into(),
+            operation: "op".into(),
+            kind: "server".into(),
+            start_us,
+            duration_us: 10,
+            status: 0,
+            status_message: String::new(),
+            attributes: json!([{"key": "k", "type": "string", "value": "x".repeat(200)}]),
+            events: json!([]),
+        }
+    }
+
+    fn count(store: &Store) -> i64 {
+        store
+            .read(|c| c.query_row("SELECT COUNT(*) FROM spans", [], |r| r.get(0)))
+            .unwrap()
+    }
+
+    #[test]
+    fn old_spans_expire_and_size_is_capped() {
+        let dir = std::env::temp_dir().join(format!("polytrace-store-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let config = StoreConfig {
+            path: Some(dir.join("t.db")),
+            max_age: Duration::from_secs(3600),
+            max_bytes: 1 << 20,
+        };
+        let store = Store::open(config).unwrap();
+        let now = now_us();
+        let two_hours_ago = now - 7_200_000_000;
+        // 10 old spans, then 20,000 recent ones (~5 MB): both limits apply.
+        store.add_spans((0..10).map(|i| span(0, i, two_hours_ago)).collect());
+        for t in 1..=20 {
+            store.add_spans(
+                (0..1000)
+                    .map(|i| span(t, i, now - 1000 + t as i64))
+                    .collect(),
+            );
+        }
+        // The writer applies retention by itself as it writes.
+        assert!(store.flush(Duration::from_secs(30)));
+        let written = 20_010;
+        let (old, total): (i64, i64) = store
+            .read(|c| {
+                Ok((
+                    c.query_row(
+                        "SELECT COUNT(*) FROM spans WHERE start_us < ?1",
+                        [now - 3_600_000_000],
+                        |r| r.get(0),
+                    )?,
+                    c.query_row("SELECT COUNT(*) FROM spans", [], |r| r.get(0))?,
+                ))
+            })
+            .unwrap();
+        assert_eq!(old, 0, "spans past max_age are gone");
+        assert!(total < written && total > 0, "{written} → {total}");
+        assert_eq!(total, count(&store));
+        let bytes = store.read(|c| Ok(database_bytes(c))).unwrap();
+        assert!(bytes <= 1 << 20, "{bytes} bytes");
+        // The newest survive: the oldest go first.
+        let newest: i64 = store
+            .read(|c| c.query_row("SELECT MAX(start_us) FROM spans", [], |r| r.get(0)))
+            .unwrap();
+        assert_eq!(newest, now - 1000 + 20);
+        assert!(store.stats.expired.load(Ordering::Relaxed) > 0);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_full_queue_drops_and_counts_instead_of_blocking() {
+        let store = Store::open(StoreConfig::default()).unwrap();
+        // Hold the connection: the writer cannot drain the queue.
+        let guard = store.conn.lock().unwrap();
+        let started = std::time::Instant::now();
+        for _ in 0..(QUEUE_BATCHES * 2 + 10) {
+            store.add_spans(vec![span(1, 1, 1)]);
+        }
+        assert!(started.elapsed() < Duration::from_secs(5));
+        // The writer took at most one batch before blocking on the lock.
+        assert!(store.stats.dropped.load(Ordering::Relaxed) >= QUEUE_BATCHES as u64);
+        drop(guard);
+    }
+}

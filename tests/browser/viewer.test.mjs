@@ -1,0 +1,122 @@
+// The viewer in a real browser (Debian's chromium driven by playwright-core),
+// against a polytrace serving examples/checkout whose traces include a
+// checkout that failed in billing. Run by tests/tests/viewer.rs:
+//
+//   node viewer.test.mjs UI_URL SCREENSHOT_DIR
+//
+// Exits non-zero with the failed expectation; screenshots of every page go
+// to SCREENSHOT_DIR.
+import { chromium } from 'playwright-core';
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+
+const [ui, shots] = process.argv.slice(2);
+mkdirSync(shots, { recursive: true });
+
+function expect(condition, message) {
+  if (!condition) throw new Error(`expectation failed: ${message}`);
+}
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
+  args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage'],
+});
+try {
+  const page = await browser.newPage({ viewport: { width: 1440, height: 900 } });
+  const errors = [];
+  page.on('pageerror', (e) => errors.push(String(e)));
+
+  // Search for the checkout that failed in billing.
+  await page.goto(`${ui}/search`);
+  await page.waitForSelector('form#search select[name=service] option[value=billing]', { state: 'attached' });
+  await page.selectOption('form#search select[name=service]', 'billing');
+  await page.selectOption('form#search select[name=status]', 'error');
+  await page.click('form#search button[type=submit]');
+  await page.waitForSelector('.result');
+  await page.screenshot({ path: join(shots, '1-search.png'), fullPage: true });
+  const results = await page.$$eval('.result', (cards) => cards.map((c) => c.textContent));
+  expect(results.length === 1, `one failed-in-billing checkout, got ${results.length}: ${results}`);
+  expect(/api-gateway: POST \/checkout/.test(results[0]), `root of the result: ${results[0]}`);
+  expect(/⚠ \d+ errors/.test(results[0]), `error marker on the result: ${results[0]}`);
+  for (const service of ['api-gateway', 'fraud-service', 'session-service', 'billing']) {
+    expect(results[0].includes(service), `${service} among the result's services`);
+  }
+
+  // Open it: the waterfall.
+  await page.click('.result');
+  await page.waitForSelector('#waterfall .row');
+  const legend = await page.$$eval('.legend .service-chip', (chips) =>
+    chips.map((c) => c.textContent.replace(/\s+/g, ' ').trim()),
+  );
+  for (const expected of ['api-gateway python', 'fraud-service go', 'session-service javascript', 'billing python']) {
+    expect(legend.includes(expected), `legend has "${expected}": ${JSON.stringify(legend)}`);
+  }
+  const rows = await page.$$eval('#waterfall .row', (rs) =>
+    rs.map((r) => ({
+      service: r.dataset.service,
+      op: r.querySelector('.op').textContent,
+      error: r.classList.contains('is-error'),
+      errorPath: r.classList.contains('error-path'),
+    })),
+  );
+  expect(rows.length === 15, `15 spans in the waterfall, got ${rows.length}`);
+  const charge = rows.find((r) => r.service === 'billing' && r.op === 'charge_card');
+  expect(charge?.error, 'billing charge_card is marked as error');
+  expect(!rows.find((r) => r.service === 'fraud-service').error, 'fraud-service is not an error');
+  expect(rows.filter((r) => r.errorPath).length === 5, `5 spans on the error path: ${JSON.stringify(rows)}`);
+  // The failing span opens by itself, with its exception.
+  const detail = await page.textContent('#detail');
+  expect(detail.includes('billing: charge_card'), `detail shows the failing span: ${detail}`);
+  expect(detail.includes('PaymentProcessorError'), `exception type in the detail: ${detail}`);
+  expect(detail.includes('Traceback'), 'the Python stack trace in the detail');
+  await page.screenshot({ path: join(shots, '2-trace.png'), fullPage: true });
+
+  // Collapse the gateway's flow: its subtree disappears.
+  const before = await page.$$eval('#waterfall .row', (rs) => rs.length);
+  await page.click('#waterfall .row:nth-of-type(2) .toggle');
+  const after = await page.$$eval('#waterfall .row', (rs) => rs.length);
+  expect(after < before, `collapsing hides spans (${before} → ${after})`);
+  await page.click('#waterfall .row:nth-of-type(2) .toggle');
+  const expanded = await page.$$eval('#waterfall .row', (rs) => rs.length);
+  expect(expanded === before, `expanding shows them again (${expanded})`);
+
+  // Click another span: its attributes.
+  await page.click('#waterfall .row[data-service="fraud-service"] .op');
+  const fraud = await page.textContent('#detail');
+  expect(fraud.includes('fraud-service') && fraud.includes('Attributes'), `span detail on click: ${fraud}`);
+
+  // The service map.
+  await page.click('header nav a[data-page=map]');
+  await page.waitForSelector('svg.map g.edge');
+  const edges = await page.$$eval('svg.map g.edge', (gs) =>
+    gs.map((g) => ({ edge: `${g.dataset.from} -> ${g.dataset.to}`, label: g.textContent.replace(/\s+/g, ' ').trim() })),
+  );
+  const names = edges.map((e) => e.edge).sort();
+  expect(
+    JSON.stringify(names) ===
+      JSON.stringify([
+        'api-gateway -> billing',
+        'api-gateway -> fraud-service',
+        'api-gateway -> session-service',
+        'fraud-service -> session-service',
+      ]),
+    `service map edges: ${JSON.stringify(names)}`,
+  );
+  const billing = edges.find((e) => e.edge === 'api-gateway -> billing');
+  expect(/\d+ req · [1-9][\d.]*% err/.test(billing.label), `billing edge shows its errors: ${billing.label}`);
+  const nodes = await page.$$eval('svg.map g.node', (gs) => gs.map((g) => g.textContent.replace(/\s+/g, ' ').trim()));
+  expect(nodes.some((n) => n.includes('session-service') && n.includes('javascript')), `nodes: ${nodes}`);
+  await page.screenshot({ path: join(shots, '3-map.png'), fullPage: true });
+
+  // The service summary.
+  await page.click('header nav a[data-page=summary]');
+  await page.waitForSelector('#summary tbody tr');
+  const summary = await page.$$eval('#summary tbody tr', (trs) => trs.map((t) => t.textContent.replace(/\s+/g, ' ')));
+  expect(summary.some((r) => r.includes('billing') && r.includes('charge_card')), `summary rows: ${summary}`);
+  await page.screenshot({ path: join(shots, '4-summary.png'), fullPage: true });
+
+  expect(errors.length === 0, `no script errors on the pages: ${errors}`);
+  console.log('viewer: all expectations met');
+} finally {
+  await browser.close();
+}
