@@ -371,3 +371,63 @@ async fn the_viewer_works_in_a_real_browser() {
     }
     host.terminate();
 }
+
+/// A trace of ~5,000 spans (five components, 999 spans each, calling one
+/// another) is stored whole and the viewer renders it without freezing.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_trace_of_five_thousand_spans() {
+    let mut manifest = String::from("app = \"big\"\n");
+    for i in 1..=5 {
+        manifest += &format!(
+            "[[component]]\nid = \"hop{i}\"\nsource = \"{}\"\n{}",
+            component("faults").display(),
+            if i == 1 { "route = \"/faults/...\"\n" } else { "" }
+        );
+    }
+    let dir = scratch_dir("big-trace");
+    std::fs::write(dir.join("polytrace.toml"), manifest).unwrap();
+    let host = Polytrace::start(
+        &dir,
+        &[
+            ("OTEL_TRACES_EXPORTER".into(), "none".into()),
+            ("OTEL_BSP_MAX_QUEUE_SIZE".into(), "20000".into()),
+        ],
+    );
+    // hop1 → hop2 → ... → hop5, each URL nested in the previous one's `next`.
+    let mut url = "http://hop5/faults/many-spans?n=999".to_string();
+    for hop in (2..=4).rev() {
+        url = format!(
+            "http://hop{hop}/faults/many-spans?n=999&next={}",
+            url.replace('%', "%25").replace('&', "%26").replace('=', "%3D").replace('?', "%3F")
+        );
+    }
+    let first = format!(
+        "/faults/many-spans?n=999&next={}",
+        url.replace('%', "%25").replace('&', "%26").replace('=', "%3D").replace('?', "%3F")
+    );
+    let response = get(&host.url(&first)).await;
+    assert_eq!(response.status, 200, "{}", response.body);
+    let trace_id = response.trace_id();
+    // 5 × (SERVER + 999) + 4 CLIENT spans.
+    let trace = stored(&host, &trace_id, 5004).await;
+    assert_eq!(trace["spans"].as_array().unwrap().len(), 5004);
+    assert_eq!(trace["processes"].as_object().unwrap().len(), 5);
+
+    let shots = target_dir().join("screenshots");
+    let out = std::process::Command::new("node")
+        .arg(repo_dir().join("tests/browser/big-trace.test.mjs"))
+        .arg(host.ui_url(""))
+        .arg(&trace_id)
+        .arg(&shots)
+        .current_dir(repo_dir().join("tests/browser"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("5004 rows rendered"), "{stdout}");
+    host.terminate();
+}

@@ -58,6 +58,10 @@ impl Guest for Faults {
                     let span = Span::start("one_of_many", [kv("i", i)]);
                     drop(span);
                 }
+                // Then, when asked, the next hop of a chain (one big trace).
+                if let Some(next) = request.query("next") {
+                    let _ = send("GET", &next, b"");
+                }
                 respond(out, 200, "text/plain", b"many");
             }
             "/faults/leak-handles" => {
