@@ -239,6 +239,20 @@ async fn search(
     }
 }
 
+/// The search behind `/api/traces`: traces in Jaeger's model, newest first,
+/// or the message of a 400. For benchmarks and embedders.
+pub async fn find_traces(
+    store: &Arc<Store>,
+    q: &HashMap<String, String>,
+) -> Result<Vec<Json>, String> {
+    match search_inner(store, q).await {
+        Ok(Answer::Data(Json::Array(traces), _)) => Ok(traces),
+        Ok(Answer::Data(..)) => Ok(Vec::new()),
+        Ok(Answer::Error(_, m)) | Err(Answer::Error(_, m)) => Err(m),
+        Err(Answer::Data(..)) => Err("unexpected answer".into()),
+    }
+}
+
 async fn search_inner(store: &Arc<Store>, q: &HashMap<String, String>) -> Result<Answer, Answer> {
     let (start, end) = window(q)?;
     let limit = match int_param(q, "limit")? {
@@ -270,62 +284,85 @@ async fn search_inner(store: &Arc<Store>, q: &HashMap<String, String>) -> Result
         )));
     }
 
-    let mut sql = String::from(
-        "SELECT trace_id, MAX(start_us) AS t FROM spans WHERE start_us >= ? AND start_us <= ?",
-    );
-    let mut args: Vec<SqlValue> = vec![start.into(), end.into()];
+    // Spans newest first; the first `limit` distinct traces win, so a search
+    // stops reading as soon as it has them. A tag filter drives the search
+    // from the tag index (rare values are found without scanning spans).
+    let (attr_tags, error_tag): (Vec<_>, Vec<_>) =
+        tags.into_iter().partition(|(k, _)| k != "error");
+    let mut args: Vec<SqlValue> = Vec::new();
+    let mut sql = match attr_tags.first() {
+        Some((k, v)) => {
+            args.extend([k.clone().into(), v.clone().into(), start.into(), end.into()]);
+            String::from(
+                "SELECT s.trace_id FROM tags t JOIN spans s
+                 ON s.trace_id = t.trace_id AND s.span_id = t.span_id
+                 WHERE t.key = ? AND t.value = ? AND t.start_us >= ? AND t.start_us <= ?",
+            )
+        }
+        None => {
+            args.extend([start.into(), end.into()]);
+            String::from("SELECT s.trace_id FROM spans s WHERE s.start_us >= ? AND s.start_us <= ?")
+        }
+    };
+    for (k, v) in attr_tags.iter().skip(1) {
+        sql += " AND EXISTS (SELECT 1 FROM tags t2 WHERE t2.trace_id = s.trace_id
+                 AND t2.span_id = s.span_id AND t2.key = ? AND t2.value = ?)";
+        args.push(k.clone().into());
+        args.push(v.clone().into());
+    }
     if let Some(s) = service {
-        sql += " AND service = ?";
+        sql += " AND s.service = ?";
         args.push(s.into());
     }
     if let Some(o) = operation {
-        sql += " AND operation = ?";
+        sql += " AND s.operation = ?";
         args.push(o.into());
     }
     if let Some(m) = min {
-        sql += " AND duration_us >= ?";
+        sql += " AND s.duration_us >= ?";
         args.push(m.into());
     }
     if let Some(m) = max {
-        sql += " AND duration_us <= ?";
+        sql += " AND s.duration_us <= ?";
         args.push(m.into());
     }
-    for (k, v) in tags {
-        if k == "error" {
-            sql += if v == "true" {
-                " AND status = 2"
-            } else {
-                " AND status != 2"
-            };
-            continue;
-        }
-        // Typed values compare as Jaeger shows them: true/false, numbers, text.
-        sql += " AND EXISTS (SELECT 1 FROM json_each(spans.attributes) j
-                 WHERE json_extract(j.value, '$.key') = ?
-                 AND (CAST(json_extract(j.value, '$.value') AS TEXT) = ?
-                      OR (json_extract(j.value, '$.type') = 'bool'
-                          AND json_extract(j.value, '$.value') = (? = 'true'))))";
-        args.push(k.into());
-        args.push(v.clone().into());
-        args.push(v.into());
+    for (_, v) in error_tag {
+        sql += if v == "true" {
+            " AND s.status = 2"
+        } else {
+            " AND s.status != 2"
+        };
     }
     match status.as_deref() {
         Some("error") => {
-            sql += " AND trace_id IN (SELECT trace_id FROM spans WHERE status = 2)";
+            sql += " AND s.trace_id IN (SELECT trace_id FROM spans WHERE status = 2)";
         }
         Some("ok") => {
-            sql += " AND trace_id NOT IN (SELECT trace_id FROM spans WHERE status = 2)";
+            sql += " AND s.trace_id NOT IN (SELECT trace_id FROM spans WHERE status = 2)";
         }
         _ => {}
     }
-    sql += " GROUP BY trace_id ORDER BY t DESC LIMIT ?";
-    args.push((limit as i64).into());
+    sql += if attr_tags.is_empty() {
+        " ORDER BY s.start_us DESC"
+    } else {
+        " ORDER BY t.start_us DESC"
+    };
 
     let spans = read(store, move |c| {
         let ids: Vec<String> = {
             let mut stmt = c.prepare(&sql)?;
-            stmt.query_map(params_from_iter(args), |r| r.get::<_, String>(0))?
-                .collect::<rusqlite::Result<_>>()?
+            let mut rows = stmt.query(params_from_iter(args))?;
+            let mut ids: Vec<String> = Vec::new();
+            let mut seen = std::collections::HashSet::new();
+            while ids.len() < limit
+                && let Some(row) = rows.next()?
+            {
+                let id: String = row.get(0)?;
+                if seen.insert(id.clone()) {
+                    ids.push(id);
+                }
+            }
+            ids
         };
         let spans = spans_of(c, &ids)?;
         Ok((ids, spans, services_of(c)?))

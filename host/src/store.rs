@@ -110,6 +110,17 @@ CREATE TABLE IF NOT EXISTS spans (
 CREATE INDEX IF NOT EXISTS spans_by_service ON spans (service, start_us);
 CREATE INDEX IF NOT EXISTS spans_by_operation ON spans (service, operation, start_us);
 CREATE INDEX IF NOT EXISTS spans_by_start ON spans (start_us);
+-- One row per span attribute, for tag searches that start from the value.
+CREATE TABLE IF NOT EXISTS tags (
+    key TEXT NOT NULL,
+    value TEXT NOT NULL,
+    start_us INTEGER NOT NULL,
+    trace_id TEXT NOT NULL,
+    span_id TEXT NOT NULL,
+    PRIMARY KEY (trace_id, span_id, key)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS tags_by_value ON tags (key, value, start_us);
+CREATE INDEX IF NOT EXISTS tags_by_start ON tags (start_us);
 CREATE TABLE IF NOT EXISTS services (
     service TEXT PRIMARY KEY,
     language TEXT NOT NULL,
@@ -280,7 +291,17 @@ impl Writer {
                  kind, start_us, duration_us, status, status_message, attributes, events)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
             )?;
+            let mut insert_tag = tx.prepare_cached(
+                "INSERT OR REPLACE INTO tags (key, value, start_us, trace_id, span_id)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?;
             for s in spans {
+                for t in s.attributes.as_array().into_iter().flatten() {
+                    if let (Some(key), Some(value)) = (t["key"].as_str(), tag_text(&t["value"])) {
+                        insert_tag
+                            .execute(params![key, value, s.start_us, s.trace_id, s.span_id])?;
+                    }
+                }
                 insert.execute(params![
                     s.trace_id,
                     s.span_id,
@@ -308,6 +329,7 @@ impl Writer {
         if let Ok(n) = conn.execute("DELETE FROM spans WHERE start_us < ?1", params![cutoff]) {
             self.stats.expired.fetch_add(n as u64, Ordering::Relaxed);
         }
+        let _ = conn.execute("DELETE FROM tags WHERE start_us < ?1", params![cutoff]);
         for _ in 0..100 {
             if database_bytes(&conn) <= self.config.max_bytes {
                 break;
@@ -330,6 +352,7 @@ impl Writer {
                 }
                 Err(_) => break,
             }
+            let _ = conn.execute("DELETE FROM tags WHERE start_us <= ?1", params![edge]);
             let _ = conn.execute_batch("PRAGMA incremental_vacuum;");
         }
     }
@@ -381,6 +404,20 @@ pub fn tag(key: &str, value: &Value) -> Json {
         other => ("string", json!(other.to_string())),
     };
     json!({"key": key, "type": ty, "value": v})
+}
+
+/// A tag value as searches spell it: text as is, `true`/`false`, numbers
+/// in their shortest form; arrays (stored as JSON text) as that text.
+pub fn tag_text(v: &Json) -> Option<String> {
+    match v {
+        Json::String(s) => Some(s.clone()),
+        Json::Bool(b) => Some(b.to_string()),
+        Json::Number(n) => Some(match n.as_f64() {
+            Some(f) if n.is_f64() && f.fract() == 0.0 && f.abs() < 1e15 => format!("{}", f as i64),
+            _ => n.to_string(),
+        }),
+        _ => None,
+    }
 }
 
 fn kind_name(kind: &SpanKind) -> &'static str {
@@ -512,12 +549,13 @@ mod tests {
         let config = StoreConfig {
             path: Some(dir.join("t.db")),
             max_age: Duration::from_secs(3600),
-            max_bytes: 1 << 20,
+            max_bytes: 4 << 20,
         };
         let store = Store::open(config).unwrap();
         let now = now_us();
         let two_hours_ago = now - 7_200_000_000;
-        // 10 old spans, then 20,000 recent ones (~5 MB): both limits apply.
+        // 10 old spans, then 20,000 recent ones (~14 MB with their tag
+        // index, in 20 groups of one start time): both limits apply.
         store.add_spans((0..10).map(|i| span(0, i, two_hours_ago)).collect());
         for t in 1..=20 {
             store.add_spans(
@@ -545,7 +583,7 @@ mod tests {
         assert!(total < written && total > 0, "{written} → {total}");
         assert_eq!(total, count(&store));
         let bytes = store.read(|c| Ok(database_bytes(c))).unwrap();
-        assert!(bytes <= 1 << 20, "{bytes} bytes");
+        assert!(bytes <= 4 << 20, "{bytes} bytes");
         // The newest survive: the oldest go first.
         let newest: i64 = store
             .read(|c| c.query_row("SELECT MAX(start_us) FROM spans", [], |r| r.get(0)))

@@ -381,7 +381,11 @@ async fn a_trace_of_five_thousand_spans() {
         manifest += &format!(
             "[[component]]\nid = \"hop{i}\"\nsource = \"{}\"\n{}",
             component("faults").display(),
-            if i == 1 { "route = \"/faults/...\"\n" } else { "" }
+            if i == 1 {
+                "route = \"/faults/...\"\n"
+            } else {
+                ""
+            }
         );
     }
     let dir = scratch_dir("big-trace");
@@ -398,12 +402,18 @@ async fn a_trace_of_five_thousand_spans() {
     for hop in (2..=4).rev() {
         url = format!(
             "http://hop{hop}/faults/many-spans?n=999&next={}",
-            url.replace('%', "%25").replace('&', "%26").replace('=', "%3D").replace('?', "%3F")
+            url.replace('%', "%25")
+                .replace('&', "%26")
+                .replace('=', "%3D")
+                .replace('?', "%3F")
         );
     }
     let first = format!(
         "/faults/many-spans?n=999&next={}",
-        url.replace('%', "%25").replace('&', "%26").replace('=', "%3D").replace('?', "%3F")
+        url.replace('%', "%25")
+            .replace('&', "%26")
+            .replace('=', "%3D")
+            .replace('?', "%3F")
     );
     let response = get(&host.url(&first)).await;
     assert_eq!(response.status, 200, "{}", response.body);
