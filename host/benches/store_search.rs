@@ -19,14 +19,13 @@ fn env_or(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
+/// One span of trace `trace`: (index, parent index), (service, operation),
+/// (start, duration) in µs.
 fn span(
     trace: usize,
-    i: usize,
-    parent: usize,
-    service: &str,
-    op: &str,
-    start: i64,
-    dur: i64,
+    (i, parent): (usize, usize),
+    (service, op): (&str, &str),
+    (start, dur): (i64, i64),
     error: bool,
 ) -> StoredSpan {
     StoredSpan {
@@ -39,7 +38,7 @@ fn span(
         },
         service: service.into(),
         operation: op.into(),
-        kind: if i % 2 == 0 {
+        kind: if i.is_multiple_of(2) {
             "server".into()
         } else {
             "internal".into()
@@ -79,56 +78,41 @@ async fn main() {
         let mut batch = Vec::with_capacity(chunk.len() * 5);
         for &t in chunk {
             let start = now - spread + (t as i64 * spread) / traces as i64;
-            let error = t % 50 == 0;
+            let error = t.is_multiple_of(50);
             let d = 2000 + (t % 100) as i64 * 300;
             batch.push(span(
                 t,
-                0,
-                0,
-                "api-gateway",
-                "POST /checkout",
-                start,
-                d * 4,
+                (0, 0),
+                ("api-gateway", "POST /checkout"),
+                (start, d * 4),
                 error,
             ));
             batch.push(span(
                 t,
-                1,
-                0,
-                "api-gateway",
-                "checkout_flow",
-                start + 10,
-                d * 3,
+                (1, 0),
+                ("api-gateway", "checkout_flow"),
+                (start + 10, d * 3),
                 error,
             ));
             batch.push(span(
                 t,
-                2,
-                1,
-                "fraud-service",
-                "check_fraud_rules",
-                start + 20,
-                d,
+                (2, 1),
+                ("fraud-service", "check_fraud_rules"),
+                (start + 20, d),
                 false,
             ));
             batch.push(span(
                 t,
-                3,
-                1,
-                "session-service",
-                "load_session",
-                start + 30,
-                d / 2,
+                (3, 1),
+                ("session-service", "load_session"),
+                (start + 30, d / 2),
                 false,
             ));
             batch.push(span(
                 t,
-                4,
-                1,
-                "billing",
-                "charge_card",
-                start + 40,
-                d,
+                (4, 1),
+                ("billing", "charge_card"),
+                (start + 40, d),
                 error,
             ));
         }
