@@ -43,8 +43,9 @@ struct Cli {
 /// The embedded trace store and its viewer.
 #[derive(clap::Args)]
 struct ViewerArgs {
-    /// Where traces are kept: a SQLite file, or `memory` for a throwaway
-    /// run (default: .polytrace/traces.db beside the manifest).
+    /// Where traces are kept: a SQLite file, `memory` for a throwaway run,
+    /// or `none` (no store, no viewer). Default: .polytrace/traces.db
+    /// beside the manifest.
     #[arg(long, env = "POLYTRACE_STORE")]
     store: Option<String>,
     /// Address of the trace viewer and its Jaeger-compatible API.
@@ -173,6 +174,7 @@ async fn up(
     viewer: ViewerArgs,
 ) -> anyhow::Result<()> {
     let manifest = Manifest::load(path)?;
+    let keep = viewer.store.as_deref() != Some("none");
     let store_config = polytrace::store::StoreConfig {
         path: match viewer.store.as_deref() {
             Some("memory") => None,
@@ -183,7 +185,11 @@ async fn up(
             .map_err(|e| anyhow::anyhow!("--retention: {e}"))?,
         max_bytes: viewer.store_max_mb << 20,
     };
-    let store = polytrace::store::Store::open(store_config)?;
+    let store = if keep {
+        Some(polytrace::store::Store::open(store_config)?)
+    } else {
+        None
+    };
     let settings = Settings::from_env(&manifest.telemetry)
         .map_err(|e| anyhow::anyhow!("telemetry settings: {e}"))?;
     let mut outputs = Vec::new();
@@ -203,7 +209,7 @@ async fn up(
         outputs.join(" + ")
     };
     let runtime = Runtime::new(max_memory(&manifest), max_instances, cache_dir)?;
-    let app = App::new(manifest, runtime, settings, Some(store.clone()))?;
+    let app = App::new(manifest, runtime, settings, store.clone())?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| {
@@ -244,28 +250,36 @@ async fn up(
     let stopped = |mut rx: tokio::sync::broadcast::Receiver<()>| async move {
         let _ = rx.recv().await;
     };
-    let where_kept = store
-        .config
-        .path
-        .as_ref()
-        .map_or("in memory".to_string(), |p| p.display().to_string());
-    let viewer_task = if viewer.no_ui {
-        tracing::info!("traces kept {where_kept}; viewer off (--no-ui)");
-        None
-    } else {
-        match bind_viewer(&viewer.ui).await? {
-            Some(l) => {
-                tracing::info!(
-                    "viewer on http://{} (traces kept {where_kept}; Jaeger API under /api)",
-                    l.local_addr()?
-                );
-                Some(tokio::spawn(polytrace::query::serve(
-                    store.clone(),
-                    l,
-                    stopped(stop.subscribe()),
-                )))
+    let viewer_task = match &store {
+        None => {
+            tracing::info!("trace store off (--store none); no viewer");
+            None
+        }
+        Some(store) => {
+            let where_kept = store
+                .config
+                .path
+                .as_ref()
+                .map_or("in memory".to_string(), |p| p.display().to_string());
+            if viewer.no_ui {
+                tracing::info!("traces kept {where_kept}; viewer off (--no-ui)");
+                None
+            } else {
+                match bind_viewer(&viewer.ui).await? {
+                    Some(l) => {
+                        tracing::info!(
+                            "viewer on http://{} (traces kept {where_kept}; Jaeger API under /api)",
+                            l.local_addr()?
+                        );
+                        Some(tokio::spawn(polytrace::query::serve(
+                            store.clone(),
+                            l,
+                            stopped(stop.subscribe()),
+                        )))
+                    }
+                    None => None,
+                }
             }
-            None => None,
         }
     };
     tracing::info!(spans = %exporter, "app `{}` listening on http://{local}", app.manifest.app);
@@ -297,27 +311,30 @@ async fn up(
     }
     tracing::info!("requests finished; flushing spans");
     let flushed = app.telemetry.flush(Duration::from_secs(10)).await;
-    let stored = {
-        let store = store.clone();
-        tokio::task::spawn_blocking(move || store.flush(Duration::from_secs(10)))
-            .await
-            .unwrap_or(false)
-    };
-    let store_stats = &store.stats;
-    tracing::info!(
-        stored = store_stats
-            .stored
-            .load(std::sync::atomic::Ordering::Relaxed),
-        store_dropped = store_stats
-            .dropped
-            .load(std::sync::atomic::Ordering::Relaxed),
-        "trace store {}",
-        if stored {
-            "flushed"
-        } else {
-            "not flushed in time"
-        }
-    );
+    if let Some(store) = &store {
+        let flushed = {
+            let store = store.clone();
+            tokio::task::spawn_blocking(move || store.flush(Duration::from_secs(10)))
+                .await
+                .unwrap_or(false)
+        };
+        tracing::info!(
+            stored = store
+                .stats
+                .stored
+                .load(std::sync::atomic::Ordering::Relaxed),
+            store_dropped = store
+                .stats
+                .dropped
+                .load(std::sync::atomic::Ordering::Relaxed),
+            "trace store {}",
+            if flushed {
+                "flushed"
+            } else {
+                "not flushed in time"
+            }
+        );
+    }
     let stats = app.telemetry.pipeline().stats();
     let (exported, dropped) = (
         stats.exported.load(std::sync::atomic::Ordering::Relaxed),

@@ -78,6 +78,9 @@ pub struct StoreStats {
 
 /// What the writer thread receives.
 enum Msg {
+    /// Finished spans of one service, converted on the writer thread so the
+    /// export worker only hands them over.
+    Batch(String, Vec<SpanData>),
     Spans(Vec<StoredSpan>),
     /// Answer once everything before this message is written.
     Flush(std::sync::mpsc::Sender<()>),
@@ -184,8 +187,15 @@ impl Store {
     }
 
     /// Queue a batch for writing; never blocks. A full queue drops it.
-    pub fn add(&self, service: &str, batch: &[SpanData]) {
-        self.add_spans(batch.iter().map(|s| stored_span(service, s)).collect());
+    pub fn add(&self, service: &str, batch: Vec<SpanData>) {
+        let n = batch.len() as u64;
+        if self
+            .tx
+            .try_send(Msg::Batch(service.to_string(), batch))
+            .is_err()
+        {
+            self.stats.dropped.fetch_add(n, Ordering::Relaxed);
+        }
     }
 
     /// Queue spans for writing; never blocks. A full queue drops them.
@@ -248,6 +258,9 @@ impl Writer {
             let mut next = Some(first);
             while let Some(msg) = next {
                 match msg {
+                    Msg::Batch(service, batch) => {
+                        spans.extend(batch.iter().map(|s| stored_span(&service, s)));
+                    }
                     Msg::Spans(s) => spans.extend(s),
                     Msg::Flush(done) => flushes.push(done),
                 }

@@ -7,7 +7,8 @@
 //!   each request makes 1000 spans (the per-request recording cap) timed by
 //!   the guest's own monotonic clock, and a run is BENCH_SPANS spans over
 //!   consecutive requests. Spans are recorded, queued and handed to the
-//!   export worker, which discards them (`OTEL_TRACES_EXPORTER=none`), as
+//!   export worker, which discards them (`OTEL_TRACES_EXPORTER=none`,
+//!   `POLYTRACE_STORE=none`), as
 //!   the natives' exporters do: both sides pay for making spans, neither
 //!   for encoding or sending them (docs/benchmarks.md has the OTLP
 //!   overhead);
@@ -180,6 +181,8 @@ async fn main() {
         "grpc",
         &[
             ("OTEL_TRACES_EXPORTER", "none"),
+            // No embedded store either: the natives keep nothing.
+            ("POLYTRACE_STORE", "none"),
             ("OTEL_BSP_MAX_QUEUE_SIZE", &queue),
             ("OTEL_BSP_SCHEDULE_DELAY", "200"),
         ],

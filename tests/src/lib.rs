@@ -446,7 +446,9 @@ impl Polytrace {
         let mut cmd = Command::new(polytrace_bin());
         cmd.arg("up").args(args);
         // Unless a test says otherwise: traces in memory, viewer on a free port.
-        if !args.iter().any(|a| a.starts_with("--store")) {
+        if !args.iter().any(|a| a.starts_with("--store"))
+            && !env.iter().any(|(k, _)| k == "POLYTRACE_STORE")
+        {
             cmd.args(["--store", "memory"]);
         }
         if !args

@@ -441,3 +441,29 @@ async fn a_trace_of_five_thousand_spans() {
     assert!(stdout.contains("5004 rows rendered"), "{stdout}");
     host.terminate();
 }
+
+/// `--store none`: no store, no viewer; the app serves as before.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_store_can_be_turned_off() {
+    let host = Polytrace::start_with_args(
+        &repo_dir().join("examples/checkout"),
+        &["--store", "none"],
+        &[("OTEL_TRACES_EXPORTER".into(), "none".into())],
+    );
+    assert!(host.ui.is_none());
+    let r = request(
+        "POST",
+        &host.url("/checkout"),
+        &[],
+        &order("abc", "5", "visa"),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let (code, log) = host.terminate();
+    assert_eq!(code, Some(0));
+    assert!(
+        log.contains("trace store off (--store none); no viewer"),
+        "{log}"
+    );
+    assert!(!log.contains("trace store flushed"), "{log}");
+}

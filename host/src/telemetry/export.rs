@@ -220,7 +220,12 @@ impl Worker {
         let batch = std::mem::take(&mut self.batches[i]);
         let n = batch.len() as u64;
         if let Some(store) = &self.store {
-            store.add(&self.services[i], &batch);
+            // The store takes the batch itself when nothing else needs it.
+            if self.exporters.is_empty() && !self.settings.console {
+                store.add(&self.services[i], batch);
+                return;
+            }
+            store.add(&self.services[i], batch.clone());
         }
         if self.settings.console {
             print_spans(&self.services[i], &batch);
