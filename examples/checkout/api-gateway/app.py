@@ -44,6 +44,31 @@ def call(method, url, payload=None):
         return status, {"error": body.decode(errors="replace")}
 
 
+class Answer(Exception):
+    """Ends the flow early with an HTTP status and body."""
+
+    def __init__(self, status, body):
+        super().__init__(status)
+        self.status, self.body = status, body
+
+
+def step(flow, transaction_id, service, what, method, url, payload=None, outcome="rejected"):
+    """Call one downstream service and return its JSON body. A 5xx fails
+    the flow (its span gets status Error, the checkout answers 500); any
+    other non-200 ends the checkout with that status as a business outcome."""
+    status, body = call(method, url, payload)
+    if status >= 500:
+        flow.set_status_error(f"{service} failed with {status}")
+        raise Answer(500, {"error": f"{what} failed", "transaction_id": transaction_id})
+    if status != 200:
+        flow.set_attribute("checkout.outcome", outcome)
+        answer = {"error": body.get("error", outcome), "transaction_id": transaction_id}
+        if body.get("reason"):
+            answer["reason"] = body["reason"]
+        raise Answer(status, answer)
+    return body
+
+
 def checkout(order):
     """The flow; returns (HTTP status, response body)."""
     with polytrace.span("checkout_flow", {"user.id": str(order.get("user_id", ""))}) as flow:
@@ -52,48 +77,27 @@ def checkout(order):
         transaction_id = "txn-" + uuid.uuid4().hex[:12]
         flow.set_attribute("transaction.id", transaction_id)
 
-        status, verdict = call(
-            "POST",
-            "http://fraud-service/verify",
-            {
-                "transaction_id": transaction_id,
-                "amount": order["amount"],
-                "session_id": order["session_id"],
-                "user_id": order["user_id"],
-            },
-        )
-        if status >= 500:
-            flow.set_status_error(f"fraud-service failed with {status}")
-            return 500, {"error": "fraud check failed", "transaction_id": transaction_id}
-        if status != 200:
-            flow.set_attribute("checkout.outcome", "rejected")
-            return status, {"error": verdict.get("error", "rejected"), "transaction_id": transaction_id}
-
-        status, session = call("GET", f"http://session-service/sessions/{order['session_id']}")
-        if status >= 500:
-            flow.set_status_error(f"session-service failed with {status}")
-            return 500, {"error": "session lookup failed", "transaction_id": transaction_id}
-        if status != 200:
-            flow.set_attribute("checkout.outcome", "rejected")
-            return status, {"error": session.get("error", "no session"), "transaction_id": transaction_id}
-
-        status, charge = call(
-            "POST",
-            "http://billing/charge",
-            {
-                "transaction_id": transaction_id,
-                "user_id": order["user_id"],
-                "amount": order["amount"],
-                "payment_method": order["payment_method"],
-            },
-        )
-        if status >= 500:
-            flow.set_status_error(f"billing failed with {status}")
-            return 500, {"error": "billing failed", "transaction_id": transaction_id}
-        if status != 200:
-            flow.set_attribute("checkout.outcome", "declined")
-            return status, {"error": charge.get("error", "declined"), "reason": charge.get("reason"),
-                            "transaction_id": transaction_id}
+        try:
+            step(flow, transaction_id, "fraud-service", "fraud check", "POST", "http://fraud-service/verify",
+                 {
+                     "transaction_id": transaction_id,
+                     "amount": order["amount"],
+                     "session_id": order["session_id"],
+                     "user_id": order["user_id"],
+                 })
+            step(flow, transaction_id, "session-service", "session lookup", "GET",
+                 f"http://session-service/sessions/{order['session_id']}")
+            charge = step(flow, transaction_id, "billing", "billing", "POST", "http://billing/charge",
+                          {
+                              "transaction_id": transaction_id,
+                              "user_id": order["user_id"],
+                              "amount": order["amount"],
+                              "payment_method": order["payment_method"],
+                          },
+                          outcome="declined")
+        except Answer as answer:
+            # Inside the span: an answer is an outcome, not an exception of the flow.
+            return answer.status, answer.body
 
         order_id = "ord-" + uuid.uuid4().hex[:12]
         flow.set_attributes({"checkout.outcome": "approved", "order.id": order_id})
