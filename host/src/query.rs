@@ -305,8 +305,9 @@ async fn search_inner(store: &Arc<Store>, q: &HashMap<String, String>) -> Result
         }
     };
     for (k, v) in attr_tags.iter().skip(1) {
-        sql += " AND EXISTS (SELECT 1 FROM tags t2 WHERE t2.trace_id = s.trace_id
-                 AND t2.span_id = s.span_id AND t2.key = ? AND t2.value = ?)";
+        sql += " AND EXISTS (SELECT 1 FROM tags t2 WHERE t2.key = ? AND t2.value = ?
+                 AND t2.start_us = s.start_us AND t2.trace_id = s.trace_id
+                 AND t2.span_id = s.span_id)";
         args.push(k.clone().into());
         args.push(v.clone().into());
     }

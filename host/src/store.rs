@@ -21,10 +21,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 /// Batches waiting for the writer; past this, new batches are dropped.
 const QUEUE_BATCHES: usize = 256;
 
-/// Retention runs after this many spans are written...
+/// The size limit is checked after this many spans are written...
 const RETENTION_EVERY: u64 = 5000;
-/// ...and at least this often.
+/// ...and the age limit applied this often (and at start).
 const RETENTION_PERIOD: Duration = Duration::from_secs(60);
+
+/// Longer attribute values are stored but not indexed for search.
+const MAX_INDEXED_VALUE: usize = 256;
 
 /// Where and how long traces are kept.
 #[derive(Debug, Clone)]
@@ -94,6 +97,9 @@ pub struct Store {
     pub config: StoreConfig,
 }
 
+/// Bumped when the tables change; an older file is started afresh.
+const SCHEMA_VERSION: i64 = 2;
+
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS spans (
     trace_id TEXT NOT NULL,
@@ -120,10 +126,8 @@ CREATE TABLE IF NOT EXISTS tags (
     start_us INTEGER NOT NULL,
     trace_id TEXT NOT NULL,
     span_id TEXT NOT NULL,
-    PRIMARY KEY (trace_id, span_id, key)
+    PRIMARY KEY (key, value, start_us, trace_id, span_id)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS tags_by_value ON tags (key, value, start_us);
-CREATE INDEX IF NOT EXISTS tags_by_start ON tags (start_us);
 CREATE TABLE IF NOT EXISTS services (
     service TEXT PRIMARY KEY,
     language TEXT NOT NULL,
@@ -154,6 +158,15 @@ impl Store {
             None => Connection::open_in_memory()?,
         };
         conn.busy_timeout(Duration::from_secs(5))?;
+        // The store is a cache of traces: a file from another schema version
+        // is started afresh rather than migrated.
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if version != SCHEMA_VERSION {
+            conn.execute_batch(
+                "DROP TABLE IF EXISTS spans; DROP TABLE IF EXISTS tags; DROP TABLE IF EXISTS services;",
+            )?;
+            conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+        }
         conn.execute_batch(SCHEMA)
             .map_err(|e| anyhow::anyhow!("trace store: cannot create its tables: {e}"))?;
         let conn = Arc::new(Mutex::new(conn));
@@ -281,12 +294,13 @@ impl Writer {
                             .fetch_add(spans.len() as u64, Ordering::Relaxed);
                     }
                 }
-                if self.since_retention >= RETENTION_EVERY
-                    || last_retention.elapsed() >= RETENTION_PERIOD
-                {
-                    self.since_retention = 0;
+                if last_retention.elapsed() >= RETENTION_PERIOD {
                     self.retain();
                     last_retention = std::time::Instant::now();
+                    self.since_retention = 0;
+                } else if self.since_retention >= RETENTION_EVERY {
+                    self.since_retention = 0;
+                    self.cap_size();
                 }
             }
             for done in flushes {
@@ -310,7 +324,13 @@ impl Writer {
             )?;
             for s in spans {
                 for t in s.attributes.as_array().into_iter().flatten() {
-                    if let (Some(key), Some(value)) = (t["key"].as_str(), tag_text(&t["value"])) {
+                    // Searchable: scalar values up to MAX_INDEXED_VALUE bytes.
+                    if t["type"] == "float64" {
+                        continue;
+                    }
+                    if let (Some(key), Some(value)) = (t["key"].as_str(), tag_text(&t["value"]))
+                        && value.len() <= MAX_INDEXED_VALUE
+                    {
                         insert_tag
                             .execute(params![key, value, s.start_us, s.trace_id, s.span_id])?;
                     }
@@ -334,15 +354,22 @@ impl Writer {
         tx.commit()
     }
 
-    /// Delete spans past the age limit, then the oldest until the database
-    /// is under its size limit.
+    /// Delete spans past the age limit, then cap the size.
     fn retain(&self) {
-        let conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
-        let cutoff = now_us() - self.config.max_age.as_micros() as i64;
-        if let Ok(n) = conn.execute("DELETE FROM spans WHERE start_us < ?1", params![cutoff]) {
-            self.stats.expired.fetch_add(n as u64, Ordering::Relaxed);
+        {
+            let conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
+            let cutoff = now_us() - self.config.max_age.as_micros() as i64;
+            if let Ok(n) = conn.execute("DELETE FROM spans WHERE start_us < ?1", params![cutoff]) {
+                self.stats.expired.fetch_add(n as u64, Ordering::Relaxed);
+            }
+            let _ = conn.execute("DELETE FROM tags WHERE start_us < ?1", params![cutoff]);
         }
-        let _ = conn.execute("DELETE FROM tags WHERE start_us < ?1", params![cutoff]);
+        self.cap_size();
+    }
+
+    /// Delete the oldest spans until the database is under its size limit.
+    fn cap_size(&self) {
+        let conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
         for _ in 0..100 {
             if database_bytes(&conn) <= self.config.max_bytes {
                 break;

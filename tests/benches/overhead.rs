@@ -6,7 +6,7 @@
 //!     cargo bench -p polytrace-tests --bench overhead
 //!
 //! Environment: BENCH_ROUNDS (default 6), BENCH_SECONDS per round (2),
-//! BENCH_CONNECTIONS (4).
+//! BENCH_CONNECTIONS (4), BENCH_EXPORTER (otlp), BENCH_STORE (memory).
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
@@ -94,6 +94,9 @@ async fn main() {
     // BENCH_EXPORTER=none keeps spans recorded but unexported, to split
     // span-making cost from export cost.
     let exporter = std::env::var("BENCH_EXPORTER").unwrap_or_else(|_| "otlp".into());
+    // BENCH_STORE: the embedded store of the traced host (`memory` by
+    // default, as the tests run it; `none`, or a file path).
+    let store = std::env::var("BENCH_STORE").unwrap_or_else(|_| "memory".into());
     let traced = Polytrace::up(
         "bench-on",
         &manifest,
@@ -102,6 +105,7 @@ async fn main() {
         &[
             ("OTEL_BSP_SCHEDULE_DELAY", "1000"),
             ("OTEL_TRACES_EXPORTER", &exporter),
+            ("POLYTRACE_STORE", &store),
         ],
     );
     let plain = Polytrace::up(
