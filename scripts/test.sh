@@ -12,7 +12,7 @@ cd "$root"
 cargo build --release --locked -p polytrace
 log="$root/target/test-output.log"
 set +e
-cargo test --release --locked --workspace --lib --bins --tests 2>&1 | tee "$log"
+cargo test --release --locked --no-fail-fast --workspace --lib --bins --tests 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
 # One closing line for the whole run, summed over every test binary.

@@ -222,8 +222,8 @@ impl Store {
         }
     }
 
-    /// Wait until everything queued so far is written (blocking; for
-    /// shutdown and tests).
+    /// Wait until everything queued so far is written and retention has
+    /// run (blocking; for shutdown and tests).
     pub fn flush(&self, timeout: Duration) -> bool {
         let (done_tx, done_rx) = std::sync::mpsc::channel();
         if self.tx.send(Msg::Flush(done_tx)).is_err() {
@@ -302,6 +302,12 @@ impl Writer {
                     self.since_retention = 0;
                     self.cap_size();
                 }
+            }
+            if !flushes.is_empty() {
+                // A flush promises everything written and the limits applied.
+                self.retain();
+                last_retention = std::time::Instant::now();
+                self.since_retention = 0;
             }
             for done in flushes {
                 let _ = done.send(());
