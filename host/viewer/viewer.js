@@ -178,9 +178,10 @@ async function tracePage(traceId) {
       cur = ref ? byId.get(ref.spanID) : null;
     }
   }
-  const language = (s) => trace.processes[s.processID].tags.find((t) => t.key === 'polytrace.guest.language')?.value;
+  const processLanguage = (p) => p.tags.find((t) => t.key === 'polytrace.guest.language')?.value;
+  const language = (s) => processLanguage(trace.processes[s.processID]);
   const services = [...new Set(trace.spans.map((s) => trace.processes[s.processID].serviceName))];
-  const flags = (tagValue(root, 'error') ? '' : '') + '01';
+  const languageOf = new Map(Object.values(trace.processes).map((p) => [p.serviceName, processLanguage(p)]));
   $main.innerHTML = `
     <div class="panel">
       <div class="trace-head">
@@ -190,7 +191,7 @@ async function tracePage(traceId) {
         <button class="plain" id="copy-tp" type="button">copy traceparent</button></span>
       </div>
       <div class="legend">${services.map((s) => {
-        const lang = trace.spans.map(language).find((_, i) => trace.processes[trace.spans[i].processID].serviceName === s);
+        const lang = languageOf.get(s);
         return `<span class="chip service-chip" data-service="${esc(s)}"><span class="dot" style="background:${colourOf(s)}"></span>${esc(s)} <span class="muted">${esc(lang ?? '')}</span></span>`;
       }).join('')}</div>
     </div>
@@ -200,7 +201,7 @@ async function tracePage(traceId) {
     </div>`;
   const copy = (text) => navigator.clipboard?.writeText(text);
   document.getElementById('copy-id').onclick = () => copy(trace.traceID);
-  document.getElementById('copy-tp').onclick = () => copy(`00-${trace.traceID}-${root.spanID}-${flags}`);
+  document.getElementById('copy-tp').onclick = () => copy(`00-${trace.traceID}-${root.spanID}-01`);
 
   const collapsed = new Set();
   const ticks = [0, 0.25, 0.5, 0.75, 1];

@@ -173,24 +173,26 @@ func makeMethod(name string) wasihttp.Method {
 	return wasihttp.MakeMethodOther(name)
 }
 
+// errorCodeNames spells the common wasi:http error codes as the WIT does.
+var errorCodeNames = map[uint8]string{
+	wasihttp.ErrorCode_DnsTimeout:             "DNS-timeout",
+	wasihttp.ErrorCode_DnsError:               "DNS-error",
+	wasihttp.ErrorCode_DestinationNotFound:    "destination-not-found",
+	wasihttp.ErrorCode_DestinationUnavailable: "destination-unavailable",
+	wasihttp.ErrorCode_ConnectionRefused:      "connection-refused",
+	wasihttp.ErrorCode_ConnectionTerminated:   "connection-terminated",
+	wasihttp.ErrorCode_ConnectionTimeout:      "connection-timeout",
+	wasihttp.ErrorCode_HttpRequestDenied:      "HTTP-request-denied",
+	wasihttp.ErrorCode_HttpRequestUriInvalid:  "HTTP-request-URI-invalid",
+	wasihttp.ErrorCode_HttpResponseTimeout:    "HTTP-response-timeout",
+	wasihttp.ErrorCode_HttpProtocolError:      "HTTP-protocol-error",
+	wasihttp.ErrorCode_LoopDetected:           "loop-detected",
+	wasihttp.ErrorCode_ConfigurationError:     "configuration-error",
+}
+
 // errorCodeName names a wasi:http error code as the WIT spells it.
 func errorCodeName(code wasihttp.ErrorCode) string {
-	names := map[uint8]string{
-		wasihttp.ErrorCode_DnsTimeout:             "DNS-timeout",
-		wasihttp.ErrorCode_DnsError:               "DNS-error",
-		wasihttp.ErrorCode_DestinationNotFound:    "destination-not-found",
-		wasihttp.ErrorCode_DestinationUnavailable: "destination-unavailable",
-		wasihttp.ErrorCode_ConnectionRefused:      "connection-refused",
-		wasihttp.ErrorCode_ConnectionTerminated:   "connection-terminated",
-		wasihttp.ErrorCode_ConnectionTimeout:      "connection-timeout",
-		wasihttp.ErrorCode_HttpRequestDenied:      "HTTP-request-denied",
-		wasihttp.ErrorCode_HttpRequestUriInvalid:  "HTTP-request-URI-invalid",
-		wasihttp.ErrorCode_HttpResponseTimeout:    "HTTP-response-timeout",
-		wasihttp.ErrorCode_HttpProtocolError:      "HTTP-protocol-error",
-		wasihttp.ErrorCode_LoopDetected:           "loop-detected",
-		wasihttp.ErrorCode_ConfigurationError:     "configuration-error",
-	}
-	if name, ok := names[code.Tag()]; ok {
+	if name, ok := errorCodeNames[code.Tag()]; ok {
 		return name
 	}
 	if code.Tag() == wasihttp.ErrorCode_InternalError {
