@@ -143,7 +143,6 @@ func Send(method, rawURL string, body []byte) (int, []byte, error) {
 	}
 }
 
-
 var methods = []string{"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"}
 
 func methodName(m wasihttp.Method) string {

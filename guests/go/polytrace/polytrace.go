@@ -28,8 +28,12 @@ import (
 type Attribute = types.KeyValue
 
 // String, Bool, Int, Int64, Float64 and the slice forms make attributes.
-func String(key, value string) Attribute { return Attribute{Key: key, Value: types.MakeValueString(value)} }
-func Bool(key string, value bool) Attribute { return Attribute{Key: key, Value: types.MakeValueBool(value)} }
+func String(key, value string) Attribute {
+	return Attribute{Key: key, Value: types.MakeValueString(value)}
+}
+func Bool(key string, value bool) Attribute {
+	return Attribute{Key: key, Value: types.MakeValueBool(value)}
+}
 func Int(key string, value int) Attribute {
 	return Attribute{Key: key, Value: types.MakeValueS64(int64(value))}
 }
