@@ -5,6 +5,7 @@
 use crate::http::outbound::Outbound;
 use crate::manifest::{Component as ComponentConfig, Diagnostic, Manifest};
 use crate::runtime::{MAX_RESOURCES_PER_INSTANCE, Progress, RequestState, Runtime};
+use crate::telemetry::stdio::GuestOutput;
 use crate::telemetry::{
     RequestTrace, Settings, Telemetry, propagation, record_exception, semconv, start_span,
 };
@@ -224,6 +225,7 @@ impl App {
                 .get(http::header::USER_AGENT)
                 .and_then(|v| v.to_str().ok()),
         };
+        let mut metrics = RequestMetrics::start(&self, idx, &server_request);
         let tracer = self.telemetry.tracer(idx);
         let mut attrs = server_request.attributes();
         if let Some(caller) = &inbound.caller {
@@ -252,14 +254,24 @@ impl App {
 
         // A fresh instance with this component's limits and nothing granted
         // but its manifest `env`.
+        // What it prints becomes log records, correlated with its current span.
         let env: Vec<(&String, &String)> = config.env.iter().collect();
+        let logs = &self.telemetry.logs;
         let wasi = WasiCtxBuilder::new()
             .envs(&env)
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false)
-            .inherit_stdout()
-            .inherit_stderr()
+            .stdout(GuestOutput::stdout(
+                logs.clone(),
+                idx,
+                trace.shared_current(),
+            ))
+            .stderr(GuestOutput::stderr(
+                logs.clone(),
+                idx,
+                trace.shared_current(),
+            ))
             .build();
         let mut table = ResourceTable::new();
         table.set_max_capacity(MAX_RESOURCES_PER_INSTANCE);
@@ -304,6 +316,7 @@ impl App {
             Err(e) => {
                 return self.fail(
                     span,
+                    &mut metrics,
                     400,
                     "BadRequest",
                     &format!("{e:#}"),
@@ -313,9 +326,11 @@ impl App {
             }
         };
         let pre = self.components[idx].pre.clone();
+        let instantiations = self.telemetry.metrics.component(idx).instantiations.clone();
         let guest = tokio::spawn(async move {
             let result = async {
                 let proxy = pre.instantiate_async(&mut store).await?;
+                instantiations.add(1, &[]);
                 proxy
                     .wasi_http_incoming_handler()
                     .call_handle(&mut store, req, out)
@@ -334,21 +349,29 @@ impl App {
                 let (attrs, st) = semconv::server_response(status);
                 span.set_attributes(attrs);
                 span.set_status(st);
+                metrics.status(status, (status >= 500).then(|| status.to_string()));
                 add_traceresponse(&mut response, &traceresponse);
                 // The body may still be streaming: the span ends when the guest does.
+                let app = self.clone();
                 tokio::spawn(async move {
                     match tokio::time::timeout_at(hard_deadline, guest).await {
                         Ok(Ok((result, adjustments))) => {
                             span.set_attributes(adjustments.attributes());
+                            app.count_dropped_spans(idx, adjustments.dropped_spans);
                             if let Err(e) = result {
+                                let kind = app.count_failure(idx, &e);
+                                metrics.status(status, Some(kind));
                                 record_guest_error(&mut span, &e);
                             }
                         }
                         Ok(Err(join)) => {
+                            metrics.status(status, Some("HostPanic".into()));
                             record_exception(&mut span, "HostPanic", &join.to_string(), None)
                         }
                         Err(_) => {
                             abort.abort();
+                            app.telemetry.metrics.component(idx).timeouts.add(1, &[]);
+                            metrics.status(status, Some("Timeout".into()));
                             record_exception(
                                 &mut span,
                                 "Timeout",
@@ -358,13 +381,22 @@ impl App {
                         }
                     }
                     span.end();
+                    drop(metrics);
                 });
                 response
             }
             Ok(Ok(Err(code))) => {
                 let _ = guest.await;
                 let message = format!("the component answered with error {code:?}");
-                self.fail(span, 500, "ErrorCode", &message, None, &traceresponse)
+                self.fail(
+                    span,
+                    &mut metrics,
+                    500,
+                    "ErrorCode",
+                    &message,
+                    None,
+                    &traceresponse,
+                )
             }
             Ok(Err(_)) => {
                 // The guest finished or failed without setting a response.
@@ -377,8 +409,15 @@ impl App {
                             "the host is running its limit of instances at once ({e}); retry shortly \
                              or raise --max-instances"
                         );
-                        let mut response =
-                            self.fail(span, 503, "Overloaded", &message, None, &traceresponse);
+                        let mut response = self.fail(
+                            span,
+                            &mut metrics,
+                            503,
+                            "Overloaded",
+                            &message,
+                            None,
+                            &traceresponse,
+                        );
                         response.headers_mut().insert(
                             http::header::RETRY_AFTER,
                             http::HeaderValue::from_static("1"),
@@ -387,12 +426,22 @@ impl App {
                     }
                     Ok(Err(e)) => {
                         let timed_out = e.downcast_ref::<Trap>() == Some(&Trap::Interrupt);
+                        self.count_failure(idx, &e);
                         let (kind, message, backtrace) = describe_guest_error(&e);
                         let status = if timed_out { 504 } else { 500 };
-                        self.fail(span, status, &kind, &message, backtrace, &traceresponse)
+                        self.fail(
+                            span,
+                            &mut metrics,
+                            status,
+                            &kind,
+                            &message,
+                            backtrace,
+                            &traceresponse,
+                        )
                     }
                     Ok(Ok(())) => self.fail(
                         span,
+                        &mut metrics,
                         500,
                         "NoResponse",
                         "the component returned without setting a response",
@@ -401,6 +450,7 @@ impl App {
                     ),
                     Err(join) => self.fail(
                         span,
+                        &mut metrics,
                         500,
                         "HostPanic",
                         &join.to_string(),
@@ -415,16 +465,27 @@ impl App {
                     "the component did not respond within its timeout of {} ms",
                     config.timeout.as_millis()
                 );
-                self.fail(span, 504, "Timeout", &message, None, &traceresponse)
+                self.telemetry.metrics.component(idx).timeouts.add(1, &[]);
+                self.fail(
+                    span,
+                    &mut metrics,
+                    504,
+                    "Timeout",
+                    &message,
+                    None,
+                    &traceresponse,
+                )
             }
         }
     }
 
     /// End `span` as failed and answer `status` with a JSON body that names
     /// the trace, so the failure is easy to find.
+    #[allow(clippy::too_many_arguments)]
     fn fail(
         &self,
         mut span: Span,
+        metrics: &mut RequestMetrics,
         status: u16,
         kind: &str,
         message: &str,
@@ -432,6 +493,7 @@ impl App {
         traceresponse: &str,
     ) -> http::Response<HyperOutgoingBody> {
         let trace_id = span.span_context().trace_id().to_string();
+        metrics.status(status, Some(kind.to_string()));
         record_exception(&mut span, kind, message, backtrace);
         let (attrs, _) = semconv::server_response(status);
         span.set_attributes(attrs);
@@ -450,6 +512,86 @@ impl App {
             .expect("static response parts are valid");
         add_traceresponse(&mut response, traceresponse);
         response
+    }
+}
+
+impl App {
+    /// Count a guest failure in the health metrics; returns its `error.type`.
+    fn count_failure(&self, idx: usize, e: &wasmtime::Error) -> String {
+        let m = self.telemetry.metrics.component(idx);
+        let (kind, _, _) = describe_guest_error(e);
+        match e.downcast_ref::<Trap>() {
+            Some(Trap::Interrupt) => m.timeouts.add(1, &[]),
+            Some(_) => m.traps.add(1, &[KeyValue::new("error.type", kind.clone())]),
+            None => {}
+        }
+        kind
+    }
+
+    fn count_dropped_spans(&self, idx: usize, n: u64) {
+        if n > 0 {
+            self.telemetry.metrics.component(idx).dropped.add_spans(n);
+        }
+    }
+}
+
+/// `http.server.active_requests` and `http.server.request.duration` of one
+/// request: counted active when made, recorded when dropped (when the
+/// SERVER span ends), with the status and error type set by then.
+struct RequestMetrics {
+    app: Arc<App>,
+    idx: usize,
+    started: Instant,
+    active: Vec<KeyValue>,
+    attrs: Vec<KeyValue>,
+}
+
+impl RequestMetrics {
+    fn start(app: &Arc<App>, idx: usize, r: &semconv::ServerRequest<'_>) -> RequestMetrics {
+        let active = semconv::server_active_attributes(r.method, r.scheme);
+        app.telemetry
+            .metrics
+            .component(idx)
+            .server_active
+            .add(1, &active);
+        let mut attrs = active.clone();
+        attrs.extend(
+            r.route
+                .map(|route| KeyValue::new("http.route", route.to_string())),
+        );
+        attrs.push(KeyValue::new(
+            "network.protocol.version",
+            r.protocol_version.to_string(),
+        ));
+        RequestMetrics {
+            app: app.clone(),
+            idx,
+            started: Instant::now(),
+            active,
+            attrs,
+        }
+    }
+
+    /// The response status, and `error.type` when the request failed.
+    fn status(&mut self, status: u16, error_type: Option<String>) {
+        self.attrs
+            .retain(|kv| !matches!(kv.key.as_str(), "http.response.status_code" | "error.type"));
+        self.attrs.push(KeyValue::new(
+            "http.response.status_code",
+            i64::from(status),
+        ));
+        if let Some(e) = error_type {
+            self.attrs.push(KeyValue::new("error.type", e));
+        }
+    }
+}
+
+impl Drop for RequestMetrics {
+    fn drop(&mut self) {
+        let m = self.app.telemetry.metrics.component(self.idx);
+        m.server_active.add(-1, &self.active);
+        m.server_duration
+            .record(self.started.elapsed().as_secs_f64(), &self.attrs);
     }
 }
 

@@ -8,7 +8,11 @@ wasmtime::component::bindgen!({
     imports: { default: trappable },
     with: {
         "polytrace:telemetry/tracing.span": crate::telemetry::GuestSpan,
+        "polytrace:telemetry/metrics.counter": crate::telemetry::metrics::GuestInstrument,
+        "polytrace:telemetry/metrics.up-down-counter": crate::telemetry::metrics::GuestInstrument,
+        "polytrace:telemetry/metrics.histogram": crate::telemetry::metrics::GuestInstrument,
+        "polytrace:telemetry/metrics.gauge": crate::telemetry::metrics::GuestInstrument,
     },
 });
 
-pub use self::polytrace::telemetry::{tracing, types};
+pub use self::polytrace::telemetry::{logs, metrics, tracing, types};

@@ -60,6 +60,11 @@ struct ViewerArgs {
     /// Keep the store under this size, in MB; the oldest go first.
     #[arg(long, env = "POLYTRACE_STORE_MAX_MB", default_value_t = 1024)]
     store_max_mb: u64,
+    /// Guest log records printed on stdout: `off`, or the lowest level
+    /// shown (`trace`, `debug`, `info`, `warn`, `error`, `fatal`), with
+    /// `,json` for JSON lines (`debug,json`).
+    #[arg(long, env = "POLYTRACE_GUEST_LOGS", default_value = "info")]
+    guest_logs: String,
 }
 
 const DEFAULT_UI: &str = "127.0.0.1:16686";
@@ -190,8 +195,10 @@ async fn up(
     } else {
         None
     };
-    let settings = Settings::from_env(&manifest.telemetry)
+    let mut settings = Settings::from_env(&manifest.telemetry)
         .map_err(|e| anyhow::anyhow!("telemetry settings: {e}"))?;
+    settings.console_logs = polytrace::telemetry::config::ConsoleLogs::parse(&viewer.guest_logs)
+        .map_err(|e| anyhow::anyhow!("--guest-logs {e}"))?;
     let mut outputs = Vec::new();
     if settings.export.exporter == polytrace::telemetry::config::Exporter::Otlp {
         outputs.push(format!(
@@ -250,36 +257,44 @@ async fn up(
     let stopped = |mut rx: tokio::sync::broadcast::Receiver<()>| async move {
         let _ = rx.recv().await;
     };
-    let viewer_task = match &store {
-        None => {
-            tracing::info!("trace store off (--store none); no viewer");
-            None
+    let metrics: polytrace::query::MetricsSource = {
+        let app = app.clone();
+        std::sync::Arc::new(move || app.telemetry.metrics.prometheus())
+    };
+    let where_kept = store.as_ref().map(|store| {
+        store
+            .config
+            .path
+            .as_ref()
+            .map_or("in memory".to_string(), |p| p.display().to_string())
+    });
+    let viewer_task = if viewer.no_ui {
+        match &where_kept {
+            Some(w) => tracing::info!("traces kept {w}; viewer off (--no-ui)"),
+            None => tracing::info!("trace store off (--store none); viewer off (--no-ui)"),
         }
-        Some(store) => {
-            let where_kept = store
-                .config
-                .path
-                .as_ref()
-                .map_or("in memory".to_string(), |p| p.display().to_string());
-            if viewer.no_ui {
-                tracing::info!("traces kept {where_kept}; viewer off (--no-ui)");
-                None
-            } else {
-                match bind_viewer(&viewer.ui).await? {
-                    Some(l) => {
-                        tracing::info!(
-                            "viewer on http://{} (traces kept {where_kept}; Jaeger API under /api)",
-                            l.local_addr()?
-                        );
-                        Some(tokio::spawn(polytrace::query::serve(
-                            store.clone(),
-                            l,
-                            stopped(stop.subscribe()),
-                        )))
-                    }
-                    None => None,
+        None
+    } else {
+        match bind_viewer(&viewer.ui).await? {
+            Some(l) => {
+                let at = l.local_addr()?;
+                match &where_kept {
+                    Some(w) => tracing::info!(
+                        "viewer on http://{at} (traces kept {w}; Jaeger API under /api; \
+                         Prometheus metrics at /metrics)"
+                    ),
+                    None => tracing::info!(
+                        "trace store off (--store none); no viewer; Prometheus metrics on http://{at}/metrics"
+                    ),
                 }
+                Some(tokio::spawn(polytrace::query::serve(
+                    store.clone(),
+                    metrics,
+                    l,
+                    stopped(stop.subscribe()),
+                )))
             }
+            None => None,
         }
     };
     tracing::info!(spans = %exporter, "app `{}` listening on http://{local}", app.manifest.app);
@@ -309,7 +324,7 @@ async fn up(
     if let Some(v) = viewer_task {
         let _ = v.await;
     }
-    tracing::info!("requests finished; flushing spans");
+    tracing::info!("requests finished; flushing spans, metrics and logs");
     let flushed = app.telemetry.flush(Duration::from_secs(10)).await;
     if let Some(store) = &store {
         let flushed = {

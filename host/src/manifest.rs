@@ -55,6 +55,11 @@ pub struct TelemetryConfig {
     pub sampler_arg: Option<f64>,
     /// Cap on the length of any string attribute value a guest sets.
     pub max_attribute_value_length: Option<usize>,
+    /// Metrics exporter, as `OTEL_METRICS_EXPORTER`: `otlp` (default) or
+    /// `none` (Prometheus `/metrics` is served either way).
+    pub metrics_exporter: Option<String>,
+    /// Logs exporter, as `OTEL_LOGS_EXPORTER`: `otlp` (default) or `none`.
+    pub logs_exporter: Option<String>,
 }
 
 /// One component of the application.
@@ -546,6 +551,15 @@ fn validate_id(id: &str) -> Result<(), String> {
 fn validate_telemetry(t: &TelemetryConfig) -> Result<(), String> {
     if let Some(e) = &t.exporter {
         crate::telemetry::config::parse_exporters(e).map_err(|m| format!("[telemetry] {m}"))?;
+    }
+    for (key, value) in [
+        ("metrics_exporter", &t.metrics_exporter),
+        ("logs_exporter", &t.logs_exporter),
+    ] {
+        if let Some(v) = value {
+            crate::telemetry::config::parse_signal_exporter(v)
+                .map_err(|m| format!("[telemetry] {key}: {m}"))?;
+        }
     }
     if let Some(p) = &t.protocol
         && !matches!(p.as_str(), "grpc" | "http/protobuf")

@@ -21,8 +21,37 @@ pub const DEFAULT_LIMIT: usize = 20;
 /// The most a search returns.
 pub const MAX_LIMIT: usize = 1500;
 
-/// The routes of the viewer listener.
-pub fn router(store: Arc<Store>) -> Router {
+/// Renders the Prometheus text exposition of the app's metrics.
+pub type MetricsSource = Arc<dyn Fn() -> String + Send + Sync>;
+
+/// The routes of the viewer listener: the viewer and its API when there is
+/// a store, and Prometheus `GET /metrics` always.
+pub fn router(store: Option<Arc<Store>>, metrics: MetricsSource) -> Router {
+    let scrape = Router::new().route(
+        "/metrics",
+        get(move || {
+            let metrics = metrics.clone();
+            async move {
+                let text = tokio::task::spawn_blocking(move || metrics())
+                    .await
+                    .unwrap_or_default();
+                (
+                    [(
+                        header::CONTENT_TYPE,
+                        crate::telemetry::prometheus::CONTENT_TYPE,
+                    )],
+                    text,
+                )
+            }
+        }),
+    );
+    match store {
+        Some(store) => scrape.merge(viewer_router(store)),
+        None => scrape,
+    }
+}
+
+fn viewer_router(store: Arc<Store>) -> Router {
     Router::new()
         .route("/api/services", get(services))
         .route("/api/services/{service}/operations", get(operations))
@@ -725,11 +754,12 @@ async fn viewer_css() -> impl IntoResponse {
 
 /// Serve the viewer and API on `listener` until `shutdown`.
 pub async fn serve(
-    store: Arc<Store>,
+    store: Option<Arc<Store>>,
+    metrics: MetricsSource,
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(store))
+    axum::serve(listener, router(store, metrics))
         .with_graceful_shutdown(shutdown)
         .await
 }

@@ -31,6 +31,19 @@ impl Outbound {
             depth,
         }
     }
+
+    /// Index of the component this instance belongs to.
+    pub fn component(&self) -> usize {
+        self.component
+    }
+
+    pub fn component_metrics(&self) -> &crate::telemetry::metrics::ComponentMetrics {
+        self.app.telemetry.metrics.component(self.component)
+    }
+
+    pub fn logs(&self) -> Arc<crate::telemetry::logs::Logs> {
+        self.app.telemetry.logs.clone()
+    }
 }
 
 enum Target {
@@ -67,7 +80,11 @@ impl WasiHttpHooks for Outbound {
             }
         }
         let target = self.target(request.uri());
+        let mut metric_attrs =
+            semconv::client_metric_attributes(request.method().as_str(), request.uri());
+        let started = std::time::Instant::now();
         let app = self.app.clone();
+        let component = self.component;
         let depth = self.depth + 1;
         let caller = self.app.component_id(self.component).to_string();
         Box::new(async move {
@@ -89,16 +106,35 @@ impl WasiHttpHooks for Outbound {
             };
             match &result {
                 Ok((response, _)) => {
-                    let (attrs, status) = semconv::client_response(response.status().as_u16());
+                    let code = response.status().as_u16();
+                    let (attrs, status) = semconv::client_response(code);
+                    metric_attrs.extend(
+                        attrs
+                            .iter()
+                            .filter(|kv| {
+                                matches!(
+                                    kv.key.as_str(),
+                                    "http.response.status_code" | "error.type"
+                                )
+                            })
+                            .cloned(),
+                    );
                     span.set_attributes(attrs);
                     span.set_status(status);
                 }
                 Err(e) => {
-                    span.set_attribute(KeyValue::new("error.type", error_type(e)));
+                    let kind = error_type(e);
+                    metric_attrs.push(KeyValue::new("error.type", kind.clone()));
+                    span.set_attribute(KeyValue::new("error.type", kind));
                     span.set_status(Status::error(format!("{e}")));
                 }
             }
             span.end();
+            app.telemetry
+                .metrics
+                .component(component)
+                .client_duration
+                .record(started.elapsed().as_secs_f64(), &metric_attrs);
             result
         })
     }

@@ -46,6 +46,107 @@ pub fn parse_exporters(value: &str) -> Result<(Exporter, bool), String> {
     Ok((network, console))
 }
 
+/// Parse `OTEL_METRICS_EXPORTER` / `OTEL_LOGS_EXPORTER`: `otlp` or `none`.
+/// (Metrics are always on Prometheus `/metrics` too; guest logs always print
+/// on the console at the `--guest-logs` level.)
+pub fn parse_signal_exporter(value: &str) -> Result<Exporter, String> {
+    match value.trim() {
+        "" | "otlp" => Ok(Exporter::Otlp),
+        "none" => Ok(Exporter::None),
+        // Prometheus is served on the viewer address whatever this says;
+        // `console` is what --guest-logs does for logs.
+        "prometheus" | "console" => Ok(Exporter::None),
+        other => Err(format!(
+            "exporter `{other}` is not supported: use `otlp` or `none`"
+        )),
+    }
+}
+
+/// Export settings of the metrics or logs signal.
+#[derive(Debug, Clone)]
+pub struct SignalSettings {
+    pub exporter: Exporter,
+    pub protocol: Protocol,
+    /// As for spans: explicit only when the manifest names a base endpoint
+    /// and no `OTEL_EXPORTER_OTLP_*ENDPOINT` is set.
+    pub endpoint: Option<String>,
+    pub headers: BTreeMap<String, String>,
+    pub timeout: Duration,
+    /// Metrics: the export interval. Logs: the batch schedule delay.
+    pub interval: Duration,
+    /// Logs: records waiting at most; past it new records are dropped.
+    pub max_queue_size: usize,
+    pub max_export_batch_size: usize,
+    /// Metrics: the OTLP aggregation temporality preference.
+    pub temporality: opentelemetry_sdk::metrics::Temporality,
+}
+
+impl SignalSettings {
+    /// The endpoint as a user would recognise it; `signal` is `metrics` or `logs`.
+    pub fn endpoint_for_humans(&self, signal: &str) -> String {
+        let upper = signal.to_ascii_uppercase();
+        match (&self.endpoint, self.protocol) {
+            (Some(e), _) => e.clone(),
+            (None, Protocol::Grpc) => std::env::var(format!("OTEL_EXPORTER_OTLP_{upper}_ENDPOINT"))
+                .or_else(|_| std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT"))
+                .unwrap_or_else(|_| "http://localhost:4317".into()),
+            (None, Protocol::HttpProtobuf) => {
+                std::env::var(format!("OTEL_EXPORTER_OTLP_{upper}_ENDPOINT"))
+                    .or_else(|_| {
+                        std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT")
+                            .map(|e| format!("{e}/v1/{signal}"))
+                    })
+                    .unwrap_or_else(|_| format!("http://localhost:4318/v1/{signal}"))
+            }
+        }
+    }
+}
+
+/// How guest log records print on the host console.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConsoleLogs {
+    /// Lowest severity number printed; `None` prints nothing.
+    pub min_severity: Option<u8>,
+    pub json: bool,
+}
+
+impl Default for ConsoleLogs {
+    fn default() -> Self {
+        ConsoleLogs {
+            min_severity: Some(9),
+            json: false,
+        }
+    }
+}
+
+impl ConsoleLogs {
+    /// Parse `--guest-logs`: `off`, or a level (`trace`, `debug`, `info`,
+    /// `warn`, `error`, `fatal`), optionally `,json` for JSON lines.
+    pub fn parse(value: &str) -> Result<ConsoleLogs, String> {
+        let mut out = ConsoleLogs::default();
+        for part in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            match part.to_ascii_lowercase().as_str() {
+                "json" => out.json = true,
+                "text" => out.json = false,
+                "off" | "none" => out.min_severity = None,
+                "trace" => out.min_severity = Some(1),
+                "debug" => out.min_severity = Some(5),
+                "info" => out.min_severity = Some(9),
+                "warn" | "warning" => out.min_severity = Some(13),
+                "error" => out.min_severity = Some(17),
+                "fatal" => out.min_severity = Some(21),
+                other => {
+                    return Err(format!(
+                        "`{other}`: use off, trace, debug, info, warn, error or fatal, \
+                         optionally followed by `,json` (for example `debug,json`)"
+                    ));
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
 /// OTLP transport.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {
@@ -93,6 +194,10 @@ impl ExportSettings {
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub export: ExportSettings,
+    pub metrics: SignalSettings,
+    pub logs: SignalSettings,
+    /// Set from the command line (`--guest-logs`), not the environment.
+    pub console_logs: ConsoleLogs,
     pub sampler: Sampler,
     /// Cap on any string attribute value a guest sets, in bytes.
     pub max_attribute_value_length: usize,
@@ -122,28 +227,7 @@ impl Settings {
                 .as_deref()
                 .unwrap_or("otlp"),
         )?;
-        let protocol = match env("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
-            .or_else(|| env("OTEL_EXPORTER_OTLP_PROTOCOL"))
-            .or_else(|| m.protocol.clone())
-            .as_deref()
-        {
-            None | Some("http/protobuf") => Protocol::HttpProtobuf,
-            Some("grpc") => Protocol::Grpc,
-            Some(other) => {
-                return Err(format!(
-                    "OTLP protocol `{other}` is not supported: use `http/protobuf` or `grpc`"
-                ));
-            }
-        };
-        let env_endpoint = env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").is_some()
-            || env("OTEL_EXPORTER_OTLP_ENDPOINT").is_some();
-        let endpoint = match (&m.endpoint, env_endpoint) {
-            (Some(base), false) => Some(match protocol {
-                Protocol::Grpc => base.clone(),
-                Protocol::HttpProtobuf => format!("{}/v1/traces", base.trim_end_matches('/')),
-            }),
-            _ => None,
-        };
+        let (protocol, endpoint) = otlp_target("TRACES", m, &env)?;
         let millis = |name: &str, default: u64| -> Result<Duration, String> {
             match env(name) {
                 None => Ok(Duration::from_millis(default)),
@@ -163,10 +247,12 @@ impl Settings {
                 },
             }
         };
-        let timeout = match env("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT") {
-            Some(_) => millis("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", 10_000)?,
-            None => millis("OTEL_EXPORTER_OTLP_TIMEOUT", 10_000)?,
-        };
+        let signal_timeout =
+            |signal: &str| match env(&format!("OTEL_EXPORTER_OTLP_{signal}_TIMEOUT")) {
+                Some(_) => millis(&format!("OTEL_EXPORTER_OTLP_{signal}_TIMEOUT"), 10_000),
+                None => millis("OTEL_EXPORTER_OTLP_TIMEOUT", 10_000),
+            };
+        let timeout = signal_timeout("TRACES")?;
         let max_queue_size = count("OTEL_BSP_MAX_QUEUE_SIZE", 2048)?;
         let export = ExportSettings {
             exporter,
@@ -179,6 +265,54 @@ impl Settings {
             max_queue_size,
             max_export_batch_size: count("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512)?
                 .min(max_queue_size),
+        };
+        let signal_exporter = |var: &str, manifest: &Option<String>| {
+            env(var)
+                .or_else(|| manifest.clone())
+                .map_or(Ok(Exporter::Otlp), |v| {
+                    parse_signal_exporter(&v).map_err(|e| format!("{var}: {e}"))
+                })
+        };
+        let (metrics_protocol, metrics_endpoint) = otlp_target("METRICS", m, &env)?;
+        let temporality = match env("OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE") {
+            None => opentelemetry_sdk::metrics::Temporality::Cumulative,
+            Some(v) => v.trim().parse().map_err(|()| {
+                format!(
+                    "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE=`{v}`: use cumulative, delta or lowmemory"
+                )
+            })?,
+        };
+        let metrics = SignalSettings {
+            exporter: if disabled {
+                Exporter::None
+            } else {
+                signal_exporter("OTEL_METRICS_EXPORTER", &m.metrics_exporter)?
+            },
+            protocol: metrics_protocol,
+            endpoint: metrics_endpoint,
+            headers: m.headers.clone(),
+            timeout: signal_timeout("METRICS")?.min(millis("OTEL_METRIC_EXPORT_TIMEOUT", 30_000)?),
+            interval: millis("OTEL_METRIC_EXPORT_INTERVAL", 60_000)?.max(Duration::from_millis(1)),
+            max_queue_size: 0,
+            max_export_batch_size: 0,
+            temporality,
+        };
+        let (logs_protocol, logs_endpoint) = otlp_target("LOGS", m, &env)?;
+        let logs_queue = count("OTEL_BLRP_MAX_QUEUE_SIZE", 2048)?;
+        let logs = SignalSettings {
+            exporter: if disabled {
+                Exporter::None
+            } else {
+                signal_exporter("OTEL_LOGS_EXPORTER", &m.logs_exporter)?
+            },
+            protocol: logs_protocol,
+            endpoint: logs_endpoint,
+            headers: m.headers.clone(),
+            timeout: signal_timeout("LOGS")?.min(millis("OTEL_BLRP_EXPORT_TIMEOUT", 30_000)?),
+            interval: millis("OTEL_BLRP_SCHEDULE_DELAY", 1_000)?.max(Duration::from_millis(1)),
+            max_queue_size: logs_queue,
+            max_export_batch_size: count("OTEL_BLRP_MAX_EXPORT_BATCH_SIZE", 512)?.min(logs_queue),
+            temporality: opentelemetry_sdk::metrics::Temporality::Cumulative,
         };
         let sampler_name = env("OTEL_TRACES_SAMPLER").or_else(|| m.sampler.clone());
         let ratio = match env("OTEL_TRACES_SAMPLER_ARG") {
@@ -214,6 +348,9 @@ impl Settings {
         };
         Ok(Settings {
             export,
+            metrics,
+            logs,
+            console_logs: ConsoleLogs::default(),
             sampler: if disabled {
                 Sampler::AlwaysOff
             } else {
@@ -224,6 +361,43 @@ impl Settings {
                 .unwrap_or(DEFAULT_MAX_ATTRIBUTE_VALUE_LENGTH),
         })
     }
+}
+
+/// The protocol and explicit endpoint of one signal (`TRACES`, `METRICS`,
+/// `LOGS`): the signal's own variables first, then the general ones, then
+/// the manifest.
+fn otlp_target(
+    signal: &str,
+    m: &TelemetryConfig,
+    env: &impl Fn(&str) -> Option<String>,
+) -> Result<(Protocol, Option<String>), String> {
+    let protocol = match env(&format!("OTEL_EXPORTER_OTLP_{signal}_PROTOCOL"))
+        .or_else(|| env("OTEL_EXPORTER_OTLP_PROTOCOL"))
+        .or_else(|| m.protocol.clone())
+        .as_deref()
+    {
+        None | Some("http/protobuf") => Protocol::HttpProtobuf,
+        Some("grpc") => Protocol::Grpc,
+        Some(other) => {
+            return Err(format!(
+                "OTLP protocol `{other}` is not supported: use `http/protobuf` or `grpc`"
+            ));
+        }
+    };
+    let env_endpoint = env(&format!("OTEL_EXPORTER_OTLP_{signal}_ENDPOINT")).is_some()
+        || env("OTEL_EXPORTER_OTLP_ENDPOINT").is_some();
+    let endpoint = match (&m.endpoint, env_endpoint) {
+        (Some(base), false) => Some(match protocol {
+            Protocol::Grpc => base.clone(),
+            Protocol::HttpProtobuf => format!(
+                "{}/v1/{}",
+                base.trim_end_matches('/'),
+                signal.to_ascii_lowercase()
+            ),
+        }),
+        _ => None,
+    };
+    Ok((protocol, endpoint))
 }
 
 #[cfg(test)]
@@ -319,6 +493,66 @@ mod tests {
             )
             .is_err()
         );
+    }
+
+    #[test]
+    fn metrics_and_logs_settings() {
+        let m = TelemetryConfig {
+            endpoint: Some("http://collector:4318".into()),
+            ..Default::default()
+        };
+        let s = resolve(&m, &[]).unwrap();
+        assert_eq!(s.metrics.exporter, Exporter::Otlp);
+        assert_eq!(
+            s.metrics.endpoint.as_deref(),
+            Some("http://collector:4318/v1/metrics")
+        );
+        assert_eq!(
+            s.logs.endpoint.as_deref(),
+            Some("http://collector:4318/v1/logs")
+        );
+        assert_eq!(s.metrics.interval, Duration::from_secs(60));
+        assert_eq!(s.logs.interval, Duration::from_secs(1));
+        assert_eq!(
+            s.metrics.temporality,
+            opentelemetry_sdk::metrics::Temporality::Cumulative
+        );
+        let s = resolve(
+            &m,
+            &[
+                ("OTEL_METRICS_EXPORTER", "none"),
+                ("OTEL_METRIC_EXPORT_INTERVAL", "250"),
+                ("OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE", "Delta"),
+                ("OTEL_EXPORTER_OTLP_LOGS_PROTOCOL", "grpc"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(s.metrics.exporter, Exporter::None);
+        assert_eq!(s.metrics.interval, Duration::from_millis(250));
+        assert_eq!(
+            s.metrics.temporality,
+            opentelemetry_sdk::metrics::Temporality::Delta
+        );
+        assert_eq!(s.logs.protocol, Protocol::Grpc);
+        assert_eq!(s.export.protocol, Protocol::HttpProtobuf);
+        assert!(
+            resolve(
+                &m,
+                &[("OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE", "x")]
+            )
+            .is_err()
+        );
+        assert!(resolve(&m, &[("OTEL_LOGS_EXPORTER", "kafka")]).is_err());
+    }
+
+    #[test]
+    fn guest_log_console_levels() {
+        assert_eq!(ConsoleLogs::parse("").unwrap(), ConsoleLogs::default());
+        assert_eq!(ConsoleLogs::parse("warn").unwrap().min_severity, Some(13));
+        let j = ConsoleLogs::parse("debug,json").unwrap();
+        assert_eq!((j.min_severity, j.json), (Some(5), true));
+        assert_eq!(ConsoleLogs::parse("off").unwrap().min_severity, None);
+        assert!(ConsoleLogs::parse("loud").is_err());
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! full batch is waiting. When the queue is full the span is dropped and
 //! counted. A backend that is down or slow only ever costs dropped spans.
 
-use super::config::{ExportSettings, Exporter, Protocol};
+use super::config::{ExportSettings, Exporter, Protocol, SignalSettings};
 use opentelemetry::Context;
 use opentelemetry_otlp::{WithExportConfig, WithHttpConfig, WithTonicConfig};
 use opentelemetry_sdk::Resource;
@@ -38,6 +38,8 @@ struct Queue {
     max_queue_size: usize,
     max_export_batch_size: usize,
     stats: ExportStats,
+    /// Per component, for the `polytrace.telemetry.dropped` metric.
+    dropped: Vec<Arc<super::metrics::Dropped>>,
 }
 
 /// The sending side of the pipeline; cheap to clone.
@@ -54,6 +56,7 @@ impl Pipeline {
         settings: &ExportSettings,
         resources: Vec<Resource>,
         store: Option<Arc<crate::store::Store>>,
+        dropped: Vec<Arc<super::metrics::Dropped>>,
     ) -> anyhow::Result<Pipeline> {
         let queue = Arc::new(Queue {
             spans: Mutex::new(Vec::with_capacity(settings.max_export_batch_size)),
@@ -61,6 +64,7 @@ impl Pipeline {
             max_queue_size: settings.max_queue_size,
             max_export_batch_size: settings.max_export_batch_size,
             stats: ExportStats::default(),
+            dropped,
         });
         let (flush, flush_rx) = mpsc::channel(8);
         let mut exporters = Vec::with_capacity(resources.len());
@@ -116,39 +120,79 @@ impl Pipeline {
     }
 }
 
+/// An OTLP exporter of any signal: `$builder` is the signal's
+/// `Exporter::builder()`; protocol, endpoint, timeout and headers as given.
+macro_rules! otlp_exporter {
+    ($builder:expr, $protocol:expr, $endpoint:expr, $headers:expr, $timeout:expr) => {{
+        let headers: &std::collections::BTreeMap<String, String> = $headers;
+        match $protocol {
+            Protocol::Grpc => {
+                let mut b = $builder.with_tonic().with_timeout($timeout);
+                if let Some(e) = $endpoint {
+                    b = b.with_endpoint(e.clone());
+                }
+                b.with_metadata(grpc_metadata(headers)?).build()?
+            }
+            Protocol::HttpProtobuf => {
+                let mut b = $builder
+                    .with_http()
+                    .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+                    .with_timeout($timeout);
+                if let Some(e) = $endpoint {
+                    b = b.with_endpoint(e.clone());
+                }
+                b.with_headers(headers.clone().into_iter().collect())
+                    .build()?
+            }
+        }
+    }};
+}
+
+fn grpc_metadata(
+    headers: &std::collections::BTreeMap<String, String>,
+) -> anyhow::Result<tonic::metadata::MetadataMap> {
+    let mut metadata = tonic::metadata::MetadataMap::new();
+    for (k, v) in headers {
+        let key = tonic::metadata::MetadataKey::from_bytes(k.to_ascii_lowercase().as_bytes())
+            .map_err(|_| anyhow::anyhow!("export header name `{k}` is not valid"))?;
+        let value = v
+            .parse()
+            .map_err(|_| anyhow::anyhow!("export header `{k}` has a value that is not valid"))?;
+        metadata.insert(key, value);
+    }
+    Ok(metadata)
+}
+
 fn build_otlp(s: &ExportSettings) -> anyhow::Result<opentelemetry_otlp::SpanExporter> {
-    let builder = opentelemetry_otlp::SpanExporter::builder();
-    let exporter = match s.protocol {
-        Protocol::Grpc => {
-            let mut b = builder.with_tonic().with_timeout(s.timeout);
-            if let Some(e) = &s.endpoint {
-                b = b.with_endpoint(e.clone());
-            }
-            let mut metadata = tonic::metadata::MetadataMap::new();
-            for (k, v) in &s.headers {
-                let key =
-                    tonic::metadata::MetadataKey::from_bytes(k.to_ascii_lowercase().as_bytes())
-                        .map_err(|_| anyhow::anyhow!("export header name `{k}` is not valid"))?;
-                let value = v.parse().map_err(|_| {
-                    anyhow::anyhow!("export header `{k}` has a value that is not valid")
-                })?;
-                metadata.insert(key, value);
-            }
-            b.with_metadata(metadata).build()?
-        }
-        Protocol::HttpProtobuf => {
-            let mut b = builder
-                .with_http()
-                .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
-                .with_timeout(s.timeout);
-            if let Some(e) = &s.endpoint {
-                b = b.with_endpoint(e.clone());
-            }
-            b.with_headers(s.headers.clone().into_iter().collect())
-                .build()?
-        }
-    };
-    Ok(exporter)
+    Ok(otlp_exporter!(
+        opentelemetry_otlp::SpanExporter::builder(),
+        s.protocol,
+        &s.endpoint,
+        &s.headers,
+        s.timeout
+    ))
+}
+
+/// The OTLP metric exporter of one component.
+pub fn metric_exporter(s: &SignalSettings) -> anyhow::Result<opentelemetry_otlp::MetricExporter> {
+    Ok(otlp_exporter!(
+        opentelemetry_otlp::MetricExporter::builder().with_temporality(s.temporality),
+        s.protocol,
+        &s.endpoint,
+        &s.headers,
+        s.timeout
+    ))
+}
+
+/// The OTLP log exporter of one component.
+pub fn log_exporter(s: &SignalSettings) -> anyhow::Result<opentelemetry_otlp::LogExporter> {
+    Ok(otlp_exporter!(
+        opentelemetry_otlp::LogExporter::builder(),
+        s.protocol,
+        &s.endpoint,
+        &s.headers,
+        s.timeout
+    ))
 }
 
 struct Worker {
@@ -242,8 +286,8 @@ impl Worker {
             Ok(Ok(())) => {
                 self.queue.stats.exported.fetch_add(n, Ordering::Relaxed);
             }
-            Ok(Err(e)) => self.failed(n, &e.to_string()),
-            Err(_) => self.failed(n, "timed out"),
+            Ok(Err(e)) => self.failed(i, n, &e.to_string()),
+            Err(_) => self.failed(i, n, "timed out"),
         }
     }
 
@@ -264,7 +308,8 @@ impl Worker {
         }
     }
 
-    fn failed(&mut self, n: u64, why: &str) {
+    fn failed(&mut self, i: usize, n: u64, why: &str) {
+        self.queue.dropped[i].add_spans(n);
         let total = self.queue.stats.dropped.fetch_add(n, Ordering::Relaxed) + n;
         // One warning per 30 s: a backend that is down must not flood the log.
         if self
@@ -300,6 +345,7 @@ impl SpanProcessor for ComponentProcessor {
                 drop(spans);
                 queue.stats.dropped.fetch_add(1, Ordering::Relaxed);
                 queue.stats.queue_full.fetch_add(1, Ordering::Relaxed);
+                queue.dropped[self.index].add_spans(1);
                 return;
             }
             spans.push((self.index, span));

@@ -252,3 +252,146 @@ fn from_wit_context(cx: &wit::SpanContext) -> Option<SpanContext> {
         state,
     ))
 }
+
+// ---- metrics -------------------------------------------------------------
+
+use super::metrics::{GuestInstrument, InstrumentError, Kind};
+use crate::bindings::metrics as wit_metrics;
+
+impl RequestState {
+    fn create_instrument(
+        &mut self,
+        kind: Kind,
+        name: String,
+        description: String,
+        unit: String,
+        boundaries: Option<Vec<f64>>,
+    ) -> wasmtime::Result<Result<Resource<GuestInstrument>, wit_metrics::MetricError>> {
+        let made =
+            self.outbound
+                .component_metrics()
+                .instrument(kind, name, description, unit, boundaries);
+        Ok(match made {
+            Ok(instrument) => Ok(self.table.push(instrument)?),
+            Err(e) => Err(match e {
+                InstrumentError::InvalidName(m) => wit_metrics::MetricError::InvalidName(m),
+                InstrumentError::InvalidUnit(m) => wit_metrics::MetricError::InvalidUnit(m),
+                InstrumentError::InvalidBoundaries(m) => {
+                    wit_metrics::MetricError::InvalidBoundaries(m)
+                }
+                InstrumentError::Rejected(m) => wit_metrics::MetricError::Rejected(m),
+            }),
+        })
+    }
+
+    fn measure(
+        &mut self,
+        instrument: &Resource<GuestInstrument>,
+        value: f64,
+        attributes: Vec<WitKeyValue>,
+    ) -> wasmtime::Result<()> {
+        let attrs = self
+            .outbound
+            .trace
+            .cap_all(attributes.into_iter().map(to_key_value).collect());
+        self.table.get(instrument)?.record(value, &attrs);
+        Ok(())
+    }
+}
+
+impl wit_metrics::Host for RequestState {
+    fn create_counter(
+        &mut self,
+        name: String,
+        description: String,
+        unit: String,
+    ) -> wasmtime::Result<Result<Resource<GuestInstrument>, wit_metrics::MetricError>> {
+        self.create_instrument(Kind::Counter, name, description, unit, None)
+    }
+
+    fn create_up_down_counter(
+        &mut self,
+        name: String,
+        description: String,
+        unit: String,
+    ) -> wasmtime::Result<Result<Resource<GuestInstrument>, wit_metrics::MetricError>> {
+        self.create_instrument(Kind::UpDownCounter, name, description, unit, None)
+    }
+
+    fn create_histogram(
+        &mut self,
+        name: String,
+        description: String,
+        unit: String,
+        boundaries: Option<Vec<f64>>,
+    ) -> wasmtime::Result<Result<Resource<GuestInstrument>, wit_metrics::MetricError>> {
+        self.create_instrument(Kind::Histogram, name, description, unit, boundaries)
+    }
+
+    fn create_gauge(
+        &mut self,
+        name: String,
+        description: String,
+        unit: String,
+    ) -> wasmtime::Result<Result<Resource<GuestInstrument>, wit_metrics::MetricError>> {
+        self.create_instrument(Kind::Gauge, name, description, unit, None)
+    }
+}
+
+/// The four instrument resources share one host type and one behaviour.
+macro_rules! instrument_resource {
+    ($trait:ident, $method:ident) => {
+        impl wit_metrics::$trait for RequestState {
+            fn $method(
+                &mut self,
+                instrument: Resource<GuestInstrument>,
+                value: f64,
+                attributes: Vec<WitKeyValue>,
+            ) -> wasmtime::Result<()> {
+                self.measure(&instrument, value, attributes)
+            }
+
+            fn drop(&mut self, instrument: Resource<GuestInstrument>) -> wasmtime::Result<()> {
+                self.table.delete(instrument)?;
+                Ok(())
+            }
+        }
+    };
+}
+
+instrument_resource!(HostCounter, add);
+instrument_resource!(HostUpDownCounter, add);
+instrument_resource!(HostHistogram, record);
+instrument_resource!(HostGauge, record);
+
+// ---- logs ----------------------------------------------------------------
+
+impl crate::bindings::logs::Host for RequestState {
+    fn emit(
+        &mut self,
+        severity: u8,
+        body: String,
+        attributes: Vec<WitKeyValue>,
+    ) -> wasmtime::Result<()> {
+        let logs = self.outbound.logs();
+        if !logs.enabled(severity) {
+            return Ok(());
+        }
+        let trace = &mut self.outbound.trace;
+        let attrs = trace.cap_all(attributes.into_iter().map(to_key_value).collect());
+        let body = super::cap_string(body, super::logs::MAX_LINE.max(trace.value_cap()));
+        let span = trace.current().clone();
+        logs.emit(
+            self.outbound.component(),
+            severity,
+            body,
+            attrs,
+            Some(&span),
+        );
+        Ok(())
+    }
+
+    fn enabled(&mut self, severity: u8) -> wasmtime::Result<bool> {
+        Ok(self.outbound.logs().enabled(severity))
+    }
+}

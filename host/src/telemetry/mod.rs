@@ -8,8 +8,12 @@
 pub mod config;
 pub mod export;
 pub mod host;
+pub mod logs;
+pub mod metrics;
+pub mod prometheus;
 pub mod propagation;
 pub mod semconv;
+pub mod stdio;
 
 use crate::manifest::{Component, Manifest};
 use opentelemetry::trace::{
@@ -74,11 +78,14 @@ impl Adjustments {
     }
 }
 
-/// The tracers of one application and the pipeline they export through.
+/// The tracers, meters and loggers of one application and the pipelines
+/// they export through.
 pub struct Telemetry {
     providers: Vec<SdkTracerProvider>,
     tracers: Vec<SdkTracer>,
     pipeline: Pipeline,
+    pub metrics: metrics::Metrics,
+    pub logs: std::sync::Arc<logs::Logs>,
     pub settings: Settings,
 }
 
@@ -109,7 +116,17 @@ impl Telemetry {
                 );
             }
         }
-        let pipeline = Pipeline::start(&settings.export, resources.clone(), store)?;
+        let dropped: Vec<std::sync::Arc<metrics::Dropped>> =
+            resources.iter().map(|_| Default::default()).collect();
+        let pipeline =
+            Pipeline::start(&settings.export, resources.clone(), store, dropped.clone())?;
+        let metrics = metrics::Metrics::start(&settings.metrics, &resources, &dropped)?;
+        let logs = std::sync::Arc::new(logs::Logs::start(
+            &settings.logs,
+            settings.console_logs,
+            &resources,
+            dropped,
+        )?);
         let mut providers = Vec::new();
         let mut tracers = Vec::new();
         for (i, resource) in resources.into_iter().enumerate() {
@@ -125,6 +142,8 @@ impl Telemetry {
             providers,
             tracers,
             pipeline,
+            metrics,
+            logs,
             settings,
         })
     }
@@ -138,9 +157,14 @@ impl Telemetry {
         &self.pipeline
     }
 
-    /// Export every finished span; used at shutdown.
+    /// Export every finished span, metric and log record; used at shutdown.
     pub async fn flush(&self, timeout: Duration) -> bool {
-        self.pipeline.flush(timeout).await
+        let (spans, metrics, logs) = tokio::join!(
+            self.pipeline.flush(timeout),
+            self.metrics.flush(timeout),
+            self.logs.flush(timeout)
+        );
+        spans && metrics && logs
     }
 
     pub fn component_count(&self) -> usize {
@@ -211,6 +235,8 @@ pub struct RequestTrace {
     value_cap: usize,
     started: u64,
     adjustments: Adjustments,
+    /// The current span, for the guest's stdout and stderr.
+    shared: std::sync::Arc<logs::CurrentSpan>,
 }
 
 impl RequestTrace {
@@ -222,6 +248,7 @@ impl RequestTrace {
         value_cap: usize,
     ) -> Self {
         RequestTrace {
+            shared: logs::CurrentSpan::new(&server),
             tracer,
             server: with_random(server, random),
             open: Vec::new(),
@@ -240,6 +267,21 @@ impl RequestTrace {
 
     pub fn tracer(&self) -> &SdkTracer {
         &self.tracer
+    }
+
+    /// The current span as the guest's stdout and stderr see it.
+    pub fn shared_current(&self) -> std::sync::Arc<logs::CurrentSpan> {
+        self.shared.clone()
+    }
+
+    /// Apply the value-length and array caps to attributes, counting cuts.
+    pub fn cap_all(&mut self, attrs: Vec<KeyValue>) -> Vec<KeyValue> {
+        attrs.into_iter().map(|kv| self.cap(kv)).collect()
+    }
+
+    /// The cap on string values, in bytes.
+    pub fn value_cap(&self) -> usize {
+        self.value_cap
     }
 
     /// What the limits changed so far in this request.
@@ -290,6 +332,7 @@ impl RequestTrace {
 
     /// Record that the span in table slot `rep` is now the current one.
     pub fn push(&mut self, rep: u32, cx: SpanContext) {
+        self.shared.set(&cx);
         self.open.push((rep, cx));
     }
 
@@ -297,6 +340,7 @@ impl RequestTrace {
     pub fn pop(&mut self, rep: u32) {
         if let Some(i) = self.open.iter().rposition(|(r, _)| *r == rep) {
             self.open.remove(i);
+            self.shared.set(self.current());
         }
     }
 
@@ -304,6 +348,7 @@ impl RequestTrace {
     pub fn take_open(&mut self) -> Vec<u32> {
         let mut reps: Vec<u32> = self.open.drain(..).map(|(r, _)| r).collect();
         reps.reverse();
+        self.shared.set(&self.server);
         reps
     }
 

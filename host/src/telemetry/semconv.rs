@@ -147,6 +147,32 @@ pub fn client_request(method: &str, uri: &http::Uri) -> (String, Vec<KeyValue>) 
     (name, attrs)
 }
 
+/// The attributes of `http.client.request.duration` known before the
+/// response: method, server address and port, scheme (no URL: metrics keep
+/// to low-cardinality attributes).
+pub fn client_metric_attributes(method: &str, uri: &http::Uri) -> Vec<KeyValue> {
+    let (m, _) = method_attributes(method);
+    let scheme = uri.scheme_str().unwrap_or("http");
+    let port = uri
+        .port_u16()
+        .unwrap_or(if scheme == "https" { 443 } else { 80 });
+    vec![
+        KeyValue::new("http.request.method", m),
+        KeyValue::new("server.address", uri.host().unwrap_or_default().to_string()),
+        KeyValue::new("server.port", i64::from(port)),
+        KeyValue::new("url.scheme", scheme.to_string()),
+    ]
+}
+
+/// The attributes of `http.server.active_requests`: method and scheme.
+pub fn server_active_attributes(method: &str, scheme: &str) -> Vec<KeyValue> {
+    let (m, _) = method_attributes(method);
+    vec![
+        KeyValue::new("http.request.method", m),
+        KeyValue::new("url.scheme", scheme.to_string()),
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

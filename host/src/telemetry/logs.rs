@@ -1,0 +1,525 @@
+//! Guest logs: records from the WIT `logs` interface and from every line a
+//! guest writes to stdout or stderr, stamped with the current span and the
+//! component's resource, exported over OTLP and printed on the console.
+//!
+//! Emitting never blocks a request: records go onto one bounded queue under
+//! a short lock; a worker on the tokio runtime batches them per component,
+//! prints what the console level asks for and hands batches to the OTLP
+//! exporters. A full queue drops the record and counts it
+//! (`polytrace.telemetry.dropped{signal="log_records"}`), so a guest that
+//! prints a million lines costs dropped records, not memory or latency.
+
+use super::config::{ConsoleLogs, Exporter, SignalSettings};
+use super::metrics::Dropped;
+use opentelemetry::logs::{AnyValue, LogRecord as _, Logger as _, LoggerProvider as _, Severity};
+use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId};
+use opentelemetry::{InstrumentationScope, Key, KeyValue};
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::logs::{
+    LogBatch, LogExporter as _, LogProcessor, SdkLogRecord, SdkLogger, SdkLoggerProvider,
+};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+use tokio::sync::{Notify, mpsc, oneshot};
+
+/// Severity of a line a guest wrote to stdout.
+pub const STDOUT_SEVERITY: u8 = 9;
+/// Severity of a line a guest wrote to stderr.
+pub const STDERR_SEVERITY: u8 = 13;
+
+/// Longest line kept from stdout/stderr; a longer one becomes several records.
+pub const MAX_LINE: usize = 8192;
+
+/// The OpenTelemetry severity and its short name for a severity number;
+/// `None` for 0 (unspecified). Numbers past 24 are 24 (FATAL4).
+pub fn severity(n: u8) -> Option<(Severity, &'static str)> {
+    use Severity::*;
+    Some(match n {
+        0 => return None,
+        1 => (Trace, "TRACE"),
+        2 => (Trace2, "TRACE2"),
+        3 => (Trace3, "TRACE3"),
+        4 => (Trace4, "TRACE4"),
+        5 => (Debug, "DEBUG"),
+        6 => (Debug2, "DEBUG2"),
+        7 => (Debug3, "DEBUG3"),
+        8 => (Debug4, "DEBUG4"),
+        9 => (Info, "INFO"),
+        10 => (Info2, "INFO2"),
+        11 => (Info3, "INFO3"),
+        12 => (Info4, "INFO4"),
+        13 => (Warn, "WARN"),
+        14 => (Warn2, "WARN2"),
+        15 => (Warn3, "WARN3"),
+        16 => (Warn4, "WARN4"),
+        17 => (Error, "ERROR"),
+        18 => (Error2, "ERROR2"),
+        19 => (Error3, "ERROR3"),
+        20 => (Error4, "ERROR4"),
+        21 => (Fatal, "FATAL"),
+        22 => (Fatal2, "FATAL2"),
+        23 => (Fatal3, "FATAL3"),
+        _ => (Fatal4, "FATAL4"),
+    })
+}
+
+#[derive(Debug)]
+struct Queue {
+    records: Mutex<Vec<(usize, SdkLogRecord)>>,
+    batch_ready: Notify,
+    max_queue_size: usize,
+    max_export_batch_size: usize,
+}
+
+/// The logs of an application: one logger per component.
+pub struct Logs {
+    loggers: Vec<SdkLogger>,
+    _providers: Vec<SdkLoggerProvider>,
+    queue: Arc<Queue>,
+    flush: mpsc::Sender<oneshot::Sender<()>>,
+    console: ConsoleLogs,
+    otlp: bool,
+    /// Records emitted (kept or not), for tests and benchmarks.
+    pub emitted: AtomicU64,
+}
+
+impl Logs {
+    /// Start the worker. Must run within a tokio runtime.
+    pub fn start(
+        settings: &SignalSettings,
+        console: ConsoleLogs,
+        resources: &[Resource],
+        dropped: Vec<Arc<Dropped>>,
+    ) -> anyhow::Result<Logs> {
+        let queue = Arc::new(Queue {
+            records: Mutex::new(Vec::new()),
+            batch_ready: Notify::new(),
+            max_queue_size: settings.max_queue_size.max(1),
+            max_export_batch_size: settings.max_export_batch_size.max(1),
+        });
+        let mut exporters = Vec::new();
+        let mut providers = Vec::new();
+        let mut loggers = Vec::new();
+        let mut services = Vec::new();
+        for (i, resource) in resources.iter().enumerate() {
+            if settings.exporter == Exporter::Otlp {
+                let mut e = super::export::log_exporter(settings)?;
+                e.set_resource(resource);
+                exporters.push(e);
+            }
+            let provider = SdkLoggerProvider::builder()
+                .with_resource(resource.clone())
+                .with_log_processor(Enqueue {
+                    index: i,
+                    queue: queue.clone(),
+                    dropped: dropped[i].clone(),
+                })
+                .build();
+            loggers.push(provider.logger("polytrace"));
+            providers.push(provider);
+            services.push(
+                resource
+                    .get(&Key::from_static_str("service.name"))
+                    .map(|v| v.to_string())
+                    .unwrap_or_default(),
+            );
+        }
+        let (flush, flush_rx) = mpsc::channel(4);
+        let worker = Worker {
+            queue: queue.clone(),
+            flush_rx,
+            batches: resources.iter().map(|_| Vec::new()).collect(),
+            exporters,
+            services,
+            dropped,
+            console,
+            settings: settings.clone(),
+            scope: InstrumentationScope::builder("polytrace").build(),
+            last_warning: None,
+        };
+        tokio::spawn(worker.run());
+        Ok(Logs {
+            loggers,
+            _providers: providers,
+            queue,
+            flush,
+            console,
+            otlp: settings.exporter == Exporter::Otlp,
+            emitted: AtomicU64::new(0),
+        })
+    }
+
+    /// Whether a record of severity `n` goes anywhere.
+    pub fn enabled(&self, n: u8) -> bool {
+        self.otlp
+            || self
+                .console
+                .min_severity
+                .is_some_and(|min| n == 0 || n >= min)
+    }
+
+    /// Emit one record for component `index`, correlated with `span`.
+    pub fn emit(
+        &self,
+        index: usize,
+        severity_number: u8,
+        body: String,
+        attributes: Vec<KeyValue>,
+        span: Option<&SpanContext>,
+    ) {
+        if !self.enabled(severity_number) {
+            return;
+        }
+        self.emitted.fetch_add(1, Ordering::Relaxed);
+        let logger = &self.loggers[index];
+        let mut record = logger.create_log_record();
+        let now = SystemTime::now();
+        record.set_timestamp(now);
+        record.set_observed_timestamp(now);
+        if let Some((sev, text)) = severity(severity_number) {
+            record.set_severity_number(sev);
+            record.set_severity_text(text);
+        }
+        record.set_body(AnyValue::from(body));
+        record.add_attributes(
+            attributes
+                .into_iter()
+                .map(|kv| (kv.key, any_value(kv.value))),
+        );
+        match span {
+            Some(cx) if cx.is_valid() => {
+                record.set_trace_context(cx.trace_id(), cx.span_id(), Some(cx.trace_flags()))
+            }
+            _ => {}
+        }
+        logger.emit(record);
+    }
+
+    /// Export and print every record queued so far; waits at most `timeout`.
+    pub async fn flush(&self, timeout: Duration) -> bool {
+        let (done, wait) = oneshot::channel();
+        if !matches!(
+            tokio::time::timeout(timeout, self.flush.send(done)).await,
+            Ok(Ok(()))
+        ) {
+            return false;
+        }
+        matches!(tokio::time::timeout(timeout, wait).await, Ok(Ok(())))
+    }
+
+    /// Records waiting in the queue now.
+    pub fn queued(&self) -> usize {
+        self.queue.records.lock().map(|r| r.len()).unwrap_or(0)
+    }
+}
+
+fn any_value(v: opentelemetry::Value) -> AnyValue {
+    use opentelemetry::{Array, Value};
+    match v {
+        Value::Bool(b) => AnyValue::Boolean(b),
+        Value::I64(i) => AnyValue::Int(i),
+        Value::F64(f) => AnyValue::Double(f),
+        Value::String(s) => AnyValue::String(s),
+        Value::Array(Array::Bool(v)) => {
+            AnyValue::ListAny(Box::new(v.into_iter().map(AnyValue::Boolean).collect()))
+        }
+        Value::Array(Array::I64(v)) => {
+            AnyValue::ListAny(Box::new(v.into_iter().map(AnyValue::Int).collect()))
+        }
+        Value::Array(Array::F64(v)) => {
+            AnyValue::ListAny(Box::new(v.into_iter().map(AnyValue::Double).collect()))
+        }
+        Value::Array(Array::String(v)) => {
+            AnyValue::ListAny(Box::new(v.into_iter().map(AnyValue::String).collect()))
+        }
+        other => AnyValue::String(other.to_string().into()),
+    }
+}
+
+/// The processor of one component's logger: onto the shared queue, or
+/// dropped and counted when it is full.
+#[derive(Debug)]
+struct Enqueue {
+    index: usize,
+    queue: Arc<Queue>,
+    dropped: Arc<Dropped>,
+}
+
+impl LogProcessor for Enqueue {
+    fn emit(&self, record: &mut SdkLogRecord, _scope: &InstrumentationScope) {
+        let q = &self.queue;
+        let full_batch = {
+            let mut records = q.records.lock().unwrap_or_else(|e| e.into_inner());
+            if records.len() >= q.max_queue_size {
+                drop(records);
+                self.dropped.add_log_records(1);
+                return;
+            }
+            records.push((self.index, record.clone()));
+            records.len() == q.max_export_batch_size
+        };
+        if full_batch {
+            q.batch_ready.notify_one();
+        }
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        Ok(())
+    }
+
+    fn shutdown_with_timeout(&self, _timeout: Duration) -> OTelSdkResult {
+        Ok(())
+    }
+}
+
+struct Worker {
+    queue: Arc<Queue>,
+    flush_rx: mpsc::Receiver<oneshot::Sender<()>>,
+    batches: Vec<Vec<SdkLogRecord>>,
+    exporters: Vec<opentelemetry_otlp::LogExporter>,
+    services: Vec<String>,
+    dropped: Vec<Arc<Dropped>>,
+    console: ConsoleLogs,
+    settings: SignalSettings,
+    scope: InstrumentationScope,
+    last_warning: Option<Instant>,
+}
+
+impl Worker {
+    async fn run(mut self) {
+        let delay = self.settings.interval;
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + delay, delay);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let mut flushed = None;
+            tokio::select! {
+                () = self.queue.batch_ready.notified() => {}
+                _ = tick.tick() => {}
+                done = self.flush_rx.recv() => match done {
+                    Some(done) => flushed = Some(done),
+                    None => return,
+                },
+            }
+            self.drain().await;
+            if let Some(done) = flushed {
+                let _ = done.send(());
+            }
+        }
+    }
+
+    async fn drain(&mut self) {
+        loop {
+            let taken = {
+                let mut r = self.queue.records.lock().unwrap_or_else(|e| e.into_inner());
+                std::mem::take(&mut *r)
+            };
+            if taken.is_empty() {
+                return;
+            }
+            for (i, record) in taken {
+                self.batches[i].push(record);
+                if self.batches[i].len() >= self.queue.max_export_batch_size {
+                    self.export(i).await;
+                }
+            }
+            for i in 0..self.batches.len() {
+                self.export(i).await;
+            }
+        }
+    }
+
+    async fn export(&mut self, i: usize) {
+        if self.batches[i].is_empty() {
+            return;
+        }
+        let batch = std::mem::take(&mut self.batches[i]);
+        if let Some(min) = self.console.min_severity {
+            print_records(&self.services[i], &batch, min, self.console.json);
+        }
+        let Some(exporter) = self.exporters.get(i) else {
+            return;
+        };
+        let data: Vec<(&SdkLogRecord, &InstrumentationScope)> =
+            batch.iter().map(|r| (r, &self.scope)).collect();
+        let n = batch.len() as u64;
+        let result =
+            tokio::time::timeout(self.settings.timeout, exporter.export(LogBatch::new(&data)))
+                .await;
+        let why = match result {
+            Ok(Ok(())) => return,
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => "timed out".to_string(),
+        };
+        self.dropped[i].add_log_records(n);
+        if self
+            .last_warning
+            .is_none_or(|t| t.elapsed() > Duration::from_secs(30))
+        {
+            self.last_warning = Some(Instant::now());
+            tracing::warn!(
+                endpoint = self.settings.endpoint_for_humans("logs"),
+                "log export failed ({why}); {n} records dropped. Requests are not affected"
+            );
+        }
+    }
+}
+
+/// Print guest records readably (`[service 0af7651b] WARN  body k=v`) or as
+/// JSON lines, on stdout.
+fn print_records(service: &str, batch: &[SdkLogRecord], min: u8, json: bool) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    for r in batch {
+        let n = r.severity_number().map_or(0, |s| s as u8);
+        if n != 0 && n < min {
+            continue;
+        }
+        let text = r.severity_text().unwrap_or("-");
+        let body = match r.body() {
+            Some(AnyValue::String(s)) => s.to_string(),
+            Some(other) => format!("{other:?}"),
+            None => String::new(),
+        };
+        let (trace_id, span_id) = r
+            .trace_context()
+            .map_or((TraceId::INVALID, SpanId::INVALID), |t| {
+                (t.trace_id, t.span_id)
+            });
+        let time = r.timestamp().unwrap_or(SystemTime::UNIX_EPOCH);
+        if json {
+            let attrs: serde_json::Map<String, serde_json::Value> = r
+                .attributes_iter()
+                .map(|(k, v)| (k.to_string(), json_value(v)))
+                .collect();
+            let mut line = serde_json::json!({
+                "time": rfc3339(time),
+                "service": service,
+                "severity": text,
+                "severity_number": n,
+                "body": body,
+                "attributes": attrs,
+            });
+            if trace_id != TraceId::INVALID {
+                line["trace_id"] = trace_id.to_string().into();
+                line["span_id"] = span_id.to_string().into();
+            }
+            let _ = writeln!(out, "{line}");
+        } else {
+            let short = if trace_id == TraceId::INVALID {
+                "--------".to_string()
+            } else {
+                trace_id.to_string()[..8].to_string()
+            };
+            let attrs: Vec<String> = r
+                .attributes_iter()
+                .filter(|(k, _)| k.as_str() != "log.iostream")
+                .map(|(k, v)| format!("{k}={}", plain(v)))
+                .collect();
+            let _ = writeln!(
+                out,
+                "{} [{service} {short}] {text:<5} {body}{}{}",
+                rfc3339(time),
+                if attrs.is_empty() { "" } else { "  " },
+                attrs.join(" ")
+            );
+        }
+    }
+}
+
+fn plain(v: &AnyValue) -> String {
+    match v {
+        AnyValue::String(s) => s.to_string(),
+        AnyValue::Int(i) => i.to_string(),
+        AnyValue::Double(f) => f.to_string(),
+        AnyValue::Boolean(b) => b.to_string(),
+        other => json_value(other).to_string(),
+    }
+}
+
+fn json_value(v: &AnyValue) -> serde_json::Value {
+    match v {
+        AnyValue::String(s) => s.as_str().into(),
+        AnyValue::Int(i) => (*i).into(),
+        AnyValue::Double(f) => (*f).into(),
+        AnyValue::Boolean(b) => (*b).into(),
+        AnyValue::ListAny(l) => l.iter().map(json_value).collect(),
+        other => format!("{other:?}").into(),
+    }
+}
+
+/// `2026-11-22T08:31:02.123Z`.
+pub fn rfc3339(t: SystemTime) -> String {
+    let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs() as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        d.subsec_millis()
+    )
+}
+
+/// The span a request's guest is in right now, shared with the guest's
+/// stdout and stderr streams (which live outside the store).
+#[derive(Debug)]
+pub struct CurrentSpan(Mutex<(TraceId, SpanId, TraceFlags)>);
+
+impl CurrentSpan {
+    pub fn new(cx: &SpanContext) -> Arc<CurrentSpan> {
+        Arc::new(CurrentSpan(Mutex::new((
+            cx.trace_id(),
+            cx.span_id(),
+            cx.trace_flags(),
+        ))))
+    }
+
+    pub fn set(&self, cx: &SpanContext) {
+        if let Ok(mut c) = self.0.lock() {
+            *c = (cx.trace_id(), cx.span_id(), cx.trace_flags());
+        }
+    }
+
+    pub fn get(&self) -> SpanContext {
+        let (t, s, f) = self.0.lock().map(|c| *c).unwrap_or((
+            TraceId::INVALID,
+            SpanId::INVALID,
+            TraceFlags::default(),
+        ));
+        SpanContext::new(t, s, f, false, Default::default())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn severities_and_their_names() {
+        assert_eq!(severity(0), None);
+        assert_eq!(severity(9), Some((Severity::Info, "INFO")));
+        assert_eq!(severity(13), Some((Severity::Warn, "WARN")));
+        assert_eq!(severity(18), Some((Severity::Error2, "ERROR2")));
+        assert_eq!(severity(200), Some((Severity::Fatal4, "FATAL4")));
+    }
+
+    #[test]
+    fn timestamps_print_as_rfc3339() {
+        let t = SystemTime::UNIX_EPOCH + Duration::from_millis(1_795_336_262_123);
+        assert_eq!(rfc3339(t), "2026-11-22T08:31:02.123Z");
+        assert_eq!(rfc3339(SystemTime::UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+    }
+}

@@ -1,0 +1,651 @@
+//! Metrics: one OpenTelemetry meter provider per component (its own
+//! resource), the host's automatic HTTP and health instruments, the
+//! instruments guests create through WIT, and export.
+//!
+//! Every provider has two readers: a cumulative one that Prometheus
+//! `GET /metrics` collects on each scrape, and, when OTLP export is on, one
+//! with the configured temporality that a tokio task collects every
+//! `OTEL_METRIC_EXPORT_INTERVAL` and hands to that component's OTLP exporter.
+//! Aggregation (and its cardinality limit: 2000 attribute sets per
+//! instrument, the rest folded into one `otel.metric.overflow=true` series)
+//! is the SDK's.
+
+use super::config::{Exporter, SignalSettings};
+use opentelemetry::KeyValue;
+use opentelemetry::metrics::{Counter, Gauge, Histogram, Meter, MeterProvider as _, UpDownCounter};
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::metrics::data::{AggregatedMetrics, MetricData, ResourceMetrics};
+use opentelemetry_sdk::metrics::exporter::PushMetricExporter;
+use opentelemetry_sdk::metrics::reader::MetricReader;
+use opentelemetry_sdk::metrics::{
+    InstrumentKind, ManualReader, Pipeline, SdkMeterProvider, Temporality,
+};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot};
+
+/// Bucket boundaries of the HTTP duration histograms, in seconds, as the
+/// HTTP semantic conventions advise.
+pub const HTTP_DURATION_BOUNDARIES: [f64; 14] = [
+    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+];
+
+/// Instruments one component may create through WIT; past this, creating a
+/// new one is `rejected` (the ones it has keep working).
+pub const MAX_GUEST_INSTRUMENTS: usize = 256;
+
+/// Bucket boundaries a guest histogram may have at most.
+pub const MAX_BOUNDARIES: usize = 256;
+
+/// Host health metric: component instances created (one per request).
+pub const INSTANTIATIONS: &str = "polytrace.guest.instantiations";
+/// Host health metric: guest traps (attribute `error.type`: the trap).
+pub const TRAPS: &str = "polytrace.guest.traps";
+/// Host health metric: requests a guest did not finish within its timeout.
+pub const TIMEOUTS: &str = "polytrace.guest.timeouts";
+/// Host health metric: telemetry items dropped (attribute `signal`: `spans`,
+/// `metric_points` or `log_records`).
+pub const DROPPED: &str = "polytrace.telemetry.dropped";
+
+/// Telemetry one component lost, by signal; read by [`DROPPED`].
+#[derive(Debug, Default)]
+pub struct Dropped {
+    pub spans: AtomicU64,
+    pub metric_points: AtomicU64,
+    pub log_records: AtomicU64,
+}
+
+impl Dropped {
+    pub fn add_spans(&self, n: u64) {
+        self.spans.fetch_add(n, Ordering::Relaxed);
+    }
+    pub fn add_log_records(&self, n: u64) {
+        self.log_records.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// The kinds of instrument a guest can create.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Counter,
+    UpDownCounter,
+    Histogram,
+    Gauge,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Counter => "counter",
+            Kind::UpDownCounter => "up-down-counter",
+            Kind::Histogram => "histogram",
+            Kind::Gauge => "gauge",
+        }
+    }
+}
+
+/// An instrument a guest holds a handle to.
+#[derive(Clone, Debug)]
+pub enum GuestInstrument {
+    Counter(Counter<f64>),
+    UpDownCounter(UpDownCounter<f64>),
+    Histogram(Histogram<f64>),
+    Gauge(Gauge<f64>),
+}
+
+impl GuestInstrument {
+    fn kind(&self) -> Kind {
+        match self {
+            GuestInstrument::Counter(_) => Kind::Counter,
+            GuestInstrument::UpDownCounter(_) => Kind::UpDownCounter,
+            GuestInstrument::Histogram(_) => Kind::Histogram,
+            GuestInstrument::Gauge(_) => Kind::Gauge,
+        }
+    }
+
+    /// Record one measurement; values the instrument cannot take (negative
+    /// or non-finite increments of a counter, non-finite values) are ignored.
+    pub fn record(&self, value: f64, attrs: &[KeyValue]) {
+        if !value.is_finite() {
+            return;
+        }
+        match self {
+            GuestInstrument::Counter(c) if value >= 0.0 => c.add(value, attrs),
+            GuestInstrument::Counter(_) => {}
+            GuestInstrument::UpDownCounter(c) => c.add(value, attrs),
+            GuestInstrument::Histogram(h) => h.record(value, attrs),
+            GuestInstrument::Gauge(g) => g.record(value, attrs),
+        }
+    }
+}
+
+/// Why a guest could not create an instrument.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InstrumentError {
+    InvalidName(String),
+    InvalidUnit(String),
+    InvalidBoundaries(String),
+    Rejected(String),
+}
+
+/// Check an instrument name by the OpenTelemetry API rules.
+pub fn validate_name(name: &str) -> Result<(), InstrumentError> {
+    let bad = |why: &str| {
+        Err(InstrumentError::InvalidName(format!(
+            "instrument name `{}` {why}: names start with a letter and hold up to 255 of A-Za-z0-9_.-/",
+            name.chars().take(80).collect::<String>()
+        )))
+    };
+    if name.is_empty() {
+        return bad("is empty");
+    }
+    if name.len() > 255 {
+        return bad("is longer than 255 characters");
+    }
+    if !name.as_bytes()[0].is_ascii_alphabetic() {
+        return bad("does not start with a letter");
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-' | '/')))
+    {
+        return bad(&format!("contains `{c}`"));
+    }
+    Ok(())
+}
+
+/// Check a unit by the OpenTelemetry API rules (ASCII, at most 63).
+pub fn validate_unit(unit: &str) -> Result<(), InstrumentError> {
+    if unit.len() > 63 || !unit.is_ascii() {
+        return Err(InstrumentError::InvalidUnit(format!(
+            "unit `{}` must be at most 63 ASCII characters (UCUM, such as `ms`, `By`, `{{request}}`)",
+            unit.chars().take(80).collect::<String>()
+        )));
+    }
+    Ok(())
+}
+
+fn validate_boundaries(b: &[f64]) -> Result<(), InstrumentError> {
+    if b.len() > MAX_BOUNDARIES {
+        return Err(InstrumentError::InvalidBoundaries(format!(
+            "{} boundaries: at most {MAX_BOUNDARIES}",
+            b.len()
+        )));
+    }
+    if b.iter().any(|v| !v.is_finite()) || b.windows(2).any(|w| w[0] >= w[1]) {
+        return Err(InstrumentError::InvalidBoundaries(format!(
+            "boundaries {b:?} must be finite and strictly increasing"
+        )));
+    }
+    Ok(())
+}
+
+/// The instruments of one component.
+pub struct ComponentMetrics {
+    meter: Meter,
+    pub server_duration: Histogram<f64>,
+    pub server_active: UpDownCounter<i64>,
+    pub client_duration: Histogram<f64>,
+    pub instantiations: Counter<u64>,
+    pub traps: Counter<u64>,
+    pub timeouts: Counter<u64>,
+    pub dropped: Arc<Dropped>,
+    /// Guest instruments by lowercased name (names are case-insensitive).
+    guest: Mutex<HashMap<String, GuestInstrument>>,
+}
+
+impl ComponentMetrics {
+    fn new(meter: Meter, dropped: Arc<Dropped>) -> ComponentMetrics {
+        let observed = dropped.clone();
+        meter
+            .u64_observable_counter(DROPPED)
+            .with_unit("{item}")
+            .with_description("Telemetry the host dropped: export queue full, export failed, or a per-request limit")
+            .with_callback(move |o| {
+                for (signal, n) in [
+                    ("spans", &observed.spans),
+                    ("metric_points", &observed.metric_points),
+                    ("log_records", &observed.log_records),
+                ] {
+                    o.observe(n.load(Ordering::Relaxed), &[KeyValue::new("signal", signal)]);
+                }
+            })
+            .build();
+        ComponentMetrics {
+            server_duration: meter
+                .f64_histogram("http.server.request.duration")
+                .with_unit("s")
+                .with_description("Duration of HTTP server requests.")
+                .with_boundaries(HTTP_DURATION_BOUNDARIES.to_vec())
+                .build(),
+            server_active: meter
+                .i64_up_down_counter("http.server.active_requests")
+                .with_unit("{request}")
+                .with_description("Number of active HTTP server requests.")
+                .build(),
+            client_duration: meter
+                .f64_histogram("http.client.request.duration")
+                .with_unit("s")
+                .with_description("Duration of HTTP client requests.")
+                .with_boundaries(HTTP_DURATION_BOUNDARIES.to_vec())
+                .build(),
+            instantiations: meter
+                .u64_counter(INSTANTIATIONS)
+                .with_unit("{instance}")
+                .with_description("Component instances created; one per request.")
+                .build(),
+            traps: meter
+                .u64_counter(TRAPS)
+                .with_unit("{trap}")
+                .with_description("Guest traps, by trap (error.type).")
+                .build(),
+            timeouts: meter
+                .u64_counter(TIMEOUTS)
+                .with_unit("{request}")
+                .with_description(
+                    "Requests the guest did not finish within the component's timeout.",
+                )
+                .build(),
+            dropped,
+            meter,
+            guest: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The instrument a guest asked for: the existing one of that name and
+    /// kind, or a new one.
+    pub fn instrument(
+        &self,
+        kind: Kind,
+        name: String,
+        description: String,
+        unit: String,
+        boundaries: Option<Vec<f64>>,
+    ) -> Result<GuestInstrument, InstrumentError> {
+        validate_name(&name)?;
+        validate_unit(&unit)?;
+        if let Some(b) = &boundaries {
+            validate_boundaries(b)?;
+        }
+        let key = name.to_ascii_lowercase();
+        let mut guest = self.guest.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(existing) = guest.get(&key) {
+            return if existing.kind() == kind {
+                Ok(existing.clone())
+            } else {
+                Err(InstrumentError::Rejected(format!(
+                    "`{name}` is already a {}; it cannot also be a {}",
+                    existing.kind().name(),
+                    kind.name()
+                )))
+            };
+        }
+        if guest.len() >= MAX_GUEST_INSTRUMENTS {
+            return Err(InstrumentError::Rejected(format!(
+                "this component already has {MAX_GUEST_INSTRUMENTS} instruments, the most the host allows; \
+                 use attributes rather than one instrument per value"
+            )));
+        }
+        let m = &self.meter;
+        let made = match kind {
+            Kind::Counter => GuestInstrument::Counter(
+                m.f64_counter(name)
+                    .with_description(description)
+                    .with_unit(unit)
+                    .build(),
+            ),
+            Kind::UpDownCounter => GuestInstrument::UpDownCounter(
+                m.f64_up_down_counter(name)
+                    .with_description(description)
+                    .with_unit(unit)
+                    .build(),
+            ),
+            Kind::Histogram => {
+                let mut b = m
+                    .f64_histogram(name)
+                    .with_description(description)
+                    .with_unit(unit);
+                if let Some(bounds) = boundaries {
+                    b = b.with_boundaries(bounds);
+                }
+                GuestInstrument::Histogram(b.build())
+            }
+            Kind::Gauge => GuestInstrument::Gauge(
+                m.f64_gauge(name)
+                    .with_description(description)
+                    .with_unit(unit)
+                    .build(),
+            ),
+        };
+        guest.insert(key, made.clone());
+        Ok(made)
+    }
+}
+
+/// A [`ManualReader`] that both the provider and polytrace hold.
+#[derive(Debug, Clone)]
+struct SharedReader(Arc<ManualReader>);
+
+impl MetricReader for SharedReader {
+    fn register_pipeline(&self, pipeline: Weak<Pipeline>) {
+        self.0.register_pipeline(pipeline)
+    }
+    fn collect(&self, rm: &mut ResourceMetrics) -> OTelSdkResult {
+        self.0.collect(rm)
+    }
+    fn force_flush(&self) -> OTelSdkResult {
+        self.0.force_flush()
+    }
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.0.shutdown_with_timeout(timeout)
+    }
+    fn temporality(&self, kind: InstrumentKind) -> Temporality {
+        self.0.temporality(kind)
+    }
+}
+
+/// The metrics of an application.
+pub struct Metrics {
+    components: Vec<ComponentMetrics>,
+    /// Cumulative readers, one per component, for Prometheus.
+    scrape: Vec<SharedReader>,
+    providers: Vec<SdkMeterProvider>,
+    flush: Option<mpsc::Sender<oneshot::Sender<()>>>,
+}
+
+impl Metrics {
+    /// One provider per component; starts the OTLP export task when
+    /// `settings` asks for OTLP. Must run within a tokio runtime.
+    pub fn start(
+        settings: &SignalSettings,
+        resources: &[Resource],
+        dropped: &[Arc<Dropped>],
+    ) -> anyhow::Result<Metrics> {
+        let mut components = Vec::new();
+        let mut scrape = Vec::new();
+        let mut providers = Vec::new();
+        let mut export = Vec::new();
+        for (resource, dropped) in resources.iter().zip(dropped) {
+            let prometheus = SharedReader(Arc::new(ManualReader::builder().build()));
+            let mut builder = SdkMeterProvider::builder()
+                .with_resource(resource.clone())
+                .with_reader(prometheus.clone());
+            if settings.exporter == Exporter::Otlp {
+                let reader = SharedReader(Arc::new(
+                    ManualReader::builder()
+                        .with_temporality(settings.temporality)
+                        .build(),
+                ));
+                builder = builder.with_reader(reader.clone());
+                export.push((
+                    reader,
+                    super::export::metric_exporter(settings)?,
+                    dropped.clone(),
+                ));
+            }
+            let provider = builder.build();
+            components.push(ComponentMetrics::new(
+                provider.meter("polytrace"),
+                dropped.clone(),
+            ));
+            scrape.push(prometheus);
+            providers.push(provider);
+        }
+        let flush = if export.is_empty() {
+            None
+        } else {
+            let (tx, rx) = mpsc::channel(4);
+            tokio::spawn(export_loop(export, settings.clone(), rx));
+            Some(tx)
+        };
+        Ok(Metrics {
+            components,
+            scrape,
+            providers,
+            flush,
+        })
+    }
+
+    pub fn component(&self, index: usize) -> &ComponentMetrics {
+        &self.components[index]
+    }
+
+    /// Cumulative metrics of every component, as of now.
+    pub fn collect(&self) -> Vec<ResourceMetrics> {
+        self.scrape
+            .iter()
+            .filter_map(|r| {
+                let mut rm = ResourceMetrics::default();
+                r.collect(&mut rm).ok().map(|()| rm)
+            })
+            .collect()
+    }
+
+    /// The Prometheus text exposition of every component's metrics.
+    pub fn prometheus(&self) -> String {
+        super::prometheus::render(&self.collect())
+    }
+
+    /// Export what has been recorded so far over OTLP; waits at most `timeout`.
+    pub async fn flush(&self, timeout: Duration) -> bool {
+        let Some(tx) = &self.flush else {
+            return true;
+        };
+        let (done, wait) = oneshot::channel();
+        if !matches!(
+            tokio::time::timeout(timeout, tx.send(done)).await,
+            Ok(Ok(()))
+        ) {
+            return false;
+        }
+        matches!(tokio::time::timeout(timeout, wait).await, Ok(Ok(())))
+    }
+
+    pub fn provider_count(&self) -> usize {
+        self.providers.len()
+    }
+}
+
+type Export = (
+    SharedReader,
+    opentelemetry_otlp::MetricExporter,
+    Arc<Dropped>,
+);
+
+async fn export_loop(
+    export: Vec<Export>,
+    settings: SignalSettings,
+    mut flush: mpsc::Receiver<oneshot::Sender<()>>,
+) {
+    let interval = settings.interval;
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_warning: Option<Instant> = None;
+    loop {
+        let done = tokio::select! {
+            _ = tick.tick() => None,
+            d = flush.recv() => match d {
+                Some(d) => Some(d),
+                None => return,
+            },
+        };
+        for (reader, exporter, dropped) in &export {
+            let mut rm = ResourceMetrics::default();
+            if reader.collect(&mut rm).is_err() {
+                continue;
+            }
+            let points = count_points(&rm);
+            if points == 0 {
+                continue;
+            }
+            let result = tokio::time::timeout(settings.timeout, exporter.export(&rm)).await;
+            let why = match result {
+                Ok(Ok(())) => continue,
+                Ok(Err(e)) => e.to_string(),
+                Err(_) => "timed out".to_string(),
+            };
+            let total = dropped.metric_points.fetch_add(points, Ordering::Relaxed) + points;
+            if last_warning.is_none_or(|t| t.elapsed() > Duration::from_secs(30)) {
+                last_warning = Some(Instant::now());
+                tracing::warn!(
+                    endpoint = settings.endpoint_for_humans("metrics"),
+                    "metric export failed ({why}); {points} points dropped, {total} in all. \
+                     Requests are not affected; /metrics still has them"
+                );
+            }
+        }
+        if let Some(done) = done {
+            let _ = done.send(());
+        }
+    }
+}
+
+/// Data points in one collection.
+pub fn count_points(rm: &ResourceMetrics) -> u64 {
+    fn points<T>(d: &MetricData<T>) -> usize {
+        match d {
+            MetricData::Gauge(g) => g.data_points().count(),
+            MetricData::Sum(s) => s.data_points().count(),
+            MetricData::Histogram(h) => h.data_points().count(),
+            MetricData::ExponentialHistogram(h) => h.data_points().count(),
+        }
+    }
+    rm.scope_metrics()
+        .flat_map(|s| s.metrics())
+        .map(|m| match m.data() {
+            AggregatedMetrics::F64(d) => points(d),
+            AggregatedMetrics::U64(d) => points(d),
+            AggregatedMetrics::I64(d) => points(d),
+        } as u64)
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_the_opentelemetry_rules() {
+        for ok in [
+            "orders.created",
+            "a",
+            "http.server.request.duration",
+            "A_b-c/d.e1",
+        ] {
+            assert_eq!(validate_name(ok), Ok(()), "{ok}");
+        }
+        let long = "a".repeat(256);
+        for bad in [
+            "",
+            "1orders",
+            "_x",
+            "orders created",
+            "ordérs",
+            "a$b",
+            long.as_str(),
+        ] {
+            assert!(
+                matches!(validate_name(bad), Err(InstrumentError::InvalidName(_))),
+                "{bad}"
+            );
+        }
+        assert_eq!(validate_name(&"a".repeat(255)), Ok(()));
+        assert!(validate_unit("ms").is_ok());
+        assert!(validate_unit("{request}").is_ok());
+        assert!(validate_unit(&"x".repeat(64)).is_err());
+        assert!(validate_unit("µs").is_err());
+        assert!(validate_boundaries(&[1.0, 2.0]).is_ok());
+        assert!(validate_boundaries(&[2.0, 1.0]).is_err());
+        assert!(validate_boundaries(&[1.0, f64::NAN]).is_err());
+    }
+
+    fn metrics() -> Metrics {
+        let settings = super::super::Settings::resolve(&Default::default(), |k| {
+            (k == "OTEL_METRICS_EXPORTER").then(|| "none".to_string())
+        })
+        .unwrap()
+        .metrics;
+        Metrics::start(
+            &settings,
+            &[Resource::builder_empty()
+                .with_attribute(KeyValue::new("service.name", "svc"))
+                .build()],
+            &[Arc::new(Dropped::default())],
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn guest_instruments_are_shared_by_name_and_kind() {
+        let m = metrics();
+        let c = m.component(0);
+        let a = c
+            .instrument(
+                Kind::Counter,
+                "orders.created".into(),
+                "".into(),
+                "{order}".into(),
+                None,
+            )
+            .unwrap();
+        // Same name, other case: the same instrument.
+        let b = c
+            .instrument(
+                Kind::Counter,
+                "Orders.Created".into(),
+                "".into(),
+                "".into(),
+                None,
+            )
+            .unwrap();
+        a.record(2.0, &[KeyValue::new("status", "ok")]);
+        b.record(3.0, &[KeyValue::new("status", "ok")]);
+        a.record(-1.0, &[]);
+        a.record(f64::NAN, &[]);
+        assert!(matches!(
+            c.instrument(
+                Kind::Gauge,
+                "orders.created".into(),
+                "".into(),
+                "".into(),
+                None
+            ),
+            Err(InstrumentError::Rejected(_))
+        ));
+        let text = m.prometheus();
+        assert!(
+            text.contains(
+                "orders_created_total{job=\"svc\",otel_scope_name=\"polytrace\",status=\"ok\"} 5"
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn cardinality_is_bounded_with_an_overflow_series() {
+        let m = metrics();
+        let c = m
+            .component(0)
+            .instrument(Kind::Counter, "ids".into(), "".into(), "".into(), None)
+            .unwrap();
+        for i in 0..5000 {
+            c.record(1.0, &[KeyValue::new("id", i as i64)]);
+        }
+        let text = m.prometheus();
+        let series = text.lines().filter(|l| l.starts_with("ids_total{")).count();
+        assert!(series <= 2002, "{series} series");
+        let overflow = text
+            .lines()
+            .find(|l| l.starts_with("ids_total{") && l.contains("otel_metric_overflow=\"true\""))
+            .expect("an overflow series");
+        let value: f64 = overflow.rsplit(' ').next().unwrap().parse().unwrap();
+        assert_eq!(
+            value as usize + series - 1,
+            5000,
+            "nothing lost: {overflow}"
+        );
+    }
+}
