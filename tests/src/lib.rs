@@ -8,6 +8,18 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{
+    LogsService, LogsServiceServer,
+};
+use opentelemetry_proto::tonic::collector::logs::v1::{
+    ExportLogsServiceRequest, ExportLogsServiceResponse,
+};
+use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
+    MetricsService, MetricsServiceServer,
+};
+use opentelemetry_proto::tonic::collector::metrics::v1::{
+    ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
 };
@@ -71,6 +83,64 @@ impl FlatSpan {
     }
 }
 
+/// A metric data point, flattened with its metric and resource.
+#[derive(Clone, Debug)]
+pub struct MetricPoint {
+    pub protocol: &'static str,
+    pub name: String,
+    pub unit: String,
+    pub description: String,
+    /// `sum`, `gauge` or `histogram`.
+    pub kind: String,
+    pub monotonic: bool,
+    /// OTLP AggregationTemporality: 1 delta, 2 cumulative.
+    pub temporality: i32,
+    pub attributes: BTreeMap<String, Json>,
+    pub resource: BTreeMap<String, Json>,
+    /// The number; for a histogram, its sum.
+    pub value: f64,
+    /// Histogram count.
+    pub count: u64,
+    pub bounds: Vec<f64>,
+    pub bucket_counts: Vec<u64>,
+}
+
+impl MetricPoint {
+    pub fn service(&self) -> &str {
+        self.resource
+            .get("service.name")
+            .and_then(Json::as_str)
+            .unwrap_or_default()
+    }
+
+    pub fn attr(&self, key: &str) -> Option<&Json> {
+        self.attributes.get(key)
+    }
+}
+
+/// A log record, flattened with its resource.
+#[derive(Clone, Debug)]
+pub struct LogRecord {
+    pub protocol: &'static str,
+    pub severity_number: i32,
+    pub severity_text: String,
+    pub body: Json,
+    pub attributes: BTreeMap<String, Json>,
+    pub trace_id: String,
+    pub span_id: String,
+    pub resource: BTreeMap<String, Json>,
+    pub time_unix_nano: u64,
+}
+
+impl LogRecord {
+    pub fn service(&self) -> &str {
+        self.resource
+            .get("service.name")
+            .and_then(Json::as_str)
+            .unwrap_or_default()
+    }
+}
+
 pub const KIND_INTERNAL: i32 = 1;
 pub const KIND_SERVER: i32 = 2;
 pub const KIND_CLIENT: i32 = 3;
@@ -100,18 +170,59 @@ fn attrs(kvs: &[KeyValue]) -> BTreeMap<String, Json> {
         .collect()
 }
 
-/// A real OTLP trace receiver on loopback: gRPC on one port, HTTP/protobuf
-/// (`POST /v1/traces`) on another.
+/// A real OTLP receiver on loopback for traces, metrics and logs: gRPC on
+/// one port, HTTP/protobuf (`POST /v1/traces`, `/v1/metrics`, `/v1/logs`)
+/// on another.
 #[derive(Clone)]
 pub struct Receiver {
     pub grpc: SocketAddr,
     pub http: SocketAddr,
     exports: Arc<Mutex<Vec<Export>>>,
+    signals: Signals,
     /// Bytes of HTTP/protobuf export bodies received (also in sink mode).
     pub bytes: Arc<std::sync::atomic::AtomicU64>,
 }
 
+/// Metric and log exports received, with the protocol each came over.
+#[derive(Clone, Default)]
+struct Signals {
+    metrics: Arc<Mutex<Vec<(&'static str, ExportMetricsServiceRequest)>>>,
+    logs: Arc<Mutex<Vec<(&'static str, ExportLogsServiceRequest)>>>,
+}
+
 struct Grpc(Arc<Mutex<Vec<Export>>>);
+
+#[tonic::async_trait]
+impl MetricsService for Signals {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportMetricsServiceRequest>,
+    ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
+        self.metrics
+            .lock()
+            .unwrap()
+            .push(("grpc", request.into_inner()));
+        Ok(tonic::Response::new(ExportMetricsServiceResponse {
+            partial_success: None,
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl LogsService for Signals {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportLogsServiceRequest>,
+    ) -> Result<tonic::Response<ExportLogsServiceResponse>, tonic::Status> {
+        self.logs
+            .lock()
+            .unwrap()
+            .push(("grpc", request.into_inner()));
+        Ok(tonic::Response::new(ExportLogsServiceResponse {
+            partial_success: None,
+        }))
+    }
+}
 
 #[tonic::async_trait]
 impl TraceService for Grpc {
@@ -155,9 +266,14 @@ impl Receiver {
         let grpc_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let grpc = grpc_listener.local_addr().unwrap();
         let service = TraceServiceServer::new(Grpc(exports.clone()));
+        let signals = Signals::default();
+        let metrics_service = MetricsServiceServer::new(signals.clone());
+        let logs_service = LogsServiceServer::new(signals.clone());
         tokio::spawn(async move {
             tonic::transport::Server::builder()
                 .add_service(service)
+                .add_service(metrics_service)
+                .add_service(logs_service)
                 .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(
                     grpc_listener,
                 ))
@@ -168,6 +284,7 @@ impl Receiver {
         let http = http_listener.local_addr().unwrap();
         let store = exports.clone();
         let counter = bytes.clone();
+        let http_signals = signals.clone();
         tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = http_listener.accept().await else {
@@ -175,13 +292,48 @@ impl Receiver {
                 };
                 let store = store.clone();
                 let counter = counter.clone();
+                let signals = http_signals.clone();
                 tokio::spawn(async move {
                     let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                         let store = store.clone();
                         let counter = counter.clone();
+                        let signals = signals.clone();
                         async move {
-                            let ok = req.method() == hyper::Method::POST
-                                && req.uri().path() == "/v1/traces";
+                            let post = req.method() == hyper::Method::POST;
+                            let path = req.uri().path().to_string();
+                            if post && (path == "/v1/metrics" || path == "/v1/logs") {
+                                let body = req
+                                    .into_body()
+                                    .collect()
+                                    .await
+                                    .map(|b| b.to_bytes())
+                                    .unwrap_or_default();
+                                let ok = if path == "/v1/metrics" {
+                                    ExportMetricsServiceRequest::decode(body)
+                                        .map(|r| {
+                                            signals
+                                                .metrics
+                                                .lock()
+                                                .unwrap()
+                                                .push(("http/protobuf", r))
+                                        })
+                                        .is_ok()
+                                } else {
+                                    ExportLogsServiceRequest::decode(body)
+                                        .map(|r| {
+                                            signals.logs.lock().unwrap().push(("http/protobuf", r))
+                                        })
+                                        .is_ok()
+                                };
+                                return Ok::<_, std::convert::Infallible>(
+                                    hyper::Response::builder()
+                                        .status(if ok { 200 } else { 400 })
+                                        .header("content-type", "application/x-protobuf")
+                                        .body(Full::new(Bytes::new()))
+                                        .unwrap(),
+                                );
+                            }
+                            let ok = post && path == "/v1/traces";
                             let headers = req
                                 .headers()
                                 .iter()
@@ -237,7 +389,165 @@ impl Receiver {
             grpc,
             http,
             exports,
+            signals,
             bytes,
+        }
+    }
+
+    /// Every metric data point received so far, flattened.
+    pub fn metric_points(&self) -> Vec<MetricPoint> {
+        use opentelemetry_proto::tonic::metrics::v1::{metric, number_data_point};
+        let mut out = Vec::new();
+        for (protocol, export) in self.signals.metrics.lock().unwrap().iter() {
+            for rm in &export.resource_metrics {
+                let resource = rm
+                    .resource
+                    .as_ref()
+                    .map(|r| attrs(&r.attributes))
+                    .unwrap_or_default();
+                for sm in &rm.scope_metrics {
+                    for m in &sm.metrics {
+                        let base = MetricPoint {
+                            protocol,
+                            name: m.name.clone(),
+                            unit: m.unit.clone(),
+                            description: m.description.clone(),
+                            kind: String::new(),
+                            monotonic: false,
+                            temporality: 0,
+                            attributes: BTreeMap::new(),
+                            resource: resource.clone(),
+                            value: 0.0,
+                            count: 0,
+                            bounds: Vec::new(),
+                            bucket_counts: Vec::new(),
+                        };
+                        let number =
+                            |p: &opentelemetry_proto::tonic::metrics::v1::NumberDataPoint| match p
+                                .value
+                            {
+                                Some(number_data_point::Value::AsDouble(d)) => d,
+                                Some(number_data_point::Value::AsInt(i)) => i as f64,
+                                None => f64::NAN,
+                            };
+                        match &m.data {
+                            Some(metric::Data::Sum(sum)) => {
+                                for p in &sum.data_points {
+                                    out.push(MetricPoint {
+                                        kind: "sum".into(),
+                                        monotonic: sum.is_monotonic,
+                                        temporality: sum.aggregation_temporality,
+                                        attributes: attrs(&p.attributes),
+                                        value: number(p),
+                                        ..base.clone()
+                                    });
+                                }
+                            }
+                            Some(metric::Data::Gauge(g)) => {
+                                for p in &g.data_points {
+                                    out.push(MetricPoint {
+                                        kind: "gauge".into(),
+                                        attributes: attrs(&p.attributes),
+                                        value: number(p),
+                                        ..base.clone()
+                                    });
+                                }
+                            }
+                            Some(metric::Data::Histogram(h)) => {
+                                for p in &h.data_points {
+                                    out.push(MetricPoint {
+                                        kind: "histogram".into(),
+                                        temporality: h.aggregation_temporality,
+                                        attributes: attrs(&p.attributes),
+                                        value: p.sum.unwrap_or_default(),
+                                        count: p.count,
+                                        bounds: p.explicit_bounds.clone(),
+                                        bucket_counts: p.bucket_counts.clone(),
+                                        ..base.clone()
+                                    });
+                                }
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// The latest point of metric `name` from service `service` whose
+    /// attributes include `with`, waiting up to 20 s for one that satisfies
+    /// `done`.
+    pub async fn wait_metric(
+        &self,
+        service: &str,
+        name: &str,
+        done: impl Fn(&[MetricPoint]) -> bool,
+    ) -> Vec<MetricPoint> {
+        let started = Instant::now();
+        loop {
+            let points: Vec<MetricPoint> = self
+                .metric_points()
+                .into_iter()
+                .filter(|p| p.name == name && p.service() == service)
+                .collect();
+            if done(&points) {
+                return points;
+            }
+            if started.elapsed() > Duration::from_secs(20) {
+                panic!("metric {name} of {service} never satisfied the test; got {points:#?}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Every log record received so far, flattened.
+    pub fn log_records(&self) -> Vec<LogRecord> {
+        let mut out = Vec::new();
+        for (protocol, export) in self.signals.logs.lock().unwrap().iter() {
+            for rl in &export.resource_logs {
+                let resource = rl
+                    .resource
+                    .as_ref()
+                    .map(|r| attrs(&r.attributes))
+                    .unwrap_or_default();
+                for sl in &rl.scope_logs {
+                    for r in &sl.log_records {
+                        out.push(LogRecord {
+                            protocol,
+                            severity_number: r.severity_number,
+                            severity_text: r.severity_text.clone(),
+                            body: any_to_json(&r.body),
+                            attributes: attrs(&r.attributes),
+                            trace_id: hex(&r.trace_id),
+                            span_id: hex(&r.span_id),
+                            resource: resource.clone(),
+                            time_unix_nano: r.time_unix_nano,
+                        });
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Log records satisfying `keep`, once `done` holds for them (20 s at most).
+    pub async fn wait_logs(
+        &self,
+        keep: impl Fn(&LogRecord) -> bool,
+        done: impl Fn(&[LogRecord]) -> bool,
+    ) -> Vec<LogRecord> {
+        let started = Instant::now();
+        loop {
+            let records: Vec<LogRecord> = self.log_records().into_iter().filter(&keep).collect();
+            if done(&records) {
+                return records;
+            }
+            if started.elapsed() > Duration::from_secs(20) {
+                panic!("log records never satisfied the test; got {records:#?}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
@@ -431,6 +741,8 @@ impl Polytrace {
                 protocol.to_string(),
             ),
             ("OTEL_BSP_SCHEDULE_DELAY".to_string(), "100".to_string()),
+            ("OTEL_BLRP_SCHEDULE_DELAY".to_string(), "100".to_string()),
+            ("OTEL_METRIC_EXPORT_INTERVAL".to_string(), "200".to_string()),
         ];
         all_env.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         Self::start(dir, &all_env)
@@ -488,8 +800,17 @@ impl Polytrace {
             let mut tx = Some(tx);
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
-                if let Some(rest) = line.split("viewer on http://").nth(1) {
-                    let addr = rest.split_whitespace().next().unwrap().parse().ok();
+                if let Some(rest) = line
+                    .split("viewer on http://")
+                    .nth(1)
+                    .or_else(|| line.split("metrics on http://").nth(1))
+                {
+                    let addr = rest
+                        .split(|c: char| c.is_whitespace() || c == '/')
+                        .next()
+                        .unwrap()
+                        .parse()
+                        .ok();
                     *ui_sink.lock().unwrap() = addr;
                 }
                 if let Some(rest) = line.split("listening on http://").nth(1)

@@ -12,8 +12,12 @@
 //!
 //! Outgoing `wasi:http` requests get CLIENT spans and `traceparent` from the
 //! host without any code here; [`http`] has small helpers for handlers.
+//! [`metrics`] has counters, histograms and gauges; [`logs`] has log records
+//! (and the `log` crate's macros after [`logs::init`]).
 
 pub mod http;
+pub mod logs;
+pub mod metrics;
 
 #[doc(hidden)]
 pub mod bindings {

@@ -3,7 +3,7 @@
 use polytrace_guest::http::wasip2::exports::http::incoming_handler::Guest;
 use polytrace_guest::http::wasip2::http::types::{IncomingRequest, ResponseOutparam};
 use polytrace_guest::http::{Request, respond, send};
-use polytrace_guest::{Span, Status, kv};
+use polytrace_guest::{Span, Status, kv, logs, metrics};
 
 struct Conformance;
 
@@ -13,10 +13,17 @@ impl Guest for Conformance {
         if request.path().ends_with("/bad-input") {
             return bad_input(out);
         }
+        let n = || request.query("n").and_then(|n| n.parse().ok()).unwrap_or(1000);
         if request.path().ends_with("/span-cost") {
-            let n = request.query("n").and_then(|n| n.parse().ok()).unwrap_or(1000);
-            return span_cost(n, out);
+            return span_cost(n(), out);
         }
+        if request.path().ends_with("/metric-cost") {
+            return metric_cost(n(), out);
+        }
+        if request.path().ends_with("/log-cost") {
+            return log_cost(n(), out);
+        }
+        logs::init();
         let work = Span::start(
             "conformance.work",
             [
@@ -31,6 +38,20 @@ impl Guest for Conformance {
             ],
         );
         work.add_event("checkpoint", [kv("conformance.step", 1)]);
+        let outcome = || [kv("conformance.outcome", "ok")];
+        metrics::counter("conformance.requests", "Conformance scenario runs", "{request}")
+            .expect("a valid counter")
+            .add(1.0, outcome());
+        metrics::histogram_with_boundaries(
+            "conformance.latency",
+            "Conformance latency",
+            "ms",
+            &[1.0, 10.0, 100.0],
+        )
+        .expect("a valid histogram")
+        .record(42.5, outcome());
+        logs::warn("conformance log", [kv("conformance.step", 2)]);
+        log::info!("conformance native log");
         let status = match request.query("next") {
             Some(url) => match send("GET", &url, b"") {
                 Ok(response) => response.status.to_string(),
@@ -72,7 +93,13 @@ fn bad_input(out: ResponseOutparam) {
     .end();
     let many = (0..10_000).map(|i| kv(format!("bad.attr.{i:05}"), i));
     Span::start("bad.many", many).end();
-    respond(out, 200, "application/json", br#"{"language":"rust"}"#);
+    let error = match metrics::counter("1bad name", "", "") {
+        Err(metrics::MetricError::InvalidName(_)) => "invalid-name",
+        Err(_) => "another error",
+        Ok(_) => "none",
+    };
+    let body = format!(r#"{{"language":"rust","metric_error":"{error}"}}"#);
+    respond(out, 200, "application/json", body.as_bytes());
 }
 
 /// The span-cost scenario: `n` spans of five attributes, timed in the guest.
@@ -89,6 +116,35 @@ fn span_cost(n: i64, out: ResponseOutparam) {
                 kv("bench.float", 0.5),
                 kv("bench.route", "/checkout"),
             ],
+        );
+    }
+    let elapsed = started.elapsed().as_nanos();
+    let body = format!("{{\"language\":\"rust\",\"n\":{n},\"elapsed_ns\":{elapsed}}}");
+    respond(out, 200, "application/json", body.as_bytes());
+}
+
+/// The metric-cost scenario: `n` counter adds with two attributes.
+fn metric_cost(n: i64, out: ResponseOutparam) {
+    let counter = metrics::counter("bench.counter", "", "{item}").expect("a valid counter");
+    let started = std::time::Instant::now();
+    for _ in 0..n {
+        counter.add(
+            1.0,
+            [kv("bench.route", "/checkout"), kv("bench.status", "ok")],
+        );
+    }
+    let elapsed = started.elapsed().as_nanos();
+    let body = format!("{{\"language\":\"rust\",\"n\":{n},\"elapsed_ns\":{elapsed}}}");
+    respond(out, 200, "application/json", body.as_bytes());
+}
+
+/// The log-cost scenario: `n` INFO records with two attributes.
+fn log_cost(n: i64, out: ResponseOutparam) {
+    let started = std::time::Instant::now();
+    for _ in 0..n {
+        logs::info(
+            "bench log",
+            [kv("bench.route", "/checkout"), kv("bench.status", "ok")],
         );
     }
     let elapsed = started.elapsed().as_nanos();

@@ -12,6 +12,39 @@ impl Guest for Faults {
         let request = Request::read(request);
         match request.path() {
             "/faults/ok" => respond(out, 200, "text/plain", b"ok"),
+            // Prints inside a span and outside, on stdout and stderr, and
+            // leaves a last line without its newline.
+            "/faults/print" => {
+                println!("before the span");
+                let span = Span::start("printing", []);
+                println!("inside the span");
+                eprintln!("a warning on stderr");
+                span.end();
+                print!("no newline at the end");
+                // std buffers stdout by line; a reactor never exits to flush it.
+                let _ = std::io::Write::flush(&mut std::io::stdout());
+                respond(out, 200, "text/plain", b"printed")
+            }
+            // Prints `n` lines as fast as it can.
+            "/faults/flood" => {
+                let n: u64 = request.query("n").and_then(|n| n.parse().ok()).unwrap_or(1000);
+                use std::io::Write as _;
+                let mut stdout = std::io::stdout().lock();
+                for i in 0..n {
+                    let _ = writeln!(stdout, "flood line {i}");
+                }
+                respond(out, 200, "text/plain", b"flooded")
+            }
+            // A counter with a new attribute value on every add.
+            "/faults/cardinality" => {
+                let n: i64 = request.query("n").and_then(|n| n.parse().ok()).unwrap_or(1000);
+                let from: i64 = request.query("from").and_then(|n| n.parse().ok()).unwrap_or(0);
+                let c = polytrace_guest::metrics::counter("faults.ids", "", "").unwrap();
+                for i in from..from + n {
+                    c.add(1.0, [kv("id", i)]);
+                }
+                respond(out, 200, "text/plain", b"counted")
+            }
             "/faults/status" => {
                 let code = request
                     .query("code")
