@@ -10,9 +10,15 @@
 //   });
 //
 // Outbound fetch() calls get CLIENT spans and `traceparent` from the host:
-// there is nothing to configure. scripts/build-guest.sh places this file next
+// there is nothing to configure. `counter()`, `histogram()`, `upDownCounter()`
+// and `gauge()` make metric instruments; `log` has log records, and
+// importing this module sends console.* to the host as log records of the
+// matching severity (console.log/info INFO, warn WARN, error ERROR, debug
+// DEBUG, trace TRACE), correlated with the current span. scripts/build-guest.sh places this file next
 // to the component's entry module, so components import it as './polytrace.js'.
 import * as tracing from 'polytrace:telemetry/tracing@0.1.0';
+import * as wmetrics from 'polytrace:telemetry/metrics@0.1.0';
+import * as wlogs from 'polytrace:telemetry/logs@0.1.0';
 
 const DISPOSE = Symbol.dispose || Symbol.for('dispose');
 const KINDS = new Set(['internal', 'server', 'client', 'producer', 'consumer']);
@@ -192,4 +198,133 @@ export function inject() {
 export function extract(headers) {
   const pairs = Array.isArray(headers) ? headers : Object.entries(headers);
   return tracing.extract(pairs.map(([k, v]) => [String(k), String(v)]));
+}
+
+// ---- metrics ---------------------------------------------------------------
+
+/** The host refused an instrument; `kind` is `invalid-name`, `invalid-unit`,
+ * `invalid-boundaries` or `rejected`. */
+export class MetricError extends Error {
+  constructor(kind, message) {
+    super(message);
+    this.name = 'MetricError';
+    this.kind = kind;
+  }
+}
+
+// Instruments made in this instance (one request), by kind and name.
+const made = new Map();
+
+function instrument(kind, name, make) {
+  const key = `${kind}:${String(name).toLowerCase()}`;
+  let found = made.get(key);
+  if (!found) {
+    try {
+      found = make();
+    } catch (e) {
+      const error = e?.payload ?? e;
+      if (error && typeof error.tag === 'string') throw new MetricError(error.tag, String(error.val));
+      throw e;
+    }
+    made.set(key, found);
+  }
+  return found;
+}
+
+class Adder {
+  #inner;
+  constructor(inner) {
+    this.#inner = inner;
+  }
+  /** Add `n`; a counter ignores negative amounts. */
+  add(n, attrs) {
+    this.#inner.add(Number(n), attributes(attrs));
+  }
+}
+
+class Recorder {
+  #inner;
+  constructor(inner) {
+    this.#inner = inner;
+  }
+  record(n, attrs) {
+    this.#inner.record(Number(n), attributes(attrs));
+  }
+}
+
+/** A counter: `counter('orders.created', { unit: '{order}' }).add(1, { status: 'ok' })`. */
+export function counter(name, { description = '', unit = '' } = {}) {
+  return instrument('counter', name, () =>
+    new Adder(wmetrics.createCounter(String(name), description, unit)),
+  );
+}
+
+export function upDownCounter(name, { description = '', unit = '' } = {}) {
+  return instrument('up-down-counter', name, () =>
+    new Adder(wmetrics.createUpDownCounter(String(name), description, unit)),
+  );
+}
+
+/** A histogram; `boundaries` are explicit bucket boundaries. */
+export function histogram(name, { description = '', unit = '', boundaries } = {}) {
+  const bounds = boundaries ? Float64Array.from(boundaries, Number) : undefined;
+  return instrument('histogram', name, () =>
+    new Recorder(wmetrics.createHistogram(String(name), description, unit, bounds)),
+  );
+}
+
+export function gauge(name, { description = '', unit = '' } = {}) {
+  return instrument('gauge', name, () =>
+    new Recorder(wmetrics.createGauge(String(name), description, unit)),
+  );
+}
+
+// ---- logs ------------------------------------------------------------------
+
+export const Severity = Object.freeze({ TRACE: 1, DEBUG: 5, INFO: 9, WARN: 13, ERROR: 17, FATAL: 21 });
+
+/** Log records: `log.warn('card declined', { 'payment.method': 'card' })`. */
+export const log = Object.freeze({
+  emit(severity, body, attrs) {
+    wlogs.emit(severity, String(body), attributes(attrs));
+  },
+  enabled(severity) {
+    return wlogs.enabled(severity);
+  },
+  trace: (body, attrs) => log.emit(Severity.TRACE, body, attrs),
+  debug: (body, attrs) => log.emit(Severity.DEBUG, body, attrs),
+  info: (body, attrs) => log.emit(Severity.INFO, body, attrs),
+  warn: (body, attrs) => log.emit(Severity.WARN, body, attrs),
+  error: (body, attrs) => log.emit(Severity.ERROR, body, attrs),
+});
+
+function format(args) {
+  return args
+    .map((a) => {
+      if (typeof a === 'string') return a;
+      if (a instanceof Error) return a.stack ? `${a.name}: ${a.message}\n${a.stack}` : `${a.name}: ${a.message}`;
+      if (typeof a === 'object' && a !== null) {
+        try {
+          return JSON.stringify(a);
+        } catch {
+          return String(a);
+        }
+      }
+      return String(a);
+    })
+    .join(' ');
+}
+
+// console.* as log records. Outside a request (while the component is
+// pre-initialized at build time) the host is not there: print as before.
+const CONSOLE = { log: 9, info: 9, debug: 5, trace: 1, warn: 13, error: 17 };
+for (const [method, severity] of Object.entries(CONSOLE)) {
+  const original = console[method]?.bind(console);
+  console[method] = (...args) => {
+    try {
+      if (wlogs.enabled(severity)) wlogs.emit(severity, format(args), []);
+    } catch {
+      original?.(...args);
+    }
+  };
 }

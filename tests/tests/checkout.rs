@@ -291,3 +291,127 @@ async fn a_thousand_concurrent_checkouts_are_a_thousand_whole_traces() {
     let (_, log) = host.terminate();
     assert!(log.contains("dropped=0"), "{log}");
 }
+
+/// The checkout's own metrics, with the same names whatever the language
+/// (gateway Python, fraud Go, sessions JavaScript), and its logs in the
+/// traces they belong to.
+#[tokio::test(flavor = "multi_thread")]
+async fn checkout_metrics_and_logs() {
+    let receiver = Receiver::start().await;
+    let host = Polytrace::up_dir(
+        &repo_dir().join("examples/checkout"),
+        &receiver,
+        "grpc",
+        &[],
+    );
+    let mut expected_orders: BTreeMap<(String, String), f64> = BTreeMap::new();
+    let mut failed_trace = None;
+    for case in cases() {
+        let response = request(
+            "POST",
+            &host.url("/checkout"),
+            &[("content-type", "application/json")],
+            &case.body,
+        )
+        .await;
+        assert_eq!(response.status, case.status, "{}", case.name);
+        let outcome = match case.status {
+            200 => "approved",
+            400 => "invalid",
+            402 => "declined",
+            403 | 404 => "rejected",
+            _ => "failed",
+        };
+        let order: serde_json::Value = serde_json::from_str(&case.body).unwrap();
+        let method = order["payment_method"].as_str().unwrap_or("unknown");
+        *expected_orders
+            .entry((outcome.to_string(), method.to_string()))
+            .or_default() += 1.0;
+        if case.status == 500 {
+            failed_trace = Some(response.trace_id());
+        }
+    }
+    let total = expected_orders.values().sum::<f64>();
+    let sum = |points: &[MetricPoint]| points.iter().map(|p| p.value).sum::<f64>();
+    let latest = |points: Vec<MetricPoint>| {
+        // Cumulative: the last export holds every series at its total.
+        let mut by_attrs: BTreeMap<String, MetricPoint> = BTreeMap::new();
+        for p in points {
+            by_attrs.insert(serde_json::to_string(&p.attributes).unwrap(), p);
+        }
+        by_attrs.into_values().collect::<Vec<_>>()
+    };
+    let orders = latest(
+        receiver
+            .wait_metric("api-gateway", "orders.created", |p| {
+                latest(p.to_vec()).iter().map(|p| p.value).sum::<f64>() >= total
+            })
+            .await,
+    );
+    let got: BTreeMap<(String, String), f64> = orders
+        .iter()
+        .map(|p| {
+            (
+                (
+                    p.attributes["status"].as_str().unwrap().to_string(),
+                    p.attributes["payment_method"].as_str().unwrap().to_string(),
+                ),
+                p.value,
+            )
+        })
+        .collect();
+    assert_eq!(got, expected_orders);
+    assert!(orders.iter().all(|p| p.monotonic && p.unit == "{order}"));
+
+    let verifications = latest(
+        receiver
+            .wait_metric("fraud-service", "verifications.performed", |p| {
+                latest(p.to_vec()).iter().map(|p| p.value).sum::<f64>() >= 1.0
+            })
+            .await,
+    );
+    let results: BTreeSet<&str> = verifications
+        .iter()
+        .map(|p| p.attributes["result"].as_str().unwrap())
+        .collect();
+    assert!(
+        results.is_superset(&BTreeSet::from(["approved", "denied", "no_session"])),
+        "{results:?}"
+    );
+    let sessions = latest(
+        receiver
+            .wait_metric("session-service", "sessions.loaded", |p| {
+                latest(p.to_vec())
+                    .iter()
+                    .any(|p| p.attributes["status"] == "not_found")
+            })
+            .await,
+    );
+    assert!(sum(&sessions) >= 2.0);
+
+    // billing's failure is an ERROR record with the exception, in its trace.
+    let failed_trace = failed_trace.expect("a failing case");
+    let records = receiver
+        .wait_logs(
+            |r| r.trace_id == failed_trace && r.service() == "billing",
+            |r| !r.is_empty(),
+        )
+        .await;
+    let error = &records[0];
+    assert_eq!(
+        (error.severity_number, error.body.as_str()),
+        (17, Some("charge failed"))
+    );
+    assert_eq!(error.attributes["exception.type"], "PaymentProcessorError");
+    assert!(
+        error.attributes["exception.stacktrace"]
+            .as_str()
+            .unwrap()
+            .contains("Traceback"),
+        "{error:?}"
+    );
+    let spans = whole_trace(&receiver, &failed_trace, 15).await;
+    let span = spans.iter().find(|s| s.span_id == error.span_id).unwrap();
+    assert_eq!((span.service(), span.kind), ("billing", KIND_SERVER));
+    host.terminate();
+}

@@ -2,7 +2,8 @@
 //! tests/conformance/SPEC.md, implemented with the Rust, Python, JavaScript
 //! and Go SDKs, run in one host against a real OTLP receiver. The four
 //! normalized trace trees must be identical, and equal to
-//! tests/conformance/expected.txt.
+//! tests/conformance/expected.txt; so must their metrics and logs
+//! (expected-metrics.txt, expected-logs.txt).
 //!
 //! After an intended change to the scenario or to the host's spans, rewrite
 //! the expected tree with `POLYTRACE_BLESS=1` and review its diff.
@@ -53,6 +54,7 @@ async fn every_language_produces_the_same_trace() {
     let receiver = Receiver::start().await;
     let host = Polytrace::up("conformance", &manifest(), &receiver, "http/protobuf", &[]);
     let mut rendered = Vec::new();
+    let mut traces = Vec::new();
     for (i, (language, _)) in LANGUAGES.iter().enumerate() {
         let id = format!("conformance-{language}");
         let trace_id = format!("4bf92f3577b34da6a3ce929d0e0e47{i:02x}");
@@ -116,9 +118,88 @@ async fn every_language_produces_the_same_trace() {
 
         let text = tree::render(&spans, &[(&id, "<component>")]);
         rendered.push((*language, text));
+        traces.push((id, trace_id, spans));
+    }
+    assert_identical_trees("expected.txt", &rendered);
+
+    // Metrics and logs, normalized, identical across the four languages.
+    let mut metrics = Vec::new();
+    let mut logs = Vec::new();
+    for ((language, _), (id, trace_id, spans)) in LANGUAGES.iter().zip(&traces) {
+        for name in ["conformance.requests", "conformance.latency"] {
+            receiver.wait_metric(id, name, |p| !p.is_empty()).await;
+        }
+        metrics.push((*language, render_metrics(&receiver.metric_points(), id)));
+        let records = receiver
+            .wait_logs(
+                |r| &r.trace_id == trace_id && r.service() == id,
+                |r| r.len() >= 2,
+            )
+            .await;
+        logs.push((*language, render_logs(&records, spans)));
     }
     host.terminate();
-    assert_identical_trees("expected.txt", &rendered);
+    tree::assert_expected(&expected_path("expected-metrics.txt"), &metrics);
+    tree::assert_expected(&expected_path("expected-logs.txt"), &logs);
+}
+
+/// The `conformance.*` points of `service`, one line each, sorted; the same
+/// cumulative point exported several times counts once.
+fn render_metrics(points: &[MetricPoint], service: &str) -> String {
+    let lines: std::collections::BTreeSet<String> = points
+        .iter()
+        .filter(|p| p.service() == service && p.name.starts_with("conformance."))
+        .map(|p| {
+            let mut line = format!(
+                "{} {} unit={:?} description={:?} monotonic={} temporality={} attributes={}",
+                p.name,
+                p.kind,
+                p.unit,
+                p.description,
+                p.monotonic,
+                p.temporality,
+                serde_json::to_string(&p.attributes).unwrap()
+            );
+            if p.kind == "histogram" {
+                line += &format!(
+                    " count={} sum={} bounds={:?} buckets={:?}",
+                    p.count, p.value, p.bounds, p.bucket_counts
+                );
+            } else {
+                line += &format!(" value={}", p.value);
+            }
+            line
+        })
+        .collect();
+    lines.into_iter().map(|l| l + "\n").collect()
+}
+
+/// Log records, one line each, sorted: severity, body, attributes (the
+/// language-specific `code.*` ones left out) and the span they belong to.
+fn render_logs(records: &[LogRecord], spans: &[FlatSpan]) -> String {
+    let mut lines: Vec<String> = records
+        .iter()
+        .map(|r| {
+            let attributes: std::collections::BTreeMap<_, _> = r
+                .attributes
+                .iter()
+                .filter(|(k, _)| !k.starts_with("code."))
+                .collect();
+            let span = spans
+                .iter()
+                .find(|s| s.span_id == r.span_id)
+                .map_or("<no span>", |s| s.name.as_str());
+            format!(
+                "{} {} {} attributes={} span={span}\n",
+                r.severity_number,
+                r.severity_text,
+                r.body,
+                serde_json::to_string(&attributes).unwrap()
+            )
+        })
+        .collect();
+    lines.sort();
+    lines.concat()
 }
 
 /// Telemetry past every limit, from every SDK: each request still succeeds,
@@ -139,6 +220,13 @@ async fn bad_telemetry_never_fails_a_request() {
         .await;
         assert_eq!(response.status, 200, "{language}: {}", response.body);
         assert_eq!(response.json()["language"], *language);
+        // An invalid instrument name is an error value, not a trap.
+        assert_eq!(
+            response.json()["metric_error"],
+            "invalid-name",
+            "{language}: {}",
+            response.body
+        );
         // SERVER + unnamed, bad.kind, bad.huge, bad.many.
         let spans = receiver.trace(&response.trace_id(), 5).await;
         let server = spans.iter().find(|s| s.kind == KIND_SERVER).unwrap();

@@ -19,6 +19,19 @@ fn manifest() -> String {
     )
 }
 
+/// Scrape until `done` holds (20 s at most): a request's duration is
+/// recorded when it has finished, which can be just after its response.
+async fn scrape_until(url: &str, done: impl Fn(&[Json]) -> bool) -> (String, Vec<Json>) {
+    let started = std::time::Instant::now();
+    loop {
+        let (text, families) = scrape(url).await;
+        if done(&families) || started.elapsed() > std::time::Duration::from_secs(20) {
+            return (text, families);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 /// The exposition at `url`, parsed by prometheus_client's parser.
 async fn scrape(url: &str) -> (String, Vec<Json>) {
     let response = get(url).await;

@@ -442,15 +442,24 @@ async fn a_trace_of_five_thousand_spans() {
     host.terminate();
 }
 
-/// `--store none`: no store, no viewer; the app serves as before.
+/// `--store none`: no store, no viewer (the address serves only Prometheus
+/// `/metrics`); the app serves as before.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_store_can_be_turned_off() {
     let host = Polytrace::start_with_args(
         &repo_dir().join("examples/checkout"),
         &["--store", "none"],
-        &[("OTEL_TRACES_EXPORTER".into(), "none".into())],
+        &[
+            ("OTEL_TRACES_EXPORTER".into(), "none".into()),
+            ("OTEL_METRICS_EXPORTER".into(), "none".into()),
+            ("OTEL_LOGS_EXPORTER".into(), "none".into()),
+        ],
     );
-    assert!(host.ui.is_none());
+    assert_eq!(get(&host.ui_url("/api/services")).await.status, 404);
+    assert_eq!(get(&host.ui_url("/")).await.status, 404);
+    let metrics = get(&host.ui_url("/metrics")).await;
+    assert_eq!(metrics.status, 200);
+    assert!(metrics.body.contains("target_info{"), "{}", metrics.body);
     let r = request(
         "POST",
         &host.url("/checkout"),
@@ -462,7 +471,7 @@ async fn the_store_can_be_turned_off() {
     let (code, log) = host.terminate();
     assert_eq!(code, Some(0));
     assert!(
-        log.contains("trace store off (--store none); no viewer"),
+        log.contains("trace store off (--store none); no viewer; Prometheus metrics on http://"),
         "{log}"
     );
     assert!(!log.contains("trace store flushed"), "{log}");

@@ -7,11 +7,19 @@ Other components are called by their id; the host makes the CLIENT spans.
 """
 
 import json
+import logging
 import uuid
 
 import polytrace
+from polytrace import metrics
 from polytrace.http import HttpError, Request, respond, send
 from wit_world import exports
+
+
+log = logging.getLogger(__name__)
+
+# `orders.created`'s status attribute, by the checkout's HTTP status.
+OUTCOMES = {200: "approved", 400: "invalid", 402: "declined", 403: "rejected", 404: "rejected"}
 
 
 class InvalidOrder(Exception):
@@ -109,6 +117,7 @@ class IncomingHandler(exports.IncomingHandler):
         request = Request(request)
         if request.method != "POST" or request.path != "/checkout":
             return respond(response_out, 404, "application/json", b'{"error":"POST /checkout"}')
+        order = None
         try:
             order = json.loads(request.body or b"null")
             status, body = checkout(order)
@@ -116,4 +125,13 @@ class IncomingHandler(exports.IncomingHandler):
             status, body = 400, {"error": str(e)}
         except HttpError as e:
             status, body = 502, {"error": str(e)}
+        outcome = OUTCOMES.get(status, "failed")
+        method = order.get("payment_method") if isinstance(order, dict) else None
+        metrics.counter("orders.created", "Checkouts the gateway processed, by outcome", "{order}").add(
+            1, {"status": outcome, "payment_method": method if isinstance(method, str) else "unknown"}
+        )
+        if status >= 500:
+            log.error("checkout failed with %d: %s", status, body.get("error"))
+        else:
+            log.info("checkout %s", outcome)
         respond(response_out, status, "application/json", json.dumps(body).encode())

@@ -6,11 +6,15 @@ A ``declined`` payment method → 402 with the reason. An amount of exactly
 """
 
 import json
+import logging
 import uuid
 
 import polytrace
 from polytrace.http import Request, respond
 from wit_world import exports
+
+
+log = logging.getLogger(__name__)
 
 
 class PaymentProcessorError(Exception):
@@ -22,6 +26,7 @@ def charge(payment):
         span.set_attribute("payment.amount", float(payment.get("amount", 0)))
         if payment.get("payment_method") == "declined":
             span.set_attributes({"payment.status": "declined", "payment.decline_reason": "insufficient funds"})
+            log.warning("card declined: insufficient funds")
             return 402, {"error": "card declined", "reason": "insufficient funds"}
         if payment.get("amount") == 666:
             # Raised inside the span: recorded with its traceback, status Error.
@@ -39,6 +44,8 @@ class IncomingHandler(exports.IncomingHandler):
         try:
             status, body = charge(json.loads(request.body or b"{}"))
         except PaymentProcessorError as e:
+            # A log record with the exception, in the request's trace.
+            log.exception("charge failed")
             status, body = 500, {"error": str(e)}
         except ValueError as e:
             status, body = 400, {"error": f"bad payment request: {e}"}

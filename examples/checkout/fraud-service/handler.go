@@ -5,6 +5,7 @@
 package export_wasi_http_incoming_handler
 
 import (
+	"log/slog"
 	"encoding/json"
 	"fmt"
 	"net/url"
@@ -40,6 +41,17 @@ func Handle(request *http.IncomingRequest, out *http.ResponseOutparam) {
 		return
 	}
 	status, body := verify(req)
+	result := map[int]string{200: "approved", 403: "denied", 404: "no_session"}[status]
+	if result == "" {
+		result = "error"
+	}
+	if verifications, err := polytrace.NewCounter("verifications.performed",
+		"Fraud verifications, by result", "{verification}"); err == nil {
+		verifications.Add(1, polytrace.String("result", result))
+	}
+	if result == "denied" {
+		slog.Warn("transaction denied", "transaction.id", req.TransactionID, "transaction.amount", req.Amount)
+	}
 	reply(out, status, body)
 }
 

@@ -1,6 +1,6 @@
 // session-service (JavaScript): GET /sessions/:id → span `load_session`
 // (`session.id`, `session.active`); unknown ids → 404.
-import { withSpan } from './polytrace.js';
+import { counter, withSpan } from './polytrace.js';
 
 const SESSIONS = new Map([
   ['abc', { user_id: 'user-1', active: true, created: '2026-11-01T09:00:00Z' }],
@@ -21,7 +21,12 @@ async function handle(request) {
   return withSpan('load_session', { 'session.id': id }, (span) => {
     const session = SESSIONS.get(id);
     span.setAttribute('session.active', Boolean(session?.active));
-    if (!session) return json(404, { error: `session ${id} not found` });
+    const loaded = counter('sessions.loaded', { description: 'Session lookups, by status', unit: '{session}' });
+    loaded.add(1, { status: session ? 'found' : 'not_found' });
+    if (!session) {
+      console.warn(`session ${id} not found`);
+      return json(404, { error: `session ${id} not found` });
+    }
     return json(200, { session_id: id, ...session });
   });
 }

@@ -12,7 +12,9 @@ The host supplies the telemetry; this package makes it Pythonic::
     def charge(card): ...
 
 Outgoing wasi:http requests (see ``polytrace.http``) get CLIENT spans and
-``traceparent`` from the host automatically.
+``traceparent`` from the host automatically. ``polytrace.metrics`` has
+counters, histograms and gauges; ``polytrace.logs`` has log records, and
+``logging`` records go to the host once polytrace is imported.
 """
 
 import functools
@@ -167,3 +169,7 @@ def inject():
 
 def extract(headers):
     return _tracing.extract(list(headers))
+
+
+# Imported last: they use _attributes above.
+from . import logs, metrics  # noqa: E402

@@ -3,7 +3,9 @@ package export_wasi_http_incoming_handler
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
+	"log/slog"
 	"strconv"
 	"strings"
 	"time"
@@ -26,12 +28,19 @@ func Handle(request *http.IncomingRequest, out *http.ResponseOutparam) {
 		badInput(out)
 		return
 	}
-	if strings.HasSuffix(r.Path, "/span-cost") {
-		n, err := strconv.Atoi(r.Query.Get("n"))
-		if err != nil {
-			n = 1000
-		}
+	n, err := strconv.Atoi(r.Query.Get("n"))
+	if err != nil {
+		n = 1000
+	}
+	switch {
+	case strings.HasSuffix(r.Path, "/span-cost"):
 		spanCost(n, out)
+		return
+	case strings.HasSuffix(r.Path, "/metric-cost"):
+		metricCost(n, out)
+		return
+	case strings.HasSuffix(r.Path, "/log-cost"):
+		logCost(n, out)
 		return
 	}
 	work := polytrace.Start("conformance.work",
@@ -45,6 +54,15 @@ func Handle(request *http.IncomingRequest, out *http.ResponseOutparam) {
 		polytrace.Float64s("conformance.floats", []float64{0.5, 1.5}),
 	)
 	work.AddEvent("checkpoint", polytrace.Int("conformance.step", 1))
+	outcome := polytrace.String("conformance.outcome", "ok")
+	if c, err := polytrace.NewCounter("conformance.requests", "Conformance scenario runs", "{request}"); err == nil {
+		c.Add(1, outcome)
+	}
+	if h, err := polytrace.NewHistogram("conformance.latency", "Conformance latency", "ms", 1, 10, 100); err == nil {
+		h.Record(42.5, outcome)
+	}
+	polytrace.LogWarn("conformance log", polytrace.Int("conformance.step", 2))
+	slog.Info("conformance native log")
 	var status *int
 	if url := r.Query.Get("next"); url != "" {
 		if s, _, err := polytrace.Send("GET", url, nil); err != nil {
@@ -84,7 +102,15 @@ func badInput(out *http.ResponseOutparam) {
 		many = append(many, polytrace.Int(fmt.Sprintf("bad.attr.%05d", i), i))
 	}
 	polytrace.Start("bad.many", many...).End()
-	polytrace.Respond(out, 200, "application/json", []byte(`{"language":"go"}`))
+	metricErr := "none"
+	var me *polytrace.MetricError
+	if _, err := polytrace.NewCounter("1bad name", "", ""); errors.As(err, &me) {
+		metricErr = me.Kind
+	} else if err != nil {
+		metricErr = "unexpected " + err.Error()
+	}
+	body, _ := json.Marshal(map[string]any{"language": "go", "metric_error": metricErr})
+	polytrace.Respond(out, 200, "application/json", body)
 }
 
 // spanCost is the span-cost scenario: n spans of five attributes, timed in
@@ -103,4 +129,40 @@ func spanCost(n int, out *http.ResponseOutparam) {
 	elapsed := time.Since(started).Nanoseconds()
 	body, _ := json.Marshal(map[string]any{"language": "go", "n": n, "elapsed_ns": elapsed})
 	polytrace.Respond(out, 200, "application/json", body)
+}
+
+var benchAttributes = []polytrace.Attribute{
+	polytrace.String("bench.route", "/checkout"),
+	polytrace.String("bench.status", "ok"),
+}
+
+func timed(n int, out *http.ResponseOutparam, loop func()) {
+	started := time.Now()
+	loop()
+	elapsed := time.Since(started).Nanoseconds()
+	body, _ := json.Marshal(map[string]any{"language": "go", "n": n, "elapsed_ns": elapsed})
+	polytrace.Respond(out, 200, "application/json", body)
+}
+
+// metricCost is the metric-cost scenario: n counter adds with two attributes.
+func metricCost(n int, out *http.ResponseOutparam) {
+	c, err := polytrace.NewCounter("bench.counter", "", "{item}")
+	if err != nil {
+		polytrace.Respond(out, 500, "text/plain", []byte(err.Error()))
+		return
+	}
+	timed(n, out, func() {
+		for i := 0; i < n; i++ {
+			c.Add(1, benchAttributes...)
+		}
+	})
+}
+
+// logCost is the log-cost scenario: n INFO records with two attributes.
+func logCost(n int, out *http.ResponseOutparam) {
+	timed(n, out, func() {
+		for i := 0; i < n; i++ {
+			polytrace.LogInfo("bench log", benchAttributes...)
+		}
+	})
 }

@@ -1,5 +1,5 @@
 // The conformance scenario (tests/conformance/SPEC.md) with the JavaScript SDK.
-import { startSpan, withSpan } from './polytrace.js';
+import { counter, histogram, log, MetricError, startSpan, withSpan } from './polytrace.js';
 
 class ConformanceError extends Error {
   constructor(message) {
@@ -16,7 +16,10 @@ addEventListener('fetch', (event) => event.respondWith(handle(event.request)));
 async function handle(request) {
   const { pathname, searchParams } = new URL(request.url);
   if (pathname.endsWith('/bad-input')) return badInput();
-  if (pathname.endsWith('/span-cost')) return spanCost(Number(searchParams.get('n') ?? 1000));
+  const n = Number(searchParams.get('n') ?? 1000);
+  if (pathname.endsWith('/span-cost')) return spanCost(n);
+  if (pathname.endsWith('/metric-cost')) return metricCost(n);
+  if (pathname.endsWith('/log-cost')) return logCost(n);
   const url = new URL(request.url).searchParams.get('next');
   const attributes = {
     'conformance.string': 'text',
@@ -32,6 +35,18 @@ async function handle(request) {
   const status = await withSpan('conformance.work', attributes, async (span) => {
     work = span;
     span.addEvent('checkpoint', { 'conformance.step': 1 });
+    const outcome = { 'conformance.outcome': 'ok' };
+    counter('conformance.requests', { description: 'Conformance scenario runs', unit: '{request}' }).add(
+      1,
+      outcome,
+    );
+    histogram('conformance.latency', {
+      description: 'Conformance latency',
+      unit: 'ms',
+      boundaries: [1, 10, 100],
+    }).record(42.5, outcome);
+    log.warn('conformance log', { 'conformance.step': 2 });
+    console.info('conformance native log');
     if (!url) return null;
     try {
       const response = await fetch(url);
@@ -70,7 +85,13 @@ function badInput() {
   const many = {};
   for (let i = 0; i < 10000; i++) many[`bad.attr.${String(i).padStart(5, '0')}`] = i;
   startSpan('bad.many', many).end();
-  return new Response(JSON.stringify({ language: 'javascript' }), {
+  let error = 'none';
+  try {
+    counter('1bad name');
+  } catch (e) {
+    error = e instanceof MetricError ? e.kind : `unexpected ${e}`;
+  }
+  return new Response(JSON.stringify({ language: 'javascript', metric_error: error }), {
     headers: { 'content-type': 'application/json' },
   });
 }
@@ -90,5 +111,31 @@ function spanCost(n) {
   const elapsed = Math.round((performance.now() - started) * 1e6);
   return new Response(JSON.stringify({ language: 'javascript', n, elapsed_ns: elapsed }), {
     headers: { 'content-type': 'application/json' },
+  });
+}
+
+const BENCH_ATTRIBUTES = { 'bench.route': '/checkout', 'bench.status': 'ok' };
+
+function timed(n, loop) {
+  const started = performance.now();
+  loop();
+  const elapsed = Math.round((performance.now() - started) * 1e6);
+  return new Response(JSON.stringify({ language: 'javascript', n, elapsed_ns: elapsed }), {
+    headers: { 'content-type': 'application/json' },
+  });
+}
+
+// The metric-cost scenario: n counter adds with two attributes.
+function metricCost(n) {
+  const c = counter('bench.counter', { unit: '{item}' });
+  return timed(n, () => {
+    for (let i = 0; i < n; i++) c.add(1, BENCH_ATTRIBUTES);
+  });
+}
+
+// The log-cost scenario: n INFO records with two attributes.
+function logCost(n) {
+  return timed(n, () => {
+    for (let i = 0; i < n; i++) log.info('bench log', BENCH_ATTRIBUTES);
   });
 }

@@ -1,9 +1,11 @@
 """The conformance scenario (tests/conformance/SPEC.md) with the Python SDK."""
 
 import json
+import logging
 import time
 
 import polytrace
+from polytrace import logs, metrics
 from polytrace.http import HttpError, Request, respond, send
 from wit_world import exports
 
@@ -21,8 +23,13 @@ class IncomingHandler(exports.IncomingHandler):
         request = Request(request)
         if request.path.endswith("/bad-input"):
             return bad_input(response_out)
+        n = int(request.query.get("n", "1000"))
         if request.path.endswith("/span-cost"):
-            return span_cost(int(request.query.get("n", "1000")), response_out)
+            return span_cost(n, response_out)
+        if request.path.endswith("/metric-cost"):
+            return metric_cost(n, response_out)
+        if request.path.endswith("/log-cost"):
+            return log_cost(n, response_out)
         attributes = {
             "conformance.string": "text",
             "conformance.bool": True,
@@ -36,6 +43,13 @@ class IncomingHandler(exports.IncomingHandler):
         status = None
         with polytrace.span("conformance.work", attributes=attributes) as work:
             work.add_event("checkpoint", {"conformance.step": 1})
+            outcome = {"conformance.outcome": "ok"}
+            metrics.counter("conformance.requests", "Conformance scenario runs", "{request}").add(1, outcome)
+            metrics.histogram(
+                "conformance.latency", "Conformance latency", "ms", boundaries=[1, 10, 100]
+            ).record(42.5, outcome)
+            logs.warn("conformance log", {"conformance.step": 2})
+            logging.getLogger("conformance").info("conformance native log")
             url = request.query.get("next")
             if url:
                 try:
@@ -63,7 +77,13 @@ def bad_input(response_out):
     polytrace.span("bad.kind", kind="bogus").end()
     polytrace.span("bad.huge", {"bad.huge": "x" * (1 << 20), "bad.long": list(range(1000))}).end()
     polytrace.span("bad.many", {f"bad.attr.{i:05}": i for i in range(10_000)}).end()
-    respond(response_out, 200, "application/json", json.dumps({"language": "python"}).encode())
+    try:
+        metrics.counter("1bad name")
+        error = "none"
+    except metrics.MetricError as e:
+        error = e.kind
+    body = {"language": "python", "metric_error": error}
+    respond(response_out, 200, "application/json", json.dumps(body).encode())
 
 
 def span_cost(n, response_out):
@@ -80,6 +100,30 @@ def span_cost(n, response_out):
                 "bench.route": "/checkout",
             },
         ).end()
+    elapsed = time.perf_counter_ns() - started
+    body = {"language": "python", "n": n, "elapsed_ns": elapsed}
+    respond(response_out, 200, "application/json", json.dumps(body).encode())
+
+
+BENCH_ATTRIBUTES = {"bench.route": "/checkout", "bench.status": "ok"}
+
+
+def metric_cost(n, response_out):
+    """The metric-cost scenario: n counter adds with two attributes."""
+    counter = metrics.counter("bench.counter", unit="{item}")
+    started = time.perf_counter_ns()
+    for _ in range(n):
+        counter.add(1, BENCH_ATTRIBUTES)
+    elapsed = time.perf_counter_ns() - started
+    body = {"language": "python", "n": n, "elapsed_ns": elapsed}
+    respond(response_out, 200, "application/json", json.dumps(body).encode())
+
+
+def log_cost(n, response_out):
+    """The log-cost scenario: n INFO records with two attributes."""
+    started = time.perf_counter_ns()
+    for _ in range(n):
+        logs.info("bench log", BENCH_ATTRIBUTES)
     elapsed = time.perf_counter_ns() - started
     body = {"language": "python", "n": n, "elapsed_ns": elapsed}
     respond(response_out, 200, "application/json", json.dumps(body).encode())
