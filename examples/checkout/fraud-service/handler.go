@@ -5,9 +5,9 @@
 package export_wasi_http_incoming_handler
 
 import (
-	"log/slog"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"net/url"
 
 	"wit_component/polytrace"
