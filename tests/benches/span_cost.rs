@@ -1,7 +1,8 @@
-//! Per-span cost inside each guest, next to the native OpenTelemetry SDK of
-//! the same language run natively, in one run. Each side does the loop of
-//! the span-cost scenario (tests/conformance/SPEC.md): start a span with five
-//! attributes, end it.
+//! Per-operation cost inside each guest, next to the native OpenTelemetry
+//! SDK of the same language run natively, in one run. Each side does the
+//! loops of tests/conformance/SPEC.md: span-cost (start a span with five
+//! attributes, end it), metric-cost (add 1 to a counter with two attributes)
+//! and log-cost (emit an INFO record with two attributes).
 //!
 //! - guests: the four `tests/conformance` components in one `polytrace`;
 //!   each request makes 1000 spans (the per-request recording cap) timed by
@@ -22,8 +23,14 @@
 //!
 //!     scripts/bench.sh span_cost      (installs the native SDKs first)
 //!
-//! Environment: BENCH_SPANS (default 100000), BENCH_ROUNDS (5),
-//! BENCH_LANGUAGES (comma-separated; default all).
+//! Metrics aggregate in the host and are read by nobody (the natives: an
+//! idle reader); log records are queued, batched and sent as OTLP to a
+//! receiver that does not decode them (the natives: a batch processor and an
+//! exporter that discards).
+//!
+//! Environment: BENCH_SPANS (operations per run, default 100000),
+//! BENCH_ROUNDS (5), BENCH_LANGUAGES and BENCH_SCENARIOS (comma-separated;
+//! default all: span,metric,log).
 
 use opentelemetry::KeyValue;
 use opentelemetry::trace::{Span as _, Tracer as _, TracerProvider as _};
@@ -74,6 +81,78 @@ impl SpanExporter for Discard {
     }
 }
 
+/// Nanoseconds per counter add of the native Rust SDK.
+fn native_rust_metric(n: u64) -> f64 {
+    use opentelemetry::metrics::MeterProvider as _;
+    let provider = opentelemetry_sdk::metrics::SdkMeterProvider::builder()
+        .with_reader(opentelemetry_sdk::metrics::ManualReader::builder().build())
+        .build();
+    let counter = provider
+        .meter("bench")
+        .f64_counter("bench.counter")
+        .with_unit("{item}")
+        .build();
+    let run = |n: u64| {
+        let started = Instant::now();
+        for _ in 0..n {
+            counter.add(
+                1.0,
+                &[
+                    KeyValue::new("bench.route", "/checkout"),
+                    KeyValue::new("bench.status", "ok"),
+                ],
+            );
+        }
+        started.elapsed().as_nanos() as f64
+    };
+    run(n.min(1000));
+    let elapsed = run(n);
+    provider.shutdown().unwrap();
+    elapsed / n as f64
+}
+
+#[derive(Debug)]
+struct DiscardLogs;
+
+impl opentelemetry_sdk::logs::LogExporter for DiscardLogs {
+    async fn export(&self, _batch: opentelemetry_sdk::logs::LogBatch<'_>) -> OTelSdkResult {
+        Ok(())
+    }
+}
+
+/// Nanoseconds per log record of the native Rust SDK.
+fn native_rust_log(n: u64) -> f64 {
+    use opentelemetry::logs::{AnyValue, LogRecord as _, Logger as _, LoggerProvider as _, Severity};
+    let processor = opentelemetry_sdk::logs::BatchLogProcessor::builder(DiscardLogs)
+        .with_batch_config(
+            opentelemetry_sdk::logs::BatchConfigBuilder::default()
+                .with_max_queue_size(n as usize + 1)
+                .build(),
+        )
+        .build();
+    let provider = opentelemetry_sdk::logs::SdkLoggerProvider::builder()
+        .with_log_processor(processor)
+        .build();
+    let logger = provider.logger("bench");
+    let run = |n: u64| {
+        let started = Instant::now();
+        for _ in 0..n {
+            let mut record = logger.create_log_record();
+            record.set_severity_number(Severity::Info);
+            record.set_severity_text("INFO");
+            record.set_body(AnyValue::from("bench log"));
+            record.add_attribute("bench.route", "/checkout");
+            record.add_attribute("bench.status", "ok");
+            logger.emit(record);
+        }
+        started.elapsed().as_nanos() as f64
+    };
+    run(n.min(1000));
+    let elapsed = run(n);
+    provider.shutdown().unwrap();
+    elapsed / n as f64
+}
+
 /// Nanoseconds per span of the native Rust SDK.
 fn native_rust(n: u64) -> f64 {
     let processor = BatchSpanProcessor::builder(Discard)
@@ -110,11 +189,12 @@ fn native_rust(n: u64) -> f64 {
     elapsed / n as f64
 }
 
-/// Nanoseconds per span of a native SDK run as a child process.
-fn native_child(program: &Path, script: &str, n: u64) -> f64 {
+/// Nanoseconds per operation of a native SDK run as a child process.
+fn native_child(program: &Path, script: &str, n: u64, scenario: &str) -> f64 {
     let out = Command::new(program)
         .arg(repo().join("tests/native").join(script))
         .arg(n.to_string())
+        .arg(scenario)
         .output()
         .unwrap_or_else(|e| panic!("{}: {e} (run scripts/bench.sh)", program.display()));
     assert!(
@@ -126,26 +206,37 @@ fn native_child(program: &Path, script: &str, n: u64) -> f64 {
     v["elapsed_ns"].as_f64().unwrap() / n as f64
 }
 
-fn native(kind: Native, n: u64) -> Option<f64> {
-    match kind {
-        Native::InProcess => Some(native_rust(n)),
-        Native::Python => Some(native_child(
+fn native(kind: Native, n: u64, scenario: &str) -> Option<f64> {
+    match (kind, scenario) {
+        (Native::InProcess, "metric") => Some(native_rust_metric(n)),
+        (Native::InProcess, "log") => Some(native_rust_log(n)),
+        (Native::InProcess, _) => Some(native_rust(n)),
+        (Native::Python, _) => Some(native_child(
             &repo().join(".tools/native-venv/bin/python"),
             "span_cost.py",
             n,
+            scenario,
         )),
-        Native::Node => Some(native_child(Path::new("node"), "span_cost.mjs", n)),
-        Native::Unavailable => None,
+        (Native::Node, _) => Some(native_child(
+            Path::new("node"),
+            "span_cost.mjs",
+            n,
+            scenario,
+        )),
+        (Native::Unavailable, _) => None,
     }
 }
 
-/// Nanoseconds per span inside the guest, over `n` spans.
-async fn guest(host: &Polytrace, language: &str, n: u64) -> f64 {
+/// Nanoseconds per operation inside the guest, over `n` operations.
+async fn guest(host: &Polytrace, language: &str, scenario: &str, n: u64) -> f64 {
     let mut elapsed = 0.0;
     let mut spans = 0;
     while spans < n {
         let batch = PER_REQUEST.min(n - spans);
-        let r = get(&host.url(&format!("/conformance-{language}/span-cost?n={batch}"))).await;
+        let r = get(&host.url(&format!(
+            "/conformance-{language}/{scenario}-cost?n={batch}"
+        )))
+        .await;
         assert_eq!(r.status, 200, "{language}: {}", r.body);
         elapsed += r.json()["elapsed_ns"].as_f64().unwrap();
         spans += batch;
@@ -162,7 +253,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 async fn main() {
     let n = env_or("BENCH_SPANS", 100_000);
     let rounds = env_or("BENCH_ROUNDS", 5);
-    let receiver = Receiver::start().await;
+    let receiver = Receiver::start_sink().await;
     let mut manifest = String::from("app = \"bench\"\n");
     for (language, wasm, _) in LANGUAGES {
         manifest += &format!(
@@ -178,52 +269,68 @@ async fn main() {
         "span-cost",
         &manifest,
         &receiver,
-        "grpc",
+        "http/protobuf",
         &[
             ("OTEL_TRACES_EXPORTER", "none"),
+            ("OTEL_METRICS_EXPORTER", "none"),
+            ("OTEL_BLRP_MAX_QUEUE_SIZE", &queue),
+            ("POLYTRACE_GUEST_LOGS", "off"),
             // No embedded store either: the natives keep nothing.
             ("POLYTRACE_STORE", "none"),
             ("OTEL_BSP_MAX_QUEUE_SIZE", &queue),
             ("OTEL_BSP_SCHEDULE_DELAY", "200"),
         ],
     );
-    println!(
-        "per-span cost: start + 5 attributes + end, {n} spans per run, median of {rounds} rounds"
-    );
     let only = std::env::var("BENCH_LANGUAGES").unwrap_or_default();
-    let mut rows = Vec::new();
-    for (language, _, kind) in LANGUAGES {
-        if !only.is_empty() && !only.split(',').any(|l| l == *language) {
-            continue;
-        }
-        guest(&host, language, 2 * PER_REQUEST).await; // warm up
-        let (mut g, mut nat) = (Vec::new(), Vec::new());
-        for _ in 0..rounds {
-            g.push(guest(&host, language, n).await);
-            if let Some(x) = native(*kind, n) {
-                nat.push(x);
+    let scenarios = std::env::var("BENCH_SCENARIOS").unwrap_or_else(|_| "span,metric,log".into());
+    let mut tables = Vec::new();
+    for scenario in scenarios.split(',').map(str::trim) {
+        let what = match scenario {
+            "span" => "span: start + 5 attributes + end",
+            "metric" => "counter add with 2 attributes",
+            "log" => "log record (INFO, body, 2 attributes)",
+            other => panic!("BENCH_SCENARIOS: unknown scenario `{other}` (span, metric, log)"),
+        };
+        println!("{what}: {n} per run, median of {rounds} rounds");
+        let mut rows = Vec::new();
+        for (language, _, kind) in LANGUAGES {
+            if !only.is_empty() && !only.split(',').any(|l| l == *language) {
+                continue;
             }
+            guest(&host, language, scenario, 2 * PER_REQUEST).await; // warm up
+            let (mut g, mut nat) = (Vec::new(), Vec::new());
+            for _ in 0..rounds {
+                g.push(guest(&host, language, scenario, n).await);
+                if let Some(x) = native(*kind, n, scenario) {
+                    nat.push(x);
+                }
+            }
+            let g = median(g);
+            let nat = (!nat.is_empty()).then(|| median(nat));
+            rows.push((*language, g, nat));
         }
-        let g = median(g);
-        let nat = (!nat.is_empty()).then(|| median(nat));
-        rows.push((*language, g, nat));
+        tables.push((what, rows));
     }
     let (_, log) = host.terminate();
     let stopped = log
         .lines()
         .find(|l| l.contains("stopped"))
         .unwrap_or("no stop line");
-    println!();
-    println!("| language | guest (ns/span) | native SDK (ns/span) | guest / native | target ≤ 1 |");
-    println!("|---|---:|---:|---:|---|");
-    for (language, g, nat) in rows {
-        match nat {
-            Some(nat) => println!(
-                "| {language} | {g:.0} | {nat:.0} | {:.2} | {} |",
-                g / nat,
-                if g <= nat { "met" } else { "not met" }
-            ),
-            None => println!("| {language} | {g:.0} | (not available here) | – | – |"),
+    for (what, rows) in tables {
+        println!();
+        println!("{what}");
+        println!();
+        println!("| language | guest (ns/op) | native SDK (ns/op) | guest / native | target ≤ 1 |");
+        println!("|---|---:|---:|---:|---|");
+        for (language, g, nat) in rows {
+            match nat {
+                Some(nat) => println!(
+                    "| {language} | {g:.0} | {nat:.0} | {:.2} | {} |",
+                    g / nat,
+                    if g <= nat { "met" } else { "not met" }
+                ),
+                None => println!("| {language} | {g:.0} | (not available here) | – | – |"),
+            }
         }
     }
     println!();

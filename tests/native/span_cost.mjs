@@ -1,10 +1,13 @@
-// Per-span cost of the native OpenTelemetry JavaScript SDK (@opentelemetry/sdk-trace) on Node, for
-// comparison with the polytrace JavaScript guest (tests/benches/span_cost.rs
-// runs both). The same loop as the span-cost scenario of
-// tests/conformance/SPEC.md; a BatchSpanProcessor feeds an exporter that
-// discards.
+// Per-operation cost of the native OpenTelemetry JavaScript SDK on Node
+// (@opentelemetry/sdk-trace, sdk-metrics, sdk-logs), for comparison with the
+// polytrace JavaScript guest (tests/benches/span_cost.rs runs both). The same
+// loops as the span-cost, metric-cost and log-cost scenarios of
+// tests/conformance/SPEC.md; spans and log records go through batch
+// processors to exporters that discard; the counter aggregates in the SDK.
 //
-//   node span_cost.mjs N  →  {"n": N, "elapsed_ns": ...}
+//   node span_cost.mjs N [span|metric|log]  →  {"n": N, "elapsed_ns": ...}
+import { BatchLogRecordProcessor, LoggerProvider } from '@opentelemetry/sdk-logs';
+import { MeterProvider, MetricReader } from '@opentelemetry/sdk-metrics';
 import { BatchSpanProcessor, TracerProvider } from '@opentelemetry/sdk-trace';
 
 const discard = {
@@ -12,6 +15,9 @@ const discard = {
     done({ code: 0 });
   },
   shutdown() {
+    return Promise.resolve();
+  },
+  forceFlush() {
     return Promise.resolve();
   },
 };
@@ -35,6 +41,50 @@ function run(tracer, n) {
 }
 
 const n = Number(process.argv[2]);
+const scenario = process.argv[3] ?? 'span';
+const BENCH_ATTRIBUTES = { 'bench.route': '/checkout', 'bench.status': 'ok' };
+
+function timed(loop) {
+  const started = process.hrtime.bigint();
+  loop();
+  return Number(process.hrtime.bigint() - started);
+}
+
+if (scenario === 'metric') {
+  // A pull reader nobody pulls: the counter aggregates, nothing exports.
+  class Idle extends MetricReader {
+    async onForceFlush() {}
+    async onShutdown() {}
+  }
+  const provider = new MeterProvider({ readers: [new Idle()] });
+  const counter = provider.getMeter('bench').createCounter('bench.counter', { unit: '{item}' });
+  const loop = (k) => () => {
+    for (let i = 0; i < k; i++) counter.add(1, BENCH_ATTRIBUTES);
+  };
+  timed(loop(Math.min(n, 1000))); // warm up
+  const elapsed = timed(loop(n));
+  await provider.shutdown();
+  console.log(JSON.stringify({ n, elapsed_ns: elapsed }));
+  process.exit(0);
+}
+
+if (scenario === 'log') {
+  const provider = new LoggerProvider({
+    processors: [new BatchLogRecordProcessor({ exporter: discard, maxQueueSize: n + 1, maxExportBatchSize: 512 })],
+  });
+  const logger = provider.getLogger('bench');
+  const loop = (k) => () => {
+    for (let i = 0; i < k; i++) {
+      logger.emit({ severityNumber: 9, severityText: 'INFO', body: 'bench log', attributes: BENCH_ATTRIBUTES });
+    }
+  };
+  timed(loop(Math.min(n, 1000))); // warm up
+  const elapsed = timed(loop(n));
+  await provider.shutdown();
+  console.log(JSON.stringify({ n, elapsed_ns: elapsed }));
+  process.exit(0);
+}
+
 // A queue that holds the whole run: no span is dropped for being fast.
 const provider = new TracerProvider({
   spanProcessors: [new BatchSpanProcessor({ exporter: discard, maxQueueSize: n + 1, maxExportBatchSize: 512 })],

@@ -1,11 +1,12 @@
-"""Per-span cost of the native OpenTelemetry Python SDK, for comparison with
-the polytrace Python guest (tests/benches/span_cost.rs runs both).
+"""Per-operation cost of the native OpenTelemetry Python SDK, for comparison
+with the polytrace Python guest (tests/benches/span_cost.rs runs both).
 
-The same loop as the span-cost scenario of tests/conformance/SPEC.md: start a
-span with five attributes, end it. A BatchSpanProcessor feeds an exporter
-that discards, as a production setup would feed an OTLP exporter.
+The same loops as the span-cost, metric-cost and log-cost scenarios of
+tests/conformance/SPEC.md. Spans and log records go through batch
+processors to exporters that discard, as a production setup would feed an
+OTLP exporter; the counter aggregates in the SDK, read by nobody.
 
-    python span_cost.py N  →  {"n": N, "elapsed_ns": ...}
+    python span_cost.py N [span|metric|log]  →  {"n": N, "elapsed_ns": ...}
 """
 
 import json
@@ -40,8 +41,74 @@ def run(tracer, n):
     return time.perf_counter_ns() - started
 
 
+BENCH_ATTRIBUTES = {"bench.route": "/checkout", "bench.status": "ok"}
+
+
+def run_metric(counter, n):
+    started = time.perf_counter_ns()
+    for _ in range(n):
+        counter.add(1, BENCH_ATTRIBUTES)
+    return time.perf_counter_ns() - started
+
+
+def run_log(logger, n):
+    from opentelemetry._logs import LogRecord, SeverityNumber
+
+    started = time.perf_counter_ns()
+    for _ in range(n):
+        logger.emit(
+            LogRecord(
+                severity_number=SeverityNumber.INFO,
+                severity_text="INFO",
+                body="bench log",
+                attributes=BENCH_ATTRIBUTES,
+            )
+        )
+    return time.perf_counter_ns() - started
+
+
+def metric(n):
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    provider = MeterProvider(metric_readers=[InMemoryMetricReader()])
+    counter = provider.get_meter("bench").create_counter("bench.counter", unit="{item}")
+    run_metric(counter, min(n, 1000))  # warm up
+    elapsed = run_metric(counter, n)
+    provider.shutdown()
+    return elapsed
+
+
+def log(n):
+    from opentelemetry.sdk._logs import LoggerProvider
+    from opentelemetry.sdk._logs.export import BatchLogRecordProcessor, LogRecordExporter, LogRecordExportResult
+
+    class DiscardLogs(LogRecordExporter):
+        def export(self, batch):
+            return LogRecordExportResult.SUCCESS
+
+        def shutdown(self):
+            pass
+
+        def force_flush(self, timeout_millis=30000):
+            return True
+
+    provider = LoggerProvider()
+    provider.add_log_record_processor(BatchLogRecordProcessor(DiscardLogs(), max_queue_size=n + 1))
+    logger = provider.get_logger("bench")
+    run_log(logger, min(n, 1000))  # warm up
+    elapsed = run_log(logger, n)
+    provider.shutdown()
+    return elapsed
+
+
 def main():
     n = int(sys.argv[1])
+    scenario = sys.argv[2] if len(sys.argv) > 2 else "span"
+    if scenario != "span":
+        elapsed = metric(n) if scenario == "metric" else log(n)
+        print(json.dumps({"n": n, "elapsed_ns": elapsed}))
+        return
     provider = TracerProvider()
     # A queue that holds the whole run: no span is dropped for being fast.
     provider.add_span_processor(BatchSpanProcessor(Discard(), max_queue_size=n + 1))

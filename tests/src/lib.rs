@@ -301,6 +301,17 @@ impl Receiver {
                         async move {
                             let post = req.method() == hyper::Method::POST;
                             let path = req.uri().path().to_string();
+                            if post && !decode && (path == "/v1/metrics" || path == "/v1/logs") {
+                                let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                                counter.fetch_add(body.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                                return Ok::<_, std::convert::Infallible>(
+                                    hyper::Response::builder()
+                                        .status(200)
+                                        .header("content-type", "application/x-protobuf")
+                                        .body(Full::new(Bytes::new()))
+                                        .unwrap(),
+                                );
+                            }
                             if post && (path == "/v1/metrics" || path == "/v1/logs") {
                                 let body = req
                                     .into_body()
