@@ -420,7 +420,18 @@ async fn one_trace(State(store): State<Arc<Store>>, Path(trace_id): Path<String>
         ));
     }
     let found = read(&store, move |c| {
-        Ok((spans_of(c, std::slice::from_ref(&id))?, services_of(c)?))
+        let mut spans = spans_of(c, std::slice::from_ref(&id))?;
+        // Log records show on their span, after its events, in time order.
+        for (span_id, log) in crate::store::logs_of(c, &id)? {
+            if let Some(Json::Array(events)) = spans
+                .iter_mut()
+                .find(|s| s.span_id == span_id)
+                .map(|s| &mut s.events)
+            {
+                events.push(log);
+            }
+        }
+        Ok((spans, services_of(c)?))
     })
     .await;
     match found {

@@ -1,6 +1,7 @@
 //! The embedded trace store: every finished span the export worker hands
 //! out also lands here (the same batches the OTLP exporters get), in SQLite,
-//! so `polytrace up` shows traces with nothing else installed.
+//! so `polytrace up` shows traces with nothing else installed. Guest log
+//! records that belong to a span are kept too, and shown on their span.
 //!
 //! Writes happen on one thread of their own, fed through a bounded queue:
 //! a slow disk never slows a request, and when the writer falls behind,
@@ -71,6 +72,75 @@ pub struct StoredSpan {
     pub events: Json,
 }
 
+/// One stored log record of a span.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredLog {
+    pub trace_id: String,
+    pub span_id: String,
+    pub time_us: i64,
+    pub service: String,
+    /// The severity text (`INFO`, `WARN2`, ...), or `-`.
+    pub severity: String,
+    pub body: String,
+    /// Tags, as span attributes are stored.
+    pub attributes: Json,
+}
+
+/// A log record as stored, if it belongs to a span.
+fn stored_log(service: &str, r: &opentelemetry_sdk::logs::SdkLogRecord) -> Option<StoredLog> {
+    use opentelemetry::logs::AnyValue;
+    let cx = r.trace_context()?;
+    let text = |v: &AnyValue| match v {
+        AnyValue::String(s) => s.to_string(),
+        AnyValue::Int(i) => i.to_string(),
+        AnyValue::Double(f) => f.to_string(),
+        AnyValue::Boolean(b) => b.to_string(),
+        other => format!("{other:?}"),
+    };
+    let attributes: Vec<Json> = r
+        .attributes_iter()
+        .map(|(k, v)| match v {
+            AnyValue::Int(i) => json!({"key": k.as_str(), "type": "int64", "value": i}),
+            AnyValue::Double(f) => json!({"key": k.as_str(), "type": "float64", "value": f}),
+            AnyValue::Boolean(b) => json!({"key": k.as_str(), "type": "bool", "value": b}),
+            other => json!({"key": k.as_str(), "type": "string", "value": text(other)}),
+        })
+        .collect();
+    Some(StoredLog {
+        trace_id: cx.trace_id.to_string(),
+        span_id: cx.span_id.to_string(),
+        time_us: r.timestamp().or(r.observed_timestamp()).map_or(0, micros),
+        service: service.to_string(),
+        severity: r.severity_text().unwrap_or("-").to_string(),
+        body: r.body().map(text).unwrap_or_default(),
+        attributes: Json::Array(attributes),
+    })
+}
+
+/// The log records of a trace, as span events named `log` (with `level`
+/// and `message` first, as Jaeger shows logs), by span id.
+pub fn logs_of(c: &Connection, trace_id: &str) -> rusqlite::Result<Vec<(String, Json)>> {
+    let mut q = c.prepare_cached(
+        "SELECT span_id, time_us, severity, body, attributes FROM logs
+         WHERE trace_id = ?1 ORDER BY time_us",
+    )?;
+    q.query_map(params![trace_id], |r| {
+        let attributes: String = r.get(4)?;
+        let mut fields = vec![
+            json!({"key": "level", "type": "string", "value": r.get::<_, String>(2)?}),
+            json!({"key": "message", "type": "string", "value": r.get::<_, String>(3)?}),
+        ];
+        if let Ok(Json::Array(more)) = serde_json::from_str(&attributes) {
+            fields.extend(more);
+        }
+        Ok((
+            r.get::<_, String>(0)?,
+            json!({"timestamp": r.get::<_, i64>(1)?, "name": "log", "attributes": fields}),
+        ))
+    })?
+    .collect()
+}
+
 /// Counters of the store, for the stop line and tests.
 #[derive(Debug, Default)]
 pub struct StoreStats {
@@ -85,6 +155,8 @@ enum Msg {
     /// export worker only hands them over.
     Batch(String, Vec<SpanData>),
     Spans(Vec<StoredSpan>),
+    /// Log records of one service (those with a span are kept).
+    Logs(String, Vec<opentelemetry_sdk::logs::SdkLogRecord>),
     /// Answer once everything before this message is written.
     Flush(std::sync::mpsc::Sender<()>),
 }
@@ -98,7 +170,7 @@ pub struct Store {
 }
 
 /// Bumped when the tables change; an older file is started afresh.
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS spans (
@@ -128,6 +200,18 @@ CREATE TABLE IF NOT EXISTS tags (
     span_id TEXT NOT NULL,
     PRIMARY KEY (key, value, start_us, trace_id, span_id)
 ) WITHOUT ROWID;
+-- Log records of spans, shown with their span.
+CREATE TABLE IF NOT EXISTS logs (
+    trace_id TEXT NOT NULL,
+    span_id TEXT NOT NULL,
+    time_us INTEGER NOT NULL,
+    service TEXT NOT NULL,
+    severity TEXT NOT NULL,
+    body TEXT NOT NULL,
+    attributes TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS logs_by_trace ON logs (trace_id, time_us);
+CREATE INDEX IF NOT EXISTS logs_by_time ON logs (time_us);
 CREATE TABLE IF NOT EXISTS services (
     service TEXT PRIMARY KEY,
     language TEXT NOT NULL,
@@ -163,7 +247,8 @@ impl Store {
         let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
         if version != SCHEMA_VERSION {
             conn.execute_batch(
-                "DROP TABLE IF EXISTS spans; DROP TABLE IF EXISTS tags; DROP TABLE IF EXISTS services;",
+                "DROP TABLE IF EXISTS spans; DROP TABLE IF EXISTS tags; DROP TABLE IF EXISTS services;
+                 DROP TABLE IF EXISTS logs;",
             )?;
             conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         }
@@ -222,6 +307,11 @@ impl Store {
         }
     }
 
+    /// Queue log records for writing; never blocks. A full queue drops them.
+    pub fn add_logs(&self, service: &str, records: Vec<opentelemetry_sdk::logs::SdkLogRecord>) {
+        let _ = self.tx.try_send(Msg::Logs(service.to_string(), records));
+    }
+
     /// Wait until everything queued so far is written and retention has
     /// run (blocking; for shutdown and tests).
     pub fn flush(&self, timeout: Duration) -> bool {
@@ -267,6 +357,7 @@ impl Writer {
             };
             // Take whatever else is waiting: one transaction for all of it.
             let mut spans = Vec::new();
+            let mut logs = Vec::new();
             let mut flushes = Vec::new();
             let mut next = Some(first);
             while let Some(msg) = next {
@@ -275,9 +366,17 @@ impl Writer {
                         spans.extend(batch.iter().map(|s| stored_span(&service, s)));
                     }
                     Msg::Spans(s) => spans.extend(s),
+                    Msg::Logs(service, records) => {
+                        logs.extend(records.iter().filter_map(|r| stored_log(&service, r)));
+                    }
                     Msg::Flush(done) => flushes.push(done),
                 }
                 next = rx.try_recv().ok();
+            }
+            if !logs.is_empty()
+                && let Err(e) = self.write_logs(&logs)
+            {
+                tracing::warn!("trace store: cannot write {} log records: {e}", logs.len());
             }
             if !spans.is_empty() {
                 match self.write(&spans) {
@@ -360,6 +459,29 @@ impl Writer {
         tx.commit()
     }
 
+    fn write_logs(&self, logs: &[StoredLog]) -> rusqlite::Result<()> {
+        let mut conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
+        let tx = conn.transaction()?;
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO logs (trace_id, span_id, time_us, service, severity, body, attributes)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?;
+            for l in logs {
+                insert.execute(params![
+                    l.trace_id,
+                    l.span_id,
+                    l.time_us,
+                    l.service,
+                    l.severity,
+                    l.body,
+                    l.attributes.to_string()
+                ])?;
+            }
+        }
+        tx.commit()
+    }
+
     /// Delete spans past the age limit, then cap the size.
     fn retain(&self) {
         {
@@ -369,6 +491,7 @@ impl Writer {
                 self.stats.expired.fetch_add(n as u64, Ordering::Relaxed);
             }
             let _ = conn.execute("DELETE FROM tags WHERE start_us < ?1", params![cutoff]);
+            let _ = conn.execute("DELETE FROM logs WHERE time_us < ?1", params![cutoff]);
         }
         self.cap_size();
     }
@@ -399,6 +522,7 @@ impl Writer {
                 Err(_) => break,
             }
             let _ = conn.execute("DELETE FROM tags WHERE start_us <= ?1", params![edge]);
+            let _ = conn.execute("DELETE FROM logs WHERE time_us <= ?1", params![edge]);
             let _ = conn.execute_batch("PRAGMA incremental_vacuum;");
         }
     }

@@ -260,8 +260,11 @@ function showSpan(trace, s, language) {
   const process = trace.processes[s.processID];
   const hidden = new Set(['error', 'otel.status_code', 'otel.status_description', 'span.kind']);
   const exceptions = s.logs.filter((l) => l.fields.some((f) => f.key === 'event' && f.value === 'exception'));
-  const others = s.logs.filter((l) => !exceptions.includes(l));
   const field = (l, k) => l.fields.find((f) => f.key === k)?.value;
+  // Guest log records arrive as span logs with event "log" (level, message).
+  const records = s.logs.filter((l) => field(l, 'event') === 'log');
+  const others = s.logs.filter((l) => !exceptions.includes(l) && !records.includes(l));
+  const logExtras = new Set(['event', 'level', 'message']);
   document.getElementById('detail').innerHTML = `
     <h3><span class="dot" style="background:${colourOf(process.serviceName)}"></span> ${esc(process.serviceName)}: ${esc(s.operationName)}</h3>
     <div class="muted">${esc(tagValue(s, 'span.kind') ?? '')} · ${ms(s.duration)} · ${esc(language(s) ?? '')}</div>
@@ -269,6 +272,7 @@ function showSpan(trace, s, language) {
     ${exceptions.map((l) => `<div class="exception"><strong>${esc(field(l, 'exception.type'))}</strong>: ${esc(field(l, 'exception.message'))}
       ${field(l, 'exception.stacktrace') ? `<pre>${esc(field(l, 'exception.stacktrace'))}</pre>` : ''}</div>`).join('')}
     <h4>Attributes</h4><table>${tagRows(s.tags.filter((t) => !hidden.has(t.key)))}</table>
+    ${records.length ? `<h4>Logs</h4><div id="span-logs">${records.map((l) => `<div class="logline level-${esc(String(field(l, 'level')).replace(/[0-9]/g, ''))}"><span class="muted">+${ms(l.timestamp - s.startTime)}</span> <strong>${esc(field(l, 'level'))}</strong> <span class="msg">${esc(field(l, 'message'))}</span>${l.fields.some((f) => !logExtras.has(f.key)) ? `<table>${tagRows(l.fields.filter((f) => !logExtras.has(f.key)))}</table>` : ''}</div>`).join('')}</div>` : ''}
     ${others.length ? `<h4>Events</h4>${others.map((l) => `<div><strong>${esc(field(l, 'event'))}</strong> <span class="muted">+${ms(l.timestamp - s.startTime)}</span><table>${tagRows(l.fields.filter((f) => f.key !== 'event'))}</table></div>`).join('')}` : ''}
     <h4>Resource</h4><table><tr><td>service.name</td><td>${esc(process.serviceName)}</td></tr>${tagRows(process.tags)}</table>
     <h4>Ids</h4><table><tr><td>span</td><td>${s.spanID}</td></tr><tr><td>parent</td><td>${esc(s.references[0]?.spanID ?? '(root)')}</td></tr></table>`;

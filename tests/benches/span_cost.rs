@@ -122,7 +122,9 @@ impl opentelemetry_sdk::logs::LogExporter for DiscardLogs {
 
 /// Nanoseconds per log record of the native Rust SDK.
 fn native_rust_log(n: u64) -> f64 {
-    use opentelemetry::logs::{AnyValue, LogRecord as _, Logger as _, LoggerProvider as _, Severity};
+    use opentelemetry::logs::{
+        AnyValue, LogRecord as _, Logger as _, LoggerProvider as _, Severity,
+    };
     let processor = opentelemetry_sdk::logs::BatchLogProcessor::builder(DiscardLogs)
         .with_batch_config(
             opentelemetry_sdk::logs::BatchConfigBuilder::default()

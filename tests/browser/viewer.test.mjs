@@ -69,6 +69,12 @@ try {
   expect(detail.includes('billing: charge_card'), `detail shows the failing span: ${detail}`);
   expect(detail.includes('PaymentProcessorError'), `exception type in the detail: ${detail}`);
   expect(detail.includes('Traceback'), 'the Python stack trace in the detail');
+  // The guest's log record (Python logging) is listed with its span.
+  const logs = await page.textContent('#span-logs');
+  expect(
+    logs?.includes('ERROR') && logs.includes('payment processor did not answer in time'),
+    `the span's log record in the detail: ${logs}`,
+  );
   await page.screenshot({ path: join(shots, '2-trace.png'), fullPage: true });
 
   // Collapse the gateway's flow: its subtree disappears.

@@ -302,8 +302,16 @@ impl Receiver {
                             let post = req.method() == hyper::Method::POST;
                             let path = req.uri().path().to_string();
                             if post && !decode && (path == "/v1/metrics" || path == "/v1/logs") {
-                                let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-                                counter.fetch_add(body.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                                let body = req
+                                    .into_body()
+                                    .collect()
+                                    .await
+                                    .map(|b| b.to_bytes())
+                                    .unwrap_or_default();
+                                counter.fetch_add(
+                                    body.len() as u64,
+                                    std::sync::atomic::Ordering::Relaxed,
+                                );
                                 return Ok::<_, std::convert::Infallible>(
                                     hyper::Response::builder()
                                         .status(200)

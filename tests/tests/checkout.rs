@@ -394,10 +394,13 @@ async fn checkout_metrics_and_logs() {
     let records = receiver
         .wait_logs(
             |r| r.trace_id == failed_trace && r.service() == "billing",
-            |r| !r.is_empty(),
+            |r| r.len() >= 2,
         )
         .await;
-    let error = &records[0];
+    let error = records
+        .iter()
+        .find(|r| r.body == "charge failed")
+        .unwrap_or_else(|| panic!("{records:#?}"));
     assert_eq!(
         (error.severity_number, error.body.as_str()),
         (17, Some("charge failed"))
@@ -413,5 +416,12 @@ async fn checkout_metrics_and_logs() {
     let spans = whole_trace(&receiver, &failed_trace, 15).await;
     let span = spans.iter().find(|s| s.span_id == error.span_id).unwrap();
     assert_eq!((span.service(), span.kind), ("billing", KIND_SERVER));
+    // The record logged inside charge_card belongs to charge_card.
+    let inside = records
+        .iter()
+        .find(|r| r.body == "payment processor did not answer in time")
+        .unwrap_or_else(|| panic!("{records:#?}"));
+    let span = spans.iter().find(|s| s.span_id == inside.span_id).unwrap();
+    assert_eq!(span.name, "charge_card");
     host.terminate();
 }

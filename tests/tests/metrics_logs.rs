@@ -219,18 +219,23 @@ async fn prometheus_endpoint_matches_the_requests() {
         assert_eq!(get(&host.url("/faults/sleep?ms=30")).await.status, 200);
     }
     assert_eq!(get(&host.url("/faults/cardinality?n=3")).await.status, 200);
-    let (text, families) = scrape(&host.ui_url("/metrics")).await;
-
-    let duration = family(&families, "http_server_request_duration_seconds");
-    assert_eq!(duration["type"], "histogram");
     let labels = json!({"job": "metrics/faults", "http_request_method": "GET",
                         "http_response_status_code": "200", "http_route": "/faults/*"});
-    let count = samples(
-        duration,
-        "http_server_request_duration_seconds_count",
-        &labels,
-    );
-    let total: f64 = count.iter().map(|s| s["value"].as_f64().unwrap()).sum();
+    let count_of = |families: &[Json]| -> f64 {
+        families
+            .iter()
+            .find(|f| f["name"] == "http_server_request_duration_seconds")
+            .map_or(0.0, |d| {
+                samples(d, "http_server_request_duration_seconds_count", &labels)
+                    .iter()
+                    .map(|s| s["value"].as_f64().unwrap())
+                    .sum()
+            })
+    };
+    let (text, families) = scrape_until(&host.ui_url("/metrics"), |f| count_of(f) >= 8.0).await;
+    let duration = family(&families, "http_server_request_duration_seconds");
+    assert_eq!(duration["type"], "histogram");
+    let total = count_of(&families);
     // 4 ok + 3 sleep + 1 cardinality.
     assert_eq!(total, 8.0, "{text}");
     // Buckets are cumulative and end at +Inf = count; the 30 ms sleeps are

@@ -51,6 +51,37 @@ async fn stored(host: &Polytrace, trace_id: &str, count: usize) -> Json {
     }
 }
 
+/// Wait until span `operation` of `trace_id` has a guest log record
+/// (records are stored on their own schedule, after the spans); returns it.
+async fn stored_log(host: &Polytrace, trace_id: &str, operation: &str) -> Json {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let trace = stored(host, trace_id, 1).await;
+        let found = trace["spans"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["operationName"] == operation)
+            .and_then(|s| {
+                s["logs"].as_array().unwrap().iter().find(|l| {
+                    l["fields"]
+                        .as_array()
+                        .unwrap()
+                        .contains(&json!({"key": "event", "type": "string", "value": "log"}))
+                })
+            })
+            .cloned();
+        if let Some(log) = found {
+            return log;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no log on {operation}: {trace}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 fn trace_ids(body: &Json) -> Vec<String> {
     body["data"]
         .as_array()
@@ -115,6 +146,19 @@ async fn the_query_api_answers_like_jaeger() {
         fields
             .iter()
             .any(|f| f["key"] == "exception.type" && f["value"] == "PaymentProcessorError")
+    );
+    // The guest's log record (Python logging, inside charge_card) is a
+    // Jaeger log of its span: event "log", level, message.
+    let log = stored_log(&host, &id("failed"), "charge_card").await;
+    let fields = log["fields"].as_array().unwrap();
+    assert!(fields.contains(&json!({"key": "level", "type": "string", "value": "ERROR"})));
+    assert!(fields.contains(&json!(
+        {"key": "message", "type": "string", "value": "payment processor did not answer in time"}
+    )));
+    assert!(
+        fields
+            .iter()
+            .any(|f| f["key"] == "code.function.name" && f["value"] == "charge")
     );
     let parent = &charge["references"][0];
     assert_eq!(parent["refType"], "CHILD_OF");
@@ -350,6 +394,8 @@ async fn the_viewer_works_in_a_real_browser() {
         };
         stored(&host, id, count).await;
     }
+    let failed = &ids.iter().find(|(n, _)| *n == "failed").unwrap().1;
+    stored_log(&host, failed, "charge_card").await;
     let shots = target_dir().join("screenshots");
     let out = std::process::Command::new("node")
         .arg(repo_dir().join("tests/browser/viewer.test.mjs"))

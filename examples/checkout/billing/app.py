@@ -29,6 +29,7 @@ def charge(payment):
             log.warning("card declined: insufficient funds")
             return 402, {"error": "card declined", "reason": "insufficient funds"}
         if payment.get("amount") == 666:
+            log.error("payment processor did not answer in time")
             # Raised inside the span: recorded with its traceback, status Error.
             raise PaymentProcessorError("payment processor unavailable: upstream timed out")
         charge_id = "ch-" + uuid.uuid4().hex[:12]

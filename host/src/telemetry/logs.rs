@@ -80,7 +80,8 @@ pub struct Logs {
     queue: Arc<Queue>,
     flush: mpsc::Sender<oneshot::Sender<()>>,
     console: ConsoleLogs,
-    otlp: bool,
+    /// Records go somewhere besides the console (OTLP or the store).
+    kept: bool,
     /// Records emitted (kept or not), for tests and benchmarks.
     pub emitted: AtomicU64,
 }
@@ -92,6 +93,7 @@ impl Logs {
         console: ConsoleLogs,
         resources: &[Resource],
         dropped: Vec<Arc<Dropped>>,
+        store: Option<Arc<crate::store::Store>>,
     ) -> anyhow::Result<Logs> {
         let queue = Arc::new(Queue {
             records: Mutex::new(Vec::new()),
@@ -138,6 +140,7 @@ impl Logs {
             settings: settings.clone(),
             scope: InstrumentationScope::builder("polytrace").build(),
             last_warning: None,
+            store: store.clone(),
         };
         tokio::spawn(worker.run());
         Ok(Logs {
@@ -146,14 +149,14 @@ impl Logs {
             queue,
             flush,
             console,
-            otlp: settings.exporter == Exporter::Otlp,
+            kept: settings.exporter == Exporter::Otlp || store.is_some(),
             emitted: AtomicU64::new(0),
         })
     }
 
     /// Whether a record of severity `n` goes anywhere.
     pub fn enabled(&self, n: u8) -> bool {
-        self.otlp
+        self.kept
             || self
                 .console
                 .min_severity
@@ -285,6 +288,8 @@ struct Worker {
     settings: SignalSettings,
     scope: InstrumentationScope,
     last_warning: Option<Instant>,
+    /// The embedded store keeps the records of spans, for the viewer.
+    store: Option<Arc<crate::store::Store>>,
 }
 
 impl Worker {
@@ -337,6 +342,9 @@ impl Worker {
         let batch = std::mem::take(&mut self.batches[i]);
         if let Some(min) = self.console.min_severity {
             print_records(&self.services[i], &batch, min, self.console.json);
+        }
+        if let Some(store) = &self.store {
+            store.add_logs(&self.services[i], batch.clone());
         }
         let Some(exporter) = self.exporters.get(i) else {
             return;

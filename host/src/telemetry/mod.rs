@@ -118,14 +118,19 @@ impl Telemetry {
         }
         let dropped: Vec<std::sync::Arc<metrics::Dropped>> =
             resources.iter().map(|_| Default::default()).collect();
-        let pipeline =
-            Pipeline::start(&settings.export, resources.clone(), store, dropped.clone())?;
+        let pipeline = Pipeline::start(
+            &settings.export,
+            resources.clone(),
+            store.clone(),
+            dropped.clone(),
+        )?;
         let metrics = metrics::Metrics::start(&settings.metrics, &resources, &dropped)?;
         let logs = std::sync::Arc::new(logs::Logs::start(
             &settings.logs,
             settings.console_logs,
             &resources,
             dropped,
+            store,
         )?);
         let mut providers = Vec::new();
         let mut tracers = Vec::new();
