@@ -466,3 +466,54 @@ async fn a_log_flood_never_blocks_requests() {
         "{kept} exported + {logs_dropped} dropped"
     );
 }
+
+/// An OTLP backend that is down: requests are served as ever, and the
+/// metric points and log records that could not be sent are counted.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backend_that_is_down_costs_counted_drops() {
+    // A port nobody listens on.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let dir = scratch_dir("backend-down");
+    std::fs::write(dir.join("polytrace.toml"), manifest()).unwrap();
+    let host = Polytrace::start(
+        &dir,
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT".into(), endpoint),
+            ("OTEL_METRIC_EXPORT_INTERVAL".into(), "100".into()),
+            ("OTEL_BLRP_SCHEDULE_DELAY".into(), "100".into()),
+            ("OTEL_BSP_SCHEDULE_DELAY".into(), "100".into()),
+        ],
+    );
+    for _ in 0..3 {
+        assert_eq!(get(&host.url("/faults/print")).await.status, 200);
+    }
+    let dropped = |families: &[Json], signal: &str| -> f64 {
+        families
+            .iter()
+            .find(|f| f["name"] == "polytrace_telemetry_dropped")
+            .map_or(0.0, |f| {
+                samples(f, "polytrace_telemetry_dropped_total", &json!({"job": "metrics/faults", "signal": signal}))
+                    .first()
+                    .and_then(|s| s["value"].as_f64())
+                    .unwrap_or(0.0)
+            })
+    };
+    let (_, families) = scrape_until(&host.ui_url("/metrics"), |f| {
+        dropped(f, "metric_points") > 0.0
+            && dropped(f, "log_records") >= 12.0
+            && dropped(f, "spans") >= 6.0
+    })
+    .await;
+    assert!(dropped(&families, "metric_points") > 0.0, "{families:#?}");
+    // Four lines per request, three requests.
+    assert!(dropped(&families, "log_records") >= 12.0, "{families:#?}");
+    // SERVER + `printing` per request.
+    assert!(dropped(&families, "spans") >= 6.0, "{families:#?}");
+    assert_eq!(get(&host.url("/faults/ok")).await.status, 200);
+    let (code, log) = host.terminate();
+    assert_eq!(code, Some(0), "{log}");
+    assert!(log.contains("metric export failed"), "{log}");
+    assert!(log.contains("log export failed"), "{log}");
+}
