@@ -1,12 +1,15 @@
 #!/usr/bin/env python3
 """The demo's run: start examples/checkout, send a handful of checkouts, and
-print each one's trace as a compact tree (service, span, duration, status).
+print each one's trace as a compact tree (service, span, duration, status),
+the log records the services wrote in it, and the app's metrics.
 
     scripts/demo.py [--polytrace BIN] [--listen ADDR] [--once]
 
 Spans are read from polytrace's console exporter (OTEL_TRACES_EXPORTER
-includes `console`); with OTEL_EXPORTER_OTLP_ENDPOINT set they also go to
-that backend (Jaeger, a Collector, ...). Without --once the app keeps
+includes `console`), guest logs from its JSON console lines
+(`--guest-logs info,json`), metrics from the viewer's Prometheus /metrics;
+with OTEL_EXPORTER_OTLP_ENDPOINT set all three also go to that backend
+(Jaeger, a Collector, ...). Without --once the app keeps
 serving until Ctrl-C. Standard library only.
 """
 
@@ -62,6 +65,7 @@ class Host:
 
     def __init__(self, binary, listen, extra, env):
         self.spans = []
+        self.records = []
         self.lock = threading.Lock()
         self.log = []
         self.addr = None
@@ -93,6 +97,13 @@ class Host:
                 if m:
                     with self.lock:
                         self.spans.append(m.groupdict())
+                elif line.startswith("{"):
+                    try:
+                        record = json.loads(line)
+                    except ValueError:
+                        continue
+                    with self.lock:
+                        self.records.append(record)
 
         threading.Thread(target=read_stderr, daemon=True).start()
         threading.Thread(target=read_stdout, daemon=True).start()
@@ -114,6 +125,10 @@ class Host:
                 break
             time.sleep(0.1)
         return spans
+
+    def logs(self, trace_id):
+        with self.lock:
+            return sorted((r for r in self.records if r.get("trace_id") == trace_id), key=lambda r: r["time"])
 
     def stop(self):
         if self.proc.poll() is None:
@@ -160,6 +175,26 @@ def tree(spans):
     return lines
 
 
+def metrics_summary(viewer):
+    """The checkout's own counters from Prometheus /metrics, one line each."""
+    try:
+        with urllib.request.urlopen(f"{viewer}/metrics", timeout=10) as r:
+            text = r.read().decode()
+    except OSError as e:
+        return [f"    (metrics unavailable: {e})"]
+    lines = []
+    for name in ("orders_created_total", "verifications_performed_total", "sessions_loaded_total"):
+        for line in text.splitlines():
+            m = re.match(rf"^{name}\{{(.*)\}} (\S+)$", line)
+            if m:
+                labels = dict(re.findall(r'(\w+)="([^"]*)"', m.group(1)))
+                job = labels.pop("job", "").split("/")[-1]
+                labels.pop("otel_scope_name", None)
+                shown = " ".join(f"{k}={v}" for k, v in sorted(labels.items()))
+                lines.append(f"    {job:<16} {name:<32} {shown:<40} {float(m.group(2)):g}")
+    return lines or ["    (no checkout metrics yet)"]
+
+
 def main():
     args = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     args.add_argument("--polytrace", default=os.path.join(ROOT, "target/release/polytrace"))
@@ -172,8 +207,14 @@ def main():
     env = dict(os.environ)
     backend = env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
     env["OTEL_TRACES_EXPORTER"] = "otlp,console" if backend else "console"
+    if not backend:
+        # Nothing to send metrics and logs to: they stay in /metrics, the
+        # viewer and the console.
+        env.setdefault("OTEL_METRICS_EXPORTER", "none")
+        env.setdefault("OTEL_LOGS_EXPORTER", "none")
     env.setdefault("OTEL_BSP_SCHEDULE_DELAY", "200")
-    extra = []
+    env.setdefault("OTEL_BLRP_SCHEDULE_DELAY", "200")
+    extra = ["--guest-logs", "info,json"]
     if opts.ui:
         extra += ["--ui", opts.ui]
     if opts.store:
@@ -190,6 +231,12 @@ def main():
             print(f"   trace {trace_id}" + (f"   {host.viewer}/trace/{trace_id}" if host.viewer else ""))
             spans = host.trace(trace_id)
             print("\n".join(tree(spans)) if spans else "    (no spans arrived)")
+            for r in host.logs(trace_id):
+                print(f"    log  {r['service']}: {r['severity']:<5} {r['body'].splitlines()[0]}")
+            print()
+        if host.viewer:
+            print("── metrics (Prometheus, " + host.viewer + "/metrics):")
+            print("\n".join(metrics_summary(host.viewer)))
             print()
         if host.viewer:
             print(f"demo: the viewer is at {host.viewer} — search, waterfalls, the service map "

@@ -74,4 +74,20 @@ fn the_demo_prints_every_checkout_as_a_tree() {
         stdout.contains("demo: the viewer is at http://127.0.0.1:"),
         "{stdout}"
     );
+    // The services' log records print under their trace, and the checkout
+    // metrics at the end.
+    assert!(
+        failed.contains("log  billing: ERROR charge failed"),
+        "{failed}"
+    );
+    let metrics = block("metrics (Prometheus");
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.contains("api-gateway") && l.contains("orders_created_total")
+                && l.contains("status=approved") && l.trim_end().ends_with(" 2")),
+        "{metrics}"
+    );
+    assert!(metrics.contains("verifications_performed_total"), "{metrics}");
+    assert!(metrics.contains("sessions_loaded_total"), "{metrics}");
 }
