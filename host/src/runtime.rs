@@ -192,7 +192,7 @@ impl Runtime {
             anyhow::anyhow!(
                 "does not fit the polytrace:telemetry/service world: {e:#}. \
                  polytrace provides wasi 0.2.x (cli, clocks, random, io, filesystem, sockets, http) \
-                 and polytrace:telemetry/tracing@0.1.0"
+                 and polytrace:telemetry@0.1.0 (tracing, metrics, logs)"
             )
         })?;
         ProxyPre::new(pre).map_err(|e| {

@@ -82,12 +82,15 @@ fn the_demo_prints_every_checkout_as_a_tree() {
     );
     let metrics = block("metrics (Prometheus");
     assert!(
-        metrics
-            .lines()
-            .any(|l| l.contains("api-gateway") && l.contains("orders_created_total")
-                && l.contains("status=approved") && l.trim_end().ends_with(" 2")),
+        metrics.lines().any(|l| l.contains("api-gateway")
+            && l.contains("orders_created_total")
+            && l.contains("status=approved")
+            && l.trim_end().ends_with(" 2")),
         "{metrics}"
     );
-    assert!(metrics.contains("verifications_performed_total"), "{metrics}");
+    assert!(
+        metrics.contains("verifications_performed_total"),
+        "{metrics}"
+    );
     assert!(metrics.contains("sessions_loaded_total"), "{metrics}");
 }

@@ -494,10 +494,14 @@ async fn a_backend_that_is_down_costs_counted_drops() {
             .iter()
             .find(|f| f["name"] == "polytrace_telemetry_dropped")
             .map_or(0.0, |f| {
-                samples(f, "polytrace_telemetry_dropped_total", &json!({"job": "metrics/faults", "signal": signal}))
-                    .first()
-                    .and_then(|s| s["value"].as_f64())
-                    .unwrap_or(0.0)
+                samples(
+                    f,
+                    "polytrace_telemetry_dropped_total",
+                    &json!({"job": "metrics/faults", "signal": signal}),
+                )
+                .first()
+                .and_then(|s| s["value"].as_f64())
+                .unwrap_or(0.0)
             })
     };
     let (_, families) = scrape_until(&host.ui_url("/metrics"), |f| {
