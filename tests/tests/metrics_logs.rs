@@ -521,3 +521,38 @@ async fn a_backend_that_is_down_costs_counted_drops() {
     assert!(log.contains("metric export failed"), "{log}");
     assert!(log.contains("log export failed"), "{log}");
 }
+
+/// `OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE=delta`: counters and
+/// histograms are exported as deltas (each interval counts what happened in
+/// it); up-down counters stay cumulative, as the specification says.
+#[tokio::test(flavor = "multi_thread")]
+async fn delta_temporality_when_preferred() {
+    let receiver = Receiver::start().await;
+    let host = Polytrace::up(
+        "delta",
+        &manifest(),
+        &receiver,
+        "http/protobuf",
+        &[("OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE", "delta")],
+    );
+    assert_eq!(get(&host.url("/faults/ok")).await.status, 200);
+    let first = receiver
+        .wait_metric("faults", "http.server.request.duration", |p| {
+            p.iter().any(|p| p.count == 1)
+        })
+        .await;
+    assert!(first.iter().all(|p| p.temporality == 1), "{first:#?}");
+    assert_eq!(get(&host.url("/faults/ok")).await.status, 200);
+    // The second request is a point of its own with count 1, not a total of 2.
+    let points = receiver
+        .wait_metric("faults", "http.server.request.duration", |p| {
+            p.iter().filter(|p| p.count == 1).count() >= 2
+        })
+        .await;
+    assert!(points.iter().all(|p| p.count <= 1), "{points:#?}");
+    let active = receiver
+        .wait_metric("faults", "http.server.active_requests", |p| !p.is_empty())
+        .await;
+    assert!(active.iter().all(|p| p.temporality == 2), "{active:#?}");
+    host.terminate();
+}

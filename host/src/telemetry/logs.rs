@@ -19,7 +19,6 @@ use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::logs::{
     LogBatch, LogExporter as _, LogProcessor, SdkLogRecord, SdkLogger, SdkLoggerProvider,
 };
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{Notify, mpsc, oneshot};
@@ -77,13 +76,10 @@ struct Queue {
 pub struct Logs {
     loggers: Vec<SdkLogger>,
     _providers: Vec<SdkLoggerProvider>,
-    queue: Arc<Queue>,
     flush: mpsc::Sender<oneshot::Sender<()>>,
     console: ConsoleLogs,
     /// Records go somewhere besides the console (OTLP or the store).
     kept: bool,
-    /// Records emitted (kept or not), for tests and benchmarks.
-    pub emitted: AtomicU64,
 }
 
 impl Logs {
@@ -146,11 +142,9 @@ impl Logs {
         Ok(Logs {
             loggers,
             _providers: providers,
-            queue,
             flush,
             console,
             kept: settings.exporter == Exporter::Otlp || store.is_some(),
-            emitted: AtomicU64::new(0),
         })
     }
 
@@ -175,7 +169,6 @@ impl Logs {
         if !self.enabled(severity_number) {
             return;
         }
-        self.emitted.fetch_add(1, Ordering::Relaxed);
         let logger = &self.loggers[index];
         let mut record = logger.create_log_record();
         let now = SystemTime::now();
@@ -210,11 +203,6 @@ impl Logs {
             return false;
         }
         matches!(tokio::time::timeout(timeout, wait).await, Ok(Ok(())))
-    }
-
-    /// Records waiting in the queue now.
-    pub fn queued(&self) -> usize {
-        self.queue.records.lock().map(|r| r.len()).unwrap_or(0)
     }
 }
 

@@ -53,7 +53,8 @@ pub fn render(collections: &[ResourceMetrics]) -> String {
                         "service.name" | "service.namespace" | "service.instance.id"
                     )
                 })
-                .map(|kv| (label_name(kv.key.as_str()), value_text(&kv.value))),
+                .map(|kv| (label_name(kv.key.as_str()), value_text(&kv.value)))
+                .filter(|(k, _)| !RESERVED.contains(&k.as_str())),
         );
         targets.push(labels(target));
         for scope in rm.scope_metrics() {
@@ -165,7 +166,12 @@ fn samples<T: Number>(
 ) {
     let with = |attrs: &mut dyn Iterator<Item = &KeyValue>, extra: Option<(&str, String)>| {
         let mut l: Vec<(String, String)> = base.to_vec();
-        l.extend(attrs.map(|kv| (label_name(kv.key.as_str()), value_text(&kv.value))));
+        // Labels polytrace sets win over attributes of the same name.
+        l.extend(
+            attrs
+                .map(|kv| (label_name(kv.key.as_str()), value_text(&kv.value)))
+                .filter(|(k, _)| !RESERVED.contains(&k.as_str())),
+        );
         l.extend(extra.map(|(k, v)| (k.to_string(), v)));
         labels(l)
     };
@@ -220,15 +226,15 @@ fn samples<T: Number>(
     }
 }
 
-/// `{a="1",b="2"}` with label names deduplicated (values of names that
-/// collide after sanitizing are joined with `;`, as the specification says).
+/// Label names polytrace sets itself; attributes of these names are left out.
+const RESERVED: &[&str] = &["job", "instance", "otel_scope_name", "le"];
+
+/// `{a="1",b="2"}`; values of attributes whose names collide after
+/// sanitizing are joined with `;`, as the specification says.
 fn labels(pairs: Vec<(String, String)>) -> String {
     let mut merged: Vec<(String, String)> = Vec::new();
     for (k, v) in pairs {
         match merged.iter_mut().find(|(n, _)| *n == k) {
-            Some((_, existing)) if k == "job" || k == "otel_scope_name" => {
-                let _ = existing;
-            }
             Some((_, existing)) => {
                 existing.push(';');
                 existing.push_str(&v);
@@ -418,5 +424,15 @@ mod tests {
         assert_eq!(label_name("http.request.method"), "http_request_method");
         assert_eq!(label_name("0day"), "key_0day");
         assert_eq!(escape_label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+        // Attributes that collide after sanitizing are joined; reserved
+        // names are left to polytrace.
+        assert_eq!(
+            labels(vec![
+                ("job".into(), "app/svc".into()),
+                ("a_b".into(), "1".into()),
+                ("a_b".into(), "2".into()),
+            ]),
+            "{job=\"app/svc\",a_b=\"1;2\"}"
+        );
     }
 }
