@@ -42,6 +42,9 @@ pub struct App {
     pub runtime: Runtime,
     pub telemetry: Telemetry,
     components: Vec<LoadedComponent>,
+    /// Requests whose SERVER span has not ended yet.
+    in_flight: std::sync::atomic::AtomicUsize,
+    idle: tokio::sync::Notify,
 }
 
 /// Where a request came from.
@@ -139,6 +142,8 @@ impl App {
             runtime,
             telemetry,
             components,
+            in_flight: Default::default(),
+            idle: tokio::sync::Notify::new(),
         }))
     }
 
@@ -516,6 +521,22 @@ impl App {
 }
 
 impl App {
+    /// Wait (at most `timeout`) until every request's SERVER span has ended:
+    /// a response can reach the client before its span ends (the guest may
+    /// still be finishing), and shutdown flushes only after this.
+    pub async fn wait_idle(&self, timeout: std::time::Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let idle = self.idle.notified();
+            if self.in_flight.load(std::sync::atomic::Ordering::Acquire) == 0 {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, idle).await.is_err() {
+                return false;
+            }
+        }
+    }
+
     /// Count a guest failure in the health metrics; returns its `error.type`.
     fn count_failure(&self, idx: usize, e: &wasmtime::Error) -> String {
         let m = self.telemetry.metrics.component(idx);
@@ -537,7 +558,8 @@ impl App {
 
 /// `http.server.active_requests` and `http.server.request.duration` of one
 /// request: counted active when made, recorded when dropped (when the
-/// SERVER span ends), with the status and error type set by then.
+/// SERVER span ends), with the status and error type set by then. Also the
+/// app's count of requests in flight, which shutdown waits on.
 struct RequestMetrics {
     app: Arc<App>,
     idx: usize,
@@ -548,6 +570,8 @@ struct RequestMetrics {
 
 impl RequestMetrics {
     fn start(app: &Arc<App>, idx: usize, r: &semconv::ServerRequest<'_>) -> RequestMetrics {
+        app.in_flight
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         let active = semconv::server_active_attributes(r.method, r.scheme);
         app.telemetry
             .metrics
@@ -592,6 +616,15 @@ impl Drop for RequestMetrics {
         m.server_active.add(-1, &self.active);
         m.server_duration
             .record(self.started.elapsed().as_secs_f64(), &self.attrs);
+        // Dropped when the SERVER span has ended: the request is done.
+        if self
+            .app
+            .in_flight
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel)
+            == 1
+        {
+            self.app.idle.notify_waiters();
+        }
     }
 }
 

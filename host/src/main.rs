@@ -324,6 +324,9 @@ async fn up(
     if let Some(v) = viewer_task {
         let _ = v.await;
     }
+    if !app.wait_idle(Duration::from_secs(10)).await {
+        tracing::warn!("some requests had not finished after 10 s; flushing what there is");
+    }
     tracing::info!("requests finished; flushing spans, metrics and logs");
     let flushed = app.telemetry.flush(Duration::from_secs(10)).await;
     if let Some(store) = &store {

@@ -2,21 +2,21 @@
 //! the tokio runtime, and one OTLP exporter per component (each carries its
 //! component's resource, so a backend sees one service per component).
 //!
-//! `on_end` never blocks and never wakes anyone for a single span: it pushes
-//! onto a bounded queue under a short lock and signals the worker only when a
-//! full batch is waiting. When the queue is full the span is dropped and
-//! counted. A backend that is down or slow only ever costs dropped spans.
+//! `on_end` never blocks and never wakes anyone for a single span (see
+//! [`batch`]). When the queue is full the span is dropped and counted. A
+//! backend that is down or slow only ever costs dropped spans.
 
+use super::batch::{self, BatchQueue, Batches, FlushRequest};
 use super::config::{ExportSettings, Exporter, Protocol, SignalSettings};
 use opentelemetry::Context;
 use opentelemetry_otlp::{WithExportConfig, WithHttpConfig, WithTonicConfig};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{Span, SpanData, SpanExporter, SpanProcessor};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::mpsc;
 
 /// Counters of the export pipeline, readable while it runs.
 #[derive(Debug, Default)]
@@ -29,14 +29,10 @@ pub struct ExportStats {
     pub queue_full: AtomicU64,
 }
 
-/// The queue between span processors and the worker.
+/// What span processors and the worker share.
 #[derive(Debug)]
-struct Queue {
-    spans: Mutex<Vec<(usize, SpanData)>>,
-    /// Signalled when a full batch is waiting.
-    batch_ready: Notify,
-    max_queue_size: usize,
-    max_export_batch_size: usize,
+struct Shared {
+    queue: Arc<BatchQueue<SpanData>>,
     stats: ExportStats,
     /// Per component, for the `polytrace.telemetry.dropped` metric.
     dropped: Vec<Arc<super::metrics::Dropped>>,
@@ -45,8 +41,8 @@ struct Queue {
 /// The sending side of the pipeline; cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Pipeline {
-    queue: Arc<Queue>,
-    flush: mpsc::Sender<oneshot::Sender<()>>,
+    shared: Arc<Shared>,
+    flush: mpsc::Sender<FlushRequest>,
 }
 
 impl Pipeline {
@@ -58,11 +54,11 @@ impl Pipeline {
         store: Option<Arc<crate::store::Store>>,
         dropped: Vec<Arc<super::metrics::Dropped>>,
     ) -> anyhow::Result<Pipeline> {
-        let queue = Arc::new(Queue {
-            spans: Mutex::new(Vec::with_capacity(settings.max_export_batch_size)),
-            batch_ready: Notify::new(),
-            max_queue_size: settings.max_queue_size,
-            max_export_batch_size: settings.max_export_batch_size,
+        let shared = Arc::new(Shared {
+            queue: Arc::new(BatchQueue::new(
+                settings.max_queue_size,
+                settings.max_export_batch_size,
+            )),
             stats: ExportStats::default(),
             dropped,
         });
@@ -77,10 +73,8 @@ impl Pipeline {
         }
         let worker = Worker {
             store,
-            queue: queue.clone(),
-            flush_rx,
+            shared: shared.clone(),
             exporters,
-            batches: resources.iter().map(|_| Vec::new()).collect(),
             services: resources
                 .iter()
                 .map(|r| {
@@ -93,8 +87,14 @@ impl Pipeline {
             last_warning: None,
             reported_queue_full: (0, None),
         };
-        tokio::spawn(worker.run());
-        Ok(Pipeline { queue, flush })
+        tokio::spawn(batch::run(
+            shared.queue.clone(),
+            resources.len(),
+            worker,
+            settings.schedule_delay,
+            flush_rx,
+        ));
+        Ok(Pipeline { shared, flush })
     }
 
     /// The processor to install in component `index`'s tracer provider.
@@ -106,17 +106,12 @@ impl Pipeline {
     }
 
     pub fn stats(&self) -> &ExportStats {
-        &self.queue.stats
+        &self.shared.stats
     }
 
     /// Export everything queued so far; waits at most `timeout`.
     pub async fn flush(&self, timeout: Duration) -> bool {
-        let (done, wait) = oneshot::channel();
-        let sent = tokio::time::timeout(timeout, self.flush.send(done)).await;
-        if !matches!(sent, Ok(Ok(()))) {
-            return false;
-        }
-        matches!(tokio::time::timeout(timeout, wait).await, Ok(Ok(())))
+        batch::flush(&self.flush, timeout).await
     }
 }
 
@@ -198,10 +193,8 @@ pub fn log_exporter(s: &SignalSettings) -> anyhow::Result<opentelemetry_otlp::Lo
 struct Worker {
     /// The embedded store gets every batch the exporters get.
     store: Option<Arc<crate::store::Store>>,
-    queue: Arc<Queue>,
-    flush_rx: mpsc::Receiver<oneshot::Sender<()>>,
+    shared: Arc<Shared>,
     exporters: Vec<opentelemetry_otlp::SpanExporter>,
-    batches: Vec<Vec<SpanData>>,
     /// service.name of each component, for the console exporter.
     services: Vec<String>,
     settings: ExportSettings,
@@ -210,58 +203,12 @@ struct Worker {
     reported_queue_full: (u64, Option<Instant>),
 }
 
-impl Worker {
-    async fn run(mut self) {
-        // The first export is one full delay away (a plain `interval` would
-        // fire at once and export whatever arrived first).
-        let delay = self.settings.schedule_delay;
-        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + delay, delay);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            let mut flushed = None;
-            tokio::select! {
-                () = self.queue.batch_ready.notified() => {}
-                _ = tick.tick() => {}
-                done = self.flush_rx.recv() => match done {
-                    Some(done) => flushed = Some(done),
-                    None => return,
-                },
-            }
-            self.drain().await;
-            if let Some(done) = flushed {
-                let _ = done.send(());
-            }
-        }
-    }
-
-    /// Export everything queued, a batch at a time per component.
-    async fn drain(&mut self) {
+impl Batches<SpanData> for Worker {
+    fn before_drain(&mut self) {
         self.report_queue_full();
-        loop {
-            let taken = {
-                let mut spans = self.queue.spans.lock().unwrap_or_else(|e| e.into_inner());
-                std::mem::take(&mut *spans)
-            };
-            if taken.is_empty() {
-                return;
-            }
-            for (i, span) in taken {
-                self.batches[i].push(span);
-                if self.batches[i].len() >= self.queue.max_export_batch_size {
-                    self.export(i).await;
-                }
-            }
-            for i in 0..self.batches.len() {
-                self.export(i).await;
-            }
-        }
     }
 
-    async fn export(&mut self, i: usize) {
-        if self.batches[i].is_empty() {
-            return;
-        }
-        let batch = std::mem::take(&mut self.batches[i]);
+    async fn export(&mut self, i: usize, batch: Vec<SpanData>) {
         let n = batch.len() as u64;
         if let Some(store) = &self.store {
             // The store takes the batch itself when nothing else needs it.
@@ -274,7 +221,7 @@ impl Worker {
         if self.settings.console {
             print_spans(&self.services[i], &batch);
             if self.exporters.is_empty() {
-                self.queue.stats.exported.fetch_add(n, Ordering::Relaxed);
+                self.shared.stats.exported.fetch_add(n, Ordering::Relaxed);
             }
         }
         let Some(exporter) = self.exporters.get(i) else {
@@ -284,16 +231,18 @@ impl Worker {
         let result = tokio::time::timeout(self.settings.timeout, exporter.export(batch)).await;
         match result {
             Ok(Ok(())) => {
-                self.queue.stats.exported.fetch_add(n, Ordering::Relaxed);
+                self.shared.stats.exported.fetch_add(n, Ordering::Relaxed);
             }
             Ok(Err(e)) => self.failed(i, n, &e.to_string()),
             Err(_) => self.failed(i, n, "timed out"),
         }
     }
+}
 
+impl Worker {
     /// Say (once per 30 s) that spans found the queue full.
     fn report_queue_full(&mut self) {
-        let full = self.queue.stats.queue_full.load(Ordering::Relaxed);
+        let full = self.shared.stats.queue_full.load(Ordering::Relaxed);
         let (reported, at) = self.reported_queue_full;
         if full > reported && at.is_none_or(|t| t.elapsed() > Duration::from_secs(30)) {
             self.reported_queue_full = (full, Some(Instant::now()));
@@ -303,14 +252,14 @@ impl Worker {
                  or check the backend",
                 full - reported,
                 self.settings.endpoint_for_humans(),
-                self.queue.max_queue_size
+                self.shared.queue.max_queue_size
             );
         }
     }
 
     fn failed(&mut self, i: usize, n: u64, why: &str) {
-        self.queue.dropped[i].add_spans(n);
-        let total = self.queue.stats.dropped.fetch_add(n, Ordering::Relaxed) + n;
+        self.shared.dropped[i].add_spans(n);
+        let total = self.shared.stats.dropped.fetch_add(n, Ordering::Relaxed) + n;
         // One warning per 30 s: a backend that is down must not flood the log.
         if self
             .last_warning
@@ -338,21 +287,11 @@ impl SpanProcessor for ComponentProcessor {
     fn on_start(&self, _span: &mut Span, _cx: &Context) {}
 
     fn on_end(&self, span: SpanData) {
-        let queue = &self.pipeline.queue;
-        let full_batch = {
-            let mut spans = queue.spans.lock().unwrap_or_else(|e| e.into_inner());
-            if spans.len() >= queue.max_queue_size {
-                drop(spans);
-                queue.stats.dropped.fetch_add(1, Ordering::Relaxed);
-                queue.stats.queue_full.fetch_add(1, Ordering::Relaxed);
-                queue.dropped[self.index].add_spans(1);
-                return;
-            }
-            spans.push((self.index, span));
-            spans.len() == queue.max_export_batch_size
-        };
-        if full_batch {
-            queue.batch_ready.notify_one();
+        let shared = &self.pipeline.shared;
+        if !shared.queue.push(self.index, span) {
+            shared.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            shared.stats.queue_full.fetch_add(1, Ordering::Relaxed);
+            shared.dropped[self.index].add_spans(1);
         }
     }
 

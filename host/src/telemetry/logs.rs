@@ -2,13 +2,14 @@
 //! guest writes to stdout or stderr, stamped with the current span and the
 //! component's resource, exported over OTLP and printed on the console.
 //!
-//! Emitting never blocks a request: records go onto one bounded queue under
-//! a short lock; a worker on the tokio runtime batches them per component,
+//! Emitting never blocks a request: records go onto one bounded queue
+//! ([`batch`]); a worker on the tokio runtime batches them per component,
 //! prints what the console level asks for and hands batches to the OTLP
 //! exporters. A full queue drops the record and counts it
 //! (`polytrace.telemetry.dropped{signal="log_records"}`), so a guest that
 //! prints a million lines costs dropped records, not memory or latency.
 
+use super::batch::{self, BatchQueue, Batches, FlushRequest};
 use super::config::{ConsoleLogs, Exporter, SignalSettings};
 use super::metrics::Dropped;
 use opentelemetry::logs::{AnyValue, LogRecord as _, Logger as _, LoggerProvider as _, Severity};
@@ -21,7 +22,7 @@ use opentelemetry_sdk::logs::{
 };
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::mpsc;
 
 /// Severity of a line a guest wrote to stdout.
 pub const STDOUT_SEVERITY: u8 = 9;
@@ -64,19 +65,11 @@ pub fn severity(n: u8) -> Option<(Severity, &'static str)> {
     })
 }
 
-#[derive(Debug)]
-struct Queue {
-    records: Mutex<Vec<(usize, SdkLogRecord)>>,
-    batch_ready: Notify,
-    max_queue_size: usize,
-    max_export_batch_size: usize,
-}
-
 /// The logs of an application: one logger per component.
 pub struct Logs {
     loggers: Vec<SdkLogger>,
     _providers: Vec<SdkLoggerProvider>,
-    flush: mpsc::Sender<oneshot::Sender<()>>,
+    flush: mpsc::Sender<FlushRequest>,
     console: ConsoleLogs,
     /// Records go somewhere besides the console (OTLP or the store).
     kept: bool,
@@ -91,12 +84,10 @@ impl Logs {
         dropped: Vec<Arc<Dropped>>,
         store: Option<Arc<crate::store::Store>>,
     ) -> anyhow::Result<Logs> {
-        let queue = Arc::new(Queue {
-            records: Mutex::new(Vec::new()),
-            batch_ready: Notify::new(),
-            max_queue_size: settings.max_queue_size.max(1),
-            max_export_batch_size: settings.max_export_batch_size.max(1),
-        });
+        let queue = Arc::new(BatchQueue::new(
+            settings.max_queue_size,
+            settings.max_export_batch_size,
+        ));
         let mut exporters = Vec::new();
         let mut providers = Vec::new();
         let mut loggers = Vec::new();
@@ -126,9 +117,6 @@ impl Logs {
         }
         let (flush, flush_rx) = mpsc::channel(4);
         let worker = Worker {
-            queue: queue.clone(),
-            flush_rx,
-            batches: resources.iter().map(|_| Vec::new()).collect(),
             exporters,
             services,
             dropped,
@@ -138,7 +126,13 @@ impl Logs {
             last_warning: None,
             store: store.clone(),
         };
-        tokio::spawn(worker.run());
+        tokio::spawn(batch::run(
+            queue,
+            resources.len(),
+            worker,
+            settings.interval,
+            flush_rx,
+        ));
         Ok(Logs {
             loggers,
             _providers: providers,
@@ -195,14 +189,7 @@ impl Logs {
 
     /// Export and print every record queued so far; waits at most `timeout`.
     pub async fn flush(&self, timeout: Duration) -> bool {
-        let (done, wait) = oneshot::channel();
-        if !matches!(
-            tokio::time::timeout(timeout, self.flush.send(done)).await,
-            Ok(Ok(()))
-        ) {
-            return false;
-        }
-        matches!(tokio::time::timeout(timeout, wait).await, Ok(Ok(())))
+        batch::flush(&self.flush, timeout).await
     }
 }
 
@@ -234,25 +221,14 @@ fn any_value(v: opentelemetry::Value) -> AnyValue {
 #[derive(Debug)]
 struct Enqueue {
     index: usize,
-    queue: Arc<Queue>,
+    queue: Arc<BatchQueue<SdkLogRecord>>,
     dropped: Arc<Dropped>,
 }
 
 impl LogProcessor for Enqueue {
     fn emit(&self, record: &mut SdkLogRecord, _scope: &InstrumentationScope) {
-        let q = &self.queue;
-        let full_batch = {
-            let mut records = q.records.lock().unwrap_or_else(|e| e.into_inner());
-            if records.len() >= q.max_queue_size {
-                drop(records);
-                self.dropped.add_log_records(1);
-                return;
-            }
-            records.push((self.index, record.clone()));
-            records.len() == q.max_export_batch_size
-        };
-        if full_batch {
-            q.batch_ready.notify_one();
+        if !self.queue.push(self.index, record.clone()) {
+            self.dropped.add_log_records(1);
         }
     }
 
@@ -266,9 +242,6 @@ impl LogProcessor for Enqueue {
 }
 
 struct Worker {
-    queue: Arc<Queue>,
-    flush_rx: mpsc::Receiver<oneshot::Sender<()>>,
-    batches: Vec<Vec<SdkLogRecord>>,
     exporters: Vec<opentelemetry_otlp::LogExporter>,
     services: Vec<String>,
     dropped: Vec<Arc<Dropped>>,
@@ -280,54 +253,8 @@ struct Worker {
     store: Option<Arc<crate::store::Store>>,
 }
 
-impl Worker {
-    async fn run(mut self) {
-        let delay = self.settings.interval;
-        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + delay, delay);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            let mut flushed = None;
-            tokio::select! {
-                () = self.queue.batch_ready.notified() => {}
-                _ = tick.tick() => {}
-                done = self.flush_rx.recv() => match done {
-                    Some(done) => flushed = Some(done),
-                    None => return,
-                },
-            }
-            self.drain().await;
-            if let Some(done) = flushed {
-                let _ = done.send(());
-            }
-        }
-    }
-
-    async fn drain(&mut self) {
-        loop {
-            let taken = {
-                let mut r = self.queue.records.lock().unwrap_or_else(|e| e.into_inner());
-                std::mem::take(&mut *r)
-            };
-            if taken.is_empty() {
-                return;
-            }
-            for (i, record) in taken {
-                self.batches[i].push(record);
-                if self.batches[i].len() >= self.queue.max_export_batch_size {
-                    self.export(i).await;
-                }
-            }
-            for i in 0..self.batches.len() {
-                self.export(i).await;
-            }
-        }
-    }
-
-    async fn export(&mut self, i: usize) {
-        if self.batches[i].is_empty() {
-            return;
-        }
-        let batch = std::mem::take(&mut self.batches[i]);
+impl Batches<SdkLogRecord> for Worker {
+    async fn export(&mut self, i: usize, batch: Vec<SdkLogRecord>) {
         if let Some(min) = self.console.min_severity {
             print_records(&self.services[i], &batch, min, self.console.json);
         }

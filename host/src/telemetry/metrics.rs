@@ -431,17 +431,10 @@ impl Metrics {
 
     /// Export what has been recorded so far over OTLP; waits at most `timeout`.
     pub async fn flush(&self, timeout: Duration) -> bool {
-        let Some(tx) = &self.flush else {
-            return true;
-        };
-        let (done, wait) = oneshot::channel();
-        if !matches!(
-            tokio::time::timeout(timeout, tx.send(done)).await,
-            Ok(Ok(()))
-        ) {
-            return false;
+        match &self.flush {
+            Some(tx) => super::batch::flush(tx, timeout).await,
+            None => true,
         }
-        matches!(tokio::time::timeout(timeout, wait).await, Ok(Ok(())))
     }
 
     pub fn provider_count(&self) -> usize {

@@ -5,6 +5,7 @@
 //! The WIT glue is in [`host`]; everything else here is plain Rust that the
 //! unit tests exercise without any wasm.
 
+pub mod batch;
 pub mod config;
 pub mod export;
 pub mod host;
