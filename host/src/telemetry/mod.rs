@@ -34,6 +34,10 @@ pub use export::Pipeline;
 /// `max_attribute_value_length`.
 pub const MAX_ARRAY_LENGTH: usize = 128;
 
+/// Attributes kept on one metric measurement or log record (spans keep the
+/// SDK's 128 and count the rest as dropped).
+pub const MAX_RECORD_ATTRIBUTES: usize = 128;
+
 /// Marks a span the host ended because the guest's request finished first.
 pub const AUTO_ENDED: &str = "polytrace.span.auto_ended";
 
@@ -280,8 +284,14 @@ impl RequestTrace {
         self.shared.clone()
     }
 
-    /// Apply the value-length and array caps to attributes, counting cuts.
-    pub fn cap_all(&mut self, attrs: Vec<KeyValue>) -> Vec<KeyValue> {
+    /// Attributes of a metric measurement or log record: at most
+    /// [`MAX_RECORD_ATTRIBUTES`], each with the value-length and array caps;
+    /// what is cut or left out is counted.
+    pub fn cap_all(&mut self, mut attrs: Vec<KeyValue>) -> Vec<KeyValue> {
+        if attrs.len() > MAX_RECORD_ATTRIBUTES {
+            self.adjustments.truncated_values += (attrs.len() - MAX_RECORD_ATTRIBUTES) as u64;
+            attrs.truncate(MAX_RECORD_ATTRIBUTES);
+        }
         attrs.into_iter().map(|kv| self.cap(kv)).collect()
     }
 
@@ -649,5 +659,11 @@ mod tests {
         assert_eq!(attrs.len(), 2);
         assert!(attrs.contains(&KeyValue::new(UNNAMED_SPANS, 1)));
         assert!(attrs.contains(&KeyValue::new(TRUNCATED_VALUES, 2)));
+        // Metric and log attributes: at most MAX_RECORD_ATTRIBUTES, the rest counted.
+        let many = (0..200)
+            .map(|i| KeyValue::new(format!("k{i}"), i))
+            .collect();
+        assert_eq!(rt.cap_all(many).len(), MAX_RECORD_ATTRIBUTES);
+        assert_eq!(rt.adjustments().truncated_values, 2 + 72);
     }
 }
