@@ -618,6 +618,35 @@ mod tests {
     }
 
     #[test]
+    fn a_component_has_a_bounded_number_of_instruments() {
+        let m = metrics();
+        let c = m.component(0);
+        for i in 0..MAX_GUEST_INSTRUMENTS {
+            c.instrument(Kind::Gauge, format!("g{i}"), "".into(), "".into(), None)
+                .unwrap();
+        }
+        assert!(matches!(
+            c.instrument(Kind::Gauge, "one.more".into(), "".into(), "".into(), None),
+            Err(InstrumentError::Rejected(_))
+        ));
+        // Existing ones are still handed out.
+        assert!(
+            c.instrument(Kind::Gauge, "g0".into(), "".into(), "".into(), None)
+                .is_ok()
+        );
+        assert!(matches!(
+            c.instrument(
+                Kind::Histogram,
+                "h".into(),
+                "".into(),
+                "".into(),
+                Some(vec![5.0, 1.0])
+            ),
+            Err(InstrumentError::InvalidBoundaries(_))
+        ));
+    }
+
+    #[test]
     fn cardinality_is_bounded_with_an_overflow_series() {
         let m = metrics();
         let c = m
