@@ -84,21 +84,28 @@ pub struct SignalSettings {
 impl SignalSettings {
     /// The endpoint as a user would recognise it; `signal` is `metrics` or `logs`.
     pub fn endpoint_for_humans(&self, signal: &str) -> String {
-        let upper = signal.to_ascii_uppercase();
-        match (&self.endpoint, self.protocol) {
-            (Some(e), _) => e.clone(),
-            (None, Protocol::Grpc) => std::env::var(format!("OTEL_EXPORTER_OTLP_{upper}_ENDPOINT"))
-                .or_else(|_| std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT"))
-                .unwrap_or_else(|_| "http://localhost:4317".into()),
-            (None, Protocol::HttpProtobuf) => {
-                std::env::var(format!("OTEL_EXPORTER_OTLP_{upper}_ENDPOINT"))
-                    .or_else(|_| {
-                        std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT")
-                            .map(|e| format!("{e}/v1/{signal}"))
-                    })
-                    .unwrap_or_else(|_| format!("http://localhost:4318/v1/{signal}"))
-            }
-        }
+        endpoint_for_humans(self.endpoint.as_deref(), self.protocol, signal)
+    }
+}
+
+/// Where `signal` (`traces`, `metrics`, `logs`) goes, as a user would
+/// recognise it: the explicit endpoint, else what opentelemetry-otlp makes
+/// of the environment, else the specification's default.
+fn endpoint_for_humans(endpoint: Option<&str>, protocol: Protocol, signal: &str) -> String {
+    let upper = signal.to_ascii_uppercase();
+    if let Some(e) = endpoint {
+        return e.to_string();
+    }
+    let own = std::env::var(format!("OTEL_EXPORTER_OTLP_{upper}_ENDPOINT"));
+    match protocol {
+        Protocol::Grpc => own
+            .or_else(|_| std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT"))
+            .unwrap_or_else(|_| "http://localhost:4317".into()),
+        Protocol::HttpProtobuf => own
+            .or_else(|_| {
+                std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").map(|e| format!("{e}/v1/{signal}"))
+            })
+            .unwrap_or_else(|_| format!("http://localhost:4318/v1/{signal}")),
     }
 }
 
@@ -176,17 +183,7 @@ pub struct ExportSettings {
 impl ExportSettings {
     /// The endpoint as a user would recognise it in a log line.
     pub fn endpoint_for_humans(&self) -> String {
-        match (&self.endpoint, self.protocol) {
-            (Some(e), _) => e.clone(),
-            (None, Protocol::Grpc) => std::env::var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-                .or_else(|_| std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT"))
-                .unwrap_or_else(|_| "http://localhost:4317".into()),
-            (None, Protocol::HttpProtobuf) => std::env::var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-                .or_else(|_| {
-                    std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").map(|e| format!("{e}/v1/traces"))
-                })
-                .unwrap_or_else(|_| "http://localhost:4318/v1/traces".into()),
-        }
+        endpoint_for_humans(self.endpoint.as_deref(), self.protocol, "traces")
     }
 }
 
