@@ -556,3 +556,29 @@ async fn delta_temporality_when_preferred() {
     assert!(active.iter().all(|p| p.temporality == 2), "{active:#?}");
     host.terminate();
 }
+
+/// `OTEL_SDK_DISABLED=true` turns every signal off: nothing is aggregated or
+/// exported, `/metrics` is empty, and what guests print still shows on the
+/// console.
+#[tokio::test(flavor = "multi_thread")]
+async fn sdk_disabled_turns_metrics_and_logs_off() {
+    let receiver = Receiver::start().await;
+    let host = Polytrace::up(
+        "disabled",
+        &manifest(),
+        &receiver,
+        "http/protobuf",
+        &[("OTEL_SDK_DISABLED", "true")],
+    );
+    for _ in 0..3 {
+        assert_eq!(get(&host.url("/faults/print")).await.status, 200);
+    }
+    let (text, families) = scrape(&host.ui_url("/metrics")).await;
+    assert!(families.is_empty(), "{text}");
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let (code, _, stdout) = host.terminate_with_stdout();
+    assert_eq!(code, Some(0));
+    assert!(receiver.metric_points().is_empty());
+    assert!(receiver.log_records().is_empty());
+    assert!(stdout.contains("INFO  inside the span"), "{stdout}");
+}

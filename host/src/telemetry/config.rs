@@ -195,6 +195,9 @@ pub struct Settings {
     pub logs: SignalSettings,
     /// Set from the command line (`--guest-logs`), not the environment.
     pub console_logs: ConsoleLogs,
+    /// `OTEL_SDK_DISABLED=true`: no spans, metrics or log records are kept
+    /// (context still propagates; guest output still prints).
+    pub disabled: bool,
     pub sampler: Sampler,
     /// Cap on any string attribute value a guest sets, in bytes.
     pub max_attribute_value_length: usize,
@@ -348,6 +351,7 @@ impl Settings {
             metrics,
             logs,
             console_logs: ConsoleLogs::default(),
+            disabled,
             sampler: if disabled {
                 Sampler::AlwaysOff
             } else {
@@ -462,6 +466,9 @@ mod tests {
         .unwrap();
         // OTEL_SDK_DISABLED=true: spans are not recorded; context still propagates.
         assert!(matches!(s.sampler, Sampler::AlwaysOff));
+        assert!(s.disabled);
+        assert_eq!(s.metrics.exporter, Exporter::None);
+        assert_eq!(s.logs.exporter, Exporter::None);
         assert!(
             resolve(
                 &TelemetryConfig::default(),

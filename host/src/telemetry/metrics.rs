@@ -358,11 +358,14 @@ pub struct Metrics {
 
 impl Metrics {
     /// One provider per component; starts the OTLP export task when
-    /// `settings` asks for OTLP. Must run within a tokio runtime.
+    /// `settings` asks for OTLP. With `record` false (`OTEL_SDK_DISABLED`)
+    /// the providers have no readers: instruments aggregate nothing and
+    /// `/metrics` is empty. Must run within a tokio runtime.
     pub fn start(
         settings: &SignalSettings,
         resources: &[Resource],
         dropped: &[Arc<Dropped>],
+        record: bool,
     ) -> anyhow::Result<Metrics> {
         let mut components = Vec::new();
         let mut scrape = Vec::new();
@@ -370,10 +373,12 @@ impl Metrics {
         let mut export = Vec::new();
         for (resource, dropped) in resources.iter().zip(dropped) {
             let prometheus = SharedReader(Arc::new(ManualReader::builder().build()));
-            let mut builder = SdkMeterProvider::builder()
-                .with_resource(resource.clone())
-                .with_reader(prometheus.clone());
-            if settings.exporter == Exporter::Otlp {
+            let mut builder = SdkMeterProvider::builder().with_resource(resource.clone());
+            if record {
+                builder = builder.with_reader(prometheus.clone());
+                scrape.push(prometheus);
+            }
+            if record && settings.exporter == Exporter::Otlp {
                 let reader = SharedReader(Arc::new(
                     ManualReader::builder()
                         .with_temporality(settings.temporality)
@@ -391,7 +396,6 @@ impl Metrics {
                 provider.meter("polytrace"),
                 dropped.clone(),
             ));
-            scrape.push(prometheus);
             providers.push(provider);
         }
         let flush = if export.is_empty() {
@@ -567,6 +571,7 @@ mod tests {
                 .with_attribute(KeyValue::new("service.name", "svc"))
                 .build()],
             &[Arc::new(Dropped::default())],
+            true,
         )
         .unwrap()
     }

@@ -129,13 +129,15 @@ impl Telemetry {
             store.clone(),
             dropped.clone(),
         )?;
-        let metrics = metrics::Metrics::start(&settings.metrics, &resources, &dropped)?;
+        let metrics =
+            metrics::Metrics::start(&settings.metrics, &resources, &dropped, !settings.disabled)?;
         let logs = std::sync::Arc::new(logs::Logs::start(
             &settings.logs,
             settings.console_logs,
             &resources,
             dropped,
-            store,
+            // Disabled: nothing is kept (guest output still prints).
+            store.filter(|_| !settings.disabled),
         )?);
         let mut providers = Vec::new();
         let mut tracers = Vec::new();
