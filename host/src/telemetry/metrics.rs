@@ -10,6 +10,7 @@
 //! instrument, the rest folded into one `otel.metric.overflow=true` series)
 //! is the SDK's.
 
+use super::batch::FlushRequest;
 use super::config::{Exporter, SignalSettings};
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::{Counter, Gauge, Histogram, Meter, MeterProvider as _, UpDownCounter};
@@ -25,7 +26,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 /// Bucket boundaries of the HTTP duration histograms, in seconds, as the
 /// HTTP semantic conventions advise.
@@ -352,8 +353,9 @@ pub struct Metrics {
     components: Vec<ComponentMetrics>,
     /// Cumulative readers, one per component, for Prometheus.
     scrape: Vec<SharedReader>,
-    providers: Vec<SdkMeterProvider>,
-    flush: Option<mpsc::Sender<oneshot::Sender<()>>>,
+    /// Held so the providers (and their readers) live as long as the app.
+    _providers: Vec<SdkMeterProvider>,
+    flush: Option<mpsc::Sender<FlushRequest>>,
 }
 
 impl Metrics {
@@ -408,7 +410,7 @@ impl Metrics {
         Ok(Metrics {
             components,
             scrape,
-            providers,
+            _providers: providers,
             flush,
         })
     }
@@ -440,10 +442,6 @@ impl Metrics {
             None => true,
         }
     }
-
-    pub fn provider_count(&self) -> usize {
-        self.providers.len()
-    }
 }
 
 type Export = (
@@ -455,7 +453,7 @@ type Export = (
 async fn export_loop(
     export: Vec<Export>,
     settings: SignalSettings,
-    mut flush: mpsc::Receiver<oneshot::Sender<()>>,
+    mut flush: mpsc::Receiver<FlushRequest>,
 ) {
     let interval = settings.interval;
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
