@@ -94,6 +94,11 @@ case "$language" in
     # imports from the entry module's directory while it pre-initializes.
     rm -rf "$work" && mkdir -p "$work" && cp -R "$src/." "$work/"
     cp "$root/guests/js/polytrace.js" "$work/polytrace.js"
+    if grep -q "addEventListener(['\"]fetch" "$work/app.js"; then
+      echo "note: component \`$name\` is a fetch listener (addEventListener('fetch', ...)): StarlingMonkey" \
+        "answers only one request per instance that way, so set isolation = \"per-request\" for it, or" \
+        "export incomingHandler = serve(handler) from polytrace.js to keep its instances warm" >&2
+    fi
     # componentize-js reports a syntax error without saying where; node does.
     step "node --check" node --experimental-default-type=module --check "$work/app.js"
     step componentize-js node "$root/tools/node_modules/@bytecodealliance/componentize-js/src/cli.js" \

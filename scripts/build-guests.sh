@@ -25,3 +25,4 @@ build javascript session_service     examples/checkout/session-service
 build python     billing             examples/checkout/billing
 build javascript frontend_api        examples/frontend-data/frontend-api
 build python     data_processor      examples/frontend-data/data-processor
+build javascript js_fetch_listener   tests/guests/js-fetch-listener

@@ -3,9 +3,11 @@
 // GET /hello?next=URL → span `hello.work` with one attribute of each type and
 // a `checkpoint` event; when `next` is given, a fetch() to it (the host makes
 // the CLIENT span and propagates the trace).
-import { withSpan } from './polytrace.js';
+import { withSpan, serve } from './polytrace.js';
 
-addEventListener('fetch', (event) => event.respondWith(handle(event.request)));
+// Exported directly (not a fetch listener) so one instance serves request
+// after request.
+export const incomingHandler = serve(handle);
 
 async function handle(request) {
   const query = new URL(request.url).searchParams;

@@ -328,3 +328,124 @@ for (const [method, severity] of Object.entries(CONSOLE)) {
     }
   };
 }
+
+// ---- serving requests ------------------------------------------------------
+//
+//   import { serve } from './polytrace.js';
+//   export const incomingHandler = serve(async (request) => new Response('hi'));
+//
+// serve() exports the wasi:http incoming handler directly, taking a Web
+// `Request` and giving back a `Response`, like a fetch listener. Unlike
+// `addEventListener('fetch', ...)`, a component built this way can serve
+// request after request on one instance (StarlingMonkey's fetch event can
+// answer only once per instance: StarlingMonkey issue 247), so polytrace
+// keeps it warm between requests.
+import {
+  Fields,
+  OutgoingBody,
+  OutgoingResponse,
+  ResponseOutparam,
+} from 'wasi:http/types@0.2.10';
+
+// Headers wasi:http does not let a guest set on a response.
+const FORBIDDEN = new Set([
+  'connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade',
+  'host', 'http2-settings', 'te', 'trailer',
+]);
+const CHUNK = 4096;
+
+function methodName(method) {
+  return method.tag === 'other' ? method.val : method.tag.toUpperCase();
+}
+
+function readAll(incoming) {
+  const body = incoming.consume();
+  const stream = body.stream();
+  const chunks = [];
+  let size = 0;
+  for (;;) {
+    let chunk;
+    try {
+      chunk = stream.blockingRead(65536n);
+    } catch (e) {
+      if (e?.payload?.tag === 'closed') break;
+      stream[DISPOSE]?.();
+      body[DISPOSE]?.();
+      throw e;
+    }
+    chunks.push(chunk);
+    size += chunk.length;
+  }
+  // Children before parents: the host refuses to drop a body whose stream lives.
+  stream[DISPOSE]?.();
+  body[DISPOSE]?.();
+  const all = new Uint8Array(size);
+  let at = 0;
+  for (const c of chunks) {
+    all.set(c, at);
+    at += c.length;
+  }
+  return all;
+}
+
+/** A Web `Request` from a wasi:http incoming request (its body read whole). */
+function toRequest(incoming) {
+  const method = methodName(incoming.method());
+  const scheme = incoming.scheme();
+  const protocol = scheme?.tag === 'HTTPS' ? 'https' : 'http';
+  const authority = incoming.authority() ?? 'localhost';
+  const url = `${protocol}://${authority}${incoming.pathWithQuery() ?? '/'}`;
+  const fields = incoming.headers();
+  const decoder = new TextDecoder();
+  const headers = new Headers();
+  for (const [name, value] of fields.entries()) headers.append(name, decoder.decode(value));
+  fields[DISPOSE]?.();
+  const body = readAll(incoming);
+  incoming[DISPOSE]?.();
+  const init = { method, headers };
+  if (method !== 'GET' && method !== 'HEAD' && body.length > 0) init.body = body;
+  return new Request(url, init);
+}
+
+async function writeResponse(response, responseOut) {
+  const encoder = new TextEncoder();
+  const list = [];
+  response.headers.forEach((value, name) => {
+    if (!FORBIDDEN.has(name.toLowerCase())) list.push([name, encoder.encode(value)]);
+  });
+  const body = new Uint8Array(await response.arrayBuffer());
+  const outgoing = new OutgoingResponse(Fields.fromList(list));
+  outgoing.setStatusCode(response.status);
+  const outBody = outgoing.body();
+  ResponseOutparam.set(responseOut, { tag: 'ok', val: outgoing });
+  const stream = outBody.write();
+  for (let i = 0; i < body.length; i += CHUNK) {
+    stream.blockingWriteAndFlush(body.subarray(i, i + CHUNK));
+  }
+  stream[DISPOSE]?.();
+  OutgoingBody.finish(outBody, undefined);
+}
+
+/**
+ * The wasi:http incoming handler for `handler` (a function from a Web
+ * `Request` to a `Response` or a promise of one): export it as
+ * `export const incomingHandler = serve(handler)`. An exception the handler
+ * throws is logged with its stack and answered with 500.
+ */
+export function serve(handler) {
+  return {
+    async handle(incoming, responseOut) {
+      let response;
+      try {
+        response = await handler(toRequest(incoming));
+        if (!(response instanceof Response)) {
+          throw new TypeError('the handler did not return a Response');
+        }
+      } catch (e) {
+        console.error(`unhandled error: ${e?.stack ?? e}`);
+        response = new Response('internal server error', { status: 500 });
+      }
+      await writeResponse(response, responseOut);
+    },
+  };
+}

@@ -1,13 +1,18 @@
-//! A loaded application: its components ready to instantiate, and the life
-//! of one request through one of them (SERVER span, fresh instance, limits,
-//! faults turned into responses and error spans).
+//! A loaded application and the life of one request through one of its
+//! components. [`App::serve`] is the whole story on one screen: open the
+//! SERVER span, run the guest in a warm (or new) instance, wait for its
+//! response, and turn whatever went wrong into a [`Fault`].
 
-use crate::http::outbound::Outbound;
+use crate::http::Inbound;
+use crate::http::outbound::{Dispatcher, Outbound, ResponseFuture};
+use crate::instance::{InstanceState, RequestScope};
 use crate::manifest::{Component as ComponentConfig, Diagnostic, Manifest};
-use crate::runtime::{MAX_RESOURCES_PER_INSTANCE, Progress, RequestState, Runtime};
-use crate::telemetry::stdio::GuestOutput;
+use crate::pool::{Discard, IDLE_TIMEOUT, InstancePool, Warm};
+use crate::runtime::{Progress, Runtime};
+use crate::telemetry::metrics::{ComponentMetrics, DISCARD_REASON};
 use crate::telemetry::{
-    RequestTrace, Settings, Telemetry, propagation, record_exception, semconv, start_span,
+    Adjustments, RequestTelemetry, RequestTrace, Settings, Telemetry, propagation,
+    record_exception, semconv, start_span,
 };
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -16,24 +21,24 @@ use opentelemetry::trace::{Span as _, SpanKind, Status};
 use opentelemetry_sdk::trace::Span;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
-use wasmtime::component::ResourceTable;
-use wasmtime::{Store, StoreLimitsBuilder, Trap, UpdateDeadline};
-use wasmtime_wasi::WasiCtxBuilder;
+use wasmtime::{Store, Trap, UpdateDeadline};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
-use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
-use wasmtime_wasi_http::{WasiBody, WasiHttpCtx, WasiHttpView};
+use wasmtime_wasi_http::{WasiBody, WasiHttpView};
 
 /// Extra time past a component's timeout before the host stops waiting on a
 /// guest that is blocked outside wasm (the epoch deadline catches the rest).
-const GRACE: std::time::Duration = std::time::Duration::from_millis(250);
+const GRACE: Duration = Duration::from_millis(250);
 
-/// One component, compiled and pre-instantiated.
+/// One component, compiled and pre-instantiated, with its warm instances.
 pub struct LoadedComponent {
     pub config: ComponentConfig,
-    pre: ProxyPre<RequestState>,
+    pre: ProxyPre<InstanceState>,
+    pool: InstancePool,
 }
 
 /// A running application.
@@ -43,31 +48,8 @@ pub struct App {
     pub telemetry: Telemetry,
     components: Vec<LoadedComponent>,
     /// Requests whose SERVER span has not ended yet.
-    in_flight: std::sync::atomic::AtomicUsize,
+    in_flight: AtomicUsize,
     idle: tokio::sync::Notify,
-}
-
-/// Where a request came from.
-#[derive(Debug, Clone, Default)]
-pub struct Inbound {
-    /// The peer of a network request.
-    pub client: Option<SocketAddr>,
-    /// The listener address that accepted it.
-    pub local: Option<SocketAddr>,
-    /// In-process hops so far (0 for a network request).
-    pub depth: u32,
-    /// The calling component of an in-process request.
-    pub caller: Option<String>,
-}
-
-impl Inbound {
-    pub fn in_process(depth: u32, caller: String) -> Self {
-        Inbound {
-            depth,
-            caller: Some(caller),
-            ..Default::default()
-        }
-    }
 }
 
 /// Compile (or load from cache) and check every component; every problem is
@@ -75,7 +57,7 @@ impl Inbound {
 pub fn load_components(
     manifest: &Manifest,
     runtime: &Runtime,
-) -> Result<Vec<(ComponentConfig, ProxyPre<RequestState>)>, Vec<Diagnostic>> {
+) -> Result<Vec<(ComponentConfig, ProxyPre<InstanceState>)>, Vec<Diagnostic>> {
     let mut loaded = Vec::new();
     let mut problems = Vec::new();
     for c in &manifest.components {
@@ -135,16 +117,22 @@ impl App {
         let telemetry = Telemetry::start(settings, &manifest, store)?;
         let components = loaded
             .into_iter()
-            .map(|(config, pre)| LoadedComponent { config, pre })
+            .map(|(config, pre)| LoadedComponent {
+                pool: InstancePool::new(&config),
+                config,
+                pre,
+            })
             .collect();
-        Ok(Arc::new(App {
+        let app = Arc::new(App {
             manifest,
             runtime,
             telemetry,
             components,
             in_flight: Default::default(),
             idle: tokio::sync::Notify::new(),
-        }))
+        });
+        tokio::spawn(expire_idle_instances(Arc::downgrade(&app)));
+        Ok(app)
     }
 
     pub fn component(&self, idx: usize) -> &ComponentConfig {
@@ -172,44 +160,554 @@ impl App {
             .map(|(_, i)| i)
     }
 
-    /// Handle one request in a fresh instance of component `idx`.
+    /// Idle warm instances of component `idx` right now.
+    pub fn idle_instances(&self, idx: usize) -> usize {
+        self.components[idx].pool.idle_count()
+    }
+
+    /// Handle one request in component `idx`.
     pub fn handle(
         self: &Arc<Self>,
         idx: usize,
         request: http::Request<WasiBody>,
         inbound: Inbound,
-    ) -> std::pin::Pin<Box<dyn Future<Output = http::Response<HyperOutgoingBody>> + Send>> {
-        let app = self.clone();
-        Box::pin(async move { app.handle_inner(idx, request, inbound).await })
+    ) -> ResponseFuture {
+        Box::pin(self.clone().serve(idx, request, inbound))
     }
 
-    async fn handle_inner(
+    /// One request, start to end.
+    async fn serve(
         self: Arc<Self>,
         idx: usize,
         request: http::Request<WasiBody>,
         inbound: Inbound,
     ) -> http::Response<HyperOutgoingBody> {
         let config = &self.components[idx].config;
-        let started = Instant::now();
-        let deadline = started + config.timeout;
+        let deadline = Instant::now() + config.timeout;
+        let hard_deadline = tokio::time::Instant::from_std(deadline + GRACE);
+        // 1. The SERVER span, continuing the caller's trace if it sent one.
+        let (mut server, trace) = ServerSpan::start(&self, idx, &request, &inbound);
+        // 2. The guest runs in its own task, in a warm or a new instance.
+        let scope = self.request_scope(idx, trace, &inbound, deadline);
+        let (sender, receiver) = oneshot::channel();
+        let guest = tokio::spawn(self.clone().run_guest(idx, scope, request, sender));
+        let abort = guest.abort_handle();
+        // 3. Its response (the body may still be streaming), or a fault.
+        match tokio::time::timeout_at(hard_deadline, receiver).await {
+            Ok(Ok(Ok(response))) => {
+                server.responded(response.status().as_u16());
+                let response = server.answer(response);
+                // The SERVER span ends when the guest does.
+                let app = self.clone();
+                tokio::spawn(async move {
+                    let fault = match tokio::time::timeout_at(hard_deadline, guest).await {
+                        Ok(Ok(run)) => app.settle(idx, run, true, &mut server),
+                        Ok(Err(join)) => Some(Fault::host_panic(&join)),
+                        Err(_) => {
+                            abort.abort();
+                            app.discarded(idx, Discard::Timeout);
+                            Some(Fault::unfinished_body())
+                        }
+                    };
+                    server.end(fault, app.component_metrics(idx));
+                });
+                response
+            }
+            Ok(Ok(Err(code))) => {
+                let fault = match guest.await {
+                    Ok(run) => self.settle(idx, run, true, &mut server),
+                    Err(join) => Some(Fault::host_panic(&join)),
+                };
+                let fault = fault.unwrap_or_else(|| Fault::error_code(&code));
+                server.fail(fault, self.component_metrics(idx))
+            }
+            Ok(Err(_)) => {
+                let fault = match guest.await {
+                    Ok(run) => self.settle(idx, run, false, &mut server),
+                    Err(join) => Some(Fault::host_panic(&join)),
+                };
+                server.fail(
+                    fault.unwrap_or_else(Fault::no_response),
+                    self.component_metrics(idx),
+                )
+            }
+            Err(_) => {
+                abort.abort();
+                self.discarded(idx, Discard::Timeout);
+                server.fail(Fault::timeout(config.timeout), self.component_metrics(idx))
+            }
+        }
+    }
 
-        // SERVER span, continuing the caller's trace when it sent a valid one.
+    /// What the guest reaches during this request: its trace, the
+    /// component's instruments and logs, outbound dispatch, the deadline.
+    fn request_scope(
+        self: &Arc<Self>,
+        idx: usize,
+        trace: RequestTrace,
+        inbound: &Inbound,
+        deadline: Instant,
+    ) -> RequestScope {
+        RequestScope {
+            telemetry: RequestTelemetry {
+                trace,
+                component: idx,
+                metrics: self.component_metrics(idx).clone(),
+                logs: self.telemetry.logs.clone(),
+            },
+            outbound: Outbound::new(self.clone(), idx, inbound.depth),
+            deadline,
+        }
+    }
+
+    /// Take a warm instance (or make one), install the request, call the
+    /// guest's handler, take the request out again.
+    async fn run_guest(
+        self: Arc<Self>,
+        idx: usize,
+        scope: RequestScope,
+        request: http::Request<WasiBody>,
+        sender: oneshot::Sender<Result<http::Response<WasiBody>, ErrorCode>>,
+    ) -> GuestRun {
+        let scheme = match request.uri().scheme_str() {
+            Some("https") => Scheme::Https,
+            _ => Scheme::Http,
+        };
+        let mut warm = match self.components[idx].pool.take() {
+            Some(mut warm) => {
+                self.component_metrics(idx).reuses.add(1, &[]);
+                warm.store.data_mut().begin(scope);
+                warm
+            }
+            None => match self.instantiate(idx, scope).await {
+                Ok(warm) => warm,
+                Err(fault) => return GuestRun::failed(fault),
+            },
+        };
+        warm.served += 1;
+        let Warm { store, proxy, .. } = &mut warm;
+        store.set_epoch_deadline(1);
+        let mut outparam = None;
+        let call = async {
+            let req = store
+                .data_mut()
+                .http()
+                .new_incoming_request(scheme, request);
+            let req = req.map_err(|e| Fault::bad_request(&e))?;
+            let out = store.data_mut().http().new_response_outparam(sender);
+            let out = out.map_err(|e| Fault::guest(&e))?;
+            outparam = Some(out.rep());
+            proxy
+                .wasi_http_incoming_handler()
+                .call_handle(&mut *store, req, out)
+                .await
+                .map_err(|e| Fault::guest(&e))
+        };
+        let result = call.await;
+        // An answer the guest never gave: drop it, so the waiting side hears.
+        store.data_mut().drop_response_outparam(outparam);
+        let adjustments = store.data_mut().end();
+        GuestRun {
+            result,
+            adjustments,
+            instance: Some(warm),
+        }
+    }
+
+    /// A new instance of component `idx`, with `scope` installed (start
+    /// functions run inside the request that needed the instance). When
+    /// `--max-instances` are alive, an idle instance of any component makes
+    /// room; with none idle, the request is refused (503).
+    async fn instantiate(&self, idx: usize, mut scope: RequestScope) -> Result<Warm, Fault> {
+        let component = &self.components[idx];
+        loop {
+            let state = InstanceState::new(
+                idx,
+                &component.config.env,
+                component.config.memory_bytes,
+                &self.telemetry.logs,
+            );
+            let mut store = Store::new(&self.runtime.engine, state);
+            store.limiter(|s| &mut s.limits);
+            store.epoch_deadline_callback(|store| match store.data().deadline() {
+                Some(deadline) if Instant::now() >= deadline => Err(Trap::Interrupt.into()),
+                // Yield so a busy guest never holds a worker thread.
+                _ => Ok(UpdateDeadline::Yield(1)),
+            });
+            store.set_epoch_deadline(1);
+            store.data_mut().begin(scope);
+            match component.pre.instantiate_async(&mut store).await {
+                Ok(proxy) => {
+                    self.component_metrics(idx).instantiations.add(1, &[]);
+                    return Ok(Warm::new(store, proxy));
+                }
+                Err(e)
+                    if e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
+                        .is_some() =>
+                {
+                    scope = store
+                        .data_mut()
+                        .take_request()
+                        .expect("the request was installed above");
+                    drop(store);
+                    if !self.evict_idle_instance() {
+                        return Err(Fault::overloaded(&e));
+                    }
+                }
+                Err(e) => return Err(Fault::guest(&e)),
+            }
+        }
+    }
+
+    /// Settle a guest run: report what the limits changed on the SERVER
+    /// span, give the instance back to the pool or throw it away, and return
+    /// the guest's fault, if any. `answered`: the guest set a response.
+    fn settle(
+        &self,
+        idx: usize,
+        run: GuestRun,
+        answered: bool,
+        server: &mut ServerSpan,
+    ) -> Option<Fault> {
+        let GuestRun {
+            result,
+            adjustments,
+            instance,
+        } = run;
+        server.adjust(adjustments, self.component_metrics(idx));
+        let fault = result.err();
+        let pool = &self.components[idx].pool;
+        let verdict = match (&fault, instance) {
+            (_, None) => None,
+            (Some(f), Some(_)) => Some(f.discard()),
+            (None, Some(warm)) if !answered => {
+                if warm.served > 1 && pool.stop_reuse() {
+                    tracing::warn!(
+                        component = %self.components[idx].config.id,
+                        "a warm instance returned without answering after it had answered before: \
+                         this component cannot serve two requests on one instance, so from now on \
+                         it gets a fresh instance per request. A JavaScript component built from \
+                         `addEventListener('fetch', ...)` cannot (StarlingMonkey issue 247): export \
+                         `incomingHandler = serve(handler)` from polytrace.js instead, or set \
+                         `isolation = \"per-request\"` in the manifest"
+                    );
+                    for _ in 0..pool.expire(Duration::ZERO) {
+                        self.discarded(idx, Discard::PerRequest);
+                    }
+                }
+                Some(Discard::NoResponse)
+            }
+            (None, Some(mut warm)) => {
+                let verdict = pool.verdict(&mut warm);
+                if verdict.is_none() {
+                    pool.put(warm);
+                }
+                verdict
+            }
+        };
+        if let Some(reason) = verdict {
+            self.discarded(idx, reason);
+        }
+        fault
+    }
+
+    /// Count an instance of component `idx` thrown away.
+    fn discarded(&self, idx: usize, reason: Discard) {
+        self.component_metrics(idx)
+            .discards
+            .add(1, &[KeyValue::new(DISCARD_REASON, reason.as_str())]);
+    }
+
+    /// Drop one idle instance of any component to free its slot; false
+    /// when no instance is idle.
+    fn evict_idle_instance(&self) -> bool {
+        for (idx, c) in self.components.iter().enumerate() {
+            if c.pool.evict_one() {
+                self.discarded(idx, Discard::Evicted);
+                return true;
+            }
+        }
+        false
+    }
+
+    fn component_metrics(&self, idx: usize) -> &Arc<ComponentMetrics> {
+        self.telemetry.metrics.component(idx)
+    }
+
+    /// Wait (at most `timeout`) until every request's SERVER span has ended:
+    /// a response can reach the client before its span ends (the guest may
+    /// still be finishing), and shutdown flushes only after this.
+    pub async fn wait_idle(&self, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let idle = self.idle.notified();
+            if self.in_flight.load(Ordering::Acquire) == 0 {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, idle).await.is_err() {
+                return false;
+            }
+        }
+    }
+}
+
+impl Dispatcher for App {
+    fn component_index(&self, host: &str) -> Option<usize> {
+        App::component_index(self, host)
+    }
+
+    fn component_id(&self, idx: usize) -> &str {
+        App::component_id(self, idx)
+    }
+
+    fn allows(&self, from: usize, scheme: &str, host: &str, port: u16) -> bool {
+        self.components[from]
+            .config
+            .allowed_outbound_hosts
+            .iter()
+            .any(|a| a.allows(scheme, host, port))
+    }
+
+    fn dispatch(
+        self: Arc<Self>,
+        to: usize,
+        request: http::Request<WasiBody>,
+        inbound: Inbound,
+    ) -> ResponseFuture {
+        self.handle(to, request, inbound)
+    }
+}
+
+/// Drop instances idle longer than [`IDLE_TIMEOUT`], until the app is gone.
+async fn expire_idle_instances(app: std::sync::Weak<App>) {
+    let mut tick = tokio::time::interval(IDLE_TIMEOUT / 4);
+    loop {
+        tick.tick().await;
+        let Some(app) = app.upgrade() else { return };
+        for (idx, c) in app.components.iter().enumerate() {
+            for _ in 0..c.pool.expire(IDLE_TIMEOUT) {
+                app.discarded(idx, Discard::Idle);
+            }
+        }
+    }
+}
+
+/// What running the guest for one request gave.
+struct GuestRun {
+    result: Result<(), Fault>,
+    adjustments: Adjustments,
+    /// The instance, unless there never was one.
+    instance: Option<Warm>,
+}
+
+impl GuestRun {
+    fn failed(fault: Fault) -> GuestRun {
+        GuestRun {
+            result: Err(fault),
+            adjustments: Adjustments::default(),
+            instance: None,
+        }
+    }
+}
+
+/// Why a request failed, in the host or in the guest: the status answered,
+/// the `error.type` recorded on the SERVER span and in
+/// `http.server.request.duration`, the message for the span and the client,
+/// and which health counter it counts in.
+#[derive(Debug)]
+pub struct Fault {
+    pub status: u16,
+    /// `error.type`: `Timeout`, `Trap::UnreachableCodeReached`, ...
+    pub kind: String,
+    pub message: String,
+    /// The wasm backtrace of a trap.
+    pub backtrace: Option<String>,
+    counter: Counter,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Counter {
+    None,
+    Trap,
+    Timeout,
+}
+
+impl Fault {
+    fn new(status: u16, kind: &str, message: String) -> Fault {
+        Fault {
+            status,
+            kind: kind.to_string(),
+            message,
+            backtrace: None,
+            counter: Counter::None,
+        }
+    }
+
+    /// The guest trapped, was interrupted at its deadline, or failed in a
+    /// host call.
+    fn guest(e: &wasmtime::Error) -> Fault {
+        let backtrace = e
+            .downcast_ref::<wasmtime::WasmBacktrace>()
+            .map(|bt| bt.to_string())
+            .filter(|s| !s.trim().is_empty());
+        match e.downcast_ref::<Trap>() {
+            Some(Trap::Interrupt) => Fault {
+                counter: Counter::Timeout,
+                ..Fault::new(
+                    504,
+                    "Timeout",
+                    "the component ran past its timeout and was interrupted".into(),
+                )
+            },
+            trap => {
+                // The root cause first, then the context chain, without the backtrace.
+                let chain: Vec<String> = e
+                    .chain()
+                    .map(|c| c.to_string())
+                    .filter(|s| !s.contains("wasm backtrace:"))
+                    .collect();
+                let kind = match trap {
+                    Some(trap) => format!("Trap::{trap:?}"),
+                    None => "GuestError".to_string(),
+                };
+                Fault {
+                    backtrace,
+                    counter: if trap.is_some() {
+                        Counter::Trap
+                    } else {
+                        Counter::None
+                    },
+                    ..Fault::new(500, &kind, chain.join(": "))
+                }
+            }
+        }
+    }
+
+    /// The request could not be handed to the guest.
+    fn bad_request(e: &wasmtime::Error) -> Fault {
+        Fault::new(400, "BadRequest", format!("{e:#}"))
+    }
+
+    /// `--max-instances` are alive and none is idle.
+    fn overloaded(e: &wasmtime::Error) -> Fault {
+        Fault::new(
+            503,
+            "Overloaded",
+            format!(
+                "the host is running its limit of instances at once ({e}); retry shortly \
+                 or raise --max-instances"
+            ),
+        )
+    }
+
+    /// No response within the component's timeout.
+    fn timeout(timeout: Duration) -> Fault {
+        Fault {
+            counter: Counter::Timeout,
+            ..Fault::new(
+                504,
+                "Timeout",
+                format!(
+                    "the component did not respond within its timeout of {} ms",
+                    timeout.as_millis()
+                ),
+            )
+        }
+    }
+
+    /// The response head went out, the body did not finish in time.
+    fn unfinished_body() -> Fault {
+        Fault {
+            counter: Counter::Timeout,
+            ..Fault::new(
+                504,
+                "Timeout",
+                "the component did not finish its response body in time".into(),
+            )
+        }
+    }
+
+    /// The guest answered with a wasi:http error code.
+    fn error_code(code: &ErrorCode) -> Fault {
+        Fault::new(
+            500,
+            "ErrorCode",
+            format!("the component answered with error {code:?}"),
+        )
+    }
+
+    /// The handler returned without setting a response.
+    fn no_response() -> Fault {
+        Fault::new(
+            500,
+            "NoResponse",
+            "the component returned without setting a response".into(),
+        )
+    }
+
+    /// The host task running the guest panicked.
+    fn host_panic(join: &tokio::task::JoinError) -> Fault {
+        Fault::new(500, "HostPanic", join.to_string())
+    }
+
+    /// Why an instance that failed this way is not reused.
+    fn discard(&self) -> Discard {
+        match self.counter {
+            Counter::Timeout => Discard::Timeout,
+            _ => Discard::Trap,
+        }
+    }
+
+    /// Count the fault in the component's health metrics.
+    fn count(&self, m: &ComponentMetrics) {
+        match self.counter {
+            Counter::Trap => m
+                .traps
+                .add(1, &[KeyValue::new("error.type", self.kind.clone())]),
+            Counter::Timeout => m.timeouts.add(1, &[]),
+            Counter::None => {}
+        }
+    }
+}
+
+/// The SERVER span of one request and its `http.server.*` metrics; ends
+/// exactly once, when it is consumed ([`ServerSpan::end`] or
+/// [`ServerSpan::fail`]) or dropped.
+struct ServerSpan {
+    span: Span,
+    metrics: RequestMetrics,
+    /// The `traceresponse` header (W3C Trace Context Level 2).
+    traceresponse: String,
+    status: u16,
+}
+
+impl ServerSpan {
+    /// Open the SERVER span of `request`, continuing the caller's trace
+    /// when it sent a valid `traceparent`; returns it with the request's
+    /// trace state for the guest.
+    fn start(
+        app: &Arc<App>,
+        idx: usize,
+        request: &http::Request<WasiBody>,
+        inbound: &Inbound,
+    ) -> (ServerSpan, RequestTrace) {
+        let config = &app.components[idx].config;
         let extracted = propagation::extract(
             request
                 .headers()
                 .iter()
                 .map(|(k, v)| (k.as_str(), v.as_bytes())),
         );
-        let uri = request.uri().clone();
+        let uri = request.uri();
         let host_header = request
             .headers()
             .get(http::header::HOST)
             .and_then(|h| h.to_str().ok())
             .map(str::to_string);
         let authority = uri.authority().map(|a| a.to_string()).or(host_header);
-        let scheme = uri.scheme_str().unwrap_or("http").to_string();
+        let scheme = uri.scheme_str().unwrap_or("http");
         let (server_address, server_port) =
-            split_authority(authority.as_deref(), inbound.local, &scheme);
+            split_authority(authority.as_deref(), inbound.local, scheme);
         let route = config
             .route
             .as_ref()
@@ -217,7 +715,7 @@ impl App {
             .map(|r| r.http_route());
         let server_request = semconv::ServerRequest {
             method: request.method().as_str(),
-            scheme: &scheme,
+            scheme,
             path: uri.path(),
             query: uri.query(),
             route: route.as_deref(),
@@ -230,13 +728,13 @@ impl App {
                 .get(http::header::USER_AGENT)
                 .and_then(|v| v.to_str().ok()),
         };
-        let mut metrics = RequestMetrics::start(&self, idx, &server_request);
-        let tracer = self.telemetry.tracer(idx);
+        let metrics = RequestMetrics::start(app, idx, &server_request);
+        let tracer = app.telemetry.tracer(idx);
         let mut attrs = server_request.attributes();
         if let Some(caller) = &inbound.caller {
             attrs.push(KeyValue::new("polytrace.caller.component", caller.clone()));
         }
-        let mut span = start_span(
+        let span = start_span(
             tracer,
             server_request.span_name(),
             SpanKind::Server,
@@ -252,307 +750,91 @@ impl App {
             span.span_context().clone(),
             extracted.baggage,
             random,
-            self.telemetry.settings.max_attribute_value_length,
+            app.telemetry.settings.max_attribute_value_length,
         );
         // W3C Trace Context Level 2: tell the caller which trace this became.
         let traceresponse = propagation::format_traceparent(trace.current());
-
-        // A fresh instance with this component's limits and nothing granted
-        // but its manifest `env`.
-        // What it prints becomes log records, correlated with its current span.
-        let env: Vec<(&String, &String)> = config.env.iter().collect();
-        let logs = &self.telemetry.logs;
-        let wasi = WasiCtxBuilder::new()
-            .envs(&env)
-            .allow_tcp(false)
-            .allow_udp(false)
-            .allow_ip_name_lookup(false)
-            .stdout(GuestOutput::stdout(
-                logs.clone(),
-                idx,
-                trace.shared_current(),
-            ))
-            .stderr(GuestOutput::stderr(
-                logs.clone(),
-                idx,
-                trace.shared_current(),
-            ))
-            .build();
-        let mut table = ResourceTable::new();
-        table.set_max_capacity(MAX_RESOURCES_PER_INSTANCE);
-        let state = RequestState {
-            wasi,
-            http: WasiHttpCtx::new(),
-            table,
-            limits: StoreLimitsBuilder::new()
-                .memory_size(config.memory_bytes as usize)
-                .trap_on_grow_failure(true)
-                .build(),
-            outbound: Outbound::new(trace, self.clone(), idx, inbound.depth),
+        let server = ServerSpan {
+            span,
+            metrics,
+            traceresponse,
+            status: 0,
         };
-        let mut store = Store::new(&self.runtime.engine, state);
-        store.limiter(|s| &mut s.limits);
-        store.epoch_deadline_callback(move |_| {
-            if Instant::now() >= deadline {
-                Err(Trap::Interrupt.into())
-            } else {
-                // Yield so a busy guest never holds a worker thread.
-                Ok(UpdateDeadline::Yield(1))
-            }
-        });
-        store.set_epoch_deadline(1);
+        (server, trace)
+    }
 
-        let (sender, receiver) = oneshot::channel();
-        let wasi_scheme = if scheme == "https" {
-            Scheme::Https
-        } else {
-            Scheme::Http
-        };
-        let prepared = (|| {
-            let req = store
-                .data_mut()
-                .http()
-                .new_incoming_request(wasi_scheme, request)?;
-            let out = store.data_mut().http().new_response_outparam(sender)?;
-            anyhow::Ok((req, out))
-        })();
-        let (req, out) = match prepared {
-            Ok(v) => v,
-            Err(e) => {
-                return self.fail(
-                    span,
-                    &mut metrics,
-                    400,
-                    "BadRequest",
-                    &format!("{e:#}"),
-                    None,
-                    &traceresponse,
-                );
-            }
-        };
-        let pre = self.components[idx].pre.clone();
-        let instantiations = self.telemetry.metrics.component(idx).instantiations.clone();
-        let guest = tokio::spawn(async move {
-            let result = async {
-                let proxy = pre.instantiate_async(&mut store).await?;
-                instantiations.add(1, &[]);
-                proxy
-                    .wasi_http_incoming_handler()
-                    .call_handle(&mut store, req, out)
-                    .await
-            }
-            .await;
-            let adjustments = store.data_mut().end_abandoned_spans();
-            (result, adjustments)
-        });
-        let abort = guest.abort_handle();
-        let hard_deadline = tokio::time::Instant::from_std(deadline + GRACE);
+    /// The guest answered with `status`.
+    fn responded(&mut self, status: u16) {
+        let (attrs, st) = semconv::server_response(status);
+        self.span.set_attributes(attrs);
+        self.span.set_status(st);
+        self.metrics
+            .status(status, (status >= 500).then(|| status.to_string()));
+        self.status = status;
+    }
 
-        match tokio::time::timeout_at(hard_deadline, receiver).await {
-            Ok(Ok(Ok(mut response))) => {
-                let status = response.status().as_u16();
-                let (attrs, st) = semconv::server_response(status);
-                span.set_attributes(attrs);
-                span.set_status(st);
-                metrics.status(status, (status >= 500).then(|| status.to_string()));
-                add_traceresponse(&mut response, &traceresponse);
-                // The body may still be streaming: the span ends when the guest does.
-                let app = self.clone();
-                tokio::spawn(async move {
-                    match tokio::time::timeout_at(hard_deadline, guest).await {
-                        Ok(Ok((result, adjustments))) => {
-                            span.set_attributes(adjustments.attributes());
-                            app.count_dropped_spans(idx, adjustments.dropped_spans);
-                            if let Err(e) = result {
-                                let kind = app.count_failure(idx, &e);
-                                metrics.status(status, Some(kind));
-                                record_guest_error(&mut span, &e);
-                            }
-                        }
-                        Ok(Err(join)) => {
-                            metrics.status(status, Some("HostPanic".into()));
-                            record_exception(&mut span, "HostPanic", &join.to_string(), None)
-                        }
-                        Err(_) => {
-                            abort.abort();
-                            app.telemetry.metrics.component(idx).timeouts.add(1, &[]);
-                            metrics.status(status, Some("Timeout".into()));
-                            record_exception(
-                                &mut span,
-                                "Timeout",
-                                "the component did not finish its response body in time",
-                                None,
-                            );
-                        }
-                    }
-                    span.end();
-                    drop(metrics);
-                });
-                response
-            }
-            Ok(Ok(Err(code))) => {
-                let _ = guest.await;
-                let message = format!("the component answered with error {code:?}");
-                self.fail(
-                    span,
-                    &mut metrics,
-                    500,
-                    "ErrorCode",
-                    &message,
-                    None,
-                    &traceresponse,
-                )
-            }
-            Ok(Err(_)) => {
-                // The guest finished or failed without setting a response.
-                match guest.await.map(|(result, _)| result) {
-                    Ok(Err(e))
-                        if e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
-                            .is_some() =>
-                    {
-                        let message = format!(
-                            "the host is running its limit of instances at once ({e}); retry shortly \
-                             or raise --max-instances"
-                        );
-                        let mut response = self.fail(
-                            span,
-                            &mut metrics,
-                            503,
-                            "Overloaded",
-                            &message,
-                            None,
-                            &traceresponse,
-                        );
-                        response.headers_mut().insert(
-                            http::header::RETRY_AFTER,
-                            http::HeaderValue::from_static("1"),
-                        );
-                        response
-                    }
-                    Ok(Err(e)) => {
-                        let timed_out = e.downcast_ref::<Trap>() == Some(&Trap::Interrupt);
-                        self.count_failure(idx, &e);
-                        let (kind, message, backtrace) = describe_guest_error(&e);
-                        let status = if timed_out { 504 } else { 500 };
-                        self.fail(
-                            span,
-                            &mut metrics,
-                            status,
-                            &kind,
-                            &message,
-                            backtrace,
-                            &traceresponse,
-                        )
-                    }
-                    Ok(Ok(())) => self.fail(
-                        span,
-                        &mut metrics,
-                        500,
-                        "NoResponse",
-                        "the component returned without setting a response",
-                        None,
-                        &traceresponse,
-                    ),
-                    Err(join) => self.fail(
-                        span,
-                        &mut metrics,
-                        500,
-                        "HostPanic",
-                        &join.to_string(),
-                        None,
-                        &traceresponse,
-                    ),
-                }
-            }
-            Err(_) => {
-                abort.abort();
-                let message = format!(
-                    "the component did not respond within its timeout of {} ms",
-                    config.timeout.as_millis()
-                );
-                self.telemetry.metrics.component(idx).timeouts.add(1, &[]);
-                self.fail(
-                    span,
-                    &mut metrics,
-                    504,
-                    "Timeout",
-                    &message,
-                    None,
-                    &traceresponse,
-                )
-            }
+    /// What the limits changed in the guest's telemetry, on the span.
+    fn adjust(&mut self, adjustments: Adjustments, m: &ComponentMetrics) {
+        self.span.set_attributes(adjustments.attributes());
+        if adjustments.dropped_spans > 0 {
+            m.dropped.add_spans(adjustments.dropped_spans);
         }
     }
 
-    /// End `span` as failed and answer `status` with a JSON body that names
-    /// the trace, so the failure is easy to find.
-    #[allow(clippy::too_many_arguments)]
-    fn fail(
+    /// The guest's response, with `traceresponse`.
+    fn answer(
         &self,
-        mut span: Span,
-        metrics: &mut RequestMetrics,
-        status: u16,
-        kind: &str,
-        message: &str,
-        backtrace: Option<String>,
-        traceresponse: &str,
+        mut response: http::Response<HyperOutgoingBody>,
     ) -> http::Response<HyperOutgoingBody> {
-        let trace_id = span.span_context().trace_id().to_string();
-        metrics.status(status, Some(kind.to_string()));
-        record_exception(&mut span, kind, message, backtrace);
-        let (attrs, _) = semconv::server_response(status);
-        span.set_attributes(attrs);
-        span.set_status(Status::error(message.to_string()));
-        span.end();
-        tracing::warn!(trace_id, status, "{kind}: {message}");
+        add_traceresponse(&mut response, &self.traceresponse);
+        response
+    }
+
+    /// End after the response went out; a fault found later (a trap while
+    /// streaming the body, a timeout) is recorded on the span.
+    fn end(mut self, fault: Option<Fault>, m: &ComponentMetrics) {
+        if let Some(f) = fault {
+            f.count(m);
+            self.metrics.status(self.status, Some(f.kind.clone()));
+            record_exception(&mut self.span, &f.kind, &f.message, f.backtrace);
+        }
+        self.span.end();
+    }
+
+    /// End as failed and answer the fault's status with a JSON body that
+    /// names the trace, so the failure is easy to find.
+    fn fail(mut self, fault: Fault, m: &ComponentMetrics) -> http::Response<HyperOutgoingBody> {
+        fault.count(m);
+        let trace_id = self.span.span_context().trace_id().to_string();
+        self.metrics.status(fault.status, Some(fault.kind.clone()));
+        record_exception(&mut self.span, &fault.kind, &fault.message, fault.backtrace);
+        let (attrs, _) = semconv::server_response(fault.status);
+        self.span.set_attributes(attrs);
+        self.span.set_status(Status::error(fault.message.clone()));
+        self.span.end();
+        tracing::warn!(
+            trace_id,
+            status = fault.status,
+            "{}: {}",
+            fault.kind,
+            fault.message
+        );
         let body = serde_json::json!({
-            "error": message,
-            "kind": kind,
+            "error": fault.message,
+            "kind": fault.kind,
             "trace_id": trace_id,
         });
         let mut response = http::Response::builder()
-            .status(status)
-            .header(http::header::CONTENT_TYPE, "application/json")
+            .status(fault.status)
+            .header(http::header::CONTENT_TYPE, "application/json");
+        if fault.status == 503 {
+            response = response.header(http::header::RETRY_AFTER, "1");
+        }
+        let mut response = response
             .body(full_body(body.to_string()))
             .expect("static response parts are valid");
-        add_traceresponse(&mut response, traceresponse);
+        add_traceresponse(&mut response, &self.traceresponse);
         response
-    }
-}
-
-impl App {
-    /// Wait (at most `timeout`) until every request's SERVER span has ended:
-    /// a response can reach the client before its span ends (the guest may
-    /// still be finishing), and shutdown flushes only after this.
-    pub async fn wait_idle(&self, timeout: std::time::Duration) -> bool {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            let idle = self.idle.notified();
-            if self.in_flight.load(std::sync::atomic::Ordering::Acquire) == 0 {
-                return true;
-            }
-            if tokio::time::timeout_at(deadline, idle).await.is_err() {
-                return false;
-            }
-        }
-    }
-
-    /// Count a guest failure in the health metrics; returns its `error.type`.
-    fn count_failure(&self, idx: usize, e: &wasmtime::Error) -> String {
-        let m = self.telemetry.metrics.component(idx);
-        let (kind, _, _) = describe_guest_error(e);
-        match e.downcast_ref::<Trap>() {
-            Some(Trap::Interrupt) => m.timeouts.add(1, &[]),
-            Some(_) => m.traps.add(1, &[KeyValue::new("error.type", kind.clone())]),
-            None => {}
-        }
-        kind
-    }
-
-    fn count_dropped_spans(&self, idx: usize, n: u64) {
-        if n > 0 {
-            self.telemetry.metrics.component(idx).dropped.add_spans(n);
-        }
     }
 }
 
@@ -570,8 +852,7 @@ struct RequestMetrics {
 
 impl RequestMetrics {
     fn start(app: &Arc<App>, idx: usize, r: &semconv::ServerRequest<'_>) -> RequestMetrics {
-        app.in_flight
-            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        app.in_flight.fetch_add(1, Ordering::AcqRel);
         let active = semconv::server_active_attributes(r.method, r.scheme);
         app.telemetry
             .metrics
@@ -617,12 +898,7 @@ impl Drop for RequestMetrics {
         m.server_duration
             .record(self.started.elapsed().as_secs_f64(), &self.attrs);
         // Dropped when the SERVER span has ended: the request is done.
-        if self
-            .app
-            .in_flight
-            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel)
-            == 1
-        {
+        if self.app.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.app.idle.notify_waiters();
         }
     }
@@ -650,39 +926,6 @@ fn add_traceresponse(response: &mut http::Response<HyperOutgoingBody>, value: &s
     if let Ok(v) = http::HeaderValue::from_str(value) {
         response.headers_mut().insert("traceresponse", v);
     }
-}
-
-fn record_guest_error(span: &mut Span, e: &wasmtime::Error) {
-    let (kind, message, backtrace) = describe_guest_error(e);
-    record_exception(span, &kind, &message, backtrace);
-}
-
-/// Exception type, message and wasm backtrace of a guest failure.
-fn describe_guest_error(e: &wasmtime::Error) -> (String, String, Option<String>) {
-    let backtrace = e
-        .downcast_ref::<wasmtime::WasmBacktrace>()
-        .map(|bt| bt.to_string())
-        .filter(|s| !s.trim().is_empty());
-    let kind = match e.downcast_ref::<Trap>() {
-        Some(Trap::Interrupt) => "Timeout".to_string(),
-        Some(trap) => format!("Trap::{trap:?}"),
-        None => "GuestError".to_string(),
-    };
-    let message = match e.downcast_ref::<Trap>() {
-        Some(Trap::Interrupt) => {
-            "the component ran past its timeout and was interrupted".to_string()
-        }
-        _ => {
-            // The root cause first, then the context chain, without the backtrace.
-            let chain: Vec<String> = e
-                .chain()
-                .map(|c| c.to_string())
-                .filter(|s| !s.contains("wasm backtrace:"))
-                .collect();
-            chain.join(": ")
-        }
-    };
-    (kind, message, backtrace)
 }
 
 fn protocol_version(v: http::Version) -> &'static str {

@@ -4,7 +4,9 @@
 //!
 //! The pieces, each in its own module: [`manifest`] (the app description),
 //! [`build`] (running components' build commands),
-//! [`runtime`] (engine, cache, limits), [`app`] (a request's life),
+//! [`runtime`] (engine, linker, compiled-code cache), [`instance`] (what a
+//! store holds: per-instance state and the per-request scope), [`pool`]
+//! (warm instances and when one is thrown away), [`app`] (a request's life),
 //! [`http`] (listener and outbound dispatch), [`telemetry`] (spans,
 //! propagation, export) and [`bindings`] (the WIT contract).
 
@@ -12,7 +14,9 @@ pub mod app;
 pub mod bindings;
 pub mod build;
 pub mod http;
+pub mod instance;
 pub mod manifest;
+pub mod pool;
 pub mod query;
 pub mod runtime;
 pub mod store;

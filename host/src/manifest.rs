@@ -20,6 +20,31 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_MEMORY_MB: u64 = 256;
 /// The largest memory limit a component may ask for.
 pub const MAX_MEMORY_MB: u64 = 4096;
+/// Default for how many requests one reused instance serves before it is
+/// replaced by a fresh one (bounds slow leaks in guest code).
+pub const DEFAULT_REQUESTS_PER_INSTANCE: u32 = 10_000;
+
+/// How a component's instances are used across requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Isolation {
+    /// Warm instances serve requests one after another (module globals
+    /// persist, as in any long-running service). The default.
+    #[default]
+    Reuse,
+    /// A fresh instance for every request: nothing survives a request
+    /// (for code that must not share state between requests).
+    PerRequest,
+}
+
+impl Isolation {
+    /// The manifest spelling: `reuse` or `per-request`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Isolation::Reuse => "reuse",
+            Isolation::PerRequest => "per-request",
+        }
+    }
+}
 
 /// A validated manifest.
 #[derive(Debug, Clone)]
@@ -80,6 +105,10 @@ pub struct Component {
     pub build: Option<String>,
     pub timeout: Duration,
     pub memory_bytes: u64,
+    /// Reuse warm instances, or one fresh instance per request.
+    pub isolation: Isolation,
+    /// Requests one reused instance serves before it is replaced.
+    pub requests_per_instance: u32,
     /// Where the component is declared, for messages about it.
     pub location: Location,
 }
@@ -300,6 +329,7 @@ struct RawComponent {
     env: BTreeMap<String, String>,
     build: Option<String>,
     listen: Option<Spanned<String>>,
+    isolation: Option<Spanned<String>>,
     #[serde(default)]
     limits: RawLimits,
 }
@@ -309,6 +339,7 @@ struct RawComponent {
 struct RawLimits {
     request_timeout_ms: Option<Spanned<u64>>,
     memory_mb: Option<Spanned<u64>>,
+    requests_per_instance: Option<Spanned<u32>>,
 }
 
 /// Languages polytrace knows how to label; others are accepted with a warning-free
@@ -491,6 +522,33 @@ impl Manifest {
                 Some(m) => *m.get_ref(),
                 None => DEFAULT_MEMORY_MB,
             };
+            let isolation = match c.isolation.as_ref().map(|i| (i, i.get_ref().as_str())) {
+                None | Some((_, "reuse")) => Isolation::Reuse,
+                Some((_, "per-request")) => Isolation::PerRequest,
+                Some((i, other)) => {
+                    problem(
+                        at(i.span()),
+                        Some(&id),
+                        format!(
+                            "`isolation` = `{other}`: use `reuse` (warm instances serve request after request) \
+                             or `per-request` (a fresh instance for every request)"
+                        ),
+                    );
+                    Isolation::Reuse
+                }
+            };
+            let requests_per_instance = match &c.limits.requests_per_instance {
+                Some(n) if *n.get_ref() == 0 => {
+                    problem(
+                        at(n.span()),
+                        Some(&id),
+                        "`requests_per_instance` must be above 0".into(),
+                    );
+                    DEFAULT_REQUESTS_PER_INSTANCE
+                }
+                Some(n) => *n.get_ref(),
+                None => DEFAULT_REQUESTS_PER_INSTANCE,
+            };
             components.push(Component {
                 id,
                 source: dir.join(source),
@@ -503,6 +561,8 @@ impl Manifest {
                 build: c.build.clone(),
                 timeout,
                 memory_bytes: memory_mb * 1024 * 1024,
+                isolation,
+                requests_per_instance,
                 location: loc,
             });
         }
@@ -618,6 +678,54 @@ limits = { request_timeout_ms = 500, memory_mb = 64 }
         assert_eq!(
             m.telemetry.headers["uptrace-dsn"],
             "http://x@localhost:14318/1"
+        );
+    }
+
+    #[test]
+    fn isolation_defaults_to_reuse_and_is_checked() {
+        let m = parse(
+            r#"
+app = "shop"
+[[component]]
+id = "a"
+source = "a.wasm"
+
+[[component]]
+id = "b"
+source = "b.wasm"
+isolation = "per-request"
+limits = { requests_per_instance = 50 }
+"#,
+        )
+        .unwrap();
+        assert_eq!(m.components[0].isolation, Isolation::Reuse);
+        assert_eq!(
+            m.components[0].requests_per_instance,
+            DEFAULT_REQUESTS_PER_INSTANCE
+        );
+        assert_eq!(m.components[1].isolation, Isolation::PerRequest);
+        assert_eq!(m.components[1].requests_per_instance, 50);
+
+        let err = parse(
+            r#"app = "shop"
+[[component]]
+id = "a"
+source = "a.wasm"
+isolation = "fresh"
+limits = { requests_per_instance = 0 }
+"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains(
+                "app/polytrace.toml:5:13: component `a`: `isolation` = `fresh`: use `reuse`"
+            ),
+            "{err}"
+        );
+        assert!(
+            err.contains("`requests_per_instance` must be above 0"),
+            "{err}"
         );
     }
 

@@ -1,19 +1,17 @@
 //! The wasm runtime: one engine (pooling allocator, epoch interruption), the
 //! linker with every WASI 0.2 import plus polytrace's telemetry, the on-disk
-//! cache of compiled components, and the per-request store state.
+//! cache of compiled components. What a store holds is in [`crate::instance`].
 
 use crate::bindings::Imports;
-use crate::http::outbound::Outbound;
+use crate::instance::InstanceState;
 use anyhow::Context as _;
 use sha2::{Digest, Sha256};
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, StoreLimits};
-use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
-use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 /// How often the epoch advances: the granularity of timeouts, and how often
 /// a busy guest yields to others.
@@ -28,44 +26,10 @@ const KEEP_RESIDENT: usize = 4 << 20;
 /// Slots whose memory is returned to the kernel in one madvise batch.
 const DECOMMIT_BATCH: usize = 32;
 
-/// Resource handles (HTTP fields and bodies, streams, spans, ...) one
-/// instance may hold at once; past this, the guest traps. Bounds what a guest
-/// can make the host allocate on its behalf.
-pub const MAX_RESOURCES_PER_INSTANCE: usize = 100_000;
-
-/// The state of one store: one request in one component instance.
-pub struct RequestState {
-    pub(crate) wasi: WasiCtx,
-    pub(crate) http: WasiHttpCtx,
-    pub(crate) table: ResourceTable,
-    pub(crate) limits: StoreLimits,
-    /// Outbound HTTP hooks; they own the request's trace state.
-    pub(crate) outbound: Outbound,
-}
-
-impl WasiView for RequestState {
-    fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.wasi,
-            table: &mut self.table,
-        }
-    }
-}
-
-impl WasiHttpView for RequestState {
-    fn http(&mut self) -> WasiHttpCtxView<'_> {
-        WasiHttpCtxView {
-            ctx: &mut self.http,
-            table: &mut self.table,
-            hooks: &mut self.outbound,
-        }
-    }
-}
-
 /// The engine, linker and compiled-code cache shared by every component.
 pub struct Runtime {
     pub engine: Engine,
-    pub linker: Linker<RequestState>,
+    pub linker: Linker<InstanceState>,
     cache_dir: Option<PathBuf>,
 }
 
@@ -187,7 +151,7 @@ impl Runtime {
     }
 
     /// Check a component against the world and pre-instantiate it.
-    pub fn prepare(&self, component: &Component) -> anyhow::Result<ProxyPre<RequestState>> {
+    pub fn prepare(&self, component: &Component) -> anyhow::Result<ProxyPre<InstanceState>> {
         let pre = self.linker.instantiate_pre(component).map_err(|e| {
             anyhow::anyhow!(
                 "does not fit the polytrace:telemetry/service world: {e:#}. \

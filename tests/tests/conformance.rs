@@ -33,12 +33,14 @@ fn assert_identical_trees(file: &str, rendered: &[(&str, String)]) {
     tree::assert_expected(&expected_path(file), rendered);
 }
 
-fn manifest() -> String {
+/// Every implementation and a peer, with `isolation` for each.
+fn manifest(isolation: &str) -> String {
     let mut m = String::from("app = \"conformance\"\nversion = \"1.0.0\"\n");
     for (language, wasm) in LANGUAGES {
         m += &format!(
             "\n[[component]]\nid = \"conformance-{language}\"\nsource = \"{}\"\n\
-             route = \"/conformance-{language}/...\"\nlanguage = \"{language}\"\n",
+             route = \"/conformance-{language}/...\"\nlanguage = \"{language}\"\n\
+             isolation = \"{isolation}\"\n",
             component(wasm).display()
         );
     }
@@ -49,27 +51,52 @@ fn manifest() -> String {
     m
 }
 
+/// One fresh instance per request: the trees, metrics and logs.
 #[tokio::test(flavor = "multi_thread")]
 async fn every_language_produces_the_same_trace() {
+    scenario("per-request", 1).await;
+}
+
+/// Warm instances: the scenario's second run on an instance that already
+/// ran it once gives the same trees and logs.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_language_produces_the_same_trace_on_a_warm_instance() {
+    scenario("reuse", 2).await;
+}
+
+/// Run the scenario `runs` times per language (the last run is checked),
+/// in a host whose components have `isolation`.
+async fn scenario(isolation: &str, runs: u8) {
     let receiver = Receiver::start().await;
-    let host = Polytrace::up("conformance", &manifest(), &receiver, "http/protobuf", &[]);
+    let host = Polytrace::up(
+        &format!("conformance-{isolation}"),
+        &manifest(isolation),
+        &receiver,
+        "http/protobuf",
+        &[],
+    );
     let mut rendered = Vec::new();
     let mut traces = Vec::new();
     for (i, (language, _)) in LANGUAGES.iter().enumerate() {
         let id = format!("conformance-{language}");
-        let trace_id = format!("4bf92f3577b34da6a3ce929d0e0e47{i:02x}");
-        let response = request(
-            "GET",
-            &host.url(&format!(
-                "/{id}/conformance?next=http://peer/hello/conformance"
-            )),
-            &[
-                ("traceparent", &format!("00-{trace_id}-{REMOTE_SPAN}-01")),
-                ("user-agent", "polytrace-conformance/1"),
-            ],
-            "",
-        )
-        .await;
+        let mut last = None;
+        for run in 0..runs {
+            let trace_id = format!("4bf92f3577b34da6a3ce929d0e0e{run:02x}{i:02x}");
+            let response = request(
+                "GET",
+                &host.url(&format!(
+                    "/{id}/conformance?next=http://peer/hello/conformance"
+                )),
+                &[
+                    ("traceparent", &format!("00-{trace_id}-{REMOTE_SPAN}-01")),
+                    ("user-agent", "polytrace-conformance/1"),
+                ],
+                "",
+            )
+            .await;
+            last = Some((trace_id, response));
+        }
+        let (trace_id, response) = last.unwrap();
         assert_eq!(response.status, 200, "{language}: {}", response.body);
         let body = response.json();
         assert_eq!(body["language"], *language, "{}", response.body);
@@ -139,7 +166,10 @@ async fn every_language_produces_the_same_trace() {
         logs.push((*language, render_logs(&records, spans)));
     }
     host.terminate();
-    tree::assert_expected(&expected_path("expected-metrics.txt"), &metrics);
+    // Counters and histograms add up over the runs: compared after one.
+    if runs == 1 {
+        tree::assert_expected(&expected_path("expected-metrics.txt"), &metrics);
+    }
     tree::assert_expected(&expected_path("expected-logs.txt"), &logs);
 }
 
@@ -207,7 +237,7 @@ fn render_logs(records: &[LogRecord], spans: &[FlatSpan]) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_telemetry_never_fails_a_request() {
     let receiver = Receiver::start().await;
-    let host = Polytrace::up("bad-input", &manifest(), &receiver, "grpc", &[]);
+    let host = Polytrace::up("bad-input", &manifest("reuse"), &receiver, "grpc", &[]);
     let mut rendered = Vec::new();
     for (language, _) in LANGUAGES {
         let id = format!("conformance-{language}");

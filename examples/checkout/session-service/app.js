@@ -1,13 +1,15 @@
 // session-service (JavaScript): GET /sessions/:id → span `load_session`
 // (`session.id`, `session.active`); unknown ids → 404.
-import { counter, withSpan } from './polytrace.js';
+import { counter, withSpan, serve } from './polytrace.js';
 
 const SESSIONS = new Map([
   ['abc', { user_id: 'user-1', active: true, created: '2026-11-01T09:00:00Z' }],
   ['xyz', { user_id: 'user-2', active: true, created: '2026-11-20T17:30:00Z' }],
 ]);
 
-addEventListener('fetch', (event) => event.respondWith(handle(event.request)));
+// Exported directly (not a fetch listener) so one instance serves request
+// after request.
+export const incomingHandler = serve(handle);
 
 function json(status, body) {
   return new Response(JSON.stringify(body), { status, headers: { 'content-type': 'application/json' } });

@@ -2,9 +2,11 @@
 // (`user.name`), ~50 ms of work, then data-processor's GET /data/:name.
 // When data-processor fails, the error is recorded here too and the answer
 // is 500.
-import { withSpan } from './polytrace.js';
+import { withSpan, serve } from './polytrace.js';
 
-addEventListener('fetch', (event) => event.respondWith(handle(event.request)));
+// Exported directly (not a fetch listener) so one instance serves request
+// after request.
+export const incomingHandler = serve(handle);
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 

@@ -1,49 +1,50 @@
 //! Outbound HTTP from guests: a CLIENT span for every request, W3C headers
-//! injected, and dispatch: a component id goes to that component in-process,
-//! another host to the network only if `allowed_outbound_hosts` says so.
+//! injected, and dispatch: a component id goes to that component in-process
+//! (through the narrow [`Dispatcher`] the app implements), another host to
+//! the network only if `allowed_outbound_hosts` says so.
 
-use crate::app::{App, Inbound};
+use super::Inbound;
 use crate::manifest::default_port;
-use crate::telemetry::{RequestTrace, record_exception, semconv, start_span};
+use crate::telemetry::{RequestTelemetry, record_exception, semconv, start_span};
 use http_body_util::BodyExt;
 use opentelemetry::KeyValue;
 use opentelemetry::trace::{Span as _, SpanKind, Status};
+use std::pin::Pin;
 use std::sync::Arc;
-use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
+use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+use wasmtime_wasi_http::{Error, RequestOptions, WasiBody};
 
 /// How many in-process hops one request may take before it is a loop.
 pub const MAX_IN_PROCESS_DEPTH: u32 = 16;
 
-/// Per-instance outbound hooks; also the owner of the request's trace state.
-pub struct Outbound {
-    pub(crate) trace: RequestTrace,
-    app: Arc<App>,
-    component: usize,
-    depth: u32,
+/// A response a component gives, as a future.
+pub type ResponseFuture =
+    Pin<Box<dyn Future<Output = http::Response<HyperOutgoingBody>> + Send + 'static>>;
+
+/// What outbound code needs from the application, and no more: which hosts
+/// are components, what a component may call, and in-process dispatch.
+pub trait Dispatcher: Send + Sync + 'static {
+    /// The component whose id is `host` (case-insensitive), if any.
+    fn component_index(&self, host: &str) -> Option<usize>;
+    /// The id (`service.name`) of component `idx`.
+    fn component_id(&self, idx: usize) -> &str;
+    /// Whether component `from` may call `scheme://host:port` on the network.
+    fn allows(&self, from: usize, scheme: &str, host: &str, port: u16) -> bool;
+    /// Serve `request` in component `to`, as an in-process call.
+    fn dispatch(
+        self: Arc<Self>,
+        to: usize,
+        request: http::Request<WasiBody>,
+        inbound: Inbound,
+    ) -> ResponseFuture;
 }
 
-impl Outbound {
-    pub fn new(trace: RequestTrace, app: Arc<App>, component: usize, depth: u32) -> Self {
-        Outbound {
-            trace,
-            app,
-            component,
-            depth,
-        }
-    }
-
-    /// Index of the component this instance belongs to.
-    pub fn component(&self) -> usize {
-        self.component
-    }
-
-    pub fn component_metrics(&self) -> &crate::telemetry::metrics::ComponentMetrics {
-        self.app.telemetry.metrics.component(self.component)
-    }
-
-    pub fn logs(&self) -> Arc<crate::telemetry::logs::Logs> {
-        self.app.telemetry.logs.clone()
-    }
+/// The outbound side of one request: who is calling, how deep in
+/// in-process hops, and the application to dispatch through.
+pub struct Outbound {
+    dispatcher: Arc<dyn Dispatcher>,
+    component: usize,
+    depth: u32,
 }
 
 enum Target {
@@ -53,28 +54,36 @@ enum Target {
 }
 
 /// Resolves when the response body has been fully transmitted.
-type IoFuture = Box<dyn Future<Output = Result<(), Error>> + Send>;
+pub type IoFuture = Box<dyn Future<Output = Result<(), Error>> + Send>;
 /// What `send_request` yields: the response head and its I/O driver.
-type Sent = Result<(http::Response<WasiBody>, IoFuture), Error>;
-type ResponseFuture = Box<dyn Future<Output = Sent> + Send>;
+pub type Sent = Result<(http::Response<WasiBody>, IoFuture), Error>;
+/// The future `send_request` returns.
+pub type SentFuture = Box<dyn Future<Output = Sent> + Send>;
 
-impl WasiHttpHooks for Outbound {
-    fn send_request(
-        &mut self,
+impl Outbound {
+    /// The outbound side of a request in component `component`, `depth`
+    /// in-process hops from the network.
+    pub fn new(dispatcher: Arc<dyn Dispatcher>, component: usize, depth: u32) -> Self {
+        Outbound {
+            dispatcher,
+            component,
+            depth,
+        }
+    }
+
+    /// Send `request` under the guest's current span: a CLIENT span, the
+    /// W3C headers, then the component, the network or a denial.
+    pub fn send(
+        &self,
+        telemetry: &RequestTelemetry,
         mut request: http::Request<WasiBody>,
         options: Option<RequestOptions>,
-        _fut: IoFuture,
-    ) -> ResponseFuture {
-        let parent = self.trace.current().clone();
+    ) -> SentFuture {
+        let trace = &telemetry.trace;
+        let parent = trace.current().clone();
         let (name, attrs) = semconv::client_request(request.method().as_str(), request.uri());
-        let mut span = start_span(
-            self.trace.tracer(),
-            name,
-            SpanKind::Client,
-            attrs,
-            Some(&parent),
-        );
-        for (k, v) in self.trace.inject(span.span_context()) {
+        let mut span = start_span(trace.tracer(), name, SpanKind::Client, attrs, Some(&parent));
+        for (k, v) in trace.inject(span.span_context()) {
             if let Ok(v) = http::HeaderValue::from_str(&v) {
                 request.headers_mut().insert(k, v);
             }
@@ -83,16 +92,16 @@ impl WasiHttpHooks for Outbound {
         let mut metric_attrs =
             semconv::client_metric_attributes(request.method().as_str(), request.uri());
         let started = std::time::Instant::now();
-        let app = self.app.clone();
-        let component = self.component;
+        let dispatcher = self.dispatcher.clone();
+        let metrics = telemetry.metrics.clone();
         let depth = self.depth + 1;
-        let caller = self.app.component_id(self.component).to_string();
+        let caller = self.dispatcher.component_id(self.component).to_string();
         Box::new(async move {
             let result: Sent = match target {
                 Target::Component(_) if depth > MAX_IN_PROCESS_DEPTH => Err(Error::LoopDetected),
                 Target::Component(idx) => {
-                    let response = app
-                        .handle(idx, request, Inbound::in_process(depth, caller))
+                    let response = dispatcher
+                        .dispatch(idx, request, Inbound::in_process(depth, caller))
                         .await;
                     Ok((response, Box::new(async { Ok(()) })))
                 }
@@ -130,17 +139,13 @@ impl WasiHttpHooks for Outbound {
                 }
             }
             span.end();
-            app.telemetry
-                .metrics
-                .component(component)
+            metrics
                 .client_duration
                 .record(started.elapsed().as_secs_f64(), &metric_attrs);
             result
         })
     }
-}
 
-impl Outbound {
     fn target(&self, uri: &http::Uri) -> Target {
         let scheme = uri.scheme_str().unwrap_or("http");
         let Some(host) = uri.host() else {
@@ -148,18 +153,17 @@ impl Outbound {
         };
         if scheme == "http"
             && uri.port_u16().is_none()
-            && let Some(idx) = self.app.component_index(host)
+            && let Some(idx) = self.dispatcher.component_index(host)
         {
             return Target::Component(idx);
         }
         let port = uri.port_u16().unwrap_or_else(|| default_port(scheme));
-        let allowed = &self.app.component(self.component).allowed_outbound_hosts;
-        if allowed.iter().any(|a| a.allows(scheme, host, port)) {
+        if self.dispatcher.allows(self.component, scheme, host, port) {
             Target::Network
         } else {
             Target::Denied(format!(
                 "component `{}` may not call {scheme}://{host}:{port}: add it to `allowed_outbound_hosts` in the manifest",
-                self.app.component_id(self.component)
+                self.dispatcher.component_id(self.component)
             ))
         }
     }

@@ -2,7 +2,8 @@
 //! matches, and shuts down gracefully (stop accepting, finish in-flight
 //! requests).
 
-use crate::app::{App, Inbound, host_response, incoming_body};
+use super::Inbound;
+use crate::app::{App, host_response, incoming_body};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;

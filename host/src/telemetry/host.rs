@@ -4,23 +4,23 @@
 use super::{GuestSpan, propagation};
 use crate::bindings::tracing::{self as wit, Host, HostSpan};
 use crate::bindings::types::{self as wit_types, KeyValue as WitKeyValue, Value as WitValue};
-use crate::runtime::RequestState;
+use crate::instance::InstanceState;
 use opentelemetry::trace::{SpanContext, SpanKind, Status};
 use opentelemetry::{Array, KeyValue, Value};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use wasmtime::component::Resource;
 
-impl wit_types::Host for RequestState {}
+impl wit_types::Host for InstanceState {}
 
-impl Host for RequestState {
+impl Host for InstanceState {
     fn current_span_context(&mut self) -> wasmtime::Result<Option<wit::SpanContext>> {
-        let trace = &self.outbound.trace;
+        let trace = &self.request()?.telemetry.trace;
         let cx = trace.current();
         Ok(cx.is_valid().then(|| to_wit_context(cx)))
     }
 
     fn inject(&mut self) -> wasmtime::Result<Vec<(String, String)>> {
-        let trace = &self.outbound.trace;
+        let trace = &self.request()?.telemetry.trace;
         Ok(trace
             .inject(trace.current())
             .into_iter()
@@ -38,7 +38,7 @@ impl Host for RequestState {
     }
 }
 
-impl HostSpan for RequestState {
+impl HostSpan for InstanceState {
     fn new(
         &mut self,
         name: String,
@@ -66,9 +66,9 @@ impl HostSpan for RequestState {
         key: String,
         value: WitValue,
     ) -> wasmtime::Result<()> {
-        let s = self.table.get_mut(&span)?;
-        self.outbound
-            .trace
+        let (t, table) = self.telemetry_and_table()?;
+        let s = table.get_mut(&span)?;
+        t.trace
             .set_attribute(s, KeyValue::new(key, to_value(value)));
         Ok(())
     }
@@ -78,9 +78,10 @@ impl HostSpan for RequestState {
         span: Resource<GuestSpan>,
         attributes: Vec<WitKeyValue>,
     ) -> wasmtime::Result<()> {
-        let s = self.table.get_mut(&span)?;
+        let (t, table) = self.telemetry_and_table()?;
+        let s = table.get_mut(&span)?;
         for kv in attributes {
-            self.outbound.trace.set_attribute(s, to_key_value(kv));
+            t.trace.set_attribute(s, to_key_value(kv));
         }
         Ok(())
     }
@@ -92,11 +93,10 @@ impl HostSpan for RequestState {
         attributes: Vec<WitKeyValue>,
         timestamp: Option<u64>,
     ) -> wasmtime::Result<()> {
-        let s = self.table.get_mut(&span)?;
+        let (t, table) = self.telemetry_and_table()?;
+        let s = table.get_mut(&span)?;
         let attrs = attributes.into_iter().map(to_key_value).collect();
-        self.outbound
-            .trace
-            .add_event(s, name, attrs, timestamp.map(to_time));
+        t.trace.add_event(s, name, attrs, timestamp.map(to_time));
         Ok(())
     }
 
@@ -108,14 +108,10 @@ impl HostSpan for RequestState {
         stacktrace: Option<String>,
         set_error_status: bool,
     ) -> wasmtime::Result<()> {
-        let s = self.table.get_mut(&span)?;
-        self.outbound.trace.record_exception(
-            s,
-            exception_type,
-            message,
-            stacktrace,
-            set_error_status,
-        );
+        let (t, table) = self.telemetry_and_table()?;
+        let s = table.get_mut(&span)?;
+        t.trace
+            .record_exception(s, exception_type, message, stacktrace, set_error_status);
         Ok(())
     }
 
@@ -124,19 +120,21 @@ impl HostSpan for RequestState {
         span: Resource<GuestSpan>,
         status: wit::Status,
     ) -> wasmtime::Result<()> {
-        let s = self.table.get_mut(&span)?;
+        let (t, table) = self.telemetry_and_table()?;
+        let s = table.get_mut(&span)?;
         let status = match status {
             wit::Status::Unset => Status::Unset,
             wit::Status::Ok => Status::Ok,
             wit::Status::Error(d) => Status::error(d),
         };
-        self.outbound.trace.set_status(s, status);
+        t.trace.set_status(s, status);
         Ok(())
     }
 
     fn update_name(&mut self, span: Resource<GuestSpan>, name: String) -> wasmtime::Result<()> {
-        let s = self.table.get_mut(&span)?;
-        self.outbound.trace.update_name(s, name);
+        let (t, table) = self.telemetry_and_table()?;
+        let s = table.get_mut(&span)?;
+        t.trace.update_name(s, name);
         Ok(())
     }
 
@@ -150,21 +148,23 @@ impl HostSpan for RequestState {
 
     fn end(&mut self, span: Resource<GuestSpan>, timestamp: Option<u64>) -> wasmtime::Result<()> {
         let rep = span.rep();
-        let s = self.table.get_mut(&span)?;
-        self.outbound.trace.end(rep, s, timestamp.map(to_time));
+        let (t, table) = self.telemetry_and_table()?;
+        let s = table.get_mut(&span)?;
+        t.trace.end(rep, s, timestamp.map(to_time));
         Ok(())
     }
 
     fn drop(&mut self, span: Resource<GuestSpan>) -> wasmtime::Result<()> {
         // Dropping the handle ends the span, as the WIT contract says.
         let rep = span.rep();
-        let mut s = self.table.delete(span)?;
-        self.outbound.trace.end(rep, &mut s, None);
+        let (t, table) = self.telemetry_and_table()?;
+        let mut s = table.delete(span)?;
+        t.trace.end(rep, &mut s, None);
         Ok(())
     }
 }
 
-impl RequestState {
+impl InstanceState {
     fn start_guest_span(
         &mut self,
         name: String,
@@ -173,26 +173,27 @@ impl RequestState {
         parent: Option<SpanContext>,
     ) -> wasmtime::Result<Resource<GuestSpan>> {
         let attrs = attributes.into_iter().map(to_key_value).collect();
-        let span = self
-            .outbound
-            .trace
-            .start(name, to_kind(kind), attrs, parent);
+        let (t, table) = self.telemetry_and_table()?;
+        let span = t.trace.start(name, to_kind(kind), attrs, parent);
         let cx = span.context().clone();
-        let handle = self.table.push(span)?;
-        self.outbound.trace.push(handle.rep(), cx);
+        let handle = table.push(span)?;
+        t.trace.push(handle.rep(), cx);
         Ok(handle)
     }
 
     /// End every span the guest left open, marked as ended by the host;
     /// returns what the limits changed in the request's guest telemetry.
     pub(crate) fn end_abandoned_spans(&mut self) -> super::Adjustments {
-        for rep in self.outbound.trace.take_open() {
+        let Ok((t, table)) = self.telemetry_and_table() else {
+            return super::Adjustments::default();
+        };
+        for rep in t.trace.take_open() {
             let handle = Resource::<GuestSpan>::new_borrow(rep);
-            if let Ok(s) = self.table.get_mut(&handle) {
-                self.outbound.trace.end_abandoned(rep, s);
+            if let Ok(s) = table.get_mut(&handle) {
+                t.trace.end_abandoned(rep, s);
             }
         }
-        self.outbound.trace.adjustments()
+        t.trace.adjustments()
     }
 }
 
@@ -258,7 +259,7 @@ fn from_wit_context(cx: &wit::SpanContext) -> Option<SpanContext> {
 use super::metrics::{GuestInstrument, InstrumentError, Kind};
 use crate::bindings::metrics as wit_metrics;
 
-impl RequestState {
+impl InstanceState {
     fn create_instrument(
         &mut self,
         kind: Kind,
@@ -267,12 +268,12 @@ impl RequestState {
         unit: String,
         boundaries: Option<Vec<f64>>,
     ) -> wasmtime::Result<Result<Resource<GuestInstrument>, wit_metrics::MetricError>> {
-        let made =
-            self.outbound
-                .component_metrics()
-                .instrument(kind, name, description, unit, boundaries);
+        let (t, table) = self.telemetry_and_table()?;
+        let made = t
+            .metrics
+            .instrument(kind, name, description, unit, boundaries);
         Ok(match made {
-            Ok(instrument) => Ok(self.table.push(instrument)?),
+            Ok(instrument) => Ok(table.push(instrument)?),
             Err(e) => Err(match e {
                 InstrumentError::InvalidName(m) => wit_metrics::MetricError::InvalidName(m),
                 InstrumentError::InvalidUnit(m) => wit_metrics::MetricError::InvalidUnit(m),
@@ -290,16 +291,16 @@ impl RequestState {
         value: f64,
         attributes: Vec<WitKeyValue>,
     ) -> wasmtime::Result<()> {
-        let attrs = self
-            .outbound
+        let (t, table) = self.telemetry_and_table()?;
+        let attrs = t
             .trace
             .cap_all(attributes.into_iter().map(to_key_value).collect());
-        self.table.get(instrument)?.record(value, &attrs);
+        table.get(instrument)?.record(value, &attrs);
         Ok(())
     }
 }
 
-impl wit_metrics::Host for RequestState {
+impl wit_metrics::Host for InstanceState {
     fn create_counter(
         &mut self,
         name: String,
@@ -341,7 +342,7 @@ impl wit_metrics::Host for RequestState {
 /// The four instrument resources share one host type and one behaviour.
 macro_rules! instrument_resource {
     ($trait:ident, $method:ident) => {
-        impl wit_metrics::$trait for RequestState {
+        impl wit_metrics::$trait for InstanceState {
             fn $method(
                 &mut self,
                 instrument: Resource<GuestInstrument>,
@@ -366,32 +367,27 @@ instrument_resource!(HostGauge, record);
 
 // ---- logs ----------------------------------------------------------------
 
-impl crate::bindings::logs::Host for RequestState {
+impl crate::bindings::logs::Host for InstanceState {
     fn emit(
         &mut self,
         severity: u8,
         body: String,
         attributes: Vec<WitKeyValue>,
     ) -> wasmtime::Result<()> {
-        let logs = self.outbound.logs();
-        if !logs.enabled(severity) {
+        let t = &mut self.request()?.telemetry;
+        if !t.logs.enabled(severity) {
             return Ok(());
         }
-        let trace = &mut self.outbound.trace;
-        let attrs = trace.cap_all(attributes.into_iter().map(to_key_value).collect());
-        let body = super::cap_string(body, super::logs::MAX_LINE.max(trace.value_cap()));
-        let span = trace.current().clone();
-        logs.emit(
-            self.outbound.component(),
-            severity,
-            body,
-            attrs,
-            Some(&span),
-        );
+        let attrs = t
+            .trace
+            .cap_all(attributes.into_iter().map(to_key_value).collect());
+        let body = super::cap_string(body, super::logs::MAX_LINE.max(t.trace.value_cap()));
+        let span = t.trace.current().clone();
+        t.logs.emit(t.component, severity, body, attrs, Some(&span));
         Ok(())
     }
 
     fn enabled(&mut self, severity: u8) -> wasmtime::Result<bool> {
-        Ok(self.outbound.logs().enabled(severity))
+        Ok(self.request()?.telemetry.logs.enabled(severity))
     }
 }

@@ -41,8 +41,17 @@ pub const MAX_GUEST_INSTRUMENTS: usize = 256;
 /// Bucket boundaries a guest histogram may have at most.
 pub const MAX_BOUNDARIES: usize = 256;
 
-/// Host health metric: component instances created (one per request).
+/// Host health metric: component instances created.
 pub const INSTANTIATIONS: &str = "polytrace.guest.instantiations";
+/// Host health metric: requests served by an instance that had already
+/// served one (a warm instance taken from the pool).
+pub const REUSES: &str = "polytrace.guest.instance_reuses";
+/// Host health metric: instances thrown away (attribute
+/// [`DISCARD_REASON`]: `trap`, `timeout`, `no_response`, `memory`,
+/// `handles`, `max_requests`, `per_request`, `idle`, `evicted`, `error`).
+pub const DISCARDS: &str = "polytrace.guest.instance_discards";
+/// Attribute of [`DISCARDS`]: why the instance was thrown away.
+pub const DISCARD_REASON: &str = "polytrace.instance.discard_reason";
 /// Host health metric: guest traps (attribute `error.type`: the trap).
 pub const TRAPS: &str = "polytrace.guest.traps";
 /// Host health metric: requests a guest did not finish within its timeout.
@@ -191,6 +200,8 @@ pub struct ComponentMetrics {
     pub server_active: UpDownCounter<i64>,
     pub client_duration: Histogram<f64>,
     pub instantiations: Counter<u64>,
+    pub reuses: Counter<u64>,
+    pub discards: Counter<u64>,
     pub traps: Counter<u64>,
     pub timeouts: Counter<u64>,
     pub dropped: Arc<Dropped>,
@@ -236,7 +247,19 @@ impl ComponentMetrics {
             instantiations: meter
                 .u64_counter(INSTANTIATIONS)
                 .with_unit("{instance}")
-                .with_description("Component instances created; one per request.")
+                .with_description("Component instances created.")
+                .build(),
+            reuses: meter
+                .u64_counter(REUSES)
+                .with_unit("{request}")
+                .with_description("Requests served by a warm instance that had served one before.")
+                .build(),
+            discards: meter
+                .u64_counter(DISCARDS)
+                .with_unit("{instance}")
+                .with_description(
+                    "Instances thrown away, by reason (polytrace.instance.discard_reason).",
+                )
                 .build(),
             traps: meter
                 .u64_counter(TRAPS)
@@ -350,7 +373,7 @@ impl MetricReader for SharedReader {
 
 /// The metrics of an application.
 pub struct Metrics {
-    components: Vec<ComponentMetrics>,
+    components: Vec<Arc<ComponentMetrics>>,
     /// Cumulative readers, one per component, for Prometheus.
     scrape: Vec<SharedReader>,
     /// Held so the providers (and their readers) live as long as the app.
@@ -394,10 +417,10 @@ impl Metrics {
                 ));
             }
             let provider = builder.build();
-            components.push(ComponentMetrics::new(
+            components.push(Arc::new(ComponentMetrics::new(
                 provider.meter("polytrace"),
                 dropped.clone(),
-            ));
+            )));
             providers.push(provider);
         }
         let flush = if export.is_empty() {
@@ -415,7 +438,7 @@ impl Metrics {
         })
     }
 
-    pub fn component(&self, index: usize) -> &ComponentMetrics {
+    pub fn component(&self, index: usize) -> &Arc<ComponentMetrics> {
         &self.components[index]
     }
 

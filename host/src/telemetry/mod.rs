@@ -210,6 +210,17 @@ pub fn component_resource(manifest: &Manifest, c: &Component) -> Resource {
         .build()
 }
 
+/// The telemetry one request's guest code reaches, installed into the
+/// instance for the request and taken out after it: the trace state, the
+/// component's instruments and the log pipeline.
+pub struct RequestTelemetry {
+    pub trace: RequestTrace,
+    /// Index of the component the request runs in.
+    pub component: usize,
+    pub metrics: std::sync::Arc<metrics::ComponentMetrics>,
+    pub logs: std::sync::Arc<logs::Logs>,
+}
+
 /// A guest-created span, as held in the instance's resource table.
 pub struct GuestSpan {
     /// `None` past [`MAX_SPANS_PER_REQUEST`]: the handle works, records nothing.
@@ -252,6 +263,7 @@ pub struct RequestTrace {
 }
 
 impl RequestTrace {
+    /// The trace state of a request whose SERVER span is `server`.
     pub fn new(
         tracer: SdkTracer,
         server: SpanContext,
@@ -281,9 +293,11 @@ impl RequestTrace {
         &self.tracer
     }
 
-    /// The current span as the guest's stdout and stderr see it.
-    pub fn shared_current(&self) -> std::sync::Arc<logs::CurrentSpan> {
-        self.shared.clone()
+    /// Keep `cell` (an instance's current-span cell, what its stdout and
+    /// stderr read) at this request's current span from now on.
+    pub fn share_current(&mut self, cell: std::sync::Arc<logs::CurrentSpan>) {
+        cell.set(self.current());
+        self.shared = cell;
     }
 
     /// Attributes of a metric measurement or log record: at most

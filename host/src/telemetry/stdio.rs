@@ -1,7 +1,7 @@
 //! A guest's stdout and stderr as log records: every complete line becomes
 //! one record (stdout INFO, stderr WARN) correlated with the span the guest
 //! was in when it wrote the line's end. Writing never blocks or fails; what
-//! is left without a newline when the instance goes away is emitted then.
+//! is left without a newline when the request ends is emitted then.
 
 use super::logs::{CurrentSpan, Logs, MAX_LINE};
 use bytes::Bytes;
@@ -61,10 +61,17 @@ impl Inner {
     }
 }
 
+impl Inner {
+    /// Emit what was written without a newline so far.
+    fn end_line(&self) {
+        let rest = std::mem::take(&mut *self.line.lock().unwrap_or_else(|e| e.into_inner()));
+        self.emit(&rest);
+    }
+}
+
 impl Drop for Inner {
     fn drop(&mut self) {
-        let rest = std::mem::take(self.line.get_mut().unwrap_or_else(|e| e.into_inner()));
-        self.emit(&rest);
+        self.end_line();
     }
 }
 
@@ -108,6 +115,15 @@ impl GuestOutput {
             span,
             line: Mutex::new(Vec::new()),
         }))
+    }
+}
+
+impl GuestOutput {
+    /// Emit a line the guest left unterminated, as its own record, in the
+    /// current span: called when a request ends, so a warm instance's next
+    /// request does not carry it.
+    pub fn end_line(&self) {
+        self.0.end_line();
     }
 }
 

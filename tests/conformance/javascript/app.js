@@ -1,5 +1,5 @@
 // The conformance scenario (tests/conformance/SPEC.md) with the JavaScript SDK.
-import { counter, histogram, log, MetricError, startSpan, withSpan } from './polytrace.js';
+import { counter, histogram, log, MetricError, startSpan, withSpan, serve } from './polytrace.js';
 
 class ConformanceError extends Error {
   constructor(message) {
@@ -11,7 +11,9 @@ class ConformanceError extends Error {
 // Spans the scenario leaves open on purpose; held so nothing releases them.
 const unended = [];
 
-addEventListener('fetch', (event) => event.respondWith(handle(event.request)));
+// Exported directly (not a fetch listener) so one instance serves request
+// after request.
+export const incomingHandler = serve(handle);
 
 async function handle(request) {
   const { pathname, searchParams } = new URL(request.url);

@@ -7,11 +7,54 @@ use polytrace_guest::{Span, kv};
 
 struct Faults;
 
+/// Requests this instance has served: grows under reuse, stays 1 with
+/// `isolation = "per-request"`.
+static SERVED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Memory kept across requests by `/faults/hoard`.
+static HOARD: std::sync::Mutex<Vec<Vec<u8>>> = std::sync::Mutex::new(Vec::new());
+
+/// A span one request leaves open for the next to misuse (`/faults/leave-open`).
+static LEFT_OPEN: std::sync::Mutex<Option<Span>> = std::sync::Mutex::new(None);
+
 impl Guest for Faults {
     fn handle(request: IncomingRequest, out: ResponseOutparam) {
         let request = Request::read(request);
+        let served = SERVED.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
         match request.path() {
             "/faults/ok" => respond(out, 200, "text/plain", b"ok"),
+            "/faults/served" => respond(
+                out,
+                200,
+                "application/json",
+                format!("{{\"served\":{served}}}").as_bytes(),
+            ),
+            // Keeps `mb` MiB in a global, so the instance stays big.
+            "/faults/hoard" => {
+                let mb: usize = request.query("mb").and_then(|n| n.parse().ok()).unwrap_or(1);
+                let mut chunk = vec![1u8; mb << 20];
+                chunk[0] = 2;
+                HOARD.lock().unwrap().push(std::hint::black_box(chunk));
+                respond(out, 200, "text/plain", b"hoarded")
+            }
+            // Misbehaves with telemetry across requests on one instance: uses
+            // the span the last request left open (after its response), then
+            // leaves one open itself and keeps working after responding.
+            "/faults/leave-open" => {
+                let mut left = LEFT_OPEN.lock().unwrap();
+                if let Some(old) = left.take() {
+                    old.set_attribute("set.by.next.request", true);
+                    old.add_event("next request", []);
+                    drop(old);
+                }
+                let span = Span::start("left_open", [kv("served", served as i64)]);
+                respond(out, 200, "text/plain", b"left open");
+                // After the response: a child of `left_open`, still in this request.
+                let late = Span::start("after_response", []);
+                late.set_attribute("late", true);
+                drop(late);
+                *left = Some(span);
+            }
             // Prints inside a span and outside, on stdout and stderr, and
             // leaves a last line without its newline.
             "/faults/print" => {

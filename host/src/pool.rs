@@ -1,0 +1,190 @@
+//! Warm instances of one component. A request takes an idle instance (the
+//! most recently used: its caches are the warmest) or the app makes a new
+//! one; when the request is over, the instance comes back only if it is
+//! healthy, and otherwise is thrown away with a [`Discard`] reason that the
+//! health metrics count.
+
+use crate::instance::InstanceState;
+use crate::manifest::{Component, Isolation};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+use wasmtime::Store;
+use wasmtime_wasi_http::p2::bindings::Proxy;
+
+/// An instance whose memories hold more than this fraction of the
+/// component's `memory_mb` after a request is not reused (a fresh one
+/// starts small again).
+pub const MEMORY_WATERMARK_PERCENT: u64 = 75;
+
+/// Resource handles a warm instance may still hold after a request (cached
+/// metric instruments, spans a guest kept, streams it caches): past this,
+/// the guest is leaking handles and the instance is replaced before it
+/// grows the host.
+pub const MAX_HANDLES_KEPT: usize = 1024;
+
+/// An idle instance older than this is dropped (its memory returned).
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A component instance with its store, ready to serve a request.
+pub struct Warm {
+    pub store: Store<InstanceState>,
+    pub proxy: Proxy,
+    /// Requests it has started so far.
+    pub served: u32,
+    idle_since: Instant,
+}
+
+impl Warm {
+    /// A new instance, not yet used.
+    pub fn new(store: Store<InstanceState>, proxy: Proxy) -> Warm {
+        Warm {
+            store,
+            proxy,
+            served: 0,
+            idle_since: Instant::now(),
+        }
+    }
+}
+
+/// Why an instance was thrown away instead of serving again; the value of
+/// `polytrace.instance.discard_reason`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Discard {
+    /// The guest trapped (or failed in the host) during the request.
+    Trap,
+    /// The request ran past the component's timeout.
+    Timeout,
+    /// The handler returned without setting a response.
+    NoResponse,
+    /// Its memories grew above the watermark.
+    Memory,
+    /// It kept more than [`MAX_HANDLES_KEPT`] resource handles.
+    Handles,
+    /// It served the component's `requests_per_instance`.
+    MaxRequests,
+    /// The component runs with `isolation = "per-request"`.
+    PerRequest,
+    /// It sat idle longer than [`IDLE_TIMEOUT`].
+    Idle,
+    /// Its slot was needed by another component (`--max-instances`).
+    Evicted,
+}
+
+impl Discard {
+    /// The attribute value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Discard::Trap => "trap",
+            Discard::Timeout => "timeout",
+            Discard::NoResponse => "no_response",
+            Discard::Memory => "memory",
+            Discard::Handles => "handles",
+            Discard::MaxRequests => "max_requests",
+            Discard::PerRequest => "per_request",
+            Discard::Idle => "idle",
+            Discard::Evicted => "evicted",
+        }
+    }
+}
+
+/// The idle instances of one component and the rules for keeping one.
+pub struct InstancePool {
+    idle: Mutex<Vec<Warm>>,
+    isolation: Isolation,
+    /// Set once a reused instance failed to answer: from then on the
+    /// component runs one instance per request.
+    reuse_failed: AtomicBool,
+    requests_per_instance: u32,
+    memory_watermark: usize,
+}
+
+impl InstancePool {
+    /// An empty pool with `component`'s isolation and limits.
+    pub fn new(component: &Component) -> InstancePool {
+        InstancePool {
+            idle: Mutex::new(Vec::new()),
+            isolation: component.isolation,
+            reuse_failed: AtomicBool::new(false),
+            requests_per_instance: component.requests_per_instance,
+            memory_watermark: (component.memory_bytes / 100 * MEMORY_WATERMARK_PERCENT) as usize,
+        }
+    }
+
+    /// The most recently used idle instance, if any.
+    pub fn take(&self) -> Option<Warm> {
+        self.lock().pop()
+    }
+
+    /// Whether a finished instance may serve again: the reason it may not,
+    /// or `None` when it is healthy. `handles` is what its table holds now.
+    pub fn verdict(&self, warm: &mut Warm) -> Option<Discard> {
+        if !self.reuses() {
+            return Some(Discard::PerRequest);
+        }
+        if warm.store.data().limits.memory_bytes() > self.memory_watermark {
+            return Some(Discard::Memory);
+        }
+        if warm.store.data_mut().handles() > MAX_HANDLES_KEPT {
+            return Some(Discard::Handles);
+        }
+        if warm.served >= self.requests_per_instance {
+            return Some(Discard::MaxRequests);
+        }
+        None
+    }
+
+    /// Whether instances are reused: the component's isolation, unless a
+    /// reused instance could not answer.
+    pub fn reuses(&self) -> bool {
+        self.isolation == Isolation::Reuse && !self.reuse_failed.load(Ordering::Relaxed)
+    }
+
+    /// A warm instance that had answered before returned without answering:
+    /// the guest cannot serve twice on one instance (a JavaScript fetch
+    /// listener cannot: StarlingMonkey issue 247). Stop reusing; true the
+    /// first time.
+    pub fn stop_reuse(&self) -> bool {
+        !self.reuse_failed.swap(true, Ordering::Relaxed)
+    }
+
+    /// Keep a healthy instance for the next request.
+    pub fn put(&self, mut warm: Warm) {
+        warm.idle_since = Instant::now();
+        self.lock().push(warm);
+    }
+
+    /// Drop the least recently used idle instance, freeing its slot;
+    /// false when none is idle.
+    pub fn evict_one(&self) -> bool {
+        let mut idle = self.lock();
+        if idle.is_empty() {
+            return false;
+        }
+        drop(idle.remove(0));
+        true
+    }
+
+    /// Drop instances idle for longer than `timeout`; returns how many.
+    pub fn expire(&self, timeout: Duration) -> usize {
+        let expired: Vec<Warm> = {
+            let mut idle = self.lock();
+            let now = Instant::now();
+            let (old, keep) = idle
+                .drain(..)
+                .partition(|w| now.duration_since(w.idle_since) >= timeout);
+            *idle = keep;
+            old
+        };
+        expired.len()
+    }
+
+    /// Instances idle now.
+    pub fn idle_count(&self) -> usize {
+        self.lock().len()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Warm>> {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}

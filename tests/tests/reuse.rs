@@ -1,0 +1,218 @@
+//! Warm instances: a component's instances serve request after request
+//! (`isolation = "reuse"`, the default) or one request each
+//! (`"per-request"`); an instance that trapped, timed out, grew too big or
+//! leaked handles is never reused; telemetry never leaks between requests.
+
+use polytrace_tests::*;
+use serde_json::json;
+
+/// The faults guest twice: `faults` with the default isolation and
+/// `limits`, `fresh` with one instance per request.
+fn manifest(limits: &str) -> String {
+    let wasm = component("faults");
+    format!(
+        r#"
+app = "reuse"
+[[component]]
+id = "faults"
+source = "{wasm}"
+route = "/faults/..."
+language = "rust"
+limits = {{ request_timeout_ms = 1000, memory_mb = 64{limits} }}
+
+[[component]]
+id = "fresh"
+source = "{wasm}"
+listen = "127.0.0.1:0"
+language = "rust"
+isolation = "per-request"
+"#,
+        wasm = wasm.display()
+    )
+}
+
+async fn served(url: &str) -> u64 {
+    let r = get(url).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.json()["served"].as_u64().unwrap()
+}
+
+/// The latest value of a host counter of `faults`, by attribute filter.
+async fn counter(receiver: &Receiver, name: &str, reason: Option<&str>, at_least: f64) -> f64 {
+    let matches = |p: &MetricPoint| {
+        reason.is_none_or(|r| p.attr("polytrace.instance.discard_reason") == Some(&json!(r)))
+    };
+    let points = receiver
+        .wait_metric("faults", name, |ps| {
+            ps.iter().any(|p| matches(p) && p.value >= at_least)
+        })
+        .await;
+    points
+        .iter()
+        .filter(|p| matches(p))
+        .map(|p| p.value)
+        .fold(0.0, f64::max)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_warm_instance_keeps_its_globals_a_fresh_one_does_not() {
+    let receiver = Receiver::start().await;
+    let host = Polytrace::up("reuse-globals", &manifest(""), &receiver, "grpc", &[]);
+    // One request at a time: one warm instance serves them all.
+    for expected in 1..=5 {
+        assert_eq!(served(&host.url("/faults/served")).await, expected);
+    }
+    // In-process calls to the per-request component get a new one each time.
+    for _ in 0..3 {
+        let r = get(&host.url("/faults/call?url=http://fresh/faults/served")).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    let fresh = receiver.wait_metric("fresh", "polytrace.guest.instance_discards", |ps| {
+        ps.iter().any(|p| p.value >= 3.0)
+    });
+    let fresh = fresh.await;
+    assert_eq!(
+        fresh
+            .last()
+            .unwrap()
+            .attr("polytrace.instance.discard_reason"),
+        Some(&json!("per_request"))
+    );
+    let made = receiver
+        .wait_metric("fresh", "polytrace.guest.instantiations", |ps| {
+            ps.iter().any(|p| p.value >= 3.0)
+        })
+        .await;
+    assert_eq!(made.last().unwrap().value, 3.0);
+    // `faults`: made once, reused for the other 4 + 3 requests.
+    assert_eq!(
+        counter(&receiver, "polytrace.guest.instantiations", None, 1.0).await,
+        1.0
+    );
+    assert_eq!(
+        counter(&receiver, "polytrace.guest.instance_reuses", None, 7.0).await,
+        7.0
+    );
+    host.terminate();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn faults_discard_the_instance_and_the_next_request_gets_a_healthy_one() {
+    let receiver = Receiver::start().await;
+    let host = Polytrace::up("reuse-faults", &manifest(""), &receiver, "grpc", &[]);
+    // Warm one instance up, then break it three ways.
+    assert_eq!(served(&host.url("/faults/served")).await, 1);
+    assert_eq!(served(&host.url("/faults/served")).await, 2);
+    assert_eq!(get(&host.url("/faults/trap")).await.status, 500);
+    // A new instance: its globals start again.
+    assert_eq!(served(&host.url("/faults/served")).await, 1);
+    assert_eq!(get(&host.url("/faults/loop")).await.status, 504);
+    assert_eq!(served(&host.url("/faults/served")).await, 1);
+    assert_eq!(get(&host.url("/faults/oom")).await.status, 500);
+    assert_eq!(served(&host.url("/faults/served")).await, 1);
+    assert_eq!(served(&host.url("/faults/served")).await, 2);
+    for reason in ["trap", "timeout"] {
+        counter(
+            &receiver,
+            "polytrace.guest.instance_discards",
+            Some(reason),
+            1.0,
+        )
+        .await;
+    }
+    // The trap and the out-of-memory trap.
+    assert_eq!(
+        counter(
+            &receiver,
+            "polytrace.guest.instance_discards",
+            Some("trap"),
+            2.0
+        )
+        .await,
+        2.0
+    );
+    host.terminate();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn big_or_leaking_instances_are_replaced_and_requests_per_instance_is_kept() {
+    let receiver = Receiver::start().await;
+    let host = Polytrace::up(
+        "reuse-limits",
+        &manifest(", requests_per_instance = 3"),
+        &receiver,
+        "grpc",
+        &[],
+    );
+    // requests_per_instance = 3: the fourth request starts a new instance.
+    for expected in [1, 2, 3, 1, 2] {
+        assert_eq!(served(&host.url("/faults/served")).await, expected);
+    }
+    // Memory above the watermark (75% of 64 MiB) after a request: replaced.
+    assert_eq!(get(&host.url("/faults/hoard?mb=56")).await.status, 200);
+    assert_eq!(served(&host.url("/faults/served")).await, 1);
+    // 2000 span handles leaked: replaced before it grows the host.
+    assert_eq!(
+        get(&host.url("/faults/leak-handles?n=2000")).await.status,
+        200
+    );
+    assert_eq!(served(&host.url("/faults/served")).await, 1);
+    // A few handles kept are fine: the instance stays.
+    assert_eq!(get(&host.url("/faults/leak-handles?n=5")).await.status, 200);
+    assert_eq!(served(&host.url("/faults/served")).await, 3);
+    for reason in ["max_requests", "memory", "handles"] {
+        counter(
+            &receiver,
+            "polytrace.guest.instance_discards",
+            Some(reason),
+            1.0,
+        )
+        .await;
+    }
+    host.terminate();
+}
+
+/// A guest that leaves a span open past its response, keeps working after
+/// responding, and touches the last request's span in the next one: every
+/// request's spans stay in that request's trace, under its SERVER span.
+#[tokio::test(flavor = "multi_thread")]
+async fn telemetry_never_leaks_between_requests_on_one_instance() {
+    let receiver = Receiver::start().await;
+    let host = Polytrace::up("reuse-leaks", &manifest(""), &receiver, "grpc", &[]);
+    let traces = [
+        "4bf92f3577b34da6a3ce929d0e0e4701",
+        "4bf92f3577b34da6a3ce929d0e0e4702",
+        "4bf92f3577b34da6a3ce929d0e0e4703",
+        "4bf92f3577b34da6a3ce929d0e0e4704",
+    ];
+    for trace_id in traces {
+        let traceparent = format!("00-{trace_id}-00f067aa0ba902b7-01");
+        let r = request(
+            "GET",
+            &host.url("/faults/leave-open"),
+            &[("traceparent", &traceparent)],
+            "",
+        )
+        .await;
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    for (i, trace_id) in traces.iter().enumerate() {
+        // SERVER, left_open, after_response: nothing more, nothing less.
+        let spans = receiver.trace(trace_id, 3).await;
+        assert_eq!(spans.len(), 3, "{spans:#?}");
+        let server = spans.iter().find(|s| s.kind == KIND_SERVER).unwrap();
+        let open = spans.iter().find(|s| s.name == "left_open").unwrap();
+        let late = spans.iter().find(|s| s.name == "after_response").unwrap();
+        assert_eq!(server.parent_span_id, "00f067aa0ba902b7");
+        assert_eq!(open.parent_span_id, server.span_id);
+        assert_eq!(late.parent_span_id, open.span_id);
+        // One warm instance served them in order.
+        assert_eq!(open.attributes["served"], json!(i as i64 + 1));
+        // Ended by the host when its request ended; what the next request
+        // did to it was ignored.
+        assert_eq!(open.attributes["polytrace.span.auto_ended"], true);
+        assert!(open.attr("set.by.next.request").is_none(), "{open:#?}");
+        assert!(open.event("next request").is_none(), "{open:#?}");
+    }
+    host.terminate();
+}
