@@ -7,7 +7,7 @@ use crate::http::Inbound;
 use crate::http::outbound::{Dispatcher, Outbound, ResponseFuture};
 use crate::instance::{InstanceState, RequestScope};
 use crate::manifest::{Component as ComponentConfig, Diagnostic, Manifest};
-use crate::pool::{Discard, IDLE_TIMEOUT, InstancePool, Warm};
+use crate::pool::{Discard, FINISHING_WAIT, IDLE_TIMEOUT, InstancePool, Warm};
 use crate::runtime::{Progress, Runtime};
 use crate::telemetry::metrics::{ComponentMetrics, DISCARD_REASON};
 use crate::telemetry::{
@@ -197,6 +197,7 @@ impl App {
             Ok(Ok(Ok(response))) => {
                 server.responded(response.status().as_u16());
                 let response = server.answer(response);
+                self.components[idx].pool.answered();
                 // The SERVER span ends when the guest does.
                 let app = self.clone();
                 tokio::spawn(async move {
@@ -209,6 +210,7 @@ impl App {
                             Some(Fault::unfinished_body())
                         }
                     };
+                    app.components[idx].pool.finished();
                     server.end(fault, app.component_metrics(idx));
                 });
                 response
@@ -273,7 +275,8 @@ impl App {
             Some("https") => Scheme::Https,
             _ => Scheme::Http,
         };
-        let mut warm = match self.components[idx].pool.take() {
+        let pool = &self.components[idx].pool;
+        let mut warm = match pool.take_or_wait(FINISHING_WAIT).await {
             Some(mut warm) => {
                 self.component_metrics(idx).reuses.add(1, &[]);
                 warm.store.data_mut().begin(scope);

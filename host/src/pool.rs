@@ -7,7 +7,7 @@
 use crate::instance::InstanceState;
 use crate::manifest::{Component, Isolation};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use wasmtime::Store;
 use wasmtime_wasi_http::p2::bindings::Proxy;
@@ -25,6 +25,13 @@ pub const MAX_HANDLES_KEPT: usize = 1024;
 
 /// An idle instance older than this is dropped (its memory returned).
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long a request with no idle instance waits for one that has answered
+/// its request and is finishing (its guest returning), before it makes a new
+/// one: a client that sends its next request as soon as it has the last
+/// answer would otherwise race the instance back into the pool and cost an
+/// instantiation.
+pub const FINISHING_WAIT: Duration = Duration::from_millis(5);
 
 /// A component instance with its store, ready to serve a request.
 pub struct Warm {
@@ -95,6 +102,10 @@ pub struct InstancePool {
     /// Set once a reused instance failed to answer: from then on the
     /// component runs one instance per request.
     reuse_failed: AtomicBool,
+    /// Instances that answered and whose guest has not returned yet.
+    finishing: AtomicUsize,
+    /// Signalled when an instance is settled (kept or thrown away).
+    settled: tokio::sync::Notify,
     requests_per_instance: u32,
     memory_watermark: usize,
 }
@@ -106,6 +117,8 @@ impl InstancePool {
             idle: Mutex::new(Vec::new()),
             isolation: component.isolation,
             reuse_failed: AtomicBool::new(false),
+            finishing: AtomicUsize::new(0),
+            settled: tokio::sync::Notify::new(),
             requests_per_instance: component.requests_per_instance,
             memory_watermark: (component.memory_bytes / 100 * MEMORY_WATERMARK_PERCENT) as usize,
         }
@@ -114,6 +127,36 @@ impl InstancePool {
     /// The most recently used idle instance, if any.
     pub fn take(&self) -> Option<Warm> {
         self.lock().pop()
+    }
+
+    /// An idle instance, waiting up to `wait` for one that is finishing
+    /// when none is idle; `None`: make a new one.
+    pub async fn take_or_wait(&self, wait: Duration) -> Option<Warm> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            // Registered before the checks, so a settle in between is heard.
+            let settled = self.settled.notified();
+            if let Some(warm) = self.take() {
+                return Some(warm);
+            }
+            if !self.reuses() || self.finishing.load(Ordering::Acquire) == 0 {
+                return None;
+            }
+            if tokio::time::timeout_at(deadline, settled).await.is_err() {
+                return self.take();
+            }
+        }
+    }
+
+    /// An instance answered its request; its guest is still finishing.
+    pub fn answered(&self) {
+        self.finishing.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// An instance that had answered is settled (kept or thrown away).
+    pub fn finished(&self) {
+        self.finishing.fetch_sub(1, Ordering::AcqRel);
+        self.settled.notify_waiters();
     }
 
     /// Whether a finished instance may serve again: the reason it may not,

@@ -216,3 +216,57 @@ async fn telemetry_never_leaks_between_requests_on_one_instance() {
     }
     host.terminate();
 }
+
+/// A JavaScript fetch listener answers once per instance (StarlingMonkey
+/// issue 247): its first reused request fails, the host says why, and the
+/// component gets a fresh instance per request from then on. A component
+/// exporting its handler with the SDK's `serve()` stays warm.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_component_that_cannot_answer_twice_is_switched_to_per_request() {
+    let receiver = Receiver::start().await;
+    let manifest = format!(
+        r#"
+app = "reuse-js"
+[[component]]
+id = "listener"
+source = "{}"
+route = "/listener/..."
+language = "javascript"
+
+[[component]]
+id = "hello-js"
+source = "{}"
+route = "/hello/..."
+language = "javascript"
+"#,
+        component("js_fetch_listener").display(),
+        component("hello_js").display()
+    );
+    let host = Polytrace::up("reuse-js", &manifest, &receiver, "grpc", &[]);
+    assert_eq!(served(&host.url("/listener/x")).await, 1);
+    let second = get(&host.url("/listener/x")).await;
+    assert_eq!(second.status, 500, "{}", second.body);
+    assert_eq!(second.json()["kind"], "NoResponse");
+    for _ in 0..3 {
+        assert_eq!(served(&host.url("/listener/x")).await, 1);
+    }
+    assert!(
+        host.log()
+            .contains("cannot serve two requests on one instance"),
+        "{}",
+        host.log()
+    );
+    // serve(): one instance, many requests.
+    for _ in 0..5 {
+        let r = get(&host.url("/hello/x?name=warm")).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(r.json()["service"], "hello-js");
+    }
+    let made = receiver
+        .wait_metric("hello-js", "polytrace.guest.instance_reuses", |ps| {
+            ps.iter().any(|p| p.value >= 4.0)
+        })
+        .await;
+    assert_eq!(made.last().unwrap().value, 4.0);
+    host.terminate();
+}
