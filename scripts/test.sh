@@ -16,6 +16,9 @@ cargo test --release --locked --no-fail-fast --workspace --lib --bins --tests 2>
 status=${PIPESTATUS[0]}
 set -e
 # One closing line for the whole run, summed over every test binary.
+# A failing binary's own summary line can be lost in a panic's output, so
+# its "error: test failed" line is counted too.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed;?$/) p += $i; if ($(i+1) ~ /^failed;?$/) f += $i } }
-     END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
+     /error: test failed, to rerun/ { b++ }
+     END { printf "tests: %d passed, %d failed", p, f; if (b) printf " (%d test binaries failed)", b; printf "\n" }' "$log"
 exit "$status"

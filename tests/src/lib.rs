@@ -860,6 +860,11 @@ impl Polytrace {
         }
     }
 
+    /// The process id of the host.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
     }

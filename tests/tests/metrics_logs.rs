@@ -146,13 +146,46 @@ async fn http_metrics_over(protocol: &str) {
         Some(&json!("Trap::UnreachableCodeReached"))
     );
 
-    // Health: one instantiation per request, one trap.
+    // Health: every request in a new or a reused instance; one trap, whose
+    // instance was thrown away.
+    let latest = |name: &'static str| {
+        let receiver = &receiver;
+        async move {
+            receiver
+                .wait_metric("faults", name, |p| !p.is_empty())
+                .await
+                .last()
+                .map_or(0.0, |p| p.value)
+        }
+    };
+    let started = std::time::Instant::now();
+    loop {
+        let made = latest("polytrace.guest.instantiations").await;
+        let reused = latest("polytrace.guest.instance_reuses").await;
+        if made + reused >= 7.0 {
+            assert_eq!(made + reused, 7.0);
+            assert!(made >= 1.0);
+            break;
+        }
+        assert!(
+            started.elapsed().as_secs() < 20,
+            "made {made} reused {reused}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     let inst = receiver
         .wait_metric("faults", "polytrace.guest.instantiations", |p| {
-            p.iter().any(|p| p.value >= 7.0)
+            !p.is_empty()
         })
         .await;
     assert!(inst[0].monotonic);
+    let discards = receiver
+        .wait_metric("faults", "polytrace.guest.instance_discards", |p| {
+            p.iter()
+                .any(|p| p.attr("polytrace.instance.discard_reason") == Some(&json!("trap")))
+        })
+        .await;
+    assert!(discards.iter().all(|p| p.value <= 1.0), "{discards:#?}");
     let traps = receiver
         .wait_metric("faults", "polytrace.guest.traps", |p| !p.is_empty())
         .await;
@@ -260,18 +293,24 @@ async fn prometheus_endpoint_matches_the_requests() {
         .collect();
     assert!(values.windows(2).all(|w| w[0] <= w[1]), "{values:?}");
 
-    // Counters get _total; the guest's counter too, by attribute.
-    let inst = family(&families, "polytrace_guest_instantiations");
-    assert_eq!(inst["type"], "counter");
-    let n: f64 = samples(
-        inst,
-        "polytrace_guest_instantiations_total",
-        &json!({"job": "metrics/faults"}),
-    )
-    .iter()
-    .map(|s| s["value"].as_f64().unwrap())
-    .sum();
-    assert_eq!(n, 8.0);
+    // Counters get _total; the guest's counter too, by attribute. Every
+    // request ran in a new instance or a reused one.
+    let total_of = |name: &str| -> f64 {
+        let f = family(&families, name);
+        assert_eq!(f["type"], "counter");
+        samples(
+            f,
+            &format!("{name}_total"),
+            &json!({"job": "metrics/faults"}),
+        )
+        .iter()
+        .map(|s| s["value"].as_f64().unwrap())
+        .sum()
+    };
+    let made = total_of("polytrace_guest_instantiations");
+    let reused = total_of("polytrace_guest_instance_reuses");
+    assert!(made >= 1.0, "{text}");
+    assert_eq!(made + reused, 8.0, "{text}");
     let ids = family(&families, "faults_ids");
     assert_eq!(
         samples(ids, "faults_ids_total", &json!({"id": "2"}))[0]["value"],

@@ -270,3 +270,44 @@ language = "javascript"
     assert_eq!(made.last().unwrap().value, 4.0);
     host.terminate();
 }
+
+/// Idle instances count against `--max-instances`, but never keep another
+/// component from being served: an idle one is evicted to make room.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_idle_instance_makes_room_for_another_component() {
+    let receiver = Receiver::start().await;
+    let host = Polytrace::up(
+        "reuse-evict",
+        &manifest(""),
+        &receiver,
+        "grpc",
+        &[("POLYTRACE_MAX_INSTANCES", "1")],
+    );
+    // `faults` keeps its one instance idle; `fresh` needs the only slot.
+    assert_eq!(served(&host.url("/faults/served")).await, 1);
+    let r = get(&host.url("/faults/call?url=http://fresh/faults/ok")).await;
+    // The caller holds the one slot while it calls: the callee is refused.
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body, "status 503");
+    // Once the caller is idle, a request to `fresh` (its own listener)
+    // evicts it instead of being refused.
+    let log = host.log();
+    let own = log
+        .lines()
+        .find(|l| l.contains("(own listener)") && l.contains("component=fresh"))
+        .and_then(|l| l.split("http://").nth(1))
+        .and_then(|rest| rest.split('/').next())
+        .unwrap_or_else(|| panic!("no listener of `fresh` in the log:\n{log}"))
+        .to_string();
+    assert_eq!(served(&format!("http://{own}/faults/served")).await, 1);
+    counter(
+        &receiver,
+        "polytrace.guest.instance_discards",
+        Some("evicted"),
+        1.0,
+    )
+    .await;
+    // And back: `faults` gets a new instance (its globals start again).
+    assert_eq!(served(&host.url("/faults/served")).await, 1);
+    host.terminate();
+}
