@@ -2,7 +2,7 @@
 # Run the benchmarks with everything they need installed first:
 #
 #   scripts/bench.sh              every benchmark
-#   scripts/bench.sh span_cost    one (overhead | span_cost)
+#   scripts/bench.sh span_cost    one (overhead | span_cost | vs_native)
 #
 # Besides the guests and the host, span_cost compares against the native
 # OpenTelemetry SDKs, installed by scripts/setup-native.sh at the versions
@@ -15,6 +15,10 @@ cd "$root"
 cargo build --release --locked -p polytrace --quiet
 
 "$root/scripts/setup-native.sh"
+# The native axum service of vs_native: its own workspace, built here only.
+if [ $# -eq 0 ] || [[ " $* " == *" vs_native "* ]]; then
+  cargo build --release --locked --quiet --manifest-path "$root/tests/native/hello_axum/Cargo.toml"
+fi
 
 export RUST_BACKTRACE=0
 if [ $# -gt 0 ]; then

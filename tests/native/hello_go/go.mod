@@ -1,0 +1,3 @@
+module polytrace.local/hello_go
+
+go 1.22
