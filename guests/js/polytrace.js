@@ -358,12 +358,17 @@ function methodName(method) {
   return method.tag === 'other' ? method.val : method.tag.toUpperCase();
 }
 
-function readAll(incoming) {
+const DECODER = new TextDecoder();
+const ENCODER = new TextEncoder();
+
+// The whole body, `length` bytes when the request said how many (reading
+// to the end costs an exception per request in the bindings).
+function readAll(incoming, length) {
   const body = incoming.consume();
   const stream = body.stream();
   const chunks = [];
   let size = 0;
-  for (;;) {
+  while (length === undefined || size < length) {
     let chunk;
     try {
       chunk = stream.blockingRead(65536n);
@@ -379,6 +384,7 @@ function readAll(incoming) {
   // Children before parents: the host refuses to drop a body whose stream lives.
   stream[DISPOSE]?.();
   body[DISPOSE]?.();
+  if (chunks.length === 1) return chunks[0];
   const all = new Uint8Array(size);
   let at = 0;
   for (const c of chunks) {
@@ -396,33 +402,43 @@ function toRequest(incoming) {
   const authority = incoming.authority() ?? 'localhost';
   const url = `${protocol}://${authority}${incoming.pathWithQuery() ?? '/'}`;
   const fields = incoming.headers();
-  const decoder = new TextDecoder();
   const headers = new Headers();
-  for (const [name, value] of fields.entries()) headers.append(name, decoder.decode(value));
+  let length;
+  let chunked = false;
+  for (const [name, value] of fields.entries()) {
+    const text = DECODER.decode(value);
+    headers.append(name, text);
+    if (name === 'content-length') length = Number(text);
+    else if (name === 'transfer-encoding') chunked = true;
+  }
   fields[DISPOSE]?.();
-  const body = readAll(incoming);
-  incoming[DISPOSE]?.();
   const init = { method, headers };
-  if (method !== 'GET' && method !== 'HEAD' && body.length > 0) init.body = body;
+  // No body unless the request announced one.
+  if (chunked || length > 0) {
+    const body = readAll(incoming, chunked ? undefined : length);
+    if (method !== 'GET' && method !== 'HEAD' && body.length > 0) init.body = body;
+  }
+  incoming[DISPOSE]?.();
   return new Request(url, init);
 }
 
 async function writeResponse(response, responseOut) {
-  const encoder = new TextEncoder();
   const list = [];
   response.headers.forEach((value, name) => {
-    if (!FORBIDDEN.has(name.toLowerCase())) list.push([name, encoder.encode(value)]);
+    if (!FORBIDDEN.has(name)) list.push([name, ENCODER.encode(value)]);
   });
-  const body = new Uint8Array(await response.arrayBuffer());
+  const body = response.body === null ? null : new Uint8Array(await response.arrayBuffer());
   const outgoing = new OutgoingResponse(Fields.fromList(list));
   outgoing.setStatusCode(response.status);
   const outBody = outgoing.body();
   ResponseOutparam.set(responseOut, { tag: 'ok', val: outgoing });
-  const stream = outBody.write();
-  for (let i = 0; i < body.length; i += CHUNK) {
-    stream.blockingWriteAndFlush(body.subarray(i, i + CHUNK));
+  if (body !== null && body.length > 0) {
+    const stream = outBody.write();
+    for (let i = 0; i < body.length; i += CHUNK) {
+      stream.blockingWriteAndFlush(i === 0 && body.length <= CHUNK ? body : body.subarray(i, i + CHUNK));
+    }
+    stream[DISPOSE]?.();
   }
-  stream[DISPOSE]?.();
   OutgoingBody.finish(outBody, undefined);
 }
 

@@ -97,11 +97,15 @@ impl Discard {
 
 /// The idle instances of one component and the rules for keeping one.
 pub struct InstancePool {
+    /// The component's id, for messages.
+    id: String,
     idle: Mutex<Vec<Warm>>,
     isolation: Isolation,
     /// Set once a reused instance failed to answer: from then on the
     /// component runs one instance per request.
     reuse_failed: AtomicBool,
+    /// Whether the "too big to reuse" warning was given.
+    memory_warned: AtomicBool,
     /// Instances that answered and whose guest has not returned yet.
     finishing: AtomicUsize,
     /// Signalled when an instance is settled (kept or thrown away).
@@ -114,9 +118,11 @@ impl InstancePool {
     /// An empty pool with `component`'s isolation and limits.
     pub fn new(component: &Component) -> InstancePool {
         InstancePool {
+            id: component.id.clone(),
             idle: Mutex::new(Vec::new()),
             isolation: component.isolation,
             reuse_failed: AtomicBool::new(false),
+            memory_warned: AtomicBool::new(false),
             finishing: AtomicUsize::new(0),
             settled: tokio::sync::Notify::new(),
             requests_per_instance: component.requests_per_instance,
@@ -160,12 +166,24 @@ impl InstancePool {
     }
 
     /// Whether a finished instance may serve again: the reason it may not,
-    /// or `None` when it is healthy. `handles` is what its table holds now.
+    /// or `None` when it is healthy.
     pub fn verdict(&self, warm: &mut Warm) -> Option<Discard> {
         if !self.reuses() {
             return Some(Discard::PerRequest);
         }
-        if warm.store.data().limits.memory_bytes() > self.memory_watermark {
+        let memory = warm.store.data().limits.memory_bytes();
+        if memory > self.memory_watermark {
+            // Too big after its first request: every instance will be, and
+            // reuse silently never happens. Say so, once.
+            if warm.served == 1 && !self.memory_warned.swap(true, Ordering::Relaxed) {
+                tracing::warn!(
+                    component = %self.id,
+                    "an instance holds {} MiB of memory after its first request, above {MEMORY_WATERMARK_PERCENT}% \
+                     of its `memory_mb`, so it is not reused: raise `memory_mb` in the manifest to keep \
+                     instances warm",
+                    memory >> 20
+                );
+            }
             return Some(Discard::Memory);
         }
         if warm.store.data_mut().handles() > MAX_HANDLES_KEPT {

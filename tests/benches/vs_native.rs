@@ -17,7 +17,9 @@
 //! serving processes.
 //!
 //! Environment: BENCH_ROUNDS (3), BENCH_SECONDS per round (5),
-//! BENCH_CONNECTIONS (4), BENCH_LANGUAGES (python,javascript,rust,go).
+//! BENCH_CONNECTIONS (4), BENCH_LANGUAGES (python,javascript,rust,go),
+//! BENCH_BEFORE (the path of an earlier `polytrace` build to run beside,
+//! with its defaults: a fresh instance per request).
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
@@ -59,7 +61,8 @@ async fn client(addr: SocketAddr, until: Instant) -> Vec<Duration> {
             sender = None;
             continue;
         }
-        let req = hyper::Request::get(format!("http://{addr}/hello/bench?name=b"))
+        let req = hyper::Request::get("/hello/bench?name=b")
+            .header("host", addr.to_string())
             .body(Empty::<Bytes>::new())
             .unwrap();
         match s.send_request(req).await {
@@ -182,14 +185,27 @@ impl Drop for KillOnDrop {
     }
 }
 
-fn guest(language: &'static str, wasm: &str, isolation: &str, receiver: &Receiver) -> Service {
-    let name = format!("vs-native-{language}-{isolation}");
+/// A polytrace host serving the hello guest; `isolation` `None`: an
+/// earlier build (`before`), which knows no isolation setting.
+fn guest(
+    language: &'static str,
+    wasm: &str,
+    isolation: Option<&str>,
+    before: Option<&std::path::Path>,
+    receiver: &Receiver,
+) -> Service {
+    let label = match (isolation, before) {
+        (Some(i), _) => format!("polytrace, {i}"),
+        (None, _) => "polytrace before (fresh/request)".to_string(),
+    };
+    let name = format!("vs-native-{language}-{}", isolation.unwrap_or("before"));
     let dir = scratch_dir(&name);
+    let isolation_line = isolation.map_or(String::new(), |i| format!("isolation = \"{i}\"\n"));
     std::fs::write(
         dir.join("polytrace.toml"),
         format!(
             "app = \"bench\"\n[[component]]\nid = \"hello-{language}\"\nsource = \"{}\"\n\
-             route = \"/hello/...\"\nlanguage = \"{language}\"\nisolation = \"{isolation}\"\n",
+             route = \"/hello/...\"\nlanguage = \"{language}\"\n{isolation_line}",
             component(wasm).display()
         ),
     )
@@ -200,14 +216,14 @@ fn guest(language: &'static str, wasm: &str, isolation: &str, receiver: &Receive
         "OTEL_EXPORTER_OTLP_ENDPOINT".to_string(),
         receiver.endpoint("http/protobuf"),
     )];
-    let host = Polytrace::start_with_args(
-        &dir,
-        &["--store", store.to_str().unwrap(), "--guest-logs", "off"],
-        &env,
-    );
+    let args = ["--store", store.to_str().unwrap(), "--guest-logs", "off"];
+    let host = match before {
+        Some(bin) => Polytrace::start_bin(bin, &dir, &args, &env),
+        None => Polytrace::start_with_args(&dir, &args, &env),
+    };
     Service {
         language,
-        label: format!("polytrace, {isolation}"),
+        label,
         native: false,
         addr: host.addr,
         pid: host.pid(),
@@ -268,6 +284,8 @@ async fn main() {
     let connections = env_or("BENCH_CONNECTIONS", 4);
     let languages =
         std::env::var("BENCH_LANGUAGES").unwrap_or_else(|_| "python,javascript,rust,go".into());
+    // BENCH_BEFORE: an earlier `polytrace` binary to run beside this one.
+    let before = std::env::var_os("BENCH_BEFORE").map(std::path::PathBuf::from);
     let receiver = Receiver::start_sink().await;
     let native_dir = repo_dir().join("tests").join("native");
     let mut services = Vec::new();
@@ -279,8 +297,11 @@ async fn main() {
             "go" => ("go", "hello_go"),
             other => panic!("BENCH_LANGUAGES: unknown language {other}"),
         };
-        services.push(guest(language, wasm, "reuse", &receiver));
-        services.push(guest(language, wasm, "per-request", &receiver));
+        services.push(guest(language, wasm, Some("reuse"), None, &receiver));
+        services.push(guest(language, wasm, Some("per-request"), None, &receiver));
+        if let Some(bin) = &before {
+            services.push(guest(language, wasm, None, Some(bin), &receiver));
+        }
         let cmd = match language {
             "python" => {
                 let mut c = Command::new(repo_dir().join(".tools/native-venv/bin/gunicorn"));

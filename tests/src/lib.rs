@@ -774,7 +774,13 @@ impl Polytrace {
 
     /// Like [`Polytrace::start`], with extra `up` arguments.
     pub fn start_with_args(dir: &Path, args: &[&str], env: &[(String, String)]) -> Polytrace {
-        let mut cmd = Command::new(polytrace_bin());
+        Self::start_bin(&polytrace_bin(), dir, args, env)
+    }
+
+    /// Like [`Polytrace::start_with_args`], with another `polytrace` binary
+    /// (a benchmark's earlier build).
+    pub fn start_bin(bin: &Path, dir: &Path, args: &[&str], env: &[(String, String)]) -> Polytrace {
+        let mut cmd = Command::new(bin);
         cmd.arg("up").args(args);
         // Unless a test says otherwise: traces in memory, viewer on a free port.
         if !args.iter().any(|a| a.starts_with("--store"))
