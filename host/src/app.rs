@@ -7,7 +7,7 @@ use crate::http::Inbound;
 use crate::http::outbound::{Dispatcher, Outbound, ResponseFuture};
 use crate::instance::{InstanceState, RequestScope};
 use crate::manifest::{Component as ComponentConfig, Diagnostic, Manifest};
-use crate::pool::{Discard, FINISHING_WAIT, IDLE_TIMEOUT, InstancePool, Warm};
+use crate::pool::{Discard, FINISHING_WAIT, InstancePool, Warm};
 use crate::runtime::{Progress, Runtime};
 use crate::telemetry::metrics::{ComponentMetrics, DISCARD_REASON};
 use crate::telemetry::{
@@ -481,14 +481,22 @@ impl Dispatcher for App {
     }
 }
 
-/// Drop instances idle longer than [`IDLE_TIMEOUT`], until the app is gone.
+/// Drop instances idle longer than their component's idle timeout, until
+/// the app is gone; looks four times per shortest timeout.
 async fn expire_idle_instances(app: std::sync::Weak<App>) {
-    let mut tick = tokio::time::interval(IDLE_TIMEOUT / 4);
+    let Some(shortest) = app
+        .upgrade()
+        .and_then(|a| a.components.iter().map(|c| c.pool.idle_timeout).min())
+    else {
+        return;
+    };
+    let period = (shortest / 4).clamp(Duration::from_millis(50), Duration::from_secs(15));
+    let mut tick = tokio::time::interval(period);
     loop {
         tick.tick().await;
         let Some(app) = app.upgrade() else { return };
         for (idx, c) in app.components.iter().enumerate() {
-            for _ in 0..c.pool.expire(IDLE_TIMEOUT) {
+            for _ in 0..c.pool.expire(c.pool.idle_timeout) {
                 app.discarded(idx, Discard::Idle);
             }
         }

@@ -23,6 +23,9 @@ pub const MAX_MEMORY_MB: u64 = 4096;
 /// Default for how many requests one reused instance serves before it is
 /// replaced by a fresh one (bounds slow leaks in guest code).
 pub const DEFAULT_REQUESTS_PER_INSTANCE: u32 = 10_000;
+/// Default for how long a warm instance may sit idle before it is dropped
+/// (its memory returned).
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How a component's instances are used across requests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -109,6 +112,8 @@ pub struct Component {
     pub isolation: Isolation,
     /// Requests one reused instance serves before it is replaced.
     pub requests_per_instance: u32,
+    /// How long a warm instance may sit idle before it is dropped.
+    pub idle_timeout: Duration,
     /// Where the component is declared, for messages about it.
     pub location: Location,
 }
@@ -339,7 +344,8 @@ struct RawComponent {
 struct RawLimits {
     request_timeout_ms: Option<Spanned<u64>>,
     memory_mb: Option<Spanned<u64>>,
-    requests_per_instance: Option<Spanned<u32>>,
+    requests_per_instance: Option<Spanned<u64>>,
+    instance_idle_timeout_ms: Option<Spanned<u64>>,
 }
 
 /// Languages polytrace knows how to label; others are accepted with a warning-free
@@ -498,18 +504,28 @@ impl Manifest {
                     None
                 }
             });
-            let timeout = match &c.limits.request_timeout_ms {
-                Some(t) if *t.get_ref() == 0 => {
-                    problem(
-                        at(t.span()),
-                        Some(&id),
-                        "`request_timeout_ms` must be above 0".into(),
-                    );
-                    DEFAULT_TIMEOUT
+            // Limits that must be above 0: the value, or `None` when absent
+            // or reported as wrong.
+            let mut above_zero = |limit: &Option<Spanned<u64>>, name: &str| {
+                let l = limit.as_ref()?;
+                if *l.get_ref() == 0 {
+                    problem(at(l.span()), Some(&id), format!("`{name}` must be above 0"));
+                    return None;
                 }
-                Some(t) => Duration::from_millis(*t.get_ref()),
-                None => DEFAULT_TIMEOUT,
+                Some(*l.get_ref())
             };
+            let timeout = above_zero(&c.limits.request_timeout_ms, "request_timeout_ms")
+                .map_or(DEFAULT_TIMEOUT, Duration::from_millis);
+            let requests_per_instance =
+                above_zero(&c.limits.requests_per_instance, "requests_per_instance")
+                    .map_or(DEFAULT_REQUESTS_PER_INSTANCE, |n| {
+                        u32::try_from(n).unwrap_or(u32::MAX)
+                    });
+            let idle_timeout = above_zero(
+                &c.limits.instance_idle_timeout_ms,
+                "instance_idle_timeout_ms",
+            )
+            .map_or(DEFAULT_IDLE_TIMEOUT, Duration::from_millis);
             let memory_mb = match &c.limits.memory_mb {
                 Some(m) if *m.get_ref() == 0 || *m.get_ref() > MAX_MEMORY_MB => {
                     problem(
@@ -537,18 +553,6 @@ impl Manifest {
                     Isolation::Reuse
                 }
             };
-            let requests_per_instance = match &c.limits.requests_per_instance {
-                Some(n) if *n.get_ref() == 0 => {
-                    problem(
-                        at(n.span()),
-                        Some(&id),
-                        "`requests_per_instance` must be above 0".into(),
-                    );
-                    DEFAULT_REQUESTS_PER_INSTANCE
-                }
-                Some(n) => *n.get_ref(),
-                None => DEFAULT_REQUESTS_PER_INSTANCE,
-            };
             components.push(Component {
                 id,
                 source: dir.join(source),
@@ -563,6 +567,7 @@ impl Manifest {
                 memory_bytes: memory_mb * 1024 * 1024,
                 isolation,
                 requests_per_instance,
+                idle_timeout,
                 location: loc,
             });
         }
@@ -694,7 +699,7 @@ source = "a.wasm"
 id = "b"
 source = "b.wasm"
 isolation = "per-request"
-limits = { requests_per_instance = 50 }
+limits = { requests_per_instance = 50, instance_idle_timeout_ms = 1500 }
 "#,
         )
         .unwrap();
@@ -705,6 +710,8 @@ limits = { requests_per_instance = 50 }
         );
         assert_eq!(m.components[1].isolation, Isolation::PerRequest);
         assert_eq!(m.components[1].requests_per_instance, 50);
+        assert_eq!(m.components[1].idle_timeout, Duration::from_millis(1500));
+        assert_eq!(m.components[0].idle_timeout, DEFAULT_IDLE_TIMEOUT);
 
         let err = parse(
             r#"app = "shop"

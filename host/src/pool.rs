@@ -23,9 +23,6 @@ pub const MEMORY_WATERMARK_PERCENT: u64 = 75;
 /// grows the host.
 pub const MAX_HANDLES_KEPT: usize = 1024;
 
-/// An idle instance older than this is dropped (its memory returned).
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-
 /// How long a request with no idle instance waits for one that has answered
 /// its request and is finishing (its guest returning), before it makes a new
 /// one: a client that sends its next request as soon as it has the last
@@ -72,7 +69,7 @@ pub enum Discard {
     MaxRequests,
     /// The component runs with `isolation = "per-request"`.
     PerRequest,
-    /// It sat idle longer than [`IDLE_TIMEOUT`].
+    /// It sat idle longer than the component's `instance_idle_timeout_ms`.
     Idle,
     /// Its slot was needed by another component (`--max-instances`).
     Evicted,
@@ -112,6 +109,8 @@ pub struct InstancePool {
     settled: tokio::sync::Notify,
     requests_per_instance: u32,
     memory_watermark: usize,
+    /// How long an instance may sit idle.
+    pub idle_timeout: Duration,
 }
 
 impl InstancePool {
@@ -127,6 +126,7 @@ impl InstancePool {
             settled: tokio::sync::Notify::new(),
             requests_per_instance: component.requests_per_instance,
             memory_watermark: (component.memory_bytes / 100 * MEMORY_WATERMARK_PERCENT) as usize,
+            idle_timeout: component.idle_timeout,
         }
     }
 

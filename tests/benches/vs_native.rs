@@ -5,16 +5,16 @@
 //!
 //! Each examples/hello-* runs in its own `polytrace up` as a user runs it
 //! (tracing on, OTLP/HTTP export, the SQLite file store), once with warm
-//! instances (the default) and once with `isolation = "per-request"`; the
-//! natives (tests/native, installed by scripts/setup-native.sh) are Flask +
-//! opentelemetry-instrumentation-flask on gunicorn (2 sync workers), Express
-//! + @opentelemetry/sdk-node (HTTP and Express instrumentations), axum +
-//! opentelemetry-rust (SERVER span + child span, batched OTLP/HTTP) and Go
-//! `net/http` (no OpenTelemetry SDK can be fetched here: it does the work
-//! without tracing). Every one exports to the same OTLP endpoint, which
-//! discards what it gets. Rounds alternate over every service; medians are
-//! reported, with page faults per request and resident memory of the
-//! serving processes.
+//! instances (the default) and once with `isolation = "per-request"`. The
+//! natives (tests/native, installed by scripts/setup-native.sh) are Flask
+//! with opentelemetry-instrumentation-flask on gunicorn (2 sync workers),
+//! Express with @opentelemetry/sdk-node (HTTP and Express
+//! instrumentations), axum with opentelemetry-rust (SERVER span and child
+//! span, batched OTLP/HTTP) and Go `net/http` (no OpenTelemetry SDK can be
+//! fetched here: it does the work without tracing). Every one exports to
+//! the same OTLP endpoint, which discards what it gets. Rounds alternate
+//! over every service; medians are reported, with page faults per request
+//! and resident memory of the serving processes.
 //!
 //! Environment: BENCH_ROUNDS (3), BENCH_SECONDS per round (5),
 //! BENCH_CONNECTIONS (4), BENCH_LANGUAGES (python,javascript,rust,go),

@@ -311,3 +311,29 @@ async fn an_idle_instance_makes_room_for_another_component() {
     assert_eq!(served(&host.url("/faults/served")).await, 1);
     host.terminate();
 }
+
+/// An instance idle longer than `instance_idle_timeout_ms` is dropped; the
+/// next request gets a new one.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_idle_instance_is_dropped_after_its_timeout() {
+    let receiver = Receiver::start().await;
+    let host = Polytrace::up(
+        "reuse-idle",
+        &manifest(", instance_idle_timeout_ms = 300"),
+        &receiver,
+        "grpc",
+        &[],
+    );
+    assert_eq!(served(&host.url("/faults/served")).await, 1);
+    assert_eq!(served(&host.url("/faults/served")).await, 2);
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    assert_eq!(served(&host.url("/faults/served")).await, 1);
+    counter(
+        &receiver,
+        "polytrace.guest.instance_discards",
+        Some("idle"),
+        1.0,
+    )
+    .await;
+    host.terminate();
+}
