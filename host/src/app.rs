@@ -160,11 +160,6 @@ impl App {
             .map(|(_, i)| i)
     }
 
-    /// Idle warm instances of component `idx` right now.
-    pub fn idle_instances(&self, idx: usize) -> usize {
-        self.components[idx].pool.idle_count()
-    }
-
     /// Handle one request in component `idx`.
     pub fn handle(
         self: &Arc<Self>,

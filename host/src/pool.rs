@@ -240,11 +240,6 @@ impl InstancePool {
         expired.len()
     }
 
-    /// Instances idle now.
-    pub fn idle_count(&self) -> usize {
-        self.lock().len()
-    }
-
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Warm>> {
         self.idle.lock().unwrap_or_else(|e| e.into_inner())
     }
