@@ -458,7 +458,8 @@ export function serve(handler) {
           throw new TypeError('the handler did not return a Response');
         }
       } catch (e) {
-        console.error(`unhandled error: ${e?.stack ?? e}`);
+        // The engine's stack does not repeat the message: log both.
+        console.error(`unhandled error: ${e}${e?.stack ? `\n${e.stack}` : ''}`);
         response = new Response('internal server error', { status: 500 });
       }
       await writeResponse(response, responseOut);

@@ -382,12 +382,12 @@ impl App {
                 if warm.served > 1 && pool.stop_reuse() {
                     tracing::warn!(
                         component = %self.components[idx].config.id,
-                        "a warm instance returned without answering after it had answered before: \
-                         this component cannot serve two requests on one instance, so from now on \
-                         it gets a fresh instance per request. A JavaScript component built from \
-                         `addEventListener('fetch', ...)` cannot (StarlingMonkey issue 247): export \
-                         `incomingHandler = serve(handler)` from polytrace.js instead, or set \
-                         `isolation = \"per-request\"` in the manifest"
+                        "a warm instance returned without answering, and no warm instance of this \
+                         component has answered yet: it cannot serve two requests on one instance, \
+                         so from now on it gets a fresh instance per request. A JavaScript component \
+                         built from `addEventListener('fetch', ...)` cannot (StarlingMonkey issue \
+                         247): export `incomingHandler = serve(handler)` from polytrace.js instead, \
+                         or set `isolation = \"per-request\"` in the manifest"
                     );
                     for _ in 0..pool.expire(Duration::ZERO) {
                         self.discarded(idx, Discard::PerRequest);
@@ -396,6 +396,9 @@ impl App {
                 Some(Discard::NoResponse)
             }
             (None, Some(mut warm)) => {
+                if warm.served > 1 {
+                    pool.reused_answered();
+                }
                 let verdict = pool.verdict(&mut warm);
                 if verdict.is_none() {
                     pool.put(warm);

@@ -101,6 +101,8 @@ pub struct InstancePool {
     /// Set once a reused instance failed to answer: from then on the
     /// component runs one instance per request.
     reuse_failed: AtomicBool,
+    /// Requests a reused instance (one that had served before) answered.
+    reused_answers: AtomicUsize,
     /// Whether the "too big to reuse" warning was given.
     memory_warned: AtomicBool,
     /// Instances that answered and whose guest has not returned yet.
@@ -121,6 +123,7 @@ impl InstancePool {
             idle: Mutex::new(Vec::new()),
             isolation: component.isolation,
             reuse_failed: AtomicBool::new(false),
+            reused_answers: AtomicUsize::new(0),
             memory_warned: AtomicBool::new(false),
             finishing: AtomicUsize::new(0),
             settled: tokio::sync::Notify::new(),
@@ -201,12 +204,20 @@ impl InstancePool {
         self.isolation == Isolation::Reuse && !self.reuse_failed.load(Ordering::Relaxed)
     }
 
-    /// A warm instance that had answered before returned without answering:
-    /// the guest cannot serve twice on one instance (a JavaScript fetch
-    /// listener cannot: StarlingMonkey issue 247). Stop reusing; true the
-    /// first time.
+    /// A reused instance answered its request.
+    pub fn reused_answered(&self) {
+        self.reused_answers.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A reused instance returned without answering, and no reused instance
+    /// of this component has ever answered: the guest cannot serve twice on
+    /// one instance (a JavaScript fetch listener cannot: StarlingMonkey
+    /// issue 247). Stop reusing; true the first time. A component whose
+    /// reused instances have answered before keeps reuse (that request was
+    /// the guest's own bug, and only its instance is discarded).
     pub fn stop_reuse(&self) -> bool {
-        !self.reuse_failed.swap(true, Ordering::Relaxed)
+        self.reused_answers.load(Ordering::Relaxed) == 0
+            && !self.reuse_failed.swap(true, Ordering::Relaxed)
     }
 
     /// Keep a healthy instance for the next request.

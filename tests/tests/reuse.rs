@@ -337,3 +337,26 @@ async fn an_idle_instance_is_dropped_after_its_timeout() {
     .await;
     host.terminate();
 }
+
+/// A guest that once returns without answering loses that instance only:
+/// its warm instances had answered before, so reuse goes on.
+#[tokio::test(flavor = "multi_thread")]
+async fn one_unanswered_request_does_not_stop_reuse() {
+    let receiver = Receiver::start().await;
+    let host = Polytrace::up("reuse-noresp", &manifest(""), &receiver, "grpc", &[]);
+    assert_eq!(served(&host.url("/faults/served")).await, 1);
+    assert_eq!(served(&host.url("/faults/served")).await, 2);
+    let none = get(&host.url("/faults/no-response")).await;
+    assert_eq!(none.status, 500, "{}", none.body);
+    assert_eq!(none.json()["kind"], "NoResponse");
+    // A new instance, warm again from its second request on.
+    assert_eq!(served(&host.url("/faults/served")).await, 1);
+    assert_eq!(served(&host.url("/faults/served")).await, 2);
+    assert_eq!(served(&host.url("/faults/served")).await, 3);
+    assert!(
+        !host.log().contains("cannot serve two requests"),
+        "{}",
+        host.log()
+    );
+    host.terminate();
+}

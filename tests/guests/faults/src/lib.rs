@@ -23,6 +23,8 @@ impl Guest for Faults {
         let served = SERVED.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
         match request.path() {
             "/faults/ok" => respond(out, 200, "text/plain", b"ok"),
+            // Returns without answering (the outparam is dropped unset).
+            "/faults/no-response" => drop(out),
             "/faults/served" => respond(
                 out,
                 200,
