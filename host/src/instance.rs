@@ -137,19 +137,14 @@ impl InstanceState {
     /// The request being served, or an error (a trap for the guest) when
     /// there is none; guest code only runs inside a request.
     pub fn request(&mut self) -> wasmtime::Result<&mut RequestScope> {
-        self.request
-            .as_mut()
-            .ok_or_else(|| wasmtime::format_err!("no request is being served by this instance"))
+        installed(&mut self.request)
     }
 
     /// The request's telemetry and the resource table, borrowed together.
     pub fn telemetry_and_table(
         &mut self,
     ) -> wasmtime::Result<(&mut RequestTelemetry, &mut ResourceTable)> {
-        let scope = self
-            .request
-            .as_mut()
-            .ok_or_else(|| wasmtime::format_err!("no request is being served by this instance"))?;
+        let scope = installed(&mut self.request)?;
         Ok((&mut scope.telemetry, &mut self.table))
     }
 
@@ -162,6 +157,13 @@ impl InstanceState {
     pub fn handles(&mut self) -> usize {
         self.table.iter_mut().count()
     }
+}
+
+/// The installed request, or the error a guest call outside one gets.
+fn installed(request: &mut Option<RequestScope>) -> wasmtime::Result<&mut RequestScope> {
+    request
+        .as_mut()
+        .ok_or_else(|| wasmtime::format_err!("no request is being served by this instance"))
 }
 
 impl WasiView for InstanceState {

@@ -54,6 +54,18 @@ async fn counter(receiver: &Receiver, name: &str, reason: Option<&str>, at_least
         .fold(0.0, f64::max)
 }
 
+/// Wait until `faults` has discarded at least `at_least` instances for
+/// `reason`; the count.
+async fn discards(receiver: &Receiver, reason: &str, at_least: f64) -> f64 {
+    counter(
+        receiver,
+        "polytrace.guest.instance_discards",
+        Some(reason),
+        at_least,
+    )
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_warm_instance_keeps_its_globals_a_fresh_one_does_not() {
     let receiver = Receiver::start().await;
@@ -112,25 +124,10 @@ async fn faults_discard_the_instance_and_the_next_request_gets_a_healthy_one() {
     assert_eq!(served(&host.url("/faults/served")).await, 1);
     assert_eq!(served(&host.url("/faults/served")).await, 2);
     for reason in ["trap", "timeout"] {
-        counter(
-            &receiver,
-            "polytrace.guest.instance_discards",
-            Some(reason),
-            1.0,
-        )
-        .await;
+        discards(&receiver, reason, 1.0).await;
     }
     // The trap and the out-of-memory trap.
-    assert_eq!(
-        counter(
-            &receiver,
-            "polytrace.guest.instance_discards",
-            Some("trap"),
-            2.0
-        )
-        .await,
-        2.0
-    );
+    assert_eq!(discards(&receiver, "trap", 2.0).await, 2.0);
     host.terminate();
 }
 
@@ -161,13 +158,7 @@ async fn big_or_leaking_instances_are_replaced_and_requests_per_instance_is_kept
     assert_eq!(get(&host.url("/faults/leak-handles?n=5")).await.status, 200);
     assert_eq!(served(&host.url("/faults/served")).await, 3);
     for reason in ["max_requests", "memory", "handles"] {
-        counter(
-            &receiver,
-            "polytrace.guest.instance_discards",
-            Some(reason),
-            1.0,
-        )
-        .await;
+        discards(&receiver, reason, 1.0).await;
     }
     host.terminate();
 }
@@ -300,13 +291,7 @@ async fn an_idle_instance_makes_room_for_another_component() {
         .unwrap_or_else(|| panic!("no listener of `fresh` in the log:\n{log}"))
         .to_string();
     assert_eq!(served(&format!("http://{own}/faults/served")).await, 1);
-    counter(
-        &receiver,
-        "polytrace.guest.instance_discards",
-        Some("evicted"),
-        1.0,
-    )
-    .await;
+    discards(&receiver, "evicted", 1.0).await;
     // And back: `faults` gets a new instance (its globals start again).
     assert_eq!(served(&host.url("/faults/served")).await, 1);
     host.terminate();
@@ -328,13 +313,7 @@ async fn an_idle_instance_is_dropped_after_its_timeout() {
     assert_eq!(served(&host.url("/faults/served")).await, 2);
     tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
     assert_eq!(served(&host.url("/faults/served")).await, 1);
-    counter(
-        &receiver,
-        "polytrace.guest.instance_discards",
-        Some("idle"),
-        1.0,
-    )
-    .await;
+    discards(&receiver, "idle", 1.0).await;
     host.terminate();
 }
 
