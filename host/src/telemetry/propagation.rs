@@ -1,4 +1,5 @@
-//! W3C Trace Context (Level 1 and Level 2's random flag) and W3C Baggage.
+//! W3C Trace Context Level 2 (`traceparent` with the random flag,
+//! `tracestate` with Level 2's key grammar) and W3C Baggage.
 //!
 //! Written here rather than taken from `opentelemetry_sdk::propagation`
 //! because the edge cases the specification spells out (future versions,
@@ -119,64 +120,68 @@ pub fn format_traceparent(cx: &SpanContext) -> String {
     )
 }
 
-/// Parse a combined `tracestate` value. `None` means the list is invalid and
-/// must be dropped whole.
+/// Parse a combined `tracestate` value (several headers joined with `,`
+/// in order). `None` means the list is invalid and must be dropped whole;
+/// an empty list gives an empty state.
+///
+/// Duplicate keys are kept as they came: polytrace adds no key of its own,
+/// so it forwards the list unchanged rather than choosing between entries
+/// it did not write (the specification allows either).
+///
+/// opentelemetry's `TraceState` (0.33) still checks keys against Level 1's
+/// `tenant@system` split (one `@`, at most 13 characters after it), so a
+/// valid Level 2 key such as `foo@@bar` cannot travel in a `SpanContext`.
+/// Such members are deleted, a mutation the specification allows, and the
+/// others are forwarded in their order.
 pub fn parse_tracestate(value: &str) -> Option<TraceState> {
-    let mut members: Vec<(String, String)> = Vec::new();
+    let members = tracestate_members(value)?;
+    let carried = members
+        .into_iter()
+        .filter(|member| TraceState::from_key_value([*member]).is_ok());
+    TraceState::from_key_value(carried).ok()
+}
+
+/// The list members of a combined `tracestate` value, in order, each
+/// checked against the Level 2 grammar; `None` when any member is invalid
+/// or there are more than 32. Empty and whitespace-only members are
+/// allowed and skipped.
+fn tracestate_members(value: &str) -> Option<Vec<(&str, &str)>> {
+    let mut members = Vec::new();
     for member in value.split(',') {
+        // Spaces and tabs around a member are optional whitespace; leading
+        // spaces of a value stay part of it.
         let member = member.trim_matches(|c| c == ' ' || c == '\t');
         if member.is_empty() {
-            // Empty list members are allowed and ignored.
             continue;
         }
         let (key, val) = member.split_once('=')?;
         if !valid_tracestate_key(key) || !valid_tracestate_value(val) {
             return None;
         }
-        if members.iter().any(|(k, _)| k == key) {
-            return None;
-        }
-        members.push((key.to_string(), val.to_string()));
+        members.push((key, val));
     }
-    if members.len() > TRACESTATE_MAX_MEMBERS {
-        return None;
-    }
-    TraceState::from_key_value(members).ok()
+    (members.len() <= TRACESTATE_MAX_MEMBERS).then_some(members)
 }
 
+/// Level 2: a lowercase letter or a digit, then up to 255 of
+/// `a-z 0-9 _ - * / @` (Level 1's `tenant@system` split is gone).
 fn valid_tracestate_key(key: &str) -> bool {
-    fn simple_char(b: u8) -> bool {
-        b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'-' | b'*' | b'/')
-    }
-    match key.split_once('@') {
-        None => {
-            let b = key.as_bytes();
-            !b.is_empty()
-                && b.len() <= 256
-                && b[0].is_ascii_lowercase()
-                && b.iter().all(|&c| simple_char(c))
-        }
-        Some((tenant, system)) => {
-            let (t, s) = (tenant.as_bytes(), system.as_bytes());
-            !t.is_empty()
-                && t.len() <= 241
-                && (t[0].is_ascii_lowercase() || t[0].is_ascii_digit())
-                && t.iter().all(|&c| simple_char(c))
-                && !s.is_empty()
-                && s.len() <= 14
-                && s[0].is_ascii_lowercase()
-                && s.iter().all(|&c| simple_char(c))
-        }
-    }
+    let b = key.as_bytes();
+    let keychar = |c: u8| c.is_ascii_lowercase() || c.is_ascii_digit() || b"_-*/@".contains(&c);
+    b.len() <= 256
+        && b.first()
+            .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && b.iter().all(|&c| keychar(c))
 }
 
+/// Up to 256 printable ASCII characters except `,` and `=`, the last one
+/// not a space.
 fn valid_tracestate_value(value: &str) -> bool {
     let b = value.as_bytes();
-    !b.is_empty()
-        && b.len() <= 256
+    b.len() <= 256
+        && b.last().is_some_and(|&c| c != b' ')
         && b.iter()
             .all(|&c| (0x20..=0x7e).contains(&c) && c != b',' && c != b'=')
-        && *b.last().unwrap() != b' '
 }
 
 /// Validate a combined `baggage` value and return it re-serialised without
@@ -261,27 +266,69 @@ mod tests {
     }
 
     #[test]
+    fn optional_whitespace_around_traceparent_is_ignored() {
+        for tp in [
+            format!(" {TP}"),
+            format!("\t{TP}"),
+            format!("{TP} "),
+            format!("{TP}\t"),
+            format!("\t {TP} \t"),
+        ] {
+            assert!(one(&tp).is_some(), "{tp:?} must be accepted");
+        }
+    }
+
+    #[test]
     fn invalid_traceparents_restart_the_trace() {
         for bad in [
             "",
             "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
-            // uppercase hex
-            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
-            // all-zero ids
-            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
-            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
-            // version ff
+            // Version: ff is forbidden; otherwise two lowercase hex digits and '-'.
             "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
-            // version 00 with trailing data
-            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
-            // future version with trailing data not starting with '-'
-            "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01x",
-            // wrong delimiters and lengths
-            "00_4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
-            "00-4bf92f3577b34da6a3ce929d0e0e473-600f067aa0ba902b7-01",
-            "0-04bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
-            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0g",
+            ".0-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "0.-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
             "zz-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "CC-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "0-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "0-04bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "000-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "0000-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            // trace-id: 32 lowercase hex digits, not all zero.
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-.bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e473.-00f067aa0ba902b7-01",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e47361-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e473-600f067aa0ba902b7-01",
+            // parent-id: 16 lowercase hex digits, not all zero.
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00F067AA0BA902B7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-.0f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b.-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b71-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b-01",
+            // trace-flags: two lowercase hex digits.
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-.0",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0.",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0g",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0F",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-001",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-1",
+            // Version 00 has exactly four fields.
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01.",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            // Delimiters.
+            "00_4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736_00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7_01",
+            // A later version: the same four fields, then the end or '-'.
+            "cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01.what-the-future",
+            "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01x",
+            "cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-1",
+            "cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0g",
+            "cc-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "cc-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
         ] {
             assert_eq!(one(bad), None, "{bad:?} must be rejected");
         }
@@ -296,6 +343,12 @@ mod tests {
             one("cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-what-the-future")
                 .is_some()
         );
+        // fe is the highest version there can be.
+        assert!(one("fe-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-x").is_some());
+        // What is sent on is version 00, the highest this implementation knows.
+        let (t, s, f) = one("cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-03-x").unwrap();
+        let cx = SpanContext::new(t, s, TraceFlags::new(f), true, TraceState::default());
+        assert_eq!(format_traceparent(&cx), format!("00-{}-03", &TP[3..52]));
     }
 
     #[test]
@@ -304,10 +357,37 @@ mod tests {
         assert_eq!(f, FLAG_SAMPLED | FLAG_RANDOM);
         let (_, _, f) = one("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-02").unwrap();
         assert_eq!(f, FLAG_RANDOM);
+        let (_, _, f) = one("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-04").unwrap();
+        assert_eq!(f, 0);
+    }
+
+    #[test]
+    fn outbound_traceparent_keeps_the_random_flag_and_zeroes_unknown_bits() {
+        let (t, s, _) = one(TP).unwrap();
+        for (flags, sent) in [(0x02, "02"), (0x03, "03"), (0x00, "00"), (0xfd, "01")] {
+            let cx = SpanContext::new(t, s, TraceFlags::new(flags), false, TraceState::default());
+            assert_eq!(inject(&cx, "")[0].1, format!("{}-{sent}", &TP[..52]));
+        }
     }
 
     fn hdrs<'a>(list: &'a [(&'a str, &'a str)]) -> impl Iterator<Item = (&'a str, &'a [u8])> {
         list.iter().map(|(k, v)| (*k, v.as_bytes()))
+    }
+
+    #[test]
+    fn header_names_are_case_insensitive_and_exact() {
+        for name in ["traceparent", "TraceParent", "TRACEPARENT", "TrAcEpArEnT"] {
+            assert!(extract(hdrs(&[(name, TP)])).parent.is_some(), "{name}");
+        }
+        for name in ["trace-parent", "trace.parent", "traceparent2"] {
+            assert!(extract(hdrs(&[(name, TP)])).parent.is_none(), "{name}");
+        }
+        for name in ["TraceState", "TRACESTATE", "TrAcEsTaTe"] {
+            assert_eq!(forwarded_with(&[(name, "foo=1")]), "foo=1", "{name}");
+        }
+        for name in ["trace-state", "trace.state"] {
+            assert_eq!(forwarded_with(&[(name, "foo=1")]), "", "{name}");
+        }
     }
 
     #[test]
@@ -318,55 +398,205 @@ mod tests {
             ("tracestate", "a=1"),
         ]));
         assert_eq!(e.parent, None);
+        // Two different values, and a second one that is not even text.
+        let other = "00-12345678901234567890123456789012-1234567890123456-01";
+        assert_eq!(
+            extract(hdrs(&[("traceparent", TP), ("traceparent", other)])).parent,
+            None
+        );
+        let raw: [(&str, &[u8]); 2] = [("traceparent", TP.as_bytes()), ("traceparent", b"\xff")];
+        assert_eq!(extract(raw).parent, None);
+    }
+
+    #[test]
+    fn tracestate_without_a_valid_traceparent_is_discarded() {
+        assert_eq!(extract(hdrs(&[("tracestate", "foo=1")])).parent, None);
+        let bad = "00-00000000000000000000000000000000-00f067aa0ba902b7-01";
+        let e = extract(hdrs(&[("traceparent", bad), ("tracestate", "foo=1")]));
+        assert_eq!(e.parent, None);
+    }
+
+    /// The `tracestate` that is forwarded when `headers` come with [`TP`].
+    fn forwarded_with(headers: &[(&str, &str)]) -> String {
+        let mut all = vec![("traceparent", TP)];
+        all.extend_from_slice(headers);
+        let parent = extract(hdrs(&all)).parent;
+        parent
+            .expect("the traceparent stays valid")
+            .trace_state()
+            .header()
+    }
+
+    /// The same for `tracestate` headers with these values.
+    fn forwarded(tracestates: &[&str]) -> String {
+        let headers: Vec<(&str, &str)> = tracestates.iter().map(|v| ("tracestate", *v)).collect();
+        forwarded_with(&headers)
     }
 
     #[test]
     fn tracestate_headers_are_concatenated_in_order() {
-        let e = extract(hdrs(&[
-            ("TraceParent", TP),
-            ("tracestate", "a=1,b=2"),
-            ("tracestate", "c=3"),
-        ]));
-        let p = e.parent.unwrap();
+        assert_eq!(forwarded(&["a=1,b=2", "c=3"]), "a=1,b=2,c=3");
+        assert_eq!(
+            forwarded(&["foo=1,bar=2", "rojo=1,congo=2", "baz=3"]),
+            "foo=1,bar=2,rojo=1,congo=2,baz=3"
+        );
+        let p = extract(hdrs(&[("TraceParent", TP), ("tracestate", "a=1")]))
+            .parent
+            .unwrap();
         assert!(p.is_remote());
-        assert_eq!(p.trace_state().header(), "a=1,b=2,c=3");
     }
 
     #[test]
-    fn tracestate_grammar_and_limits() {
-        assert!(parse_tracestate("congo=t61rcWkgMzE,rojo=00f067aa0ba902b7").is_some());
-        assert!(parse_tracestate("tenant1@vendor=x, 0tenant@sys=y").is_some());
-        assert!(parse_tracestate(" a=1 ,, b=2 ").is_some());
-        // Spaces around a member are optional whitespace, not part of the value.
+    fn empty_tracestate_headers_and_members_are_accepted() {
+        assert_eq!(forwarded(&[""]), "");
+        assert_eq!(forwarded(&["foo=1", ""]), "foo=1");
+        assert_eq!(forwarded(&["", "foo=1"]), "foo=1");
+        assert_eq!(forwarded(&[" a=1 ,, \t ,b=2 "]), "a=1,b=2");
+        assert_eq!(forwarded(&[" , "]), "");
+    }
+
+    #[test]
+    fn optional_whitespace_around_tracestate_members_is_ignored() {
         assert_eq!(
-            parse_tracestate("a=x y ,b=1").unwrap().header(),
-            "a=x y,b=1"
+            forwarded(&["foo=1 \t , \t bar=2, \t baz=3"]),
+            "foo=1,bar=2,baz=3"
         );
-        for bad in [
-            "A=1",      // uppercase key
-            "1a=1",     // simple key must start with a letter
-            "a=1,a=2",  // duplicate key
-            "a",        // no value
-            "a=",       // empty value
-            "a=x\ty",   // control character in value
-            "a=b=c",    // '=' in value
-            "t@1sys=1", // system must start with a letter
-            "t@systemtoolong1=1",
-        ] {
-            assert!(parse_tracestate(bad).is_none(), "{bad:?} must be rejected");
+        assert_eq!(
+            forwarded(&["foo=1\t \t,\t \tbar=2,\t \tbaz=3"]),
+            "foo=1,bar=2,baz=3"
+        );
+        for v in [" foo=1", "\tfoo=1", "foo=1 ", "foo=1\t", "\t foo=1 \t"] {
+            assert_eq!(forwarded(&[v]), "foo=1", "{v:?}");
         }
-        let long_key = format!("a{}=1", "b".repeat(255));
-        assert!(parse_tracestate(&long_key).is_some());
-        let too_long_key = format!("a{}=1", "b".repeat(256));
-        assert!(parse_tracestate(&too_long_key).is_none());
+        // Inner and leading spaces are part of the value.
+        assert_eq!(forwarded(&["a=x y ,b=1"]), "a=x y,b=1");
+        assert_eq!(forwarded(&["a=  x"]), "a=  x");
+    }
+
+    #[test]
+    fn tracestate_keys_follow_the_level_2_grammar() {
+        let valid = |key: &str| tracestate_members(&format!("{key}=1,bar=2")).is_some();
+        let all_chars = "abcdefghijklmnopqrstuvwxyz0123456789_-*/";
+        for key in [
+            "foo",
+            "0foo",
+            "1a",
+            "foo@",
+            "foo@@bar",
+            "foo@bar@baz",
+            "t@1sys",
+            "t@systemtoolong1",
+            all_chars,
+            &format!("{all_chars}@a-z0-9_-*/"),
+            &"z".repeat(256),
+            &format!("{}@{}", "t".repeat(241), "v".repeat(14)),
+            &format!("{}@v", "t".repeat(242)),
+            &format!("t@{}", "v".repeat(15)),
+        ] {
+            assert!(valid(key), "{key:?} is a valid key");
+        }
+        for key in [
+            "",
+            "@foo",
+            "_foo",
+            "-foo",
+            "*foo",
+            "/foo",
+            "FOO",
+            "Foo",
+            "foo ",
+            "foo.bar",
+            "fo o",
+            "foo%",
+            "é",
+            &"z".repeat(257),
+        ] {
+            assert!(!valid(key), "{key:?} is not a valid key");
+        }
+    }
+
+    #[test]
+    fn level_2_keys_are_forwarded() {
+        assert_eq!(forwarded(&["foo@=1,bar=2"]), "foo@=1,bar=2");
+        assert_eq!(forwarded(&["0foo=1"]), "0foo=1");
+        let all_chars = "abcdefghijklmnopqrstuvwxyz0123456789_-*/";
+        let with_vendor = format!("{all_chars}@a-z0-9_-*/=1");
+        assert_eq!(forwarded(&[&with_vendor]), with_vendor);
+        let long = format!("{}=1", "z".repeat(256));
+        assert_eq!(forwarded(&["foo=1", &long]), format!("foo=1,{long}"));
+        let long_tenant = format!("{}@v=1", "t".repeat(242));
+        assert_eq!(
+            forwarded(&["foo=1", &long_tenant]),
+            format!("foo=1,{long_tenant}")
+        );
+        // Keys opentelemetry's TraceState cannot hold are deleted, the rest
+        // of the list still forwarded (see `parse_tracestate`).
+        assert_eq!(forwarded(&["foo@@bar=1,bar=2"]), "bar=2");
+        assert_eq!(forwarded(&["foo@bar@baz=1,bar=2"]), "bar=2");
+        assert_eq!(
+            forwarded(&["foo=1", &format!("t@{}=1", "v".repeat(15))]),
+            "foo=1"
+        );
+        // An invalid key still drops the whole list.
+        assert_eq!(forwarded(&["@foo=1,bar=2"]), "");
+        assert_eq!(forwarded(&["foo=1", &format!("{}=1", "z".repeat(257))]), "");
+    }
+
+    /// Pins the limitation `parse_tracestate` works around: when this test
+    /// fails, opentelemetry's TraceState accepts Level 2 keys and no member
+    /// needs deleting any more.
+    #[test]
+    fn opentelemetry_trace_state_still_rejects_some_level_2_keys() {
+        assert!(TraceState::from_key_value([("foo@@bar", "1")]).is_err());
+        assert!(TraceState::from_key_value([("foo@", "1")]).is_ok());
+    }
+
+    #[test]
+    fn tracestate_values_follow_the_grammar() {
+        let all: String = (0x20u8..=0x7e)
+            .filter(|c| *c != b',' && *c != b'=')
+            .map(char::from)
+            .collect();
+        let member = format!("foo={all}");
+        assert_eq!(forwarded(&[&member]), member);
         let value_256 = format!("a={}", "v".repeat(256));
-        assert!(parse_tracestate(&value_256).is_some());
-        let value_257 = format!("a={}", "v".repeat(257));
-        assert!(parse_tracestate(&value_257).is_none());
-        let thirty_two: Vec<String> = (0..32).map(|i| format!("k{i}=v")).collect();
-        assert!(parse_tracestate(&thirty_two.join(",")).is_some());
-        let thirty_three: Vec<String> = (0..33).map(|i| format!("k{i}=v")).collect();
-        assert!(parse_tracestate(&thirty_three.join(",")).is_none());
+        assert_eq!(forwarded(&[&value_256]), value_256);
+        for bad in [
+            "foo=bar=baz",
+            "foo=,bar=3",
+            "foo=",
+            "foo",
+            "foo=1,bar",
+            "=1",
+            "a=x\ty",
+            "a=x\u{7f}",
+            "a=é",
+            &format!("a={}", "v".repeat(257)),
+        ] {
+            assert_eq!(forwarded(&["ok=1", bad]), "", "{bad:?} must drop the list");
+        }
+    }
+
+    #[test]
+    fn duplicate_tracestate_keys_are_kept_as_they_came() {
+        assert_eq!(forwarded(&["foo=1,foo=1"]), "foo=1,foo=1");
+        assert_eq!(forwarded(&["foo=1,foo=2"]), "foo=1,foo=2");
+        assert_eq!(forwarded(&["foo=1", "foo=1"]), "foo=1,foo=1");
+        assert_eq!(forwarded(&["foo=1", "foo=2"]), "foo=1,foo=2");
+    }
+
+    #[test]
+    fn tracestate_has_at_most_32_members() {
+        let members =
+            |n: usize| -> Vec<String> { (1..=n).map(|i| format!("bar{i:02}={i:02}")).collect() };
+        let split = |m: &[String]| -> Vec<String> { m.chunks(10).map(|c| c.join(",")).collect() };
+        let thirty_two = members(32);
+        let headers = split(&thirty_two);
+        let headers: Vec<&str> = headers.iter().map(String::as_str).collect();
+        assert_eq!(forwarded(&headers), thirty_two.join(","));
+        let headers = split(&members(33));
+        let headers: Vec<&str> = headers.iter().map(String::as_str).collect();
+        assert_eq!(forwarded(&headers), "");
     }
 
     #[test]
@@ -374,6 +604,7 @@ mod tests {
         let e = extract(hdrs(&[("traceparent", TP), ("tracestate", "a=1,A=2")]));
         let p = e.parent.unwrap();
         assert_eq!(p.trace_state().header(), "");
+        assert_eq!(p.trace_id().to_string(), &TP[3..35]);
     }
 
     #[test]
@@ -429,14 +660,14 @@ mod tests {
     #[test]
     fn inject_round_trips() {
         let (t, s, f) = one(TP).unwrap();
-        let state = parse_tracestate("a=1").unwrap();
+        let state = parse_tracestate("foo@=1,a=1").unwrap();
         let cx = SpanContext::new(t, s, TraceFlags::new(f), false, state);
         let headers = inject(&cx, "k=v");
         assert_eq!(
             headers,
             vec![
                 ("traceparent", TP.to_string()),
-                ("tracestate", "a=1".to_string()),
+                ("tracestate", "foo@=1,a=1".to_string()),
                 ("baggage", "k=v".to_string())
             ]
         );
