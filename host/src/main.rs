@@ -148,10 +148,19 @@ fn main() -> ExitCode {
 }
 
 fn init_logging(format: LogFormat) {
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_env("POLYTRACE_LOG").unwrap_or_else(|_| {
-            tracing_subscriber::EnvFilter::new("info,wasmtime=warn,cranelift=warn")
-        });
+    // TLS failures are reported by the export workers, once per 30 s with
+    // their cause; the certificate verifier would log every attempt, so it
+    // is silenced unless POLYTRACE_LOG names it.
+    const QUIET: &str = "rustls_platform_verifier=off";
+    let filter = match std::env::var("POLYTRACE_LOG") {
+        Ok(directives) if directives.contains("rustls_platform_verifier") => {
+            tracing_subscriber::EnvFilter::new(directives)
+        }
+        Ok(directives) => tracing_subscriber::EnvFilter::new(format!("{directives},{QUIET}")),
+        Err(_) => {
+            tracing_subscriber::EnvFilter::new(format!("info,wasmtime=warn,cranelift=warn,{QUIET}"))
+        }
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -203,8 +212,7 @@ async fn up(
     if settings.export.exporter == polytrace::telemetry::config::Exporter::Otlp {
         outputs.push(format!(
             "otlp {:?} to {}",
-            settings.export.protocol,
-            settings.export.endpoint_for_humans()
+            settings.export.otlp.protocol, settings.export.otlp.endpoint
         ));
     }
     if settings.export.console {

@@ -2,6 +2,7 @@
 //! official `opentelemetry-proto` definitions), the real `polytrace` binary
 //! started as a child process, and a plain HTTP client.
 
+pub mod pki;
 pub mod tree;
 
 use bytes::Bytes;
@@ -164,6 +165,29 @@ fn any_to_json(v: &Option<AnyValue>) -> Json {
     }
 }
 
+/// An export request's body, gunzipped when `content-encoding: gzip`.
+async fn read_body(req: hyper::Request<hyper::body::Incoming>) -> Bytes {
+    let gzip = req
+        .headers()
+        .get("content-encoding")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"gzip"));
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    if !gzip {
+        return body;
+    }
+    let mut out = Vec::new();
+    match std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&body[..]), &mut out) {
+        Ok(_) => Bytes::from(out),
+        // Not gzip after all: the decode that follows answers 400.
+        Err(_) => Bytes::new(),
+    }
+}
+
 fn attrs(kvs: &[KeyValue]) -> BTreeMap<String, Json> {
     kvs.iter()
         .map(|kv| (kv.key.clone(), any_to_json(&kv.value)))
@@ -181,6 +205,8 @@ pub struct Receiver {
     signals: Signals,
     /// Bytes of HTTP/protobuf export bodies received (also in sink mode).
     pub bytes: Arc<std::sync::atomic::AtomicU64>,
+    /// Both endpoints speak TLS (`https://localhost:port`).
+    tls: bool,
 }
 
 /// Metric and log exports received, with the protocol each came over.
@@ -188,9 +214,26 @@ pub struct Receiver {
 struct Signals {
     metrics: Arc<Mutex<Vec<(&'static str, ExportMetricsServiceRequest)>>>,
     logs: Arc<Mutex<Vec<(&'static str, ExportLogsServiceRequest)>>>,
+    /// `(signal, protocol, content encoding)` of every export received:
+    /// `grpc-encoding` for gRPC, `content-encoding` for HTTP ("" for none).
+    encodings: Arc<Mutex<Vec<(String, &'static str, String)>>>,
 }
 
-struct Grpc(Arc<Mutex<Vec<Export>>>);
+impl Signals {
+    fn note_grpc(&self, signal: &str, metadata: &tonic::metadata::MetadataMap) {
+        let encoding = metadata
+            .get("grpc-encoding")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        self.encodings
+            .lock()
+            .unwrap()
+            .push((signal.to_string(), "grpc", encoding));
+    }
+}
+
+struct Grpc(Arc<Mutex<Vec<Export>>>, Signals);
 
 #[tonic::async_trait]
 impl MetricsService for Signals {
@@ -198,6 +241,7 @@ impl MetricsService for Signals {
         &self,
         request: tonic::Request<ExportMetricsServiceRequest>,
     ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
+        self.note_grpc("metrics", request.metadata());
         self.metrics
             .lock()
             .unwrap()
@@ -214,6 +258,7 @@ impl LogsService for Signals {
         &self,
         request: tonic::Request<ExportLogsServiceRequest>,
     ) -> Result<tonic::Response<ExportLogsServiceResponse>, tonic::Status> {
+        self.note_grpc("logs", request.metadata());
         self.logs
             .lock()
             .unwrap()
@@ -230,6 +275,7 @@ impl TraceService for Grpc {
         &self,
         request: tonic::Request<ExportTraceServiceRequest>,
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        self.1.note_grpc("traces", request.metadata());
         let headers = request
             .metadata()
             .clone()
@@ -251,26 +297,42 @@ impl TraceService for Grpc {
 impl Receiver {
     /// Start both endpoints on ephemeral loopback ports.
     pub async fn start() -> Receiver {
-        Self::start_with(true).await
+        Self::start_with(true, None).await
+    }
+
+    /// Both endpoints over TLS with `pki`'s server certificate; with
+    /// `mutual`, a client certificate signed by `pki`'s CA is demanded.
+    /// Gzip-compressed exports are accepted on both protocols.
+    pub async fn start_tls(pki: &pki::Pki, mutual: bool) -> Receiver {
+        Self::start_with(true, Some((pki.clone(), mutual))).await
     }
 
     /// A receiver that accepts HTTP/protobuf exports without decoding them,
     /// so a benchmark does not charge the backend's work to the host.
     pub async fn start_sink() -> Receiver {
-        Self::start_with(false).await
+        Self::start_with(false, None).await
     }
 
-    async fn start_with(decode: bool) -> Receiver {
+    async fn start_with(decode: bool, tls: Option<(pki::Pki, bool)>) -> Receiver {
+        use tonic::codec::CompressionEncoding::Gzip;
         let bytes = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let exports = Arc::new(Mutex::new(Vec::new()));
         let grpc_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let grpc = grpc_listener.local_addr().unwrap();
-        let service = TraceServiceServer::new(Grpc(exports.clone()));
         let signals = Signals::default();
-        let metrics_service = MetricsServiceServer::new(signals.clone());
-        let logs_service = LogsServiceServer::new(signals.clone());
+        let service =
+            TraceServiceServer::new(Grpc(exports.clone(), signals.clone())).accept_compressed(Gzip);
+        let metrics_service = MetricsServiceServer::new(signals.clone()).accept_compressed(Gzip);
+        let logs_service = LogsServiceServer::new(signals.clone()).accept_compressed(Gzip);
+        let mut grpc_server = tonic::transport::Server::builder();
+        if let Some((pki, mutual)) = &tls {
+            grpc_server = grpc_server.tls_config(pki.tonic_server(*mutual)).unwrap();
+        }
+        let acceptor = tls.as_ref().map(|(pki, mutual)| {
+            tokio_rustls::TlsAcceptor::from(Arc::new(pki.rustls_server(*mutual)))
+        });
         tokio::spawn(async move {
-            tonic::transport::Server::builder()
+            grpc_server
                 .add_service(service)
                 .add_service(metrics_service)
                 .add_service(logs_service)
@@ -293,6 +355,7 @@ impl Receiver {
                 let store = store.clone();
                 let counter = counter.clone();
                 let signals = http_signals.clone();
+                let acceptor = acceptor.clone();
                 tokio::spawn(async move {
                     let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                         let store = store.clone();
@@ -301,13 +364,20 @@ impl Receiver {
                         async move {
                             let post = req.method() == hyper::Method::POST;
                             let path = req.uri().path().to_string();
+                            let encoding = req
+                                .headers()
+                                .get("content-encoding")
+                                .and_then(|v| v.to_str().ok())
+                                .unwrap_or_default()
+                                .to_string();
+                            signals.encodings.lock().unwrap().push((
+                                path.trim_start_matches("/v1/").to_string(),
+                                "http/protobuf",
+                                encoding.clone(),
+                            ));
+
                             if post && !decode && (path == "/v1/metrics" || path == "/v1/logs") {
-                                let body = req
-                                    .into_body()
-                                    .collect()
-                                    .await
-                                    .map(|b| b.to_bytes())
-                                    .unwrap_or_default();
+                                let body = read_body(req).await;
                                 counter.fetch_add(
                                     body.len() as u64,
                                     std::sync::atomic::Ordering::Relaxed,
@@ -321,12 +391,7 @@ impl Receiver {
                                 );
                             }
                             if post && (path == "/v1/metrics" || path == "/v1/logs") {
-                                let body = req
-                                    .into_body()
-                                    .collect()
-                                    .await
-                                    .map(|b| b.to_bytes())
-                                    .unwrap_or_default();
+                                let body = read_body(req).await;
                                 let ok = if path == "/v1/metrics" {
                                     ExportMetricsServiceRequest::decode(body)
                                         .map(|r| {
@@ -360,12 +425,7 @@ impl Receiver {
                                     (k.to_string(), v.to_str().unwrap_or_default().to_string())
                                 })
                                 .collect();
-                            let body = req
-                                .into_body()
-                                .collect()
-                                .await
-                                .map(|b| b.to_bytes())
-                                .unwrap_or_default();
+                            let body = read_body(req).await;
                             counter
                                 .fetch_add(body.len() as u64, std::sync::atomic::Ordering::Relaxed);
                             let decoded = if decode {
@@ -398,9 +458,19 @@ impl Receiver {
                             )
                         }
                     });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
+                    let http1 = hyper::server::conn::http1::Builder::new();
+                    match acceptor {
+                        None => {
+                            let _ = http1.serve_connection(TokioIo::new(stream), service).await;
+                        }
+                        Some(acceptor) => {
+                            // A client that fails the handshake (untrusted
+                            // server, no client certificate) sends nothing.
+                            if let Ok(stream) = acceptor.accept(stream).await {
+                                let _ = http1.serve_connection(TokioIo::new(stream), service).await;
+                            }
+                        }
+                    }
                 });
             }
         });
@@ -410,6 +480,7 @@ impl Receiver {
             exports,
             signals,
             bytes,
+            tls: tls.is_some(),
         }
     }
 
@@ -572,10 +643,21 @@ impl Receiver {
 
     /// `OTEL_EXPORTER_OTLP_ENDPOINT` for this receiver and protocol.
     pub fn endpoint(&self, protocol: &str) -> String {
-        match protocol {
-            "grpc" => format!("http://{}", self.grpc),
-            _ => format!("http://{}", self.http),
+        let port = match protocol {
+            "grpc" => self.grpc.port(),
+            _ => self.http.port(),
+        };
+        if self.tls {
+            format!("https://localhost:{port}")
+        } else {
+            format!("http://127.0.0.1:{port}")
         }
+    }
+
+    /// `(signal, protocol, encoding)` of every export received so far;
+    /// the encoding is `gzip` for a compressed one, empty otherwise.
+    pub fn encodings(&self) -> Vec<(String, &'static str, String)> {
+        self.signals.encodings.lock().unwrap().clone()
     }
 
     pub fn exports(&self) -> Vec<Export> {

@@ -66,12 +66,8 @@ pub fn parse_signal_exporter(value: &str) -> Result<Exporter, String> {
 #[derive(Debug, Clone)]
 pub struct SignalSettings {
     pub exporter: Exporter,
-    pub protocol: Protocol,
-    /// As for spans: explicit only when the manifest names a base endpoint
-    /// and no `OTEL_EXPORTER_OTLP_*ENDPOINT` is set.
-    pub endpoint: Option<String>,
-    pub headers: BTreeMap<String, String>,
-    pub timeout: Duration,
+    /// Where and how the signal's OTLP exports go.
+    pub otlp: Otlp,
     /// Metrics: the export interval. Logs: the batch schedule delay.
     pub interval: Duration,
     /// Logs: records waiting at most; past it new records are dropped.
@@ -81,32 +77,29 @@ pub struct SignalSettings {
     pub temporality: opentelemetry_sdk::metrics::Temporality,
 }
 
-impl SignalSettings {
-    /// The endpoint as a user would recognise it; `signal` is `metrics` or `logs`.
-    pub fn endpoint_for_humans(&self, signal: &str) -> String {
-        endpoint_for_humans(self.endpoint.as_deref(), self.protocol, signal)
-    }
-}
-
-/// Where `signal` (`traces`, `metrics`, `logs`) goes, as a user would
-/// recognise it: the explicit endpoint, else what opentelemetry-otlp makes
-/// of the environment, else the specification's default.
-fn endpoint_for_humans(endpoint: Option<&str>, protocol: Protocol, signal: &str) -> String {
-    let upper = signal.to_ascii_uppercase();
-    if let Some(e) = endpoint {
-        return e.to_string();
-    }
-    let own = std::env::var(format!("OTEL_EXPORTER_OTLP_{upper}_ENDPOINT"));
-    match protocol {
-        Protocol::Grpc => own
-            .or_else(|_| std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT"))
-            .unwrap_or_else(|_| "http://localhost:4317".into()),
-        Protocol::HttpProtobuf => own
-            .or_else(|_| {
-                std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").map(|e| format!("{e}/v1/{signal}"))
-            })
-            .unwrap_or_else(|_| format!("http://localhost:4318/v1/{signal}")),
-    }
+/// Where and how one signal's OTLP exports go, resolved at start as the
+/// OpenTelemetry exporter specification says.
+#[derive(Debug, Clone)]
+pub struct Otlp {
+    pub protocol: Protocol,
+    /// The full endpoint URL: the signal's own `OTEL_EXPORTER_OTLP_<SIGNAL>_ENDPOINT`
+    /// as given; else `OTEL_EXPORTER_OTLP_ENDPOINT`, then the manifest's
+    /// `endpoint` (OTLP/HTTP: with `v1/<signal>` appended); else
+    /// `http://localhost:4317` (gRPC) or `http://localhost:4318/v1/<signal>`.
+    /// A gRPC endpoint without a scheme gets `https://`, or `http://` when
+    /// `OTEL_EXPORTER_OTLP[_<SIGNAL>]_INSECURE=true`.
+    pub endpoint: String,
+    /// Headers from the manifest; `OTEL_EXPORTER_OTLP[_<SIGNAL>]_HEADERS`
+    /// are merged in by opentelemetry-otlp.
+    pub headers: BTreeMap<String, String>,
+    /// Per export request.
+    pub timeout: Duration,
+    /// `OTEL_EXPORTER_OTLP[_<SIGNAL>]_COMPRESSION=gzip`.
+    pub compression: Option<opentelemetry_otlp::Compression>,
+    /// CA and client certificate files.
+    pub tls: super::tls::ClientTls,
+    /// The cause of the last transport failure, for the export warning.
+    pub errors: super::tls::TransportErrors,
 }
 
 /// How guest log records print on the host console.
@@ -167,24 +160,11 @@ pub struct ExportSettings {
     pub exporter: Exporter,
     /// Also print every span on stdout, one line each (the `console` exporter).
     pub console: bool,
-    pub protocol: Protocol,
-    /// An explicit endpoint; `None` lets opentelemetry-otlp apply the
-    /// `OTEL_EXPORTER_OTLP_*ENDPOINT` variables and the spec's defaults.
-    pub endpoint: Option<String>,
-    /// Headers from the manifest; `OTEL_EXPORTER_OTLP_*HEADERS` are merged
-    /// in by opentelemetry-otlp.
-    pub headers: BTreeMap<String, String>,
-    pub timeout: Duration,
+    /// Where and how spans go.
+    pub otlp: Otlp,
     pub schedule_delay: Duration,
     pub max_queue_size: usize,
     pub max_export_batch_size: usize,
-}
-
-impl ExportSettings {
-    /// The endpoint as a user would recognise it in a log line.
-    pub fn endpoint_for_humans(&self) -> String {
-        endpoint_for_humans(self.endpoint.as_deref(), self.protocol, "traces")
-    }
 }
 
 /// Everything telemetry needs to start.
@@ -227,7 +207,6 @@ impl Settings {
                 .as_deref()
                 .unwrap_or("otlp"),
         )?;
-        let (protocol, endpoint) = otlp_target("TRACES", m, &env)?;
         let millis = |name: &str, default: u64| -> Result<Duration, String> {
             match env(name) {
                 None => Ok(Duration::from_millis(default)),
@@ -252,15 +231,12 @@ impl Settings {
                 Some(_) => millis(&format!("OTEL_EXPORTER_OTLP_{signal}_TIMEOUT"), 10_000),
                 None => millis("OTEL_EXPORTER_OTLP_TIMEOUT", 10_000),
             };
-        let timeout = signal_timeout("TRACES")?;
+        let timeout = signal_timeout("TRACES")?.min(millis("OTEL_BSP_EXPORT_TIMEOUT", 30_000)?);
         let max_queue_size = count("OTEL_BSP_MAX_QUEUE_SIZE", 2048)?;
         let export = ExportSettings {
             exporter,
             console,
-            protocol,
-            endpoint,
-            headers: m.headers.clone(),
-            timeout: timeout.min(millis("OTEL_BSP_EXPORT_TIMEOUT", 30_000)?),
+            otlp: otlp_target("TRACES", m, &env, timeout)?,
             schedule_delay: millis("OTEL_BSP_SCHEDULE_DELAY", 5_000)?.max(Duration::from_millis(1)),
             max_queue_size,
             max_export_batch_size: count("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512)?
@@ -273,7 +249,6 @@ impl Settings {
                     parse_signal_exporter(&v).map_err(|e| format!("{var}: {e}"))
                 })
         };
-        let (metrics_protocol, metrics_endpoint) = otlp_target("METRICS", m, &env)?;
         let temporality = match env("OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE") {
             None => opentelemetry_sdk::metrics::Temporality::Cumulative,
             Some(v) => v.trim().parse().map_err(|()| {
@@ -288,16 +263,17 @@ impl Settings {
             } else {
                 signal_exporter("OTEL_METRICS_EXPORTER", &m.metrics_exporter)?
             },
-            protocol: metrics_protocol,
-            endpoint: metrics_endpoint,
-            headers: m.headers.clone(),
-            timeout: signal_timeout("METRICS")?.min(millis("OTEL_METRIC_EXPORT_TIMEOUT", 30_000)?),
+            otlp: otlp_target(
+                "METRICS",
+                m,
+                &env,
+                signal_timeout("METRICS")?.min(millis("OTEL_METRIC_EXPORT_TIMEOUT", 30_000)?),
+            )?,
             interval: millis("OTEL_METRIC_EXPORT_INTERVAL", 60_000)?.max(Duration::from_millis(1)),
             max_queue_size: 0,
             max_export_batch_size: 0,
             temporality,
         };
-        let (logs_protocol, logs_endpoint) = otlp_target("LOGS", m, &env)?;
         let logs_queue = count("OTEL_BLRP_MAX_QUEUE_SIZE", 2048)?;
         let logs = SignalSettings {
             exporter: if disabled {
@@ -305,10 +281,12 @@ impl Settings {
             } else {
                 signal_exporter("OTEL_LOGS_EXPORTER", &m.logs_exporter)?
             },
-            protocol: logs_protocol,
-            endpoint: logs_endpoint,
-            headers: m.headers.clone(),
-            timeout: signal_timeout("LOGS")?.min(millis("OTEL_BLRP_EXPORT_TIMEOUT", 30_000)?),
+            otlp: otlp_target(
+                "LOGS",
+                m,
+                &env,
+                signal_timeout("LOGS")?.min(millis("OTEL_BLRP_EXPORT_TIMEOUT", 30_000)?),
+            )?,
             interval: millis("OTEL_BLRP_SCHEDULE_DELAY", 1_000)?.max(Duration::from_millis(1)),
             max_queue_size: logs_queue,
             max_export_batch_size: count("OTEL_BLRP_MAX_EXPORT_BATCH_SIZE", 512)?.min(logs_queue),
@@ -364,14 +342,15 @@ impl Settings {
     }
 }
 
-/// The protocol and explicit endpoint of one signal (`TRACES`, `METRICS`,
-/// `LOGS`): the signal's own variables first, then the general ones, then
-/// the manifest.
+/// Where and how one signal (`TRACES`, `METRICS`, `LOGS`) is exported:
+/// the signal's own variables first, then the general ones, then the
+/// manifest, then the specification's defaults.
 fn otlp_target(
     signal: &str,
     m: &TelemetryConfig,
     env: &impl Fn(&str) -> Option<String>,
-) -> Result<(Protocol, Option<String>), String> {
+    timeout: Duration,
+) -> Result<Otlp, String> {
     let protocol = match env(&format!("OTEL_EXPORTER_OTLP_{signal}_PROTOCOL"))
         .or_else(|| env("OTEL_EXPORTER_OTLP_PROTOCOL"))
         .or_else(|| m.protocol.clone())
@@ -385,20 +364,42 @@ fn otlp_target(
             ));
         }
     };
-    let env_endpoint = env(&format!("OTEL_EXPORTER_OTLP_{signal}_ENDPOINT")).is_some()
-        || env("OTEL_EXPORTER_OTLP_ENDPOINT").is_some();
-    let endpoint = match (&m.endpoint, env_endpoint) {
-        (Some(base), false) => Some(match protocol {
-            Protocol::Grpc => base.clone(),
-            Protocol::HttpProtobuf => format!(
-                "{}/v1/{}",
-                base.trim_end_matches('/'),
-                signal.to_ascii_lowercase()
-            ),
-        }),
-        _ => None,
+    let path = format!("v1/{}", signal.to_ascii_lowercase());
+    let with_path = |base: &str| match protocol {
+        Protocol::Grpc => base.to_string(),
+        Protocol::HttpProtobuf => format!("{}/{path}", base.trim_end_matches('/')),
     };
-    Ok((protocol, endpoint))
+    let endpoint = match env(&format!("OTEL_EXPORTER_OTLP_{signal}_ENDPOINT")) {
+        Some(own) => own.trim().to_string(),
+        None => match env("OTEL_EXPORTER_OTLP_ENDPOINT").or_else(|| m.endpoint.clone()) {
+            Some(base) => with_path(base.trim()),
+            None => match protocol {
+                Protocol::Grpc => "http://localhost:4317".to_string(),
+                Protocol::HttpProtobuf => format!("http://localhost:4318/{path}"),
+            },
+        },
+    };
+    // OTEL_EXPORTER_OTLP_INSECURE governs gRPC endpoints without a scheme.
+    let has_scheme = endpoint
+        .split_once("://")
+        .is_some_and(|(scheme, _)| !scheme.contains(['/', '?', '#']));
+    let endpoint = if protocol == Protocol::Grpc && !has_scheme {
+        let insecure = env(&format!("OTEL_EXPORTER_OTLP_{signal}_INSECURE"))
+            .or_else(|| env("OTEL_EXPORTER_OTLP_INSECURE"))
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
+        format!("{}://{endpoint}", if insecure { "http" } else { "https" })
+    } else {
+        endpoint
+    };
+    Ok(Otlp {
+        protocol,
+        endpoint,
+        headers: m.headers.clone(),
+        timeout,
+        compression: super::tls::compression(signal, env)?,
+        tls: super::tls::ClientTls::resolve(signal, env)?,
+        errors: Default::default(),
+    })
 }
 
 #[cfg(test)]
@@ -416,12 +417,13 @@ mod tests {
     #[test]
     fn defaults_follow_the_spec() {
         let s = resolve(&TelemetryConfig::default(), &[]).unwrap();
-        assert_eq!(s.export.protocol, Protocol::HttpProtobuf);
-        assert_eq!(s.export.endpoint, None);
+        assert_eq!(s.export.otlp.protocol, Protocol::HttpProtobuf);
+        assert_eq!(s.export.otlp.endpoint, "http://localhost:4318/v1/traces");
+        assert_eq!(s.metrics.otlp.endpoint, "http://localhost:4318/v1/metrics");
         assert_eq!(s.export.schedule_delay, Duration::from_millis(5000));
         assert_eq!(s.export.max_queue_size, 2048);
         assert_eq!(s.export.max_export_batch_size, 512);
-        assert_eq!(s.export.timeout, Duration::from_secs(10));
+        assert_eq!(s.export.otlp.timeout, Duration::from_secs(10));
         assert!(matches!(s.sampler, Sampler::ParentBased(_)));
     }
 
@@ -433,10 +435,7 @@ mod tests {
             ..Default::default()
         };
         let s = resolve(&m, &[]).unwrap();
-        assert_eq!(
-            s.export.endpoint.as_deref(),
-            Some("http://collector:4318/v1/traces")
-        );
+        assert_eq!(s.export.otlp.endpoint, "http://collector:4318/v1/traces");
         let s = resolve(
             &m,
             &[
@@ -448,13 +447,95 @@ mod tests {
             ],
         )
         .unwrap();
-        assert_eq!(s.export.protocol, Protocol::Grpc);
-        assert_eq!(
-            s.export.endpoint, None,
-            "the env endpoint is left to opentelemetry-otlp"
-        );
+        assert_eq!(s.export.otlp.protocol, Protocol::Grpc);
+        assert_eq!(s.export.otlp.endpoint, "http://other:4317");
         assert_eq!(s.export.schedule_delay, Duration::from_millis(100));
         assert!(matches!(s.sampler, Sampler::TraceIdRatioBased(r) if r == 0.25));
+    }
+
+    #[test]
+    fn endpoints_follow_the_exporter_spec() {
+        let none = TelemetryConfig::default();
+        // The signal's own variable is used as is; the general one gets v1/<signal>.
+        let s = resolve(
+            &none,
+            &[
+                (
+                    "OTEL_EXPORTER_OTLP_ENDPOINT",
+                    "https://collector:4318/base/",
+                ),
+                (
+                    "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT",
+                    "https://logs:9999/custom",
+                ),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            s.export.otlp.endpoint,
+            "https://collector:4318/base/v1/traces"
+        );
+        assert_eq!(s.logs.otlp.endpoint, "https://logs:9999/custom");
+        // gRPC: no path; no scheme means https unless INSECURE=true.
+        let grpc = |extra: &[(&'static str, &'static str)]| {
+            let mut vars = vec![
+                ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4317"),
+            ];
+            vars.extend_from_slice(extra);
+            resolve(&none, &vars).unwrap()
+        };
+        assert_eq!(grpc(&[]).export.otlp.endpoint, "https://collector:4317");
+        let insecure = grpc(&[("OTEL_EXPORTER_OTLP_INSECURE", "TRUE")]);
+        assert_eq!(insecure.export.otlp.endpoint, "http://collector:4317");
+        let traces_only = grpc(&[("OTEL_EXPORTER_OTLP_TRACES_INSECURE", "true")]);
+        assert_eq!(traces_only.export.otlp.endpoint, "http://collector:4317");
+        assert_eq!(traces_only.metrics.otlp.endpoint, "https://collector:4317");
+        assert_eq!(grpc(&[]).export.otlp.compression, None);
+        let gz = grpc(&[
+            ("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip"),
+            ("OTEL_EXPORTER_OTLP_METRICS_COMPRESSION", "none"),
+        ]);
+        assert_eq!(
+            gz.export.otlp.compression,
+            Some(opentelemetry_otlp::Compression::Gzip)
+        );
+        assert_eq!(
+            gz.logs.otlp.compression,
+            Some(opentelemetry_otlp::Compression::Gzip)
+        );
+        assert_eq!(gz.metrics.otlp.compression, None);
+    }
+
+    #[test]
+    fn certificate_files_are_read_and_checked_at_start() {
+        let dir = std::env::temp_dir().join(format!("polytrace-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let junk = dir.join("junk.pem");
+        std::fs::write(&junk, "not a certificate").unwrap();
+        let none = TelemetryConfig::default();
+        let e = resolve(
+            &none,
+            &[("OTEL_EXPORTER_OTLP_CERTIFICATE", "/nonexistent/ca.pem")],
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("OTEL_EXPORTER_OTLP_CERTIFICATE=/nonexistent/ca.pem"),
+            "{e}"
+        );
+        let junk_path = junk.to_str().unwrap();
+        let e = resolve(
+            &none,
+            &[("OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE", junk_path)],
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE") && e.contains("no PEM certificate"),
+            "{e}"
+        );
+        let e = resolve(&none, &[("OTEL_EXPORTER_OTLP_CLIENT_KEY", junk_path)]).unwrap_err();
+        assert!(e.contains("is set but not its pair"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
@@ -507,14 +588,8 @@ mod tests {
         };
         let s = resolve(&m, &[]).unwrap();
         assert_eq!(s.metrics.exporter, Exporter::Otlp);
-        assert_eq!(
-            s.metrics.endpoint.as_deref(),
-            Some("http://collector:4318/v1/metrics")
-        );
-        assert_eq!(
-            s.logs.endpoint.as_deref(),
-            Some("http://collector:4318/v1/logs")
-        );
+        assert_eq!(s.metrics.otlp.endpoint, "http://collector:4318/v1/metrics");
+        assert_eq!(s.logs.otlp.endpoint, "http://collector:4318/v1/logs");
         assert_eq!(s.metrics.interval, Duration::from_secs(60));
         assert_eq!(s.logs.interval, Duration::from_secs(1));
         assert_eq!(
@@ -537,8 +612,8 @@ mod tests {
             s.metrics.temporality,
             opentelemetry_sdk::metrics::Temporality::Delta
         );
-        assert_eq!(s.logs.protocol, Protocol::Grpc);
-        assert_eq!(s.export.protocol, Protocol::HttpProtobuf);
+        assert_eq!(s.logs.otlp.protocol, Protocol::Grpc);
+        assert_eq!(s.export.otlp.protocol, Protocol::HttpProtobuf);
         assert!(
             resolve(
                 &m,

@@ -7,7 +7,7 @@
 //! backend that is down or slow only ever costs dropped spans.
 
 use super::batch::{self, BatchQueue, Batches, FlushRequest};
-use super::config::{ExportSettings, Exporter, Protocol, SignalSettings};
+use super::config::{ExportSettings, Exporter, Otlp, Protocol, SignalSettings};
 use opentelemetry::Context;
 use opentelemetry_otlp::{WithExportConfig, WithHttpConfig, WithTonicConfig};
 use opentelemetry_sdk::Resource;
@@ -116,28 +116,42 @@ impl Pipeline {
 }
 
 /// An OTLP exporter of any signal: `$builder` is the signal's
-/// `Exporter::builder()`; protocol, endpoint, timeout and headers as given.
+/// `Exporter::builder()`, `$otlp` its [`Otlp`] target (protocol, endpoint,
+/// headers, timeout, compression, TLS).
 macro_rules! otlp_exporter {
-    ($builder:expr, $protocol:expr, $endpoint:expr, $headers:expr, $timeout:expr) => {{
-        let headers: &std::collections::BTreeMap<String, String> = $headers;
-        match $protocol {
+    ($builder:expr, $otlp:expr) => {{
+        let otlp: &Otlp = $otlp;
+        match otlp.protocol {
             Protocol::Grpc => {
-                let mut b = $builder.with_tonic().with_timeout($timeout);
-                if let Some(e) = $endpoint {
-                    b = b.with_endpoint(e.clone());
+                let mut b = $builder
+                    .with_tonic()
+                    .with_timeout(otlp.timeout)
+                    .with_endpoint(otlp.endpoint.clone())
+                    .with_tls_config(otlp.tls.grpc());
+                if let Some(c) = otlp.compression {
+                    b = b.with_compression(c);
                 }
-                b.with_metadata(grpc_metadata(headers)?).build()?
+                b.with_metadata(grpc_metadata(&otlp.headers)?)
+                    .build()
+                    .map_err(|e| anyhow::anyhow!("OTLP exporter for {}: {e}", otlp.endpoint))?
             }
             Protocol::HttpProtobuf => {
+                let client = otlp
+                    .tls
+                    .http_client(otlp.timeout, otlp.errors.clone())
+                    .map_err(|e| anyhow::anyhow!(e))?;
                 let mut b = $builder
                     .with_http()
                     .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
-                    .with_timeout($timeout);
-                if let Some(e) = $endpoint {
-                    b = b.with_endpoint(e.clone());
+                    .with_timeout(otlp.timeout)
+                    .with_endpoint(otlp.endpoint.clone())
+                    .with_http_client(client);
+                if let Some(c) = otlp.compression {
+                    b = b.with_compression(c);
                 }
-                b.with_headers(headers.clone().into_iter().collect())
-                    .build()?
+                b.with_headers(otlp.headers.clone().into_iter().collect())
+                    .build()
+                    .map_err(|e| anyhow::anyhow!("OTLP exporter for {}: {e}", otlp.endpoint))?
             }
         }
     }};
@@ -161,10 +175,7 @@ fn grpc_metadata(
 fn build_otlp(s: &ExportSettings) -> anyhow::Result<opentelemetry_otlp::SpanExporter> {
     Ok(otlp_exporter!(
         opentelemetry_otlp::SpanExporter::builder(),
-        s.protocol,
-        &s.endpoint,
-        &s.headers,
-        s.timeout
+        &s.otlp
     ))
 }
 
@@ -172,10 +183,7 @@ fn build_otlp(s: &ExportSettings) -> anyhow::Result<opentelemetry_otlp::SpanExpo
 pub fn metric_exporter(s: &SignalSettings) -> anyhow::Result<opentelemetry_otlp::MetricExporter> {
     Ok(otlp_exporter!(
         opentelemetry_otlp::MetricExporter::builder().with_temporality(s.temporality),
-        s.protocol,
-        &s.endpoint,
-        &s.headers,
-        s.timeout
+        &s.otlp
     ))
 }
 
@@ -183,10 +191,7 @@ pub fn metric_exporter(s: &SignalSettings) -> anyhow::Result<opentelemetry_otlp:
 pub fn log_exporter(s: &SignalSettings) -> anyhow::Result<opentelemetry_otlp::LogExporter> {
     Ok(otlp_exporter!(
         opentelemetry_otlp::LogExporter::builder(),
-        s.protocol,
-        &s.endpoint,
-        &s.headers,
-        s.timeout
+        &s.otlp
     ))
 }
 
@@ -228,7 +233,7 @@ impl Batches<SpanData> for Worker {
             // exporter "none": spans are made (and propagate) but go nowhere.
             return;
         };
-        let result = tokio::time::timeout(self.settings.timeout, exporter.export(batch)).await;
+        let result = tokio::time::timeout(self.settings.otlp.timeout, exporter.export(batch)).await;
         match result {
             Ok(Ok(())) => {
                 self.shared.stats.exported.fetch_add(n, Ordering::Relaxed);
@@ -251,7 +256,7 @@ impl Worker {
                  {} takes them. Requests are not affected. Raise OTEL_BSP_MAX_QUEUE_SIZE ({}) \
                  or check the backend",
                 full - reported,
-                self.settings.endpoint_for_humans(),
+                self.settings.otlp.endpoint,
                 self.shared.queue.max_queue_size
             );
         }
@@ -260,6 +265,7 @@ impl Worker {
     fn failed(&mut self, i: usize, n: u64, why: &str) {
         self.shared.dropped[i].add_spans(n);
         let total = self.shared.stats.dropped.fetch_add(n, Ordering::Relaxed) + n;
+        let why = self.settings.otlp.errors.explain(why);
         // One warning per 30 s: a backend that is down must not flood the log.
         if self
             .last_warning
@@ -267,7 +273,7 @@ impl Worker {
         {
             self.last_warning = Some(Instant::now());
             tracing::warn!(
-                endpoint = self.settings.endpoint_for_humans(),
+                endpoint = self.settings.otlp.endpoint,
                 "span export failed ({why}); {n} spans dropped, {total} in all. \
                  Requests are not affected. Is the OTLP backend running?"
             );

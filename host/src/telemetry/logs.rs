@@ -267,22 +267,25 @@ impl Batches<SdkLogRecord> for Worker {
         let data: Vec<(&SdkLogRecord, &InstrumentationScope)> =
             batch.iter().map(|r| (r, &self.scope)).collect();
         let n = batch.len() as u64;
-        let result =
-            tokio::time::timeout(self.settings.timeout, exporter.export(LogBatch::new(&data)))
-                .await;
+        let result = tokio::time::timeout(
+            self.settings.otlp.timeout,
+            exporter.export(LogBatch::new(&data)),
+        )
+        .await;
         let why = match result {
             Ok(Ok(())) => return,
             Ok(Err(e)) => e.to_string(),
             Err(_) => "timed out".to_string(),
         };
         self.dropped[i].add_log_records(n);
+        let why = self.settings.otlp.errors.explain(&why);
         if self
             .last_warning
             .is_none_or(|t| t.elapsed() > Duration::from_secs(30))
         {
             self.last_warning = Some(Instant::now());
             tracing::warn!(
-                endpoint = self.settings.endpoint_for_humans("logs"),
+                endpoint = self.settings.otlp.endpoint,
                 "log export failed ({why}); {n} records dropped. Requests are not affected"
             );
         }

@@ -499,17 +499,18 @@ async fn export_loop(
             if points == 0 {
                 continue;
             }
-            let result = tokio::time::timeout(settings.timeout, exporter.export(&rm)).await;
+            let result = tokio::time::timeout(settings.otlp.timeout, exporter.export(&rm)).await;
             let why = match result {
                 Ok(Ok(())) => continue,
                 Ok(Err(e)) => e.to_string(),
                 Err(_) => "timed out".to_string(),
             };
             let total = dropped.metric_points.fetch_add(points, Ordering::Relaxed) + points;
+            let why = settings.otlp.errors.explain(&why);
             if last_warning.is_none_or(|t| t.elapsed() > Duration::from_secs(30)) {
                 last_warning = Some(Instant::now());
                 tracing::warn!(
-                    endpoint = settings.endpoint_for_humans("metrics"),
+                    endpoint = settings.otlp.endpoint,
                     "metric export failed ({why}); {points} points dropped, {total} in all. \
                      Requests are not affected; /metrics still has them"
                 );

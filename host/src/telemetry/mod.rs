@@ -15,6 +15,7 @@ pub mod prometheus;
 pub mod propagation;
 pub mod semconv;
 pub mod stdio;
+pub mod tls;
 
 use crate::manifest::{Component, Manifest};
 use opentelemetry::trace::{
