@@ -2,6 +2,10 @@
 //! the Jaeger UI and Grafana's Jaeger data source call), a few polytrace
 //! endpoints for the viewer (service map, per-operation summary), and the
 //! viewer itself, all on one listener (`--ui`).
+//!
+//! Parameters are parsed by pure functions into typed queries
+//! (`TraceQuery`, `DependencyQuery`) the way Jaeger's query service parses
+//! them, so each rule is unit-tested without a server.
 
 use crate::store::{Store, StoredSpan, spans_of};
 use axum::Router;
@@ -12,14 +16,23 @@ use axum::routing::get;
 use rusqlite::params_from_iter;
 use rusqlite::types::Value as SqlValue;
 use serde_json::{Value as Json, json};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// Traces returned by a search when `limit` is not given.
-pub const DEFAULT_LIMIT: usize = 20;
+/// Traces returned by a search when `limit` is not given (Jaeger's default;
+/// the Jaeger UI and the viewer send their own).
+pub const DEFAULT_LIMIT: usize = 100;
 /// The most a search returns.
 pub const MAX_LIMIT: usize = 1500;
+/// How far back a search looks with neither `start` nor `lookback`
+/// (Jaeger's default).
+const SEARCH_LOOKBACK: Duration = Duration::from_secs(2 * 86_400);
+/// The same for polytrace's own views (service map, summary).
+const VIEW_LOOKBACK: Duration = Duration::from_secs(3600);
+/// How far back `/api/dependencies` looks without `lookback`, in ms
+/// (Jaeger's default).
+const DEPENDENCIES_LOOKBACK_MS: i64 = 86_400_000;
 
 /// Renders the Prometheus text exposition of the app's metrics.
 pub type MetricsSource = Arc<dyn Fn() -> String + Send + Sync>;
@@ -54,7 +67,8 @@ pub fn router(store: Option<Arc<Store>>, metrics: MetricsSource) -> Router {
 fn viewer_router(store: Arc<Store>) -> Router {
     Router::new()
         .route("/api/services", get(services))
-        .route("/api/services/{service}/operations", get(operations))
+        .route("/api/services/{service}/operations", get(operation_names))
+        .route("/api/operations", get(operations))
         .route("/api/traces", get(search))
         .route("/api/traces/{trace_id}", get(one_trace))
         .route("/api/dependencies", get(dependencies))
@@ -72,17 +86,30 @@ fn viewer_router(store: Arc<Store>) -> Router {
 
 /// An API answer: Jaeger's envelope, or its error shape with a status.
 enum Answer {
-    Data(Json, usize),
+    /// `data` and its count; `errors` lists what was asked for and not
+    /// found (traces looked up by id), `null` when empty.
+    Data {
+        data: Json,
+        total: usize,
+        errors: Vec<Json>,
+    },
     Error(StatusCode, String),
 }
 
 impl IntoResponse for Answer {
     fn into_response(self) -> Response {
         let (status, body) = match self {
-            Answer::Data(data, total) => (
-                StatusCode::OK,
-                json!({"data": data, "total": total, "limit": 0, "offset": 0, "errors": null}),
-            ),
+            Answer::Data {
+                data,
+                total,
+                errors,
+            } => {
+                let errors = (!errors.is_empty()).then_some(errors);
+                (
+                    StatusCode::OK,
+                    json!({"data": data, "total": total, "limit": 0, "offset": 0, "errors": errors}),
+                )
+            }
             Answer::Error(status, msg) => (
                 status,
                 json!({"data": null, "total": 0, "limit": 0, "offset": 0,
@@ -93,9 +120,24 @@ impl IntoResponse for Answer {
     }
 }
 
+fn data(data: Json, total: usize) -> Answer {
+    Answer::Data {
+        data,
+        total,
+        errors: Vec::new(),
+    }
+}
+
 fn bad(msg: impl Into<String>) -> Answer {
     Answer::Error(StatusCode::BAD_REQUEST, msg.into())
 }
+
+fn not_found() -> Answer {
+    Answer::Error(StatusCode::NOT_FOUND, TRACE_NOT_FOUND.into())
+}
+
+/// Jaeger's message for a trace id it has no spans for.
+const TRACE_NOT_FOUND: &str = "trace not found";
 
 fn internal(e: impl std::fmt::Display) -> Answer {
     Answer::Error(
@@ -123,104 +165,362 @@ fn now_us() -> i64 {
         .as_micros() as i64
 }
 
-/// A Go-style duration as Jaeger accepts it: `1.5s`, `100ms`, `250us`,
-/// `2m`, `1h`, and `d` for days in lookbacks.
+// ---- Parameters -----------------------------------------------------------
+
+/// Query parameters in the order they came; `tag`, `tags` and `traceID`
+/// may repeat.
+#[derive(Debug, Default)]
+struct Params(Vec<(String, String)>);
+
+impl Params {
+    /// The first value of `name`; an empty one counts as absent, as in Jaeger.
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .filter(|v| !v.is_empty())
+    }
+
+    /// Every value of `name`, in order.
+    fn all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> {
+        self.0
+            .iter()
+            .filter(move |(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+impl From<&HashMap<String, String>> for Params {
+    fn from(q: &HashMap<String, String>) -> Self {
+        Params(q.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+    }
+}
+
+/// Jaeger's wording for a parameter it could not parse.
+fn param_error(name: &str, why: impl std::fmt::Display) -> String {
+    format!("unable to parse param '{name}': {why}")
+}
+
+/// An integer parameter: `start`/`end` (µs since the epoch) or, for
+/// dependencies, `endTs`/`lookback` (ms).
+fn int_param(p: &Params, name: &str) -> Result<Option<i64>, String> {
+    p.get(name)
+        .map(|v| {
+            v.parse::<i64>()
+                .map_err(|e| param_error(name, format!("`{v}`: {e}")))
+        })
+        .transpose()
+}
+
+/// A boolean parameter as Go's `strconv.ParseBool` reads it; absent is false.
+fn bool_param(p: &Params, name: &str) -> Result<bool, String> {
+    match p.get(name) {
+        None | Some("0" | "f" | "F" | "false" | "FALSE" | "False") => Ok(false),
+        Some("1" | "t" | "T" | "true" | "TRUE" | "True") => Ok(true),
+        Some(v) => Err(param_error(name, format!("`{v}` is not true or false"))),
+    }
+}
+
+/// Go's `time.ParseDuration`, which Jaeger parses `minDuration` and
+/// `maxDuration` with, in nanoseconds: an optional sign, then one or more
+/// numbers (with an optional fraction) each followed by a unit — `ns`,
+/// `us` (or `µs`), `ms`, `s`, `m`, `h` — as in `1.5ms` or `1h2m`; `0`
+/// alone needs no unit. With `days`, `d` is a unit too. `None` when the
+/// text is not a duration or does not fit in 64 bits of nanoseconds.
+fn go_duration_ns(s: &str, days: bool) -> Option<i64> {
+    let (negative, mut rest) = match s.as_bytes().first() {
+        Some(b'-') => (true, &s[1..]),
+        Some(b'+') => (false, &s[1..]),
+        _ => (false, s),
+    };
+    if rest == "0" {
+        return Some(0);
+    }
+    if rest.is_empty() {
+        return None;
+    }
+    let digits = |t: &str| t.bytes().take_while(u8::is_ascii_digit).count();
+    let mut total: u128 = 0;
+    while !rest.is_empty() {
+        let (whole, after) = rest.split_at(digits(rest));
+        let (fraction, after) = match after.strip_prefix('.') {
+            Some(after) => after.split_at(digits(after)),
+            None => ("", after),
+        };
+        if whole.is_empty() && fraction.is_empty() {
+            return None;
+        }
+        let unit_len = after
+            .find(|c: char| c == '.' || c.is_ascii_digit())
+            .unwrap_or(after.len());
+        let (unit, after) = after.split_at(unit_len);
+        let unit_ns: u128 = match unit {
+            "ns" => 1,
+            "us" | "µs" | "μs" => 1_000,
+            "ms" => 1_000_000,
+            "s" => 1_000_000_000,
+            "m" => 60_000_000_000,
+            "h" => 3_600_000_000_000,
+            "d" if days => 86_400_000_000_000,
+            _ => return None,
+        };
+        let whole: u128 = if whole.is_empty() {
+            0
+        } else {
+            whole.parse().ok()?
+        };
+        // Digits past the 19th change the result by well under a nanosecond.
+        let fraction = &fraction[..fraction.len().min(19)];
+        let part = match fraction {
+            "" => 0,
+            f => f.parse::<u128>().ok()? * unit_ns / 10u128.pow(f.len() as u32),
+        };
+        total = total.checked_add(whole.checked_mul(unit_ns)?.checked_add(part)?)?;
+        rest = after;
+    }
+    let total = i128::try_from(total).ok()?;
+    i64::try_from(if negative { -total } else { total }).ok()
+}
+
+/// A duration such as `1.5s`, `100ms`, `2h30m` or `7d`: Go's syntax (as
+/// Jaeger takes it) plus `d` for days, not negative. For lookbacks and the
+/// store's retention.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .ok_or_else(|| format!("`{s}` has no unit (use ns, us, ms, s, m, h or d)"))?;
-    let (number, unit) = s.split_at(split);
-    let n: f64 = number
-        .parse()
-        .map_err(|_| format!("`{s}` is not a duration"))?;
-    let seconds = match unit {
-        "ns" => n / 1e9,
-        "us" | "µs" => n / 1e6,
-        "ms" => n / 1e3,
-        "s" => n,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        "d" => n * 86400.0,
-        other => return Err(format!("`{s}`: unknown unit `{other}`")),
+    match go_duration_ns(s, true) {
+        Some(ns) => u64::try_from(ns)
+            .map(Duration::from_nanos)
+            .map_err(|_| format!("`{s}` is negative")),
+        None => Err(format!(
+            "`{s}` is not a duration (a number and a unit: ns, us, ms, s, m, h or d, as in 1.5s or 2h30m)"
+        )),
+    }
+}
+
+/// `minDuration` or `maxDuration` in nanoseconds; 0 means no bound, as in
+/// Jaeger.
+fn duration_bound(p: &Params, name: &str) -> Result<Option<i64>, String> {
+    let Some(v) = p.get(name) else {
+        return Ok(None);
     };
-    if !seconds.is_finite() || seconds < 0.0 {
-        return Err(format!("`{s}` is not a duration"));
-    }
-    Ok(Duration::from_secs_f64(seconds))
-}
-
-fn int_param(q: &HashMap<String, String>, name: &str) -> Result<Option<i64>, Answer> {
-    match q.get(name).filter(|v| !v.is_empty()) {
-        None => Ok(None),
-        Some(v) => v.parse().map(Some).map_err(|_| {
-            bad(format!(
-                "unable to parse param '{name}': `{v}` is not an integer"
-            ))
-        }),
+    match go_duration_ns(v, false) {
+        Some(0) => Ok(None),
+        Some(ns) => Ok(Some(ns)),
+        None => Err(param_error(
+            name,
+            format!("`{v}` is not a duration (as in 1.5ms, 100us or 1h2m)"),
+        )),
     }
 }
 
-fn duration_param(q: &HashMap<String, String>, name: &str) -> Result<Option<i64>, Answer> {
-    match q.get(name).filter(|v| !v.is_empty()) {
-        None => Ok(None),
-        Some(v) => parse_duration(v)
-            .map(|d| Some(d.as_micros() as i64))
-            .map_err(|e| bad(format!("unable to parse param '{name}': {e}"))),
-    }
-}
-
-/// `tags` as Jaeger's UI sends it (a JSON object) or as logfmt (`k=v k2=v2`).
-fn tags_param(q: &HashMap<String, String>) -> Result<Vec<(String, String)>, Answer> {
-    let Some(raw) = q.get("tags").filter(|v| !v.trim().is_empty()) else {
-        return Ok(Vec::new());
-    };
-    if raw.trim_start().starts_with('{') {
-        let obj: serde_json::Map<String, Json> = serde_json::from_str(raw)
-            .map_err(|e| bad(format!("malformed 'tags' parameter: {e}")))?;
-        return Ok(obj
-            .into_iter()
-            .map(|(k, v)| {
-                let v = match v {
-                    Json::String(s) => s,
-                    other => other.to_string(),
-                };
-                (k, v)
-            })
-            .collect());
-    }
-    raw.split_whitespace()
-        .map(|kv| {
-            kv.split_once('=')
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .ok_or_else(|| {
-                    bad(format!(
-                        "malformed 'tags' parameter: `{kv}` is not key=value"
-                    ))
-                })
-        })
-        .collect()
-}
-
-/// The search window in µs: `start`/`end` (µs), else `lookback` before now.
-fn window(q: &HashMap<String, String>) -> Result<(i64, i64), Answer> {
-    let end = int_param(q, "end")?.unwrap_or_else(now_us);
-    let start = match int_param(q, "start")? {
-        Some(s) => s,
+/// The span start window in µs: `start` and `end`, else `lookback` (or
+/// `default`) before `end`, which is now when not given. `lookback` is
+/// polytrace's (Jaeger reads only `start` and `end`); `custom` means
+/// "use `start`".
+fn window(p: &Params, now_us: i64, default: Duration) -> Result<(i64, i64), String> {
+    let end = int_param(p, "end")?.unwrap_or(now_us);
+    let start = match int_param(p, "start")? {
+        Some(start) => start,
         None => {
-            let lookback = match q.get("lookback").map(String::as_str) {
-                None | Some("") | Some("custom") => Duration::from_secs(3600),
-                Some(l) => parse_duration(l)
-                    .map_err(|e| bad(format!("unable to parse param 'lookback': {e}")))?,
+            let lookback = match p.get("lookback") {
+                None | Some("custom") => default,
+                Some(l) => parse_duration(l).map_err(|e| param_error("lookback", e))?,
             };
-            end - lookback.as_micros() as i64
+            i64::try_from(lookback.as_micros())
+                .ok()
+                .and_then(|l| end.checked_sub(l))
+                .ok_or_else(|| param_error("lookback", "it reaches too far back"))?
         }
     };
     if start > end {
-        return Err(bad("'start' is after 'end'"));
+        return Err("'start' is after 'end'".into());
     }
     Ok((start, end))
 }
+
+/// A trace id as Jaeger takes it — 1 to 32 hex digits in either case —
+/// left-padded with zeros to the 32 lowercase digits the store keys on.
+fn parse_trace_id(s: &str) -> Result<String, String> {
+    if s.len() > 32 {
+        return Err(format!(
+            "TraceID cannot be longer than 32 hex characters: {s}"
+        ));
+    }
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(format!(
+            "malformed trace id `{s}`: 1 to 32 hex digits expected"
+        ));
+    }
+    Ok(format!("{:0>32}", s.to_ascii_lowercase()))
+}
+
+/// The tag filters: each `tag=key:value`, then each `tags` — a JSON object
+/// of strings as the Jaeger UI and Grafana send it, or polytrace's logfmt
+/// `k=v k2=v2`. A later value for a key wins, so `tags` overrides `tag`
+/// (as in Jaeger).
+fn tag_filters(p: &Params) -> Result<BTreeMap<String, String>, String> {
+    let mut tags = BTreeMap::new();
+    for tag in p.all("tag") {
+        let (k, v) = tag.split_once(':').ok_or_else(|| {
+            format!("malformed 'tag' parameter, expecting key:value, received: {tag}")
+        })?;
+        tags.insert(k.to_string(), v.to_string());
+    }
+    for raw in p.all("tags").map(str::trim).filter(|t| !t.is_empty()) {
+        if raw.starts_with('{') || raw == "null" {
+            let object: Option<BTreeMap<String, String>> = serde_json::from_str(raw)
+                .map_err(|e| format!("malformed 'tags' parameter, cannot unmarshal JSON: {e}"))?;
+            tags.extend(object.unwrap_or_default());
+            continue;
+        }
+        for kv in raw.split_whitespace() {
+            let (k, v) = kv.split_once('=').ok_or_else(|| {
+                format!("malformed 'tags' parameter: `{kv}` is neither JSON nor key=value")
+            })?;
+            tags.insert(k.to_string(), v.to_string());
+        }
+    }
+    Ok(tags)
+}
+
+/// polytrace's `status` filter over a whole trace.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum TraceStatus {
+    /// A span of the trace failed.
+    Error,
+    /// No span of the trace failed.
+    Ok,
+}
+
+/// A search of `/api/traces`, parsed from its parameters.
+#[derive(Debug, Clone, PartialEq)]
+struct TraceQuery {
+    /// `traceID` (repeatable): exactly these traces; the filters are
+    /// checked but not applied, as in Jaeger.
+    trace_ids: Vec<String>,
+    service: Option<String>,
+    operation: Option<String>,
+    /// Every pair must be an attribute of one span (`error` matches the
+    /// span's status).
+    tags: BTreeMap<String, String>,
+    /// Span start, µs since the epoch, both ends included.
+    start_us: i64,
+    end_us: i64,
+    /// Span duration in whole µs, both ends included.
+    min_duration_us: Option<i64>,
+    max_duration_us: Option<i64>,
+    limit: usize,
+    status: Option<TraceStatus>,
+}
+
+/// Parse the parameters of `/api/traces` as Jaeger does, plus polytrace's
+/// `lookback`, logfmt `tags` and `status`; the error is the message of a 400.
+///
+/// `service` may be left out (a search across services, which Jaeger
+/// allows for stores that can do it), but not when `operation` is given.
+/// `raw` (Jaeger: skip its clock-skew adjusters) is checked and changes
+/// nothing here; `spanKind` (which Jaeger's search ignores too) and
+/// `prettyPrint` are ignored.
+fn parse_trace_query(p: &Params, now_us: i64) -> Result<TraceQuery, String> {
+    let (start_us, end_us) = window(p, now_us, SEARCH_LOOKBACK)?;
+    let tags = tag_filters(p)?;
+    let limit = match p.get("limit") {
+        None => DEFAULT_LIMIT,
+        Some(v) => match v.parse::<i32>() {
+            Ok(l) if l <= 0 => DEFAULT_LIMIT,
+            Ok(l) => (l as usize).min(MAX_LIMIT),
+            Err(e) => return Err(param_error("limit", format!("`{v}`: {e}"))),
+        },
+    };
+    let min = duration_bound(p, "minDuration")?;
+    let max = duration_bound(p, "maxDuration")?;
+    if let (Some(min), Some(max)) = (min, max)
+        && max < min
+    {
+        return Err("'maxDuration' should be greater than 'minDuration'".into());
+    }
+    let mut trace_ids = Vec::new();
+    for id in p.all("traceID") {
+        let id = parse_trace_id(id).map_err(|e| format!("cannot parse traceID param: {e}"))?;
+        if !trace_ids.contains(&id) {
+            trace_ids.push(id);
+        }
+    }
+    bool_param(p, "raw")?;
+    let service = p.get("service").map(str::to_string);
+    let operation = p.get("operation").map(str::to_string);
+    if operation.is_some() && service.is_none() && trace_ids.is_empty() {
+        return Err("'operation' needs 'service'".into());
+    }
+    let status = match p.get("status") {
+        None => None,
+        Some("error") => Some(TraceStatus::Error),
+        Some("ok") => Some(TraceStatus::Ok),
+        Some(s) => {
+            return Err(param_error("status", format!("`{s}` (use error or ok)")));
+        }
+    };
+    Ok(TraceQuery {
+        trace_ids,
+        service,
+        operation,
+        tags,
+        start_us,
+        end_us,
+        // A span's duration is whole µs: round the bounds inwards.
+        min_duration_us: min.map(|ns| ns / 1000 + i64::from(ns % 1000 > 0)),
+        max_duration_us: max.map(|ns| ns.div_euclid(1000)),
+        limit,
+        status,
+    })
+}
+
+/// The `GET /api/traces/{id}` lookup: the id, with `start`, `end` (µs) and
+/// `raw` checked as Jaeger checks them (they are only hints to a store
+/// that keeps every trace in one place).
+fn parse_trace_lookup(id: &str, p: &Params) -> Result<String, String> {
+    let id = parse_trace_id(id)?;
+    int_param(p, "start")?;
+    int_param(p, "end")?;
+    bool_param(p, "raw")?;
+    Ok(id)
+}
+
+/// What `/api/dependencies` asks for.
+#[derive(Debug, Clone, PartialEq)]
+struct DependencyQuery {
+    /// Calls that started in this window, µs since the epoch, both ends
+    /// included.
+    start_us: i64,
+    end_us: i64,
+    /// Only the edges from or to this service.
+    service: Option<String>,
+}
+
+/// `endTs` (ms since the epoch, default now) and `lookback` (ms, default a
+/// day), as Jaeger reads them; `service` keeps the edges that touch it.
+fn parse_dependency_query(p: &Params, now_us: i64) -> Result<DependencyQuery, String> {
+    let end_ms = int_param(p, "endTs")?.unwrap_or(now_us / 1000);
+    let lookback_ms = int_param(p, "lookback")?.unwrap_or(DEPENDENCIES_LOOKBACK_MS);
+    if lookback_ms < 0 {
+        return Err("'lookback' must not be negative".into());
+    }
+    let micros = |ms: i64| ms.checked_mul(1000);
+    let end_us = micros(end_ms)
+        .ok_or_else(|| param_error("endTs", format!("`{end_ms}` ms is out of range")))?;
+    let start_us = end_ms
+        .checked_sub(lookback_ms)
+        .and_then(micros)
+        .ok_or_else(|| param_error("lookback", "it reaches too far back"))?;
+    Ok(DependencyQuery {
+        start_us,
+        end_us,
+        service: p.get("service").map(str::to_string),
+    })
+}
+
+// ---- Handlers -------------------------------------------------------------
 
 async fn services(State(store): State<Arc<Store>>) -> Answer {
     match read(&store, |c| {
@@ -234,13 +534,14 @@ async fn services(State(store): State<Arc<Store>>) -> Answer {
     {
         Ok(names) => {
             let n = names.len();
-            Answer::Data(json!(names), n)
+            data(json!(names), n)
         }
         Err(e) => e,
     }
 }
 
-async fn operations(State(store): State<Arc<Store>>, Path(service): Path<String>) -> Answer {
+/// `/api/services/{service}/operations`: the names, whatever the span kind.
+async fn operation_names(State(store): State<Arc<Store>>, Path(service): Path<String>) -> Answer {
     match read(&store, move |c| {
         let mut q =
             c.prepare("SELECT DISTINCT operation FROM spans WHERE service = ?1 ORDER BY 1")?;
@@ -251,20 +552,74 @@ async fn operations(State(store): State<Arc<Store>>, Path(service): Path<String>
     {
         Ok(names) => {
             let n = names.len();
-            Answer::Data(json!(names), n)
+            data(json!(names), n)
         }
         Err(e) => e,
     }
 }
 
-/// The search of `/api/traces`: traces with a span that matches every
-/// filter, newest first.
-async fn search(
+/// `/api/operations?service=&spanKind=`: `[{name, spanKind}]`, one entry
+/// per name and kind; `spanKind` (`server`, `client`, `producer`,
+/// `consumer`, `internal`) keeps that kind only.
+async fn operations(
     State(store): State<Arc<Store>>,
-    Query(q): Query<HashMap<String, String>>,
+    Query(q): Query<Vec<(String, String)>>,
 ) -> Answer {
-    match search_inner(&store, &q).await {
-        Ok(a) | Err(a) => a,
+    let p = Params(q);
+    let Some(service) = p.get("service").map(str::to_string) else {
+        return bad("parameter 'service' is required");
+    };
+    let kind = p.get("spanKind").map(str::to_string);
+    match read(&store, move |c| {
+        let mut q = c.prepare(
+            "SELECT DISTINCT operation, kind FROM spans
+             WHERE service = ?1 AND (?2 IS NULL OR kind = ?2) ORDER BY 1, 2",
+        )?;
+        q.query_map(rusqlite::params![service, kind], |r| {
+            Ok(json!({"name": r.get::<_, String>(0)?, "spanKind": r.get::<_, String>(1)?}))
+        })?
+        .collect::<rusqlite::Result<Vec<Json>>>()
+    })
+    .await
+    {
+        Ok(ops) => {
+            let n = ops.len();
+            data(Json::Array(ops), n)
+        }
+        Err(e) => e,
+    }
+}
+
+/// `/api/traces`: the traces asked for by `traceID`, or the newest traces
+/// with a span that matches every filter.
+async fn search(State(store): State<Arc<Store>>, Query(q): Query<Vec<(String, String)>>) -> Answer {
+    let query = match parse_trace_query(&Params(q), now_us()) {
+        Ok(query) => query,
+        Err(msg) => return bad(msg),
+    };
+    if !query.trace_ids.is_empty() {
+        return match traces_by_id(&store, query.trace_ids).await {
+            Ok((traces, missing)) => {
+                let n = traces.len();
+                let errors = missing
+                    .into_iter()
+                    .map(|id| json!({"msg": TRACE_NOT_FOUND, "traceID": id}))
+                    .collect();
+                Answer::Data {
+                    data: Json::Array(traces),
+                    total: n,
+                    errors,
+                }
+            }
+            Err(e) => e,
+        };
+    }
+    match find(&store, query).await {
+        Ok(traces) => {
+            let n = traces.len();
+            data(Json::Array(traces), n)
+        }
+        Err(e) => e,
     }
 }
 
@@ -274,54 +629,34 @@ pub async fn find_traces(
     store: &Arc<Store>,
     q: &HashMap<String, String>,
 ) -> Result<Vec<Json>, String> {
-    match search_inner(store, q).await {
-        Ok(Answer::Data(Json::Array(traces), _)) => Ok(traces),
-        Ok(Answer::Data(..)) => Ok(Vec::new()),
-        Ok(Answer::Error(_, m)) | Err(Answer::Error(_, m)) => Err(m),
-        Err(Answer::Data(..)) => Err("unexpected answer".into()),
-    }
+    let query = parse_trace_query(&Params::from(q), now_us())?;
+    let found = if query.trace_ids.is_empty() {
+        find(store, query).await
+    } else {
+        traces_by_id(store, query.trace_ids)
+            .await
+            .map(|(traces, _)| traces)
+    };
+    found.map_err(|e| match e {
+        Answer::Error(_, msg) => msg,
+        Answer::Data { .. } => "unexpected answer".into(),
+    })
 }
 
-async fn search_inner(store: &Arc<Store>, q: &HashMap<String, String>) -> Result<Answer, Answer> {
-    let (start, end) = window(q)?;
-    let limit = match int_param(q, "limit")? {
-        None => DEFAULT_LIMIT,
-        Some(l) if l <= 0 => DEFAULT_LIMIT,
-        Some(l) => (l as usize).min(MAX_LIMIT),
-    };
-    let min = duration_param(q, "minDuration")?;
-    let max = duration_param(q, "maxDuration")?;
-    if let (Some(a), Some(b)) = (min, max)
-        && a > b
-    {
-        return Err(bad("'minDuration' is above 'maxDuration'"));
-    }
-    let tags = tags_param(q)?;
-    let service = q.get("service").filter(|s| !s.is_empty()).cloned();
-    let operation = q.get("operation").filter(|s| !s.is_empty()).cloned();
-    if operation.is_some() && service.is_none() {
-        return Err(bad("'operation' needs 'service'"));
-    }
-    // polytrace's own: status=error|ok over the whole trace.
-    let status = q.get("status").filter(|s| !s.is_empty()).cloned();
-    if let Some(s) = &status
-        && s != "error"
-        && s != "ok"
-    {
-        return Err(bad(format!(
-            "unable to parse param 'status': `{s}` (use error or ok)"
-        )));
-    }
-
-    // Spans newest first; the first `limit` distinct traces win, so a search
-    // stops reading as soon as it has them. A tag filter drives the search
-    // from the tag index (rare values are found without scanning spans).
-    let (attr_tags, error_tag): (Vec<_>, Vec<_>) =
-        tags.into_iter().partition(|(k, _)| k != "error");
+/// The SQL of a filter search and its arguments: span trace ids, newest
+/// span first. A tag filter drives the search from the tag index (rare
+/// values are found without scanning spans).
+fn search_sql(q: &TraceQuery) -> (String, Vec<SqlValue>) {
+    let (attr_tags, error_tag): (Vec<_>, Vec<_>) = q.tags.iter().partition(|(k, _)| *k != "error");
     let mut args: Vec<SqlValue> = Vec::new();
     let mut sql = match attr_tags.first() {
         Some((k, v)) => {
-            args.extend([k.clone().into(), v.clone().into(), start.into(), end.into()]);
+            args.extend([
+                (*k).clone().into(),
+                (*v).clone().into(),
+                q.start_us.into(),
+                q.end_us.into(),
+            ]);
             String::from(
                 "SELECT s.trace_id FROM tags t JOIN spans s
                  ON s.trace_id = t.trace_id AND s.span_id = t.span_id
@@ -329,7 +664,7 @@ async fn search_inner(store: &Arc<Store>, q: &HashMap<String, String>) -> Result
             )
         }
         None => {
-            args.extend([start.into(), end.into()]);
+            args.extend([q.start_us.into(), q.end_us.into()]);
             String::from("SELECT s.trace_id FROM spans s WHERE s.start_us >= ? AND s.start_us <= ?")
         }
     };
@@ -337,22 +672,22 @@ async fn search_inner(store: &Arc<Store>, q: &HashMap<String, String>) -> Result
         sql += " AND EXISTS (SELECT 1 FROM tags t2 WHERE t2.key = ? AND t2.value = ?
                  AND t2.start_us = s.start_us AND t2.trace_id = s.trace_id
                  AND t2.span_id = s.span_id)";
-        args.push(k.clone().into());
-        args.push(v.clone().into());
+        args.push((*k).clone().into());
+        args.push((*v).clone().into());
     }
-    if let Some(s) = service {
+    if let Some(s) = &q.service {
         sql += " AND s.service = ?";
-        args.push(s.into());
+        args.push(s.clone().into());
     }
-    if let Some(o) = operation {
+    if let Some(o) = &q.operation {
         sql += " AND s.operation = ?";
-        args.push(o.into());
+        args.push(o.clone().into());
     }
-    if let Some(m) = min {
+    if let Some(m) = q.min_duration_us {
         sql += " AND s.duration_us >= ?";
         args.push(m.into());
     }
-    if let Some(m) = max {
+    if let Some(m) = q.max_duration_us {
         sql += " AND s.duration_us <= ?";
         args.push(m.into());
     }
@@ -363,27 +698,34 @@ async fn search_inner(store: &Arc<Store>, q: &HashMap<String, String>) -> Result
             " AND s.status != 2"
         };
     }
-    match status.as_deref() {
-        Some("error") => {
+    match q.status {
+        Some(TraceStatus::Error) => {
             sql += " AND s.trace_id IN (SELECT trace_id FROM spans WHERE status = 2)";
         }
-        Some("ok") => {
+        Some(TraceStatus::Ok) => {
             sql += " AND s.trace_id NOT IN (SELECT trace_id FROM spans WHERE status = 2)";
         }
-        _ => {}
+        None => {}
     }
     sql += if attr_tags.is_empty() {
         " ORDER BY s.start_us DESC"
     } else {
         " ORDER BY t.start_us DESC"
     };
+    (sql, args)
+}
 
-    let spans = read(store, move |c| {
+/// Run a filter search: the first `limit` distinct traces of the newest
+/// matching spans, so a search stops reading as soon as it has them.
+async fn find(store: &Arc<Store>, q: TraceQuery) -> Result<Vec<Json>, Answer> {
+    let limit = q.limit;
+    let (sql, args) = search_sql(&q);
+    let (ids, spans, services) = read(store, move |c| {
         let ids: Vec<String> = {
             let mut stmt = c.prepare(&sql)?;
             let mut rows = stmt.query(params_from_iter(args))?;
             let mut ids: Vec<String> = Vec::new();
-            let mut seen = std::collections::HashSet::new();
+            let mut seen = HashSet::new();
             while ids.len() < limit
                 && let Some(row) = rows.next()?
             {
@@ -398,50 +740,72 @@ async fn search_inner(store: &Arc<Store>, q: &HashMap<String, String>) -> Result
         Ok((ids, spans, services_of(c)?))
     })
     .await?;
-    let (ids, spans, services) = spans;
-    let mut by_trace: BTreeMap<&str, Vec<&StoredSpan>> = BTreeMap::new();
-    for s in &spans {
-        by_trace.entry(s.trace_id.as_str()).or_default().push(s);
-    }
-    let traces: Vec<Json> = ids
-        .iter()
-        .filter_map(|id| by_trace.get(id.as_str()))
-        .map(|spans| jaeger_trace(spans, &services))
-        .collect();
-    let n = traces.len();
-    Ok(Answer::Data(Json::Array(traces), n))
+    Ok(in_order(&ids, &spans, &services).0)
 }
 
-async fn one_trace(State(store): State<Arc<Store>>, Path(trace_id): Path<String>) -> Answer {
-    let id = trace_id.to_ascii_lowercase();
-    if id.len() != 32 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return bad(format!(
-            "malformed trace id `{trace_id}`: 32 hex digits expected"
-        ));
+/// The traces of `ids` in Jaeger's model, in that order, and the ids with
+/// no span (the caller's "not found").
+fn in_order(ids: &[String], spans: &[StoredSpan], services: &Services) -> (Vec<Json>, Vec<String>) {
+    let mut by_trace: BTreeMap<&str, Vec<&StoredSpan>> = BTreeMap::new();
+    for s in spans {
+        by_trace.entry(s.trace_id.as_str()).or_default().push(s);
     }
-    let found = read(&store, move |c| {
-        let mut spans = spans_of(c, std::slice::from_ref(&id))?;
-        // Log records show on their span, after its events, in time order.
-        for (span_id, log) in crate::store::logs_of(c, &id)? {
+    let mut traces = Vec::new();
+    let mut missing = Vec::new();
+    for id in ids {
+        match by_trace.get(id.as_str()) {
+            Some(spans) => traces.push(jaeger_trace(spans, services)),
+            None => missing.push(id.clone()),
+        }
+    }
+    (traces, missing)
+}
+
+/// The spans of `ids` with their log records: each record shows on its
+/// span, after the span's events, in time order.
+fn spans_with_logs(c: &rusqlite::Connection, ids: &[String]) -> rusqlite::Result<Vec<StoredSpan>> {
+    let mut spans = spans_of(c, ids)?;
+    for id in ids {
+        for (span_id, log) in crate::store::logs_of(c, id)? {
             if let Some(Json::Array(events)) = spans
                 .iter_mut()
-                .find(|s| s.span_id == span_id)
+                .find(|s| s.span_id == span_id && s.trace_id == *id)
                 .map(|s| &mut s.events)
             {
                 events.push(log);
             }
         }
-        Ok((spans, services_of(c)?))
+    }
+    Ok(spans)
+}
+
+/// Whole traces by id (normalised), in that order, and the ids not found.
+async fn traces_by_id(
+    store: &Arc<Store>,
+    ids: Vec<String>,
+) -> Result<(Vec<Json>, Vec<String>), Answer> {
+    let (ids, spans, services) = read(store, move |c| {
+        let spans = spans_with_logs(c, &ids)?;
+        Ok((ids, spans, services_of(c)?))
     })
-    .await;
-    match found {
-        Ok((spans, _)) if spans.is_empty() => {
-            Answer::Error(StatusCode::NOT_FOUND, "trace not found".into())
-        }
-        Ok((spans, services)) => {
-            let refs: Vec<&StoredSpan> = spans.iter().collect();
-            Answer::Data(json!([jaeger_trace(&refs, &services)]), 1)
-        }
+    .await?;
+    Ok(in_order(&ids, &spans, &services))
+}
+
+/// `GET /api/traces/{id}`: one whole trace, 404 when the store has no span
+/// of it.
+async fn one_trace(
+    State(store): State<Arc<Store>>,
+    Path(trace_id): Path<String>,
+    Query(q): Query<Vec<(String, String)>>,
+) -> Answer {
+    let id = match parse_trace_lookup(&trace_id, &Params(q)) {
+        Ok(id) => id,
+        Err(msg) => return bad(msg),
+    };
+    match traces_by_id(&store, vec![id]).await {
+        Ok((traces, _)) if traces.is_empty() => not_found(),
+        Ok((traces, _)) => data(Json::Array(traces), 1),
         Err(e) => e,
     }
 }
@@ -542,31 +906,26 @@ fn jaeger_trace(spans: &[&StoredSpan], services: &Services) -> Json {
     json!({"traceID": trace_id, "spans": spans, "processes": processes, "warnings": null})
 }
 
-/// `/api/dependencies?endTs=&lookback=` (milliseconds, as Jaeger's).
+/// `/api/dependencies?endTs=&lookback=&service=`: calls between services
+/// (a span whose parent is another service's), counted per edge.
 async fn dependencies(
     State(store): State<Arc<Store>>,
-    Query(q): Query<HashMap<String, String>>,
+    Query(q): Query<Vec<(String, String)>>,
 ) -> Answer {
-    let end_ms = match int_param(&q, "endTs") {
-        Ok(v) => v.unwrap_or(now_us() / 1000),
-        Err(e) => return e,
+    let query = match parse_dependency_query(&Params(q), now_us()) {
+        Ok(query) => query,
+        Err(msg) => return bad(msg),
     };
-    let lookback_ms = match int_param(&q, "lookback") {
-        Ok(v) => v.unwrap_or(24 * 3600 * 1000),
-        Err(e) => return e,
-    };
-    if lookback_ms < 0 {
-        return bad("'lookback' must not be negative");
-    }
-    let (start, end) = ((end_ms - lookback_ms) * 1000, end_ms * 1000);
     match read(&store, move |c| {
         let mut q = c.prepare(
             "SELECT p.service, s.service, COUNT(*) FROM spans s
              JOIN spans p ON p.trace_id = s.trace_id AND p.span_id = s.parent_id
              WHERE p.service != s.service AND s.start_us >= ?1 AND s.start_us <= ?2
+             AND (?3 IS NULL OR p.service = ?3 OR s.service = ?3)
              GROUP BY 1, 2 ORDER BY 1, 2",
         )?;
-        q.query_map([start, end], |r| {
+        let args = rusqlite::params![query.start_us, query.end_us, query.service];
+        q.query_map(args, |r| {
             Ok(
                 json!({"parent": r.get::<_, String>(0)?, "child": r.get::<_, String>(1)?,
                       "callCount": r.get::<_, i64>(2)?}),
@@ -578,7 +937,7 @@ async fn dependencies(
     {
         Ok(edges) => {
             let n = edges.len();
-            Answer::Data(Json::Array(edges), n)
+            data(Json::Array(edges), n)
         }
         Err(e) => e,
     }
@@ -606,11 +965,11 @@ fn latency(mut durations: Vec<i64>) -> Json {
 /// request count, error percentage and callee latency per edge.
 async fn service_map(
     State(store): State<Arc<Store>>,
-    Query(q): Query<HashMap<String, String>>,
+    Query(q): Query<Vec<(String, String)>>,
 ) -> Answer {
-    let (start, end) = match window(&q) {
+    let (start, end) = match window(&Params(q), now_us(), VIEW_LOOKBACK) {
         Ok(w) => w,
-        Err(e) => return e,
+        Err(msg) => return bad(msg),
     };
     let rows = read(&store, move |c| {
         let mut q = c.prepare(
@@ -683,17 +1042,17 @@ async fn service_map(
             })
         })
         .collect();
-    Answer::Data(json!({"nodes": nodes, "edges": edges}), 1)
+    data(json!({"nodes": nodes, "edges": edges}), 1)
 }
 
 /// Per service and operation over a window: rate, error %, latency.
 async fn summary(
     State(store): State<Arc<Store>>,
-    Query(q): Query<HashMap<String, String>>,
+    Query(q): Query<Vec<(String, String)>>,
 ) -> Answer {
-    let (start, end) = match window(&q) {
+    let (start, end) = match window(&Params(q), now_us(), VIEW_LOOKBACK) {
         Ok(w) => w,
-        Err(e) => return e,
+        Err(msg) => return bad(msg),
     };
     let rows = read(&store, move |c| {
         let mut q = c.prepare(
@@ -739,7 +1098,7 @@ async fn summary(
         })
         .collect();
     let n = out.len();
-    Answer::Data(Json::Array(out), n)
+    data(Json::Array(out), n)
 }
 
 async fn viewer_page() -> impl IntoResponse {
@@ -779,16 +1138,394 @@ pub async fn serve(
 mod tests {
     use super::*;
 
+    /// A fixed "now" (µs) so windows are exact.
+    const NOW: i64 = 1_700_000_000_000_000;
+
+    fn params(pairs: &[(&str, &str)]) -> Params {
+        Params(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
+    }
+
+    fn query(pairs: &[(&str, &str)]) -> TraceQuery {
+        parse_trace_query(&params(pairs), NOW).unwrap_or_else(|e| panic!("{pairs:?}: {e}"))
+    }
+
+    fn rejected(pairs: &[(&str, &str)]) -> String {
+        match parse_trace_query(&params(pairs), NOW) {
+            Ok(q) => panic!("{pairs:?} must be a 400, parsed as {q:?}"),
+            Err(msg) => msg,
+        }
+    }
+
     #[test]
-    fn durations_parse_like_jaeger() {
+    fn trace_ids_take_1_to_32_hex_digits_left_padded_with_zeros() {
+        for (given, stored) in [
+            ("a7890b687652000e", "0000000000000000a7890b687652000e"),
+            ("A7890B687652000E", "0000000000000000a7890b687652000e"),
+            ("1", "00000000000000000000000000000001"),
+            (
+                "4bf92f3577b34da6a3ce929d0e0e4736",
+                "4bf92f3577b34da6a3ce929d0e0e4736",
+            ),
+            (
+                "4BF92F3577B34DA6a3ce929d0e0e4736",
+                "4bf92f3577b34da6a3ce929d0e0e4736",
+            ),
+        ] {
+            assert_eq!(parse_trace_id(given).as_deref(), Ok(stored), "{given}");
+        }
+        let too_long = parse_trace_id(&"a".repeat(33)).unwrap_err();
+        assert!(too_long.contains("longer than 32"), "{too_long}");
+        for bad in [
+            "",
+            "not-a-trace-id",
+            "g",
+            "a7890b68-7652000e",
+            " a7890b687652000e",
+            "+a7890b687652000e",
+            "0xa7890b687652000e",
+            "é",
+        ] {
+            assert!(parse_trace_id(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn one_trace_lookup_checks_its_hints() {
+        let id = parse_trace_lookup("a7890b687652000e", &params(&[])).unwrap();
+        assert_eq!(id, "0000000000000000a7890b687652000e");
+        let hints = [("start", "1"), ("end", "2"), ("raw", "true")];
+        assert!(parse_trace_lookup("ab", &params(&hints)).is_ok());
+        for bad in [("start", "x"), ("end", "1.5"), ("raw", "maybe")] {
+            let msg = parse_trace_lookup("ab", &params(&[bad])).unwrap_err();
+            assert!(msg.contains(&format!("'{}'", bad.0)), "{msg}");
+        }
+        assert!(parse_trace_lookup("not-a-trace-id", &params(&[])).is_err());
+    }
+
+    #[test]
+    fn go_durations() {
+        const S: i64 = 1_000_000_000;
+        for (text, ns) in [
+            ("1.5ms", 1_500_000),
+            ("100us", 100_000),
+            ("100µs", 100_000),
+            ("100μs", 100_000),
+            ("300ns", 300),
+            ("1h2m", 3_720 * S),
+            ("2h45m30.5s", 9_930 * S + S / 2),
+            ("1.s", S),
+            (".5s", S / 2),
+            ("0", 0),
+            ("-0", 0),
+            ("+3ns", 3),
+            ("-1.5s", -3 * S / 2),
+            ("1.0000000001s", S),
+            ("2562047h", 2_562_047 * 3_600 * S),
+        ] {
+            assert_eq!(go_duration_ns(text, false), Some(ns), "{text}");
+        }
+        for bad in [
+            "",
+            "1",
+            "12",
+            "s",
+            ".s",
+            "-",
+            "1d",
+            "1w",
+            "1 s",
+            " 1s",
+            "1s ",
+            "--1s",
+            "1.5.5s",
+            "1e3s",
+            "fast",
+            "1hh",
+            "2562048h",
+            "99999999999999999999999999999999999999999h",
+        ] {
+            assert_eq!(go_duration_ns(bad, false), None, "{bad:?}");
+        }
+        assert_eq!(go_duration_ns("1d12h", true), Some(36 * 3_600 * S));
+    }
+
+    #[test]
+    fn durations_for_lookbacks_and_retention() {
         assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
         assert_eq!(parse_duration("100ms").unwrap(), Duration::from_millis(100));
         assert_eq!(parse_duration("250us").unwrap(), Duration::from_micros(250));
         assert_eq!(parse_duration("2h").unwrap(), Duration::from_secs(7200));
-        assert_eq!(parse_duration("2d").unwrap(), Duration::from_secs(172_800));
-        assert!(parse_duration("12").is_err());
-        assert!(parse_duration("fast").is_err());
-        assert!(parse_duration("3weeks").is_err());
+        assert_eq!(
+            parse_duration(" 2d ").unwrap(),
+            Duration::from_secs(172_800)
+        );
+        assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
+        for bad in [
+            "12",
+            "fast",
+            "3weeks",
+            "-1h",
+            "99999999999999999999h",
+            "1e300h",
+        ] {
+            assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_search_without_parameters_is_jaegers_default() {
+        let q = query(&[]);
+        assert_eq!(q.end_us, NOW);
+        assert_eq!(q.start_us, NOW - 2 * 86_400 * 1_000_000);
+        assert_eq!(q.limit, 100);
+        assert!(q.trace_ids.is_empty() && q.tags.is_empty());
+        assert_eq!((q.service, q.operation), (None, None));
+        assert_eq!((q.min_duration_us, q.max_duration_us), (None, None));
+    }
+
+    #[test]
+    fn start_and_end_are_microseconds_and_lookback_counts_back_from_end() {
+        let q = query(&[("start", "1000"), ("end", "2000")]);
+        assert_eq!((q.start_us, q.end_us), (1000, 2000));
+        // What Grafana sends.
+        let q = query(&[("start", "1000"), ("end", "2000"), ("lookback", "custom")]);
+        assert_eq!((q.start_us, q.end_us), (1000, 2000));
+        let q = query(&[("lookback", "1h")]);
+        assert_eq!((q.start_us, q.end_us), (NOW - 3_600_000_000, NOW));
+        let q = query(&[("end", "9000000000"), ("lookback", "2d")]);
+        assert_eq!(q.start_us, 9_000_000_000 - 172_800_000_000);
+        assert_eq!(
+            query(&[("lookback", "custom")]).start_us,
+            query(&[]).start_us
+        );
+        // Given a start, lookback is not read.
+        assert_eq!(query(&[("start", "5"), ("lookback", "junk")]).start_us, 5);
+        for bad in [
+            &[("start", "x")][..],
+            &[("end", "1.5")],
+            &[("start", "99999999999999999999")],
+            &[("lookback", "3weeks")],
+            &[("lookback", "99999999999999999999h")],
+            &[("start", "10"), ("end", "5")],
+            &[("end", "-9223372036854775808"), ("lookback", "1h")],
+        ] {
+            let msg = rejected(bad);
+            assert!(!msg.is_empty());
+        }
+        assert!(rejected(&[("start", "x")]).starts_with("unable to parse param 'start'"));
+    }
+
+    #[test]
+    fn limit_is_a_32_bit_integer_capped_at_the_maximum() {
+        assert_eq!(query(&[("limit", "20")]).limit, 20);
+        assert_eq!(query(&[("limit", "+20")]).limit, 20);
+        assert_eq!(query(&[("limit", "0")]).limit, DEFAULT_LIMIT);
+        assert_eq!(query(&[("limit", "-5")]).limit, DEFAULT_LIMIT);
+        assert_eq!(query(&[("limit", "5000")]).limit, MAX_LIMIT);
+        assert_eq!(query(&[("limit", "2147483647")]).limit, MAX_LIMIT);
+        for bad in ["many", "1.5", "2147483648", "99999999999999999999"] {
+            let msg = rejected(&[("limit", bad)]);
+            assert!(msg.starts_with("unable to parse param 'limit'"), "{msg}");
+        }
+    }
+
+    #[test]
+    fn duration_bounds_are_go_durations_rounded_inwards_to_microseconds() {
+        let q = query(&[("minDuration", "1.5ms"), ("maxDuration", "1h2m")]);
+        assert_eq!(q.min_duration_us, Some(1_500));
+        assert_eq!(q.max_duration_us, Some(3_720_000_000));
+        assert_eq!(
+            query(&[("maxDuration", "100us")]).max_duration_us,
+            Some(100)
+        );
+        // A span lasts whole µs: 1500ns is at least 2µs and at most 1µs.
+        assert_eq!(query(&[("minDuration", "1500ns")]).min_duration_us, Some(2));
+        assert_eq!(query(&[("maxDuration", "1500ns")]).max_duration_us, Some(1));
+        // 0 is no bound, as in Jaeger, so it is never below the other one.
+        let q = query(&[("minDuration", "1s"), ("maxDuration", "0")]);
+        assert_eq!(
+            (q.min_duration_us, q.max_duration_us),
+            (Some(1_000_000), None)
+        );
+        assert_eq!(query(&[("minDuration", "0")]).min_duration_us, None);
+        let q = query(&[("minDuration", "1s"), ("maxDuration", "1000ms")]);
+        assert_eq!(q.min_duration_us, q.max_duration_us);
+        assert_eq!(
+            rejected(&[("minDuration", "2s"), ("maxDuration", "1s")]),
+            "'maxDuration' should be greater than 'minDuration'"
+        );
+        for bad in ["fast", "12", "1d", "1 ms"] {
+            let msg = rejected(&[("minDuration", bad)]);
+            assert!(
+                msg.starts_with("unable to parse param 'minDuration'"),
+                "{msg}"
+            );
+            let msg = rejected(&[("maxDuration", bad)]);
+            assert!(
+                msg.starts_with("unable to parse param 'maxDuration'"),
+                "{msg}"
+            );
+        }
+    }
+
+    fn tags(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        query(pairs).tags.into_iter().collect()
+    }
+
+    fn kv(list: &[(&str, &str)]) -> Vec<(String, String)> {
+        list.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn tags_come_as_json_logfmt_or_key_colon_value_pairs() {
+        let json = r#"{"error":"true","http.response.status_code":"500"}"#;
+        assert_eq!(
+            tags(&[("tags", json)]),
+            kv(&[("error", "true"), ("http.response.status_code", "500")])
+        );
+        assert_eq!(
+            tags(&[("tag", "k:v"), ("tag", "url:http://x:8080/a")]),
+            kv(&[("k", "v"), ("url", "http://x:8080/a")])
+        );
+        assert_eq!(tags(&[("tag", "k:")]), kv(&[("k", "")]));
+        assert_eq!(tags(&[("tags", "a=1 b=2")]), kv(&[("a", "1"), ("b", "2")]));
+        // Several `tags` merge; `tags` wins over `tag` wherever it comes.
+        assert_eq!(
+            tags(&[("tags", r#"{"a":"1"}"#), ("tags", r#"{"b":"2"}"#)]),
+            kv(&[("a", "1"), ("b", "2")])
+        );
+        assert_eq!(
+            tags(&[("tags", r#"{"a":"3"}"#), ("tag", "a:1"), ("tag", "b:2")]),
+            kv(&[("a", "3"), ("b", "2")])
+        );
+        assert!(tags(&[("tags", "null")]).is_empty());
+        assert!(tags(&[("tags", "")]).is_empty());
+        assert_eq!(
+            rejected(&[("tag", "novalue")]),
+            "malformed 'tag' parameter, expecting key:value, received: novalue"
+        );
+        for bad in [
+            r#"{broken"#,
+            r#"{"code":500}"#,
+            r#"{"a":["1"]}"#,
+            "[1]",
+            "a",
+        ] {
+            let msg = rejected(&[("tags", bad)]);
+            assert!(msg.starts_with("malformed 'tags' parameter"), "{msg}");
+        }
+    }
+
+    #[test]
+    fn trace_id_parameters_are_parsed_padded_and_deduplicated() {
+        let q = query(&[
+            ("traceID", "a7890b687652000e"),
+            ("traceID", "0000000000000000A7890B687652000E"),
+            ("traceID", "ff"),
+        ]);
+        assert_eq!(
+            q.trace_ids,
+            vec![
+                "0000000000000000a7890b687652000e".to_string(),
+                format!("{:0>32}", "ff"),
+            ]
+        );
+        let msg = rejected(&[("traceID", "ab"), ("traceID", "zz")]);
+        assert!(msg.starts_with("cannot parse traceID param"), "{msg}");
+        assert_eq!(
+            query(&[("traceID", "ab"), ("operation", "GET")])
+                .trace_ids
+                .len(),
+            1
+        );
+    }
+
+    #[test]
+    fn service_operation_status_and_accepted_extras() {
+        let q = query(&[("service", "billing"), ("operation", "charge")]);
+        assert_eq!(q.service.as_deref(), Some("billing"));
+        assert_eq!(q.operation.as_deref(), Some("charge"));
+        // The first value counts, an empty one as absent (Go's Query().Get).
+        assert_eq!(
+            query(&[("service", "a"), ("service", "b")])
+                .service
+                .as_deref(),
+            Some("a")
+        );
+        assert_eq!(query(&[("service", ""), ("service", "b")]).service, None);
+        assert_eq!(query(&[("service", ""), ("operation", "")]).operation, None);
+        assert_eq!(
+            rejected(&[("operation", "POST")]),
+            "'operation' needs 'service'"
+        );
+        assert_eq!(
+            query(&[("status", "error")]).status,
+            Some(TraceStatus::Error)
+        );
+        assert_eq!(query(&[("status", "ok")]).status, Some(TraceStatus::Ok));
+        assert!(rejected(&[("status", "maybe")]).contains("'status'"));
+        query(&[
+            ("spanKind", "server"),
+            ("prettyPrint", "true"),
+            ("raw", "True"),
+        ]);
+        assert!(rejected(&[("raw", "yes")]).starts_with("unable to parse param 'raw'"));
+    }
+
+    #[test]
+    fn search_sql_has_one_argument_per_placeholder() {
+        let q = query(&[
+            ("service", "billing"),
+            ("operation", "charge"),
+            ("tags", r#"{"a":"1","b":"2","error":"true"}"#),
+            ("minDuration", "1ms"),
+            ("maxDuration", "1s"),
+            ("status", "error"),
+        ]);
+        for q in [q.clone(), query(&[]), query(&[("tag", "a:1")])] {
+            let (sql, args) = search_sql(&q);
+            assert_eq!(sql.matches('?').count(), args.len(), "{sql}");
+        }
+        let (sql, _) = search_sql(&q);
+        assert!(
+            sql.contains("s.status = 2") && sql.contains("FROM tags t"),
+            "{sql}"
+        );
+    }
+
+    fn dependency_query(pairs: &[(&str, &str)]) -> Result<DependencyQuery, String> {
+        parse_dependency_query(&params(pairs), NOW)
+    }
+
+    #[test]
+    fn dependencies_take_milliseconds() {
+        let q = dependency_query(&[]).unwrap();
+        assert_eq!((q.start_us, q.end_us), (NOW - 86_400_000_000, NOW));
+        let q = dependency_query(&[("endTs", "1000"), ("lookback", "500"), ("service", "b")]);
+        assert_eq!(
+            q,
+            Ok(DependencyQuery {
+                start_us: 500_000,
+                end_us: 1_000_000,
+                service: Some("b".into())
+            })
+        );
+        for bad in [
+            &[("endTs", "yesterday")][..],
+            &[("lookback", "1h")],
+            &[("lookback", "-1")],
+            &[("endTs", "9223372036854775807")],
+            &[("endTs", "-9223372036854775808"), ("lookback", "1")],
+        ] {
+            assert!(dependency_query(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]
@@ -797,5 +1534,122 @@ mod tests {
         assert_eq!(quantile(&v, 0.5), 51);
         assert_eq!(quantile(&v, 0.99), 99);
         assert_eq!(quantile(&[], 0.5), 0);
+    }
+
+    /// An in-memory store with two spans of one trace (id with 16 leading
+    /// zero digits), a server span calling a client span of another service.
+    fn store() -> Arc<Store> {
+        let store = Store::open(crate::store::StoreConfig::default()).unwrap();
+        let span = |span_id: &str, parent_id: &str, service: &str, kind: &str| StoredSpan {
+            trace_id: "0000000000000000a7890b687652000e".into(),
+            span_id: span_id.into(),
+            parent_id: parent_id.into(),
+            service: service.into(),
+            operation: "GET /x".into(),
+            kind: kind.into(),
+            start_us: now_us() - 1_000_000,
+            duration_us: 1500,
+            status: 0,
+            status_message: String::new(),
+            attributes: json!([]),
+            events: json!([]),
+        };
+        store.add_spans(vec![
+            span("00000000000000a1", "", "front", "server"),
+            span("00000000000000a2", "00000000000000a1", "back", "server"),
+            span("00000000000000a3", "00000000000000a1", "front", "client"),
+        ]);
+        assert!(store.flush(Duration::from_secs(10)));
+        store
+    }
+
+    fn pairs(list: &[(&str, &str)]) -> Query<Vec<(String, String)>> {
+        Query(params(list).0)
+    }
+
+    #[tokio::test]
+    async fn a_trace_is_found_by_its_short_id() {
+        let store = store();
+        for id in [
+            "a7890b687652000e",
+            "A7890B687652000E",
+            "0000000000000000a7890b687652000e",
+        ] {
+            let answer = one_trace(State(store.clone()), Path(id.into()), pairs(&[])).await;
+            let Answer::Data { data, total, .. } = answer else {
+                panic!("{id} must be found");
+            };
+            assert_eq!(total, 1);
+            assert_eq!(data[0]["spans"].as_array().unwrap().len(), 3);
+        }
+        let unknown = one_trace(State(store.clone()), Path("ab".into()), pairs(&[])).await;
+        assert!(matches!(unknown, Answer::Error(StatusCode::NOT_FOUND, _)));
+        let long = one_trace(State(store), Path("a".repeat(33)), pairs(&[])).await;
+        assert!(matches!(long, Answer::Error(StatusCode::BAD_REQUEST, _)));
+    }
+
+    #[tokio::test]
+    async fn a_search_by_trace_ids_lists_those_not_found() {
+        let list = [("traceID", "ab"), ("traceID", "a7890b687652000e")];
+        let Answer::Data {
+            data,
+            total,
+            errors,
+        } = search(State(store()), pairs(&list)).await
+        else {
+            panic!("a search by id answers 200");
+        };
+        assert_eq!(total, 1);
+        assert_eq!(data[0]["traceID"], "0000000000000000a7890b687652000e");
+        assert_eq!(
+            errors,
+            vec![json!({"msg": "trace not found", "traceID": format!("{:0>32}", "ab")})]
+        );
+    }
+
+    #[tokio::test]
+    async fn operations_by_service_and_span_kind() {
+        let store = store();
+        let all = operations(State(store.clone()), pairs(&[("service", "front")])).await;
+        let Answer::Data { data, .. } = all else {
+            panic!()
+        };
+        assert_eq!(
+            data,
+            json!([{"name": "GET /x", "spanKind": "client"}, {"name": "GET /x", "spanKind": "server"}])
+        );
+        let server = [("service", "front"), ("spanKind", "server")];
+        let Answer::Data { data, total, .. } =
+            operations(State(store.clone()), pairs(&server)).await
+        else {
+            panic!()
+        };
+        assert_eq!(
+            (data, total),
+            (json!([{"name": "GET /x", "spanKind": "server"}]), 1)
+        );
+        let missing = operations(State(store), pairs(&[("spanKind", "server")])).await;
+        assert!(
+            matches!(missing, Answer::Error(StatusCode::BAD_REQUEST, m) if m == "parameter 'service' is required")
+        );
+    }
+
+    #[tokio::test]
+    async fn dependencies_can_keep_the_edges_of_one_service() {
+        let store = store();
+        let edge = json!([{"parent": "front", "child": "back", "callCount": 1}]);
+        for service in ["back", "front"] {
+            let list = [("service", service)];
+            let Answer::Data { data, .. } = dependencies(State(store.clone()), pairs(&list)).await
+            else {
+                panic!()
+            };
+            assert_eq!(data, edge);
+        }
+        let list = [("service", "elsewhere")];
+        let Answer::Data { data, .. } = dependencies(State(store), pairs(&list)).await else {
+            panic!()
+        };
+        assert_eq!(data, json!([]));
     }
 }
