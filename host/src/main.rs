@@ -206,6 +206,9 @@ async fn up(
     };
     let mut settings = Settings::from_env(&manifest.telemetry)
         .map_err(|e| anyhow::anyhow!("telemetry settings: {e}"))?;
+    for warning in &settings.warnings {
+        tracing::warn!("{warning}");
+    }
     settings.console_logs = polytrace::telemetry::config::ConsoleLogs::parse(&viewer.guest_logs)
         .map_err(|e| anyhow::anyhow!("--guest-logs {e}"))?;
     let mut outputs = Vec::new();
@@ -397,8 +400,13 @@ async fn bind_viewer(addr: &str) -> anyhow::Result<Option<tokio::net::TcpListene
 fn check(path: &Path, max_instances: u32, cache_dir: Option<PathBuf>) -> anyhow::Result<()> {
     let manifest = Manifest::load(path)?;
     let mut problems = Vec::new();
-    if let Err(e) = Settings::from_env(&manifest.telemetry) {
-        problems.push(format!("telemetry settings: {e}"));
+    match Settings::from_env(&manifest.telemetry) {
+        Ok(settings) => {
+            for warning in settings.warnings {
+                eprintln!("warning: {warning}");
+            }
+        }
+        Err(e) => problems.push(format!("telemetry settings: {e}")),
     }
     let runtime = Runtime::new(max_memory(&manifest), max_instances, cache_dir)?;
     if let Err(diags) = load_components(&manifest, &runtime) {

@@ -293,3 +293,56 @@ async fn insecure_decides_a_schemeless_grpc_endpoint() {
     let (code, log) = host.terminate();
     assert_eq!(code, Some(0), "{log}");
 }
+
+/// `OTEL_RESOURCE_ATTRIBUTES` values are percent-decoded (Resource SDK
+/// specification) and never change `service.name`; an invalid environment
+/// value is a start-up warning and is ignored, not a refusal to start.
+#[tokio::test(flavor = "multi_thread")]
+async fn environment_variables_are_decoded_as_the_spec_says() {
+    let receiver = Receiver::start().await;
+    let host = Polytrace::up(
+        "otel-env",
+        &manifest(),
+        &receiver,
+        "http/protobuf",
+        &[
+            (
+                "OTEL_RESOURCE_ATTRIBUTES",
+                "deployment.environment=hello%20world,service.name=ignored,team=a%2Cb",
+            ),
+            ("OTEL_BSP_MAX_QUEUE_SIZE", "lots"),
+        ],
+    );
+    let r = get(&host.url("/faults/print")).await;
+    let spans = receiver.trace(&r.trace_id(), 2).await;
+    let resource = &spans[0].resource;
+    assert_eq!(resource["deployment.environment"], "hello world");
+    assert_eq!(resource["team"], "a,b");
+    assert_eq!(resource["service.name"], "faults");
+    let (code, log) = host.terminate();
+    assert_eq!(code, Some(0), "{log}");
+    assert!(
+        log.contains("OTEL_BSP_MAX_QUEUE_SIZE=`lots` is ignored"),
+        "{log}"
+    );
+
+    let host = Polytrace::up(
+        "otel-env-broken",
+        &manifest(),
+        &receiver,
+        "http/protobuf",
+        &[("OTEL_RESOURCE_ATTRIBUTES", "good=1,broken%zz")],
+    );
+    let r = get(&host.url("/faults/print")).await;
+    let spans = receiver.trace(&r.trace_id(), 2).await;
+    assert!(
+        !spans[0].resource.contains_key("good"),
+        "{:?}",
+        spans[0].resource
+    );
+    let (_, log) = host.terminate();
+    assert!(
+        log.contains("OTEL_RESOURCE_ATTRIBUTES=`good=1,broken%zz` is ignored"),
+        "{log}"
+    );
+}

@@ -21,7 +21,7 @@ pub fn parse_exporters(value: &str) -> Result<(Exporter, bool), String> {
     let mut console = false;
     let mut none = false;
     for name in value.split(',').map(str::trim).filter(|n| !n.is_empty()) {
-        match name {
+        match name.to_ascii_lowercase().as_str() {
             "otlp" => otlp = true,
             "console" => console = true,
             "none" => none = true,
@@ -50,7 +50,7 @@ pub fn parse_exporters(value: &str) -> Result<(Exporter, bool), String> {
 /// (Metrics are always on Prometheus `/metrics` too; guest logs always print
 /// on the console at the `--guest-logs` level.)
 pub fn parse_signal_exporter(value: &str) -> Result<Exporter, String> {
-    match value.trim() {
+    match value.trim().to_ascii_lowercase().as_str() {
         "" | "otlp" => Ok(Exporter::Otlp),
         "none" => Ok(Exporter::None),
         // Prometheus is served on the viewer address whatever this says;
@@ -181,82 +181,234 @@ pub struct Settings {
     pub sampler: Sampler,
     /// Cap on any string attribute value a guest sets, in bytes.
     pub max_attribute_value_length: usize,
+    /// `OTEL_RESOURCE_ATTRIBUTES`, decoded; added to every component's resource.
+    pub resource_attributes: Vec<(String, String)>,
+    /// Environment values that were invalid and ignored, one sentence each,
+    /// for the start-up log.
+    pub warnings: Vec<String>,
 }
 
 /// Default cap on guest attribute values (the SDK default is unlimited).
 pub const DEFAULT_MAX_ATTRIBUTE_VALUE_LENGTH: usize = 4096;
 
-impl Settings {
-    /// Resolve from the manifest and the process environment.
-    pub fn from_env(manifest: &TelemetryConfig) -> Result<Settings, String> {
-        Self::resolve(manifest, |k| {
-            std::env::var(k).ok().filter(|v| !v.trim().is_empty())
+/// The `OTEL_*` variables as the SDK environment-variable specification
+/// reads them: an empty value is unset; an invalid value is reported as a
+/// warning and ignored (the manifest's value or the default applies).
+struct Vars<'a> {
+    env: &'a dyn Fn(&str) -> Option<String>,
+    warnings: std::cell::RefCell<Vec<String>>,
+}
+
+impl Vars<'_> {
+    /// The trimmed value; `None` when unset or empty.
+    fn get(&self, name: &str) -> Option<String> {
+        (self.env)(name)
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+    }
+
+    /// Record `warning` once (a general variable is read for each signal).
+    fn warn(&self, warning: String) {
+        let mut warnings = self.warnings.borrow_mut();
+        if !warnings.contains(&warning) {
+            warnings.push(warning);
+        }
+    }
+
+    /// The value parsed by `parse`; a value it rejects is a warning and `None`.
+    fn valid<T>(&self, name: &str, parse: impl FnOnce(&str) -> Result<T, String>) -> Option<T> {
+        let value = self.get(name)?;
+        match parse(&value) {
+            Ok(v) => Some(v),
+            Err(why) => {
+                self.warn(format!("{name}=`{value}` is ignored: {why}"));
+                None
+            }
+        }
+    }
+
+    /// A boolean: only `true` (any case) is true; anything but `false` warns.
+    fn flag(&self, name: &str) -> bool {
+        self.valid(name, |v| match v.to_ascii_lowercase().as_str() {
+            "true" => Ok(true),
+            "false" => Ok(false),
+            _ => Err("use true or false; false applies".into()),
+        })
+        .unwrap_or(false)
+    }
+
+    /// A duration in integer milliseconds (0 to 2³¹−1, as the spec requires).
+    fn millis(&self, name: &str) -> Option<Duration> {
+        self.valid(name, |v| {
+            v.parse::<u32>()
+                .ok()
+                .filter(|n| *n <= i32::MAX as u32)
+                .map(|n| Duration::from_millis(n.into()))
+                .ok_or_else(|| "not a whole number of milliseconds".to_string())
         })
     }
 
-    /// Resolve from the manifest and an environment lookup.
+    /// A count above zero.
+    fn count(&self, name: &str) -> Option<usize> {
+        self.valid(name, |v| {
+            v.parse::<u32>()
+                .ok()
+                .filter(|n| *n > 0 && *n <= i32::MAX as u32)
+                .map(|n| n as usize)
+                .ok_or_else(|| "not a whole number above 0".to_string())
+        })
+    }
+
+    /// The signal's own variable (`OTEL_EXPORTER_OTLP_<SIGNAL>_<SUFFIX>`),
+    /// else the general one, each parsed by `parse`.
+    fn per_signal<T>(
+        &self,
+        signal: &str,
+        suffix: &str,
+        parse: impl Fn(&str) -> Result<T, String>,
+    ) -> Option<T> {
+        self.valid(&format!("OTEL_EXPORTER_OTLP_{signal}_{suffix}"), &parse)
+            .or_else(|| self.valid(&format!("OTEL_EXPORTER_OTLP_{suffix}"), &parse))
+    }
+}
+
+/// An OTLP protocol name.
+fn parse_protocol(value: &str) -> Result<Protocol, String> {
+    match value.to_ascii_lowercase().as_str() {
+        "http/protobuf" => Ok(Protocol::HttpProtobuf),
+        "grpc" => Ok(Protocol::Grpc),
+        other => Err(format!(
+            "OTLP protocol `{other}` is not supported: use `http/protobuf` or `grpc`"
+        )),
+    }
+}
+
+/// A sampler name as `OTEL_TRACES_SAMPLER` spells it, with its ratio.
+fn parse_sampler(name: &str, ratio: f64) -> Result<Sampler, String> {
+    Ok(match name.to_ascii_lowercase().as_str() {
+        "always_on" => Sampler::AlwaysOn,
+        "always_off" => Sampler::AlwaysOff,
+        "traceidratio" => Sampler::TraceIdRatioBased(ratio),
+        "parentbased_always_on" => Sampler::ParentBased(Box::new(Sampler::AlwaysOn)),
+        "parentbased_always_off" => Sampler::ParentBased(Box::new(Sampler::AlwaysOff)),
+        "parentbased_traceidratio" => {
+            Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(ratio)))
+        }
+        other => {
+            return Err(format!(
+                "sampler `{other}` is not supported: use always_on, always_off, traceidratio, \
+                 parentbased_always_on, parentbased_always_off or parentbased_traceidratio"
+            ));
+        }
+    })
+}
+
+/// A sampling ratio between 0 and 1.
+fn parse_ratio(value: &str) -> Result<f64, String> {
+    value
+        .parse::<f64>()
+        .ok()
+        .filter(|r| (0.0..=1.0).contains(r))
+        .ok_or_else(|| "not a ratio between 0 and 1".to_string())
+}
+
+/// Parse `OTEL_RESOURCE_ATTRIBUTES` as the Resource SDK specification says:
+/// `key1=value1,key2=value2` (W3C Baggage form without properties), keys
+/// and values trimmed, values percent-decoded as UTF-8. Any error discards
+/// the whole variable (the caller warns).
+pub fn parse_resource_attributes(value: &str) -> Result<Vec<(String, String)>, String> {
+    let mut out = Vec::new();
+    for member in value.split(',') {
+        if member.trim().is_empty() {
+            continue;
+        }
+        let (key, raw) = member
+            .split_once('=')
+            .ok_or_else(|| format!("`{}` is not key=value", member.trim()))?;
+        let key = key.trim();
+        if key.is_empty() {
+            return Err(format!("`{}` has an empty key", member.trim()));
+        }
+        let raw = raw.trim();
+        // percent-encoding passes a `%` that starts no escape through as is;
+        // the specification calls that a decoding failure.
+        let bytes = raw.as_bytes();
+        for (i, b) in bytes.iter().enumerate() {
+            if *b == b'%'
+                && !(i + 2 < bytes.len()
+                    && bytes[i + 1].is_ascii_hexdigit()
+                    && bytes[i + 2].is_ascii_hexdigit())
+            {
+                return Err(format!("`{key}`: `%` not followed by two hex digits"));
+            }
+        }
+        let decoded = percent_encoding::percent_decode_str(raw)
+            .decode_utf8()
+            .map_err(|_| format!("`{key}`: the decoded value is not UTF-8"))?;
+        out.push((key.to_string(), decoded.into_owned()));
+    }
+    Ok(out)
+}
+
+impl Settings {
+    /// Resolve from the manifest and the process environment.
+    pub fn from_env(manifest: &TelemetryConfig) -> Result<Settings, String> {
+        Self::resolve(manifest, |k| std::env::var(k).ok())
+    }
+
+    /// Resolve from the manifest and an environment lookup. Invalid
+    /// environment values become [`Settings::warnings`]; invalid manifest
+    /// values and unusable certificate files are errors.
     pub fn resolve(
         m: &TelemetryConfig,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Settings, String> {
-        let disabled =
-            env("OTEL_SDK_DISABLED").is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
-        let (exporter, console) = parse_exporters(
-            env("OTEL_TRACES_EXPORTER")
-                .or_else(|| m.exporter.clone())
-                .as_deref()
-                .unwrap_or("otlp"),
-        )?;
-        let millis = |name: &str, default: u64| -> Result<Duration, String> {
-            match env(name) {
-                None => Ok(Duration::from_millis(default)),
-                Some(v) => v
-                    .trim()
-                    .parse::<u64>()
-                    .map(Duration::from_millis)
-                    .map_err(|_| format!("{name}=`{v}` is not a number of milliseconds")),
-            }
+        let vars = Vars {
+            env: &env,
+            warnings: Default::default(),
         };
-        let count = |name: &str, default: usize| -> Result<usize, String> {
-            match env(name) {
-                None => Ok(default),
-                Some(v) => match v.trim().parse::<usize>() {
-                    Ok(n) if n > 0 => Ok(n),
-                    _ => Err(format!("{name}=`{v}` is not a positive number")),
-                },
-            }
+        let disabled = vars.flag("OTEL_SDK_DISABLED");
+        let (exporter, console) = match vars.valid("OTEL_TRACES_EXPORTER", parse_exporters) {
+            Some(chosen) => chosen,
+            None => parse_exporters(m.exporter.as_deref().unwrap_or("otlp"))?,
         };
-        let signal_timeout =
-            |signal: &str| match env(&format!("OTEL_EXPORTER_OTLP_{signal}_TIMEOUT")) {
-                Some(_) => millis(&format!("OTEL_EXPORTER_OTLP_{signal}_TIMEOUT"), 10_000),
-                None => millis("OTEL_EXPORTER_OTLP_TIMEOUT", 10_000),
-            };
-        let timeout = signal_timeout("TRACES")?.min(millis("OTEL_BSP_EXPORT_TIMEOUT", 30_000)?);
-        let max_queue_size = count("OTEL_BSP_MAX_QUEUE_SIZE", 2048)?;
+        let millis =
+            |name: &str, default: u64| vars.millis(name).unwrap_or(Duration::from_millis(default));
+        let count = |name: &str, default: usize| vars.count(name).unwrap_or(default);
+        let signal_timeout = |signal: &str| {
+            vars.per_signal(signal, "TIMEOUT", |v| {
+                v.parse::<u32>()
+                    .ok()
+                    .filter(|n| *n <= i32::MAX as u32)
+                    .map(|n| Duration::from_millis(n.into()))
+                    .ok_or_else(|| "not a whole number of milliseconds".to_string())
+            })
+            .unwrap_or(Duration::from_secs(10))
+        };
+        let timeout = signal_timeout("TRACES").min(millis("OTEL_BSP_EXPORT_TIMEOUT", 30_000));
+        let max_queue_size = count("OTEL_BSP_MAX_QUEUE_SIZE", 2048);
         let export = ExportSettings {
             exporter,
             console,
-            otlp: otlp_target("TRACES", m, &env, timeout)?,
-            schedule_delay: millis("OTEL_BSP_SCHEDULE_DELAY", 5_000)?.max(Duration::from_millis(1)),
+            otlp: otlp_target("TRACES", m, &vars, timeout)?,
+            schedule_delay: millis("OTEL_BSP_SCHEDULE_DELAY", 5_000).max(Duration::from_millis(1)),
             max_queue_size,
-            max_export_batch_size: count("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512)?
-                .min(max_queue_size),
+            max_export_batch_size: count("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512).min(max_queue_size),
         };
-        let signal_exporter = |var: &str, manifest: &Option<String>| {
-            env(var)
-                .or_else(|| manifest.clone())
-                .map_or(Ok(Exporter::Otlp), |v| {
-                    parse_signal_exporter(&v).map_err(|e| format!("{var}: {e}"))
-                })
+        let signal_exporter = |var: &str, manifest: &Option<String>| -> Result<Exporter, String> {
+            match vars.valid(var, parse_signal_exporter) {
+                Some(e) => Ok(e),
+                None => manifest.as_deref().map_or(Ok(Exporter::Otlp), |v| {
+                    parse_signal_exporter(v).map_err(|e| format!("{var}: {e}"))
+                }),
+            }
         };
-        let temporality = match env("OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE") {
-            None => opentelemetry_sdk::metrics::Temporality::Cumulative,
-            Some(v) => v.trim().parse().map_err(|()| {
-                format!(
-                    "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE=`{v}`: use cumulative, delta or lowmemory"
-                )
-            })?,
-        };
+        let temporality = vars
+            .valid("OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE", |v| {
+                v.parse()
+                    .map_err(|()| "use cumulative, delta or lowmemory".to_string())
+            })
+            .unwrap_or(opentelemetry_sdk::metrics::Temporality::Cumulative);
         let metrics = SignalSettings {
             exporter: if disabled {
                 Exporter::None
@@ -266,15 +418,15 @@ impl Settings {
             otlp: otlp_target(
                 "METRICS",
                 m,
-                &env,
-                signal_timeout("METRICS")?.min(millis("OTEL_METRIC_EXPORT_TIMEOUT", 30_000)?),
+                &vars,
+                signal_timeout("METRICS").min(millis("OTEL_METRIC_EXPORT_TIMEOUT", 30_000)),
             )?,
-            interval: millis("OTEL_METRIC_EXPORT_INTERVAL", 60_000)?.max(Duration::from_millis(1)),
+            interval: millis("OTEL_METRIC_EXPORT_INTERVAL", 60_000).max(Duration::from_millis(1)),
             max_queue_size: 0,
             max_export_batch_size: 0,
             temporality,
         };
-        let logs_queue = count("OTEL_BLRP_MAX_QUEUE_SIZE", 2048)?;
+        let logs_queue = count("OTEL_BLRP_MAX_QUEUE_SIZE", 2048);
         let logs = SignalSettings {
             exporter: if disabled {
                 Exporter::None
@@ -284,46 +436,30 @@ impl Settings {
             otlp: otlp_target(
                 "LOGS",
                 m,
-                &env,
-                signal_timeout("LOGS")?.min(millis("OTEL_BLRP_EXPORT_TIMEOUT", 30_000)?),
+                &vars,
+                signal_timeout("LOGS").min(millis("OTEL_BLRP_EXPORT_TIMEOUT", 30_000)),
             )?,
-            interval: millis("OTEL_BLRP_SCHEDULE_DELAY", 1_000)?.max(Duration::from_millis(1)),
+            interval: millis("OTEL_BLRP_SCHEDULE_DELAY", 1_000).max(Duration::from_millis(1)),
             max_queue_size: logs_queue,
-            max_export_batch_size: count("OTEL_BLRP_MAX_EXPORT_BATCH_SIZE", 512)?.min(logs_queue),
+            max_export_batch_size: count("OTEL_BLRP_MAX_EXPORT_BATCH_SIZE", 512).min(logs_queue),
             temporality: opentelemetry_sdk::metrics::Temporality::Cumulative,
         };
-        let sampler_name = env("OTEL_TRACES_SAMPLER").or_else(|| m.sampler.clone());
-        let ratio = match env("OTEL_TRACES_SAMPLER_ARG") {
-            Some(v) => Some(
-                v.trim()
-                    .parse::<f64>()
-                    .ok()
-                    .filter(|r| (0.0..=1.0).contains(r))
-                    .ok_or_else(|| {
-                        format!("OTEL_TRACES_SAMPLER_ARG=`{v}` is not a ratio between 0 and 1")
-                    })?,
-            ),
-            None => m.sampler_arg,
-        }
-        .unwrap_or(1.0);
-        let sampler = match sampler_name.as_deref() {
-            Some("always_on") => Sampler::AlwaysOn,
-            Some("always_off") => Sampler::AlwaysOff,
-            Some("traceidratio") => Sampler::TraceIdRatioBased(ratio),
-            None | Some("parentbased_always_on") => {
-                Sampler::ParentBased(Box::new(Sampler::AlwaysOn))
-            }
-            Some("parentbased_always_off") => Sampler::ParentBased(Box::new(Sampler::AlwaysOff)),
-            Some("parentbased_traceidratio") => {
-                Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(ratio)))
-            }
-            Some(other) => {
-                return Err(format!(
-                    "sampler `{other}` is not supported: use always_on, always_off, traceidratio, \
-                     parentbased_always_on, parentbased_always_off or parentbased_traceidratio"
-                ));
-            }
+        let ratio = match vars.valid("OTEL_TRACES_SAMPLER_ARG", parse_ratio) {
+            Some(r) => r,
+            None => m.sampler_arg.unwrap_or(1.0),
         };
+        let sampler = match vars.valid("OTEL_TRACES_SAMPLER", |v| parse_sampler(v, ratio)) {
+            Some(s) => s,
+            None => parse_sampler(
+                m.sampler.as_deref().unwrap_or("parentbased_always_on"),
+                ratio,
+            )?,
+        };
+        let resource_attributes = vars
+            .valid("OTEL_RESOURCE_ATTRIBUTES", |v| {
+                parse_resource_attributes(v).map_err(|e| format!("{e}; none of it applies"))
+            })
+            .unwrap_or_default();
         Ok(Settings {
             export,
             metrics,
@@ -338,6 +474,8 @@ impl Settings {
             max_attribute_value_length: m
                 .max_attribute_value_length
                 .unwrap_or(DEFAULT_MAX_ATTRIBUTE_VALUE_LENGTH),
+            resource_attributes,
+            warnings: vars.warnings.into_inner(),
         })
     }
 }
@@ -348,30 +486,27 @@ impl Settings {
 fn otlp_target(
     signal: &str,
     m: &TelemetryConfig,
-    env: &impl Fn(&str) -> Option<String>,
+    vars: &Vars,
     timeout: Duration,
 ) -> Result<Otlp, String> {
-    let protocol = match env(&format!("OTEL_EXPORTER_OTLP_{signal}_PROTOCOL"))
-        .or_else(|| env("OTEL_EXPORTER_OTLP_PROTOCOL"))
-        .or_else(|| m.protocol.clone())
-        .as_deref()
-    {
-        None | Some("http/protobuf") => Protocol::HttpProtobuf,
-        Some("grpc") => Protocol::Grpc,
-        Some(other) => {
-            return Err(format!(
-                "OTLP protocol `{other}` is not supported: use `http/protobuf` or `grpc`"
-            ));
-        }
+    let protocol = match vars.per_signal(signal, "PROTOCOL", parse_protocol) {
+        Some(p) => p,
+        None => m
+            .protocol
+            .as_deref()
+            .map_or(Ok(Protocol::HttpProtobuf), parse_protocol)?,
     };
     let path = format!("v1/{}", signal.to_ascii_lowercase());
     let with_path = |base: &str| match protocol {
         Protocol::Grpc => base.to_string(),
         Protocol::HttpProtobuf => format!("{}/{path}", base.trim_end_matches('/')),
     };
-    let endpoint = match env(&format!("OTEL_EXPORTER_OTLP_{signal}_ENDPOINT")) {
-        Some(own) => own.trim().to_string(),
-        None => match env("OTEL_EXPORTER_OTLP_ENDPOINT").or_else(|| m.endpoint.clone()) {
+    let endpoint = match vars.get(&format!("OTEL_EXPORTER_OTLP_{signal}_ENDPOINT")) {
+        Some(own) => own,
+        None => match vars
+            .get("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .or_else(|| m.endpoint.clone())
+        {
             Some(base) => with_path(base.trim()),
             None => match protocol {
                 Protocol::Grpc => "http://localhost:4317".to_string(),
@@ -384,9 +519,12 @@ fn otlp_target(
         .split_once("://")
         .is_some_and(|(scheme, _)| !scheme.contains(['/', '?', '#']));
     let endpoint = if protocol == Protocol::Grpc && !has_scheme {
-        let insecure = env(&format!("OTEL_EXPORTER_OTLP_{signal}_INSECURE"))
-            .or_else(|| env("OTEL_EXPORTER_OTLP_INSECURE"))
-            .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
+        let own = format!("OTEL_EXPORTER_OTLP_{signal}_INSECURE");
+        let insecure = if vars.get(&own).is_some() {
+            vars.flag(&own)
+        } else {
+            vars.flag("OTEL_EXPORTER_OTLP_INSECURE")
+        };
         format!("{}://{endpoint}", if insecure { "http" } else { "https" })
     } else {
         endpoint
@@ -396,8 +534,10 @@ fn otlp_target(
         endpoint,
         headers: m.headers.clone(),
         timeout,
-        compression: super::tls::compression(signal, env)?,
-        tls: super::tls::ClientTls::resolve(signal, env)?,
+        compression: vars
+            .per_signal(signal, "COMPRESSION", super::tls::parse_compression)
+            .flatten(),
+        tls: super::tls::ClientTls::resolve(signal, &|name| vars.get(name))?,
         errors: Default::default(),
     })
 }
@@ -550,34 +690,95 @@ mod tests {
         assert!(s.disabled);
         assert_eq!(s.metrics.exporter, Exporter::None);
         assert_eq!(s.logs.exporter, Exporter::None);
-        assert!(
-            resolve(
-                &TelemetryConfig::default(),
-                &[("OTEL_TRACES_SAMPLER", "sometimes")]
-            )
-            .is_err()
+        // Invalid environment values are warned about and ignored: the
+        // default (or the manifest's value) applies.
+        let none = TelemetryConfig::default();
+        let cases: &[(&str, &str)] = &[
+            ("OTEL_TRACES_SAMPLER", "sometimes"),
+            ("OTEL_TRACES_SAMPLER_ARG", "2"),
+            ("OTEL_BSP_MAX_QUEUE_SIZE", "x"),
+            ("OTEL_BSP_MAX_QUEUE_SIZE", "0"),
+            ("OTEL_BSP_SCHEDULE_DELAY", "-5"),
+            ("OTEL_BSP_SCHEDULE_DELAY", "1.5"),
+            ("OTEL_EXPORTER_OTLP_TIMEOUT", "99999999999"),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
+            ("OTEL_EXPORTER_OTLP_COMPRESSION", "brotli"),
+            ("OTEL_TRACES_EXPORTER", "jaeger"),
+            ("OTEL_LOGS_EXPORTER", "kafka"),
+            ("OTEL_SDK_DISABLED", "yes"),
+            ("OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE", "x"),
+            ("OTEL_RESOURCE_ATTRIBUTES", "a=1,broken"),
+        ];
+        let defaults = resolve(&none, &[]).unwrap();
+        for (name, value) in cases {
+            let s = resolve(&none, &[(name, value)]).unwrap();
+            assert_eq!(s.warnings.len(), 1, "{name}={value}: {:?}", s.warnings);
+            assert!(s.warnings[0].starts_with(&format!("{name}=`{value}` is ignored")));
+            assert_eq!(
+                format!("{:?}", s.sampler),
+                format!("{:?}", defaults.sampler)
+            );
+            assert_eq!(s.export.max_queue_size, 2048);
+            assert_eq!(s.export.schedule_delay, Duration::from_secs(5));
+            assert_eq!(s.export.otlp.timeout, Duration::from_secs(10));
+            assert_eq!(s.export.otlp.protocol, Protocol::HttpProtobuf);
+            assert_eq!(s.export.otlp.compression, None);
+            assert_eq!(s.export.exporter, Exporter::Otlp);
+            assert_eq!(s.logs.exporter, Exporter::Otlp);
+            assert!(!s.disabled);
+            assert!(s.resource_attributes.is_empty());
+        }
+        // `false` is a valid boolean; values are case-insensitive enums.
+        let s = resolve(
+            &none,
+            &[
+                ("OTEL_SDK_DISABLED", "False"),
+                ("OTEL_TRACES_SAMPLER", "ALWAYS_OFF"),
+                ("OTEL_EXPORTER_OTLP_PROTOCOL", "GRPC"),
+                ("OTEL_TRACES_EXPORTER", "OTLP,Console"),
+            ],
+        )
+        .unwrap();
+        assert!(s.warnings.is_empty(), "{:?}", s.warnings);
+        assert!(matches!(s.sampler, Sampler::AlwaysOff));
+        assert_eq!(s.export.otlp.protocol, Protocol::Grpc);
+        assert!(s.export.console);
+        // An invalid manifest value is still an error (a broken manifest).
+        let bad = TelemetryConfig {
+            sampler: Some("sometimes".into()),
+            ..Default::default()
+        };
+        assert!(resolve(&bad, &[]).is_err());
+        // ... unless the environment overrides it with a valid one.
+        assert!(resolve(&bad, &[("OTEL_TRACES_SAMPLER", "always_on")]).is_ok());
+    }
+
+    #[test]
+    fn resource_attributes_are_percent_decoded() {
+        let none = TelemetryConfig::default();
+        let s = resolve(
+            &none,
+            &[(
+                "OTEL_RESOURCE_ATTRIBUTES",
+                " deployment.environment = hello%20world , team=a%2Cb%3Dc,empty=,emoji=%F0%9F%90%8D,,",
+            )],
+        )
+        .unwrap();
+        assert_eq!(
+            s.resource_attributes,
+            vec![
+                (
+                    "deployment.environment".to_string(),
+                    "hello world".to_string()
+                ),
+                ("team".to_string(), "a,b=c".to_string()),
+                ("empty".to_string(), String::new()),
+                ("emoji".to_string(), "\u{1F40D}".to_string()),
+            ]
         );
-        assert!(
-            resolve(
-                &TelemetryConfig::default(),
-                &[("OTEL_TRACES_SAMPLER_ARG", "2")]
-            )
-            .is_err()
-        );
-        assert!(
-            resolve(
-                &TelemetryConfig::default(),
-                &[("OTEL_BSP_MAX_QUEUE_SIZE", "x")]
-            )
-            .is_err()
-        );
-        assert!(
-            resolve(
-                &TelemetryConfig::default(),
-                &[("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")]
-            )
-            .is_err()
-        );
+        for broken in ["a=%zz", "a=%2", "a=%FF", "=x", "novalue"] {
+            assert!(parse_resource_attributes(broken).is_err(), "{broken}");
+        }
     }
 
     #[test]
@@ -614,14 +815,6 @@ mod tests {
         );
         assert_eq!(s.logs.otlp.protocol, Protocol::Grpc);
         assert_eq!(s.export.otlp.protocol, Protocol::HttpProtobuf);
-        assert!(
-            resolve(
-                &m,
-                &[("OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE", "x")]
-            )
-            .is_err()
-        );
-        assert!(resolve(&m, &[("OTEL_LOGS_EXPORTER", "kafka")]).is_err());
     }
 
     #[test]

@@ -106,7 +106,7 @@ impl Telemetry {
         let resources: Vec<Resource> = manifest
             .components
             .iter()
-            .map(|c| component_resource(manifest, c))
+            .map(|c| component_resource(manifest, c, &settings.resource_attributes))
             .collect();
         if let Some(store) = &store {
             for (c, r) in manifest.components.iter().zip(&resources) {
@@ -186,10 +186,15 @@ impl Telemetry {
 }
 
 /// The resource of one component: it is its own service.
-pub fn component_resource(manifest: &Manifest, c: &Component) -> Resource {
-    // OTEL_RESOURCE_ATTRIBUTES applies to every component; service.name is
-    // always the component id, whatever OTEL_SERVICE_NAME says.
-    let env = opentelemetry_sdk::resource::EnvResourceDetector::new();
+/// `from_env` is `OTEL_RESOURCE_ATTRIBUTES`, decoded ([`config::parse_resource_attributes`]):
+/// it applies to every component, but `service.name` is always the
+/// component id (whatever `OTEL_SERVICE_NAME` or the variable say), as are
+/// the attributes below.
+pub fn component_resource(
+    manifest: &Manifest,
+    c: &Component,
+    from_env: &[(String, String)],
+) -> Resource {
     let mut attrs = vec![
         KeyValue::new("service.name", c.id.clone()),
         KeyValue::new("service.namespace", manifest.app.clone()),
@@ -206,7 +211,11 @@ pub fn component_resource(manifest: &Manifest, c: &Component) -> Resource {
         attrs.push(KeyValue::new("service.version", v));
     }
     Resource::builder_empty()
-        .with_detector(Box::new(env))
+        .with_attributes(
+            from_env
+                .iter()
+                .map(|(k, v)| KeyValue::new(k.clone(), v.clone())),
+        )
         .with_attributes(attrs)
         .build()
 }

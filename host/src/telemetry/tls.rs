@@ -238,25 +238,12 @@ impl HttpClient for ExportHttpClient {
     }
 }
 
-/// OTLP payload compression (`OTEL_EXPORTER_OTLP[_<SIGNAL>]_COMPRESSION`).
-/// The specification defines `gzip` and `none`.
-pub fn compression(
-    signal: &str,
-    env: &impl Fn(&str) -> Option<String>,
-) -> Result<Option<opentelemetry_otlp::Compression>, String> {
-    let own = format!("OTEL_EXPORTER_OTLP_{signal}_COMPRESSION");
-    let (variable, value) = match env(&own) {
-        Some(v) => (own, v),
-        None => match env("OTEL_EXPORTER_OTLP_COMPRESSION") {
-            Some(v) => ("OTEL_EXPORTER_OTLP_COMPRESSION".to_string(), v),
-            None => return Ok(None),
-        },
-    };
-    match value.trim().to_ascii_lowercase().as_str() {
+/// OTLP payload compression as `OTEL_EXPORTER_OTLP[_<SIGNAL>]_COMPRESSION`
+/// spells it: `gzip`, or `none` (`Ok(None)`).
+pub fn parse_compression(value: &str) -> Result<Option<opentelemetry_otlp::Compression>, String> {
+    match value.to_ascii_lowercase().as_str() {
         "gzip" => Ok(Some(opentelemetry_otlp::Compression::Gzip)),
-        "none" | "" => Ok(None),
-        other => Err(format!(
-            "{variable}=`{other}` is not supported: use `gzip` or `none`"
-        )),
+        "none" => Ok(None),
+        _ => Err("use `gzip` or `none`".to_string()),
     }
 }
