@@ -10,6 +10,7 @@ use crate::manifest::{Component as ComponentConfig, Diagnostic, Manifest};
 use crate::pool::{Discard, FINISHING_WAIT, InstancePool, Warm};
 use crate::runtime::{Progress, Runtime};
 use crate::telemetry::metrics::{ComponentMetrics, DISCARD_REASON};
+use crate::telemetry::propagation::Share;
 use crate::telemetry::{
     Adjustments, RequestTelemetry, RequestTrace, Settings, Telemetry, propagation,
     record_exception, semconv, start_span,
@@ -469,6 +470,13 @@ impl Dispatcher for App {
             .any(|a| a.allows(scheme, host, port))
     }
 
+    fn share(&self, from: usize, scheme: &str, host: &str, port: u16) -> Share {
+        self.components[from]
+            .config
+            .propagation
+            .share(scheme, host, port)
+    }
+
     fn dispatch(
         self: Arc<Self>,
         to: usize,
@@ -758,6 +766,7 @@ impl ServerSpan {
             tracer.clone(),
             span.span_context().clone(),
             extracted.baggage,
+            extracted.tracestate,
             random,
             app.telemetry.settings.max_attribute_value_length,
         );

@@ -4,6 +4,7 @@
 //! column it comes from, and all problems are collected before giving up so
 //! a user fixes a broken manifest in one pass.
 
+use crate::telemetry::propagation::Share;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -104,6 +105,8 @@ pub struct Component {
     pub language: Option<String>,
     pub version: Option<String>,
     pub allowed_outbound_hosts: Vec<AllowedHost>,
+    /// Which propagation headers go to which network destinations.
+    pub propagation: Propagation,
     pub env: BTreeMap<String, String>,
     pub build: Option<String>,
     pub timeout: Duration,
@@ -172,6 +175,35 @@ impl Route {
                 let rest = path.strip_prefix(p.as_str())?;
                 (rest.is_empty() || rest.starts_with('/') || p.is_empty()).then_some(p.len())
             }
+        }
+    }
+}
+
+/// Which trace-context headers a component sends to network destinations
+/// (`[component.propagation]`). Another component always gets
+/// `traceparent`, `tracestate` and `baggage`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Propagation {
+    /// Hosts that are part of the system (`internal_hosts`, same patterns as
+    /// `allowed_outbound_hosts`): they get all three headers, as a component does.
+    pub internal_hosts: Vec<AllowedHost>,
+    /// What every other host gets (`external`): `none` (the default),
+    /// `traceparent`, or `trace-context` (`traceparent` and `tracestate`).
+    /// `baggage` never goes to a host not listed as internal.
+    pub external: Share,
+}
+
+impl Propagation {
+    /// The headers a request to `scheme://host:port` may carry.
+    pub fn share(&self, scheme: &str, host: &str, port: u16) -> Share {
+        if self
+            .internal_hosts
+            .iter()
+            .any(|h| h.allows(scheme, host, port))
+        {
+            Share::All
+        } else {
+            self.external
         }
     }
 }
@@ -320,6 +352,14 @@ struct RawManifest {
     component: Vec<Spanned<RawComponent>>,
 }
 
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawPropagation {
+    #[serde(default)]
+    internal_hosts: Vec<Spanned<String>>,
+    external: Option<Spanned<String>>,
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawComponent {
@@ -330,6 +370,8 @@ struct RawComponent {
     version: Option<String>,
     #[serde(default)]
     allowed_outbound_hosts: Vec<Spanned<String>>,
+    #[serde(default)]
+    propagation: RawPropagation,
     #[serde(default)]
     env: BTreeMap<String, String>,
     build: Option<String>,
@@ -490,6 +532,35 @@ impl Manifest {
                     Err(m) => problem(at(h.span()), Some(&id), m),
                 }
             }
+            let mut propagation = Propagation::default();
+            for h in &c.propagation.internal_hosts {
+                match AllowedHost::parse(h.get_ref()) {
+                    Ok(a) => propagation.internal_hosts.push(a),
+                    Err(m) => problem(
+                        at(h.span()),
+                        Some(&id),
+                        format!("propagation.internal_hosts: {m}"),
+                    ),
+                }
+            }
+            if let Some(e) = &c.propagation.external {
+                propagation.external = match e.get_ref().as_str() {
+                    "none" => Share::Nothing,
+                    "traceparent" => Share::Traceparent,
+                    "trace-context" => Share::TraceContext,
+                    other => {
+                        problem(
+                            at(e.span()),
+                            Some(&id),
+                            format!(
+                                "propagation.external = `{other}`: use `none`, `traceparent` or \
+                                 `trace-context` (baggage goes only to internal_hosts)"
+                            ),
+                        );
+                        Share::Nothing
+                    }
+                };
+            }
             let listen = c.listen.as_ref().and_then(|l| match l.get_ref().parse() {
                 Ok(addr) => Some(addr),
                 Err(_) => {
@@ -561,6 +632,7 @@ impl Manifest {
                 language: c.language.as_ref().map(|l| l.get_ref().clone()),
                 version: c.version.clone(),
                 allowed_outbound_hosts: allowed,
+                propagation,
                 env: c.env.clone(),
                 build: c.build.clone(),
                 timeout,
@@ -824,5 +896,51 @@ limits = { memory_mb = 0 }
         assert!(any.allows("http", "x", 1));
         assert!(AllowedHost::parse("localhost").is_err());
         assert!(AllowedHost::parse("http://a/b").is_err());
+    }
+
+    #[test]
+    fn propagation_policy() {
+        let dir = std::env::temp_dir().join(format!("polytrace-prop-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let load = |component_extra: &str| {
+            let file = dir.join("polytrace.toml");
+            std::fs::write(
+                &file,
+                format!(
+                    "app = \"a\"\n[[component]]\nid = \"c\"\nsource = \"c.wasm\"\nroute = \"/...\"\n{component_extra}\n"
+                ),
+            )
+            .unwrap();
+            Manifest::load(&file)
+        };
+        // Default: only components (and nothing listed) get trace context.
+        let p = &load("").unwrap().components[0].propagation;
+        assert_eq!(p.share("https", "api.stripe.com", 443), Share::Nothing);
+        let p = &load(
+            "propagation = { internal_hosts = [\"http://*.internal:*\"], external = \"traceparent\" }",
+        )
+        .unwrap()
+        .components[0]
+            .propagation;
+        assert_eq!(p.share("http", "billing.internal", 8080), Share::All);
+        assert_eq!(
+            p.share("https", "billing.internal", 443),
+            Share::Traceparent
+        );
+        assert_eq!(p.share("https", "api.stripe.com", 443), Share::Traceparent);
+        let p = &load("propagation = { external = \"trace-context\" }")
+            .unwrap()
+            .components[0]
+            .propagation;
+        assert_eq!(p.share("https", "x.example", 443), Share::TraceContext);
+        let e = load("propagation = { external = \"baggage\" }")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("propagation.external = `baggage`"), "{e}");
+        let e = load("propagation = { internal_hosts = [\"nope\"] }")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("propagation.internal_hosts"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

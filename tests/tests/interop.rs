@@ -68,6 +68,7 @@ source = "{}"
 route = "/hello/..."
 language = "python"
 allowed_outbound_hosts = ["http://127.0.0.1:*"]
+propagation = {{ internal_hosts = ["http://127.0.0.1:*"] }}
 "#,
         component("hello_python").display()
     );

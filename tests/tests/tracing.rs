@@ -227,6 +227,79 @@ route = "/faults/..."
     assert_eq!(traceparent.split('-').nth(2).unwrap(), client.span_id);
 }
 
+/// Trace context to third parties is a choice (`[component.propagation]`):
+/// another component gets `traceparent`, `tracestate` and `baggage`; a
+/// network host gets nothing unless listed in `internal_hosts` (all three)
+/// or allowed by `external` (`traceparent`, or `trace-context` with
+/// `tracestate`), and `baggage` never goes to a host not listed. The
+/// callee here is the app itself, reached over the network.
+#[tokio::test(flavor = "multi_thread")]
+async fn propagation_headers_follow_the_component_policy() {
+    let receiver = Receiver::start().await;
+    let incoming = [
+        ("traceparent", format!("00-{REMOTE_TRACE}-{REMOTE_SPAN}-01")),
+        // A Level 2 key opentelemetry's TraceState cannot hold.
+        ("tracestate", "vendor@@x=abc,other=x".to_string()),
+        ("baggage", "user.email=a%40b.c".to_string()),
+    ];
+    for (policy, expected) in [
+        ("", [false, false, false]),
+        (
+            "propagation = { external = \"traceparent\" }",
+            [true, false, false],
+        ),
+        (
+            "propagation = { external = \"trace-context\" }",
+            [true, true, false],
+        ),
+        (
+            "propagation = { internal_hosts = [\"http://127.0.0.1:*\"] }",
+            [true, true, true],
+        ),
+    ] {
+        let manifest = format!(
+            "app = \"policy\"\n[[component]]\nid = \"echo\"\nsource = \"{}\"\nroute = \"/faults/...\"\n\
+             allowed_outbound_hosts = [\"http://127.0.0.1:*\"]\n{policy}\n",
+            component("faults").display()
+        );
+        let host = Polytrace::up("policy", &manifest, &receiver, "http/protobuf", &[]);
+        let headers: Vec<(&str, &str)> = incoming.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let over_network = host.url("/faults/headers");
+        for (url, expected) in [
+            (over_network.as_str(), expected),
+            ("http://echo/faults/headers", [true, true, true]),
+        ] {
+            let response = request(
+                "GET",
+                &host.url(&format!("/faults/headers-via?url={url}")),
+                &headers,
+                "",
+            )
+            .await;
+            assert_eq!(response.status, 200, "{}", response.body);
+            let seen = response.json();
+            let got = ["traceparent", "tracestate", "baggage"].map(|h| seen[h].is_string());
+            assert_eq!(got, expected, "{policy:?} to {url}: {seen}");
+            if got[0] {
+                assert!(
+                    seen["traceparent"]
+                        .as_str()
+                        .unwrap()
+                        .starts_with(&format!("00-{REMOTE_TRACE}-")),
+                    "{seen}"
+                );
+            }
+            if got[1] {
+                assert_eq!(seen["tracestate"], "vendor@@x=abc,other=x", "{seen}");
+            }
+            if got[2] {
+                assert_eq!(seen["baggage"], "user.email=a%40b.c", "{seen}");
+            }
+        }
+        host.terminate();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn invalid_traceparent_starts_a_new_trace() {
     let receiver = Receiver::start().await;

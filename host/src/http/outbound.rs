@@ -5,6 +5,7 @@
 
 use super::Inbound;
 use crate::manifest::default_port;
+use crate::telemetry::propagation::Share;
 use crate::telemetry::{RequestTelemetry, record_exception, semconv, start_span};
 use http_body_util::BodyExt;
 use opentelemetry::KeyValue;
@@ -30,6 +31,9 @@ pub trait Dispatcher: Send + Sync + 'static {
     fn component_id(&self, idx: usize) -> &str;
     /// Whether component `from` may call `scheme://host:port` on the network.
     fn allows(&self, from: usize, scheme: &str, host: &str, port: u16) -> bool;
+    /// Which propagation headers component `from` sends to `scheme://host:port`
+    /// on the network (its manifest `propagation` policy).
+    fn share(&self, from: usize, scheme: &str, host: &str, port: u16) -> Share;
     /// Serve `request` in component `to`, as an in-process call.
     fn dispatch(
         self: Arc<Self>,
@@ -49,7 +53,8 @@ pub struct Outbound {
 
 enum Target {
     Component(usize),
-    Network,
+    /// With the propagation headers the destination may receive.
+    Network(Share),
     Denied(String),
 }
 
@@ -83,12 +88,22 @@ impl Outbound {
         let parent = trace.current().clone();
         let (name, attrs) = semconv::client_request(request.method().as_str(), request.uri());
         let mut span = start_span(trace.tracer(), name, SpanKind::Client, attrs, Some(&parent));
-        for (k, v) in trace.inject(span.span_context()) {
+        let target = self.target(request.uri());
+        let share = match target {
+            Target::Component(_) => Share::All,
+            Target::Network(share) => share,
+            Target::Denied(_) => Share::Nothing,
+        };
+        // The guest's own propagation headers never outrank the policy:
+        // what the destination may not receive is removed.
+        for name in ["traceparent", "tracestate", "baggage"] {
+            request.headers_mut().remove(name);
+        }
+        for (k, v) in trace.inject(span.span_context(), share) {
             if let Ok(v) = http::HeaderValue::from_str(&v) {
                 request.headers_mut().insert(k, v);
             }
         }
-        let target = self.target(request.uri());
         let mut metric_attrs =
             semconv::client_metric_attributes(request.method().as_str(), request.uri());
         let started = std::time::Instant::now();
@@ -105,7 +120,7 @@ impl Outbound {
                         .await;
                     Ok((response, Box::new(async { Ok(()) })))
                 }
-                Target::Network => wasmtime_wasi_http::default_send_request(request, options)
+                Target::Network(_) => wasmtime_wasi_http::default_send_request(request, options)
                     .await
                     .map(|(r, io)| (r.map(BodyExt::boxed_unsync), Box::new(io) as Box<_>)),
                 Target::Denied(why) => {
@@ -159,7 +174,7 @@ impl Outbound {
         }
         let port = uri.port_u16().unwrap_or_else(|| default_port(scheme));
         if self.dispatcher.allows(self.component, scheme, host, port) {
-            Target::Network
+            Target::Network(self.dispatcher.share(self.component, scheme, host, port))
         } else {
             Target::Denied(format!(
                 "component `{}` may not call {scheme}://{host}:{port}: add it to `allowed_outbound_hosts` in the manifest",

@@ -22,7 +22,10 @@ impl Host for InstanceState {
     fn inject(&mut self) -> wasmtime::Result<Vec<(String, String)>> {
         let trace = &self.request()?.telemetry.trace;
         Ok(trace
-            .inject(trace.current())
+            // For transports the host does not see (a message queue): the
+            // guest chooses the destination. Over wasi:http the host removes
+            // and re-injects these headers by the component's policy.
+            .inject(trace.current(), propagation::Share::All)
             .into_iter()
             .map(|(k, v)| (k.to_string(), v))
             .collect())

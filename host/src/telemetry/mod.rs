@@ -262,6 +262,8 @@ pub struct RequestTrace {
     /// Open guest spans, innermost last: (resource rep, context).
     open: Vec<(u32, SpanContext)>,
     baggage: String,
+    /// The caller's `tracestate` list as received ([`propagation::Extracted::tracestate`]).
+    tracestate: String,
     /// Level 2 random flag: true when the trace id was generated randomly here
     /// or the caller said so.
     random: bool,
@@ -278,6 +280,7 @@ impl RequestTrace {
         tracer: SdkTracer,
         server: SpanContext,
         baggage: String,
+        tracestate: String,
         random: bool,
         value_cap: usize,
     ) -> Self {
@@ -287,6 +290,7 @@ impl RequestTrace {
             server: with_random(server, random),
             open: Vec::new(),
             baggage,
+            tracestate,
             random,
             value_cap,
             started: 0,
@@ -331,9 +335,25 @@ impl RequestTrace {
         self.adjustments
     }
 
-    /// The headers to send with an outbound request made under `cx`.
-    pub fn inject(&self, cx: &SpanContext) -> Vec<(&'static str, String)> {
-        propagation::inject(&with_random(cx.clone(), self.random), &self.baggage)
+    /// The headers to send with an outbound request made under `cx`, as
+    /// far as `share` allows. Within the request's own trace the caller's
+    /// `tracestate` is forwarded as it came.
+    pub fn inject(
+        &self,
+        cx: &SpanContext,
+        share: propagation::Share,
+    ) -> Vec<(&'static str, String)> {
+        let tracestate = if cx.trace_id() == self.server.trace_id() {
+            self.tracestate.as_str()
+        } else {
+            ""
+        };
+        propagation::inject(
+            &with_random(cx.clone(), self.random),
+            tracestate,
+            &self.baggage,
+            share,
+        )
     }
 
     /// Start a guest span under the current span (or under `parent`) and make
@@ -633,7 +653,14 @@ mod tests {
         let tracer = provider.tracer("t");
         let server = start_span(&tracer, "s".into(), SpanKind::Server, vec![], None);
         let server_cx = server.span_context().clone();
-        let mut rt = RequestTrace::new(tracer, server_cx.clone(), String::new(), true, 100);
+        let mut rt = RequestTrace::new(
+            tracer,
+            server_cx.clone(),
+            String::new(),
+            String::new(),
+            true,
+            100,
+        );
         assert_eq!(rt.current().span_id(), server_cx.span_id());
         assert_ne!(
             rt.current().trace_flags().to_u8() & propagation::FLAG_RANDOM,
@@ -661,6 +688,7 @@ mod tests {
         let mut rt = RequestTrace::new(
             tracer,
             server.span_context().clone(),
+            String::new(),
             String::new(),
             false,
             8,

@@ -29,6 +29,11 @@ pub struct Extracted {
     pub parent: Option<SpanContext>,
     /// The `baggage` header, validated and re-serialised ("" when absent).
     pub baggage: String,
+    /// The `tracestate` list exactly as the Level 2 grammar accepted it
+    /// (members in order, joined with `,`; "" when absent, invalid or
+    /// without a valid `traceparent`). It is what is forwarded: the
+    /// `SpanContext`'s `TraceState` cannot hold every Level 2 key.
+    pub tracestate: String,
 }
 
 /// Extract trace context and baggage from a list of headers (names compared
@@ -62,9 +67,22 @@ pub fn extract<'a>(headers: impl IntoIterator<Item = (&'a str, &'a [u8])>) -> Ex
         }),
         _ => None,
     };
+    let tracestate = match &parent {
+        Some(_) => tracestate_members(&tracestates.join(","))
+            .map(|members| {
+                members
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
+            .unwrap_or_default(),
+        None => String::new(),
+    };
     Extracted {
         parent,
         baggage: parse_baggage(&baggages.join(",")),
+        tracestate,
     }
 }
 
@@ -130,9 +148,9 @@ pub fn format_traceparent(cx: &SpanContext) -> String {
 ///
 /// opentelemetry's `TraceState` (0.33) still checks keys against Level 1's
 /// `tenant@system` split (one `@`, at most 13 characters after it), so a
-/// valid Level 2 key such as `foo@@bar` cannot travel in a `SpanContext`.
-/// Such members are deleted, a mutation the specification allows, and the
-/// others are forwarded in their order.
+/// valid Level 2 key such as `foo@@bar` cannot travel in a `SpanContext`:
+/// such members are left out of the returned state (what spans record).
+/// What is forwarded downstream is the full list, [`Extracted::tracestate`].
 pub fn parse_tracestate(value: &str) -> Option<TraceState> {
     let members = tracestate_members(value)?;
     let carried = members
@@ -230,18 +248,49 @@ fn is_baggage_octet(b: u8) -> bool {
         || (0x5d..=0x7e).contains(&b)
 }
 
-/// The headers that carry `cx` (and `baggage`) to the next participant.
-pub fn inject(cx: &SpanContext, baggage: &str) -> Vec<(&'static str, String)> {
+/// Which propagation headers an outbound destination receives (the
+/// component's `propagation` policy in the manifest decides per
+/// destination). Ordered: each level includes the ones below it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub enum Share {
+    /// No trace context at all: the destination starts its own trace.
+    #[default]
+    Nothing,
+    /// `traceparent` only.
+    Traceparent,
+    /// `traceparent` and `tracestate`.
+    TraceContext,
+    /// `traceparent`, `tracestate` and `baggage`: another component, or a
+    /// host listed as internal.
+    All,
+}
+
+/// The headers to send with an outbound request made under `cx`, as far
+/// as `share` allows. `tracestate` is the raw list to forward when `cx`
+/// belongs to the request's own trace ([`Extracted::tracestate`]); when it
+/// is empty the `SpanContext`'s own state is used.
+pub fn inject(
+    cx: &SpanContext,
+    tracestate: &str,
+    baggage: &str,
+    share: Share,
+) -> Vec<(&'static str, String)> {
     let mut headers = Vec::with_capacity(3);
-    if !cx.is_valid() {
+    if !cx.is_valid() || share == Share::Nothing {
         return headers;
     }
     headers.push(("traceparent", format_traceparent(cx)));
-    let state = cx.trace_state().header();
-    if !state.is_empty() {
-        headers.push(("tracestate", state));
+    if share >= Share::TraceContext {
+        let state = if tracestate.is_empty() {
+            cx.trace_state().header()
+        } else {
+            tracestate.to_string()
+        };
+        if !state.is_empty() {
+            headers.push(("tracestate", state));
+        }
     }
-    if !baggage.is_empty() {
+    if share == Share::All && !baggage.is_empty() {
         headers.push(("baggage", baggage.to_string()));
     }
     headers
@@ -366,7 +415,10 @@ mod tests {
         let (t, s, _) = one(TP).unwrap();
         for (flags, sent) in [(0x02, "02"), (0x03, "03"), (0x00, "00"), (0xfd, "01")] {
             let cx = SpanContext::new(t, s, TraceFlags::new(flags), false, TraceState::default());
-            assert_eq!(inject(&cx, "")[0].1, format!("{}-{sent}", &TP[..52]));
+            assert_eq!(
+                inject(&cx, "", "", Share::All)[0].1,
+                format!("{}-{sent}", &TP[..52])
+            );
         }
     }
 
@@ -420,11 +472,13 @@ mod tests {
     fn forwarded_with(headers: &[(&str, &str)]) -> String {
         let mut all = vec![("traceparent", TP)];
         all.extend_from_slice(headers);
-        let parent = extract(hdrs(&all)).parent;
-        parent
-            .expect("the traceparent stays valid")
-            .trace_state()
-            .header()
+        let extracted = extract(hdrs(&all));
+        let parent = extracted.parent.expect("the traceparent stays valid");
+        inject(&parent, &extracted.tracestate, "", Share::All)
+            .into_iter()
+            .find(|(k, _)| *k == "tracestate")
+            .map(|(_, v)| v)
+            .unwrap_or_default()
     }
 
     /// The same for `tracestate` headers with these values.
@@ -529,13 +583,14 @@ mod tests {
             forwarded(&["foo=1", &long_tenant]),
             format!("foo=1,{long_tenant}")
         );
-        // Keys opentelemetry's TraceState cannot hold are deleted, the rest
-        // of the list still forwarded (see `parse_tracestate`).
-        assert_eq!(forwarded(&["foo@@bar=1,bar=2"]), "bar=2");
-        assert_eq!(forwarded(&["foo@bar@baz=1,bar=2"]), "bar=2");
+        // Keys opentelemetry's TraceState cannot hold travel in the raw
+        // list (`Extracted::tracestate`), so they are forwarded too.
+        assert_eq!(forwarded(&["foo@@bar=1,bar=2"]), "foo@@bar=1,bar=2");
+        assert_eq!(forwarded(&["foo@bar@baz=1,bar=2"]), "foo@bar@baz=1,bar=2");
+        let long_vendor = format!("t@{}=1", "v".repeat(15));
         assert_eq!(
-            forwarded(&["foo=1", &format!("t@{}=1", "v".repeat(15))]),
-            "foo=1"
+            forwarded(&["foo=1", &long_vendor]),
+            format!("foo=1,{long_vendor}")
         );
         // An invalid key still drops the whole list.
         assert_eq!(forwarded(&["@foo=1,bar=2"]), "");
@@ -662,7 +717,7 @@ mod tests {
         let (t, s, f) = one(TP).unwrap();
         let state = parse_tracestate("foo@=1,a=1").unwrap();
         let cx = SpanContext::new(t, s, TraceFlags::new(f), false, state);
-        let headers = inject(&cx, "k=v");
+        let headers = inject(&cx, "", "k=v", Share::All);
         assert_eq!(
             headers,
             vec![
@@ -671,6 +726,20 @@ mod tests {
                 ("baggage", "k=v".to_string())
             ]
         );
-        assert!(inject(&SpanContext::empty_context(), "").is_empty());
+        assert!(inject(&SpanContext::empty_context(), "", "", Share::All).is_empty());
+        // The raw list, when given, is what is forwarded.
+        let raw = inject(&cx, "foo@@bar=1,a=1", "", Share::All);
+        assert_eq!(raw[1], ("tracestate", "foo@@bar=1,a=1".to_string()));
+        // The policy levels.
+        let names = |share| -> Vec<&str> {
+            inject(&cx, "", "k=v", share)
+                .iter()
+                .map(|(k, _)| *k)
+                .collect()
+        };
+        assert_eq!(names(Share::All), ["traceparent", "tracestate", "baggage"]);
+        assert_eq!(names(Share::TraceContext), ["traceparent", "tracestate"]);
+        assert_eq!(names(Share::Traceparent), ["traceparent"]);
+        assert!(names(Share::Nothing).is_empty());
     }
 }
