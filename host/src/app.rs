@@ -744,6 +744,7 @@ impl ServerSpan {
                 .headers()
                 .get(http::header::USER_AGENT)
                 .and_then(|v| v.to_str().ok()),
+            value_cap: app.telemetry.settings.max_attribute_value_length,
         };
         let metrics = RequestMetrics::start(app, idx, &server_request);
         let tracer = app.telemetry.tracer(idx);

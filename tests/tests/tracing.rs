@@ -300,6 +300,36 @@ async fn propagation_headers_follow_the_component_policy() {
     }
 }
 
+/// What the host records from the network is bounded: a 60 KB query
+/// string and a 9 KB user agent reach the guest whole but are recorded at
+/// the attribute cap (4096 bytes by default), with signed-URL secrets
+/// redacted as the HTTP semantic conventions say.
+#[tokio::test(flavor = "multi_thread")]
+async fn client_values_are_capped_and_secrets_redacted() {
+    let receiver = Receiver::start().await;
+    let host = Polytrace::up("caps", &two_hellos(), &receiver, "http/protobuf", &[]);
+    let query = format!("Signature=s3cr3t&q={}", "x".repeat(60_000));
+    let ua = "u".repeat(9_000);
+    let response = request(
+        "GET",
+        &host.url(&format!("/hello/cap?{query}")),
+        &[("user-agent", &ua)],
+        "",
+    )
+    .await;
+    assert_eq!(response.status, 200, "{}", response.body);
+    let spans = receiver.trace(&response.trace_id(), 1).await;
+    let server = spans.iter().find(|s| s.kind == KIND_SERVER).unwrap();
+    let q = server.attributes["url.query"].as_str().unwrap();
+    assert_eq!(q.len(), 4096);
+    assert!(q.starts_with("Signature=REDACTED&q=xxx"), "{}", &q[..40]);
+    assert_eq!(
+        server.attributes["user_agent.original"].as_str().unwrap().len(),
+        4096
+    );
+    host.terminate();
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn invalid_traceparent_starts_a_new_trace() {
     let receiver = Receiver::start().await;

@@ -86,7 +86,8 @@ impl Outbound {
     ) -> SentFuture {
         let trace = &telemetry.trace;
         let parent = trace.current().clone();
-        let (name, attrs) = semconv::client_request(request.method().as_str(), request.uri());
+        let (name, attrs) =
+            semconv::client_request(request.method().as_str(), request.uri(), trace.value_cap());
         let mut span = start_span(trace.tracer(), name, SpanKind::Client, attrs, Some(&parent));
         let target = self.target(request.uri());
         let share = match target {

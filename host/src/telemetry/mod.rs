@@ -527,7 +527,8 @@ fn with_random(cx: SpanContext, random: bool) -> SpanContext {
     )
 }
 
-fn cap_string(mut s: String, cap: usize) -> String {
+/// Cut `s` to at most `cap` bytes, on a character boundary.
+pub(crate) fn cap_string(mut s: String, cap: usize) -> String {
     if s.len() > cap {
         let mut end = cap;
         while !s.is_char_boundary(end) {

@@ -3,6 +3,39 @@
 
 use opentelemetry::KeyValue;
 use opentelemetry::trace::Status;
+use std::borrow::Cow;
+
+/// Query-string keys whose values the HTTP semantic conventions say to
+/// replace with `REDACTED` in `url.query` and `url.full` by default (signed
+/// URLs of AWS, Azure and Google Cloud).
+const REDACTED_QUERY_KEYS: &[&str] = &["AWSAccessKeyId", "Signature", "sig", "X-Goog-Signature"];
+
+/// `query` with the values of [`REDACTED_QUERY_KEYS`] replaced by `REDACTED`
+/// (keys compared exactly, as the conventions list them).
+pub fn redact_query(query: &str) -> Cow<'_, str> {
+    let sensitive = |pair: &str| {
+        pair.split_once('=')
+            .is_some_and(|(k, v)| !v.is_empty() && REDACTED_QUERY_KEYS.contains(&k))
+    };
+    if !query.split('&').any(sensitive) {
+        return Cow::Borrowed(query);
+    }
+    Cow::Owned(
+        query
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((k, _)) if sensitive(pair) => format!("{k}=REDACTED"),
+                _ => pair.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join("&"),
+    )
+}
+
+/// A value taken from the network, cut to `cap` bytes.
+fn capped(value: &str, cap: usize) -> String {
+    super::cap_string(value.to_string(), cap)
+}
 
 /// The methods the HTTP semantic conventions know; others become `_OTHER`.
 const KNOWN_METHODS: &[&str] = &[
@@ -38,6 +71,9 @@ pub struct ServerRequest<'a> {
     pub client_address: Option<String>,
     pub protocol_version: &'a str,
     pub user_agent: Option<&'a str>,
+    /// Cap in bytes on every value taken from the client (path, query,
+    /// user agent, `Host`, an unknown method): the same cap guests get.
+    pub value_cap: usize,
 }
 
 impl ServerRequest<'_> {
@@ -55,11 +91,16 @@ impl ServerRequest<'_> {
         }
     }
 
+    /// The SERVER span's request attributes. Values from the client are
+    /// capped at `value_cap`; `url.query` has signed-URL secrets redacted.
     pub fn attributes(&self) -> Vec<KeyValue> {
+        let cap = self.value_cap;
         let (method, original) = method_attributes(self.method);
+        let original =
+            original.map(|kv| KeyValue::new(kv.key, capped(kv.value.as_str().as_ref(), cap)));
         let mut attrs = vec![
             KeyValue::new("http.request.method", method),
-            KeyValue::new("url.path", self.path.to_string()),
+            KeyValue::new("url.path", capped(self.path, cap)),
             KeyValue::new("url.scheme", self.scheme.to_string()),
             KeyValue::new(
                 "network.protocol.version",
@@ -68,13 +109,13 @@ impl ServerRequest<'_> {
         ];
         attrs.extend(original);
         if let Some(q) = self.query.filter(|q| !q.is_empty()) {
-            attrs.push(KeyValue::new("url.query", q.to_string()));
+            attrs.push(KeyValue::new("url.query", capped(&redact_query(q), cap)));
         }
         if let Some(r) = self.route {
             attrs.push(KeyValue::new("http.route", r.to_string()));
         }
         if let Some(a) = self.server_address {
-            attrs.push(KeyValue::new("server.address", a.to_string()));
+            attrs.push(KeyValue::new("server.address", capped(a, cap)));
         }
         if let Some(p) = self.server_port {
             attrs.push(KeyValue::new("server.port", i64::from(p)));
@@ -83,7 +124,7 @@ impl ServerRequest<'_> {
             attrs.push(KeyValue::new("client.address", c.clone()));
         }
         if let Some(ua) = self.user_agent {
-            attrs.push(KeyValue::new("user_agent.original", ua.to_string()));
+            attrs.push(KeyValue::new("user_agent.original", capped(ua, cap)));
         }
         attrs
     }
@@ -120,26 +161,45 @@ pub fn client_response(status: u16) -> (Vec<KeyValue>, Status) {
 }
 
 /// The CLIENT span name and its request attributes. `url.full` never
-/// carries credentials.
-pub fn client_request(method: &str, uri: &http::Uri) -> (String, Vec<KeyValue>) {
+/// carries credentials (user and password become `REDACTED`), has
+/// signed-URL secrets in the query redacted, and like every value from the
+/// guest's URL is capped at `value_cap` bytes.
+pub fn client_request(method: &str, uri: &http::Uri, value_cap: usize) -> (String, Vec<KeyValue>) {
     let (m, original) = method_attributes(method);
+    let original =
+        original.map(|kv| KeyValue::new(kv.key, capped(kv.value.as_str().as_ref(), value_cap)));
     let scheme = uri.scheme_str().unwrap_or("http");
     let host = uri.host().unwrap_or_default();
     let port = uri
         .port_u16()
         .unwrap_or(if scheme == "https" { 443 } else { 80 });
+    let userinfo = uri
+        .authority()
+        .and_then(|a| a.as_str().rsplit_once('@'))
+        .map(|(info, _)| {
+            if info.contains(':') {
+                "REDACTED:REDACTED@"
+            } else {
+                "REDACTED@"
+            }
+        })
+        .unwrap_or_default();
     let authority = match uri.port_u16() {
-        Some(p) => format!("{host}:{p}"),
-        None => host.to_string(),
+        Some(p) => format!("{userinfo}{host}:{p}"),
+        None => format!("{userinfo}{host}"),
     };
-    let path_and_query = uri.path_and_query().map_or("/", |p| p.as_str());
+    let path = uri.path();
+    let query = uri
+        .query()
+        .map(|q| format!("?{}", redact_query(q)))
+        .unwrap_or_default();
     let mut attrs = vec![
         KeyValue::new("http.request.method", m.clone()),
         KeyValue::new(
             "url.full",
-            format!("{scheme}://{authority}{path_and_query}"),
+            capped(&format!("{scheme}://{authority}{path}{query}"), value_cap),
         ),
-        KeyValue::new("server.address", host.to_string()),
+        KeyValue::new("server.address", capped(host, value_cap)),
         KeyValue::new("server.port", i64::from(port)),
     ];
     attrs.extend(original);
@@ -197,18 +257,99 @@ mod tests {
         );
     }
 
-    #[test]
-    fn client_url_has_no_credentials() {
-        let uri: http::Uri = "http://user:pw@example.com:8080/a?b=1".parse().unwrap();
-        let (name, attrs) = client_request("GET", &uri);
-        assert_eq!(name, "GET");
-        assert!(attrs.contains(&KeyValue::new("url.full", "http://example.com:8080/a?b=1")));
-        assert!(attrs.contains(&KeyValue::new("server.port", 8080i64)));
+    fn attr<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a str> {
+        attrs
+            .iter()
+            .find(|kv| kv.key.as_str() == key)
+            .map(|kv| match &kv.value {
+                opentelemetry::Value::String(s) => s.as_str(),
+                _ => panic!("{key} is not a string"),
+            })
     }
 
     #[test]
-    fn server_span_name() {
+    fn client_url_has_no_credentials() {
+        let uri: http::Uri = "http://user:pw@example.com:8080/a?b=1".parse().unwrap();
+        let (name, attrs) = client_request("GET", &uri, 4096);
+        assert_eq!(name, "GET");
+        // MUST NOT contain credentials; SHOULD be REDACTED:REDACTED.
+        assert_eq!(
+            attr(&attrs, "url.full"),
+            Some("http://REDACTED:REDACTED@example.com:8080/a?b=1")
+        );
+        let uri: http::Uri = "https://token@example.com/".parse().unwrap();
+        let (_, attrs) = client_request("GET", &uri, 4096);
+        assert_eq!(
+            attr(&attrs, "url.full"),
+            Some("https://REDACTED@example.com/")
+        );
+        let uri: http::Uri = "http://example.com/a".parse().unwrap();
+        let (_, attrs) = client_request("GET", &uri, 4096);
+        assert_eq!(attr(&attrs, "url.full"), Some("http://example.com/a"));
+        assert!(attrs.contains(&KeyValue::new("server.port", 80i64)));
+    }
+
+    #[test]
+    fn signed_url_secrets_are_redacted() {
+        assert_eq!(
+            redact_query("a=1&AWSAccessKeyId=AKIA&Signature=abc&sig=x&X-Goog-Signature=y&b="),
+            "a=1&AWSAccessKeyId=REDACTED&Signature=REDACTED&sig=REDACTED&X-Goog-Signature=REDACTED&b="
+        );
+        // Exact keys only; other values untouched and borrowed.
+        assert!(matches!(
+            redact_query("signature=1&q=Signature"),
+            Cow::Borrowed(_)
+        ));
+        let uri: http::Uri = "https://bucket.s3.amazonaws.com/o?X-Amz-Date=1&Signature=s3cr3t"
+            .parse()
+            .unwrap();
+        let (_, attrs) = client_request("GET", &uri, 4096);
+        assert_eq!(
+            attr(&attrs, "url.full"),
+            Some("https://bucket.s3.amazonaws.com/o?X-Amz-Date=1&Signature=REDACTED")
+        );
         let r = ServerRequest {
+            query: Some("sig=abc&x=1"),
+            ..request()
+        };
+        assert_eq!(attr(&r.attributes(), "url.query"), Some("sig=REDACTED&x=1"));
+    }
+
+    #[test]
+    fn values_from_the_network_are_capped() {
+        let long_query = format!("q={}", "x".repeat(60_000));
+        let long_path = format!("/{}", "é".repeat(100));
+        let ua = "u".repeat(9000);
+        let host = "h".repeat(5000);
+        let r = ServerRequest {
+            method: "FETCHFETCHFETCH",
+            path: &long_path,
+            query: Some(&long_query),
+            user_agent: Some(&ua),
+            server_address: Some(&host),
+            value_cap: 64,
+            ..request()
+        };
+        let attrs = r.attributes();
+        for key in [
+            "url.query",
+            "url.path",
+            "user_agent.original",
+            "server.address",
+            "http.request.method_original",
+        ] {
+            let v = attr(&attrs, key).unwrap_or_else(|| panic!("{key}"));
+            assert!(v.len() <= 64, "{key}: {} bytes", v.len());
+        }
+        // Cut on a character boundary.
+        assert_eq!(attr(&attrs, "url.path").unwrap().len(), 63);
+        let uri: http::Uri = format!("http://example.com/?{long_query}").parse().unwrap();
+        let (_, attrs) = client_request("GET", &uri, 64);
+        assert_eq!(attr(&attrs, "url.full").unwrap().len(), 64);
+    }
+
+    fn request() -> ServerRequest<'static> {
+        ServerRequest {
             method: "GET",
             scheme: "http",
             path: "/hello/x",
@@ -219,7 +360,12 @@ mod tests {
             client_address: None,
             protocol_version: "1.1",
             user_agent: None,
-        };
-        assert_eq!(r.span_name(), "GET /hello/*");
+            value_cap: 4096,
+        }
+    }
+
+    #[test]
+    fn server_span_name() {
+        assert_eq!(request().span_name(), "GET /hello/*");
     }
 }
