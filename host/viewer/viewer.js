@@ -4,11 +4,50 @@
 
 const $main = document.getElementById('main');
 const PALETTE = ['#4c6ef5', '#12b886', '#f59f00', '#7048e8', '#e64980', '#15aabf', '#82c91e', '#fd7e14', '#868e96'];
-const colours = new Map();
-const colourOf = (service) => {
-  if (!colours.has(service)) colours.set(service, PALETTE[colours.size % PALETTE.length]);
-  return colours.get(service);
-};
+
+// A service's colour depends on its name and on the set of services the store
+// knows (/api/services), never on which page or trace was drawn first, so the
+// map, the waterfall and the tables agree on every view and every page load.
+// In name order, each service takes the slot its name hashes to, or the next
+// free one: distinct colours while the palette lasts (a bare hash would give
+// two of four services one colour about half the time), and a new service
+// recolours only those whose slots it takes, directly or down a probe chain
+// (an index into the sorted list would recolour every service after it).
+// Past PALETTE.length services the slots are freed and colours repeat.
+function assignColours(services) {
+  const assigned = new Map();
+  let taken = new Set();
+  for (const service of [...new Set(services)].sort()) {
+    if (taken.size === PALETTE.length) taken = new Set();
+    let slot = nameHash(service) % PALETTE.length;
+    while (taken.has(slot)) slot = (slot + 1) % PALETTE.length;
+    taken.add(slot);
+    assigned.set(service, PALETTE[slot]);
+  }
+  return assigned;
+}
+
+// 32-bit FNV-1a over the name's UTF-16 code units.
+function nameHash(name) {
+  let hash = 0x811c9dc5;
+  for (let i = 0; i < name.length; i++) hash = Math.imul(hash ^ name.charCodeAt(i), 0x01000193);
+  return hash >>> 0;
+}
+
+let colours = new Map();
+// The store's services, with their colours assigned from them.
+async function storeServices() {
+  const services = await api('/api/services');
+  colours = assignColours(services);
+  return services;
+}
+// Before a view draws `names`: asks the store again only when one is new.
+async function knowServices(names) {
+  if ([...names].some((n) => !colours.has(n))) await storeServices();
+}
+// A name the store does not list (yet) still gets one colour: its hash slot.
+const colourOf = (service) => colours.get(service) ?? PALETTE[nameHash(service) % PALETTE.length];
+
 const esc = (s) => String(s ?? '').replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]);
 const ms = (us) => (us >= 1e6 ? `${(us / 1e6).toFixed(2)} s` : us >= 1000 ? `${(us / 1000).toFixed(2)} ms` : `${us} µs`);
 
@@ -49,7 +88,7 @@ const LOOKBACKS = [['15m', 'Last 15 minutes'], ['1h', 'Last hour'], ['6h', 'Last
 
 async function searchPage() {
   const q = new URLSearchParams(location.search);
-  const services = await api('/api/services');
+  const services = await storeServices();
   $main.innerHTML = `
     <h2>Search traces</h2>
     <form class="panel search" id="search">
@@ -107,6 +146,7 @@ async function showResults(q) {
   const $results = document.getElementById('results');
   try {
     const traces = await api(`/api/traces?${params}`);
+    await knowServices(traces.flatMap((t) => Object.values(t.processes).map((p) => p.serviceName)));
     $results.innerHTML = traces.length ? traces.map(resultCard).join('') : '<div class="panel empty">No traces match. Send a request to the app, or widen the search.</div>';
   } catch (e) {
     $results.innerHTML = `<div class="panel err">${esc(e.message)}</div>`;
@@ -182,6 +222,7 @@ async function tracePage(traceId) {
   const language = (s) => processLanguage(trace.processes[s.processID]);
   const services = [...new Set(trace.spans.map((s) => trace.processes[s.processID].serviceName))];
   const languageOf = new Map(Object.values(trace.processes).map((p) => [p.serviceName, processLanguage(p)]));
+  await knowServices(services);
   $main.innerHTML = `
     <div class="panel">
       <div class="trace-head">
@@ -284,6 +325,7 @@ async function mapPage() {
   const q = new URLSearchParams(location.search);
   const lookback = q.get('lookback') ?? '1h';
   const map = await api(`/api/polytrace/service-map?lookback=${encodeURIComponent(lookback)}`);
+  await knowServices(map.nodes.map((n) => n.service));
   $main.innerHTML = `<h2>Service map</h2>
     <form class="panel search" id="window"><label>Time range<select name="lookback">${LOOKBACKS.map(([v, t]) => `<option value="${v}" ${lookback === v ? 'selected' : ''}>${t}</option>`).join('')}</select></label></form>
     <div id="map"></div>`;
@@ -336,6 +378,7 @@ async function summaryPage() {
   const q = new URLSearchParams(location.search);
   const lookback = q.get('lookback') ?? '1h';
   const rows = await api(`/api/polytrace/summary?lookback=${encodeURIComponent(lookback)}`);
+  await knowServices(rows.map((r) => r.service));
   $main.innerHTML = `<h2>Services and operations</h2>
     <form class="panel search" id="window"><label>Time range<select name="lookback">${LOOKBACKS.map(([v, t]) => `<option value="${v}" ${lookback === v ? 'selected' : ''}>${t}</option>`).join('')}</select></label></form>
     ${rows.length ? `<table class="grid" id="summary"><thead><tr><th>Service</th><th>Operation</th><th>Kind</th><th class="num">Spans</th><th class="num">Rate /s</th><th class="num">Error %</th><th class="num">p50</th><th class="num">p95</th><th class="num">p99</th></tr></thead><tbody>

@@ -17,6 +17,48 @@ function expect(condition, message) {
   if (!condition) throw new Error(`expectation failed: ${message}`);
 }
 
+// Every colour the current view draws for a service, as [view, service,
+// colour]: computed styles, so two spellings of one colour compare equal.
+function drawnColours(page) {
+  return page.evaluate(() => {
+    const drawn = [];
+    const add = (view, service, el, property = 'backgroundColor') => {
+      if (el) drawn.push([view, service.trim(), getComputedStyle(el)[property]]);
+    };
+    for (const chip of document.querySelectorAll('.result .chip')) {
+      add('search chip', chip.textContent.replace(/\s+\d+\s*$/, ''), chip.querySelector('.dot'));
+    }
+    for (const chip of document.querySelectorAll('.legend .service-chip')) {
+      add('legend', chip.dataset.service, chip.querySelector('.dot'));
+    }
+    for (const row of document.querySelectorAll('#waterfall .row')) {
+      add('waterfall dot', row.dataset.service, row.querySelector('.name .dot'));
+      add('waterfall bar', row.dataset.service, row.querySelector('.bar'));
+    }
+    const head = document.querySelector('#detail h3');
+    if (head) add('span detail', head.textContent.split(':')[0], head.querySelector('.dot'));
+    for (const node of document.querySelectorAll('svg.map g.node')) {
+      add('map node', node.dataset.service, node.querySelector('rect'), 'stroke');
+    }
+    for (const row of document.querySelectorAll('#summary tbody tr')) {
+      add('services table', row.cells[0].textContent, row.cells[0].querySelector('.dot'));
+    }
+    return drawn;
+  });
+}
+
+// The trace view's colours, with the span detail opened on one span of each
+// service in turn.
+async function spanColours(page) {
+  const drawn = [];
+  const services = await page.$$eval('.legend .service-chip', (chips) => chips.map((c) => c.dataset.service));
+  for (const service of services) {
+    await page.click(`#waterfall .row[data-service="${service}"] .op`);
+    drawn.push(...(await drawnColours(page)));
+  }
+  return drawn;
+}
+
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
   args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage'],
@@ -43,6 +85,7 @@ try {
   }
 
   // Open it: the waterfall.
+  const traceId = await page.getAttribute('.result', 'data-trace');
   await page.click('.result');
   await page.waitForSelector('#waterfall .row');
   const legend = await page.$$eval('.legend .service-chip', (chips) =>
@@ -120,6 +163,62 @@ try {
   const summary = await page.$$eval('#summary tbody tr', (trs) => trs.map((t) => t.textContent.replace(/\s+/g, ' ')));
   expect(summary.some((r) => r.includes('billing') && r.includes('charge_card')), `summary rows: ${summary}`);
   await page.screenshot({ path: join(shots, '4-summary.png'), fullPage: true });
+
+  // One colour per service on every view, whatever was drawn first: a fresh
+  // page that opens the service map first and reaches the trace last, and
+  // one that opens the trace first and the map after it.
+  const drawn = new Map(); // service → "page / view" → colours drawn there
+  const visit = {
+    map: ['/map', 'svg.map g.node', drawnColours],
+    summary: ['/summary', '#summary tbody tr', drawnColours],
+    search: ['/search', '.result', drawnColours],
+    trace: [`/trace/${traceId}`, '#waterfall .row', spanColours],
+  };
+  for (const order of [['map', 'summary', 'search', 'trace'], ['trace', 'search', 'map', 'summary']]) {
+    const fresh = await browser.newPage({ viewport: { width: 1440, height: 900 } });
+    fresh.on('pageerror', (e) => errors.push(String(e)));
+    for (const [i, view] of order.entries()) {
+      const [path, ready, read] = visit[view];
+      if (i === 0) await fresh.goto(`${ui}${path}`);
+      else if (view === 'trace') await fresh.click(`.result[data-trace="${traceId}"]`);
+      else await fresh.click(`header nav a[data-page=${view}]`);
+      await fresh.waitForSelector(ready);
+      for (const [where, service, colour] of await read(fresh)) {
+        const views = drawn.get(service) ?? drawn.set(service, new Map()).get(service);
+        const key = `${order[0]} first / ${where}`;
+        views.set(key, [...new Set([...(views.get(key) ?? []), colour])]);
+      }
+    }
+    await fresh.close();
+  }
+  const services = ['api-gateway', 'billing', 'fraud-service', 'session-service'];
+  expect(
+    JSON.stringify([...drawn.keys()].sort()) === JSON.stringify(services),
+    `colours drawn for ${JSON.stringify([...drawn.keys()])}`,
+  );
+  const places = ['search chip', 'legend', 'waterfall dot', 'waterfall bar', 'span detail', 'map node', 'services table'];
+  const colourOf = new Map();
+  for (const [service, views] of drawn) {
+    for (const first of ['map first', 'trace first']) {
+      for (const place of places) expect(views.has(`${first} / ${place}`), `${service} drawn in the ${place} (${first})`);
+    }
+    const colours = new Set([...views.values()].flat());
+    expect(colours.size === 1, `${service} has one colour everywhere: ${JSON.stringify(Object.fromEntries(views))}`);
+    colourOf.set(service, [...colours][0]);
+  }
+  expect(
+    new Set(colourOf.values()).size === services.length,
+    `four services, four colours: ${JSON.stringify(Object.fromEntries(colourOf))}`,
+  );
+  // Names whose hashes collide still get distinct colours while the palette
+  // lasts, and the same ones whatever order they come in.
+  const palette = await page.evaluate(() => {
+    const names = ['auth', 'cart', 'catalog', 'checkout', 'email', 'inventory', 'payments', 'search', 'shipping'];
+    const forward = assignColours(names);
+    const backward = assignColours([...names].reverse());
+    return { distinct: new Set(forward.values()).size, same: names.every((n) => forward.get(n) === backward.get(n)) };
+  });
+  expect(palette.distinct === 9 && palette.same, `nine services, nine colours, any order: ${JSON.stringify(palette)}`);
 
   expect(errors.length === 0, `no script errors on the pages: ${errors}`);
   console.log('viewer: all expectations met');
