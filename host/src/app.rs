@@ -5,6 +5,7 @@
 
 use crate::http::Inbound;
 use crate::http::outbound::{Dispatcher, Outbound, ResponseFuture};
+use crate::http::status;
 use crate::instance::{InstanceState, RequestScope};
 use crate::manifest::{Component as ComponentConfig, Diagnostic, Manifest};
 use crate::pool::{Discard, FINISHING_WAIT, InstancePool, Warm};
@@ -191,6 +192,15 @@ impl App {
         // 3. Its response (the body may still be streaming), or a fault.
         match tokio::time::timeout_at(hard_deadline, receiver).await {
             Ok(Ok(Ok(response))) => {
+                // A status the guest may not send as is (RFC 9110) is fixed
+                // here; the span records what the client receives.
+                let (response, enforced) = status::enforce(response, |original| {
+                    server.error_response(
+                        500,
+                        status::INVALID_RESPONSE,
+                        &status::replaced(original),
+                    )
+                });
                 server.responded(response.status().as_u16());
                 let response = server.answer(response);
                 self.components[idx].pool.answered();
@@ -206,6 +216,11 @@ impl App {
                             Some(Fault::unfinished_body())
                         }
                     };
+                    if let Some(enforced) = enforced
+                        && let Some(why) = enforced.settle().await
+                    {
+                        server.intervened(&why);
+                    }
                     app.components[idx].pool.finished();
                     server.end(fault, app.component_metrics(idx));
                 });
@@ -820,6 +835,46 @@ impl ServerSpan {
         self.span.end();
     }
 
+    /// The host changed the guest's response (see [`status`]): the span
+    /// says why, with Error status.
+    fn intervened(&mut self, why: &str) {
+        self.span.set_status(Status::error(why.to_string()));
+        self.span
+            .set_attribute(KeyValue::new("error.type", status::INVALID_RESPONSE));
+        record_exception(&mut self.span, status::INVALID_RESPONSE, why, None);
+        self.metrics
+            .status(self.status, Some(status::INVALID_RESPONSE.to_string()));
+        tracing::warn!(
+            trace_id = %self.span.span_context().trace_id(),
+            "{}: {why}",
+            status::INVALID_RESPONSE
+        );
+    }
+
+    /// A JSON error response naming the trace, so the failure is easy to
+    /// find: `{"error": message, "kind": kind, "trace_id": ...}`.
+    fn error_response(
+        &self,
+        status: u16,
+        kind: &str,
+        message: &str,
+    ) -> http::Response<HyperOutgoingBody> {
+        let body = serde_json::json!({
+            "error": message,
+            "kind": kind,
+            "trace_id": self.span.span_context().trace_id().to_string(),
+        });
+        let mut response = http::Response::builder()
+            .status(status)
+            .header(http::header::CONTENT_TYPE, "application/json");
+        if status == 503 {
+            response = response.header(http::header::RETRY_AFTER, "1");
+        }
+        response
+            .body(full_body(body.to_string()))
+            .expect("static response parts are valid")
+    }
+
     /// End as failed and answer the fault's status with a JSON body that
     /// names the trace, so the failure is easy to find.
     fn fail(mut self, fault: Fault, m: &ComponentMetrics) -> http::Response<HyperOutgoingBody> {
@@ -838,20 +893,7 @@ impl ServerSpan {
             fault.kind,
             fault.message
         );
-        let body = serde_json::json!({
-            "error": fault.message,
-            "kind": fault.kind,
-            "trace_id": trace_id,
-        });
-        let mut response = http::Response::builder()
-            .status(fault.status)
-            .header(http::header::CONTENT_TYPE, "application/json");
-        if fault.status == 503 {
-            response = response.header(http::header::RETRY_AFTER, "1");
-        }
-        let mut response = response
-            .body(full_body(body.to_string()))
-            .expect("static response parts are valid");
+        let mut response = self.error_response(fault.status, &fault.kind, &fault.message);
         add_traceresponse(&mut response, &self.traceresponse);
         response
     }

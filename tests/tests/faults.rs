@@ -331,3 +331,75 @@ async fn a_guest_cannot_flood_the_host_with_spans_or_handles() {
     );
     assert_eq!(get(&host.url("/faults/ok")).await.status, 200);
 }
+
+/// Status codes a guest may not send as they are (RFC 9110): an interim
+/// `1xx` or an out-of-range code as the final response becomes `500` with
+/// a JSON body; `204`/`205` are sent without the content the guest wrote.
+/// The SERVER span and `http.server.request.duration` record what the
+/// client received, with Error status where the host stepped in; the
+/// connection stays usable.
+#[tokio::test(flavor = "multi_thread")]
+async fn statuses_a_guest_may_not_send_as_they_are() {
+    let receiver = Receiver::start().await;
+    let host = Polytrace::up(
+        "statuses",
+        &faults_manifest(""),
+        &receiver,
+        "http/protobuf",
+        &[],
+    );
+    // (guest's code, what the client gets, its body, host intervened)
+    for (code, sent, body, intervened) in [
+        (101, 500, None, true),
+        (103, 500, None, true),
+        (999, 500, None, true),
+        (205, 205, Some(""), true),
+        (204, 204, Some(""), true),
+        (418, 418, Some("status"), false),
+        (200, 200, Some("status"), false),
+    ] {
+        let r = get(&host.url(&format!("/faults/status?code={code}"))).await;
+        assert_eq!(r.status, sent, "guest {code}: {}", r.body);
+        match body {
+            Some(b) => assert_eq!(r.body, b, "guest {code}"),
+            None => {
+                let json = r.json();
+                assert_eq!(json["kind"], "InvalidResponseStatus", "{json}");
+                assert!(
+                    json["error"].as_str().unwrap().contains(&code.to_string()),
+                    "{json}"
+                );
+            }
+        }
+        if code == 205 {
+            assert_eq!(r.headers["content-length"], "0");
+        }
+        let spans = receiver.trace(&r.trace_id(), 1).await;
+        let server = spans.iter().find(|s| s.kind == KIND_SERVER).unwrap();
+        // The span ends after the guest; wait for it to carry the outcome.
+        assert_eq!(server.attributes["http.response.status_code"], sent, "{code}");
+        if intervened {
+            assert_eq!(server.status_code, STATUS_ERROR, "guest {code}");
+            assert_eq!(server.attributes["error.type"], "InvalidResponseStatus");
+            assert!(server.event("exception").is_some(), "guest {code}");
+        } else {
+            assert_eq!(server.status_code, STATUS_UNSET, "guest {code}");
+        }
+    }
+    let durations = receiver
+        .wait_metric("faults", "http.server.request.duration", |p| {
+            p.iter().any(|p| {
+                p.attr("http.response.status_code") == Some(&serde_json::json!(205))
+                    && p.attr("error.type") == Some(&serde_json::json!("InvalidResponseStatus"))
+            })
+        })
+        .await;
+    assert!(
+        durations
+            .iter()
+            .all(|p| p.attr("http.response.status_code") != Some(&serde_json::json!(101))),
+        "the metric records what the client received: {durations:#?}"
+    );
+    let (code, log) = host.terminate();
+    assert_eq!(code, Some(0), "{log}");
+}

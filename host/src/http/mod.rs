@@ -2,6 +2,7 @@
 
 pub mod outbound;
 pub mod server;
+pub mod status;
 
 use std::net::SocketAddr;
 
