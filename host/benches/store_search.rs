@@ -182,6 +182,8 @@ async fn main() {
             .map(|(k, v)| (k.to_string(), v))
             .collect();
         q.entry("lookback".into()).or_insert("1h".into());
+        // The viewer's page size (the API's default is Jaeger's 100).
+        q.entry("limit".into()).or_insert("20".into());
         let mut times = Vec::new();
         let mut n = 0;
         for _ in 0..repeat {
