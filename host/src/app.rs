@@ -216,12 +216,12 @@ impl App {
                             Some(Fault::unfinished_body())
                         }
                     };
+                    app.components[idx].pool.finished();
                     if let Some(enforced) = enforced
-                        && let Some(why) = enforced.settle().await
+                        && let Some(why) = enforced.settle(hard_deadline).await
                     {
                         server.intervened(&why);
                     }
-                    app.components[idx].pool.finished();
                     server.end(fault, app.component_metrics(idx));
                 });
                 response

@@ -196,7 +196,17 @@ async fn up(
             None => Some(polytrace::store::default_path(&manifest.dir)),
         },
         max_age: polytrace::query::parse_duration(&viewer.retention)
-            .map_err(|e| anyhow::anyhow!("--retention: {e}"))?,
+            .and_then(|d| {
+                if d.is_zero() {
+                    Err(
+                        "0 would keep nothing: use `--store none` to keep no traces"
+                            .into(),
+                    )
+                } else {
+                    Ok(d)
+                }
+            })
+            .map_err(|e| anyhow::anyhow!("--retention {}: {e}", viewer.retention))?,
         max_bytes: viewer.store_max_mb << 20,
     };
     let store = if keep {

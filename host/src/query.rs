@@ -1075,7 +1075,9 @@ async fn summary(
         Ok(r) => r,
         Err(e) => return e,
     };
-    let seconds = ((end - start) as f64 / 1e6).max(1e-6);
+    // In floating point: `start` and `end` are the client's, and their
+    // difference can overflow an i64.
+    let seconds = ((end as f64 - start as f64) / 1e6).max(1e-6);
     let mut groups: BTreeMap<(String, String, String), (Vec<i64>, i64)> = BTreeMap::new();
     for (service, operation, kind, duration, status) in rows {
         let g = groups.entry((service, operation, kind)).or_default();

@@ -252,7 +252,8 @@ async fn an_untrusted_server_is_a_named_counted_failure() {
 }
 
 /// `OTEL_EXPORTER_OTLP_INSECURE` decides the transport of a gRPC endpoint
-/// given without a scheme: `true` means plaintext; otherwise it is TLS.
+/// given without a scheme: `true` means plaintext (which works on a machine
+/// without any CA certificates); otherwise it is TLS.
 #[tokio::test(flavor = "multi_thread")]
 async fn insecure_decides_a_schemeless_grpc_endpoint() {
     let plain = Receiver::start().await;
@@ -267,10 +268,17 @@ async fn insecure_decides_a_schemeless_grpc_endpoint() {
                 &plain.grpc.to_string(),
             ),
             ("OTEL_EXPORTER_OTLP_TRACES_INSECURE", "true"),
+            // No system CA bundle at all: plaintext export must not need one
+            // (metrics and logs go to plain http:// gRPC here too).
+            ("SSL_CERT_FILE", "/dev/null"),
+            ("SSL_CERT_DIR", "/nonexistent"),
         ],
     );
     let r = get(&host.url("/faults/print")).await;
     plain.trace(&r.trace_id(), 2).await;
+    plain
+        .wait_logs(|l| l.trace_id == r.trace_id(), |l| l.len() >= 4)
+        .await;
     host.terminate();
 
     let pki = Pki::generate(&scratch_dir("tls-schemeless"), "schemeless");

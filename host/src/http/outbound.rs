@@ -105,8 +105,11 @@ impl Outbound {
                 request.headers_mut().insert(k, v);
             }
         }
-        let mut metric_attrs =
-            semconv::client_metric_attributes(request.method().as_str(), request.uri());
+        let mut metric_attrs = semconv::client_metric_attributes(
+            request.method().as_str(),
+            request.uri(),
+            trace.value_cap(),
+        );
         let started = std::time::Instant::now();
         let dispatcher = self.dispatcher.clone();
         let metrics = telemetry.metrics.clone();

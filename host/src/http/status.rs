@@ -38,17 +38,17 @@ pub enum Enforced {
 }
 
 impl Enforced {
-    /// Wait for the guest's body to be drained; returns what the host must
-    /// record: the message, or `None` when nothing had to change after all
-    /// (a 204 whose guest wrote no content).
-    pub async fn settle(self) -> Option<String> {
+    /// Wait (until `deadline` at most) for the guest's body to be drained;
+    /// returns what the host must record: the message, or `None` when
+    /// nothing had to change after all (a 204 whose guest wrote no content).
+    pub async fn settle(self, deadline: tokio::time::Instant) -> Option<String> {
         match self {
             Enforced::Replaced { original, drained } => {
-                let _ = drained.await;
+                drain_until(drained, deadline).await;
                 Some(replaced(original))
             }
             Enforced::NoContent { status, drained } => {
-                let bytes = drained.await.unwrap_or(0);
+                let bytes = drain_until(drained, deadline).await;
                 (bytes > 0).then(|| {
                     format!(
                         "the guest wrote {bytes} bytes of content in a {status} response, \
@@ -56,6 +56,21 @@ impl Enforced {
                     )
                 })
             }
+        }
+    }
+}
+
+/// The drained byte count; a body that has not ended by `deadline` (a guest
+/// that never finished it) stops being read then.
+async fn drain_until(
+    mut drained: tokio::task::JoinHandle<u64>,
+    deadline: tokio::time::Instant,
+) -> u64 {
+    match tokio::time::timeout_at(deadline, &mut drained).await {
+        Ok(bytes) => bytes.unwrap_or(0),
+        Err(_) => {
+            drained.abort();
+            0
         }
     }
 }
@@ -157,6 +172,10 @@ mod tests {
         r
     }
 
+    fn later() -> tokio::time::Instant {
+        tokio::time::Instant::now() + std::time::Duration::from_secs(5)
+    }
+
     async fn body(r: http::Response<HyperOutgoingBody>) -> Bytes {
         r.into_body().collect().await.unwrap().to_bytes()
     }
@@ -166,7 +185,7 @@ mod tests {
         for status in [100, 101, 103, 199, 600, 999] {
             let (r, enforced) = enforce(guest(status, "hello"), five_hundred);
             assert_eq!(r.status(), 500, "{status}");
-            let why = enforced.unwrap().settle().await.unwrap();
+            let why = enforced.unwrap().settle(later()).await.unwrap();
             assert!(why.contains(&status.to_string()), "{why}");
         }
     }
@@ -177,18 +196,41 @@ mod tests {
         assert_eq!(r.status(), 205);
         assert_eq!(r.headers()[http::header::CONTENT_LENGTH], "0");
         assert!(body(r).await.is_empty());
-        let why = enforced.unwrap().settle().await.unwrap();
+        let why = enforced.unwrap().settle(later()).await.unwrap();
         assert!(why.contains("5 bytes") && why.contains("205"), "{why}");
 
         let (r, enforced) = enforce(guest(204, "x"), five_hundred);
         assert!(!r.headers().contains_key(http::header::CONTENT_LENGTH));
         assert!(body(r).await.is_empty());
-        assert!(enforced.unwrap().settle().await.is_some());
+        assert!(enforced.unwrap().settle(later()).await.is_some());
 
         // Nothing written: nothing to record.
         let (r, enforced) = enforce(guest(304, ""), five_hundred);
         assert_eq!(r.status(), 304);
-        assert_eq!(enforced.unwrap().settle().await, None);
+        assert_eq!(enforced.unwrap().settle(later()).await, None);
+    }
+
+    /// A body whose end never comes (a guest that never finishes it).
+    struct Endless;
+
+    impl http_body::Body for Endless {
+        type Data = Bytes;
+        type Error = std::convert::Infallible;
+        fn poll_frame(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+            std::task::Poll::Pending
+        }
+    }
+
+    #[tokio::test]
+    async fn a_body_that_never_ends_stops_being_drained_at_the_deadline() {
+        let mut r = http::Response::new(Endless.map_err(|never| match never {}).boxed_unsync());
+        *r.status_mut() = http::StatusCode::from_u16(205).unwrap();
+        let (_, enforced) = enforce(r, five_hundred);
+        let soon = tokio::time::Instant::now() + std::time::Duration::from_millis(50);
+        assert_eq!(enforced.unwrap().settle(soon).await, None);
     }
 
     #[tokio::test]

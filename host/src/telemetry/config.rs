@@ -229,12 +229,7 @@ impl Vars<'_> {
 
     /// A boolean: only `true` (any case) is true; anything but `false` warns.
     fn flag(&self, name: &str) -> bool {
-        self.valid(name, |v| match v.to_ascii_lowercase().as_str() {
-            "true" => Ok(true),
-            "false" => Ok(false),
-            _ => Err("use true or false; false applies".into()),
-        })
-        .unwrap_or(false)
+        self.valid(name, parse_bool).unwrap_or(false)
     }
 
     /// A duration in integer milliseconds (0 to 2³¹−1, as the spec requires).
@@ -269,6 +264,15 @@ impl Vars<'_> {
     ) -> Option<T> {
         self.valid(&format!("OTEL_EXPORTER_OTLP_{signal}_{suffix}"), &parse)
             .or_else(|| self.valid(&format!("OTEL_EXPORTER_OTLP_{suffix}"), &parse))
+    }
+}
+
+/// A boolean as the spec reads it: `true` or `false`, any case.
+fn parse_bool(value: &str) -> Result<bool, String> {
+    match value.to_ascii_lowercase().as_str() {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err("use true or false; false applies".into()),
     }
 }
 
@@ -387,10 +391,12 @@ impl Settings {
         };
         let timeout = signal_timeout("TRACES").min(millis("OTEL_BSP_EXPORT_TIMEOUT", 30_000));
         let max_queue_size = count("OTEL_BSP_MAX_QUEUE_SIZE", 2048);
+        // Disabled: nothing is recorded, so nothing is exported either.
+        let exporter = if disabled { Exporter::None } else { exporter };
         let export = ExportSettings {
             exporter,
-            console,
-            otlp: otlp_target("TRACES", m, &vars, timeout)?,
+            console: console && !disabled,
+            otlp: otlp_target("TRACES", m, &vars, timeout, exporter == Exporter::Otlp)?,
             schedule_delay: millis("OTEL_BSP_SCHEDULE_DELAY", 5_000).max(Duration::from_millis(1)),
             max_queue_size,
             max_export_batch_size: count("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512).min(max_queue_size),
@@ -409,17 +415,19 @@ impl Settings {
                     .map_err(|()| "use cumulative, delta or lowmemory".to_string())
             })
             .unwrap_or(opentelemetry_sdk::metrics::Temporality::Cumulative);
+        let metrics_exporter = if disabled {
+            Exporter::None
+        } else {
+            signal_exporter("OTEL_METRICS_EXPORTER", &m.metrics_exporter)?
+        };
         let metrics = SignalSettings {
-            exporter: if disabled {
-                Exporter::None
-            } else {
-                signal_exporter("OTEL_METRICS_EXPORTER", &m.metrics_exporter)?
-            },
+            exporter: metrics_exporter,
             otlp: otlp_target(
                 "METRICS",
                 m,
                 &vars,
                 signal_timeout("METRICS").min(millis("OTEL_METRIC_EXPORT_TIMEOUT", 30_000)),
+                metrics_exporter == Exporter::Otlp,
             )?,
             interval: millis("OTEL_METRIC_EXPORT_INTERVAL", 60_000).max(Duration::from_millis(1)),
             max_queue_size: 0,
@@ -427,17 +435,19 @@ impl Settings {
             temporality,
         };
         let logs_queue = count("OTEL_BLRP_MAX_QUEUE_SIZE", 2048);
+        let logs_exporter = if disabled {
+            Exporter::None
+        } else {
+            signal_exporter("OTEL_LOGS_EXPORTER", &m.logs_exporter)?
+        };
         let logs = SignalSettings {
-            exporter: if disabled {
-                Exporter::None
-            } else {
-                signal_exporter("OTEL_LOGS_EXPORTER", &m.logs_exporter)?
-            },
+            exporter: logs_exporter,
             otlp: otlp_target(
                 "LOGS",
                 m,
                 &vars,
                 signal_timeout("LOGS").min(millis("OTEL_BLRP_EXPORT_TIMEOUT", 30_000)),
+                logs_exporter == Exporter::Otlp,
             )?,
             interval: millis("OTEL_BLRP_SCHEDULE_DELAY", 1_000).max(Duration::from_millis(1)),
             max_queue_size: logs_queue,
@@ -482,12 +492,14 @@ impl Settings {
 
 /// Where and how one signal (`TRACES`, `METRICS`, `LOGS`) is exported:
 /// the signal's own variables first, then the general ones, then the
-/// manifest, then the specification's defaults.
+/// manifest, then the specification's defaults. Certificate files are read
+/// only when the signal is `exported` over OTLP.
 fn otlp_target(
     signal: &str,
     m: &TelemetryConfig,
     vars: &Vars,
     timeout: Duration,
+    exported: bool,
 ) -> Result<Otlp, String> {
     let protocol = match vars.per_signal(signal, "PROTOCOL", parse_protocol) {
         Some(p) => p,
@@ -519,12 +531,9 @@ fn otlp_target(
         .split_once("://")
         .is_some_and(|(scheme, _)| !scheme.contains(['/', '?', '#']));
     let endpoint = if protocol == Protocol::Grpc && !has_scheme {
-        let own = format!("OTEL_EXPORTER_OTLP_{signal}_INSECURE");
-        let insecure = if vars.get(&own).is_some() {
-            vars.flag(&own)
-        } else {
-            vars.flag("OTEL_EXPORTER_OTLP_INSECURE")
-        };
+        let insecure = vars
+            .per_signal(signal, "INSECURE", parse_bool)
+            .unwrap_or(false);
         format!("{}://{endpoint}", if insecure { "http" } else { "https" })
     } else {
         endpoint
@@ -537,7 +546,11 @@ fn otlp_target(
         compression: vars
             .per_signal(signal, "COMPRESSION", super::tls::parse_compression)
             .flatten(),
-        tls: super::tls::ClientTls::resolve(signal, &|name| vars.get(name))?,
+        tls: if exported {
+            super::tls::ClientTls::resolve(signal, &|name| vars.get(name))?
+        } else {
+            Default::default()
+        },
         errors: Default::default(),
     })
 }
@@ -628,6 +641,13 @@ mod tests {
         assert_eq!(grpc(&[]).export.otlp.endpoint, "https://collector:4317");
         let insecure = grpc(&[("OTEL_EXPORTER_OTLP_INSECURE", "TRUE")]);
         assert_eq!(insecure.export.otlp.endpoint, "http://collector:4317");
+        // An invalid per-signal value falls back to the general one.
+        let fallback = grpc(&[
+            ("OTEL_EXPORTER_OTLP_TRACES_INSECURE", "yes"),
+            ("OTEL_EXPORTER_OTLP_INSECURE", "true"),
+        ]);
+        assert_eq!(fallback.export.otlp.endpoint, "http://collector:4317");
+        assert_eq!(fallback.warnings.len(), 1, "{:?}", fallback.warnings);
         let traces_only = grpc(&[("OTEL_EXPORTER_OTLP_TRACES_INSECURE", "true")]);
         assert_eq!(traces_only.export.otlp.endpoint, "http://collector:4317");
         assert_eq!(traces_only.metrics.otlp.endpoint, "https://collector:4317");
@@ -675,6 +695,26 @@ mod tests {
         );
         let e = resolve(&none, &[("OTEL_EXPORTER_OTLP_CLIENT_KEY", junk_path)]).unwrap_err();
         assert!(e.contains("is set but not its pair"), "{e}");
+        // A signal that is not exported over OTLP reads no certificate.
+        let s = resolve(
+            &none,
+            &[
+                ("OTEL_EXPORTER_OTLP_METRICS_CERTIFICATE", junk_path),
+                ("OTEL_METRICS_EXPORTER", "none"),
+            ],
+        )
+        .unwrap();
+        assert!(s.metrics.otlp.tls.ca.is_none());
+        assert!(
+            resolve(
+                &none,
+                &[
+                    ("OTEL_EXPORTER_OTLP_CERTIFICATE", "/nonexistent/ca.pem"),
+                    ("OTEL_SDK_DISABLED", "true"),
+                ],
+            )
+            .is_ok()
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -126,8 +126,13 @@ macro_rules! otlp_exporter {
                 let mut b = $builder
                     .with_tonic()
                     .with_timeout(otlp.timeout)
-                    .with_endpoint(otlp.endpoint.clone())
-                    .with_tls_config(otlp.tls.grpc());
+                    .with_endpoint(otlp.endpoint.clone());
+                // tonic sets TLS up (loading the system roots) whatever the
+                // scheme: only an https endpoint gets it, so plaintext
+                // export works on a machine without a CA bundle.
+                if otlp.endpoint.starts_with("https://") {
+                    b = b.with_tls_config(otlp.tls.grpc());
+                }
                 if let Some(c) = otlp.compression {
                     b = b.with_compression(c);
                 }
@@ -236,6 +241,7 @@ impl Batches<SpanData> for Worker {
         let result = tokio::time::timeout(self.settings.otlp.timeout, exporter.export(batch)).await;
         match result {
             Ok(Ok(())) => {
+                self.settings.otlp.errors.clear();
                 self.shared.stats.exported.fetch_add(n, Ordering::Relaxed);
             }
             Ok(Err(e)) => self.failed(i, n, &e.to_string()),

@@ -273,7 +273,10 @@ impl Batches<SdkLogRecord> for Worker {
         )
         .await;
         let why = match result {
-            Ok(Ok(())) => return,
+            Ok(Ok(())) => {
+                self.settings.otlp.errors.clear();
+                return;
+            }
             Ok(Err(e)) => e.to_string(),
             Err(_) => "timed out".to_string(),
         };

@@ -501,7 +501,10 @@ async fn export_loop(
             }
             let result = tokio::time::timeout(settings.otlp.timeout, exporter.export(&rm)).await;
             let why = match result {
-                Ok(Ok(())) => continue,
+                Ok(Ok(())) => {
+                    settings.otlp.errors.clear();
+                    continue;
+                }
                 Ok(Err(e)) => e.to_string(),
                 Err(_) => "timed out".to_string(),
             };

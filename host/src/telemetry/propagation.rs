@@ -47,6 +47,10 @@ pub fn extract<'a>(headers: impl IntoIterator<Item = (&'a str, &'a [u8])>) -> Ex
             if name.eq_ignore_ascii_case("traceparent") {
                 // Not text: still counts as a (broken) traceparent.
                 traceparents.push(None);
+            } else if name.eq_ignore_ascii_case("tracestate") {
+                // Not text: the combined list cannot parse, so none of it
+                // is propagated (a `\u{0}` never passes the grammar).
+                tracestates.push("\u{0}");
             }
             continue;
         };
@@ -440,6 +444,19 @@ mod tests {
         for name in ["trace-state", "trace.state"] {
             assert_eq!(forwarded_with(&[(name, "foo=1")]), "", "{name}");
         }
+    }
+
+    #[test]
+    fn a_tracestate_that_is_not_text_drops_the_whole_list() {
+        let headers: [(&str, &[u8]); 3] = [
+            ("traceparent", TP.as_bytes()),
+            ("tracestate", b"a=1"),
+            ("tracestate", b"b=\xff"),
+        ];
+        let e = extract(headers);
+        assert!(e.parent.is_some(), "the traceparent stays valid");
+        assert_eq!(e.tracestate, "");
+        assert_eq!(e.parent.unwrap().trace_state().header(), "");
     }
 
     #[test]

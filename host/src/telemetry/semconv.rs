@@ -210,7 +210,7 @@ pub fn client_request(method: &str, uri: &http::Uri, value_cap: usize) -> (Strin
 /// The attributes of `http.client.request.duration` known before the
 /// response: method, server address and port, scheme (no URL: metrics keep
 /// to low-cardinality attributes).
-pub fn client_metric_attributes(method: &str, uri: &http::Uri) -> Vec<KeyValue> {
+pub fn client_metric_attributes(method: &str, uri: &http::Uri, value_cap: usize) -> Vec<KeyValue> {
     let (m, _) = method_attributes(method);
     let scheme = uri.scheme_str().unwrap_or("http");
     let port = uri
@@ -218,7 +218,10 @@ pub fn client_metric_attributes(method: &str, uri: &http::Uri) -> Vec<KeyValue> 
         .unwrap_or(if scheme == "https" { 443 } else { 80 });
     vec![
         KeyValue::new("http.request.method", m),
-        KeyValue::new("server.address", uri.host().unwrap_or_default().to_string()),
+        KeyValue::new(
+            "server.address",
+            capped(uri.host().unwrap_or_default(), value_cap),
+        ),
         KeyValue::new("server.port", i64::from(port)),
         KeyValue::new("url.scheme", scheme.to_string()),
     ]

@@ -98,8 +98,8 @@ impl ClientTls {
     }
 
     /// The tonic TLS configuration: the CA file's certificates, else the
-    /// system roots; the client identity if any. Only used for `https://`
-    /// endpoints (tonic ignores it for `http://`).
+    /// system roots; the client identity if any. For `https://` endpoints
+    /// only: tonic loads the roots even for `http://` ones.
     pub fn grpc(&self) -> tonic::transport::ClientTlsConfig {
         use tonic::transport::{Certificate, ClientTlsConfig, Identity};
         let mut config = ClientTlsConfig::new();
@@ -205,6 +205,11 @@ pub struct TransportErrors(Arc<Mutex<Option<String>>>);
 impl TransportErrors {
     fn record(&self, what: String) {
         *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(what);
+    }
+
+    /// Forget the recorded cause (an export succeeded).
+    pub fn clear(&self) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
 
     /// `why` (the exporter's own message) with the recorded cause, if any;
