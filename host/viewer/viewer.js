@@ -3,7 +3,7 @@
 'use strict';
 
 const $main = document.getElementById('main');
-const PALETTE = ['#4c6ef5', '#12b886', '#f59f00', '#7048e8', '#e64980', '#15aabf', '#82c91e', '#fd7e14', '#868e96'];
+const PALETTE = ['#4c6ef5', '#12b886', '#f59f00', '#7048e8', '#e64980', '#15aabf', '#82c91e', '#fd7e14', '#a0522d'];
 
 // A service's colour depends on its name and on the set of services the store
 // knows (/api/services), never on which page or trace was drawn first, so the
@@ -34,19 +34,41 @@ function nameHash(name) {
   return hash >>> 0;
 }
 
+// How long a view waits for /api/services before it draws without it.
+const SERVICES_WAIT_MS = 1000;
+
 let colours = new Map();
-// The store's services, with their colours assigned from them.
-async function storeServices() {
-  const services = await api('/api/services');
-  colours = assignColours(services);
-  return services;
+let asking = null;
+// The store's services, with their colours assigned from them: one request at
+// a time, shared by every view that asks while it is out.
+function storeServices() {
+  asking ??= api('/api/services')
+    .then((services) => {
+      colours = assignColours(services);
+      return services;
+    })
+    .finally(() => {
+      asking = null;
+    });
+  return asking;
 }
-// Before a view draws `names`: asks the store again only when one is new.
-async function knowServices(names) {
-  if ([...names].some((n) => !colours.has(n))) await storeServices();
+
+// The colours a view draws `names` with, fixed before it draws so all its
+// parts agree (a waterfall redrawn on collapse keeps its legend's colours).
+// Asks the store again only when a name is new. A colour lookup never fails
+// or holds up a view: if the store's answer fails or takes longer than
+// SERVICES_WAIT_MS, a name it has not listed gets its hash slot, the colour
+// it has when the store does not list it; a late answer colours later views.
+async function serviceColours(names) {
+  if ([...names].some((n) => !colours.has(n))) {
+    const answered = storeServices().catch((e) => {
+      console.warn(`polytrace: /api/services failed (${e.message}); services it does not list are coloured by name alone`);
+    });
+    await Promise.race([answered, new Promise((resolve) => setTimeout(resolve, SERVICES_WAIT_MS))]);
+  }
+  const fixed = colours;
+  return (service) => fixed.get(service) ?? PALETTE[nameHash(service) % PALETTE.length];
 }
-// A name the store does not list (yet) still gets one colour: its hash slot.
-const colourOf = (service) => colours.get(service) ?? PALETTE[nameHash(service) % PALETTE.length];
 
 const esc = (s) => String(s ?? '').replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]);
 const ms = (us) => (us >= 1e6 ? `${(us / 1e6).toFixed(2)} s` : us >= 1000 ? `${(us / 1000).toFixed(2)} ms` : `${us} µs`);
@@ -146,8 +168,8 @@ async function showResults(q) {
   const $results = document.getElementById('results');
   try {
     const traces = await api(`/api/traces?${params}`);
-    await knowServices(traces.flatMap((t) => Object.values(t.processes).map((p) => p.serviceName)));
-    $results.innerHTML = traces.length ? traces.map(resultCard).join('') : '<div class="panel empty">No traces match. Send a request to the app, or widen the search.</div>';
+    const colourOf = await serviceColours(traces.flatMap((t) => Object.values(t.processes).map((p) => p.serviceName)));
+    $results.innerHTML = traces.length ? traces.map((t) => resultCard(t, colourOf)).join('') : '<div class="panel empty">No traces match. Send a request to the app, or widen the search.</div>';
   } catch (e) {
     $results.innerHTML = `<div class="panel err">${esc(e.message)}</div>`;
   }
@@ -170,7 +192,7 @@ function summarize(trace) {
 const isError = (s) => s.tags.some((t) => t.key === 'error' && t.value === true);
 const tagValue = (s, key) => s.tags.find((t) => t.key === key)?.value;
 
-function resultCard(trace) {
+function resultCard(trace, colourOf) {
   const { root, start, duration, perService, errors } = summarize(trace);
   const svc = trace.processes[root.processID].serviceName;
   return `<a class="result ${errors ? 'error' : ''}" href="/trace/${trace.traceID}" data-nav data-trace="${trace.traceID}">
@@ -222,7 +244,7 @@ async function tracePage(traceId) {
   const language = (s) => processLanguage(trace.processes[s.processID]);
   const services = [...new Set(trace.spans.map((s) => trace.processes[s.processID].serviceName))];
   const languageOf = new Map(Object.values(trace.processes).map((p) => [p.serviceName, processLanguage(p)]));
-  await knowServices(services);
+  const colourOf = await serviceColours(services);
   $main.innerHTML = `
     <div class="panel">
       <div class="trace-head">
@@ -283,13 +305,13 @@ async function tracePage(traceId) {
     if (!row) return;
     document.querySelectorAll('.row.selected').forEach((r) => r.classList.remove('selected'));
     row.classList.add('selected');
-    showSpan(trace, byId.get(row.dataset.span), language);
+    showSpan(trace, byId.get(row.dataset.span), language, colourOf);
   });
   // Open the first failing span, the place to look first.
   const firstError = trace.spans.filter(isError).sort((a, b) => b.startTime - a.startTime).find((s) => !(children.get(s.spanID) ?? []).some(isError));
   if (firstError) {
     document.querySelector(`.row[data-span="${firstError.spanID}"]`)?.classList.add('selected');
-    showSpan(trace, firstError, language);
+    showSpan(trace, firstError, language, colourOf);
   }
 }
 
@@ -297,7 +319,7 @@ function tagRows(tags) {
   return tags.map((t) => `<tr><td>${esc(t.key)}</td><td>${esc(typeof t.value === 'object' ? JSON.stringify(t.value) : t.value)}</td></tr>`).join('');
 }
 
-function showSpan(trace, s, language) {
+function showSpan(trace, s, language, colourOf) {
   const process = trace.processes[s.processID];
   const hidden = new Set(['error', 'otel.status_code', 'otel.status_description', 'span.kind']);
   const exceptions = s.logs.filter((l) => l.fields.some((f) => f.key === 'event' && f.value === 'exception'));
@@ -325,7 +347,7 @@ async function mapPage() {
   const q = new URLSearchParams(location.search);
   const lookback = q.get('lookback') ?? '1h';
   const map = await api(`/api/polytrace/service-map?lookback=${encodeURIComponent(lookback)}`);
-  await knowServices(map.nodes.map((n) => n.service));
+  const colourOf = await serviceColours(map.nodes.map((n) => n.service));
   $main.innerHTML = `<h2>Service map</h2>
     <form class="panel search" id="window"><label>Time range<select name="lookback">${LOOKBACKS.map(([v, t]) => `<option value="${v}" ${lookback === v ? 'selected' : ''}>${t}</option>`).join('')}</select></label></form>
     <div id="map"></div>`;
@@ -378,7 +400,7 @@ async function summaryPage() {
   const q = new URLSearchParams(location.search);
   const lookback = q.get('lookback') ?? '1h';
   const rows = await api(`/api/polytrace/summary?lookback=${encodeURIComponent(lookback)}`);
-  await knowServices(rows.map((r) => r.service));
+  const colourOf = await serviceColours(rows.map((r) => r.service));
   $main.innerHTML = `<h2>Services and operations</h2>
     <form class="panel search" id="window"><label>Time range<select name="lookback">${LOOKBACKS.map(([v, t]) => `<option value="${v}" ${lookback === v ? 'selected' : ''}>${t}</option>`).join('')}</select></label></form>
     ${rows.length ? `<table class="grid" id="summary"><thead><tr><th>Service</th><th>Operation</th><th>Kind</th><th class="num">Spans</th><th class="num">Rate /s</th><th class="num">Error %</th><th class="num">p50</th><th class="num">p95</th><th class="num">p99</th></tr></thead><tbody>
@@ -388,4 +410,6 @@ async function summaryPage() {
   document.getElementById('window').lookback.onchange = (e) => go(`/summary?lookback=${e.target.value}`);
 }
 
+// The store's services are asked for while the first view fetches its own data.
+storeServices().catch(() => {});
 route();

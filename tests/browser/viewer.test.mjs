@@ -211,14 +211,85 @@ try {
     `four services, four colours: ${JSON.stringify(Object.fromEntries(colourOf))}`,
   );
   // Names whose hashes collide still get distinct colours while the palette
-  // lasts, and the same ones whatever order they come in.
-  const palette = await page.evaluate(() => {
-    const names = ['auth', 'cart', 'catalog', 'checkout', 'email', 'inventory', 'payments', 'search', 'shipping'];
-    const forward = assignColours(names);
-    const backward = assignColours([...names].reverse());
-    return { distinct: new Set(forward.values()).size, same: names.every((n) => forward.get(n) === backward.get(n)) };
+  // lasts: in name order, the first keeps its hash slot and the others take
+  // the next free ones, whatever order the names come in. These three share
+  // the palette's last slot under the viewer's own hash (asserted, so a hash
+  // that parts them fails here rather than leaving a check that cannot fail),
+  // and the probe wraps round to the first.
+  const collision = await page.evaluate(() => {
+    const names = ['shipping', 'api-gateway', 'inventory'];
+    const slot = (n) => nameHash(n) % PALETTE.length;
+    const expected = [...names].sort().map((n, i) => [n, PALETTE[(slot(n) + i) % PALETTE.length]]);
+    return {
+      slots: names.map(slot),
+      last: PALETTE.length - 1,
+      expected: Object.fromEntries(expected),
+      forward: Object.fromEntries(assignColours(names)),
+      backward: Object.fromEntries(assignColours([...names].reverse())),
+    };
   });
-  expect(palette.distinct === 9 && palette.same, `nine services, nine colours, any order: ${JSON.stringify(palette)}`);
+  expect(
+    collision.slots.every((s) => s === collision.last),
+    `the names share the palette's last slot under the plain hash: ${JSON.stringify(collision)}`,
+  );
+  expect(
+    new Set(Object.values(collision.forward)).size === 3,
+    `three colliding names, three colours: ${JSON.stringify(collision)}`,
+  );
+  for (const order of ['forward', 'backward']) {
+    const names = Object.keys(collision.expected);
+    expect(
+      names.every((n) => collision[order][n] === collision.expected[n]) && Object.keys(collision[order]).length === names.length,
+      `hash slot, then the next free slots in name order (${order}): ${JSON.stringify(collision)}`,
+    );
+  }
+
+  // A failed or hung /api/services costs a view only the store's colour
+  // assignment: it still draws, promptly, each service in its hash slot's
+  // colour (the one a name has when the store does not list it). The search
+  // form lists the store's services, so there the first answer comes through
+  // and the one asked for the results' services fails.
+  const rgb = (hex) => `rgb(${[1, 3, 5].map((i) => parseInt(hex.slice(i, i + 2), 16)).join(', ')})`;
+  const listing = (url) => new URL(url).pathname === '/api/services';
+  const refuse = (route) =>
+    route.fulfill({ status: 500, contentType: 'application/json', body: '{"data":null,"errors":[{"code":500,"msg":"store unavailable"}]}' });
+  const answers = {
+    failing: () => refuse,
+    hanging: () => () => {}, // never answered
+    'failing after the search form': () => {
+      let asked = 0;
+      return (route) => (asked++ === 0 ? route.fulfill({ json: { data: ['billing'] } }) : refuse(route));
+    },
+  };
+  for (const [how, answer] of Object.entries(answers)) {
+    const views = how === 'failing after the search form' ? ['search'] : ['map', 'summary', 'trace'];
+    for (const view of views) {
+      const fresh = await browser.newPage({ viewport: { width: 1440, height: 900 } });
+      fresh.on('pageerror', (e) => errors.push(String(e)));
+      await fresh.route(listing, answer());
+      const [path, ready, read] = visit[view];
+      const started = Date.now();
+      await fresh.goto(`${ui}${path}`);
+      await fresh.waitForSelector(`${ready}, .panel.err`, { timeout: 5000 });
+      const took = Date.now() - started;
+      const failed = await fresh.$$eval('.panel.err', (panels) => panels.map((p) => p.textContent));
+      expect(failed.length === 0, `no error panel on the ${view} with /api/services ${how}: ${failed}`);
+      expect(took < 4000, `${view} drawn within 4 s with /api/services ${how}: ${took} ms`);
+      const hashSlot = await fresh.evaluate(
+        (names) => Object.fromEntries(names.map((n) => [n, PALETTE[nameHash(n) % PALETTE.length]])),
+        services,
+      );
+      const drawnHere = await read(fresh);
+      expect(drawnHere.length > 0, `the ${view} coloured its services with /api/services ${how}`);
+      for (const [where, service, colour] of drawnHere) {
+        expect(
+          colour === rgb(hashSlot[service]),
+          `${service} in its hash slot's colour ${hashSlot[service]} in the ${where} with /api/services ${how}: ${colour}`,
+        );
+      }
+      await fresh.close();
+    }
+  }
 
   expect(errors.length === 0, `no script errors on the pages: ${errors}`);
   console.log('viewer: all expectations met');
