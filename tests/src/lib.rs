@@ -216,8 +216,11 @@ struct Signals {
     logs: Arc<Mutex<Vec<(&'static str, ExportLogsServiceRequest)>>>,
     /// `(signal, protocol, content encoding)` of every export received:
     /// `grpc-encoding` for gRPC, `content-encoding` for HTTP ("" for none).
-    encodings: Arc<Mutex<Vec<(String, &'static str, String)>>>,
+    encodings: Arc<Mutex<Vec<Encoding>>>,
 }
+
+/// `(signal, protocol, content encoding)` of one export received.
+pub type Encoding = (String, &'static str, String);
 
 impl Signals {
     fn note_grpc(&self, signal: &str, metadata: &tonic::metadata::MetadataMap) {
@@ -656,7 +659,7 @@ impl Receiver {
 
     /// `(signal, protocol, encoding)` of every export received so far;
     /// the encoding is `gzip` for a compressed one, empty otherwise.
-    pub fn encodings(&self) -> Vec<(String, &'static str, String)> {
+    pub fn encodings(&self) -> Vec<Encoding> {
         self.signals.encodings.lock().unwrap().clone()
     }
 

@@ -465,6 +465,22 @@ impl Settings {
                 ratio,
             )?,
         };
+        // The host propagates W3C Trace Context and Baggage, always.
+        vars.valid("OTEL_PROPAGATORS", |v| {
+            let others: Vec<&str> = v
+                .split(',')
+                .map(str::trim)
+                .filter(|p| !p.is_empty() && !matches!(*p, "tracecontext" | "baggage"))
+                .collect();
+            if others.is_empty() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "polytrace propagates `tracecontext` and `baggage` only (not {})",
+                    others.join(", ")
+                ))
+            }
+        });
         let resource_attributes = vars
             .valid("OTEL_RESOURCE_ATTRIBUTES", |v| {
                 parse_resource_attributes(v).map_err(|e| format!("{e}; none of it applies"))
@@ -481,8 +497,10 @@ impl Settings {
             } else {
                 sampler
             },
-            max_attribute_value_length: m
-                .max_attribute_value_length
+            max_attribute_value_length: vars
+                .count("OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT")
+                .or_else(|| vars.count("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT"))
+                .or(m.max_attribute_value_length)
                 .unwrap_or(DEFAULT_MAX_ATTRIBUTE_VALUE_LENGTH),
             resource_attributes,
             warnings: vars.warnings.into_inner(),
@@ -791,6 +809,30 @@ mod tests {
         assert!(resolve(&bad, &[]).is_err());
         // ... unless the environment overrides it with a valid one.
         assert!(resolve(&bad, &[("OTEL_TRACES_SAMPLER", "always_on")]).is_ok());
+    }
+
+    #[test]
+    fn attribute_limits_and_propagators() {
+        let m = TelemetryConfig {
+            max_attribute_value_length: Some(100),
+            ..Default::default()
+        };
+        assert_eq!(resolve(&m, &[]).unwrap().max_attribute_value_length, 100);
+        let s = resolve(&m, &[("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", "64")]).unwrap();
+        assert_eq!(s.max_attribute_value_length, 64);
+        let s = resolve(
+            &m,
+            &[
+                ("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", "64"),
+                ("OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT", "32"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(s.max_attribute_value_length, 32);
+        let s = resolve(&m, &[("OTEL_PROPAGATORS", "tracecontext,baggage")]).unwrap();
+        assert!(s.warnings.is_empty(), "{:?}", s.warnings);
+        let s = resolve(&m, &[("OTEL_PROPAGATORS", "tracecontext,b3")]).unwrap();
+        assert!(s.warnings[0].contains("not b3"), "{:?}", s.warnings);
     }
 
     #[test]
