@@ -198,10 +198,7 @@ async fn up(
         max_age: polytrace::query::parse_duration(&viewer.retention)
             .and_then(|d| {
                 if d.is_zero() {
-                    Err(
-                        "0 would keep nothing: use `--store none` to keep no traces"
-                            .into(),
-                    )
+                    Err("0 would keep nothing: use `--store none` to keep no traces".into())
                 } else {
                     Ok(d)
                 }

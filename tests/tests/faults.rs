@@ -377,7 +377,10 @@ async fn statuses_a_guest_may_not_send_as_they_are() {
         let spans = receiver.trace(&r.trace_id(), 1).await;
         let server = spans.iter().find(|s| s.kind == KIND_SERVER).unwrap();
         // The span ends after the guest; wait for it to carry the outcome.
-        assert_eq!(server.attributes["http.response.status_code"], sent, "{code}");
+        assert_eq!(
+            server.attributes["http.response.status_code"], sent,
+            "{code}"
+        );
         if intervened {
             assert_eq!(server.status_code, STATUS_ERROR, "guest {code}");
             assert_eq!(server.attributes["error.type"], "InvalidResponseStatus");

@@ -324,7 +324,10 @@ async fn client_values_are_capped_and_secrets_redacted() {
     assert_eq!(q.len(), 4096);
     assert!(q.starts_with("Signature=REDACTED&q=xxx"), "{}", &q[..40]);
     assert_eq!(
-        server.attributes["user_agent.original"].as_str().unwrap().len(),
+        server.attributes["user_agent.original"]
+            .as_str()
+            .unwrap()
+            .len(),
         4096
     );
     host.terminate();
