@@ -8,6 +8,7 @@
 
 use super::batch::{self, BatchQueue, Batches, FlushRequest};
 use super::config::{ExportSettings, Exporter, Otlp, Protocol, SignalSettings};
+use super::drops::Throttle;
 use opentelemetry::Context;
 use opentelemetry_otlp::{WithExportConfig, WithHttpConfig, WithTonicConfig};
 use opentelemetry_sdk::Resource;
@@ -15,7 +16,7 @@ use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{Span, SpanData, SpanExporter, SpanProcessor};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::mpsc;
 
 /// Counters of the export pipeline, readable while it runs.
@@ -84,8 +85,9 @@ impl Pipeline {
                 })
                 .collect(),
             settings: settings.clone(),
-            last_warning: None,
-            reported_queue_full: (0, None),
+            failed_warning: Throttle::default(),
+            reported_queue_full: 0,
+            queue_full_warning: Throttle::default(),
         };
         tokio::spawn(batch::run(
             shared.queue.clone(),
@@ -208,9 +210,10 @@ struct Worker {
     /// service.name of each component, for the console exporter.
     services: Vec<String>,
     settings: ExportSettings,
-    last_warning: Option<Instant>,
+    failed_warning: Throttle,
     /// `queue_full` when last reported, and when.
-    reported_queue_full: (u64, Option<Instant>),
+    reported_queue_full: u64,
+    queue_full_warning: Throttle,
 }
 
 impl Batches<SpanData> for Worker {
@@ -254,9 +257,9 @@ impl Worker {
     /// Say (once per 30 s) that spans found the queue full.
     fn report_queue_full(&mut self) {
         let full = self.shared.stats.queue_full.load(Ordering::Relaxed);
-        let (reported, at) = self.reported_queue_full;
-        if full > reported && at.is_none_or(|t| t.elapsed() > Duration::from_secs(30)) {
-            self.reported_queue_full = (full, Some(Instant::now()));
+        let reported = self.reported_queue_full;
+        if full > reported && self.queue_full_warning.ready() {
+            self.reported_queue_full = full;
             tracing::warn!(
                 "export queue full: {} spans dropped ({full} in all); spans arrive faster than \
                  {} takes them. Requests are not affected. Raise OTEL_BSP_MAX_QUEUE_SIZE ({}) \
@@ -272,12 +275,7 @@ impl Worker {
         self.shared.dropped[i].add_spans(n);
         let total = self.shared.stats.dropped.fetch_add(n, Ordering::Relaxed) + n;
         let why = self.settings.otlp.errors.explain(why);
-        // One warning per 30 s: a backend that is down must not flood the log.
-        if self
-            .last_warning
-            .is_none_or(|t| t.elapsed() > Duration::from_secs(30))
-        {
-            self.last_warning = Some(Instant::now());
+        if self.failed_warning.ready() {
             tracing::warn!(
                 endpoint = self.settings.otlp.endpoint,
                 "span export failed ({why}); {n} spans dropped, {total} in all. \

@@ -21,7 +21,7 @@ use opentelemetry_sdk::logs::{
     LogBatch, LogExporter as _, LogProcessor, SdkLogRecord, SdkLogger, SdkLoggerProvider,
 };
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 use tokio::sync::mpsc;
 
 /// Severity of a line a guest wrote to stdout.
@@ -123,7 +123,7 @@ impl Logs {
             console,
             settings: settings.clone(),
             scope: InstrumentationScope::builder("polytrace").build(),
-            last_warning: None,
+            failed_warning: Default::default(),
             store: store.clone(),
         };
         tokio::spawn(batch::run(
@@ -248,7 +248,7 @@ struct Worker {
     console: ConsoleLogs,
     settings: SignalSettings,
     scope: InstrumentationScope,
-    last_warning: Option<Instant>,
+    failed_warning: super::drops::Throttle,
     /// The embedded store keeps the records of spans, for the viewer.
     store: Option<Arc<crate::store::Store>>,
 }
@@ -282,11 +282,7 @@ impl Batches<SdkLogRecord> for Worker {
         };
         self.dropped[i].add_log_records(n);
         let why = self.settings.otlp.errors.explain(&why);
-        if self
-            .last_warning
-            .is_none_or(|t| t.elapsed() > Duration::from_secs(30))
-        {
-            self.last_warning = Some(Instant::now());
+        if self.failed_warning.ready() {
             tracing::warn!(
                 endpoint = self.settings.otlp.endpoint,
                 "log export failed ({why}); {n} records dropped. Requests are not affected"

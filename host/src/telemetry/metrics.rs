@@ -25,7 +25,7 @@ use opentelemetry_sdk::metrics::{
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::mpsc;
 
 /// Bucket boundaries of the HTTP duration histograms, in seconds, as the
@@ -481,7 +481,7 @@ async fn export_loop(
     let interval = settings.interval;
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_warning: Option<Instant> = None;
+    let mut failed_warning = super::drops::Throttle::default();
     loop {
         let done = tokio::select! {
             _ = tick.tick() => None,
@@ -510,8 +510,7 @@ async fn export_loop(
             };
             let total = dropped.metric_points.fetch_add(points, Ordering::Relaxed) + points;
             let why = settings.otlp.errors.explain(&why);
-            if last_warning.is_none_or(|t| t.elapsed() > Duration::from_secs(30)) {
-                last_warning = Some(Instant::now());
+            if failed_warning.ready() {
                 tracing::warn!(
                     endpoint = settings.otlp.endpoint,
                     "metric export failed ({why}); {points} points dropped, {total} in all. \

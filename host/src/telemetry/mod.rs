@@ -7,6 +7,7 @@
 
 pub mod batch;
 pub mod config;
+pub mod drops;
 pub mod export;
 pub mod host;
 pub mod logs;

@@ -1,0 +1,39 @@
+//! Telemetry that could not be delivered is always counted
+//! (`polytrace.telemetry.dropped`) but said at most once per [`WARN_EVERY`]:
+//! a backend that is down costs a log line every 30 s, not a flood.
+
+use std::time::{Duration, Instant};
+
+/// The shortest time between two warnings of one kind.
+pub const WARN_EVERY: Duration = Duration::from_secs(30);
+
+/// When a warning of one kind was last said.
+#[derive(Debug, Default)]
+pub struct Throttle(Option<Instant>);
+
+impl Throttle {
+    /// Whether to say it now (never said, or [`WARN_EVERY`] has passed);
+    /// when it is, the clock restarts.
+    pub fn ready(&mut self) -> bool {
+        if self.0.is_some_and(|t| t.elapsed() <= WARN_EVERY) {
+            return false;
+        }
+        self.0 = Some(Instant::now());
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn says_once_per_period() {
+        let mut t = Throttle::default();
+        assert!(t.ready());
+        assert!(!t.ready());
+        t.0 = Some(Instant::now() - WARN_EVERY - Duration::from_millis(1));
+        assert!(t.ready());
+        assert!(!t.ready());
+    }
+}
