@@ -94,7 +94,7 @@ impl Logs {
         let mut services = Vec::new();
         for (i, resource) in resources.iter().enumerate() {
             if settings.exporter == Exporter::Otlp {
-                let mut e = super::export::log_exporter(settings)?;
+                let mut e = super::otlp::log_exporter(settings)?;
                 e.set_resource(resource);
                 exporters.push(e);
             }

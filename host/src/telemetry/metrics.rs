@@ -412,7 +412,7 @@ impl Metrics {
                 builder = builder.with_reader(reader.clone());
                 export.push((
                     reader,
-                    super::export::metric_exporter(settings)?,
+                    super::otlp::metric_exporter(settings)?,
                     dropped.clone(),
                 ));
             }

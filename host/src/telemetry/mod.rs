@@ -12,6 +12,7 @@ pub mod export;
 pub mod host;
 pub mod logs;
 pub mod metrics;
+pub mod otlp;
 pub mod prometheus;
 pub mod propagation;
 pub mod semconv;
