@@ -234,13 +234,7 @@ impl Vars<'_> {
 
     /// A duration in integer milliseconds (0 to 2³¹−1, as the spec requires).
     fn millis(&self, name: &str) -> Option<Duration> {
-        self.valid(name, |v| {
-            v.parse::<u32>()
-                .ok()
-                .filter(|n| *n <= i32::MAX as u32)
-                .map(|n| Duration::from_millis(n.into()))
-                .ok_or_else(|| "not a whole number of milliseconds".to_string())
-        })
+        self.valid(name, parse_millis)
     }
 
     /// A count above zero.
@@ -265,6 +259,17 @@ impl Vars<'_> {
         self.valid(&format!("OTEL_EXPORTER_OTLP_{signal}_{suffix}"), &parse)
             .or_else(|| self.valid(&format!("OTEL_EXPORTER_OTLP_{suffix}"), &parse))
     }
+}
+
+/// A duration in integer milliseconds, 0 to 2³¹−1 (the range the spec
+/// requires integer variables to support).
+fn parse_millis(value: &str) -> Result<Duration, String> {
+    value
+        .parse::<u32>()
+        .ok()
+        .filter(|n| *n <= i32::MAX as u32)
+        .map(|n| Duration::from_millis(n.into()))
+        .ok_or_else(|| "not a whole number of milliseconds".to_string())
 }
 
 /// A boolean as the spec reads it: `true` or `false`, any case.
@@ -380,14 +385,8 @@ impl Settings {
             |name: &str, default: u64| vars.millis(name).unwrap_or(Duration::from_millis(default));
         let count = |name: &str, default: usize| vars.count(name).unwrap_or(default);
         let signal_timeout = |signal: &str| {
-            vars.per_signal(signal, "TIMEOUT", |v| {
-                v.parse::<u32>()
-                    .ok()
-                    .filter(|n| *n <= i32::MAX as u32)
-                    .map(|n| Duration::from_millis(n.into()))
-                    .ok_or_else(|| "not a whole number of milliseconds".to_string())
-            })
-            .unwrap_or(Duration::from_secs(10))
+            vars.per_signal(signal, "TIMEOUT", parse_millis)
+                .unwrap_or(Duration::from_secs(10))
         };
         let timeout = signal_timeout("TRACES").min(millis("OTEL_BSP_EXPORT_TIMEOUT", 30_000));
         let max_queue_size = count("OTEL_BSP_MAX_QUEUE_SIZE", 2048);
@@ -401,7 +400,11 @@ impl Settings {
             max_queue_size,
             max_export_batch_size: count("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512).min(max_queue_size),
         };
+        // Disabled: no metric points or log records are kept, so none go out.
         let signal_exporter = |var: &str, manifest: &Option<String>| -> Result<Exporter, String> {
+            if disabled {
+                return Ok(Exporter::None);
+            }
             match vars.valid(var, parse_signal_exporter) {
                 Some(e) => Ok(e),
                 None => manifest.as_deref().map_or(Ok(Exporter::Otlp), |v| {
@@ -415,11 +418,7 @@ impl Settings {
                     .map_err(|()| "use cumulative, delta or lowmemory".to_string())
             })
             .unwrap_or(opentelemetry_sdk::metrics::Temporality::Cumulative);
-        let metrics_exporter = if disabled {
-            Exporter::None
-        } else {
-            signal_exporter("OTEL_METRICS_EXPORTER", &m.metrics_exporter)?
-        };
+        let metrics_exporter = signal_exporter("OTEL_METRICS_EXPORTER", &m.metrics_exporter)?;
         let metrics = SignalSettings {
             exporter: metrics_exporter,
             otlp: otlp_target(
@@ -435,11 +434,7 @@ impl Settings {
             temporality,
         };
         let logs_queue = count("OTEL_BLRP_MAX_QUEUE_SIZE", 2048);
-        let logs_exporter = if disabled {
-            Exporter::None
-        } else {
-            signal_exporter("OTEL_LOGS_EXPORTER", &m.logs_exporter)?
-        };
+        let logs_exporter = signal_exporter("OTEL_LOGS_EXPORTER", &m.logs_exporter)?;
         let logs = SignalSettings {
             exporter: logs_exporter,
             otlp: otlp_target(

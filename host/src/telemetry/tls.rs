@@ -176,13 +176,13 @@ fn certificates(file: &PemFile) -> Result<(), String> {
 
 /// Make ring the process's rustls provider (idempotent): reqwest is built
 /// without a provider of its own so only one crypto library is linked.
-pub fn install_crypto_provider() {
+fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 /// `e` and its sources, joined with `: ` — TLS errors say what failed
 /// (`invalid peer certificate: UnknownIssuer`) only deep in the chain.
-pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut out = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {
