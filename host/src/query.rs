@@ -7,16 +7,14 @@
 //! (`TraceQuery`, `DependencyQuery`) the way Jaeger's query service parses
 //! them, so each rule is unit-tested without a server.
 
-use crate::store::{Store, StoredSpan, spans_of};
+use crate::store::{SpanHead, SpanSearch, Store, StoredSpan, TraceStatus, spans_of};
 use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use rusqlite::params_from_iter;
-use rusqlite::types::Value as SqlValue;
 use serde_json::{Value as Json, json};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -384,15 +382,6 @@ fn tag_filters(p: &Params) -> Result<BTreeMap<String, String>, String> {
     Ok(tags)
 }
 
-/// polytrace's `status` filter over a whole trace.
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum TraceStatus {
-    /// A span of the trace failed.
-    Error,
-    /// No span of the trace failed.
-    Ok,
-}
-
 /// A search of `/api/traces`, parsed from its parameters.
 #[derive(Debug, Clone, PartialEq)]
 struct TraceQuery {
@@ -523,15 +512,7 @@ fn parse_dependency_query(p: &Params, now_us: i64) -> Result<DependencyQuery, St
 // ---- Handlers -------------------------------------------------------------
 
 async fn services(State(store): State<Arc<Store>>) -> Answer {
-    match read(&store, |c| {
-        let mut q = c.prepare(
-            "SELECT service FROM services UNION SELECT DISTINCT service FROM spans ORDER BY 1",
-        )?;
-        q.query_map([], |r| r.get::<_, String>(0))?
-            .collect::<rusqlite::Result<Vec<String>>>()
-    })
-    .await
-    {
+    match read(&store, crate::store::search::service_names).await {
         Ok(names) => {
             let n = names.len();
             data(json!(names), n)
@@ -543,10 +524,12 @@ async fn services(State(store): State<Arc<Store>>) -> Answer {
 /// `/api/services/{service}/operations`: the names, whatever the span kind.
 async fn operation_names(State(store): State<Arc<Store>>, Path(service): Path<String>) -> Answer {
     match read(&store, move |c| {
-        let mut q =
-            c.prepare("SELECT DISTINCT operation FROM spans WHERE service = ?1 ORDER BY 1")?;
-        q.query_map([service], |r| r.get::<_, String>(0))?
-            .collect::<rusqlite::Result<Vec<String>>>()
+        let mut names: Vec<String> = crate::store::search::operations(c, &service, None)?
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect();
+        names.dedup();
+        Ok(names)
     })
     .await
     {
@@ -571,14 +554,12 @@ async fn operations(
     };
     let kind = p.get("spanKind").map(str::to_string);
     match read(&store, move |c| {
-        let mut q = c.prepare(
-            "SELECT DISTINCT operation, kind FROM spans
-             WHERE service = ?1 AND (?2 IS NULL OR kind = ?2) ORDER BY 1, 2",
-        )?;
-        q.query_map(rusqlite::params![service, kind], |r| {
-            Ok(json!({"name": r.get::<_, String>(0)?, "spanKind": r.get::<_, String>(1)?}))
-        })?
-        .collect::<rusqlite::Result<Vec<Json>>>()
+        Ok(
+            crate::store::search::operations(c, &service, kind.as_deref())?
+                .into_iter()
+                .map(|(name, kind)| json!({"name": name, "spanKind": kind}))
+                .collect::<Vec<Json>>(),
+        )
     })
     .await
     {
@@ -643,99 +624,33 @@ pub async fn find_traces(
     })
 }
 
-/// The SQL of a filter search and its arguments: span trace ids, newest
-/// span first. A tag filter drives the search from the tag index (rare
-/// values are found without scanning spans).
-fn search_sql(q: &TraceQuery) -> (String, Vec<SqlValue>) {
-    let (attr_tags, error_tag): (Vec<_>, Vec<_>) = q.tags.iter().partition(|(k, _)| *k != "error");
-    let mut args: Vec<SqlValue> = Vec::new();
-    let mut sql = match attr_tags.first() {
-        Some((k, v)) => {
-            args.extend([
-                (*k).clone().into(),
-                (*v).clone().into(),
-                q.start_us.into(),
-                q.end_us.into(),
-            ]);
-            String::from(
-                "SELECT s.trace_id FROM tags t JOIN spans s
-                 ON s.trace_id = t.trace_id AND s.span_id = t.span_id
-                 WHERE t.key = ? AND t.value = ? AND t.start_us >= ? AND t.start_us <= ?",
-            )
+impl TraceQuery {
+    /// The store's search for this query (`error` becomes the span-status
+    /// filter, as in Jaeger).
+    fn search(&self) -> SpanSearch {
+        let mut tags = self.tags.clone();
+        let span_error = tags.remove("error").map(|v| v == "true");
+        SpanSearch {
+            service: self.service.clone(),
+            operation: self.operation.clone(),
+            tags,
+            span_error,
+            start_us: self.start_us,
+            end_us: self.end_us,
+            min_duration_us: self.min_duration_us,
+            max_duration_us: self.max_duration_us,
+            status: self.status,
+            limit: self.limit,
         }
-        None => {
-            args.extend([q.start_us.into(), q.end_us.into()]);
-            String::from("SELECT s.trace_id FROM spans s WHERE s.start_us >= ? AND s.start_us <= ?")
-        }
-    };
-    for (k, v) in attr_tags.iter().skip(1) {
-        sql += " AND EXISTS (SELECT 1 FROM tags t2 WHERE t2.key = ? AND t2.value = ?
-                 AND t2.start_us = s.start_us AND t2.trace_id = s.trace_id
-                 AND t2.span_id = s.span_id)";
-        args.push((*k).clone().into());
-        args.push((*v).clone().into());
     }
-    if let Some(s) = &q.service {
-        sql += " AND s.service = ?";
-        args.push(s.clone().into());
-    }
-    if let Some(o) = &q.operation {
-        sql += " AND s.operation = ?";
-        args.push(o.clone().into());
-    }
-    if let Some(m) = q.min_duration_us {
-        sql += " AND s.duration_us >= ?";
-        args.push(m.into());
-    }
-    if let Some(m) = q.max_duration_us {
-        sql += " AND s.duration_us <= ?";
-        args.push(m.into());
-    }
-    for (_, v) in error_tag {
-        sql += if v == "true" {
-            " AND s.status = 2"
-        } else {
-            " AND s.status != 2"
-        };
-    }
-    match q.status {
-        Some(TraceStatus::Error) => {
-            sql += " AND s.trace_id IN (SELECT trace_id FROM spans WHERE status = 2)";
-        }
-        Some(TraceStatus::Ok) => {
-            sql += " AND s.trace_id NOT IN (SELECT trace_id FROM spans WHERE status = 2)";
-        }
-        None => {}
-    }
-    sql += if attr_tags.is_empty() {
-        " ORDER BY s.start_us DESC"
-    } else {
-        " ORDER BY t.start_us DESC"
-    };
-    (sql, args)
 }
 
 /// Run a filter search: the first `limit` distinct traces of the newest
-/// matching spans, so a search stops reading as soon as it has them.
+/// matching spans (the store stops reading as soon as it has them).
 async fn find(store: &Arc<Store>, q: TraceQuery) -> Result<Vec<Json>, Answer> {
-    let limit = q.limit;
-    let (sql, args) = search_sql(&q);
+    let search = q.search();
     let (ids, spans, services) = read(store, move |c| {
-        let ids: Vec<String> = {
-            let mut stmt = c.prepare(&sql)?;
-            let mut rows = stmt.query(params_from_iter(args))?;
-            let mut ids: Vec<String> = Vec::new();
-            let mut seen = HashSet::new();
-            while ids.len() < limit
-                && let Some(row) = rows.next()?
-            {
-                let id: String = row.get(0)?;
-                if seen.insert(id.clone()) {
-                    ids.push(id);
-                }
-            }
-            ids
-        };
+        let ids = crate::store::search::search(c, &search)?;
         let spans = spans_of(c, &ids)?;
         Ok((ids, spans, services_of(c)?))
     })
@@ -917,21 +832,20 @@ async fn dependencies(
         Err(msg) => return bad(msg),
     };
     match read(&store, move |c| {
-        let mut q = c.prepare(
-            "SELECT p.service, s.service, COUNT(*) FROM spans s
-             JOIN spans p ON p.trace_id = s.trace_id AND p.span_id = s.parent_id
-             WHERE p.service != s.service AND s.start_us >= ?1 AND s.start_us <= ?2
-             AND (?3 IS NULL OR p.service = ?3 OR s.service = ?3)
-             GROUP BY 1, 2 ORDER BY 1, 2",
-        )?;
-        let args = rusqlite::params![query.start_us, query.end_us, query.service];
-        q.query_map(args, |r| {
-            Ok(
-                json!({"parent": r.get::<_, String>(0)?, "child": r.get::<_, String>(1)?,
-                      "callCount": r.get::<_, i64>(2)?}),
-            )
-        })?
-        .collect::<rusqlite::Result<Vec<Json>>>()
+        let mut counts: BTreeMap<(String, String), i64> = BTreeMap::new();
+        for (parent, child) in calls(c, query.start_us, query.end_us)? {
+            if query
+                .service
+                .as_ref()
+                .is_none_or(|s| *s == parent || *s == child.service)
+            {
+                *counts.entry((parent, child.service)).or_default() += 1;
+            }
+        }
+        Ok(counts
+            .into_iter()
+            .map(|((parent, child), n)| json!({"parent": parent, "child": child, "callCount": n}))
+            .collect::<Vec<Json>>())
     })
     .await
     {
@@ -941,6 +855,36 @@ async fn dependencies(
         }
         Err(e) => e,
     }
+}
+
+/// How far before a window a caller's span is looked for: a call whose
+/// callee started in the window is counted even if its caller started up
+/// to this long before the window.
+const CALLER_MARGIN_US: i64 = 60_000_000;
+
+/// The calls between services whose callee span started in the window:
+/// (caller's service, callee span), for every span whose parent span is of
+/// another service.
+fn calls(
+    c: &rusqlite::Connection,
+    start_us: i64,
+    end_us: i64,
+) -> rusqlite::Result<Vec<(String, SpanHead)>> {
+    let mut services: HashMap<(String, String), String> = HashMap::new();
+    let mut children = Vec::new();
+    crate::store::search::scan_window(c, start_us.saturating_sub(CALLER_MARGIN_US), end_us, |s| {
+        services.insert((s.trace_id.clone(), s.span_id.clone()), s.service.clone());
+        if s.start_us >= start_us && !s.parent_id.is_empty() {
+            children.push(s);
+        }
+    })?;
+    Ok(children
+        .into_iter()
+        .filter_map(|s| {
+            let parent = services.get(&(s.trace_id.clone(), s.parent_id.clone()))?;
+            (*parent != s.service).then(|| (parent.clone(), s))
+        })
+        .collect())
 }
 
 /// The value at quantile `q` of sorted values.
@@ -972,31 +916,17 @@ async fn service_map(
         Err(msg) => return bad(msg),
     };
     let rows = read(&store, move |c| {
-        let mut q = c.prepare(
-            "SELECT p.service, s.service, s.duration_us, s.status FROM spans s
-             JOIN spans p ON p.trace_id = s.trace_id AND p.span_id = s.parent_id
-             WHERE p.service != s.service AND s.start_us >= ?1 AND s.start_us <= ?2",
-        )?;
-        let rows = q
-            .query_map([start, end], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, i64>(2)?,
-                    r.get::<_, i64>(3)?,
-                ))
-            })?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
-        let mut roots = c.prepare(
-            "SELECT service, COUNT(*) FROM spans WHERE parent_id = '' AND start_us >= ?1
-             AND start_us <= ?2 GROUP BY 1",
-        )?;
-        let roots = roots
-            .query_map([start, end], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
-            })?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
-        Ok((rows, roots, services_of(c)?))
+        let rows: Vec<(String, String, i64, bool)> = calls(c, start, end)?
+            .into_iter()
+            .map(|(parent, s)| (parent, s.service, s.duration_us, s.failed))
+            .collect();
+        let mut roots: BTreeMap<String, i64> = BTreeMap::new();
+        crate::store::search::scan_window(c, start, end, |s| {
+            if s.parent_id.is_empty() {
+                *roots.entry(s.service).or_default() += 1;
+            }
+        })?;
+        Ok((rows, roots.into_iter().collect::<Vec<_>>(), services_of(c)?))
     })
     .await;
     let (rows, roots, services) = match rows {
@@ -1004,10 +934,10 @@ async fn service_map(
         Err(e) => return e,
     };
     let mut edges: BTreeMap<(String, String), (Vec<i64>, i64)> = BTreeMap::new();
-    for (from, to, duration, status) in rows {
+    for (from, to, duration, failed) in rows {
         let e = edges.entry((from, to)).or_default();
         e.0.push(duration);
-        e.1 += i64::from(status == 2);
+        e.1 += i64::from(failed);
     }
     let mut nodes: BTreeMap<String, Json> = BTreeMap::new();
     for (from, to) in edges.keys() {
@@ -1055,20 +985,11 @@ async fn summary(
         Err(msg) => return bad(msg),
     };
     let rows = read(&store, move |c| {
-        let mut q = c.prepare(
-            "SELECT service, operation, kind, duration_us, status FROM spans
-             WHERE start_us >= ?1 AND start_us <= ?2",
-        )?;
-        q.query_map([start, end], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, i64>(3)?,
-                r.get::<_, i64>(4)?,
-            ))
-        })?
-        .collect::<rusqlite::Result<Vec<_>>>()
+        let mut rows = Vec::new();
+        crate::store::search::scan_window(c, start, end, |s| {
+            rows.push((s.service, s.operation, s.kind, s.duration_us, s.failed));
+        })?;
+        Ok(rows)
     })
     .await;
     let rows = match rows {
@@ -1079,10 +1000,10 @@ async fn summary(
     // difference can overflow an i64.
     let seconds = ((end as f64 - start as f64) / 1e6).max(1e-6);
     let mut groups: BTreeMap<(String, String, String), (Vec<i64>, i64)> = BTreeMap::new();
-    for (service, operation, kind, duration, status) in rows {
+    for (service, operation, kind, duration, failed) in rows {
         let g = groups.entry((service, operation, kind)).or_default();
         g.0.push(duration);
-        g.1 += i64::from(status == 2);
+        g.1 += i64::from(failed);
     }
     let out: Vec<Json> = groups
         .into_iter()
@@ -1482,7 +1403,7 @@ mod tests {
     }
 
     #[test]
-    fn search_sql_has_one_argument_per_placeholder() {
+    fn a_trace_query_becomes_the_stores_search_with_error_as_span_status() {
         let q = query(&[
             ("service", "billing"),
             ("operation", "charge"),
@@ -1490,16 +1411,26 @@ mod tests {
             ("minDuration", "1ms"),
             ("maxDuration", "1s"),
             ("status", "error"),
+            ("limit", "7"),
         ]);
-        for q in [q.clone(), query(&[]), query(&[("tag", "a:1")])] {
-            let (sql, args) = search_sql(&q);
-            assert_eq!(sql.matches('?').count(), args.len(), "{sql}");
-        }
-        let (sql, _) = search_sql(&q);
-        assert!(
-            sql.contains("s.status = 2") && sql.contains("FROM tags t"),
-            "{sql}"
+        let s = q.search();
+        assert_eq!(s.service.as_deref(), Some("billing"));
+        assert_eq!(s.operation.as_deref(), Some("charge"));
+        assert_eq!(
+            s.tags,
+            BTreeMap::from([("a".into(), "1".into()), ("b".into(), "2".into())])
         );
+        assert_eq!(s.span_error, Some(true));
+        assert_eq!(
+            (s.min_duration_us, s.max_duration_us),
+            (Some(1000), Some(1_000_000))
+        );
+        assert_eq!((s.status, s.limit), (Some(TraceStatus::Error), 7));
+        assert_eq!(
+            query(&[("tag", "error:false")]).search().span_error,
+            Some(false)
+        );
+        assert_eq!(query(&[]).search().span_error, None);
     }
 
     fn dependency_query(pairs: &[(&str, &str)]) -> Result<DependencyQuery, String> {

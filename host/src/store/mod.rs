@@ -8,27 +8,23 @@
 //! batches are dropped and counted. Retention removes the oldest spans by
 //! age and by database size.
 
-use opentelemetry::trace::{SpanKind, Status};
 use opentelemetry::{Array, Value};
 use opentelemetry_sdk::trace::SpanData;
-use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
+use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::{Value as Json, json};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+use std::sync::mpsc::{SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+pub mod search;
+mod write;
+
+pub use search::{SpanHead, SpanSearch, TraceStatus, spans_of};
+
 /// Batches waiting for the writer; past this, new batches are dropped.
 const QUEUE_BATCHES: usize = 256;
-
-/// The size limit is checked after this many spans are written...
-const RETENTION_EVERY: u64 = 5000;
-/// ...and the age limit applied this often (and at start).
-const RETENTION_PERIOD: Duration = Duration::from_secs(60);
-
-/// Longer attribute values are stored but not indexed for search.
-const MAX_INDEXED_VALUE: usize = 256;
 
 /// Where and how long traces are kept.
 #[derive(Debug, Clone)]
@@ -87,7 +83,10 @@ pub struct StoredLog {
 }
 
 /// A log record as stored, if it belongs to a span.
-fn stored_log(service: &str, r: &opentelemetry_sdk::logs::SdkLogRecord) -> Option<StoredLog> {
+pub(crate) fn stored_log(
+    service: &str,
+    r: &opentelemetry_sdk::logs::SdkLogRecord,
+) -> Option<StoredLog> {
     use opentelemetry::logs::AnyValue;
     let cx = r.trace_context()?;
     let text = |v: &AnyValue| match v {
@@ -150,7 +149,7 @@ pub struct StoreStats {
 }
 
 /// What the writer thread receives.
-enum Msg {
+pub(crate) enum Msg {
     /// Finished spans of one service, converted on the writer thread so the
     /// export worker only hands them over.
     Batch(String, Vec<SpanData>),
@@ -169,11 +168,21 @@ pub struct Store {
     pub config: StoreConfig,
 }
 
+/// SQLite's page cache for the store's connection, in KiB.
+const CACHE_KIB: i64 = 64 * 1024;
+/// How much of the database file SQLite reads through `mmap`.
+const MMAP_BYTES: i64 = 1 << 30;
+
 /// Bumped when the tables change; an older file is started afresh.
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 7;
 
 const SCHEMA: &str = "
+-- One row per span, appended in the order written (`id`); no index, so a
+-- write touches only the ends of tables. Attributes and events are in the
+-- span's block payload: `attributes_len` bytes of JSON at `payload_at`,
+-- then `events_len` bytes.
 CREATE TABLE IF NOT EXISTS spans (
+    id INTEGER PRIMARY KEY,
     trace_id TEXT NOT NULL,
     span_id TEXT NOT NULL,
     parent_id TEXT NOT NULL,
@@ -184,21 +193,45 @@ CREATE TABLE IF NOT EXISTS spans (
     duration_us INTEGER NOT NULL,
     status INTEGER NOT NULL,
     status_message TEXT NOT NULL,
-    attributes TEXT NOT NULL,
-    events TEXT NOT NULL,
-    PRIMARY KEY (trace_id, span_id)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS spans_by_service ON spans (service, start_us);
-CREATE INDEX IF NOT EXISTS spans_by_operation ON spans (service, operation, start_us);
-CREATE INDEX IF NOT EXISTS spans_by_start ON spans (start_us);
--- One row per span attribute, for tag searches that start from the value.
-CREATE TABLE IF NOT EXISTS tags (
-    key TEXT NOT NULL,
-    value TEXT NOT NULL,
-    start_us INTEGER NOT NULL,
-    trace_id TEXT NOT NULL,
-    span_id TEXT NOT NULL,
-    PRIMARY KEY (key, value, start_us, trace_id, span_id)
+    block INTEGER NOT NULL,
+    payload_at INTEGER NOT NULL,
+    attributes_len INTEGER NOT NULL,
+    events_len INTEGER NOT NULL
+);
+-- Up to write::BLOCK_SPANS spans written together (ids first_id..=last_id)
+-- and what searches need to skip them without reading them:
+-- `search_filter`, a Bloom filter over their search keys (write::tag_hash);
+-- `error_traces`, the low 64 bits of the trace id of each span with status
+-- Error (8 bytes LE).
+CREATE TABLE IF NOT EXISTS blocks (
+    id INTEGER PRIMARY KEY,
+    first_id INTEGER NOT NULL,
+    last_id INTEGER NOT NULL,
+    min_start_us INTEGER NOT NULL,
+    max_start_us INTEGER NOT NULL,
+    error_traces BLOB NOT NULL,
+    search_filter BLOB NOT NULL
+);
+-- A block's trace keys, to find a trace's spans: the low 32 bits of each
+-- span's trace id (4 bytes LE, in id order from first_id).
+CREATE TABLE IF NOT EXISTS block_traces (
+    block INTEGER PRIMARY KEY,
+    first_id INTEGER NOT NULL,
+    trace_keys BLOB NOT NULL
+);
+-- A block's attributes and events, zstd-compressed (`raw_len`: the
+-- payload's size uncompressed).
+CREATE TABLE IF NOT EXISTS payloads (
+    block INTEGER PRIMARY KEY,
+    raw_len INTEGER NOT NULL,
+    data BLOB NOT NULL
+);
+-- Every (service, operation, kind) seen, for the operation lists.
+CREATE TABLE IF NOT EXISTS operations (
+    service TEXT NOT NULL,
+    operation TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    PRIMARY KEY (service, operation, kind)
 ) WITHOUT ROWID;
 -- Log records of spans, shown with their span.
 CREATE TABLE IF NOT EXISTS logs (
@@ -237,18 +270,28 @@ impl Store {
                 conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
                 conn.pragma_update(None, "journal_mode", "WAL")?;
                 conn.pragma_update(None, "synchronous", "NORMAL")?;
+                // Checkpoint the WAL every ~16 MiB instead of every 4 MiB:
+                // fewer copies of hot index pages into the main file.
+                conn.pragma_update(None, "wal_autocheckpoint", 4000)?;
                 conn
             }
             None => Connection::open_in_memory()?,
         };
         conn.busy_timeout(Duration::from_secs(5))?;
+        // A page cache that holds the hot ends of every index (the default
+        // 2 MiB made each transaction evict and re-read index pages), in
+        // KiB; pages are read through a memory map, not copied by `pread`.
+        conn.pragma_update(None, "cache_size", -CACHE_KIB)?;
+        conn.pragma_update(None, "mmap_size", MMAP_BYTES)?;
         // The store is a cache of traces: a file from another schema version
         // is started afresh rather than migrated.
         let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
         if version != SCHEMA_VERSION {
             conn.execute_batch(
                 "DROP TABLE IF EXISTS spans; DROP TABLE IF EXISTS tags; DROP TABLE IF EXISTS services;
-                 DROP TABLE IF EXISTS logs;",
+                 DROP TABLE IF EXISTS logs; DROP TABLE IF EXISTS tag_postings;
+                 DROP TABLE IF EXISTS blocks; DROP TABLE IF EXISTS payloads;
+                 DROP TABLE IF EXISTS operations; DROP TABLE IF EXISTS block_traces;",
             )?;
             conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         }
@@ -257,7 +300,7 @@ impl Store {
         let conn = Arc::new(Mutex::new(conn));
         let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE_BATCHES);
         let stats = Arc::new(StoreStats::default());
-        let writer = Writer {
+        let writer = write::Writer {
             conn: conn.clone(),
             stats: stats.clone(),
             config: config.clone(),
@@ -332,203 +375,7 @@ impl Store {
     }
 }
 
-struct Writer {
-    conn: Arc<Mutex<Connection>>,
-    stats: Arc<StoreStats>,
-    config: StoreConfig,
-    since_retention: u64,
-}
-
-impl Writer {
-    fn run(mut self, rx: Receiver<Msg>) {
-        // Retention at start (a restart with a shorter limit applies it at
-        // once), after every RETENTION_EVERY spans, and at least every minute.
-        self.retain();
-        let mut last_retention = std::time::Instant::now();
-        loop {
-            let first = match rx.recv_timeout(RETENTION_PERIOD) {
-                Ok(msg) => msg,
-                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-                    self.retain();
-                    last_retention = std::time::Instant::now();
-                    continue;
-                }
-                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
-            };
-            // Take whatever else is waiting: one transaction for all of it.
-            let mut spans = Vec::new();
-            let mut logs = Vec::new();
-            let mut flushes = Vec::new();
-            let mut next = Some(first);
-            while let Some(msg) = next {
-                match msg {
-                    Msg::Batch(service, batch) => {
-                        spans.extend(batch.iter().map(|s| stored_span(&service, s)));
-                    }
-                    Msg::Spans(s) => spans.extend(s),
-                    Msg::Logs(service, records) => {
-                        logs.extend(records.iter().filter_map(|r| stored_log(&service, r)));
-                    }
-                    Msg::Flush(done) => flushes.push(done),
-                }
-                next = rx.try_recv().ok();
-            }
-            if !logs.is_empty()
-                && let Err(e) = self.write_logs(&logs)
-            {
-                tracing::warn!("trace store: cannot write {} log records: {e}", logs.len());
-            }
-            if !spans.is_empty() {
-                match self.write(&spans) {
-                    Ok(()) => {
-                        self.stats
-                            .stored
-                            .fetch_add(spans.len() as u64, Ordering::Relaxed);
-                        self.since_retention += spans.len() as u64;
-                    }
-                    Err(e) => {
-                        tracing::warn!("trace store: cannot write {} spans: {e}", spans.len());
-                        self.stats
-                            .dropped
-                            .fetch_add(spans.len() as u64, Ordering::Relaxed);
-                    }
-                }
-                if last_retention.elapsed() >= RETENTION_PERIOD {
-                    self.retain();
-                    last_retention = std::time::Instant::now();
-                    self.since_retention = 0;
-                } else if self.since_retention >= RETENTION_EVERY {
-                    self.since_retention = 0;
-                    self.cap_size();
-                }
-            }
-            if !flushes.is_empty() {
-                // A flush promises everything written and the limits applied.
-                self.retain();
-                last_retention = std::time::Instant::now();
-                self.since_retention = 0;
-            }
-            for done in flushes {
-                let _ = done.send(());
-            }
-        }
-    }
-
-    fn write(&self, spans: &[StoredSpan]) -> rusqlite::Result<()> {
-        let mut conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
-        let tx = conn.transaction()?;
-        {
-            let mut insert = tx.prepare_cached(
-                "INSERT OR REPLACE INTO spans (trace_id, span_id, parent_id, service, operation,
-                 kind, start_us, duration_us, status, status_message, attributes, events)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-            )?;
-            let mut insert_tag = tx.prepare_cached(
-                "INSERT OR REPLACE INTO tags (key, value, start_us, trace_id, span_id)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-            )?;
-            for s in spans {
-                for t in s.attributes.as_array().into_iter().flatten() {
-                    // Searchable: scalar values up to MAX_INDEXED_VALUE bytes.
-                    if t["type"] == "float64" {
-                        continue;
-                    }
-                    if let (Some(key), Some(value)) = (t["key"].as_str(), tag_text(&t["value"]))
-                        && value.len() <= MAX_INDEXED_VALUE
-                    {
-                        insert_tag
-                            .execute(params![key, value, s.start_us, s.trace_id, s.span_id])?;
-                    }
-                }
-                insert.execute(params![
-                    s.trace_id,
-                    s.span_id,
-                    s.parent_id,
-                    s.service,
-                    s.operation,
-                    s.kind,
-                    s.start_us,
-                    s.duration_us,
-                    s.status,
-                    s.status_message,
-                    s.attributes.to_string(),
-                    s.events.to_string(),
-                ])?;
-            }
-        }
-        tx.commit()
-    }
-
-    fn write_logs(&self, logs: &[StoredLog]) -> rusqlite::Result<()> {
-        let mut conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
-        let tx = conn.transaction()?;
-        {
-            let mut insert = tx.prepare_cached(
-                "INSERT INTO logs (trace_id, span_id, time_us, service, severity, body, attributes)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            )?;
-            for l in logs {
-                insert.execute(params![
-                    l.trace_id,
-                    l.span_id,
-                    l.time_us,
-                    l.service,
-                    l.severity,
-                    l.body,
-                    l.attributes.to_string()
-                ])?;
-            }
-        }
-        tx.commit()
-    }
-
-    /// Delete spans past the age limit, then cap the size.
-    fn retain(&self) {
-        {
-            let conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
-            let cutoff = now_us() - self.config.max_age.as_micros() as i64;
-            if let Ok(n) = conn.execute("DELETE FROM spans WHERE start_us < ?1", params![cutoff]) {
-                self.stats.expired.fetch_add(n as u64, Ordering::Relaxed);
-            }
-            let _ = conn.execute("DELETE FROM tags WHERE start_us < ?1", params![cutoff]);
-            let _ = conn.execute("DELETE FROM logs WHERE time_us < ?1", params![cutoff]);
-        }
-        self.cap_size();
-    }
-
-    /// Delete the oldest spans until the database is under its size limit.
-    fn cap_size(&self) {
-        let conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
-        for _ in 0..100 {
-            if database_bytes(&conn) <= self.config.max_bytes {
-                break;
-            }
-            // The oldest tenth of what is left, by start time.
-            let Ok(Some(edge)) = conn
-                .query_row(
-                    "SELECT start_us FROM spans ORDER BY start_us
-                     LIMIT 1 OFFSET (SELECT COUNT(*) / 10 FROM spans)",
-                    [],
-                    |r| r.get::<_, i64>(0),
-                )
-                .optional()
-            else {
-                break;
-            };
-            match conn.execute("DELETE FROM spans WHERE start_us <= ?1", params![edge]) {
-                Ok(n) => {
-                    self.stats.expired.fetch_add(n as u64, Ordering::Relaxed);
-                }
-                Err(_) => break,
-            }
-            let _ = conn.execute("DELETE FROM tags WHERE start_us <= ?1", params![edge]);
-            let _ = conn.execute("DELETE FROM logs WHERE time_us <= ?1", params![edge]);
-            let _ = conn.execute_batch("PRAGMA incremental_vacuum;");
-        }
-    }
-}
-
-fn database_bytes(conn: &Connection) -> u64 {
+pub(crate) fn database_bytes(conn: &Connection) -> u64 {
     // Pages in use: total pages minus the free list.
     let pages: i64 = conn
         .query_row("PRAGMA page_count", [], |r| r.get(0))
@@ -542,14 +389,14 @@ fn database_bytes(conn: &Connection) -> u64 {
     ((pages - free).max(0) * size) as u64
 }
 
-fn now_us() -> i64 {
+pub(crate) fn now_us() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
         .as_micros() as i64
 }
 
-fn micros(t: SystemTime) -> i64 {
+pub(crate) fn micros(t: SystemTime) -> i64 {
     t.duration_since(UNIX_EPOCH).unwrap_or_default().as_micros() as i64
 }
 
@@ -590,99 +437,81 @@ pub fn tag_text(v: &Json) -> Option<String> {
     }
 }
 
-fn kind_name(kind: &SpanKind) -> &'static str {
-    match kind {
-        SpanKind::Server => "server",
-        SpanKind::Client => "client",
-        SpanKind::Producer => "producer",
-        SpanKind::Consumer => "consumer",
-        SpanKind::Internal => "internal",
-    }
-}
-
-/// A finished span as the store keeps it.
-pub fn stored_span(service: &str, s: &SpanData) -> StoredSpan {
-    let (status, status_message) = match &s.status {
-        Status::Unset => (0, String::new()),
-        Status::Ok => (1, String::new()),
-        Status::Error { description } => (2, description.to_string()),
-    };
-    let parent_id = if s.parent_span_id == opentelemetry::trace::SpanId::INVALID {
-        String::new()
-    } else {
-        s.parent_span_id.to_string()
-    };
-    let start_us = micros(s.start_time);
-    StoredSpan {
-        trace_id: s.span_context.trace_id().to_string(),
-        span_id: s.span_context.span_id().to_string(),
-        parent_id,
-        service: service.to_string(),
-        operation: s.name.to_string(),
-        kind: kind_name(&s.span_kind).to_string(),
-        start_us,
-        duration_us: (micros(s.end_time) - start_us).max(0),
-        status,
-        status_message,
-        attributes: Json::Array(
-            s.attributes
-                .iter()
-                .map(|kv| tag(kv.key.as_str(), &kv.value))
-                .collect(),
-        ),
-        events: Json::Array(
-            s.events
-                .iter()
-                .map(|e| {
-                    json!({
-                        "timestamp": micros(e.timestamp),
-                        "name": e.name.as_ref(),
-                        "attributes": e.attributes.iter()
-                            .map(|kv| tag(kv.key.as_str(), &kv.value))
-                            .collect::<Vec<_>>(),
-                    })
-                })
-                .collect(),
-        ),
-    }
-}
-
 /// The default database path for an app: beside its manifest.
 pub fn default_path(manifest_dir: &Path) -> PathBuf {
     manifest_dir.join(".polytrace").join("traces.db")
 }
 
-/// Read spans back from rows of `SELECT * FROM spans`.
-pub fn row_to_span(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredSpan> {
-    let attributes: String = r.get("attributes")?;
-    let events: String = r.get("events")?;
-    Ok(StoredSpan {
-        trace_id: r.get("trace_id")?,
-        span_id: r.get("span_id")?,
-        parent_id: r.get("parent_id")?,
-        service: r.get("service")?,
-        operation: r.get("operation")?,
-        kind: r.get("kind")?,
-        start_us: r.get("start_us")?,
-        duration_us: r.get("duration_us")?,
-        status: r.get("status")?,
-        status_message: r.get("status_message")?,
-        attributes: serde_json::from_str(&attributes).unwrap_or(Json::Null),
-        events: serde_json::from_str(&events).unwrap_or(Json::Null),
-    })
+/// The columns [`SpanRows::row`] reads, in its order.
+pub(crate) const SPAN_COLUMNS: &str = "trace_id, span_id, parent_id, service, operation, kind,
+    start_us, duration_us, status, status_message, block, payload_at, attributes_len, events_len";
+
+/// Spans read back from the store: rows of [`SPAN_COLUMNS`], completed
+/// with their attributes and events from their blocks (each block read and
+/// decompressed once per reader).
+#[derive(Default)]
+pub(crate) struct SpanRows {
+    blocks: std::collections::HashMap<i64, Option<Vec<u8>>>,
 }
 
-/// All spans of the given traces.
-pub fn spans_of(conn: &Connection, trace_ids: &[String]) -> rusqlite::Result<Vec<StoredSpan>> {
-    if trace_ids.is_empty() {
-        return Ok(Vec::new());
+/// Where a span's attributes and events are: block, offset, lengths.
+type PayloadRef = (i64, usize, usize, usize);
+
+impl SpanRows {
+    /// A span from a row of [`SPAN_COLUMNS`].
+    pub(crate) fn row(
+        &mut self,
+        c: &Connection,
+        r: &rusqlite::Row<'_>,
+    ) -> rusqlite::Result<StoredSpan> {
+        let payload: PayloadRef = (
+            r.get(10)?,
+            r.get::<_, i64>(11)? as usize,
+            r.get::<_, i64>(12)? as usize,
+            r.get::<_, i64>(13)? as usize,
+        );
+        let (attributes, events) = self.payload(c, payload)?;
+        Ok(StoredSpan {
+            trace_id: r.get(0)?,
+            span_id: r.get(1)?,
+            parent_id: r.get(2)?,
+            service: r.get(3)?,
+            operation: r.get(4)?,
+            kind: r.get(5)?,
+            start_us: r.get(6)?,
+            duration_us: r.get(7)?,
+            status: r.get(8)?,
+            status_message: r.get(9)?,
+            attributes: serde_json::from_slice(attributes).unwrap_or(Json::Null),
+            events: serde_json::from_slice(events).unwrap_or(Json::Null),
+        })
     }
-    let marks = vec!["?"; trace_ids.len()].join(",");
-    let mut q = conn.prepare(&format!(
-        "SELECT * FROM spans WHERE trace_id IN ({marks}) ORDER BY start_us"
-    ))?;
-    q.query_map(params_from_iter(trace_ids), row_to_span)?
-        .collect()
+
+    /// The attributes and events JSON text of a span (empty when its block
+    /// is missing or damaged).
+    pub(crate) fn payload(
+        &mut self,
+        c: &Connection,
+        (block, at, attributes_len, events_len): PayloadRef,
+    ) -> rusqlite::Result<(&[u8], &[u8])> {
+        if !self.blocks.contains_key(&block) {
+            let data = c
+                .prepare_cached("SELECT raw_len, data FROM payloads WHERE block = ?1")?
+                .query_row(params![block], |r| {
+                    let raw_len: i64 = r.get(0)?;
+                    Ok(zstd::bulk::decompress(r.get_ref(1)?.as_blob()?, raw_len as usize).ok())
+                })
+                .optional()?
+                .flatten();
+            self.blocks.insert(block, data);
+        }
+        let data = self.blocks[&block].as_deref().unwrap_or_default();
+        let attributes = data.get(at..at + attributes_len).unwrap_or_default();
+        let events = data
+            .get(at + attributes_len..at + attributes_len + events_len)
+            .unwrap_or_default();
+        Ok((attributes, events))
+    }
 }
 
 #[cfg(test)]

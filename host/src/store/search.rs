@@ -1,0 +1,329 @@
+//! Reading the store: a typed search ([`SpanSearch`]) in, the ids of the
+//! matching traces out, newest first; whole traces by id; the spans of a
+//! time window for the aggregate views. All SQL and the on-disk encodings
+//! (status codes, blocks, search keys) stay in this module and the writer.
+//!
+//! Spans have no per-span index (see [`super::write`]): every read walks
+//! the `blocks` rows, newest first, and skips a block by its time range,
+//! its Bloom filter (service, operation, attributes, error status) or its
+//! trace keys before reading any of its spans. A search stops as soon as
+//! it has `limit` traces.
+
+use super::write::{
+    MAX_INDEXED_VALUE, SearchFilter, error_key, operation_key, service_key, tag_hash, trace_key64,
+};
+use super::{SPAN_COLUMNS, SpanRows, Store, StoredSpan, tag_text};
+use rusqlite::{Connection, params};
+use serde_json::Value as Json;
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+/// The stored status code of a span whose status is Error (0 is Unset,
+/// 1 is Ok).
+pub const STATUS_ERROR: i64 = 2;
+
+/// A filter over whole traces by their spans' status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TraceStatus {
+    /// Some span of the trace has status Error.
+    Error,
+    /// No span of the trace has status Error.
+    Ok,
+}
+
+/// A search for traces: every filter applies to one span of the trace
+/// (service, operation, attributes, status, duration and start), except
+/// `status`, which applies to the whole trace.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SpanSearch {
+    pub service: Option<String>,
+    pub operation: Option<String>,
+    /// Attribute key → value as searches spell it (see `tag_text`): each
+    /// must be a searchable attribute (not a float, at most 256 bytes) of
+    /// the span.
+    pub tags: BTreeMap<String, String>,
+    /// `Some(true)`: the span's status is Error; `Some(false)`: it is not
+    /// (Jaeger's `error` tag).
+    pub span_error: Option<bool>,
+    /// Span start, µs since the Unix epoch, both ends included.
+    pub start_us: i64,
+    pub end_us: i64,
+    /// Span duration bounds in µs, both included.
+    pub min_duration_us: Option<i64>,
+    pub max_duration_us: Option<i64>,
+    pub status: Option<TraceStatus>,
+    /// At most this many traces.
+    pub limit: usize,
+}
+
+/// A span without its attributes and events, for aggregate views.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpanHead {
+    pub trace_id: String,
+    pub span_id: String,
+    /// Empty for a root span.
+    pub parent_id: String,
+    pub service: String,
+    pub operation: String,
+    pub kind: String,
+    pub start_us: i64,
+    pub duration_us: i64,
+    pub failed: bool,
+}
+
+impl Store {
+    /// The ids (32 lowercase hex digits) of the traces matching `q`, at
+    /// most `q.limit`: the traces of the newest matching spans first.
+    pub fn search(&self, q: &SpanSearch) -> rusqlite::Result<Vec<String>> {
+        self.read(|c| search(c, q))
+    }
+}
+
+/// One row of `blocks` as searches read it.
+struct Block {
+    first_id: i64,
+    last_id: i64,
+}
+
+/// [`Store::search`] on a connection.
+pub fn search(c: &Connection, q: &SpanSearch) -> rusqlite::Result<Vec<String>> {
+    let mut ids = Vec::new();
+    if q.limit == 0 || q.tags.values().any(|v| v.len() > MAX_INDEXED_VALUE) {
+        return Ok(ids);
+    }
+    // What a block must hold for any of its spans to match.
+    let mut keys: Vec<i64> = q.tags.iter().map(|(k, v)| tag_hash(k, v)).collect();
+    if let Some(service) = &q.service {
+        keys.push(service_key(service));
+        if let Some(operation) = &q.operation {
+            keys.push(operation_key(service, operation));
+        }
+    }
+    if q.span_error == Some(true) {
+        keys.push(error_key());
+    }
+    let failed = match q.status {
+        Some(_) => failed_traces(c)?,
+        None => HashSet::new(),
+    };
+    // Each value as it must appear in the attributes' JSON text (when it
+    // needs no escaping there): a quick necessary check before parsing.
+    let needles: Vec<memchr::memmem::Finder<'_>> = q
+        .tags
+        .values()
+        .filter(|v| !v.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20))
+        .map(|v| memchr::memmem::Finder::new(v.as_bytes()))
+        .collect();
+    let mut seen = HashSet::new();
+    let mut payloads = SpanRows::default();
+    let mut blocks = c.prepare_cached(
+        "SELECT first_id, last_id, search_filter FROM blocks
+         WHERE max_start_us >= ?1 AND min_start_us <= ?2 ORDER BY id DESC",
+    )?;
+    let mut spans = c.prepare_cached(
+        "SELECT trace_id, service, operation, start_us, duration_us, status,
+                block, payload_at, attributes_len
+         FROM spans WHERE id BETWEEN ?1 AND ?2",
+    )?;
+    let mut rows = blocks.query(params![q.start_us, q.end_us])?;
+    while let Some(row) = rows.next()? {
+        let block = Block {
+            first_id: row.get(0)?,
+            last_id: row.get(1)?,
+        };
+        let filter = SearchFilter(row.get(2)?);
+        if !keys.iter().all(|&k| filter.may_contain(k)) {
+            continue;
+        }
+        // This block's matching spans, newest start first.
+        let mut matching: Vec<(i64, String)> = Vec::new();
+        let mut span_rows = spans.query(params![block.first_id, block.last_id])?;
+        while let Some(r) = span_rows.next()? {
+            let start: i64 = r.get(3)?;
+            let duration: i64 = r.get(4)?;
+            let status: i64 = r.get(5)?;
+            let text = |i: usize| r.get_ref(i).ok().and_then(|v| v.as_str().ok());
+            let fits = (q.start_us..=q.end_us).contains(&start)
+                && q.service.as_deref().is_none_or(|s| text(1) == Some(s))
+                && q.operation.as_deref().is_none_or(|o| text(2) == Some(o))
+                && q.min_duration_us.is_none_or(|m| duration >= m)
+                && q.max_duration_us.is_none_or(|m| duration <= m)
+                && q.span_error.is_none_or(|e| e == (status == STATUS_ERROR));
+            if !fits {
+                continue;
+            }
+            if !q.tags.is_empty() {
+                let payload = (
+                    r.get(6)?,
+                    r.get::<_, i64>(7)? as usize,
+                    r.get::<_, i64>(8)? as usize,
+                    0,
+                );
+                let attributes = payloads.payload(c, payload)?.0;
+                if !needles.iter().all(|n| n.find(attributes).is_some())
+                    || !has_tags(attributes, &q.tags)
+                {
+                    continue;
+                }
+            }
+            matching.push((start, r.get(0)?));
+        }
+        matching.sort_by(|a, b| b.0.cmp(&a.0));
+        for (_, trace_id) in matching {
+            if !seen.insert(trace_id.clone()) {
+                continue;
+            }
+            if let Some(want) = q.status {
+                let trace_failed = failed.contains(&trace_key64(&trace_id));
+                if trace_failed != (want == TraceStatus::Error) {
+                    continue;
+                }
+            }
+            ids.push(trace_id);
+            if ids.len() >= q.limit {
+                return Ok(ids);
+            }
+        }
+    }
+    Ok(ids)
+}
+
+/// The trace keys (low 64 bits of the id) of every trace with a failed
+/// span. Two traces sharing their low 64 bits would share the answer.
+fn failed_traces(c: &Connection) -> rusqlite::Result<HashSet<u64>> {
+    let mut set = HashSet::new();
+    let mut q = c.prepare_cached("SELECT error_traces FROM blocks WHERE error_traces != x''")?;
+    let mut rows = q.query([])?;
+    while let Some(r) = rows.next()? {
+        for key in r.get_ref(0)?.as_blob()?.chunks_exact(8) {
+            set.insert(u64::from_le_bytes(key.try_into().unwrap_or_default()));
+        }
+    }
+    Ok(set)
+}
+
+/// Whether the stored attributes (JSON text) have every `key=value`, by
+/// the same rules the search keys follow.
+fn has_tags(attributes: &[u8], tags: &BTreeMap<String, String>) -> bool {
+    let Ok(Json::Array(attributes)) = serde_json::from_slice::<Json>(attributes) else {
+        return false;
+    };
+    tags.iter().all(|(key, value)| {
+        attributes.iter().any(|t| {
+            t["key"].as_str() == Some(key.as_str())
+                && t["type"] != "float64"
+                && tag_text(&t["value"]).as_deref() == Some(value.as_str())
+        })
+    })
+}
+
+/// All spans of the given traces (ids as 32 lowercase hex digits), by
+/// start time: the blocks' trace keys name the candidate spans, their
+/// rows decide.
+pub fn spans_of(c: &Connection, trace_ids: &[String]) -> rusqlite::Result<Vec<StoredSpan>> {
+    if trace_ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let wanted: HashSet<&str> = trace_ids.iter().map(String::as_str).collect();
+    let keys: HashSet<u32> = trace_ids.iter().map(|id| trace_key64(id) as u32).collect();
+    // A bit per low 16 bits of the wanted keys: most keys are ruled out
+    // with one load, without hashing.
+    let mut maybe = vec![0u64; 1024];
+    for k in &keys {
+        maybe[(*k as u16 >> 6) as usize] |= 1 << (k & 63);
+    }
+    let mut candidates = Vec::new();
+    {
+        let mut blocks = c.prepare_cached("SELECT first_id, trace_keys FROM block_traces")?;
+        let mut rows = blocks.query([])?;
+        while let Some(r) = rows.next()? {
+            let first_id: i64 = r.get(0)?;
+            for (i, key) in r.get_ref(1)?.as_blob()?.chunks_exact(4).enumerate() {
+                let key = u32::from_le_bytes([key[0], key[1], key[2], key[3]]);
+                if maybe[(key as u16 >> 6) as usize] & (1 << (key & 63)) != 0 && keys.contains(&key)
+                {
+                    candidates.push(first_id + i as i64);
+                }
+            }
+        }
+    }
+    let mut one = c.prepare_cached(&format!("SELECT {SPAN_COLUMNS} FROM spans WHERE id = ?1"))?;
+    let mut reader = SpanRows::default();
+    // A span written twice (the same trace and span id) is shown once, as
+    // last written.
+    let mut spans: HashMap<(String, String), StoredSpan> = HashMap::new();
+    for id in candidates {
+        let mut rows = one.query(params![id])?;
+        if let Some(r) = rows.next()? {
+            let trace_id = r.get_ref(0)?.as_str()?;
+            if wanted.contains(trace_id) {
+                let span = reader.row(c, r)?;
+                spans.insert((span.trace_id.clone(), span.span_id.clone()), span);
+            }
+        }
+    }
+    let mut spans: Vec<StoredSpan> = spans.into_values().collect();
+    spans.sort_by(|a, b| a.start_us.cmp(&b.start_us).then(a.span_id.cmp(&b.span_id)));
+    Ok(spans)
+}
+
+/// Call `each` with every span that started in `start_us..=end_us`.
+pub fn scan_window(
+    c: &Connection,
+    start_us: i64,
+    end_us: i64,
+    mut each: impl FnMut(SpanHead),
+) -> rusqlite::Result<()> {
+    let mut blocks = c.prepare_cached(
+        "SELECT first_id, last_id FROM blocks
+         WHERE max_start_us >= ?1 AND min_start_us <= ?2 ORDER BY id",
+    )?;
+    let mut spans = c.prepare_cached(
+        "SELECT trace_id, span_id, parent_id, service, operation, kind, start_us,
+                duration_us, status
+         FROM spans WHERE id BETWEEN ?1 AND ?2 AND start_us >= ?3 AND start_us <= ?4",
+    )?;
+    let ranges: Vec<(i64, i64)> = blocks
+        .query_map(params![start_us, end_us], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    for (first, last) in ranges {
+        let mut rows = spans.query(params![first, last, start_us, end_us])?;
+        while let Some(r) = rows.next()? {
+            each(SpanHead {
+                trace_id: r.get(0)?,
+                span_id: r.get(1)?,
+                parent_id: r.get(2)?,
+                service: r.get(3)?,
+                operation: r.get(4)?,
+                kind: r.get(5)?,
+                start_us: r.get(6)?,
+                duration_us: r.get(7)?,
+                failed: r.get::<_, i64>(8)? == STATUS_ERROR,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The services that wrote spans or were registered, by name.
+pub fn service_names(c: &Connection) -> rusqlite::Result<Vec<String>> {
+    c.prepare_cached(
+        "SELECT service FROM services UNION SELECT DISTINCT service FROM operations ORDER BY 1",
+    )?
+    .query_map([], |r| r.get(0))?
+    .collect()
+}
+
+/// `(operation, kind)` of a service's spans, by name then kind; `kind`
+/// keeps one kind only.
+pub fn operations(
+    c: &Connection,
+    service: &str,
+    kind: Option<&str>,
+) -> rusqlite::Result<Vec<(String, String)>> {
+    c.prepare_cached(
+        "SELECT operation, kind FROM operations
+         WHERE service = ?1 AND (?2 IS NULL OR kind = ?2) ORDER BY 1, 2",
+    )?
+    .query_map(params![service, kind], |r| Ok((r.get(0)?, r.get(1)?)))?
+    .collect()
+}

@@ -1,0 +1,755 @@
+//! The store's writer: one thread that turns queued batches into rows, one
+//! SQLite transaction for everything waiting at once, and retention.
+//!
+//! Spans are written in blocks of up to [`BLOCK_SPANS`]: each span is one
+//! row appended to `spans` (no secondary index), its attributes and events
+//! go as JSON text into the block's zstd-compressed payload (written
+//! straight from the span, no intermediate `serde_json::Value`), and the
+//! block gets one `blocks` row with what searches use to skip it or find
+//! spans in it: a Bloom filter over its search keys, its spans' trace keys
+//! and the traces of its failed spans. A write thus appends to the ends of
+//! tables only; nothing is inserted at random places of a large B-tree.
+
+use super::{Msg, StoreConfig, StoreStats, StoredLog, StoredSpan, micros, now_us, stored_log};
+use opentelemetry::trace::{SpanKind, Status};
+use opentelemetry::{Array, KeyValue, Value};
+use opentelemetry_sdk::trace::SpanData;
+use rusqlite::{Connection, params};
+use serde::Serialize;
+use serde::ser::{SerializeMap, SerializeSeq, Serializer};
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::Receiver;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// The size limit is checked after this many spans are written...
+const RETENTION_EVERY: u64 = 5000;
+/// ...and the age limit applied this often (and at start).
+const RETENTION_PERIOD: Duration = Duration::from_secs(60);
+
+/// Longer attribute values are stored but not indexed for search.
+pub(super) const MAX_INDEXED_VALUE: usize = 256;
+
+pub(super) struct Writer {
+    pub(super) conn: Arc<Mutex<Connection>>,
+    pub(super) stats: Arc<StoreStats>,
+    pub(super) config: StoreConfig,
+    pub(super) since_retention: u64,
+}
+
+/// Spans per block: a block is read and decompressed whole to show any
+/// of its spans, so it stays small (~100–300 KB of JSON).
+pub(super) const BLOCK_SPANS: usize = 256;
+
+/// zstd's level for blocks: its fastest regular level (attributes repeat
+/// from span to span, so even this shrinks them ~8×).
+const BLOCK_LEVEL: i32 = 1;
+
+/// One span as it is written: ids in lowercase hex, the place of its
+/// attributes and events (JSON text in the stored shape, see
+/// [`StoredSpan`]) in the block being filled, and the hashes of its
+/// searchable `key=value` pairs.
+struct Row<'a> {
+    /// The low 32 and 64 bits of the trace id.
+    trace_key: u32,
+    trace_key64: u64,
+    trace_id: String,
+    span_id: String,
+    parent_id: String,
+    service: &'a str,
+    operation: &'a str,
+    kind: &'static str,
+    start_us: i64,
+    duration_us: i64,
+    status: i64,
+    status_message: &'a str,
+    payload_at: usize,
+    attributes_len: usize,
+    events_len: usize,
+    tags: Vec<i64>,
+}
+
+/// Where a span comes from: the export worker's batches, or spans already
+/// in the stored shape (tests, benchmarks).
+enum Source<'a> {
+    Span(&'a str, &'a SpanData),
+    Stored(&'a StoredSpan),
+}
+
+impl<'a> Row<'a> {
+    /// The row of a span; its attributes and events are appended to
+    /// `payload`.
+    fn new(source: Source<'a>, payload: &mut Vec<u8>, text: &mut String) -> Row<'a> {
+        match source {
+            Source::Span(service, s) => Row::from_span(service, s, payload, text),
+            Source::Stored(s) => Row::from_stored(s, payload),
+        }
+    }
+
+    fn from_span(
+        service: &'a str,
+        s: &'a SpanData,
+        payload: &mut Vec<u8>,
+        text: &mut String,
+    ) -> Row<'a> {
+        let (status, status_message) = match &s.status {
+            Status::Unset => (0, ""),
+            Status::Ok => (1, ""),
+            Status::Error { description } => (2, description.as_ref()),
+        };
+        let parent_id = if s.parent_span_id == opentelemetry::trace::SpanId::INVALID {
+            String::new()
+        } else {
+            s.parent_span_id.to_string()
+        };
+        let start_us = micros(s.start_time);
+        let mut tags = Vec::with_capacity(s.attributes.len());
+        for kv in &s.attributes {
+            if let Some(value) = index_text(&kv.value, text) {
+                tags.push(tag_hash(kv.key.as_str(), value));
+            }
+        }
+        let payload_at = payload.len();
+        let _ = serde_json::to_writer(&mut *payload, &Tags(&s.attributes));
+        let attributes_len = payload.len() - payload_at;
+        let _ = serde_json::to_writer(&mut *payload, &Events(&s.events));
+        let events_len = payload.len() - payload_at - attributes_len;
+        let trace = s.span_context.trace_id().to_bytes();
+        let low = u64::from_be_bytes(trace[8..].try_into().unwrap_or_default());
+        Row {
+            trace_key: low as u32,
+            trace_key64: low,
+            trace_id: s.span_context.trace_id().to_string(),
+            span_id: s.span_context.span_id().to_string(),
+            parent_id,
+            service,
+            operation: s.name.as_ref(),
+            kind: kind_name(&s.span_kind),
+            start_us,
+            duration_us: (micros(s.end_time) - start_us).max(0),
+            status,
+            status_message,
+            payload_at,
+            attributes_len,
+            events_len,
+            tags,
+        }
+    }
+
+    fn from_stored(s: &'a StoredSpan, payload: &mut Vec<u8>) -> Row<'a> {
+        let tags = s
+            .attributes
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|t| t["type"] != "float64")
+            .filter_map(|t| {
+                let value = super::tag_text(&t["value"])?;
+                let key = t["key"].as_str()?;
+                (value.len() <= MAX_INDEXED_VALUE).then(|| tag_hash(key, &value))
+            })
+            .collect();
+        let payload_at = payload.len();
+        let _ = serde_json::to_writer(&mut *payload, &s.attributes);
+        let attributes_len = payload.len() - payload_at;
+        let _ = serde_json::to_writer(&mut *payload, &s.events);
+        let events_len = payload.len() - payload_at - attributes_len;
+        let low = trace_key64(&s.trace_id);
+        Row {
+            trace_key: low as u32,
+            trace_key64: low,
+            trace_id: s.trace_id.clone(),
+            span_id: s.span_id.clone(),
+            parent_id: s.parent_id.clone(),
+            service: &s.service,
+            operation: &s.operation,
+            kind: match s.kind.as_str() {
+                "server" => "server",
+                "client" => "client",
+                "producer" => "producer",
+                "consumer" => "consumer",
+                _ => "internal",
+            },
+            start_us: s.start_us,
+            duration_us: s.duration_us,
+            status: s.status,
+            status_message: &s.status_message,
+            payload_at,
+            attributes_len,
+            events_len,
+            tags,
+        }
+    }
+}
+
+fn kind_name(kind: &SpanKind) -> &'static str {
+    match kind {
+        SpanKind::Server => "server",
+        SpanKind::Client => "client",
+        SpanKind::Producer => "producer",
+        SpanKind::Consumer => "consumer",
+        SpanKind::Internal => "internal",
+    }
+}
+
+/// The text a tag search matches an attribute value against, as
+/// [`super::tag_text`] spells stored values: strings as they are,
+/// `true`/`false`, integers in decimal, arrays as their JSON text. Floats
+/// and values over [`MAX_INDEXED_VALUE`] bytes are not indexed (`None`).
+fn index_text<'v>(value: &'v Value, buf: &'v mut String) -> Option<&'v str> {
+    let text = match value {
+        Value::String(s) => s.as_str(),
+        Value::Bool(true) => "true",
+        Value::Bool(false) => "false",
+        Value::I64(i) => {
+            buf.clear();
+            let _ = write!(buf, "{i}");
+            buf.as_str()
+        }
+        Value::Array(a) => {
+            *buf = array_json(a);
+            buf.as_str()
+        }
+        _ => return None,
+    };
+    (text.len() <= MAX_INDEXED_VALUE).then_some(text)
+}
+
+/// The key of a posting row: FNV-1a (64 bit) of `key`, a 0xff byte (which
+/// UTF-8 never contains) and the value's search text. Stable across
+/// releases, so a store file keeps working after an upgrade.
+pub(super) fn tag_hash(key: &str, value: &str) -> i64 {
+    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    let mut h = OFFSET;
+    for b in key.bytes().chain([0xff]).chain(value.bytes()) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(PRIME);
+    }
+    h as i64
+}
+
+/// The search key of a span's service (keys of the form "\u{1}…" cannot
+/// clash with attribute keys, which are never control characters first in
+/// practice and are hashed with a separator that UTF-8 never contains).
+pub(super) fn service_key(service: &str) -> i64 {
+    tag_hash("\u{1}service", service)
+}
+
+/// The search key of a span's service and operation.
+pub(super) fn operation_key(service: &str, operation: &str) -> i64 {
+    tag_hash(&format!("\u{1}operation\u{0}{service}"), operation)
+}
+
+/// The search key of a span whose status is Error.
+pub(super) fn error_key() -> i64 {
+    tag_hash("\u{1}status", "error")
+}
+
+/// The low 64 bits of a trace id given as 32 hex digits (0 if it is not).
+pub(super) fn trace_key64(trace_id: &str) -> u64 {
+    trace_id
+        .get(trace_id.len().saturating_sub(16)..)
+        .and_then(|h| u64::from_str_radix(h, 16).ok())
+        .unwrap_or(0)
+}
+
+/// A Bloom filter over 64-bit keys: `bits` a power of two, [`FILTER_PROBES`]
+/// probes per key by double hashing of the mixed key.
+pub(super) struct SearchFilter(pub(super) Vec<u8>);
+
+/// Probes per key; with [`FILTER_BITS_PER_KEY`] bits per key this gives
+/// about 1–2% false positives.
+const FILTER_PROBES: u32 = 4;
+const FILTER_BITS_PER_KEY: usize = 10;
+
+impl SearchFilter {
+    /// A filter holding `keys` (duplicates allowed).
+    pub(super) fn new(keys: &mut Vec<i64>) -> SearchFilter {
+        keys.sort_unstable();
+        keys.dedup();
+        let bits = (keys.len() * FILTER_BITS_PER_KEY)
+            .max(512)
+            .next_power_of_two();
+        let mut filter = SearchFilter(vec![0; bits / 8]);
+        for &key in keys.iter() {
+            for bit in probes(key, bits) {
+                filter.0[bit / 8] |= 1 << (bit % 8);
+            }
+        }
+        filter
+    }
+
+    /// Whether `key` may be in the filter (false: certainly not). An empty
+    /// or damaged filter says yes to everything.
+    pub(super) fn may_contain(&self, key: i64) -> bool {
+        if self.0.is_empty() || !self.0.len().is_power_of_two() {
+            return true;
+        }
+        probes(key, self.0.len() * 8).all(|bit| self.0[bit / 8] & (1 << (bit % 8)) != 0)
+    }
+}
+
+/// The bits of a filter of `bits` bits (a power of two) that `key` sets.
+fn probes(key: i64, bits: usize) -> impl Iterator<Item = usize> {
+    // splitmix64's finalizer spreads FNV's weak high bits.
+    let mut h = key as u64;
+    h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^= h >> 31;
+    let (h1, h2) = (h as u32, ((h >> 32) as u32) | 1);
+    let mask = bits.max(1) - 1;
+    (0..FILTER_PROBES).map(move |i| (h1.wrapping_add(i.wrapping_mul(h2)) as usize) & mask)
+}
+
+/// An array attribute as the JSON text stored for it (Jaeger has no array
+/// tags: its OTLP receiver stores them as strings of JSON, and so do we).
+fn array_json(a: &Array) -> String {
+    match a {
+        Array::Bool(v) => serde_json::to_string(v),
+        Array::I64(v) => serde_json::to_string(v),
+        Array::F64(v) => serde_json::to_string(v),
+        Array::String(v) => {
+            serde_json::to_string(&v.iter().map(|s| s.as_str()).collect::<Vec<_>>())
+        }
+        _ => Ok("[]".into()),
+    }
+    .unwrap_or_default()
+}
+
+/// Attributes serialized as stored tags: `[{"key","type","value"}]`, with
+/// Jaeger's tag types (see [`super::tag`], which builds the same shape as a
+/// `Value`; a unit test keeps the two equal).
+struct Tags<'a>(&'a [KeyValue]);
+
+impl Serialize for Tags<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(self.0.len()))?;
+        for kv in self.0 {
+            seq.serialize_element(&TagRef(kv.key.as_str(), &kv.value))?;
+        }
+        seq.end()
+    }
+}
+
+struct TagRef<'a>(&'a str, &'a Value);
+
+impl Serialize for TagRef<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(3))?;
+        map.serialize_entry("key", self.0)?;
+        match self.1 {
+            Value::Bool(b) => {
+                map.serialize_entry("type", "bool")?;
+                map.serialize_entry("value", b)?;
+            }
+            Value::I64(i) => {
+                map.serialize_entry("type", "int64")?;
+                map.serialize_entry("value", i)?;
+            }
+            Value::F64(f) => {
+                map.serialize_entry("type", "float64")?;
+                map.serialize_entry("value", f)?;
+            }
+            Value::String(v) => {
+                map.serialize_entry("type", "string")?;
+                map.serialize_entry("value", v.as_str())?;
+            }
+            Value::Array(a) => {
+                map.serialize_entry("type", "string")?;
+                map.serialize_entry("value", &array_json(a))?;
+            }
+            other => {
+                map.serialize_entry("type", "string")?;
+                map.serialize_entry("value", &other.to_string())?;
+            }
+        }
+        map.end()
+    }
+}
+
+/// A span's events as stored: a JSON array of [`EventRef`].
+struct Events<'a>(&'a [opentelemetry::trace::Event]);
+
+impl Serialize for Events<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(self.0.len()))?;
+        for e in self.0 {
+            seq.serialize_element(&EventRef(e))?;
+        }
+        seq.end()
+    }
+}
+
+/// An event as stored: `{"timestamp" (µs), "name", "attributes"}`.
+struct EventRef<'a>(&'a opentelemetry::trace::Event);
+
+impl Serialize for EventRef<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(3))?;
+        map.serialize_entry("timestamp", &micros(self.0.timestamp))?;
+        map.serialize_entry("name", self.0.name.as_ref())?;
+        map.serialize_entry("attributes", &Tags(&self.0.attributes))?;
+        map.end()
+    }
+}
+
+impl Writer {
+    pub(super) fn run(mut self, rx: Receiver<Msg>) {
+        // Retention at start (a restart with a shorter limit applies it at
+        // once), after every RETENTION_EVERY spans, and at least every minute.
+        self.retain();
+        let mut last_retention = std::time::Instant::now();
+        loop {
+            let first = match rx.recv_timeout(RETENTION_PERIOD) {
+                Ok(msg) => msg,
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    self.retain();
+                    last_retention = std::time::Instant::now();
+                    continue;
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
+            };
+            // Take whatever else is waiting: one transaction for all of it.
+            let mut batches = Vec::new();
+            let mut stored = Vec::new();
+            let mut logs = Vec::new();
+            let mut flushes = Vec::new();
+            let mut next = Some(first);
+            while let Some(msg) = next {
+                match msg {
+                    Msg::Batch(service, batch) => batches.push((service, batch)),
+                    Msg::Spans(s) => stored.extend(s),
+                    Msg::Logs(service, records) => {
+                        logs.extend(records.iter().filter_map(|r| stored_log(&service, r)));
+                    }
+                    Msg::Flush(done) => flushes.push(done),
+                }
+                next = rx.try_recv().ok();
+            }
+            if !logs.is_empty()
+                && let Err(e) = self.write_logs(&logs)
+            {
+                tracing::warn!("trace store: cannot write {} log records: {e}", logs.len());
+            }
+            let sources: Vec<Source<'_>> = batches
+                .iter()
+                .flat_map(|(service, batch)| batch.iter().map(|s| Source::Span(service, s)))
+                .chain(stored.iter().map(Source::Stored))
+                .collect();
+            if !sources.is_empty() {
+                let n = sources.len() as u64;
+                match self.write(sources) {
+                    Ok(()) => {
+                        self.stats.stored.fetch_add(n, Ordering::Relaxed);
+                        self.since_retention += n;
+                    }
+                    Err(e) => {
+                        tracing::warn!("trace store: cannot write {n} spans: {e}");
+                        self.stats.dropped.fetch_add(n, Ordering::Relaxed);
+                    }
+                }
+                if last_retention.elapsed() >= RETENTION_PERIOD {
+                    self.retain();
+                    last_retention = std::time::Instant::now();
+                    self.since_retention = 0;
+                } else if self.since_retention >= RETENTION_EVERY {
+                    self.since_retention = 0;
+                    self.cap_size();
+                }
+            }
+            if !flushes.is_empty() {
+                // A flush promises everything written and the limits applied.
+                self.retain();
+                last_retention = std::time::Instant::now();
+                self.since_retention = 0;
+            }
+            for done in flushes {
+                let _ = done.send(());
+            }
+        }
+    }
+
+    /// Write spans in one transaction: for each block of up to
+    /// [`BLOCK_SPANS`], its span rows, its payload and its `blocks` row.
+    fn write(&self, sources: Vec<Source<'_>>) -> rusqlite::Result<()> {
+        let mut conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
+        let tx = conn.transaction()?;
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO spans (trace_id, span_id, parent_id, service, operation,
+                 kind, start_us, duration_us, status, status_message, block, payload_at,
+                 attributes_len, events_len)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+            )?;
+            let mut insert_block = tx.prepare_cached(
+                "INSERT INTO blocks (id, first_id, last_id, min_start_us, max_start_us,
+                 error_traces, search_filter)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?;
+            let mut insert_traces = tx.prepare_cached(
+                "INSERT INTO block_traces (block, first_id, trace_keys) VALUES (?1, ?2, ?3)",
+            )?;
+            let mut insert_payload = tx.prepare_cached(
+                "INSERT INTO payloads (block, raw_len, data) VALUES (?1, ?2, ?3)",
+            )?;
+            let mut insert_operation = tx.prepare_cached(
+                "INSERT OR IGNORE INTO operations (service, operation, kind) VALUES (?1, ?2, ?3)",
+            )?;
+            let mut block: i64 =
+                tx.query_row("SELECT COALESCE(MAX(id), 0) FROM blocks", [], |r| r.get(0))?;
+            let mut operations = std::collections::HashSet::new();
+            let mut payload = Vec::new();
+            let mut text = String::new();
+            let mut keys = Vec::new();
+            let mut sources = sources.into_iter().peekable();
+            while sources.peek().is_some() {
+                block += 1;
+                payload.clear();
+                keys.clear();
+                let rows: Vec<Row<'_>> = sources
+                    .by_ref()
+                    .take(BLOCK_SPANS)
+                    .map(|source| Row::new(source, &mut payload, &mut text))
+                    .collect();
+                let mut trace_keys = Vec::with_capacity(rows.len() * 4);
+                let mut error_traces = Vec::new();
+                let (mut first_id, mut last_id) = (0, 0);
+                let (mut min_start, mut max_start) = (i64::MAX, i64::MIN);
+                for s in &rows {
+                    insert.execute(params![
+                        s.trace_id,
+                        s.span_id,
+                        s.parent_id,
+                        s.service,
+                        s.operation,
+                        s.kind,
+                        s.start_us,
+                        s.duration_us,
+                        s.status,
+                        s.status_message,
+                        block,
+                        s.payload_at as i64,
+                        s.attributes_len as i64,
+                        s.events_len as i64,
+                    ])?;
+                    last_id = tx.last_insert_rowid();
+                    if first_id == 0 {
+                        first_id = last_id;
+                    }
+                    min_start = min_start.min(s.start_us);
+                    max_start = max_start.max(s.start_us);
+                    trace_keys.extend_from_slice(&s.trace_key.to_le_bytes());
+                    keys.extend_from_slice(&s.tags);
+                    keys.push(service_key(s.service));
+                    if operations.insert((s.service, s.operation, s.kind)) {
+                        insert_operation.execute(params![s.service, s.operation, s.kind])?;
+                    }
+                    keys.push(operation_key(s.service, s.operation));
+                    if s.status == super::search::STATUS_ERROR {
+                        keys.push(error_key());
+                        error_traces.extend_from_slice(&s.trace_key64.to_le_bytes());
+                    }
+                }
+                // Span ids of one transaction are consecutive (one writer,
+                // ids past the largest): the block is first_id..=last_id.
+                debug_assert_eq!(last_id - first_id + 1, rows.len() as i64);
+                let filter = SearchFilter::new(&mut keys);
+                insert_block.execute(params![
+                    block,
+                    first_id,
+                    last_id,
+                    min_start,
+                    max_start,
+                    error_traces,
+                    filter.0,
+                ])?;
+                insert_traces.execute(params![block, first_id, trace_keys])?;
+                let data = zstd::bulk::compress(&payload, BLOCK_LEVEL)
+                    .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+                insert_payload.execute(params![block, payload.len() as i64, data])?;
+            }
+        }
+        tx.commit()
+    }
+
+    fn write_logs(&self, logs: &[StoredLog]) -> rusqlite::Result<()> {
+        let mut conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
+        let tx = conn.transaction()?;
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO logs (trace_id, span_id, time_us, service, severity, body, attributes)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?;
+            for l in logs {
+                insert.execute(params![
+                    l.trace_id,
+                    l.span_id,
+                    l.time_us,
+                    l.service,
+                    l.severity,
+                    l.body,
+                    l.attributes.to_string()
+                ])?;
+            }
+        }
+        tx.commit()
+    }
+
+    /// Delete spans past the age limit, then cap the size.
+    pub(super) fn retain(&self) {
+        {
+            let conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
+            let cutoff = now_us() - self.config.max_age.as_micros() as i64;
+            match expire_before(&conn, cutoff) {
+                Ok(n) => {
+                    self.stats.expired.fetch_add(n, Ordering::Relaxed);
+                }
+                Err(e) => tracing::warn!("trace store: cannot delete old spans: {e}"),
+            }
+            let _ = conn.execute("DELETE FROM logs WHERE time_us < ?1", params![cutoff]);
+        }
+        self.cap_size();
+    }
+
+    /// Delete the oldest blocks until the database is under its size limit.
+    pub(super) fn cap_size(&self) {
+        let conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
+        for _ in 0..100 {
+            if super::database_bytes(&conn) <= self.config.max_bytes {
+                break;
+            }
+            match drop_oldest_blocks(&conn) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    self.stats.expired.fetch_add(n, Ordering::Relaxed);
+                }
+            }
+            let _ = conn.execute_batch("PRAGMA incremental_vacuum;");
+        }
+    }
+}
+
+/// Delete every span that started before `cutoff` (µs): whole blocks when
+/// all their spans did, single rows of the blocks that straddle it. Returns
+/// the number of spans deleted.
+fn expire_before(conn: &Connection, cutoff: i64) -> rusqlite::Result<u64> {
+    let blocks: Vec<(i64, i64, i64, i64)> = conn
+        .prepare_cached(
+            "SELECT id, first_id, last_id, max_start_us FROM blocks WHERE min_start_us < ?1",
+        )?
+        .query_map(params![cutoff], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut deleted = 0;
+    for (block, first, last, max_start) in blocks {
+        if max_start < cutoff {
+            deleted += delete_block(conn, block, first, last)?;
+        } else {
+            deleted += conn.execute(
+                "DELETE FROM spans WHERE id BETWEEN ?1 AND ?2 AND start_us < ?3",
+                params![first, last, cutoff],
+            )? as u64;
+        }
+    }
+    Ok(deleted)
+}
+
+/// Delete the oldest tenth of the blocks (at least one) and the log records
+/// up to their newest start; returns the number of spans deleted.
+fn drop_oldest_blocks(conn: &Connection) -> rusqlite::Result<u64> {
+    let blocks: Vec<(i64, i64, i64, i64)> = conn
+        .prepare_cached(
+            "SELECT id, first_id, last_id, max_start_us FROM blocks ORDER BY id
+             LIMIT MAX(1, (SELECT COUNT(*) / 10 FROM blocks))",
+        )?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut deleted = 0;
+    let mut edge = i64::MIN;
+    for (block, first, last, max_start) in blocks {
+        deleted += delete_block(conn, block, first, last)?;
+        edge = edge.max(max_start);
+    }
+    conn.execute("DELETE FROM logs WHERE time_us <= ?1", params![edge])?;
+    Ok(deleted)
+}
+
+/// Delete a block, its payload and its spans; returns the spans deleted.
+fn delete_block(conn: &Connection, block: i64, first: i64, last: i64) -> rusqlite::Result<u64> {
+    let n = conn.execute(
+        "DELETE FROM spans WHERE id BETWEEN ?1 AND ?2",
+        params![first, last],
+    )?;
+    conn.execute("DELETE FROM blocks WHERE id = ?1", params![block])?;
+    conn.execute("DELETE FROM block_traces WHERE block = ?1", params![block])?;
+    conn.execute("DELETE FROM payloads WHERE block = ?1", params![block])?;
+    Ok(n as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value as Json;
+
+    #[test]
+    fn the_search_filter_has_every_key_and_few_others() {
+        let mut keys: Vec<i64> = (0..2000)
+            .map(|i| tag_hash("user.id", &format!("u{i}")))
+            .collect();
+        let filter = SearchFilter::new(&mut keys);
+        for i in 0..2000 {
+            assert!(filter.may_contain(tag_hash("user.id", &format!("u{i}"))));
+        }
+        let false_positives = (0..10_000)
+            .filter(|i| filter.may_contain(tag_hash("user.id", &format!("other{i}"))))
+            .count();
+        assert!(false_positives < 400, "{false_positives} of 10000");
+        // No filter (or a damaged one) rules nothing out.
+        assert!(SearchFilter(vec![]).may_contain(1));
+        assert!(SearchFilter(vec![0; 3]).may_contain(1));
+        assert_eq!(trace_key64("0000000000000001000000000000002a"), 42);
+    }
+
+    #[test]
+    fn attributes_are_written_as_the_stored_tag_shape() {
+        let attrs = vec![
+            KeyValue::new("s", "a\"b"),
+            KeyValue::new("i", 7i64),
+            KeyValue::new("f", 0.5),
+            KeyValue::new("b", true),
+            KeyValue::new(
+                "arr",
+                Value::Array(Array::String(vec!["x".into(), "y".into()])),
+            ),
+        ];
+        let written: Json =
+            serde_json::from_str(&serde_json::to_string(&Tags(&attrs)).unwrap()).unwrap();
+        let built = Json::Array(
+            attrs
+                .iter()
+                .map(|kv| super::super::tag(kv.key.as_str(), &kv.value))
+                .collect(),
+        );
+        assert_eq!(written, built);
+    }
+
+    #[test]
+    fn search_text_matches_what_stored_values_read_back_as() {
+        let mut buf = String::new();
+        for value in [
+            Value::from("GET"),
+            Value::from(true),
+            Value::from(-42i64),
+            Value::Array(Array::I64(vec![1, 2])),
+        ] {
+            let stored = super::super::tag("k", &value);
+            let read_back = super::super::tag_text(&stored["value"]).unwrap();
+            assert_eq!(index_text(&value, &mut buf), Some(read_back.as_str()));
+        }
+        assert_eq!(index_text(&Value::from(0.5), &mut buf), None);
+        assert_eq!(index_text(&Value::from("x".repeat(257)), &mut buf), None);
+    }
+}
