@@ -482,8 +482,8 @@ impl SpanRows {
             duration_us: r.get(7)?,
             status: r.get(8)?,
             status_message: r.get(9)?,
-            attributes: serde_json::from_slice(attributes).unwrap_or(Json::Null),
-            events: serde_json::from_slice(events).unwrap_or(Json::Null),
+            attributes: write::expand_tags(serde_json::from_slice(attributes).unwrap_or_default()),
+            events: write::expand_events(serde_json::from_slice(events).unwrap_or_default()),
         })
     }
 

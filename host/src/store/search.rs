@@ -10,7 +10,8 @@
 //! it has `limit` traces.
 
 use super::write::{
-    MAX_INDEXED_VALUE, SearchFilter, error_key, operation_key, service_key, tag_hash, trace_key64,
+    MAX_INDEXED_VALUE, SearchFilter, error_key, operation_key, searchable, service_key, tag_hash,
+    trace_key64,
 };
 use super::{SPAN_COLUMNS, SpanRows, Store, StoredSpan, tag_text};
 use rusqlite::{Connection, params};
@@ -209,9 +210,9 @@ fn has_tags(attributes: &[u8], tags: &BTreeMap<String, String>) -> bool {
     };
     tags.iter().all(|(key, value)| {
         attributes.iter().any(|t| {
-            t["key"].as_str() == Some(key.as_str())
-                && t["type"] != "float64"
-                && tag_text(&t["value"]).as_deref() == Some(value.as_str())
+            t[0].as_str() == Some(key.as_str())
+                && searchable(&t[1])
+                && tag_text(&t[1]).as_deref() == Some(value.as_str())
         })
     })
 }

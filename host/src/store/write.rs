@@ -16,7 +16,8 @@ use opentelemetry::{Array, KeyValue, Value};
 use opentelemetry_sdk::trace::SpanData;
 use rusqlite::{Connection, params};
 use serde::Serialize;
-use serde::ser::{SerializeMap, SerializeSeq, Serializer};
+use serde::ser::{SerializeSeq, Serializer};
+use serde_json::Value as Json;
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::Receiver;
@@ -151,9 +152,9 @@ impl<'a> Row<'a> {
             })
             .collect();
         let payload_at = payload.len();
-        let _ = serde_json::to_writer(&mut *payload, &s.attributes);
+        let _ = serde_json::to_writer(&mut *payload, &StoredTags(&s.attributes));
         let attributes_len = payload.len() - payload_at;
-        let _ = serde_json::to_writer(&mut *payload, &s.events);
+        let _ = serde_json::to_writer(&mut *payload, &StoredEvents(&s.events));
         let events_len = payload.len() - payload_at - attributes_len;
         let low = trace_key64(&s.trace_id);
         Row {
@@ -318,9 +319,11 @@ fn array_json(a: &Array) -> String {
     .unwrap_or_default()
 }
 
-/// Attributes serialized as stored tags: `[{"key","type","value"}]`, with
-/// Jaeger's tag types (see [`super::tag`], which builds the same shape as a
-/// `Value`; a unit test keeps the two equal).
+/// Attributes as written in a block payload: `[[key, value], ...]`, the
+/// value a JSON string, bool, integer or float (with a fraction or
+/// exponent, or `null` when not finite) as the attribute's type is; arrays
+/// as a string of their JSON text (Jaeger has no array tags). Read back into
+/// the stored tag shape by [`expand_tags`].
 struct Tags<'a>(&'a [KeyValue]);
 
 impl Serialize for Tags<'_> {
@@ -337,62 +340,136 @@ struct TagRef<'a>(&'a str, &'a Value);
 
 impl Serialize for TagRef<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut map = s.serialize_map(Some(3))?;
-        map.serialize_entry("key", self.0)?;
+        let mut pair = s.serialize_seq(Some(2))?;
+        pair.serialize_element(self.0)?;
         match self.1 {
-            Value::Bool(b) => {
-                map.serialize_entry("type", "bool")?;
-                map.serialize_entry("value", b)?;
-            }
-            Value::I64(i) => {
-                map.serialize_entry("type", "int64")?;
-                map.serialize_entry("value", i)?;
-            }
-            Value::F64(f) => {
-                map.serialize_entry("type", "float64")?;
-                map.serialize_entry("value", f)?;
-            }
-            Value::String(v) => {
-                map.serialize_entry("type", "string")?;
-                map.serialize_entry("value", v.as_str())?;
-            }
-            Value::Array(a) => {
-                map.serialize_entry("type", "string")?;
-                map.serialize_entry("value", &array_json(a))?;
-            }
-            other => {
-                map.serialize_entry("type", "string")?;
-                map.serialize_entry("value", &other.to_string())?;
-            }
+            Value::Bool(b) => pair.serialize_element(b)?,
+            Value::I64(i) => pair.serialize_element(i)?,
+            Value::F64(f) => pair.serialize_element(f)?,
+            Value::String(v) => pair.serialize_element(v.as_str())?,
+            Value::Array(a) => pair.serialize_element(&array_json(a))?,
+            other => pair.serialize_element(&other.to_string())?,
         }
-        map.end()
+        pair.end()
     }
 }
 
-/// A span's events as stored: a JSON array of [`EventRef`].
+/// Tags in the stored shape (`[{"key","type","value"}]`, from
+/// [`StoredSpan`]) written as [`Tags`] are.
+struct StoredTags<'a>(&'a Json);
+
+impl Serialize for StoredTags<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let tags = self.0.as_array().map(Vec::as_slice).unwrap_or_default();
+        let mut seq = s.serialize_seq(Some(tags.len()))?;
+        for t in tags {
+            let key = t["key"].as_str().unwrap_or_default();
+            let value = match (&t["type"], &t["value"]) {
+                (ty, Json::Number(n)) if ty == "float64" => Json::from(n.as_f64()),
+                (ty, Json::String(v)) if ty == "string" => Json::from(v.as_str()),
+                (_, v @ (Json::Bool(_) | Json::Number(_) | Json::String(_))) => v.clone(),
+                (_, other) => Json::from(other.to_string()),
+            };
+            seq.serialize_element(&(key, value))?;
+        }
+        seq.end()
+    }
+}
+
+/// The stored tag shape of attributes written as [`Tags`]: each `[key,
+/// value]` becomes `{"key", "type", "value"}` with Jaeger's type names.
+pub(super) fn expand_tags(compact: Json) -> Json {
+    let Json::Array(pairs) = compact else {
+        return Json::Array(Vec::new());
+    };
+    Json::Array(
+        pairs
+            .into_iter()
+            .filter_map(|pair| {
+                let Json::Array(mut pair) = pair else {
+                    return None;
+                };
+                let value = pair.pop()?;
+                let key = pair.pop()?;
+                let ty = match &value {
+                    Json::String(_) => "string",
+                    Json::Bool(_) => "bool",
+                    Json::Number(n) if !n.is_f64() => "int64",
+                    Json::Number(_) | Json::Null => "float64",
+                    _ => "string",
+                };
+                let value = match value {
+                    v @ (Json::Array(_) | Json::Object(_)) => Json::from(v.to_string()),
+                    v => v,
+                };
+                Some(serde_json::json!({"key": key, "type": ty, "value": value}))
+            })
+            .collect(),
+    )
+}
+
+/// Whether a compact attribute value is searchable (not a float).
+pub(super) fn searchable(value: &Json) -> bool {
+    match value {
+        Json::Number(n) => !n.is_f64(),
+        Json::Null => false,
+        _ => true,
+    }
+}
+
+/// A span's events as written: `[[timestamp µs, name, attributes as
+/// Tags], ...]`; read back by [`expand_events`].
 struct Events<'a>(&'a [opentelemetry::trace::Event]);
 
 impl Serialize for Events<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut seq = s.serialize_seq(Some(self.0.len()))?;
         for e in self.0 {
-            seq.serialize_element(&EventRef(e))?;
+            seq.serialize_element(&(micros(e.timestamp), e.name.as_ref(), Tags(&e.attributes)))?;
         }
         seq.end()
     }
 }
 
-/// An event as stored: `{"timestamp" (µs), "name", "attributes"}`.
-struct EventRef<'a>(&'a opentelemetry::trace::Event);
+/// Events in the stored shape written as [`Events`] are.
+struct StoredEvents<'a>(&'a Json);
 
-impl Serialize for EventRef<'_> {
+impl Serialize for StoredEvents<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut map = s.serialize_map(Some(3))?;
-        map.serialize_entry("timestamp", &micros(self.0.timestamp))?;
-        map.serialize_entry("name", self.0.name.as_ref())?;
-        map.serialize_entry("attributes", &Tags(&self.0.attributes))?;
-        map.end()
+        let events = self.0.as_array().map(Vec::as_slice).unwrap_or_default();
+        let mut seq = s.serialize_seq(Some(events.len()))?;
+        for e in events {
+            seq.serialize_element(&(
+                e["timestamp"].as_i64().unwrap_or_default(),
+                e["name"].as_str().unwrap_or_default(),
+                StoredTags(&e["attributes"]),
+            ))?;
+        }
+        seq.end()
     }
+}
+
+/// The stored event shape (`[{"timestamp", "name", "attributes"}]`) of
+/// events written as [`Events`].
+pub(super) fn expand_events(compact: Json) -> Json {
+    let Json::Array(events) = compact else {
+        return Json::Array(Vec::new());
+    };
+    Json::Array(
+        events
+            .into_iter()
+            .filter_map(|e| {
+                let Json::Array(mut e) = e else {
+                    return None;
+                };
+                let attributes = expand_tags(e.pop()?);
+                let name = e.pop()?;
+                let timestamp = e.pop()?;
+                Some(serde_json::json!({"timestamp": timestamp, "name": name,
+                                        "attributes": attributes}))
+            })
+            .collect(),
+    )
 }
 
 impl Writer {
@@ -503,6 +580,8 @@ impl Writer {
             let mut payload = Vec::new();
             let mut text = String::new();
             let mut keys = Vec::new();
+            let mut zstd = zstd::bulk::Compressor::new(BLOCK_LEVEL)
+                .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
             let mut sources = sources.into_iter().peekable();
             while sources.peek().is_some() {
                 block += 1;
@@ -566,7 +645,8 @@ impl Writer {
                     filter.0,
                 ])?;
                 insert_traces.execute(params![block, first_id, trace_keys])?;
-                let data = zstd::bulk::compress(&payload, BLOCK_LEVEL)
+                let data = zstd
+                    .compress(&payload)
                     .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
                 insert_payload.execute(params![block, payload.len() as i64, data])?;
             }
@@ -692,7 +772,6 @@ fn delete_block(conn: &Connection, block: i64, first: i64, last: i64) -> rusqlit
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::Value as Json;
 
     #[test]
     fn the_search_filter_has_every_key_and_few_others() {
@@ -719,21 +798,41 @@ mod tests {
             KeyValue::new("s", "a\"b"),
             KeyValue::new("i", 7i64),
             KeyValue::new("f", 0.5),
+            KeyValue::new("whole", 2.0),
             KeyValue::new("b", true),
             KeyValue::new(
                 "arr",
                 Value::Array(Array::String(vec!["x".into(), "y".into()])),
             ),
         ];
-        let written: Json =
-            serde_json::from_str(&serde_json::to_string(&Tags(&attrs)).unwrap()).unwrap();
         let built = Json::Array(
             attrs
                 .iter()
                 .map(|kv| super::super::tag(kv.key.as_str(), &kv.value))
                 .collect(),
         );
-        assert_eq!(written, built);
+        let compact = serde_json::to_string(&Tags(&attrs)).unwrap();
+        assert_eq!(expand_tags(serde_json::from_str(&compact).unwrap()), built);
+        // Spans given in the stored shape are written the same way.
+        let from_stored = serde_json::to_string(&StoredTags(&built)).unwrap();
+        assert_eq!(from_stored, compact);
+        let event = opentelemetry::trace::Event::new(
+            "checkpoint",
+            std::time::UNIX_EPOCH + Duration::from_micros(5),
+            vec![KeyValue::new("step", 1i64)],
+            0,
+        );
+        let events = serde_json::to_string(&Events(&[event])).unwrap();
+        let expanded = expand_events(serde_json::from_str(&events).unwrap());
+        assert_eq!(
+            expanded,
+            serde_json::json!([{"timestamp": 5, "name": "checkpoint",
+                "attributes": [{"key": "step", "type": "int64", "value": 1}]}])
+        );
+        assert_eq!(
+            serde_json::to_string(&StoredEvents(&expanded)).unwrap(),
+            events
+        );
     }
 
     #[test]
