@@ -6,7 +6,7 @@
 //!     cargo bench -p polytrace-tests --bench overhead
 //!
 //! Environment: BENCH_ROUNDS (default 6), BENCH_SECONDS per round (2),
-//! BENCH_CONNECTIONS (4), BENCH_EXPORTER (otlp), BENCH_STORE (memory).
+//! BENCH_CONNECTIONS (4), BENCH_EXPORTER (otlp), BENCH_STORE (a file).
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
@@ -94,9 +94,13 @@ async fn main() {
     // BENCH_EXPORTER=none keeps spans recorded but unexported, to split
     // span-making cost from export cost.
     let exporter = std::env::var("BENCH_EXPORTER").unwrap_or_else(|_| "otlp".into());
-    // BENCH_STORE: the embedded store of the traced host (`memory` by
-    // default, as the tests run it; `none`, or a file path).
-    let store = std::env::var("BENCH_STORE").unwrap_or_else(|_| "memory".into());
+    // BENCH_STORE: the embedded store of the traced host: by default a
+    // SQLite file, as `polytrace up` keeps it beside the manifest; `memory`,
+    // `none`, or a file path.
+    let store_dir = std::env::temp_dir().join(format!("polytrace-overhead-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&store_dir);
+    let store = std::env::var("BENCH_STORE")
+        .unwrap_or_else(|_| store_dir.join("traces.db").display().to_string());
     let traced = Polytrace::up(
         "bench-on",
         &manifest,
@@ -160,4 +164,5 @@ async fn main() {
         on_p50 - off_p50,
         (on_rps / off_rps - 1.0) * 100.0
     );
+    let _ = std::fs::remove_dir_all(&store_dir);
 }
