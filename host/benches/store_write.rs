@@ -9,121 +9,20 @@
 //! with eight attributes and one event. Environment: BENCH_SPANS (default
 //! 400000), BENCH_BATCH (spans per batch, default 512, the export batch).
 
-use opentelemetry::trace::{
-    Event, SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState,
-};
-use opentelemetry::{InstrumentationScope, KeyValue};
-use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLinks};
+#[path = "common/hello_spans.rs"]
+mod hello_spans;
+
+use hello_spans::hello_spans;
+use opentelemetry_sdk::trace::SpanData;
 use polytrace::store::{Store, StoreConfig};
-use std::borrow::Cow;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 fn env_or(name: &str, default: usize) -> usize {
     std::env::var(name)
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-/// A small deterministic generator for ids (xorshift).
-struct Ids(u64);
-impl Ids {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
-
-fn span(
-    trace_id: TraceId,
-    span_id: SpanId,
-    parent: SpanId,
-    kind: SpanKind,
-    name: &'static str,
-    start: SystemTime,
-    attributes: Vec<KeyValue>,
-    events: Vec<Event>,
-) -> SpanData {
-    let mut span_events = SpanEvents::default();
-    span_events.events = events;
-    SpanData {
-        span_context: SpanContext::new(
-            trace_id,
-            span_id,
-            TraceFlags::SAMPLED,
-            false,
-            TraceState::NONE,
-        ),
-        parent_span_id: parent,
-        parent_span_is_remote: false,
-        span_kind: kind,
-        name: Cow::Borrowed(name),
-        start_time: start,
-        end_time: start + Duration::from_micros(140),
-        attributes,
-        dropped_attributes_count: 0,
-        events: span_events,
-        links: SpanLinks::default(),
-        status: Status::Unset,
-        instrumentation_scope: InstrumentationScope::builder("polytrace").build(),
-    }
-}
-
-/// The two spans of one hello request.
-fn request(ids: &mut Ids, i: usize, start: SystemTime) -> [SpanData; 2] {
-    let trace_id = TraceId::from(((ids.next() as u128) << 64) | ids.next() as u128);
-    let server_id = SpanId::from(ids.next());
-    let server = span(
-        trace_id,
-        server_id,
-        SpanId::INVALID,
-        SpanKind::Server,
-        "GET /hello",
-        start,
-        vec![
-            KeyValue::new("http.request.method", "GET"),
-            KeyValue::new("url.path", "/hello"),
-            KeyValue::new("url.scheme", "http"),
-            KeyValue::new("network.protocol.version", "1.1"),
-            KeyValue::new("http.route", "/hello"),
-            KeyValue::new("server.address", "127.0.0.1"),
-            KeyValue::new("server.port", 8080i64),
-            KeyValue::new("client.address", "127.0.0.1"),
-            KeyValue::new("user_agent.original", "wrk/4.2"),
-            KeyValue::new("http.response.status_code", 200i64),
-            KeyValue::new("polytrace.component", "hello"),
-            KeyValue::new("polytrace.instance.reused", true),
-        ],
-        vec![],
-    );
-    let work = span(
-        trace_id,
-        SpanId::from(ids.next()),
-        server_id,
-        SpanKind::Internal,
-        "hello.work",
-        start + Duration::from_micros(20),
-        vec![
-            KeyValue::new("greeting", "hello"),
-            KeyValue::new("count", (i % 1000) as i64),
-            KeyValue::new("ratio", 0.5),
-            KeyValue::new("ok", true),
-            KeyValue::new("user.id", format!("user-{}", i % 5000)),
-            KeyValue::new("app.region", "eu-west-1"),
-            KeyValue::new("app.tier", "gold"),
-            KeyValue::new("app.attempt", 1i64),
-        ],
-        vec![Event::new(
-            "checkpoint",
-            start + Duration::from_micros(30),
-            vec![KeyValue::new("step", 1i64)],
-            0,
-        )],
-    );
-    [server, work]
 }
 
 fn main() {
@@ -137,11 +36,7 @@ fn main() {
         max_bytes: 8 << 30,
     })
     .unwrap();
-    let mut ids = Ids(0x9e37_79b9_7f4a_7c15);
-    let now = SystemTime::now();
-    let batches: Vec<Vec<SpanData>> = (0..total / 2)
-        .flat_map(|i| request(&mut ids, i, now - Duration::from_micros((total - i) as u64)))
-        .collect::<Vec<_>>()
+    let batches: Vec<Vec<SpanData>> = hello_spans(total)
         .chunks(batch_size)
         .map(|c| c.to_vec())
         .collect();

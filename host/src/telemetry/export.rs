@@ -66,9 +66,7 @@ impl Pipeline {
         let mut exporters = Vec::with_capacity(resources.len());
         if settings.exporter == Exporter::Otlp {
             for resource in &resources {
-                let mut exporter = super::otlp::span_exporter(settings)?;
-                exporter.set_resource(resource);
-                exporters.push(exporter);
+                exporters.push(super::otlp::span_exporter(settings, resource)?);
             }
         }
         let worker = Worker {
@@ -120,7 +118,7 @@ struct Worker {
     /// The embedded store gets every batch the exporters get.
     store: Option<Arc<crate::store::Store>>,
     shared: Arc<Shared>,
-    exporters: Vec<opentelemetry_otlp::SpanExporter>,
+    exporters: Vec<super::otlp::SpanExporter>,
     /// service.name of each component, for the console exporter.
     services: Vec<String>,
     settings: ExportSettings,
@@ -136,33 +134,49 @@ impl Batches<SpanData> for Worker {
     }
 
     async fn export(&mut self, i: usize, batch: Vec<SpanData>) {
+        use super::otlp::SpanExporter as Otlp;
         let n = batch.len() as u64;
-        if let Some(store) = &self.store {
-            // The store takes the batch itself when nothing else needs it.
-            if self.exporters.is_empty() && !self.settings.console {
-                store.add(&self.services[i], batch);
-                return;
-            }
-            store.add(&self.services[i], batch.clone());
-        }
         if self.settings.console {
             print_spans(&self.services[i], &batch);
             if self.exporters.is_empty() {
                 self.shared.stats.exported.fetch_add(n, Ordering::Relaxed);
             }
         }
-        let Some(exporter) = self.exporters.get(i) else {
+        let result = match self.exporters.get_mut(i) {
             // exporter "none": spans are made (and propagate) but go nowhere.
-            return;
+            None => {
+                if let Some(store) = &self.store {
+                    store.add(&self.services[i], batch);
+                }
+                return;
+            }
+            // Encoded from the borrowed batch; the store then takes the batch
+            // itself while the request is in flight.
+            Some(Otlp::Http(exporter)) => {
+                let body = exporter.body(&batch);
+                let send = exporter.send(body);
+                if let Some(store) = &self.store {
+                    store.add(&self.services[i], batch);
+                }
+                send.await
+            }
+            Some(Otlp::Grpc(exporter)) => {
+                if let Some(store) = &self.store {
+                    store.add(&self.services[i], batch.clone());
+                }
+                match tokio::time::timeout(self.settings.otlp.timeout, exporter.export(batch)).await
+                {
+                    Ok(result) => result.map_err(|e| e.to_string()),
+                    Err(_) => Err("timed out".into()),
+                }
+            }
         };
-        let result = tokio::time::timeout(self.settings.otlp.timeout, exporter.export(batch)).await;
         match result {
-            Ok(Ok(())) => {
+            Ok(()) => {
                 self.settings.otlp.errors.clear();
                 self.shared.stats.exported.fetch_add(n, Ordering::Relaxed);
             }
-            Ok(Err(e)) => self.failed(i, n, &e.to_string()),
-            Err(_) => self.failed(i, n, "timed out"),
+            Err(e) => self.failed(i, n, &e),
         }
     }
 }

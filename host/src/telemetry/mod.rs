@@ -13,6 +13,7 @@ pub mod host;
 pub mod logs;
 pub mod metrics;
 pub mod otlp;
+pub mod otlp_spans;
 pub mod prometheus;
 pub mod propagation;
 pub mod semconv;

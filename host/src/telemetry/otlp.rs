@@ -68,12 +68,42 @@ fn grpc_metadata(
     Ok(metadata)
 }
 
-/// The OTLP span exporter of one component.
-pub fn span_exporter(s: &ExportSettings) -> anyhow::Result<opentelemetry_otlp::SpanExporter> {
-    Ok(otlp_exporter!(
-        opentelemetry_otlp::SpanExporter::builder(),
-        &s.otlp
-    ))
+/// The OTLP span exporter of one component: over HTTP, polytrace's own
+/// encoder ([`super::otlp_spans`]); over gRPC, opentelemetry-otlp's.
+pub fn span_exporter(
+    s: &ExportSettings,
+    resource: &opentelemetry_sdk::Resource,
+) -> anyhow::Result<SpanExporter> {
+    let otlp = &s.otlp;
+    Ok(match otlp.protocol {
+        Protocol::HttpProtobuf => {
+            let client = otlp
+                .tls
+                .http_client(otlp.timeout, otlp.errors.clone())
+                .map_err(|e| anyhow::anyhow!(e))?;
+            SpanExporter::Http(Box::new(super::otlp_spans::HttpSpanExporter::new(
+                resource,
+                client,
+                &otlp.endpoint,
+                &otlp.headers,
+                otlp.compression == Some(opentelemetry_otlp::Compression::Gzip),
+                otlp.timeout,
+            )?))
+        }
+        Protocol::Grpc => {
+            let mut exporter = otlp_exporter!(opentelemetry_otlp::SpanExporter::builder(), otlp);
+            opentelemetry_sdk::trace::SpanExporter::set_resource(&mut exporter, resource);
+            SpanExporter::Grpc(exporter)
+        }
+    })
+}
+
+/// A span exporter of either protocol.
+pub enum SpanExporter {
+    /// OTLP/HTTP with polytrace's encoder: borrows the batch.
+    Http(Box<super::otlp_spans::HttpSpanExporter>),
+    /// OTLP/gRPC with opentelemetry-otlp: takes the batch by value.
+    Grpc(opentelemetry_otlp::SpanExporter),
 }
 
 /// The OTLP metric exporter of one component.

@@ -224,7 +224,7 @@ impl TransportErrors {
 
 /// The OTLP/HTTP client of one exporter: reqwest, remembering the cause of
 /// each transport failure in [`TransportErrors`].
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ExportHttpClient {
     client: reqwest::Client,
     errors: TransportErrors,
