@@ -89,8 +89,8 @@ pub struct Otlp {
     /// A gRPC endpoint without a scheme gets `https://`, or `http://` when
     /// `OTEL_EXPORTER_OTLP[_<SIGNAL>]_INSECURE=true`.
     pub endpoint: String,
-    /// Headers from the manifest; `OTEL_EXPORTER_OTLP[_<SIGNAL>]_HEADERS`
-    /// are merged in by opentelemetry-otlp.
+    /// Headers: the manifest's, then `OTEL_EXPORTER_OTLP_HEADERS`, then
+    /// `OTEL_EXPORTER_OTLP_<SIGNAL>_HEADERS` (a later value for a key wins).
     pub headers: BTreeMap<String, String>,
     /// Per export request.
     pub timeout: Duration,
@@ -551,10 +551,23 @@ fn otlp_target(
     } else {
         endpoint
     };
+    // Headers: the manifest's, then OTEL_EXPORTER_OTLP_HEADERS, then the
+    // signal's own variable, a later value for a key winning (same format as
+    // OTEL_RESOURCE_ATTRIBUTES: key=value,... with percent-encoded values).
+    let mut headers = m.headers.clone();
+    for name in [
+        "OTEL_EXPORTER_OTLP_HEADERS".to_string(),
+        format!("OTEL_EXPORTER_OTLP_{signal}_HEADERS"),
+    ] {
+        headers.extend(
+            vars.valid(&name, parse_resource_attributes)
+                .unwrap_or_default(),
+        );
+    }
     Ok(Otlp {
         protocol,
         endpoint,
-        headers: m.headers.clone(),
+        headers,
         timeout,
         compression: vars
             .per_signal(signal, "COMPRESSION", super::tls::parse_compression)
@@ -578,6 +591,47 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         Settings::resolve(m, |k| vars.get(k).cloned())
+    }
+
+    #[test]
+    fn export_headers_merge_manifest_general_and_signal_variables() {
+        let m = TelemetryConfig {
+            headers: BTreeMap::from([
+                ("a".into(), "manifest".into()),
+                ("b".into(), "manifest".into()),
+            ]),
+            ..Default::default()
+        };
+        let s = resolve(
+            &m,
+            &[
+                ("OTEL_EXPORTER_OTLP_HEADERS", "b=general, c=x%3Dy%20z"),
+                ("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "c=traces"),
+            ],
+        )
+        .unwrap();
+        let h = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        assert_eq!(
+            s.export.otlp.headers,
+            h(&[("a", "manifest"), ("b", "general"), ("c", "traces")])
+        );
+        assert_eq!(
+            s.metrics.otlp.headers,
+            h(&[("a", "manifest"), ("b", "general"), ("c", "x=y z")])
+        );
+        // A malformed variable is a warning; the others still apply.
+        let s = resolve(&m, &[("OTEL_EXPORTER_OTLP_HEADERS", "nonsense")]).unwrap();
+        assert_eq!(s.logs.otlp.headers, m.headers);
+        assert!(
+            s.warnings
+                .iter()
+                .any(|w| w.contains("OTEL_EXPORTER_OTLP_HEADERS"))
+        );
     }
 
     #[test]
