@@ -6,7 +6,8 @@
 //!     cargo bench -p polytrace-tests --bench overhead
 //!
 //! Environment: BENCH_ROUNDS (default 6), BENCH_SECONDS per round (2),
-//! BENCH_CONNECTIONS (4), BENCH_EXPORTER (otlp), BENCH_STORE (a file).
+//! BENCH_CONNECTIONS (4), BENCH_EXPORTER (otlp), BENCH_STORE (a file),
+//! BENCH_ENV (more variables for the traced host: `K=V,K=V`).
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
@@ -47,9 +48,13 @@ struct Round {
     rps: f64,
     p50: Duration,
     p99: Duration,
+    /// The host's CPU time (all threads) per request served, in µs.
+    cpu_us: f64,
 }
 
-async fn round(addr: std::net::SocketAddr, seconds: u64, connections: u64) -> Round {
+async fn round(host: &Polytrace, seconds: u64, connections: u64) -> Round {
+    let addr = host.addr;
+    let cpu_before = host.cpu_time();
     let until = Instant::now() + Duration::from_secs(seconds);
     let started = Instant::now();
     let tasks: Vec<_> = (0..connections)
@@ -62,10 +67,14 @@ async fn round(addr: std::net::SocketAddr, seconds: u64, connections: u64) -> Ro
     let elapsed = started.elapsed().as_secs_f64();
     all.sort();
     let pct = |p: f64| all[((all.len() as f64 * p) as usize).min(all.len() - 1)];
+    // Let the export worker and the store finish this round's spans.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let cpu = host.cpu_time() - cpu_before;
     Round {
         rps: all.len() as f64 / elapsed,
         p50: pct(0.50),
         p99: pct(0.99),
+        cpu_us: cpu.as_secs_f64() * 1e6 / all.len() as f64,
     }
 }
 
@@ -101,17 +110,15 @@ async fn main() {
     let _ = std::fs::remove_dir_all(&store_dir);
     let store = std::env::var("BENCH_STORE")
         .unwrap_or_else(|_| store_dir.join("traces.db").display().to_string());
-    let traced = Polytrace::up(
-        "bench-on",
-        &manifest,
-        &receiver,
-        "http/protobuf",
-        &[
-            ("OTEL_BSP_SCHEDULE_DELAY", "1000"),
-            ("OTEL_TRACES_EXPORTER", &exporter),
-            ("POLYTRACE_STORE", &store),
-        ],
-    );
+    // BENCH_ENV: more variables for the traced host, `K=V,K=V`.
+    let extra = std::env::var("BENCH_ENV").unwrap_or_default();
+    let mut env = vec![
+        ("OTEL_BSP_SCHEDULE_DELAY", "1000"),
+        ("OTEL_TRACES_EXPORTER", exporter.as_str()),
+        ("POLYTRACE_STORE", store.as_str()),
+    ];
+    env.extend(extra.split(',').filter_map(|kv| kv.split_once('=')));
+    let traced = Polytrace::up("bench-on", &manifest, &receiver, "http/protobuf", &env);
     let plain = Polytrace::up(
         "bench-off",
         &manifest,
@@ -120,18 +127,18 @@ async fn main() {
         &[("OTEL_SDK_DISABLED", "true")],
     );
     // Warm up both (first instantiations, connection setup).
-    round(traced.addr, 1, connections).await;
-    round(plain.addr, 1, connections).await;
+    round(&traced, 1, connections).await;
+    round(&plain, 1, connections).await;
 
     let (mut on, mut off) = (Vec::new(), Vec::new());
     for i in 0..rounds {
         // Alternate which goes first.
         if i % 2 == 0 {
-            on.push(round(traced.addr, seconds, connections).await);
-            off.push(round(plain.addr, seconds, connections).await);
+            on.push(round(&traced, seconds, connections).await);
+            off.push(round(&plain, seconds, connections).await);
         } else {
-            off.push(round(plain.addr, seconds, connections).await);
-            on.push(round(traced.addr, seconds, connections).await);
+            off.push(round(&plain, seconds, connections).await);
+            on.push(round(&traced, seconds, connections).await);
         }
     }
     let summarize = |rs: &[Round]| {
@@ -139,30 +146,33 @@ async fn main() {
             median(rs.iter().map(|r| r.rps).collect()),
             median(rs.iter().map(|r| r.p50.as_secs_f64() * 1e6).collect()),
             median(rs.iter().map(|r| r.p99.as_secs_f64() * 1e6).collect()),
+            median(rs.iter().map(|r| r.cpu_us).collect()),
         )
     };
-    let (on_rps, on_p50, on_p99) = summarize(&on);
-    let (off_rps, off_p50, off_p99) = summarize(&off);
+    let (on_rps, on_p50, on_p99, on_cpu) = summarize(&on);
+    let (off_rps, off_p50, off_p99, off_cpu) = summarize(&off);
     let kib = receiver.bytes.load(std::sync::atomic::Ordering::Relaxed) / 1024;
     println!(
         "hello-rust, {connections} connections, {rounds} alternating rounds of {seconds}s each (medians)"
     );
     println!(
-        "{:<28} {:>12} {:>12} {:>12}",
-        "", "requests/s", "p50 (µs)", "p99 (µs)"
+        "{:<28} {:>12} {:>12} {:>12} {:>14}",
+        "", "requests/s", "p50 (µs)", "p99 (µs)", "CPU µs/req"
     );
     println!(
-        "{:<28} {:>12.0} {:>12.1} {:>12.1}",
-        "tracing on (OTLP export)", on_rps, on_p50, on_p99
+        "{:<28} {:>12.0} {:>12.1} {:>12.1} {:>14.1}",
+        "tracing on (OTLP export)", on_rps, on_p50, on_p99, on_cpu
     );
     println!(
-        "{:<28} {:>12.0} {:>12.1} {:>12.1}",
-        "OTEL_SDK_DISABLED=true", off_rps, off_p50, off_p99
+        "{:<28} {:>12.0} {:>12.1} {:>12.1} {:>14.1}",
+        "OTEL_SDK_DISABLED=true", off_rps, off_p50, off_p99, off_cpu
     );
     println!(
-        "overhead: p50 {:+.1} µs, throughput {:+.1}%  ({kib} KiB of OTLP received)",
+        "overhead: p50 {:+.1} µs, throughput {:+.1}%, host CPU per request {:+.1} µs ({:+.1}%)  ({kib} KiB of OTLP received)",
         on_p50 - off_p50,
-        (on_rps / off_rps - 1.0) * 100.0
+        (on_rps / off_rps - 1.0) * 100.0,
+        on_cpu - off_cpu,
+        (on_cpu / off_cpu - 1.0) * 100.0
     );
     let _ = std::fs::remove_dir_all(&store_dir);
 }

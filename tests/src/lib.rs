@@ -812,6 +812,21 @@ pub struct Polytrace {
 }
 
 impl Polytrace {
+    /// CPU time the `polytrace` process has used so far (user + system,
+    /// all its threads), from `/proc/<pid>/stat`; 10 ms resolution.
+    pub fn cpu_time(&self) -> Duration {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map_or(vec![], |(_, rest)| rest.split_whitespace().collect());
+        // After the name: utime and stime are fields 14 and 15 (1-based).
+        let ticks: u64 = [11, 12]
+            .iter()
+            .filter_map(|i| fields.get(*i).and_then(|v| v.parse::<u64>().ok()))
+            .sum();
+        Duration::from_millis(ticks * 10)
+    }
+
     /// Write `manifest` into a scratch dir and run `polytrace up` on it,
     /// exporting to `receiver` over `protocol`.
     pub fn up(

@@ -305,6 +305,7 @@ impl Store {
             stats: stats.clone(),
             config: config.clone(),
             since_retention: 0,
+            zstd: zstd::bulk::Compressor::new(write::BLOCK_LEVEL)?,
         };
         std::thread::Builder::new()
             .name("polytrace-store".into())

@@ -37,6 +37,9 @@ pub(super) struct Writer {
     pub(super) stats: Arc<StoreStats>,
     pub(super) config: StoreConfig,
     pub(super) since_retention: u64,
+    /// One compression context for the thread's life (making one costs
+    /// more than compressing a small block).
+    pub(super) zstd: zstd::bulk::Compressor<'static>,
 }
 
 /// Spans per block: a block is read and decompressed whole to show any
@@ -45,7 +48,7 @@ pub(super) const BLOCK_SPANS: usize = 256;
 
 /// zstd's level for blocks: its fastest regular level (attributes repeat
 /// from span to span, so even this shrinks them ~8×).
-const BLOCK_LEVEL: i32 = 1;
+pub(super) const BLOCK_LEVEL: i32 = 1;
 
 /// One span as it is written: ids in lowercase hex, the place of its
 /// attributes and events (JSON text in the stored shape, see
@@ -550,7 +553,7 @@ impl Writer {
 
     /// Write spans in one transaction: for each block of up to
     /// [`BLOCK_SPANS`], its span rows, its payload and its `blocks` row.
-    fn write(&self, sources: Vec<Source<'_>>) -> rusqlite::Result<()> {
+    fn write(&mut self, sources: Vec<Source<'_>>) -> rusqlite::Result<()> {
         let mut conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
         let tx = conn.transaction()?;
         {
@@ -574,14 +577,13 @@ impl Writer {
             let mut insert_operation = tx.prepare_cached(
                 "INSERT OR IGNORE INTO operations (service, operation, kind) VALUES (?1, ?2, ?3)",
             )?;
-            let mut block: i64 =
-                tx.query_row("SELECT COALESCE(MAX(id), 0) FROM blocks", [], |r| r.get(0))?;
+            let mut block: i64 = tx
+                .prepare_cached("SELECT COALESCE(MAX(id), 0) FROM blocks")?
+                .query_row([], |r| r.get(0))?;
             let mut operations = std::collections::HashSet::new();
             let mut payload = Vec::new();
             let mut text = String::new();
             let mut keys = Vec::new();
-            let mut zstd = zstd::bulk::Compressor::new(BLOCK_LEVEL)
-                .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
             let mut sources = sources.into_iter().peekable();
             while sources.peek().is_some() {
                 block += 1;
@@ -645,7 +647,8 @@ impl Writer {
                     filter.0,
                 ])?;
                 insert_traces.execute(params![block, first_id, trace_keys])?;
-                let data = zstd
+                let data = self
+                    .zstd
                     .compress(&payload)
                     .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
                 insert_payload.execute(params![block, payload.len() as i64, data])?;
