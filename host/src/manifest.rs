@@ -65,31 +65,8 @@ pub struct Manifest {
     pub components: Vec<Component>,
 }
 
-/// The `[telemetry]` section. Standard `OTEL_*` variables override it.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TelemetryConfig {
-    /// `otlp` (default), `console` or `none`.
-    pub exporter: Option<String>,
-    /// Base OTLP endpoint, as `OTEL_EXPORTER_OTLP_ENDPOINT`.
-    pub endpoint: Option<String>,
-    /// `http/protobuf` (default) or `grpc`.
-    pub protocol: Option<String>,
-    /// Extra export headers (for example `uptrace-dsn`).
-    #[serde(default)]
-    pub headers: BTreeMap<String, String>,
-    /// Sampler name, as `OTEL_TRACES_SAMPLER`.
-    pub sampler: Option<String>,
-    /// Sampler argument, as `OTEL_TRACES_SAMPLER_ARG`.
-    pub sampler_arg: Option<f64>,
-    /// Cap on the length of any string attribute value a guest sets.
-    pub max_attribute_value_length: Option<usize>,
-    /// Metrics exporter, as `OTEL_METRICS_EXPORTER`: `otlp` (default) or
-    /// `none` (Prometheus `/metrics` is served either way).
-    pub metrics_exporter: Option<String>,
-    /// Logs exporter, as `OTEL_LOGS_EXPORTER`: `otlp` (default) or `none`.
-    pub logs_exporter: Option<String>,
-}
+/// The `[telemetry]` section (defined with the settings it resolves into).
+pub use crate::telemetry::config::TelemetryConfig;
 
 /// One component of the application.
 #[derive(Debug, Clone)]

@@ -729,18 +729,7 @@ async fn one_trace(
 type Services = HashMap<String, (String, Json)>;
 
 fn services_of(c: &rusqlite::Connection) -> rusqlite::Result<Services> {
-    let mut q = c.prepare("SELECT service, language, resource FROM services")?;
-    q.query_map([], |r| {
-        let resource: String = r.get(2)?;
-        Ok((
-            r.get::<_, String>(0)?,
-            (
-                r.get::<_, String>(1)?,
-                serde_json::from_str(&resource).unwrap_or(json!([])),
-            ),
-        ))
-    })?
-    .collect()
+    crate::store::search::registered_services(c)
 }
 
 /// One trace in Jaeger's JSON model.

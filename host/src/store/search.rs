@@ -328,3 +328,20 @@ pub fn operations(
     .query_map(params![service, kind], |r| Ok((r.get(0)?, r.get(1)?)))?
     .collect()
 }
+
+/// The registered services: name → (guest language, resource as stored
+/// tags).
+pub fn registered_services(c: &Connection) -> rusqlite::Result<HashMap<String, (String, Json)>> {
+    c.prepare_cached("SELECT service, language, resource FROM services")?
+        .query_map([], |r| {
+            let resource: String = r.get(2)?;
+            Ok((
+                r.get::<_, String>(0)?,
+                (
+                    r.get::<_, String>(1)?,
+                    serde_json::from_str(&resource).unwrap_or(Json::Array(Vec::new())),
+                ),
+            ))
+        })?
+        .collect()
+}

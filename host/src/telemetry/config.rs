@@ -1,10 +1,36 @@
 //! Telemetry settings: the manifest's `[telemetry]` section overridden by the
 //! standard `OTEL_*` environment variables, resolved once at start-up.
 
-use crate::manifest::TelemetryConfig;
 use opentelemetry_sdk::trace::Sampler;
+use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::time::Duration;
+
+/// The `[telemetry]` section. Standard `OTEL_*` variables override it.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// `otlp` (default), `console` or `none`.
+    pub exporter: Option<String>,
+    /// Base OTLP endpoint, as `OTEL_EXPORTER_OTLP_ENDPOINT`.
+    pub endpoint: Option<String>,
+    /// `http/protobuf` (default) or `grpc`.
+    pub protocol: Option<String>,
+    /// Extra export headers (for example `uptrace-dsn`).
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Sampler name, as `OTEL_TRACES_SAMPLER`.
+    pub sampler: Option<String>,
+    /// Sampler argument, as `OTEL_TRACES_SAMPLER_ARG`.
+    pub sampler_arg: Option<f64>,
+    /// Cap on the length of any string attribute value a guest sets.
+    pub max_attribute_value_length: Option<usize>,
+    /// Metrics exporter, as `OTEL_METRICS_EXPORTER`: `otlp` (default) or
+    /// `none` (Prometheus `/metrics` is served either way).
+    pub metrics_exporter: Option<String>,
+    /// Logs exporter, as `OTEL_LOGS_EXPORTER`: `otlp` (default) or `none`.
+    pub logs_exporter: Option<String>,
+}
 
 /// Where spans go over the network.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
