@@ -83,16 +83,22 @@ pub async fn run<T, B: Batches<T>>(
     let mut batches: Vec<Vec<T>> = (0..components).map(|_| Vec::new()).collect();
     loop {
         let mut flushed = None;
-        tokio::select! {
-            () = queue.ready.notified() => {}
-            _ = tick.tick() => {}
+        // A full batch waiting is exported at once; a partial one only when
+        // the schedule delay has passed or on a flush (as the SDK
+        // specification's batch processor does), so a busy host sends full
+        // batches instead of a trickle of small ones.
+        let due = tokio::select! {
+            () = queue.ready.notified() => false,
+            _ = tick.tick() => true,
             done = flush_rx.recv() => match done {
-                Some(done) => flushed = Some(done),
+                Some(done) => {
+                    flushed = Some(done);
+                    true
+                }
                 None => return,
             },
-        }
+        };
         sink.before_drain();
-        // Everything queued, a batch at a time per component.
         loop {
             let taken = queue.take();
             if taken.is_empty() {
@@ -104,6 +110,8 @@ pub async fn run<T, B: Batches<T>>(
                     sink.export(i, std::mem::take(&mut batches[i])).await;
                 }
             }
+        }
+        if due {
             for (i, batch) in batches.iter_mut().enumerate() {
                 if !batch.is_empty() {
                     sink.export(i, std::mem::take(batch)).await;
@@ -173,5 +181,31 @@ mod tests {
         };
         assert_eq!(of(0), vec![0, 2, 4]);
         assert_eq!(of(1), vec![1, 3]);
+    }
+
+    #[tokio::test]
+    async fn a_full_batch_goes_at_once_and_a_partial_one_waits_for_the_delay() {
+        let queue = Arc::new(BatchQueue::new(100, 4));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = mpsc::channel(1);
+        tokio::spawn(run(
+            queue.clone(),
+            1,
+            Collect(seen.clone()),
+            Duration::from_secs(3600),
+            rx,
+        ));
+        // Six items queued before the worker runs: the fourth completes a
+        // batch and wakes it; the two after it wait for the delay or a flush.
+        for i in 0..6 {
+            assert!(queue.push(0, i));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(*seen.lock().unwrap(), vec![(0, vec![0, 1, 2, 3])]);
+        assert!(flush(&tx, Duration::from_secs(5)).await);
+        assert_eq!(
+            *seen.lock().unwrap(),
+            vec![(0, vec![0, 1, 2, 3]), (0, vec![4, 5])]
+        );
     }
 }
