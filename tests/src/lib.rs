@@ -815,7 +815,8 @@ impl Polytrace {
     /// CPU time the `polytrace` process has used so far (user + system,
     /// all its threads), from `/proc/<pid>/stat`; 10 ms resolution.
     pub fn cpu_time(&self) -> Duration {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
         let fields: Vec<&str> = stat
             .rsplit_once(')')
             .map_or(vec![], |(_, rest)| rest.split_whitespace().collect());
