@@ -7,7 +7,8 @@
 //! The spans are what hello-rust produces per request: a SERVER span with
 //! the HTTP semantic-convention attributes (12) and its child `hello.work`
 //! with eight attributes and one event. Environment: BENCH_SPANS (default
-//! 400000), BENCH_BATCH (spans per batch, default 512, the export batch).
+//! 400000), BENCH_BATCH (spans per batch, default 512, the export batch),
+//! BENCH_FLUSH_EVERY (batches queued before waiting for the writer, 64).
 
 #[path = "common/hello_spans.rs"]
 mod hello_spans;
@@ -28,6 +29,9 @@ fn env_or(name: &str, default: usize) -> usize {
 fn main() {
     let total = env_or("BENCH_SPANS", 400_000);
     let batch_size = env_or("BENCH_BATCH", 512);
+    // Batches handed over between waits for the writer: 1 makes one
+    // transaction per batch, as a host under moderate load does.
+    let flush_every = env_or("BENCH_FLUSH_EVERY", 64).max(1);
     let dir = std::env::temp_dir().join(format!("polytrace-write-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let store = Store::open(StoreConfig {
@@ -45,7 +49,7 @@ fn main() {
         store.add("hello", batch);
         // Stay within the queue so nothing is dropped: what is measured is
         // the writer's pace, not the queue's.
-        if n % 64 == 63 {
+        if n % flush_every == flush_every - 1 {
             assert!(store.flush(Duration::from_secs(600)));
         }
     }

@@ -186,7 +186,9 @@ impl Drop for KillOnDrop {
 }
 
 /// A polytrace host serving the hello guest; `isolation` `None`: an
-/// earlier build (`before`), which knows no isolation setting.
+/// earlier build (`before`), run with its own default isolation (builds
+/// before warm instances knew no isolation setting and made a fresh
+/// instance per request).
 fn guest(
     language: &'static str,
     wasm: &str,
@@ -196,7 +198,7 @@ fn guest(
 ) -> Service {
     let label = match (isolation, before) {
         (Some(i), _) => format!("polytrace, {i}"),
-        (None, _) => "polytrace before (fresh/request)".to_string(),
+        (None, _) => "polytrace before (its defaults)".to_string(),
     };
     let name = format!("vs-native-{language}-{}", isolation.unwrap_or("before"));
     let dir = scratch_dir(&name);
