@@ -472,15 +472,16 @@ impl SpanRows {
             r.get::<_, i64>(13)? as usize,
         );
         let (attributes, events) = self.payload(c, payload)?;
+        let head = SpanHead::from_row(r)?;
         Ok(StoredSpan {
-            trace_id: r.get(0)?,
-            span_id: r.get(1)?,
-            parent_id: r.get(2)?,
-            service: r.get(3)?,
-            operation: r.get(4)?,
-            kind: r.get(5)?,
-            start_us: r.get(6)?,
-            duration_us: r.get(7)?,
+            trace_id: head.trace_id,
+            span_id: head.span_id,
+            parent_id: head.parent_id,
+            service: head.service,
+            operation: head.operation,
+            kind: head.kind,
+            start_us: head.start_us,
+            duration_us: head.duration_us,
             status: r.get(8)?,
             status_message: r.get(9)?,
             attributes: write::expand_tags(serde_json::from_slice(attributes).unwrap_or_default()),
@@ -591,6 +592,44 @@ mod tests {
         assert_eq!(newest, now - 1000 + 20);
         assert!(store.stats.expired.load(Ordering::Relaxed) > 0);
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn span_ids_are_not_reused_after_retention_deletes_the_newest() {
+        let store = Store::open(StoreConfig {
+            max_age: Duration::from_secs(3600),
+            ..Default::default()
+        })
+        .unwrap();
+        let now = now_us();
+        // One block: a recent span, then one past max_age (deleted by the
+        // retention that a flush applies, leaving the block's last id free).
+        store.add_spans(vec![span(1, 1, now), span(2, 1, now - 7_200_000_000)]);
+        assert!(store.flush(Duration::from_secs(5)));
+        store.add_spans(vec![span(3, 1, now)]);
+        assert!(store.flush(Duration::from_secs(5)));
+        let ids: Vec<i64> = store
+            .read(|c| {
+                c.prepare("SELECT id FROM spans ORDER BY id")?
+                    .query_map([], |r| r.get(0))?
+                    .collect()
+            })
+            .unwrap();
+        assert_eq!(ids, vec![1, 3]);
+        let found = store
+            .read(|c| spans_of(c, &[format!("{:032x}", 3), format!("{:032x}", 1)]))
+            .unwrap();
+        let traces: Vec<&str> = found.iter().map(|s| s.trace_id.as_str()).collect();
+        assert_eq!(traces.len(), 2, "{traces:?}");
+        let all = store
+            .search(&SpanSearch {
+                start_us: now - 1_000_000,
+                end_us: now + 1_000_000,
+                limit: 10,
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(all.len(), 2, "each trace once: {all:?}");
     }
 
     #[test]

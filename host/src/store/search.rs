@@ -68,7 +68,25 @@ pub struct SpanHead {
     pub kind: String,
     pub start_us: i64,
     pub duration_us: i64,
+    /// Whether the span's status is Error.
     pub failed: bool,
+}
+
+impl SpanHead {
+    /// A span head from the first nine columns of [`SPAN_COLUMNS`].
+    pub(crate) fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SpanHead> {
+        Ok(SpanHead {
+            trace_id: r.get(0)?,
+            span_id: r.get(1)?,
+            parent_id: r.get(2)?,
+            service: r.get(3)?,
+            operation: r.get(4)?,
+            kind: r.get(5)?,
+            start_us: r.get(6)?,
+            duration_us: r.get(7)?,
+            failed: r.get::<_, i64>(8)? == STATUS_ERROR,
+        })
+    }
 }
 
 impl Store {
@@ -278,28 +296,17 @@ pub fn scan_window(
         "SELECT first_id, last_id FROM blocks
          WHERE max_start_us >= ?1 AND min_start_us <= ?2 ORDER BY id",
     )?;
-    let mut spans = c.prepare_cached(
-        "SELECT trace_id, span_id, parent_id, service, operation, kind, start_us,
-                duration_us, status
-         FROM spans WHERE id BETWEEN ?1 AND ?2 AND start_us >= ?3 AND start_us <= ?4",
-    )?;
+    let mut spans = c.prepare_cached(&format!(
+        "SELECT {SPAN_COLUMNS} FROM spans
+         WHERE id BETWEEN ?1 AND ?2 AND start_us >= ?3 AND start_us <= ?4"
+    ))?;
     let ranges: Vec<(i64, i64)> = blocks
         .query_map(params![start_us, end_us], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<rusqlite::Result<_>>()?;
     for (first, last) in ranges {
         let mut rows = spans.query(params![first, last, start_us, end_us])?;
         while let Some(r) = rows.next()? {
-            each(SpanHead {
-                trace_id: r.get(0)?,
-                span_id: r.get(1)?,
-                parent_id: r.get(2)?,
-                service: r.get(3)?,
-                operation: r.get(4)?,
-                kind: r.get(5)?,
-                start_us: r.get(6)?,
-                duration_us: r.get(7)?,
-                failed: r.get::<_, i64>(8)? == STATUS_ERROR,
-            });
+            each(SpanHead::from_row(r)?);
         }
     }
     Ok(())

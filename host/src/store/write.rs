@@ -558,10 +558,10 @@ impl Writer {
         let tx = conn.transaction()?;
         {
             let mut insert = tx.prepare_cached(
-                "INSERT INTO spans (trace_id, span_id, parent_id, service, operation,
+                "INSERT INTO spans (id, trace_id, span_id, parent_id, service, operation,
                  kind, start_us, duration_us, status, status_message, block, payload_at,
                  attributes_len, events_len)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
             )?;
             let mut insert_block = tx.prepare_cached(
                 "INSERT INTO blocks (id, first_id, last_id, min_start_us, max_start_us,
@@ -577,9 +577,15 @@ impl Writer {
             let mut insert_operation = tx.prepare_cached(
                 "INSERT OR IGNORE INTO operations (service, operation, kind) VALUES (?1, ?2, ?3)",
             )?;
-            let mut block: i64 = tx
-                .prepare_cached("SELECT COALESCE(MAX(id), 0) FROM blocks")?
-                .query_row([], |r| r.get(0))?;
+            // Ids are never reused, even when retention has deleted the
+            // newest rows: a block's id range names only its own spans.
+            let (mut block, mut id): (i64, i64) = tx
+                .prepare_cached(
+                    "SELECT COALESCE(MAX(id), 0), MAX(COALESCE(MAX(last_id), 0),
+                            (SELECT COALESCE(MAX(id), 0) FROM spans))
+                     FROM blocks",
+                )?
+                .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
             let mut operations = std::collections::HashSet::new();
             let mut payload = Vec::new();
             let mut text = String::new();
@@ -599,7 +605,9 @@ impl Writer {
                 let (mut first_id, mut last_id) = (0, 0);
                 let (mut min_start, mut max_start) = (i64::MAX, i64::MIN);
                 for s in &rows {
+                    id += 1;
                     insert.execute(params![
+                        id,
                         s.trace_id,
                         s.span_id,
                         s.parent_id,
@@ -615,7 +623,7 @@ impl Writer {
                         s.attributes_len as i64,
                         s.events_len as i64,
                     ])?;
-                    last_id = tx.last_insert_rowid();
+                    last_id = id;
                     if first_id == 0 {
                         first_id = last_id;
                     }
@@ -633,9 +641,6 @@ impl Writer {
                         error_traces.extend_from_slice(&s.trace_key64.to_le_bytes());
                     }
                 }
-                // Span ids of one transaction are consecutive (one writer,
-                // ids past the largest): the block is first_id..=last_id.
-                debug_assert_eq!(last_id - first_id + 1, rows.len() as i64);
                 let filter = SearchFilter::new(&mut keys);
                 insert_block.execute(params![
                     block,

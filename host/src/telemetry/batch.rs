@@ -153,6 +153,23 @@ mod tests {
         }
     }
 
+    /// A worker over `queue` with an hour's delay, collecting what it exports.
+    fn start(
+        queue: &Arc<BatchQueue<u32>>,
+        components: usize,
+    ) -> (Seen, mpsc::Sender<FlushRequest>) {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = mpsc::channel(1);
+        tokio::spawn(run(
+            queue.clone(),
+            components,
+            Collect(seen.clone()),
+            Duration::from_secs(3600),
+            rx,
+        ));
+        (seen, tx)
+    }
+
     #[tokio::test]
     async fn batches_per_component_and_drops_past_the_limit() {
         let queue = Arc::new(BatchQueue::new(5, 2));
@@ -160,15 +177,7 @@ mod tests {
             assert!(queue.push(i % 2, i as u32));
         }
         assert!(!queue.push(0, 99), "the sixth item finds the queue full");
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = mpsc::channel(1);
-        tokio::spawn(run(
-            queue.clone(),
-            2,
-            Collect(seen.clone()),
-            Duration::from_secs(3600),
-            rx,
-        ));
+        let (seen, tx) = start(&queue, 2);
         assert!(flush(&tx, Duration::from_secs(5)).await);
         let seen = seen.lock().unwrap().clone();
         // No batch is larger than 2; every item arrives once, in order per component.
@@ -186,15 +195,7 @@ mod tests {
     #[tokio::test]
     async fn a_full_batch_goes_at_once_and_a_partial_one_waits_for_the_delay() {
         let queue = Arc::new(BatchQueue::new(100, 4));
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = mpsc::channel(1);
-        tokio::spawn(run(
-            queue.clone(),
-            1,
-            Collect(seen.clone()),
-            Duration::from_secs(3600),
-            rx,
-        ));
+        let (seen, tx) = start(&queue, 1);
         // Six items queued before the worker runs: the fourth completes a
         // batch and wakes it; the two after it wait for the delay or a flush.
         for i in 0..6 {
