@@ -21,6 +21,7 @@ impl Ids {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn span(
     trace_id: TraceId,
     span_id: SpanId,

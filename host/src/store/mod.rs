@@ -496,7 +496,7 @@ impl SpanRows {
         c: &Connection,
         (block, at, attributes_len, events_len): PayloadRef,
     ) -> rusqlite::Result<(&[u8], &[u8])> {
-        if !self.blocks.contains_key(&block) {
+        if let std::collections::hash_map::Entry::Vacant(e) = self.blocks.entry(block) {
             let data = c
                 .prepare_cached("SELECT raw_len, data FROM payloads WHERE block = ?1")?
                 .query_row(params![block], |r| {
@@ -505,7 +505,7 @@ impl SpanRows {
                 })
                 .optional()?
                 .flatten();
-            self.blocks.insert(block, data);
+            e.insert(data);
         }
         let data = self.blocks[&block].as_deref().unwrap_or_default();
         let attributes = data.get(at..at + attributes_len).unwrap_or_default();

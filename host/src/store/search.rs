@@ -186,7 +186,7 @@ pub fn search(c: &Connection, q: &SpanSearch) -> rusqlite::Result<Vec<String>> {
             }
             matching.push((start, r.get(0)?));
         }
-        matching.sort_by(|a, b| b.0.cmp(&a.0));
+        matching.sort_by_key(|m| std::cmp::Reverse(m.0));
         for (_, trace_id) in matching {
             if !seen.insert(trace_id.clone()) {
                 continue;

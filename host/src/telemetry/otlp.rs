@@ -93,7 +93,7 @@ pub fn span_exporter(
         Protocol::Grpc => {
             let mut exporter = otlp_exporter!(opentelemetry_otlp::SpanExporter::builder(), otlp);
             opentelemetry_sdk::trace::SpanExporter::set_resource(&mut exporter, resource);
-            SpanExporter::Grpc(exporter)
+            SpanExporter::Grpc(Box::new(exporter))
         }
     })
 }
@@ -103,7 +103,7 @@ pub enum SpanExporter {
     /// OTLP/HTTP with polytrace's encoder: borrows the batch.
     Http(Box<super::otlp_spans::HttpSpanExporter>),
     /// OTLP/gRPC with opentelemetry-otlp: takes the batch by value.
-    Grpc(opentelemetry_otlp::SpanExporter),
+    Grpc(Box<opentelemetry_otlp::SpanExporter>),
 }
 
 /// The OTLP metric exporter of one component.

@@ -532,7 +532,7 @@ mod tests {
         ));
         events.dropped_count = i as u32 % 2;
         let mut links = SpanLinks::default();
-        if i % 2 == 0 {
+        if i.is_multiple_of(2) {
             links.links.push(Link::new(
                 SpanContext::new(
                     TraceId::from(7u128 << 64 | i as u128),
@@ -549,13 +549,13 @@ mod tests {
             span_context: SpanContext::new(
                 TraceId::from(0xabcdu128 << 64 | i as u128),
                 SpanId::from(i + 1),
-                if i % 3 == 0 {
+                if i.is_multiple_of(3) {
                     TraceFlags::SAMPLED
                 } else {
                     TraceFlags::default()
                 },
                 false,
-                if i % 2 == 0 {
+                if i.is_multiple_of(2) {
                     TraceState::NONE
                 } else {
                     TraceState::from_key_value([("vendor", "x")]).unwrap()
@@ -583,7 +583,7 @@ mod tests {
                 KeyValue::new("empty", ""),
                 KeyValue::new("n", -(i as i64) * 1_000_000_007),
                 KeyValue::new("f", 0.25),
-                KeyValue::new("b", i % 2 == 0),
+                KeyValue::new("b", i.is_multiple_of(2)),
                 KeyValue::new("ints", Value::Array(Array::I64(vec![1, -2, 300]))),
                 KeyValue::new(
                     "strs",
