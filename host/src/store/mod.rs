@@ -168,13 +168,17 @@ pub struct Store {
     pub config: StoreConfig,
 }
 
+/// The largest block payload read back (a block holds at most 256 spans
+/// of attributes already capped in length).
+const MAX_PAYLOAD_BYTES: usize = 256 << 20;
+
 /// SQLite's page cache for the store's connection, in KiB.
 const CACHE_KIB: i64 = 64 * 1024;
 /// How much of the database file SQLite reads through `mmap`.
 const MMAP_BYTES: i64 = 1 << 30;
 
 /// Bumped when the tables change; an older file is started afresh.
-const SCHEMA_VERSION: i64 = 7;
+const SCHEMA_VERSION: i64 = 8;
 
 const SCHEMA: &str = "
 -- One row per span, appended in the order written (`id`); no index, so a
@@ -226,11 +230,14 @@ CREATE TABLE IF NOT EXISTS payloads (
     raw_len INTEGER NOT NULL,
     data BLOB NOT NULL
 );
--- Every (service, operation, kind) seen, for the operation lists.
+-- Every (service, operation, kind) with spans in the store, for the
+-- operation lists; `last_start_us`: its newest span's start (retention
+-- removes the names whose spans are all gone).
 CREATE TABLE IF NOT EXISTS operations (
     service TEXT NOT NULL,
     operation TEXT NOT NULL,
     kind TEXT NOT NULL,
+    last_start_us INTEGER NOT NULL,
     PRIMARY KEY (service, operation, kind)
 ) WITHOUT ROWID;
 -- Log records of spans, shown with their span.
@@ -306,6 +313,7 @@ impl Store {
             config: config.clone(),
             since_retention: 0,
             zstd: zstd::bulk::Compressor::new(write::BLOCK_LEVEL)?,
+            next_ids: None,
         };
         std::thread::Builder::new()
             .name("polytrace-store".into())
@@ -459,6 +467,11 @@ pub(crate) struct SpanRows {
 type PayloadRef = (i64, usize, usize, usize);
 
 impl SpanRows {
+    /// Forget the payloads read so far.
+    pub(crate) fn clear(&mut self) {
+        self.blocks.clear();
+    }
+
     /// A span from a row of [`SPAN_COLUMNS`].
     pub(crate) fn row(
         &mut self,
@@ -500,18 +513,26 @@ impl SpanRows {
             let data = c
                 .prepare_cached("SELECT raw_len, data FROM payloads WHERE block = ?1")?
                 .query_row(params![block], |r| {
-                    let raw_len: i64 = r.get(0)?;
-                    Ok(zstd::bulk::decompress(r.get_ref(1)?.as_blob()?, raw_len as usize).ok())
+                    // A damaged length must not become a huge allocation.
+                    let raw_len = usize::try_from(r.get::<_, i64>(0)?)
+                        .ok()
+                        .filter(|n| *n <= MAX_PAYLOAD_BYTES);
+                    Ok(raw_len.and_then(|n| {
+                        zstd::bulk::decompress(r.get_ref(1).ok()?.as_blob().ok()?, n).ok()
+                    }))
                 })
                 .optional()?
                 .flatten();
             e.insert(data);
         }
         let data = self.blocks[&block].as_deref().unwrap_or_default();
-        let attributes = data.get(at..at + attributes_len).unwrap_or_default();
-        let events = data
-            .get(at + attributes_len..at + attributes_len + events_len)
-            .unwrap_or_default();
+        let slice = |from: usize, len: usize| -> &[u8] {
+            from.checked_add(len)
+                .and_then(|to| data.get(from..to))
+                .unwrap_or_default()
+        };
+        let attributes = slice(at, attributes_len);
+        let events = slice(at.saturating_add(attributes_len), events_len);
         Ok((attributes, events))
     }
 }

@@ -153,6 +153,9 @@ pub fn search(c: &Connection, q: &SpanSearch) -> rusqlite::Result<Vec<String>> {
         if !keys.iter().all(|&k| filter.may_contain(k)) {
             continue;
         }
+        // Only this block's payload is kept: a search that reads many
+        // blocks holds one decompressed payload at a time.
+        payloads.clear();
         // This block's matching spans, newest start first.
         let mut matching: Vec<(i64, String)> = Vec::new();
         let mut span_rows = spans.query(params![block.first_id, block.last_id])?;

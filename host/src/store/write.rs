@@ -40,6 +40,26 @@ pub(super) struct Writer {
     /// One compression context for the thread's life (making one costs
     /// more than compressing a small block).
     pub(super) zstd: zstd::bulk::Compressor<'static>,
+    /// The last block id and span id written (read from the file once).
+    pub(super) next_ids: Option<(i64, i64)>,
+}
+
+/// The largest block id and span id the file has used, in any table.
+fn last_ids(c: &Connection) -> rusqlite::Result<(i64, i64)> {
+    let max = |sql: &str| -> rusqlite::Result<i64> {
+        use rusqlite::OptionalExtension;
+        Ok(c.prepare_cached(sql)?
+            .query_row([], |r| r.get::<_, Option<i64>>(0))
+            .optional()?
+            .flatten()
+            .unwrap_or_default())
+    };
+    let block = max("SELECT MAX(id) FROM blocks")?
+        .max(max("SELECT MAX(block) FROM payloads")?)
+        .max(max("SELECT MAX(block) FROM block_traces")?);
+    let id = max("SELECT MAX(id) FROM spans")?
+        .max(max("SELECT last_id FROM blocks ORDER BY id DESC LIMIT 1")?);
+    Ok((block, id))
 }
 
 /// Spans per block: a block is read and decompressed whole to show any
@@ -554,7 +574,8 @@ impl Writer {
     /// Write spans in one transaction: for each block of up to
     /// [`BLOCK_SPANS`], its span rows, its payload and its `blocks` row.
     fn write(&mut self, sources: Vec<Source<'_>>) -> rusqlite::Result<()> {
-        let mut conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
+        let conn = self.conn.clone();
+        let mut conn = conn.lock().unwrap_or_else(|e| e.into_inner());
         let tx = conn.transaction()?;
         {
             let mut insert = tx.prepare_cached(
@@ -575,18 +596,19 @@ impl Writer {
                 "INSERT INTO payloads (block, raw_len, data) VALUES (?1, ?2, ?3)",
             )?;
             let mut insert_operation = tx.prepare_cached(
-                "INSERT OR IGNORE INTO operations (service, operation, kind) VALUES (?1, ?2, ?3)",
+                "INSERT INTO operations (service, operation, kind, last_start_us)
+                 VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (service, operation, kind) DO UPDATE SET last_start_us =
+                     MAX(last_start_us, excluded.last_start_us)",
             )?;
             // Ids are never reused, even when retention has deleted the
             // newest rows: a block's id range names only its own spans.
-            let (mut block, mut id): (i64, i64) = tx
-                .prepare_cached(
-                    "SELECT COALESCE(MAX(id), 0), MAX(COALESCE(MAX(last_id), 0),
-                            (SELECT COALESCE(MAX(id), 0) FROM spans))
-                     FROM blocks",
-                )?
-                .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-            let mut operations = std::collections::HashSet::new();
+            let (mut block, mut id) = match self.next_ids {
+                Some(ids) => ids,
+                None => last_ids(&tx)?,
+            };
+            let mut operations: std::collections::HashMap<(&str, &str, &str), i64> =
+                std::collections::HashMap::new();
             let mut payload = Vec::new();
             let mut text = String::new();
             let mut keys = Vec::new();
@@ -632,9 +654,10 @@ impl Writer {
                     trace_keys.extend_from_slice(&s.trace_key.to_le_bytes());
                     keys.extend_from_slice(&s.tags);
                     keys.push(service_key(s.service));
-                    if operations.insert((s.service, s.operation, s.kind)) {
-                        insert_operation.execute(params![s.service, s.operation, s.kind])?;
-                    }
+                    let last = operations
+                        .entry((s.service, s.operation, s.kind))
+                        .or_insert(s.start_us);
+                    *last = (*last).max(s.start_us);
                     keys.push(operation_key(s.service, s.operation));
                     if s.status == super::search::STATUS_ERROR {
                         keys.push(error_key());
@@ -658,8 +681,17 @@ impl Writer {
                     .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
                 insert_payload.execute(params![block, payload.len() as i64, data])?;
             }
+            for ((service, operation, kind), last) in operations {
+                insert_operation.execute(params![service, operation, kind, last])?;
+            }
+            self.next_ids = Some((block, id));
         }
-        tx.commit()
+        let committed = tx.commit();
+        if committed.is_err() {
+            // Read the ids again next time rather than trust the counters.
+            self.next_ids = None;
+        }
+        committed
     }
 
     fn write_logs(&self, logs: &[StoredLog]) -> rusqlite::Result<()> {
@@ -690,13 +722,23 @@ impl Writer {
         {
             let conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
             let cutoff = now_us() - self.config.max_age.as_micros() as i64;
-            match expire_before(&conn, cutoff) {
+            // One transaction: a crash leaves every block whole or gone.
+            let expired = conn.unchecked_transaction().and_then(|tx| {
+                let n = expire_before(&tx, cutoff)?;
+                tx.execute("DELETE FROM logs WHERE time_us < ?1", params![cutoff])?;
+                tx.execute(
+                    "DELETE FROM operations WHERE last_start_us < ?1",
+                    params![cutoff],
+                )?;
+                tx.commit()?;
+                Ok(n)
+            });
+            match expired {
                 Ok(n) => {
                     self.stats.expired.fetch_add(n, Ordering::Relaxed);
                 }
                 Err(e) => tracing::warn!("trace store: cannot delete old spans: {e}"),
             }
-            let _ = conn.execute("DELETE FROM logs WHERE time_us < ?1", params![cutoff]);
         }
         self.cap_size();
     }
@@ -708,7 +750,12 @@ impl Writer {
             if super::database_bytes(&conn) <= self.config.max_bytes {
                 break;
             }
-            match drop_oldest_blocks(&conn) {
+            let dropped = conn.unchecked_transaction().and_then(|tx| {
+                let n = drop_oldest_blocks(&tx)?;
+                tx.commit()?;
+                Ok(n)
+            });
+            match dropped {
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
                     self.stats.expired.fetch_add(n, Ordering::Relaxed);

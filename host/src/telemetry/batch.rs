@@ -49,9 +49,14 @@ impl<T> BatchQueue<T> {
         true
     }
 
-    fn take(&self) -> Vec<(usize, T)> {
+    /// Up to `n` of the oldest items, and how many are left.
+    fn take(&self, n: usize) -> (Vec<(usize, T)>, usize) {
         let mut items = self.items.lock().unwrap_or_else(|e| e.into_inner());
-        std::mem::take(&mut *items)
+        if items.len() <= n {
+            return (std::mem::take(&mut *items), 0);
+        }
+        let rest = items.split_off(n);
+        (std::mem::replace(&mut *items, rest), items.len())
     }
 }
 
@@ -75,49 +80,64 @@ pub async fn run<T, B: Batches<T>>(
     delay: Duration,
     mut flush_rx: mpsc::Receiver<FlushRequest>,
 ) {
-    // The first export is one full delay away (a plain `interval` would
-    // fire at once and export whatever arrived first).
     let delay = delay.max(Duration::from_millis(1));
-    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + delay, delay);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let batch_size = queue.max_export_batch_size;
     let mut batches: Vec<Vec<T>> = (0..components).map(|_| Vec::new()).collect();
+    // When the partial batches go next: every `delay`, whatever the load.
+    let mut next_due = tokio::time::Instant::now() + delay;
+    // Full batches were left in the queue by the last round (it stopped for
+    // the delay's partial batches): go on without waiting for a wake-up.
+    let mut more = false;
     loop {
         let mut flushed = None;
-        // A full batch waiting is exported at once; a partial one only when
-        // the schedule delay has passed or on a flush (as the SDK
-        // specification's batch processor does), so a busy host sends full
-        // batches instead of a trickle of small ones.
-        let due = tokio::select! {
-            () = queue.ready.notified() => false,
-            _ = tick.tick() => true,
-            done = flush_rx.recv() => match done {
-                Some(done) => {
-                    flushed = Some(done);
-                    true
-                }
-                None => return,
-            },
-        };
-        sink.before_drain();
-        loop {
-            let taken = queue.take();
-            if taken.is_empty() {
-                break;
+        if more {
+            match flush_rx.try_recv() {
+                Ok(done) => flushed = Some(done),
+                Err(mpsc::error::TryRecvError::Disconnected) => return,
+                Err(mpsc::error::TryRecvError::Empty) => {}
             }
+        } else {
+            tokio::select! {
+                () = queue.ready.notified() => {}
+                () = tokio::time::sleep_until(next_due) => {}
+                done = flush_rx.recv() => match done {
+                    Some(done) => flushed = Some(done),
+                    None => return,
+                },
+            }
+        }
+        sink.before_drain();
+        // A full batch is exported at once; a partial one only when the
+        // schedule delay has passed or on a flush (as the SDK
+        // specification's batch processor does), so a busy host sends full
+        // batches instead of a trickle of small ones. Items are taken a
+        // batch at a time, and a stream of full batches stops being served
+        // when the delay is due, so it never holds another component's
+        // partial batch back.
+        let mut left;
+        loop {
+            let taken;
+            (taken, left) = queue.take(batch_size);
             for (i, item) in taken {
                 batches[i].push(item);
-                if batches[i].len() >= queue.max_export_batch_size {
+                if batches[i].len() >= batch_size {
                     sink.export(i, std::mem::take(&mut batches[i])).await;
                 }
             }
+            let due = tokio::time::Instant::now() >= next_due;
+            if left == 0 || (flushed.is_none() && (due || left < batch_size)) {
+                break;
+            }
         }
-        if due {
+        if flushed.is_some() || tokio::time::Instant::now() >= next_due {
             for (i, batch) in batches.iter_mut().enumerate() {
                 if !batch.is_empty() {
                     sink.export(i, std::mem::take(batch)).await;
                 }
             }
+            next_due = tokio::time::Instant::now() + delay;
         }
+        more = left >= batch_size;
         if let Some(done) = flushed {
             let _ = done.send(());
         }
@@ -208,5 +228,69 @@ mod tests {
             *seen.lock().unwrap(),
             vec![(0, vec![0, 1, 2, 3]), (0, vec![4, 5])]
         );
+    }
+
+    /// A sink that takes a while per export, as a network exporter does.
+    struct Slow(Seen);
+
+    impl Batches<u32> for Slow {
+        fn export(&mut self, index: usize, batch: Vec<u32>) -> impl Future<Output = ()> + Send {
+            self.0.lock().unwrap().push((index, batch));
+            tokio::time::sleep(Duration::from_millis(5))
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_steady_stream_does_not_hold_back_another_components_partial_batch() {
+        let queue = Arc::new(BatchQueue::new(10_000, 4));
+        let seen: Seen = Arc::new(Mutex::new(Vec::new()));
+        let (_tx, rx) = mpsc::channel(1);
+        tokio::spawn(run(
+            queue.clone(),
+            2,
+            Slow(seen.clone()),
+            Duration::from_millis(50),
+            rx,
+        ));
+        // Component 1 sends one item; component 0 keeps full batches coming
+        // faster than the slow sink takes them.
+        assert!(queue.push(1, 7));
+        let feeder = {
+            let queue = queue.clone();
+            tokio::spawn(async move {
+                for i in 0u32.. {
+                    queue.push(0, i);
+                    if i.is_multiple_of(8) {
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                }
+            })
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        loop {
+            if seen.lock().unwrap().iter().any(|(i, _)| *i == 1) {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "component 1's item was never exported"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        feeder.abort();
+    }
+
+    #[tokio::test]
+    async fn a_backlog_of_full_batches_is_exported_without_waiting_for_the_delay() {
+        let queue = Arc::new(BatchQueue::new(100, 4));
+        // 40 items queued at once: one wake-up (at the fourth), ten batches.
+        for i in 0..40 {
+            assert!(queue.push(0, i));
+        }
+        let (seen, _tx) = start(&queue, 1);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(seen.len(), 10, "{seen:?}");
+        assert!(seen.iter().all(|(_, b)| b.len() == 4));
     }
 }
