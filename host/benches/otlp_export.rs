@@ -14,6 +14,9 @@
 #[path = "common/hello_spans.rs"]
 mod hello_spans;
 
+#[path = "common/env.rs"]
+mod env;
+use env::env_or;
 use hello_spans::hello_spans;
 use opentelemetry::KeyValue;
 use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
@@ -47,13 +50,6 @@ unsafe impl GlobalAlloc for Counting {
 
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
-
-fn env_or(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// A receiver that reads every request body and answers 200 with an empty
 /// `ExportTraceServiceResponse`; returns its traces URL and a byte count.

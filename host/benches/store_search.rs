@@ -6,18 +6,14 @@
 //!
 //! Environment: BENCH_TRACES (default 100000), BENCH_REPEAT (20).
 
+#[path = "common/env.rs"]
+mod env;
+use env::env_or;
 use polytrace::query::find_traces;
 use polytrace::store::{Store, StoreConfig, StoredSpan};
 use serde_json::json;
 use std::collections::HashMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-
-fn env_or(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// One span of trace `trace`: (index, parent index), (service, operation),
 /// (start, duration) in µs.

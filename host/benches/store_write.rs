@@ -13,18 +13,14 @@
 #[path = "common/hello_spans.rs"]
 mod hello_spans;
 
+#[path = "common/env.rs"]
+mod env;
+use env::env_or;
 use hello_spans::hello_spans;
 use opentelemetry_sdk::trace::SpanData;
 use polytrace::store::{Store, StoreConfig};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
-
-fn env_or(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn main() {
     let total = env_or("BENCH_SPANS", 400_000);

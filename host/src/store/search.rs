@@ -97,12 +97,6 @@ impl Store {
     }
 }
 
-/// One row of `blocks` as searches read it.
-struct Block {
-    first_id: i64,
-    last_id: i64,
-}
-
 /// [`Store::search`] on a connection.
 pub fn search(c: &Connection, q: &SpanSearch) -> rusqlite::Result<Vec<String>> {
     let mut ids = Vec::new();
@@ -145,10 +139,7 @@ pub fn search(c: &Connection, q: &SpanSearch) -> rusqlite::Result<Vec<String>> {
     )?;
     let mut rows = blocks.query(params![q.start_us, q.end_us])?;
     while let Some(row) = rows.next()? {
-        let block = Block {
-            first_id: row.get(0)?,
-            last_id: row.get(1)?,
-        };
+        let (first_id, last_id): (i64, i64) = (row.get(0)?, row.get(1)?);
         let filter = SearchFilter(row.get(2)?);
         if !keys.iter().all(|&k| filter.may_contain(k)) {
             continue;
@@ -158,7 +149,7 @@ pub fn search(c: &Connection, q: &SpanSearch) -> rusqlite::Result<Vec<String>> {
         payloads.clear();
         // This block's matching spans, newest start first.
         let mut matching: Vec<(i64, String)> = Vec::new();
-        let mut span_rows = spans.query(params![block.first_id, block.last_id])?;
+        let mut span_rows = spans.query(params![first_id, last_id])?;
         while let Some(r) = span_rows.next()? {
             let start: i64 = r.get(3)?;
             let duration: i64 = r.get(4)?;

@@ -75,8 +75,7 @@ pub(super) const BLOCK_LEVEL: i32 = 1;
 /// [`StoredSpan`]) in the block being filled, and the hashes of its
 /// searchable `key=value` pairs.
 struct Row<'a> {
-    /// The low 32 and 64 bits of the trace id.
-    trace_key: u32,
+    /// The low 64 bits of the trace id (its low 32 are the trace key).
     trace_key64: u64,
     trace_id: String,
     span_id: String,
@@ -142,7 +141,6 @@ impl<'a> Row<'a> {
         let trace = s.span_context.trace_id().to_bytes();
         let low = u64::from_be_bytes(trace[8..].try_into().unwrap_or_default());
         Row {
-            trace_key: low as u32,
             trace_key64: low,
             trace_id: s.span_context.trace_id().to_string(),
             span_id: s.span_context.span_id().to_string(),
@@ -181,7 +179,6 @@ impl<'a> Row<'a> {
         let events_len = payload.len() - payload_at - attributes_len;
         let low = trace_key64(&s.trace_id);
         Row {
-            trace_key: low as u32,
             trace_key64: low,
             trace_id: s.trace_id.clone(),
             span_id: s.span_id.clone(),
@@ -651,7 +648,7 @@ impl Writer {
                     }
                     min_start = min_start.min(s.start_us);
                     max_start = max_start.max(s.start_us);
-                    trace_keys.extend_from_slice(&s.trace_key.to_le_bytes());
+                    trace_keys.extend_from_slice(&(s.trace_key64 as u32).to_le_bytes());
                     keys.extend_from_slice(&s.tags);
                     keys.push(service_key(s.service));
                     let last = operations
