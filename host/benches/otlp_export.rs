@@ -1,6 +1,6 @@
 //! OTLP span export on one core: encode + send into a receiver that
 //! discards what it gets, side by side for polytrace's encoder
-//! (`telemetry::otlp_spans`) and opentelemetry-otlp's HTTP exporter; and
+//! (`telemetry::traces::otlp_http`) and opentelemetry-otlp's HTTP exporter; and
 //! the heap each queued span holds.
 //!
 //!     cargo bench -p polytrace --bench otlp_export
@@ -22,8 +22,8 @@ use opentelemetry::KeyValue;
 use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::{SpanData, SpanExporter as _};
-use polytrace::telemetry::otlp_spans::HttpSpanExporter;
 use polytrace::telemetry::tls::{ClientTls, TransportErrors};
+use polytrace::telemetry::traces::otlp_http::HttpSpanExporter;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicIsize, AtomicU64, Ordering};

@@ -12,9 +12,9 @@ use crate::pool::{Discard, FINISHING_WAIT, InstancePool, Warm};
 use crate::runtime::{Progress, Runtime};
 use crate::telemetry::metrics::{ComponentMetrics, DISCARD_REASON};
 use crate::telemetry::propagation::Share;
+use crate::telemetry::traces::{record_exception, start_span};
 use crate::telemetry::{
-    Adjustments, RequestTelemetry, RequestTrace, Settings, Telemetry, propagation,
-    record_exception, semconv, start_span,
+    Adjustments, RequestTelemetry, RequestTrace, Settings, Telemetry, propagation, semconv,
 };
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};

@@ -7,8 +7,9 @@
 
 use crate::http::outbound::{IoFuture, Outbound, SentFuture};
 use crate::telemetry::RequestTelemetry;
-use crate::telemetry::logs::{CurrentSpan, Logs};
-use crate::telemetry::stdio::GuestOutput;
+use crate::telemetry::logs::Logs;
+use crate::telemetry::logs::stdio::GuestOutput;
+use crate::telemetry::traces::CurrentSpan;
 use std::sync::Arc;
 use std::time::Instant;
 use wasmtime::component::{Resource, ResourceTable};

@@ -219,13 +219,13 @@ async fn up(
     settings.console_logs = polytrace::telemetry::config::ConsoleLogs::parse(&viewer.guest_logs)
         .map_err(|e| anyhow::anyhow!("--guest-logs {e}"))?;
     let mut outputs = Vec::new();
-    if settings.export.exporter == polytrace::telemetry::config::Exporter::Otlp {
+    if settings.traces.exporter == polytrace::telemetry::config::Exporter::Otlp {
         outputs.push(format!(
             "otlp {:?} to {}",
-            settings.export.otlp.protocol, settings.export.otlp.endpoint
+            settings.traces.otlp.protocol, settings.traces.otlp.endpoint
         ));
     }
-    if settings.export.console {
+    if settings.traces.console {
         outputs.push("console".to_string());
     }
     let exporter = if outputs.is_empty() {
@@ -371,7 +371,7 @@ async fn up(
             }
         );
     }
-    let stats = app.telemetry.pipeline().stats();
+    let stats = app.telemetry.traces.export().stats();
     let (exported, dropped) = (
         stats.exported.load(std::sync::atomic::Ordering::Relaxed),
         stats.dropped.load(std::sync::atomic::Ordering::Relaxed),

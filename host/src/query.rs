@@ -49,7 +49,7 @@ pub fn router(store: Option<Arc<Store>>, metrics: MetricsSource) -> Router {
                 (
                     [(
                         header::CONTENT_TYPE,
-                        crate::telemetry::prometheus::CONTENT_TYPE,
+                        crate::telemetry::metrics::prometheus::CONTENT_TYPE,
                     )],
                     text,
                 )

@@ -6,7 +6,8 @@
 use super::Inbound;
 use crate::manifest::default_port;
 use crate::telemetry::propagation::Share;
-use crate::telemetry::{RequestTelemetry, record_exception, semconv, start_span};
+use crate::telemetry::traces::{record_exception, start_span};
+use crate::telemetry::{RequestTelemetry, semconv};
 use http_body_util::BodyExt;
 use opentelemetry::KeyValue;
 use opentelemetry::trace::{Span as _, SpanKind, Status};

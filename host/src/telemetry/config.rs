@@ -88,19 +88,47 @@ pub fn parse_signal_exporter(value: &str) -> Result<Exporter, String> {
     }
 }
 
-/// Export settings of the metrics or logs signal.
-#[derive(Debug, Clone)]
-pub struct SignalSettings {
-    pub exporter: Exporter,
-    /// Where and how the signal's OTLP exports go.
-    pub otlp: Otlp,
-    /// Metrics: the export interval. Logs: the batch schedule delay.
-    pub interval: Duration,
-    /// Logs: records waiting at most; past it new records are dropped.
+/// The batch span / log record processor's settings, as the SDK
+/// specification names them (`OTEL_BSP_*` for spans, `OTEL_BLRP_*` for logs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchSettings {
+    /// A partial batch waits at most this long.
+    pub schedule_delay: Duration,
+    /// Items waiting at most; past it new items are dropped and counted.
     pub max_queue_size: usize,
+    /// Items per export at most (≤ `max_queue_size`).
     pub max_export_batch_size: usize,
-    /// Metrics: the OTLP aggregation temporality preference.
+}
+
+/// Resolved settings of the traces signal.
+#[derive(Debug, Clone)]
+pub struct TracesSettings {
+    pub exporter: Exporter,
+    /// Also print every span on stdout, one line each (the `console` exporter).
+    pub console: bool,
+    /// Where and how spans go.
+    pub otlp: Otlp,
+    pub batch: BatchSettings,
+}
+
+/// Resolved settings of the metrics signal (Prometheus `/metrics` is
+/// served whatever they say).
+#[derive(Debug, Clone)]
+pub struct MetricsSettings {
+    pub exporter: Exporter,
+    pub otlp: Otlp,
+    /// Time between two OTLP exports.
+    pub interval: Duration,
+    /// The OTLP aggregation temporality preference.
     pub temporality: opentelemetry_sdk::metrics::Temporality,
+}
+
+/// Resolved settings of the logs signal.
+#[derive(Debug, Clone)]
+pub struct LogsSettings {
+    pub exporter: Exporter,
+    pub otlp: Otlp,
+    pub batch: BatchSettings,
 }
 
 /// Where and how one signal's OTLP exports go, resolved at start as the
@@ -180,25 +208,12 @@ pub enum Protocol {
     HttpProtobuf,
 }
 
-/// Resolved export settings.
-#[derive(Debug, Clone)]
-pub struct ExportSettings {
-    pub exporter: Exporter,
-    /// Also print every span on stdout, one line each (the `console` exporter).
-    pub console: bool,
-    /// Where and how spans go.
-    pub otlp: Otlp,
-    pub schedule_delay: Duration,
-    pub max_queue_size: usize,
-    pub max_export_batch_size: usize,
-}
-
 /// Everything telemetry needs to start.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    pub export: ExportSettings,
-    pub metrics: SignalSettings,
-    pub logs: SignalSettings,
+    pub traces: TracesSettings,
+    pub metrics: MetricsSettings,
+    pub logs: LogsSettings,
     /// Set from the command line (`--guest-logs`), not the environment.
     pub console_logs: ConsoleLogs,
     /// `OTEL_SDK_DISABLED=true`: no spans, metrics or log records are kept
@@ -216,6 +231,95 @@ pub struct Settings {
 
 /// Default cap on guest attribute values (the SDK default is unlimited).
 pub const DEFAULT_MAX_ATTRIBUTE_VALUE_LENGTH: usize = 4096;
+
+/// The `OTEL_*` environment variables polytrace reads, as the SDK
+/// environment-variable specification names them, each next to its
+/// default. `OTEL_EXPORTER_OTLP_*` variables are built from the signal
+/// ([`env::TRACES`], ...) and a suffix (`ENDPOINT`, `TIMEOUT`, ...).
+pub mod env {
+    /// A variable holding milliseconds, and its default.
+    pub struct Millis {
+        pub name: &'static str,
+        pub default_ms: u64,
+    }
+
+    /// A variable holding a count above zero, and its default.
+    pub struct Count {
+        pub name: &'static str,
+        pub default: usize,
+    }
+
+    pub const OTEL_SDK_DISABLED: &str = "OTEL_SDK_DISABLED";
+    /// `otlp` by default.
+    pub const OTEL_TRACES_EXPORTER: &str = "OTEL_TRACES_EXPORTER";
+    pub const OTEL_METRICS_EXPORTER: &str = "OTEL_METRICS_EXPORTER";
+    pub const OTEL_LOGS_EXPORTER: &str = "OTEL_LOGS_EXPORTER";
+    /// `parentbased_always_on` by default.
+    pub const OTEL_TRACES_SAMPLER: &str = "OTEL_TRACES_SAMPLER";
+    pub const DEFAULT_SAMPLER: &str = "parentbased_always_on";
+    /// 1.0 by default.
+    pub const OTEL_TRACES_SAMPLER_ARG: &str = "OTEL_TRACES_SAMPLER_ARG";
+    pub const OTEL_PROPAGATORS: &str = "OTEL_PROPAGATORS";
+    pub const OTEL_RESOURCE_ATTRIBUTES: &str = "OTEL_RESOURCE_ATTRIBUTES";
+    /// Both default to [`DEFAULT_MAX_ATTRIBUTE_VALUE_LENGTH`](super::DEFAULT_MAX_ATTRIBUTE_VALUE_LENGTH).
+    pub const OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT: &str =
+        "OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT";
+    pub const OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT: &str = "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT";
+    /// `cumulative` by default.
+    pub const OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE: &str =
+        "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE";
+
+    pub const OTEL_BSP_SCHEDULE_DELAY: Millis = Millis {
+        name: "OTEL_BSP_SCHEDULE_DELAY",
+        default_ms: 5_000,
+    };
+    pub const OTEL_BSP_EXPORT_TIMEOUT: Millis = Millis {
+        name: "OTEL_BSP_EXPORT_TIMEOUT",
+        default_ms: 30_000,
+    };
+    pub const OTEL_BSP_MAX_QUEUE_SIZE: Count = Count {
+        name: "OTEL_BSP_MAX_QUEUE_SIZE",
+        default: 2048,
+    };
+    pub const OTEL_BSP_MAX_EXPORT_BATCH_SIZE: Count = Count {
+        name: "OTEL_BSP_MAX_EXPORT_BATCH_SIZE",
+        default: 512,
+    };
+    pub const OTEL_BLRP_SCHEDULE_DELAY: Millis = Millis {
+        name: "OTEL_BLRP_SCHEDULE_DELAY",
+        default_ms: 1_000,
+    };
+    pub const OTEL_BLRP_EXPORT_TIMEOUT: Millis = Millis {
+        name: "OTEL_BLRP_EXPORT_TIMEOUT",
+        default_ms: 30_000,
+    };
+    pub const OTEL_BLRP_MAX_QUEUE_SIZE: Count = Count {
+        name: "OTEL_BLRP_MAX_QUEUE_SIZE",
+        default: 2048,
+    };
+    pub const OTEL_BLRP_MAX_EXPORT_BATCH_SIZE: Count = Count {
+        name: "OTEL_BLRP_MAX_EXPORT_BATCH_SIZE",
+        default: 512,
+    };
+    pub const OTEL_METRIC_EXPORT_INTERVAL: Millis = Millis {
+        name: "OTEL_METRIC_EXPORT_INTERVAL",
+        default_ms: 60_000,
+    };
+    pub const OTEL_METRIC_EXPORT_TIMEOUT: Millis = Millis {
+        name: "OTEL_METRIC_EXPORT_TIMEOUT",
+        default_ms: 30_000,
+    };
+
+    /// The signals, as they appear in `OTEL_EXPORTER_OTLP_<SIGNAL>_<SUFFIX>`.
+    pub const TRACES: &str = "TRACES";
+    pub const METRICS: &str = "METRICS";
+    pub const LOGS: &str = "LOGS";
+    /// `OTEL_EXPORTER_OTLP[_<SIGNAL>]_TIMEOUT`: 10 s by default.
+    pub const OTLP_TIMEOUT_DEFAULT_MS: u64 = 10_000;
+    /// `OTEL_EXPORTER_OTLP[_<SIGNAL>]_ENDPOINT` defaults per protocol.
+    pub const OTLP_GRPC_DEFAULT_ENDPOINT: &str = "http://localhost:4317";
+    pub const OTLP_HTTP_DEFAULT_BASE: &str = "http://localhost:4318";
+}
 
 /// The `OTEL_*` variables as the SDK environment-variable specification
 /// reads them: an empty value is unset; an invalid value is reported as a
@@ -402,29 +506,45 @@ impl Settings {
             env: &env,
             warnings: Default::default(),
         };
-        let disabled = vars.flag("OTEL_SDK_DISABLED");
-        let (exporter, console) = match vars.valid("OTEL_TRACES_EXPORTER", parse_exporters) {
+        let disabled = vars.flag(env::OTEL_SDK_DISABLED);
+        let (exporter, console) = match vars.valid(env::OTEL_TRACES_EXPORTER, parse_exporters) {
             Some(chosen) => chosen,
             None => parse_exporters(m.exporter.as_deref().unwrap_or("otlp"))?,
         };
-        let millis =
-            |name: &str, default: u64| vars.millis(name).unwrap_or(Duration::from_millis(default));
-        let count = |name: &str, default: usize| vars.count(name).unwrap_or(default);
+        let millis = |v: env::Millis| {
+            vars.millis(v.name)
+                .unwrap_or(Duration::from_millis(v.default_ms))
+        };
+        let count = |v: env::Count| vars.count(v.name).unwrap_or(v.default);
         let signal_timeout = |signal: &str| {
             vars.per_signal(signal, "TIMEOUT", parse_millis)
-                .unwrap_or(Duration::from_secs(10))
+                .unwrap_or(Duration::from_millis(env::OTLP_TIMEOUT_DEFAULT_MS))
         };
-        let timeout = signal_timeout("TRACES").min(millis("OTEL_BSP_EXPORT_TIMEOUT", 30_000));
-        let max_queue_size = count("OTEL_BSP_MAX_QUEUE_SIZE", 2048);
+        let batch = |delay: env::Millis, queue: env::Count, size: env::Count| {
+            let max_queue_size = count(queue);
+            BatchSettings {
+                schedule_delay: millis(delay).max(Duration::from_millis(1)),
+                max_queue_size,
+                max_export_batch_size: count(size).min(max_queue_size),
+            }
+        };
         // Disabled: nothing is recorded, so nothing is exported either.
         let exporter = if disabled { Exporter::None } else { exporter };
-        let export = ExportSettings {
+        let traces = TracesSettings {
             exporter,
             console: console && !disabled,
-            otlp: otlp_target("TRACES", m, &vars, timeout, exporter == Exporter::Otlp)?,
-            schedule_delay: millis("OTEL_BSP_SCHEDULE_DELAY", 5_000).max(Duration::from_millis(1)),
-            max_queue_size,
-            max_export_batch_size: count("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512).min(max_queue_size),
+            otlp: otlp_target(
+                env::TRACES,
+                m,
+                &vars,
+                signal_timeout(env::TRACES).min(millis(env::OTEL_BSP_EXPORT_TIMEOUT)),
+                exporter == Exporter::Otlp,
+            )?,
+            batch: batch(
+                env::OTEL_BSP_SCHEDULE_DELAY,
+                env::OTEL_BSP_MAX_QUEUE_SIZE,
+                env::OTEL_BSP_MAX_EXPORT_BATCH_SIZE,
+            ),
         };
         // Disabled: no metric points or log records are kept, so none go out.
         let signal_exporter = |var: &str, manifest: &Option<String>| -> Result<Exporter, String> {
@@ -439,55 +559,53 @@ impl Settings {
             }
         };
         let temporality = vars
-            .valid("OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE", |v| {
-                v.parse()
-                    .map_err(|()| "use cumulative, delta or lowmemory".to_string())
-            })
+            .valid(
+                env::OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE,
+                |v| {
+                    v.parse()
+                        .map_err(|()| "use cumulative, delta or lowmemory".to_string())
+                },
+            )
             .unwrap_or(opentelemetry_sdk::metrics::Temporality::Cumulative);
-        let metrics_exporter = signal_exporter("OTEL_METRICS_EXPORTER", &m.metrics_exporter)?;
-        let metrics = SignalSettings {
+        let metrics_exporter = signal_exporter(env::OTEL_METRICS_EXPORTER, &m.metrics_exporter)?;
+        let metrics = MetricsSettings {
             exporter: metrics_exporter,
             otlp: otlp_target(
-                "METRICS",
+                env::METRICS,
                 m,
                 &vars,
-                signal_timeout("METRICS").min(millis("OTEL_METRIC_EXPORT_TIMEOUT", 30_000)),
+                signal_timeout(env::METRICS).min(millis(env::OTEL_METRIC_EXPORT_TIMEOUT)),
                 metrics_exporter == Exporter::Otlp,
             )?,
-            interval: millis("OTEL_METRIC_EXPORT_INTERVAL", 60_000).max(Duration::from_millis(1)),
-            max_queue_size: 0,
-            max_export_batch_size: 0,
+            interval: millis(env::OTEL_METRIC_EXPORT_INTERVAL).max(Duration::from_millis(1)),
             temporality,
         };
-        let logs_queue = count("OTEL_BLRP_MAX_QUEUE_SIZE", 2048);
-        let logs_exporter = signal_exporter("OTEL_LOGS_EXPORTER", &m.logs_exporter)?;
-        let logs = SignalSettings {
+        let logs_exporter = signal_exporter(env::OTEL_LOGS_EXPORTER, &m.logs_exporter)?;
+        let logs = LogsSettings {
             exporter: logs_exporter,
             otlp: otlp_target(
-                "LOGS",
+                env::LOGS,
                 m,
                 &vars,
-                signal_timeout("LOGS").min(millis("OTEL_BLRP_EXPORT_TIMEOUT", 30_000)),
+                signal_timeout(env::LOGS).min(millis(env::OTEL_BLRP_EXPORT_TIMEOUT)),
                 logs_exporter == Exporter::Otlp,
             )?,
-            interval: millis("OTEL_BLRP_SCHEDULE_DELAY", 1_000).max(Duration::from_millis(1)),
-            max_queue_size: logs_queue,
-            max_export_batch_size: count("OTEL_BLRP_MAX_EXPORT_BATCH_SIZE", 512).min(logs_queue),
-            temporality: opentelemetry_sdk::metrics::Temporality::Cumulative,
+            batch: batch(
+                env::OTEL_BLRP_SCHEDULE_DELAY,
+                env::OTEL_BLRP_MAX_QUEUE_SIZE,
+                env::OTEL_BLRP_MAX_EXPORT_BATCH_SIZE,
+            ),
         };
-        let ratio = match vars.valid("OTEL_TRACES_SAMPLER_ARG", parse_ratio) {
+        let ratio = match vars.valid(env::OTEL_TRACES_SAMPLER_ARG, parse_ratio) {
             Some(r) => r,
             None => m.sampler_arg.unwrap_or(1.0),
         };
-        let sampler = match vars.valid("OTEL_TRACES_SAMPLER", |v| parse_sampler(v, ratio)) {
+        let sampler = match vars.valid(env::OTEL_TRACES_SAMPLER, |v| parse_sampler(v, ratio)) {
             Some(s) => s,
-            None => parse_sampler(
-                m.sampler.as_deref().unwrap_or("parentbased_always_on"),
-                ratio,
-            )?,
+            None => parse_sampler(m.sampler.as_deref().unwrap_or(env::DEFAULT_SAMPLER), ratio)?,
         };
         // The host propagates W3C Trace Context and Baggage, always.
-        vars.valid("OTEL_PROPAGATORS", |v| {
+        vars.valid(env::OTEL_PROPAGATORS, |v| {
             let others: Vec<&str> = v
                 .split(',')
                 .map(str::trim)
@@ -503,12 +621,12 @@ impl Settings {
             }
         });
         let resource_attributes = vars
-            .valid("OTEL_RESOURCE_ATTRIBUTES", |v| {
+            .valid(env::OTEL_RESOURCE_ATTRIBUTES, |v| {
                 parse_resource_attributes(v).map_err(|e| format!("{e}; none of it applies"))
             })
             .unwrap_or_default();
         Ok(Settings {
-            export,
+            traces,
             metrics,
             logs,
             console_logs: ConsoleLogs::default(),
@@ -519,8 +637,8 @@ impl Settings {
                 sampler
             },
             max_attribute_value_length: vars
-                .count("OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT")
-                .or_else(|| vars.count("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT"))
+                .count(env::OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT)
+                .or_else(|| vars.count(env::OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT))
                 .or(m.max_attribute_value_length)
                 .unwrap_or(DEFAULT_MAX_ATTRIBUTE_VALUE_LENGTH),
             resource_attributes,
@@ -560,8 +678,8 @@ fn otlp_target(
         {
             Some(base) => with_path(base.trim()),
             None => match protocol {
-                Protocol::Grpc => "http://localhost:4317".to_string(),
-                Protocol::HttpProtobuf => format!("http://localhost:4318/{path}"),
+                Protocol::Grpc => env::OTLP_GRPC_DEFAULT_ENDPOINT.to_string(),
+                Protocol::HttpProtobuf => format!("{}/{path}", env::OTLP_HTTP_DEFAULT_BASE),
             },
         },
     };
@@ -643,7 +761,7 @@ mod tests {
                 .collect()
         };
         assert_eq!(
-            s.export.otlp.headers,
+            s.traces.otlp.headers,
             h(&[("a", "manifest"), ("b", "general"), ("c", "traces")])
         );
         assert_eq!(
@@ -663,13 +781,13 @@ mod tests {
     #[test]
     fn defaults_follow_the_spec() {
         let s = resolve(&TelemetryConfig::default(), &[]).unwrap();
-        assert_eq!(s.export.otlp.protocol, Protocol::HttpProtobuf);
-        assert_eq!(s.export.otlp.endpoint, "http://localhost:4318/v1/traces");
+        assert_eq!(s.traces.otlp.protocol, Protocol::HttpProtobuf);
+        assert_eq!(s.traces.otlp.endpoint, "http://localhost:4318/v1/traces");
         assert_eq!(s.metrics.otlp.endpoint, "http://localhost:4318/v1/metrics");
-        assert_eq!(s.export.schedule_delay, Duration::from_millis(5000));
-        assert_eq!(s.export.max_queue_size, 2048);
-        assert_eq!(s.export.max_export_batch_size, 512);
-        assert_eq!(s.export.otlp.timeout, Duration::from_secs(10));
+        assert_eq!(s.traces.batch.schedule_delay, Duration::from_millis(5000));
+        assert_eq!(s.traces.batch.max_queue_size, 2048);
+        assert_eq!(s.traces.batch.max_export_batch_size, 512);
+        assert_eq!(s.traces.otlp.timeout, Duration::from_secs(10));
         assert!(matches!(s.sampler, Sampler::ParentBased(_)));
     }
 
@@ -681,7 +799,7 @@ mod tests {
             ..Default::default()
         };
         let s = resolve(&m, &[]).unwrap();
-        assert_eq!(s.export.otlp.endpoint, "http://collector:4318/v1/traces");
+        assert_eq!(s.traces.otlp.endpoint, "http://collector:4318/v1/traces");
         let s = resolve(
             &m,
             &[
@@ -693,9 +811,9 @@ mod tests {
             ],
         )
         .unwrap();
-        assert_eq!(s.export.otlp.protocol, Protocol::Grpc);
-        assert_eq!(s.export.otlp.endpoint, "http://other:4317");
-        assert_eq!(s.export.schedule_delay, Duration::from_millis(100));
+        assert_eq!(s.traces.otlp.protocol, Protocol::Grpc);
+        assert_eq!(s.traces.otlp.endpoint, "http://other:4317");
+        assert_eq!(s.traces.batch.schedule_delay, Duration::from_millis(100));
         assert!(matches!(s.sampler, Sampler::TraceIdRatioBased(r) if r == 0.25));
     }
 
@@ -718,7 +836,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            s.export.otlp.endpoint,
+            s.traces.otlp.endpoint,
             "https://collector:4318/base/v1/traces"
         );
         assert_eq!(s.logs.otlp.endpoint, "https://logs:9999/custom");
@@ -731,26 +849,26 @@ mod tests {
             vars.extend_from_slice(extra);
             resolve(&none, &vars).unwrap()
         };
-        assert_eq!(grpc(&[]).export.otlp.endpoint, "https://collector:4317");
+        assert_eq!(grpc(&[]).traces.otlp.endpoint, "https://collector:4317");
         let insecure = grpc(&[("OTEL_EXPORTER_OTLP_INSECURE", "TRUE")]);
-        assert_eq!(insecure.export.otlp.endpoint, "http://collector:4317");
+        assert_eq!(insecure.traces.otlp.endpoint, "http://collector:4317");
         // An invalid per-signal value falls back to the general one.
         let fallback = grpc(&[
             ("OTEL_EXPORTER_OTLP_TRACES_INSECURE", "yes"),
             ("OTEL_EXPORTER_OTLP_INSECURE", "true"),
         ]);
-        assert_eq!(fallback.export.otlp.endpoint, "http://collector:4317");
+        assert_eq!(fallback.traces.otlp.endpoint, "http://collector:4317");
         assert_eq!(fallback.warnings.len(), 1, "{:?}", fallback.warnings);
         let traces_only = grpc(&[("OTEL_EXPORTER_OTLP_TRACES_INSECURE", "true")]);
-        assert_eq!(traces_only.export.otlp.endpoint, "http://collector:4317");
+        assert_eq!(traces_only.traces.otlp.endpoint, "http://collector:4317");
         assert_eq!(traces_only.metrics.otlp.endpoint, "https://collector:4317");
-        assert_eq!(grpc(&[]).export.otlp.compression, None);
+        assert_eq!(grpc(&[]).traces.otlp.compression, None);
         let gz = grpc(&[
             ("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip"),
             ("OTEL_EXPORTER_OTLP_METRICS_COMPRESSION", "none"),
         ]);
         assert_eq!(
-            gz.export.otlp.compression,
+            gz.traces.otlp.compression,
             Some(opentelemetry_otlp::Compression::Gzip)
         );
         assert_eq!(
@@ -851,12 +969,12 @@ mod tests {
                 format!("{:?}", s.sampler),
                 format!("{:?}", defaults.sampler)
             );
-            assert_eq!(s.export.max_queue_size, 2048);
-            assert_eq!(s.export.schedule_delay, Duration::from_secs(5));
-            assert_eq!(s.export.otlp.timeout, Duration::from_secs(10));
-            assert_eq!(s.export.otlp.protocol, Protocol::HttpProtobuf);
-            assert_eq!(s.export.otlp.compression, None);
-            assert_eq!(s.export.exporter, Exporter::Otlp);
+            assert_eq!(s.traces.batch.max_queue_size, 2048);
+            assert_eq!(s.traces.batch.schedule_delay, Duration::from_secs(5));
+            assert_eq!(s.traces.otlp.timeout, Duration::from_secs(10));
+            assert_eq!(s.traces.otlp.protocol, Protocol::HttpProtobuf);
+            assert_eq!(s.traces.otlp.compression, None);
+            assert_eq!(s.traces.exporter, Exporter::Otlp);
             assert_eq!(s.logs.exporter, Exporter::Otlp);
             assert!(!s.disabled);
             assert!(s.resource_attributes.is_empty());
@@ -874,8 +992,8 @@ mod tests {
         .unwrap();
         assert!(s.warnings.is_empty(), "{:?}", s.warnings);
         assert!(matches!(s.sampler, Sampler::AlwaysOff));
-        assert_eq!(s.export.otlp.protocol, Protocol::Grpc);
-        assert!(s.export.console);
+        assert_eq!(s.traces.otlp.protocol, Protocol::Grpc);
+        assert!(s.traces.console);
         // An invalid manifest value is still an error (a broken manifest).
         let bad = TelemetryConfig {
             sampler: Some("sometimes".into()),
@@ -949,7 +1067,7 @@ mod tests {
         assert_eq!(s.metrics.otlp.endpoint, "http://collector:4318/v1/metrics");
         assert_eq!(s.logs.otlp.endpoint, "http://collector:4318/v1/logs");
         assert_eq!(s.metrics.interval, Duration::from_secs(60));
-        assert_eq!(s.logs.interval, Duration::from_secs(1));
+        assert_eq!(s.logs.batch.schedule_delay, Duration::from_secs(1));
         assert_eq!(
             s.metrics.temporality,
             opentelemetry_sdk::metrics::Temporality::Cumulative
@@ -971,7 +1089,7 @@ mod tests {
             opentelemetry_sdk::metrics::Temporality::Delta
         );
         assert_eq!(s.logs.otlp.protocol, Protocol::Grpc);
-        assert_eq!(s.export.otlp.protocol, Protocol::HttpProtobuf);
+        assert_eq!(s.traces.otlp.protocol, Protocol::HttpProtobuf);
     }
 
     #[test]

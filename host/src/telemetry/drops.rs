@@ -2,7 +2,29 @@
 //! (`polytrace.telemetry.dropped`) but said at most once per [`WARN_EVERY`]:
 //! a backend that is down costs a log line every 30 s, not a flood.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+
+/// Host health metric: telemetry items dropped (attribute `signal`: `spans`,
+/// `metric_points` or `log_records`).
+pub const DROPPED: &str = "polytrace.telemetry.dropped";
+
+/// Telemetry one component lost, by signal; read by [`DROPPED`].
+#[derive(Debug, Default)]
+pub struct Dropped {
+    pub spans: AtomicU64,
+    pub metric_points: AtomicU64,
+    pub log_records: AtomicU64,
+}
+
+impl Dropped {
+    pub fn add_spans(&self, n: u64) {
+        self.spans.fetch_add(n, Ordering::Relaxed);
+    }
+    pub fn add_log_records(&self, n: u64) {
+        self.log_records.fetch_add(n, Ordering::Relaxed);
+    }
+}
 
 /// The shortest time between two warnings of one kind.
 pub const WARN_EVERY: Duration = Duration::from_secs(30);

@@ -3,7 +3,7 @@
 //! signal's resolved [`Otlp`] target (see [`super::config`] and
 //! [`super::tls`]).
 
-use super::config::{ExportSettings, Otlp, Protocol, SignalSettings};
+use super::config::{LogsSettings, MetricsSettings, Otlp, Protocol};
 use opentelemetry_otlp::{WithExportConfig, WithHttpConfig, WithTonicConfig};
 
 /// An OTLP exporter of any signal: `$builder` is the signal's
@@ -68,46 +68,19 @@ fn grpc_metadata(
     Ok(metadata)
 }
 
-/// The OTLP span exporter of one component: over HTTP, polytrace's own
-/// encoder ([`super::otlp_spans`]); over gRPC, opentelemetry-otlp's.
-pub fn span_exporter(
-    s: &ExportSettings,
+/// The OTLP/gRPC span exporter of one component (opentelemetry-otlp's;
+/// OTLP/HTTP spans use polytrace's encoder, [`super::traces::otlp_http`]).
+pub fn grpc_span_exporter(
+    otlp: &Otlp,
     resource: &opentelemetry_sdk::Resource,
-) -> anyhow::Result<SpanExporter> {
-    let otlp = &s.otlp;
-    Ok(match otlp.protocol {
-        Protocol::HttpProtobuf => {
-            let client = otlp
-                .tls
-                .http_client(otlp.timeout, otlp.errors.clone())
-                .map_err(|e| anyhow::anyhow!(e))?;
-            SpanExporter::Http(Box::new(super::otlp_spans::HttpSpanExporter::new(
-                resource,
-                client,
-                &otlp.endpoint,
-                &otlp.headers,
-                otlp.compression == Some(opentelemetry_otlp::Compression::Gzip),
-                otlp.timeout,
-            )?))
-        }
-        Protocol::Grpc => {
-            let mut exporter = otlp_exporter!(opentelemetry_otlp::SpanExporter::builder(), otlp);
-            opentelemetry_sdk::trace::SpanExporter::set_resource(&mut exporter, resource);
-            SpanExporter::Grpc(Box::new(exporter))
-        }
-    })
-}
-
-/// A span exporter of either protocol.
-pub enum SpanExporter {
-    /// OTLP/HTTP with polytrace's encoder: borrows the batch.
-    Http(Box<super::otlp_spans::HttpSpanExporter>),
-    /// OTLP/gRPC with opentelemetry-otlp: takes the batch by value.
-    Grpc(Box<opentelemetry_otlp::SpanExporter>),
+) -> anyhow::Result<opentelemetry_otlp::SpanExporter> {
+    let mut exporter = otlp_exporter!(opentelemetry_otlp::SpanExporter::builder(), otlp);
+    opentelemetry_sdk::trace::SpanExporter::set_resource(&mut exporter, resource);
+    Ok(exporter)
 }
 
 /// The OTLP metric exporter of one component.
-pub fn metric_exporter(s: &SignalSettings) -> anyhow::Result<opentelemetry_otlp::MetricExporter> {
+pub fn metric_exporter(s: &MetricsSettings) -> anyhow::Result<opentelemetry_otlp::MetricExporter> {
     Ok(otlp_exporter!(
         opentelemetry_otlp::MetricExporter::builder().with_temporality(s.temporality),
         &s.otlp
@@ -115,7 +88,7 @@ pub fn metric_exporter(s: &SignalSettings) -> anyhow::Result<opentelemetry_otlp:
 }
 
 /// The OTLP log exporter of one component.
-pub fn log_exporter(s: &SignalSettings) -> anyhow::Result<opentelemetry_otlp::LogExporter> {
+pub fn log_exporter(s: &LogsSettings) -> anyhow::Result<opentelemetry_otlp::LogExporter> {
     Ok(otlp_exporter!(
         opentelemetry_otlp::LogExporter::builder(),
         &s.otlp

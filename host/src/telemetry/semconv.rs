@@ -34,7 +34,7 @@ pub fn redact_query(query: &str) -> Cow<'_, str> {
 
 /// A value taken from the network, cut to `cap` bytes.
 fn capped(value: &str, cap: usize) -> String {
-    super::cap_string(value.to_string(), cap)
+    super::attributes::cap_string(value.to_string(), cap)
 }
 
 /// The methods the HTTP semantic conventions know; others become `_OTHER`.

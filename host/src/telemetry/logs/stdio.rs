@@ -3,7 +3,8 @@
 //! was in when it wrote the line's end. Writing never blocks or fails; what
 //! is left without a newline when the request ends is emitted then.
 
-use super::logs::{CurrentSpan, Logs, MAX_LINE};
+use super::{Logs, MAX_LINE};
+use crate::telemetry::traces::CurrentSpan;
 use bytes::Bytes;
 use opentelemetry::KeyValue;
 use std::pin::Pin;
@@ -81,23 +82,11 @@ pub struct GuestOutput(Arc<Inner>);
 
 impl GuestOutput {
     pub fn stdout(logs: Arc<Logs>, component: usize, span: Arc<CurrentSpan>) -> GuestOutput {
-        Self::new(
-            logs,
-            component,
-            span,
-            super::logs::STDOUT_SEVERITY,
-            "stdout",
-        )
+        Self::new(logs, component, span, super::STDOUT_SEVERITY, "stdout")
     }
 
     pub fn stderr(logs: Arc<Logs>, component: usize, span: Arc<CurrentSpan>) -> GuestOutput {
-        Self::new(
-            logs,
-            component,
-            span,
-            super::logs::STDERR_SEVERITY,
-            "stderr",
-        )
+        Self::new(logs, component, span, super::STDERR_SEVERITY, "stderr")
     }
 
     fn new(

@@ -9,18 +9,22 @@
 //! (`polytrace.telemetry.dropped{signal="log_records"}`), so a guest that
 //! prints a million lines costs dropped records, not memory or latency.
 
+pub mod console;
+pub mod host;
+pub mod stdio;
+
 use super::batch::{self, BatchQueue, Batches, FlushRequest};
-use super::config::{ConsoleLogs, Exporter, SignalSettings};
-use super::metrics::Dropped;
+use super::config::{ConsoleLogs, Exporter, LogsSettings};
+use super::drops::Dropped;
 use opentelemetry::logs::{AnyValue, LogRecord as _, Logger as _, LoggerProvider as _, Severity};
-use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId};
+use opentelemetry::trace::SpanContext;
 use opentelemetry::{InstrumentationScope, Key, KeyValue};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::logs::{
     LogBatch, LogExporter as _, LogProcessor, SdkLogRecord, SdkLogger, SdkLoggerProvider,
 };
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::sync::mpsc;
 
@@ -78,15 +82,15 @@ pub struct Logs {
 impl Logs {
     /// Start the worker. Must run within a tokio runtime.
     pub fn start(
-        settings: &SignalSettings,
+        settings: &LogsSettings,
         console: ConsoleLogs,
         resources: &[Resource],
         dropped: Vec<Arc<Dropped>>,
         store: Option<Arc<crate::store::Store>>,
     ) -> anyhow::Result<Logs> {
         let queue = Arc::new(BatchQueue::new(
-            settings.max_queue_size,
-            settings.max_export_batch_size,
+            settings.batch.max_queue_size,
+            settings.batch.max_export_batch_size,
         ));
         let mut exporters = Vec::new();
         let mut providers = Vec::new();
@@ -130,7 +134,7 @@ impl Logs {
             queue,
             resources.len(),
             worker,
-            settings.interval,
+            settings.batch.schedule_delay,
             flush_rx,
         ));
         Ok(Logs {
@@ -246,7 +250,7 @@ struct Worker {
     services: Vec<String>,
     dropped: Vec<Arc<Dropped>>,
     console: ConsoleLogs,
-    settings: SignalSettings,
+    settings: LogsSettings,
     scope: InstrumentationScope,
     failed_warning: super::drops::Throttle,
     /// The embedded store keeps the records of spans, for the viewer.
@@ -256,7 +260,7 @@ struct Worker {
 impl Batches<SdkLogRecord> for Worker {
     async fn export(&mut self, i: usize, batch: Vec<SdkLogRecord>) {
         if let Some(min) = self.console.min_severity {
-            print_records(&self.services[i], &batch, min, self.console.json);
+            console::print_records(&self.services[i], &batch, min, self.console.json);
         }
         if let Some(store) = &self.store {
             store.add_logs(&self.services[i], batch.clone());
@@ -291,143 +295,6 @@ impl Batches<SdkLogRecord> for Worker {
     }
 }
 
-/// Print guest records readably (`[service 0af7651b] WARN  body k=v`) or as
-/// JSON lines, on stdout.
-fn print_records(service: &str, batch: &[SdkLogRecord], min: u8, json: bool) {
-    use std::io::Write as _;
-    let mut out = std::io::stdout().lock();
-    for r in batch {
-        let n = r.severity_number().map_or(0, |s| s as u8);
-        if n != 0 && n < min {
-            continue;
-        }
-        let text = r.severity_text().unwrap_or("-");
-        let body = match r.body() {
-            Some(AnyValue::String(s)) => s.to_string(),
-            Some(other) => format!("{other:?}"),
-            None => String::new(),
-        };
-        let (trace_id, span_id) = r
-            .trace_context()
-            .map_or((TraceId::INVALID, SpanId::INVALID), |t| {
-                (t.trace_id, t.span_id)
-            });
-        let time = r.timestamp().unwrap_or(SystemTime::UNIX_EPOCH);
-        if json {
-            let attrs: serde_json::Map<String, serde_json::Value> = r
-                .attributes_iter()
-                .map(|(k, v)| (k.to_string(), json_value(v)))
-                .collect();
-            let mut line = serde_json::json!({
-                "time": rfc3339(time),
-                "service": service,
-                "severity": text,
-                "severity_number": n,
-                "body": body,
-                "attributes": attrs,
-            });
-            if trace_id != TraceId::INVALID {
-                line["trace_id"] = trace_id.to_string().into();
-                line["span_id"] = span_id.to_string().into();
-            }
-            let _ = writeln!(out, "{line}");
-        } else {
-            let short = if trace_id == TraceId::INVALID {
-                "--------".to_string()
-            } else {
-                trace_id.to_string()[..8].to_string()
-            };
-            let attrs: Vec<String> = r
-                .attributes_iter()
-                .filter(|(k, _)| k.as_str() != "log.iostream")
-                .map(|(k, v)| format!("{k}={}", plain(v)))
-                .collect();
-            let _ = writeln!(
-                out,
-                "{} [{service} {short}] {text:<5} {body}{}{}",
-                rfc3339(time),
-                if attrs.is_empty() { "" } else { "  " },
-                attrs.join(" ")
-            );
-        }
-    }
-}
-
-fn plain(v: &AnyValue) -> String {
-    match v {
-        AnyValue::String(s) => s.to_string(),
-        AnyValue::Int(i) => i.to_string(),
-        AnyValue::Double(f) => f.to_string(),
-        AnyValue::Boolean(b) => b.to_string(),
-        other => json_value(other).to_string(),
-    }
-}
-
-fn json_value(v: &AnyValue) -> serde_json::Value {
-    match v {
-        AnyValue::String(s) => s.as_str().into(),
-        AnyValue::Int(i) => (*i).into(),
-        AnyValue::Double(f) => (*f).into(),
-        AnyValue::Boolean(b) => (*b).into(),
-        AnyValue::ListAny(l) => l.iter().map(json_value).collect(),
-        other => format!("{other:?}").into(),
-    }
-}
-
-/// `2026-11-22T08:31:02.123Z`.
-pub fn rfc3339(t: SystemTime) -> String {
-    let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
-    let secs = d.as_secs() as i64;
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        d.subsec_millis()
-    )
-}
-
-/// The span a request's guest is in right now, shared with the guest's
-/// stdout and stderr streams (which live outside the store).
-#[derive(Debug)]
-pub struct CurrentSpan(Mutex<(TraceId, SpanId, TraceFlags)>);
-
-impl CurrentSpan {
-    pub fn new(cx: &SpanContext) -> Arc<CurrentSpan> {
-        Arc::new(CurrentSpan(Mutex::new((
-            cx.trace_id(),
-            cx.span_id(),
-            cx.trace_flags(),
-        ))))
-    }
-
-    pub fn set(&self, cx: &SpanContext) {
-        if let Ok(mut c) = self.0.lock() {
-            *c = (cx.trace_id(), cx.span_id(), cx.trace_flags());
-        }
-    }
-
-    pub fn get(&self) -> SpanContext {
-        let (t, s, f) = self.0.lock().map(|c| *c).unwrap_or((
-            TraceId::INVALID,
-            SpanId::INVALID,
-            TraceFlags::default(),
-        ));
-        SpanContext::new(t, s, f, false, Default::default())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -439,12 +306,5 @@ mod tests {
         assert_eq!(severity(13), Some((Severity::Warn, "WARN")));
         assert_eq!(severity(18), Some((Severity::Error2, "ERROR2")));
         assert_eq!(severity(200), Some((Severity::Fatal4, "FATAL4")));
-    }
-
-    #[test]
-    fn timestamps_print_as_rfc3339() {
-        let t = SystemTime::UNIX_EPOCH + Duration::from_millis(1_795_336_262_123);
-        assert_eq!(rfc3339(t), "2026-11-22T08:31:02.123Z");
-        assert_eq!(rfc3339(SystemTime::UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
     }
 }

@@ -10,8 +10,11 @@
 //! instrument, the rest folded into one `otel.metric.overflow=true` series)
 //! is the SDK's.
 
+pub mod host;
+pub mod prometheus;
+
 use super::batch::FlushRequest;
-use super::config::{Exporter, SignalSettings};
+use super::config::{Exporter, MetricsSettings};
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::{Counter, Gauge, Histogram, Meter, MeterProvider as _, UpDownCounter};
 use opentelemetry_sdk::Resource;
@@ -23,7 +26,7 @@ use opentelemetry_sdk::metrics::{
     InstrumentKind, ManualReader, Pipeline, SdkMeterProvider, Temporality,
 };
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -56,26 +59,7 @@ pub const DISCARD_REASON: &str = "polytrace.instance.discard_reason";
 pub const TRAPS: &str = "polytrace.guest.traps";
 /// Host health metric: requests a guest did not finish within its timeout.
 pub const TIMEOUTS: &str = "polytrace.guest.timeouts";
-/// Host health metric: telemetry items dropped (attribute `signal`: `spans`,
-/// `metric_points` or `log_records`).
-pub const DROPPED: &str = "polytrace.telemetry.dropped";
-
-/// Telemetry one component lost, by signal; read by [`DROPPED`].
-#[derive(Debug, Default)]
-pub struct Dropped {
-    pub spans: AtomicU64,
-    pub metric_points: AtomicU64,
-    pub log_records: AtomicU64,
-}
-
-impl Dropped {
-    pub fn add_spans(&self, n: u64) {
-        self.spans.fetch_add(n, Ordering::Relaxed);
-    }
-    pub fn add_log_records(&self, n: u64) {
-        self.log_records.fetch_add(n, Ordering::Relaxed);
-    }
-}
+pub use super::drops::{DROPPED, Dropped};
 
 /// The kinds of instrument a guest can create.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -387,7 +371,7 @@ impl Metrics {
     /// the providers have no readers: instruments aggregate nothing and
     /// `/metrics` is empty. Must run within a tokio runtime.
     pub fn start(
-        settings: &SignalSettings,
+        settings: &MetricsSettings,
         resources: &[Resource],
         dropped: &[Arc<Dropped>],
         record: bool,
@@ -455,7 +439,7 @@ impl Metrics {
 
     /// The Prometheus text exposition of every component's metrics.
     pub fn prometheus(&self) -> String {
-        super::prometheus::render(&self.collect())
+        prometheus::render(&self.collect())
     }
 
     /// Export what has been recorded so far over OTLP; waits at most `timeout`.
@@ -475,7 +459,7 @@ type Export = (
 
 async fn export_loop(
     export: Vec<Export>,
-    settings: SignalSettings,
+    settings: MetricsSettings,
     mut flush: mpsc::Receiver<FlushRequest>,
 ) {
     let interval = settings.interval;

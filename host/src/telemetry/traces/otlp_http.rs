@@ -13,7 +13,7 @@
 //! opentelemetry-proto itself. A unit test decodes both encodings and
 //! checks they are the same message.
 
-use super::tls::ExportHttpClient;
+use crate::telemetry::tls::ExportHttpClient;
 use bytes::Bytes;
 use opentelemetry::trace::{Event, Link, SpanKind, Status};
 use opentelemetry::{Array, InstrumentationScope, KeyValue, Value};

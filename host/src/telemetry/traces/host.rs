@@ -1,12 +1,14 @@
 //! `polytrace:telemetry` host implementation: thin glue from the generated
 //! WIT traits to [`RequestTrace`](super::RequestTrace).
 
-use super::{GuestSpan, propagation};
+use super::GuestSpan;
 use crate::bindings::tracing::{self as wit, Host, HostSpan};
 use crate::bindings::types::{self as wit_types, KeyValue as WitKeyValue, Value as WitValue};
 use crate::instance::InstanceState;
+use crate::telemetry::attributes::{Adjustments, to_key_value, to_value};
+use crate::telemetry::propagation;
+use opentelemetry::KeyValue;
 use opentelemetry::trace::{SpanContext, SpanKind, Status};
-use opentelemetry::{Array, KeyValue, Value};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use wasmtime::component::Resource;
 
@@ -186,9 +188,9 @@ impl InstanceState {
 
     /// End every span the guest left open, marked as ended by the host;
     /// returns what the limits changed in the request's guest telemetry.
-    pub(crate) fn end_abandoned_spans(&mut self) -> super::Adjustments {
+    pub(crate) fn end_abandoned_spans(&mut self) -> Adjustments {
         let Ok((t, table)) = self.telemetry_and_table() else {
-            return super::Adjustments::default();
+            return Adjustments::default();
         };
         for rep in t.trace.take_open() {
             let handle = Resource::<GuestSpan>::new_borrow(rep);
@@ -214,26 +216,6 @@ fn to_time(nanos: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_nanos(nanos)
 }
 
-/// A WIT attribute as an OpenTelemetry one.
-pub fn to_key_value(kv: WitKeyValue) -> KeyValue {
-    KeyValue::new(kv.key, to_value(kv.value))
-}
-
-fn to_value(v: WitValue) -> Value {
-    match v {
-        WitValue::String(s) => Value::from(s),
-        WitValue::Bool(b) => Value::Bool(b),
-        WitValue::S64(i) => Value::I64(i),
-        WitValue::F64(f) => Value::F64(f),
-        WitValue::StringArray(v) => {
-            Value::Array(Array::String(v.into_iter().map(Into::into).collect()))
-        }
-        WitValue::BoolArray(v) => Value::Array(Array::Bool(v)),
-        WitValue::S64Array(v) => Value::Array(Array::I64(v)),
-        WitValue::F64Array(v) => Value::Array(Array::F64(v)),
-    }
-}
-
 fn to_wit_context(cx: &SpanContext) -> wit::SpanContext {
     wit::SpanContext {
         trace_id: cx.trace_id().to_string(),
@@ -255,142 +237,4 @@ fn from_wit_context(cx: &wit::SpanContext) -> Option<SpanContext> {
         cx.is_remote,
         state,
     ))
-}
-
-// ---- metrics -------------------------------------------------------------
-
-use super::metrics::{GuestInstrument, InstrumentError, Kind};
-use crate::bindings::metrics as wit_metrics;
-
-impl InstanceState {
-    fn create_instrument(
-        &mut self,
-        kind: Kind,
-        name: String,
-        description: String,
-        unit: String,
-        boundaries: Option<Vec<f64>>,
-    ) -> wasmtime::Result<Result<Resource<GuestInstrument>, wit_metrics::MetricError>> {
-        let (t, table) = self.telemetry_and_table()?;
-        let made = t
-            .metrics
-            .instrument(kind, name, description, unit, boundaries);
-        Ok(match made {
-            Ok(instrument) => Ok(table.push(instrument)?),
-            Err(e) => Err(match e {
-                InstrumentError::InvalidName(m) => wit_metrics::MetricError::InvalidName(m),
-                InstrumentError::InvalidUnit(m) => wit_metrics::MetricError::InvalidUnit(m),
-                InstrumentError::InvalidBoundaries(m) => {
-                    wit_metrics::MetricError::InvalidBoundaries(m)
-                }
-                InstrumentError::Rejected(m) => wit_metrics::MetricError::Rejected(m),
-            }),
-        })
-    }
-
-    fn measure(
-        &mut self,
-        instrument: &Resource<GuestInstrument>,
-        value: f64,
-        attributes: Vec<WitKeyValue>,
-    ) -> wasmtime::Result<()> {
-        let (t, table) = self.telemetry_and_table()?;
-        let attrs = t
-            .trace
-            .cap_all(attributes.into_iter().map(to_key_value).collect());
-        table.get(instrument)?.record(value, &attrs);
-        Ok(())
-    }
-}
-
-impl wit_metrics::Host for InstanceState {
-    fn create_counter(
-        &mut self,
-        name: String,
-        description: String,
-        unit: String,
-    ) -> wasmtime::Result<Result<Resource<GuestInstrument>, wit_metrics::MetricError>> {
-        self.create_instrument(Kind::Counter, name, description, unit, None)
-    }
-
-    fn create_up_down_counter(
-        &mut self,
-        name: String,
-        description: String,
-        unit: String,
-    ) -> wasmtime::Result<Result<Resource<GuestInstrument>, wit_metrics::MetricError>> {
-        self.create_instrument(Kind::UpDownCounter, name, description, unit, None)
-    }
-
-    fn create_histogram(
-        &mut self,
-        name: String,
-        description: String,
-        unit: String,
-        boundaries: Option<Vec<f64>>,
-    ) -> wasmtime::Result<Result<Resource<GuestInstrument>, wit_metrics::MetricError>> {
-        self.create_instrument(Kind::Histogram, name, description, unit, boundaries)
-    }
-
-    fn create_gauge(
-        &mut self,
-        name: String,
-        description: String,
-        unit: String,
-    ) -> wasmtime::Result<Result<Resource<GuestInstrument>, wit_metrics::MetricError>> {
-        self.create_instrument(Kind::Gauge, name, description, unit, None)
-    }
-}
-
-/// The four instrument resources share one host type and one behaviour.
-macro_rules! instrument_resource {
-    ($trait:ident, $method:ident) => {
-        impl wit_metrics::$trait for InstanceState {
-            fn $method(
-                &mut self,
-                instrument: Resource<GuestInstrument>,
-                value: f64,
-                attributes: Vec<WitKeyValue>,
-            ) -> wasmtime::Result<()> {
-                self.measure(&instrument, value, attributes)
-            }
-
-            fn drop(&mut self, instrument: Resource<GuestInstrument>) -> wasmtime::Result<()> {
-                self.table.delete(instrument)?;
-                Ok(())
-            }
-        }
-    };
-}
-
-instrument_resource!(HostCounter, add);
-instrument_resource!(HostUpDownCounter, add);
-instrument_resource!(HostHistogram, record);
-instrument_resource!(HostGauge, record);
-
-// ---- logs ----------------------------------------------------------------
-
-impl crate::bindings::logs::Host for InstanceState {
-    fn emit(
-        &mut self,
-        severity: u8,
-        body: String,
-        attributes: Vec<WitKeyValue>,
-    ) -> wasmtime::Result<()> {
-        let t = &mut self.request()?.telemetry;
-        if !t.logs.enabled(severity) {
-            return Ok(());
-        }
-        let attrs = t
-            .trace
-            .cap_all(attributes.into_iter().map(to_key_value).collect());
-        let body = super::cap_string(body, super::logs::MAX_LINE.max(t.trace.value_cap()));
-        let span = t.trace.current().clone();
-        t.logs.emit(t.component, severity, body, attrs, Some(&span));
-        Ok(())
-    }
-
-    fn enabled(&mut self, severity: u8) -> wasmtime::Result<bool> {
-        Ok(self.request()?.telemetry.logs.enabled(severity))
-    }
 }

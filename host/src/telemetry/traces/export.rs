@@ -6,13 +6,15 @@
 //! [`batch`]). When the queue is full the span is dropped and counted. A
 //! backend that is down or slow only ever costs dropped spans.
 
-use super::batch::{self, BatchQueue, Batches, FlushRequest};
-use super::config::{ExportSettings, Exporter};
-use super::drops::Throttle;
+use super::otlp_http::HttpSpanExporter;
+use crate::telemetry::batch::{self, BatchQueue, Batches, FlushRequest};
+use crate::telemetry::config::{Exporter, Protocol, TracesSettings};
+use crate::telemetry::drops::{Dropped, Throttle};
+use crate::telemetry::otlp;
 use opentelemetry::Context;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::OTelSdkResult;
-use opentelemetry_sdk::trace::{Span, SpanData, SpanExporter, SpanProcessor};
+use opentelemetry_sdk::trace::{Span, SpanData, SpanExporter as _, SpanProcessor};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -35,29 +37,29 @@ struct Shared {
     queue: Arc<BatchQueue<SpanData>>,
     stats: ExportStats,
     /// Per component, for the `polytrace.telemetry.dropped` metric.
-    dropped: Vec<Arc<super::metrics::Dropped>>,
+    dropped: Vec<Arc<Dropped>>,
 }
 
 /// The sending side of the pipeline; cheap to clone.
 #[derive(Clone, Debug)]
-pub struct Pipeline {
+pub struct SpanExport {
     shared: Arc<Shared>,
     flush: mpsc::Sender<FlushRequest>,
 }
 
-impl Pipeline {
+impl SpanExport {
     /// Start the worker. `resources[i]` is the resource of component `i`.
     /// Must be called within a tokio runtime.
     pub fn start(
-        settings: &ExportSettings,
+        settings: &TracesSettings,
         resources: Vec<Resource>,
         store: Option<Arc<crate::store::Store>>,
-        dropped: Vec<Arc<super::metrics::Dropped>>,
-    ) -> anyhow::Result<Pipeline> {
+        dropped: Vec<Arc<Dropped>>,
+    ) -> anyhow::Result<SpanExport> {
         let shared = Arc::new(Shared {
             queue: Arc::new(BatchQueue::new(
-                settings.max_queue_size,
-                settings.max_export_batch_size,
+                settings.batch.max_queue_size,
+                settings.batch.max_export_batch_size,
             )),
             stats: ExportStats::default(),
             dropped,
@@ -66,7 +68,7 @@ impl Pipeline {
         let mut exporters = Vec::with_capacity(resources.len());
         if settings.exporter == Exporter::Otlp {
             for resource in &resources {
-                exporters.push(super::otlp::span_exporter(settings, resource)?);
+                exporters.push(span_exporter(settings, resource)?);
             }
         }
         let worker = Worker {
@@ -90,10 +92,10 @@ impl Pipeline {
             shared.queue.clone(),
             resources.len(),
             worker,
-            settings.schedule_delay,
+            settings.batch.schedule_delay,
             flush_rx,
         ));
-        Ok(Pipeline { shared, flush })
+        Ok(SpanExport { shared, flush })
     }
 
     /// The processor to install in component `index`'s tracer provider.
@@ -118,10 +120,10 @@ struct Worker {
     /// The embedded store gets every batch the exporters get.
     store: Option<Arc<crate::store::Store>>,
     shared: Arc<Shared>,
-    exporters: Vec<super::otlp::SpanExporter>,
+    exporters: Vec<SpanExporter>,
     /// service.name of each component, for the console exporter.
     services: Vec<String>,
-    settings: ExportSettings,
+    settings: TracesSettings,
     failed_warning: Throttle,
     /// `queue_full` when last reported, and when.
     reported_queue_full: u64,
@@ -134,10 +136,10 @@ impl Batches<SpanData> for Worker {
     }
 
     async fn export(&mut self, i: usize, batch: Vec<SpanData>) {
-        use super::otlp::SpanExporter as Otlp;
+        use SpanExporter as Otlp;
         let n = batch.len() as u64;
         if self.settings.console {
-            print_spans(&self.services[i], &batch);
+            super::console::print_spans(&self.services[i], &batch);
             if self.exporters.is_empty() {
                 self.shared.stats.exported.fetch_add(n, Ordering::Relaxed);
             }
@@ -213,12 +215,46 @@ impl Worker {
     }
 }
 
+/// The OTLP span exporter of one component: over HTTP, polytrace's own
+/// encoder ([`super::otlp_http`]); over gRPC, opentelemetry-otlp's.
+fn span_exporter(
+    s: &TracesSettings,
+    resource: &opentelemetry_sdk::Resource,
+) -> anyhow::Result<SpanExporter> {
+    let otlp = &s.otlp;
+    Ok(match otlp.protocol {
+        Protocol::HttpProtobuf => {
+            let client = otlp
+                .tls
+                .http_client(otlp.timeout, otlp.errors.clone())
+                .map_err(|e| anyhow::anyhow!(e))?;
+            SpanExporter::Http(Box::new(HttpSpanExporter::new(
+                resource,
+                client,
+                &otlp.endpoint,
+                &otlp.headers,
+                otlp.compression == Some(opentelemetry_otlp::Compression::Gzip),
+                otlp.timeout,
+            )?))
+        }
+        Protocol::Grpc => SpanExporter::Grpc(Box::new(otlp::grpc_span_exporter(otlp, resource)?)),
+    })
+}
+
+/// A span exporter of either protocol.
+enum SpanExporter {
+    /// OTLP/HTTP with polytrace's encoder: borrows the batch.
+    Http(Box<HttpSpanExporter>),
+    /// OTLP/gRPC with opentelemetry-otlp: takes the batch by value.
+    Grpc(Box<opentelemetry_otlp::SpanExporter>),
+}
+
 /// The [`SpanProcessor`] of one component: hands finished spans to the
 /// shared pipeline without blocking.
 #[derive(Debug)]
 pub struct ComponentProcessor {
     index: usize,
-    pipeline: Pipeline,
+    pipeline: SpanExport,
 }
 
 impl SpanProcessor for ComponentProcessor {
@@ -239,54 +275,5 @@ impl SpanProcessor for ComponentProcessor {
 
     fn shutdown_with_timeout(&self, _timeout: Duration) -> OTelSdkResult {
         Ok(())
-    }
-}
-
-/// The console exporter: one line per span, readable in a terminal, and
-/// stable for scripts (scripts/demo.py reads it): service, kind, name, ids,
-/// start (Unix seconds), duration, status, attributes.
-fn print_spans(service: &str, batch: &[SpanData]) {
-    use std::io::Write as _;
-    let mut out = std::io::stdout().lock();
-    for s in batch {
-        let micros = s
-            .end_time
-            .duration_since(s.start_time)
-            .unwrap_or_default()
-            .as_secs_f64()
-            * 1e3;
-        let status = match &s.status {
-            opentelemetry::trace::Status::Error { description } if description.is_empty() => {
-                "ERROR".to_string()
-            }
-            opentelemetry::trace::Status::Error { description } => format!("ERROR ({description})"),
-            opentelemetry::trace::Status::Ok => "OK".into(),
-            opentelemetry::trace::Status::Unset => "-".into(),
-        };
-        let parent = if s.parent_span_id == opentelemetry::trace::SpanId::INVALID {
-            "root".to_string()
-        } else {
-            s.parent_span_id.to_string()
-        };
-        let attrs: Vec<String> = s
-            .attributes
-            .iter()
-            .map(|kv| format!("{}={}", kv.key, kv.value))
-            .collect();
-        let start = s
-            .start_time
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
-        let _ = writeln!(
-            out,
-            "span {service:>16} {:<8} {:<28} trace={} span={} parent={parent:<16} start={}.{:06} {micros:>8.2}ms status={status} {}",
-            format!("{:?}", s.span_kind).to_uppercase(),
-            s.name,
-            s.span_context.trace_id(),
-            s.span_context.span_id(),
-            start.as_secs(),
-            start.subsec_micros(),
-            attrs.join(" ")
-        );
     }
 }
