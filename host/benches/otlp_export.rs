@@ -1,7 +1,8 @@
 //! OTLP span export on one core: encode + send into a receiver that
-//! discards what it gets, side by side for polytrace's encoder
-//! (`telemetry::traces::otlp_http`) and opentelemetry-otlp's HTTP exporter; and
-//! the heap each queued span holds.
+//! discards what it gets, side by side for polytrace's path (each span
+//! encoded once when it ends, `telemetry::traces::encoded`, then framed
+//! into a request by `telemetry::traces::otlp_http`) and opentelemetry-otlp's
+//! HTTP exporter; and the heap each queued span holds.
 //!
 //!     cargo bench -p polytrace --bench otlp_export
 //!
@@ -23,6 +24,7 @@ use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::{SpanData, SpanExporter as _};
 use polytrace::telemetry::tls::{ClientTls, TransportErrors};
+use polytrace::telemetry::traces::encoded::{EncodedSpan, Scopes};
 use polytrace::telemetry::traces::otlp_http::HttpSpanExporter;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::Arc;
@@ -101,18 +103,30 @@ fn main() {
         ])
         .build();
 
-    // Heap per queued span: what the batches of SpanData hold (as the
-    // export queue holds them: one exact-size vector per batch).
+    // Heap per queued span, as the export queue holds them (one vector
+    // per batch): encoded spans now, `SpanData` before.
     let spans: Vec<SpanData> = hello_spans(total);
+    let scopes = Scopes::default();
     let before = IN_USE.load(Ordering::Relaxed);
-    let batches: Vec<Vec<SpanData>> = spans.chunks(512).map(|c| c.to_vec()).collect();
+    let batches: Vec<Vec<EncodedSpan>> = spans
+        .chunks(512)
+        .map(|c| {
+            c.iter()
+                .map(|s| EncodedSpan::encode(s, scopes.index(&s.instrumentation_scope)))
+                .collect()
+        })
+        .collect();
     let held = IN_USE.load(Ordering::Relaxed) - before;
-    drop(spans);
+    let before = IN_USE.load(Ordering::Relaxed);
+    let span_batches: Vec<Vec<SpanData>> = spans.chunks(512).map(|c| c.to_vec()).collect();
+    let held_before = IN_USE.load(Ordering::Relaxed) - before;
     println!(
-        "queued span: {:.0} bytes of heap each (SpanData {} bytes inline + its attributes, events and strings; {} spans)",
+        "queued span: {:.0} bytes of heap each (EncodedSpan: {} bytes inline + its Span message; {} spans); as SpanData: {:.0} ({} inline)",
         held as f64 / total as f64,
+        std::mem::size_of::<EncodedSpan>(),
+        total,
+        held_before as f64 / total as f64,
         std::mem::size_of::<SpanData>(),
-        total
     );
 
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -142,26 +156,37 @@ fn main() {
         .unwrap();
     theirs.set_resource(&resource);
 
-    let (mut encode, mut ours_rate, mut theirs_rate) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut encode, mut frame, mut ours_rate, mut theirs_rate) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for _ in 0..rounds {
-        // Encoding alone.
+        // Encoding each span alone (what `on_end` does).
         let t = Instant::now();
-        for b in &batches {
-            std::hint::black_box(ours.body(b));
+        for b in &span_batches {
+            for s in b {
+                std::hint::black_box(EncodedSpan::encode(s, 0));
+            }
         }
         encode.push(total as f64 / t.elapsed().as_secs_f64());
-        // polytrace: encode from the borrowed batch, send.
+        // Framing encoded spans into requests alone (the export worker).
+        let t = Instant::now();
+        for b in &batches {
+            std::hint::black_box(ours.body(b, &scopes));
+        }
+        frame.push(total as f64 / t.elapsed().as_secs_f64());
+        // polytrace, all of it: encode each span, frame, send.
         let t = Instant::now();
         rt.block_on(async {
-            for b in &batches {
-                let body = ours.body(b);
+            for b in &span_batches {
+                let encoded: Vec<EncodedSpan> =
+                    b.iter().map(|s| EncodedSpan::encode(s, 0)).collect();
+                let body = ours.body(&encoded, &scopes);
                 ours.send(body).await.unwrap();
             }
         });
         ours_rate.push(total as f64 / t.elapsed().as_secs_f64());
         // opentelemetry-otlp: takes each batch by value (cloned before the
         // clock starts, as the worker would hand it over).
-        let owned: Vec<Vec<SpanData>> = batches.clone();
+        let owned: Vec<Vec<SpanData>> = span_batches.clone();
         let t = Instant::now();
         rt.block_on(async {
             for b in owned {
@@ -170,15 +195,22 @@ fn main() {
         });
         theirs_rate.push(total as f64 / t.elapsed().as_secs_f64());
     }
-    let size = ours.body(&batches[0]).len() as f64 / batches[0].len() as f64;
+    let size = ours.body(&batches[0], &scopes).len() as f64 / batches[0].len() as f64;
     println!(
         "OTLP/HTTP protobuf, {total} spans in batches of 512, {rounds} rounds (medians), one core:"
     );
     println!("| path | spans/s |");
     println!("|---|---:|");
-    println!("| polytrace encoder, encode only | {:.0} |", median(encode));
     println!(
-        "| polytrace encoder, encode + send | {:.0} |",
+        "| polytrace, span encoding only (on_end) | {:.0} |",
+        median(encode)
+    );
+    println!(
+        "| polytrace, request framing only (worker) | {:.0} |",
+        median(frame)
+    );
+    println!(
+        "| polytrace, encode + frame + send | {:.0} |",
         median(ours_rate)
     );
     println!(

@@ -1,6 +1,7 @@
 //! How many spans per second the embedded store writes to its file, on its
-//! own thread (one core), from the `SpanData` batches the export worker
-//! hands it — the same path `polytrace up` takes.
+//! own thread (one core), from the batches of encoded spans the export
+//! worker hands it — the same path `polytrace up` takes (spans are encoded
+//! when they end, on the request threads, so that is not timed here).
 //!
 //!     cargo bench -p polytrace --bench store_write
 //!
@@ -17,8 +18,8 @@ mod hello_spans;
 mod env;
 use env::env_or;
 use hello_spans::hello_spans;
-use opentelemetry_sdk::trace::SpanData;
 use polytrace::store::{Store, StoreConfig};
+use polytrace::telemetry::traces::encoded::EncodedSpan;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -36,9 +37,9 @@ fn main() {
         max_bytes: 8 << 30,
     })
     .unwrap();
-    let batches: Vec<Vec<SpanData>> = hello_spans(total)
+    let batches: Vec<Vec<EncodedSpan>> = hello_spans(total)
         .chunks(batch_size)
-        .map(|c| c.to_vec())
+        .map(|c| c.iter().map(|s| EncodedSpan::encode(s, 0)).collect())
         .collect();
     let started = Instant::now();
     for (n, batch) in batches.into_iter().enumerate() {

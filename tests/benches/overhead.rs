@@ -109,7 +109,9 @@ async fn main() {
     let store_dir = std::env::temp_dir().join(format!("polytrace-overhead-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&store_dir);
     let store = std::env::var("BENCH_STORE")
-        .unwrap_or_else(|_| store_dir.join("traces.db").display().to_string());
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| store_dir.join("traces.db").display().to_string());
     // BENCH_ENV: more variables for the traced host, `K=V,K=V`.
     let extra = std::env::var("BENCH_ENV").unwrap_or_default();
     let mut env = vec![

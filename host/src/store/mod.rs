@@ -8,8 +8,8 @@
 //! batches are dropped and counted. Retention removes the oldest spans by
 //! age and by database size.
 
+use crate::telemetry::traces::encoded::EncodedSpan;
 use opentelemetry::{Array, Value};
-use opentelemetry_sdk::trace::SpanData;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::{Value as Json, json};
 use std::path::{Path, PathBuf};
@@ -152,7 +152,7 @@ pub struct StoreStats {
 pub(crate) enum Msg {
     /// Finished spans of one service, converted on the writer thread so the
     /// export worker only hands them over.
-    Batch(String, Vec<SpanData>),
+    Batch(String, Vec<EncodedSpan>),
     Spans(Vec<StoredSpan>),
     /// Log records of one service (those with a span are kept).
     Logs(String, Vec<opentelemetry_sdk::logs::SdkLogRecord>),
@@ -337,7 +337,7 @@ impl Store {
     }
 
     /// Queue a batch for writing; never blocks. A full queue drops it.
-    pub fn add(&self, service: &str, batch: Vec<SpanData>) {
+    pub fn add(&self, service: &str, batch: Vec<EncodedSpan>) {
         let n = batch.len() as u64;
         if self
             .tx

@@ -10,10 +10,8 @@
 //! and the traces of its failed spans. A write thus appends to the ends of
 //! tables only; nothing is inserted at random places of a large B-tree.
 
-use super::{Msg, StoreConfig, StoreStats, StoredLog, StoredSpan, micros, now_us, stored_log};
-use opentelemetry::trace::{SpanKind, Status};
-use opentelemetry::{Array, KeyValue, Value};
-use opentelemetry_sdk::trace::SpanData;
+use super::{Msg, StoreConfig, StoreStats, StoredLog, StoredSpan, now_us, stored_log};
+use crate::telemetry::traces::encoded::{AttributeView, EventView, SpanView, ValueView};
 use rusqlite::{Connection, params};
 use serde::Serialize;
 use serde::ser::{SerializeSeq, Serializer};
@@ -96,7 +94,7 @@ struct Row<'a> {
 /// Where a span comes from: the export worker's batches, or spans already
 /// in the stored shape (tests, benchmarks).
 enum Source<'a> {
-    Span(&'a str, &'a SpanData),
+    Span(&'a str, SpanView<'a>),
     Stored(&'a StoredSpan),
 }
 
@@ -112,46 +110,44 @@ impl<'a> Row<'a> {
 
     fn from_span(
         service: &'a str,
-        s: &'a SpanData,
+        s: SpanView<'a>,
         payload: &mut Vec<u8>,
         text: &mut String,
     ) -> Row<'a> {
-        let (status, status_message) = match &s.status {
-            Status::Unset => (0, ""),
-            Status::Ok => (1, ""),
-            Status::Error { description } => (2, description.as_ref()),
+        let status = match s.status_code {
+            1 => 1,
+            2 => 2,
+            _ => 0,
         };
-        let parent_id = if s.parent_span_id == opentelemetry::trace::SpanId::INVALID {
-            String::new()
-        } else {
-            s.parent_span_id.to_string()
-        };
-        let start_us = micros(s.start_time);
-        let mut tags = Vec::with_capacity(s.attributes.len());
-        for kv in &s.attributes {
-            if let Some(value) = index_text(&kv.value, text) {
-                tags.push(tag_hash(kv.key.as_str(), value));
+        let parent_id = s.parent_span_id.map(hex).unwrap_or_default();
+        let start_us = (s.start_time_unix_nano / 1_000) as i64;
+        let end_us = (s.end_time_unix_nano / 1_000) as i64;
+        // Read once, used twice.
+        let attributes: Vec<AttributeView<'_>> = s.attributes().collect();
+        let mut tags = Vec::with_capacity(attributes.len());
+        for a in &attributes {
+            if let Some(value) = index_text(&a.value, text) {
+                tags.push(tag_hash(a.key, value));
             }
         }
         let payload_at = payload.len();
-        let _ = serde_json::to_writer(&mut *payload, &Tags(&s.attributes));
+        let _ = serde_json::to_writer(&mut *payload, &Tags(attributes.iter().copied()));
         let attributes_len = payload.len() - payload_at;
-        let _ = serde_json::to_writer(&mut *payload, &Events(&s.events));
+        let _ = serde_json::to_writer(&mut *payload, &Events(s.events()));
         let events_len = payload.len() - payload_at - attributes_len;
-        let trace = s.span_context.trace_id().to_bytes();
-        let low = u64::from_be_bytes(trace[8..].try_into().unwrap_or_default());
+        let low = u64::from_be_bytes(s.trace_id[8..].try_into().unwrap_or_default());
         Row {
             trace_key64: low,
-            trace_id: s.span_context.trace_id().to_string(),
-            span_id: s.span_context.span_id().to_string(),
+            trace_id: hex(s.trace_id),
+            span_id: hex(s.span_id),
             parent_id,
             service,
-            operation: s.name.as_ref(),
-            kind: kind_name(&s.span_kind),
+            operation: s.name,
+            kind: kind_name(s.kind),
             start_us,
-            duration_us: (micros(s.end_time) - start_us).max(0),
+            duration_us: (end_us - start_us).max(0),
             status,
-            status_message,
+            status_message: if status == 2 { s.status_message } else { "" },
             payload_at,
             attributes_len,
             events_len,
@@ -204,32 +200,44 @@ impl<'a> Row<'a> {
     }
 }
 
-fn kind_name(kind: &SpanKind) -> &'static str {
+/// trace.proto `SpanKind` as the store spells it.
+fn kind_name(kind: u64) -> &'static str {
     match kind {
-        SpanKind::Server => "server",
-        SpanKind::Client => "client",
-        SpanKind::Producer => "producer",
-        SpanKind::Consumer => "consumer",
-        SpanKind::Internal => "internal",
+        2 => "server",
+        3 => "client",
+        4 => "producer",
+        5 => "consumer",
+        _ => "internal",
     }
+}
+
+/// An id in lowercase hex, as W3C Trace Context writes it.
+fn hex<const N: usize>(id: [u8; N]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(2 * N);
+    for b in id {
+        out.push(DIGITS[usize::from(b >> 4)] as char);
+        out.push(DIGITS[usize::from(b & 15)] as char);
+    }
+    out
 }
 
 /// The text a tag search matches an attribute value against, as
 /// [`super::tag_text`] spells stored values: strings as they are,
 /// `true`/`false`, integers in decimal, arrays as their JSON text. Floats
 /// and values over [`MAX_INDEXED_VALUE`] bytes are not indexed (`None`).
-fn index_text<'v>(value: &'v Value, buf: &'v mut String) -> Option<&'v str> {
-    let text = match value {
-        Value::String(s) => s.as_str(),
-        Value::Bool(true) => "true",
-        Value::Bool(false) => "false",
-        Value::I64(i) => {
+fn index_text<'v>(value: &ValueView<'v>, buf: &'v mut String) -> Option<&'v str> {
+    let text = match *value {
+        ValueView::String(s) => s,
+        ValueView::Bool(true) => "true",
+        ValueView::Bool(false) => "false",
+        ValueView::I64(i) => {
             buf.clear();
             let _ = write!(buf, "{i}");
             buf.as_str()
         }
-        Value::Array(a) => {
-            *buf = array_json(a);
+        ValueView::Array(_) => {
+            *buf = array_json(value);
             buf.as_str()
         }
         _ => return None,
@@ -326,17 +334,27 @@ fn probes(key: i64, bits: usize) -> impl Iterator<Item = usize> {
 
 /// An array attribute as the JSON text stored for it (Jaeger has no array
 /// tags: its OTLP receiver stores them as strings of JSON, and so do we).
-fn array_json(a: &Array) -> String {
-    match a {
-        Array::Bool(v) => serde_json::to_string(v),
-        Array::I64(v) => serde_json::to_string(v),
-        Array::F64(v) => serde_json::to_string(v),
-        Array::String(v) => {
-            serde_json::to_string(&v.iter().map(|s| s.as_str()).collect::<Vec<_>>())
+fn array_json(a: &ValueView<'_>) -> String {
+    serde_json::to_string(&Items(*a)).unwrap_or_default()
+}
+
+/// The elements of an array value as a JSON array of scalars.
+struct Items<'a>(ValueView<'a>);
+
+impl Serialize for Items<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(None)?;
+        for item in self.0.items() {
+            match item {
+                ValueView::Bool(b) => seq.serialize_element(&b)?,
+                ValueView::I64(i) => seq.serialize_element(&i)?,
+                ValueView::F64(f) => seq.serialize_element(&f)?,
+                ValueView::String(v) => seq.serialize_element(v)?,
+                ValueView::Array(_) | ValueView::Other => seq.serialize_element(&())?,
+            }
         }
-        _ => Ok("[]".into()),
+        seq.end()
     }
-    .unwrap_or_default()
 }
 
 /// Attributes as written in a block payload: `[[key, value], ...]`, the
@@ -344,31 +362,31 @@ fn array_json(a: &Array) -> String {
 /// exponent, or `null` when not finite) as the attribute's type is; arrays
 /// as a string of their JSON text (Jaeger has no array tags). Read back into
 /// the stored tag shape by [`expand_tags`].
-struct Tags<'a>(&'a [KeyValue]);
+struct Tags<I>(I);
 
-impl Serialize for Tags<'_> {
+impl<'a, I: Iterator<Item = AttributeView<'a>> + Clone> Serialize for Tags<I> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut seq = s.serialize_seq(Some(self.0.len()))?;
-        for kv in self.0 {
-            seq.serialize_element(&TagRef(kv.key.as_str(), &kv.value))?;
+        let mut seq = s.serialize_seq(None)?;
+        for a in self.0.clone() {
+            seq.serialize_element(&TagRef(a))?;
         }
         seq.end()
     }
 }
 
-struct TagRef<'a>(&'a str, &'a Value);
+struct TagRef<'a>(AttributeView<'a>);
 
 impl Serialize for TagRef<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut pair = s.serialize_seq(Some(2))?;
-        pair.serialize_element(self.0)?;
-        match self.1 {
-            Value::Bool(b) => pair.serialize_element(b)?,
-            Value::I64(i) => pair.serialize_element(i)?,
-            Value::F64(f) => pair.serialize_element(f)?,
-            Value::String(v) => pair.serialize_element(v.as_str())?,
-            Value::Array(a) => pair.serialize_element(&array_json(a))?,
-            other => pair.serialize_element(&other.to_string())?,
+        pair.serialize_element(self.0.key)?;
+        match self.0.value {
+            ValueView::Bool(b) => pair.serialize_element(&b)?,
+            ValueView::I64(i) => pair.serialize_element(&i)?,
+            ValueView::F64(f) => pair.serialize_element(&f)?,
+            ValueView::String(v) => pair.serialize_element(v)?,
+            a @ ValueView::Array(_) => pair.serialize_element(&array_json(&a))?,
+            ValueView::Other => pair.serialize_element("")?,
         }
         pair.end()
     }
@@ -439,13 +457,17 @@ pub(super) fn searchable(value: &Json) -> bool {
 
 /// A span's events as written: `[[timestamp µs, name, attributes as
 /// Tags], ...]`; read back by [`expand_events`].
-struct Events<'a>(&'a [opentelemetry::trace::Event]);
+struct Events<I>(I);
 
-impl Serialize for Events<'_> {
+impl<'a, I: Iterator<Item = EventView<'a>> + Clone> Serialize for Events<I> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut seq = s.serialize_seq(Some(self.0.len()))?;
-        for e in self.0 {
-            seq.serialize_element(&(micros(e.timestamp), e.name.as_ref(), Tags(&e.attributes)))?;
+        let mut seq = s.serialize_seq(None)?;
+        for e in self.0.clone() {
+            seq.serialize_element(&(
+                (e.time_unix_nano / 1_000) as i64,
+                e.name,
+                Tags(e.attributes()),
+            ))?;
         }
         seq.end()
     }
@@ -532,7 +554,7 @@ impl Writer {
             }
             let sources: Vec<Source<'_>> = batches
                 .iter()
-                .flat_map(|(service, batch)| batch.iter().map(|s| Source::Span(service, s)))
+                .flat_map(|(service, batch)| batch.iter().map(|s| Source::Span(service, s.view())))
                 .chain(stored.iter().map(Source::Stored))
                 .collect();
             if !sources.is_empty() {
@@ -824,6 +846,32 @@ fn delete_block(conn: &Connection, block: i64, first: i64, last: i64) -> rusqlit
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::telemetry::traces::encoded::EncodedSpan;
+    use opentelemetry::trace::{Event, SpanContext, SpanId, SpanKind, Status};
+    use opentelemetry::{Array, InstrumentationScope, KeyValue, Value};
+    use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLinks};
+
+    /// A span with these attributes and events, as the export queue holds it.
+    fn encoded(attributes: Vec<KeyValue>, events: Vec<Event>) -> EncodedSpan {
+        let mut span_events = SpanEvents::default();
+        span_events.events = events;
+        let span = SpanData {
+            span_context: SpanContext::empty_context(),
+            parent_span_id: SpanId::INVALID,
+            parent_span_is_remote: false,
+            span_kind: SpanKind::Internal,
+            name: "s".into(),
+            start_time: std::time::UNIX_EPOCH,
+            end_time: std::time::UNIX_EPOCH,
+            attributes,
+            dropped_attributes_count: 0,
+            events: span_events,
+            links: SpanLinks::default(),
+            status: Status::Unset,
+            instrumentation_scope: InstrumentationScope::builder("t").build(),
+        };
+        EncodedSpan::encode(&span, 0)
+    }
 
     #[test]
     fn the_search_filter_has_every_key_and_few_others() {
@@ -863,7 +911,8 @@ mod tests {
                 .map(|kv| super::super::tag(kv.key.as_str(), &kv.value))
                 .collect(),
         );
-        let compact = serde_json::to_string(&Tags(&attrs)).unwrap();
+        let span = encoded(attrs.clone(), vec![]);
+        let compact = serde_json::to_string(&Tags(span.view().attributes())).unwrap();
         assert_eq!(expand_tags(serde_json::from_str(&compact).unwrap()), built);
         // Spans given in the stored shape are written the same way.
         let from_stored = serde_json::to_string(&StoredTags(&built)).unwrap();
@@ -874,7 +923,8 @@ mod tests {
             vec![KeyValue::new("step", 1i64)],
             0,
         );
-        let events = serde_json::to_string(&Events(&[event])).unwrap();
+        let span = encoded(vec![], vec![event]);
+        let events = serde_json::to_string(&Events(span.view().events())).unwrap();
         let expanded = expand_events(serde_json::from_str(&events).unwrap());
         assert_eq!(
             expanded,
@@ -890,17 +940,25 @@ mod tests {
     #[test]
     fn search_text_matches_what_stored_values_read_back_as() {
         let mut buf = String::new();
+        let indexed = |value: Value, buf: &mut String| -> Option<String> {
+            let span = encoded(vec![KeyValue::new("k", value)], vec![]);
+            let view = span.view();
+            let a = view.attributes().next().unwrap();
+            index_text(&a.value, buf).map(str::to_string)
+        };
         for value in [
             Value::from("GET"),
             Value::from(true),
             Value::from(-42i64),
             Value::Array(Array::I64(vec![1, 2])),
+            Value::Array(Array::String(vec!["a".into(), "\"b".into()])),
+            Value::Array(Array::F64(vec![0.5, f64::NAN])),
         ] {
             let stored = super::super::tag("k", &value);
             let read_back = super::super::tag_text(&stored["value"]).unwrap();
-            assert_eq!(index_text(&value, &mut buf), Some(read_back.as_str()));
+            assert_eq!(indexed(value, &mut buf), Some(read_back));
         }
-        assert_eq!(index_text(&Value::from(0.5), &mut buf), None);
-        assert_eq!(index_text(&Value::from("x".repeat(257)), &mut buf), None);
+        assert_eq!(indexed(Value::from(0.5), &mut buf), None);
+        assert_eq!(indexed(Value::from("x".repeat(257)), &mut buf), None);
     }
 }

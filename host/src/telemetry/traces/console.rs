@@ -1,51 +1,40 @@
 //! The `console` span exporter (`OTEL_TRACES_EXPORTER=console`).
 
-use opentelemetry_sdk::trace::SpanData;
+use super::encoded::EncodedSpan;
+use opentelemetry::trace::{SpanId, TraceId};
 
 /// The console exporter: one line per span, readable in a terminal, and
 /// stable for scripts (scripts/demo.py reads it): service, kind, name, ids,
 /// start (Unix seconds), duration, status, attributes.
-pub fn print_spans(service: &str, batch: &[SpanData]) {
+pub fn print_spans(service: &str, batch: &[EncodedSpan]) {
     use std::io::Write as _;
     let mut out = std::io::stdout().lock();
     for s in batch {
-        let micros = s
-            .end_time
-            .duration_since(s.start_time)
-            .unwrap_or_default()
-            .as_secs_f64()
-            * 1e3;
-        let status = match &s.status {
-            opentelemetry::trace::Status::Error { description } if description.is_empty() => {
-                "ERROR".to_string()
-            }
-            opentelemetry::trace::Status::Error { description } => format!("ERROR ({description})"),
-            opentelemetry::trace::Status::Ok => "OK".into(),
-            opentelemetry::trace::Status::Unset => "-".into(),
+        let s = s.view();
+        let millis = s.end_time_unix_nano.saturating_sub(s.start_time_unix_nano) as f64 / 1e6;
+        let status = match s.status_code {
+            2 if s.status_message.is_empty() => "ERROR".to_string(),
+            2 => format!("ERROR ({})", s.status_message),
+            1 => "OK".into(),
+            _ => "-".into(),
         };
-        let parent = if s.parent_span_id == opentelemetry::trace::SpanId::INVALID {
-            "root".to_string()
-        } else {
-            s.parent_span_id.to_string()
-        };
+        let parent = s
+            .parent_span_id
+            .map_or("root".to_string(), |p| SpanId::from_bytes(p).to_string());
         let attrs: Vec<String> = s
-            .attributes
-            .iter()
-            .map(|kv| format!("{}={}", kv.key, kv.value))
+            .attributes()
+            .map(|a| format!("{}={}", a.key, a.value.to_value()))
             .collect();
-        let start = s
-            .start_time
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
+        let start_us = s.start_time_unix_nano / 1_000;
         let _ = writeln!(
             out,
-            "span {service:>16} {:<8} {:<28} trace={} span={} parent={parent:<16} start={}.{:06} {micros:>8.2}ms status={status} {}",
-            format!("{:?}", s.span_kind).to_uppercase(),
+            "span {service:>16} {:<8} {:<28} trace={} span={} parent={parent:<16} start={}.{:06} {millis:>8.2}ms status={status} {}",
+            format!("{:?}", s.kind()).to_uppercase(),
             s.name,
-            s.span_context.trace_id(),
-            s.span_context.span_id(),
-            start.as_secs(),
-            start.subsec_micros(),
+            TraceId::from_bytes(s.trace_id),
+            SpanId::from_bytes(s.span_id),
+            start_us / 1_000_000,
+            start_us % 1_000_000,
             attrs.join(" ")
         );
     }

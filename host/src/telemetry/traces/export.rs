@@ -6,6 +6,7 @@
 //! [`batch`]). When the queue is full the span is dropped and counted. A
 //! backend that is down or slow only ever costs dropped spans.
 
+use super::encoded::{EncodedSpan, Scopes};
 use super::otlp_http::HttpSpanExporter;
 use crate::telemetry::batch::{self, BatchQueue, Batches, FlushRequest};
 use crate::telemetry::config::{Exporter, Protocol, TracesSettings};
@@ -34,7 +35,9 @@ pub struct ExportStats {
 /// What span processors and the worker share.
 #[derive(Debug)]
 struct Shared {
-    queue: Arc<BatchQueue<SpanData>>,
+    queue: Arc<BatchQueue<EncodedSpan>>,
+    /// The instrumentation scopes the queued spans name.
+    scopes: Scopes,
     stats: ExportStats,
     /// Per component, for the `polytrace.telemetry.dropped` metric.
     dropped: Vec<Arc<Dropped>>,
@@ -61,6 +64,7 @@ impl SpanExport {
                 settings.batch.max_queue_size,
                 settings.batch.max_export_batch_size,
             )),
+            scopes: Scopes::default(),
             stats: ExportStats::default(),
             dropped,
         });
@@ -130,12 +134,12 @@ struct Worker {
     queue_full_warning: Throttle,
 }
 
-impl Batches<SpanData> for Worker {
+impl Batches<EncodedSpan> for Worker {
     fn before_drain(&mut self) {
         self.report_queue_full();
     }
 
-    async fn export(&mut self, i: usize, batch: Vec<SpanData>) {
+    async fn export(&mut self, i: usize, batch: Vec<EncodedSpan>) {
         use SpanExporter as Otlp;
         let n = batch.len() as u64;
         if self.settings.console {
@@ -152,21 +156,27 @@ impl Batches<SpanData> for Worker {
                 }
                 return;
             }
-            // Encoded from the borrowed batch; the store then takes the batch
+            // Framed from the borrowed batch; the store then takes the batch
             // itself while the request is in flight.
             Some(Otlp::Http(exporter)) => {
-                let body = exporter.body(&batch);
+                let body = exporter.body(&batch, &self.shared.scopes);
                 let send = exporter.send(body);
                 if let Some(store) = &self.store {
                     store.add(&self.services[i], batch);
                 }
                 send.await
             }
+            // opentelemetry-otlp's gRPC exporter takes `SpanData`.
             Some(Otlp::Grpc(exporter)) => {
+                let scopes = &self.shared.scopes;
+                let spans = batch
+                    .iter()
+                    .map(|s| s.to_span_data(&scopes.get(s.scope())))
+                    .collect();
                 if let Some(store) = &self.store {
-                    store.add(&self.services[i], batch.clone());
+                    store.add(&self.services[i], batch);
                 }
-                match tokio::time::timeout(self.settings.otlp.timeout, exporter.export(batch)).await
+                match tokio::time::timeout(self.settings.otlp.timeout, exporter.export(spans)).await
                 {
                     Ok(result) => result.map_err(|e| e.to_string()),
                     Err(_) => Err("timed out".into()),
@@ -260,9 +270,14 @@ pub struct ComponentProcessor {
 impl SpanProcessor for ComponentProcessor {
     fn on_start(&self, _span: &mut Span, _cx: &Context) {}
 
+    /// Encodes the span here, on the thread that ended it, and queues its
+    /// bytes (see [`super::encoded`]).
     fn on_end(&self, span: SpanData) {
         let shared = &self.pipeline.shared;
-        if !shared.queue.push(self.index, span) {
+        let scope = shared.scopes.index(&span.instrumentation_scope);
+        let encoded = EncodedSpan::encode(&span, scope);
+        drop(span);
+        if !shared.queue.push(self.index, encoded) {
             shared.stats.dropped.fetch_add(1, Ordering::Relaxed);
             shared.stats.queue_full.fetch_add(1, Ordering::Relaxed);
             shared.dropped[self.index].add_spans(1);

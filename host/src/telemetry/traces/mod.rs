@@ -4,6 +4,7 @@
 //! printer ([`console`]). The WIT glue is in [`host`].
 
 pub mod console;
+pub mod encoded;
 pub mod export;
 pub mod host;
 pub mod otlp_http;
