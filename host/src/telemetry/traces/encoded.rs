@@ -241,7 +241,11 @@ pub struct SpanView<'a> {
     pub status_message: &'a str,
     /// W3C trace flags (low byte) and the `SpanFlags` remote-parent bits.
     pub flags: u32,
-    bytes: &'a [u8],
+    /// The stretches of the message holding the attributes, events and
+    /// links (each written contiguously), so iterating them skips the rest.
+    attributes: &'a [u8],
+    events: &'a [u8],
+    links: &'a [u8],
 }
 
 impl<'a> SpanView<'a> {
@@ -261,9 +265,29 @@ impl<'a> SpanView<'a> {
             status_code: 0,
             status_message: "",
             flags: 0,
-            bytes,
+            attributes: &[],
+            events: &[],
+            links: &[],
         };
-        for (tag, field) in Fields(bytes) {
+        // Where a run of one repeated field starts and ends.
+        let mut runs: [(usize, usize); 3] = [(usize::MAX, 0); 3];
+        let mut fields = Fields(bytes);
+        loop {
+            let at = bytes.len() - fields.0.len();
+            let Some((tag, field)) = fields.next() else {
+                break;
+            };
+            let end = bytes.len() - fields.0.len();
+            if let Some(run) = match tag {
+                9 => Some(&mut runs[0]),
+                11 => Some(&mut runs[1]),
+                13 => Some(&mut runs[2]),
+                _ => None,
+            } {
+                run.0 = run.0.min(at);
+                run.1 = end;
+                continue;
+            }
             match (tag, field) {
                 (1, Field::Bytes(b)) => v.trace_id = id(b),
                 (2, Field::Bytes(b)) => v.span_id = id(b),
@@ -289,6 +313,10 @@ impl<'a> SpanView<'a> {
                 _ => {}
             }
         }
+        let run = |(start, end): (usize, usize)| bytes.get(start..end).unwrap_or_default();
+        v.attributes = run(runs[0]);
+        v.events = run(runs[1]);
+        v.links = run(runs[2]);
         v
     }
 
@@ -305,17 +333,17 @@ impl<'a> SpanView<'a> {
 
     /// The span's attributes, in order.
     pub fn attributes(&self) -> impl Iterator<Item = AttributeView<'a>> + Clone + use<'a> {
-        repeated(self.bytes, 9).map(AttributeView::parse)
+        repeated(self.attributes, 9).map(AttributeView::parse)
     }
 
     /// The span's events, in order.
     pub fn events(&self) -> impl Iterator<Item = EventView<'a>> + Clone + use<'a> {
-        repeated(self.bytes, 11).map(EventView::parse)
+        repeated(self.events, 11).map(EventView::parse)
     }
 
     /// The span's links, in order.
     pub fn links(&self) -> impl Iterator<Item = LinkView<'a>> + Clone + use<'a> {
-        repeated(self.bytes, 13).map(LinkView::parse)
+        repeated(self.links, 13).map(LinkView::parse)
     }
 }
 
@@ -328,6 +356,17 @@ pub struct AttributeView<'a> {
 
 impl<'a> AttributeView<'a> {
     fn parse(b: &'a [u8]) -> AttributeView<'a> {
+        // The order this module writes: key, then value.
+        let mut rest = b;
+        if let Some((1, Field::Bytes(k))) = read_field(&mut rest)
+            && let Some((2, Field::Bytes(v))) = read_field(&mut rest)
+            && rest.is_empty()
+        {
+            return AttributeView {
+                key: text(k),
+                value: ValueView::parse(v),
+            };
+        }
         let mut a = AttributeView {
             key: "",
             value: ValueView::Other,
@@ -363,6 +402,7 @@ pub enum ValueView<'a> {
 impl<'a> ValueView<'a> {
     fn parse(b: &'a [u8]) -> ValueView<'a> {
         let mut value = ValueView::Other;
+        // A oneof: one field (the last wins if a writer sent several).
         for (tag, field) in Fields(b) {
             value = match (tag, field) {
                 (1, Field::Bytes(s)) => ValueView::String(text(s)),
