@@ -239,76 +239,83 @@ pub const DEFAULT_MAX_ATTRIBUTE_VALUE_LENGTH: usize = 4096;
 pub mod env {
     /// A variable holding milliseconds, and its default.
     pub struct Millis {
+        /// The variable's name.
         pub name: &'static str,
+        /// Its default, in milliseconds.
         pub default_ms: u64,
+    }
+
+    impl Millis {
+        const fn new(name: &'static str, default_ms: u64) -> Millis {
+            Millis { name, default_ms }
+        }
     }
 
     /// A variable holding a count above zero, and its default.
     pub struct Count {
+        /// The variable's name.
         pub name: &'static str,
+        /// Its default.
         pub default: usize,
     }
 
+    impl Count {
+        const fn new(name: &'static str, default: usize) -> Count {
+            Count { name, default }
+        }
+    }
+
+    /// `true` turns every signal off (context still propagates).
     pub const OTEL_SDK_DISABLED: &str = "OTEL_SDK_DISABLED";
     /// `otlp` by default.
     pub const OTEL_TRACES_EXPORTER: &str = "OTEL_TRACES_EXPORTER";
+    /// `otlp` by default.
     pub const OTEL_METRICS_EXPORTER: &str = "OTEL_METRICS_EXPORTER";
+    /// `otlp` by default.
     pub const OTEL_LOGS_EXPORTER: &str = "OTEL_LOGS_EXPORTER";
     /// `parentbased_always_on` by default.
     pub const OTEL_TRACES_SAMPLER: &str = "OTEL_TRACES_SAMPLER";
+    /// The sampler when neither the variable nor the manifest names one.
     pub const DEFAULT_SAMPLER: &str = "parentbased_always_on";
     /// 1.0 by default.
     pub const OTEL_TRACES_SAMPLER_ARG: &str = "OTEL_TRACES_SAMPLER_ARG";
+    /// Only `tracecontext` and `baggage` (what polytrace always propagates) are accepted.
     pub const OTEL_PROPAGATORS: &str = "OTEL_PROPAGATORS";
+    /// `key=value,...`, percent-encoded values; added to every component's resource.
     pub const OTEL_RESOURCE_ATTRIBUTES: &str = "OTEL_RESOURCE_ATTRIBUTES";
     /// Both default to [`DEFAULT_MAX_ATTRIBUTE_VALUE_LENGTH`](super::DEFAULT_MAX_ATTRIBUTE_VALUE_LENGTH).
     pub const OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT: &str =
         "OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT";
+    /// Read when the span-specific limit is not set.
     pub const OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT: &str = "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT";
     /// `cumulative` by default.
     pub const OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE: &str =
         "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE";
 
-    pub const OTEL_BSP_SCHEDULE_DELAY: Millis = Millis {
-        name: "OTEL_BSP_SCHEDULE_DELAY",
-        default_ms: 5_000,
-    };
-    pub const OTEL_BSP_EXPORT_TIMEOUT: Millis = Millis {
-        name: "OTEL_BSP_EXPORT_TIMEOUT",
-        default_ms: 30_000,
-    };
-    pub const OTEL_BSP_MAX_QUEUE_SIZE: Count = Count {
-        name: "OTEL_BSP_MAX_QUEUE_SIZE",
-        default: 2048,
-    };
-    pub const OTEL_BSP_MAX_EXPORT_BATCH_SIZE: Count = Count {
-        name: "OTEL_BSP_MAX_EXPORT_BATCH_SIZE",
-        default: 512,
-    };
-    pub const OTEL_BLRP_SCHEDULE_DELAY: Millis = Millis {
-        name: "OTEL_BLRP_SCHEDULE_DELAY",
-        default_ms: 1_000,
-    };
-    pub const OTEL_BLRP_EXPORT_TIMEOUT: Millis = Millis {
-        name: "OTEL_BLRP_EXPORT_TIMEOUT",
-        default_ms: 30_000,
-    };
-    pub const OTEL_BLRP_MAX_QUEUE_SIZE: Count = Count {
-        name: "OTEL_BLRP_MAX_QUEUE_SIZE",
-        default: 2048,
-    };
-    pub const OTEL_BLRP_MAX_EXPORT_BATCH_SIZE: Count = Count {
-        name: "OTEL_BLRP_MAX_EXPORT_BATCH_SIZE",
-        default: 512,
-    };
-    pub const OTEL_METRIC_EXPORT_INTERVAL: Millis = Millis {
-        name: "OTEL_METRIC_EXPORT_INTERVAL",
-        default_ms: 60_000,
-    };
-    pub const OTEL_METRIC_EXPORT_TIMEOUT: Millis = Millis {
-        name: "OTEL_METRIC_EXPORT_TIMEOUT",
-        default_ms: 30_000,
-    };
+    /// Spans: the longest a partial batch waits, 5 s.
+    pub const OTEL_BSP_SCHEDULE_DELAY: Millis = Millis::new("OTEL_BSP_SCHEDULE_DELAY", 5_000);
+    /// Spans: an export's deadline, 30 s (the OTLP timeout applies if shorter).
+    pub const OTEL_BSP_EXPORT_TIMEOUT: Millis = Millis::new("OTEL_BSP_EXPORT_TIMEOUT", 30_000);
+    /// Spans waiting at most, 2048; past it new spans are dropped and counted.
+    pub const OTEL_BSP_MAX_QUEUE_SIZE: Count = Count::new("OTEL_BSP_MAX_QUEUE_SIZE", 2048);
+    /// Spans per export at most, 512.
+    pub const OTEL_BSP_MAX_EXPORT_BATCH_SIZE: Count =
+        Count::new("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512);
+    /// Log records: the longest a partial batch waits, 1 s.
+    pub const OTEL_BLRP_SCHEDULE_DELAY: Millis = Millis::new("OTEL_BLRP_SCHEDULE_DELAY", 1_000);
+    /// Log records: an export's deadline, 30 s.
+    pub const OTEL_BLRP_EXPORT_TIMEOUT: Millis = Millis::new("OTEL_BLRP_EXPORT_TIMEOUT", 30_000);
+    /// Log records waiting at most, 2048.
+    pub const OTEL_BLRP_MAX_QUEUE_SIZE: Count = Count::new("OTEL_BLRP_MAX_QUEUE_SIZE", 2048);
+    /// Log records per export at most, 512.
+    pub const OTEL_BLRP_MAX_EXPORT_BATCH_SIZE: Count =
+        Count::new("OTEL_BLRP_MAX_EXPORT_BATCH_SIZE", 512);
+    /// Metrics: time between two OTLP exports, 60 s.
+    pub const OTEL_METRIC_EXPORT_INTERVAL: Millis =
+        Millis::new("OTEL_METRIC_EXPORT_INTERVAL", 60_000);
+    /// Metrics: an export's deadline, 30 s.
+    pub const OTEL_METRIC_EXPORT_TIMEOUT: Millis =
+        Millis::new("OTEL_METRIC_EXPORT_TIMEOUT", 30_000);
 
     /// The signals, as they appear in `OTEL_EXPORTER_OTLP_<SIGNAL>_<SUFFIX>`.
     pub const TRACES: &str = "TRACES";
