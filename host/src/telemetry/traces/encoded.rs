@@ -220,24 +220,35 @@ fn id<const N: usize>(b: &[u8]) -> [u8; N] {
     b.try_into().unwrap_or([0; N])
 }
 
-/// A span's fields, borrowed from its [`EncodedSpan`].
+/// A span's fields, borrowed from its [`EncodedSpan`]; field names
+/// follow trace.proto's `Span`.
 #[derive(Debug, Clone)]
 pub struct SpanView<'a> {
+    /// 16 bytes, in the order W3C `traceparent` writes them.
     pub trace_id: [u8; 16],
+    /// 8 bytes.
     pub span_id: [u8; 8],
+    /// The W3C `tracestate` header value ("" when empty).
     pub trace_state: &'a str,
     /// `None` for a root span.
     pub parent_span_id: Option<[u8; 8]>,
+    /// The span name.
     pub name: &'a str,
     /// trace.proto `SpanKind`: 1 internal … 5 consumer.
     pub kind: u64,
+    /// Nanoseconds since the Unix epoch.
     pub start_time_unix_nano: u64,
+    /// Nanoseconds since the Unix epoch.
     pub end_time_unix_nano: u64,
+    /// Attributes the SDK's limits dropped.
     pub dropped_attributes_count: u32,
+    /// Events the SDK's limits dropped.
     pub dropped_events_count: u32,
+    /// Links the SDK's limits dropped.
     pub dropped_links_count: u32,
     /// trace.proto `StatusCode`: 0 unset, 1 ok, 2 error.
     pub status_code: u64,
+    /// The error description (only with status 2).
     pub status_message: &'a str,
     /// W3C trace flags (low byte) and the `SpanFlags` remote-parent bits.
     pub flags: u32,
@@ -350,7 +361,9 @@ impl<'a> SpanView<'a> {
 /// A `KeyValue`, borrowed.
 #[derive(Debug, Clone, Copy)]
 pub struct AttributeView<'a> {
+    /// The attribute name (semantic-convention names verbatim).
     pub key: &'a str,
+    /// Its typed value.
     pub value: ValueView<'a>,
 }
 
@@ -390,10 +403,15 @@ impl<'a> AttributeView<'a> {
 /// An `AnyValue`, borrowed. Arrays hold their `ArrayValue` message.
 #[derive(Debug, Clone, Copy)]
 pub enum ValueView<'a> {
+    /// A string (UTF-8).
     String(&'a str),
+    /// A boolean.
     Bool(bool),
+    /// A 64-bit signed integer.
     I64(i64),
+    /// A 64-bit float.
     F64(f64),
+    /// An array: its `ArrayValue` message; [`ValueView::items`] reads it.
     Array(&'a [u8]),
     /// A kind polytrace never writes (key-value lists, bytes) or none.
     Other,
@@ -473,8 +491,11 @@ impl<'a> ValueView<'a> {
 /// A `Span.Event`, borrowed.
 #[derive(Debug, Clone, Copy)]
 pub struct EventView<'a> {
+    /// Nanoseconds since the Unix epoch.
     pub time_unix_nano: u64,
+    /// The event name (`exception` for recorded exceptions).
     pub name: &'a str,
+    /// Attributes the SDK's limits dropped.
     pub dropped_attributes_count: u32,
     bytes: &'a [u8],
 }
@@ -506,10 +527,15 @@ impl<'a> EventView<'a> {
 /// A `Span.Link`, borrowed.
 #[derive(Debug, Clone, Copy)]
 pub struct LinkView<'a> {
+    /// The linked span's trace id, 16 bytes.
     pub trace_id: [u8; 16],
+    /// The linked span's id, 8 bytes.
     pub span_id: [u8; 8],
+    /// The linked span's `tracestate` header value.
     pub trace_state: &'a str,
+    /// Attributes the SDK's limits dropped.
     pub dropped_attributes_count: u32,
+    /// W3C trace flags (low byte) and the `SpanFlags` remote bits.
     pub flags: u32,
     bytes: &'a [u8],
 }
