@@ -171,7 +171,7 @@ impl Batches<EncodedSpan> for Worker {
                 let scopes = &self.shared.scopes;
                 let spans = batch
                     .iter()
-                    .map(|s| s.to_span_data(&scopes.get(s.scope())))
+                    .map(|s| s.to_span_data(scopes.get(s.scope())))
                     .collect();
                 if let Some(store) = &self.store {
                     store.add(&self.services[i], batch);

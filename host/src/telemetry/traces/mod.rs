@@ -12,10 +12,9 @@ pub mod otlp_http;
 use super::attributes::{Adjustments, MAX_RECORD_ATTRIBUTES, cap_string, cap_value};
 use super::propagation;
 use opentelemetry::trace::{
-    Span as _, SpanContext, SpanKind, Status, TraceContextExt, TraceFlags, Tracer as _,
-    TracerProvider as _,
+    Span as _, SpanContext, SpanId, SpanKind, Status, TraceContextExt, TraceFlags, TraceId,
+    Tracer as _, TracerProvider as _,
 };
-use opentelemetry::trace::{SpanId, TraceId};
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider, Span};
@@ -75,6 +74,7 @@ impl Traces {
         &self.tracers[index]
     }
 
+    /// The span pipeline every provider ends in (its stats, flush).
     pub fn export(&self) -> &SpanExport {
         &self.export
     }
