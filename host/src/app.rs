@@ -780,6 +780,7 @@ impl ServerSpan {
             .is_none_or(|p| p.trace_flags().to_u8() & propagation::FLAG_RANDOM != 0);
         let trace = RequestTrace::new(
             tracer.clone(),
+            app.telemetry.traces.sink(idx).clone(),
             span.span_context().clone(),
             extracted.baggage,
             extracted.tracestate,

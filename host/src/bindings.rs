@@ -15,4 +15,4 @@ wasmtime::component::bindgen!({
     },
 });
 
-pub use self::polytrace::telemetry::{logs, metrics, tracing, types};
+pub use self::polytrace::telemetry::{logs, metrics, span_batch, tracing, types};

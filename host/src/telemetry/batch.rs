@@ -50,7 +50,7 @@ impl<T> BatchQueue<T> {
     }
 
     /// Up to `n` of the oldest items, and how many are left.
-    fn take(&self, n: usize) -> (Vec<(usize, T)>, usize) {
+    pub(crate) fn take(&self, n: usize) -> (Vec<(usize, T)>, usize) {
         let mut items = self.items.lock().unwrap_or_else(|e| e.into_inner());
         if items.len() <= n {
             return (std::mem::take(&mut *items), 0);

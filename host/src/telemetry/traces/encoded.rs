@@ -41,6 +41,12 @@ impl EncodedSpan {
         }
     }
 
+    /// A span already encoded as an OTLP `Span` message (the batched
+    /// path, [`super::batched`], writes it without a `SpanData`).
+    pub(super) fn from_bytes(bytes: Box<[u8]>, scope: u32) -> EncodedSpan {
+        EncodedSpan { scope, bytes }
+    }
+
     /// The `Span` message (without its own field key and length).
     pub fn bytes(&self) -> &[u8] {
         &self.bytes
@@ -611,25 +617,25 @@ pub(super) fn put_string(buf: &mut Vec<u8>, tag: u32, s: &str) {
     }
 }
 
-fn put_fixed64(buf: &mut Vec<u8>, tag: u32, v: u64) {
+pub(super) fn put_fixed64(buf: &mut Vec<u8>, tag: u32, v: u64) {
     if v != 0 {
         encode_key(tag, WireType::SixtyFourBit, buf);
         buf.extend_from_slice(&v.to_le_bytes());
     }
 }
 
-fn fixed64_len(tag: u32, v: u64) -> usize {
+pub(super) fn fixed64_len(tag: u32, v: u64) -> usize {
     if v == 0 { 0 } else { key_len(tag) + 8 }
 }
 
-fn put_uint(buf: &mut Vec<u8>, tag: u32, v: u64) {
+pub(super) fn put_uint(buf: &mut Vec<u8>, tag: u32, v: u64) {
     if v != 0 {
         encode_key(tag, WireType::Varint, buf);
         encode_varint(v, buf);
     }
 }
 
-fn uint_len(tag: u32, v: u64) -> usize {
+pub(super) fn uint_len(tag: u32, v: u64) -> usize {
     if v == 0 {
         0
     } else {
@@ -743,7 +749,7 @@ fn put_event(buf: &mut Vec<u8>, e: &Event) {
     put_uint(buf, 4, u64::from(e.dropped_attributes_count));
 }
 
-fn flags(trace_flags: u8, remote: bool) -> u32 {
+pub(super) fn flags(trace_flags: u8, remote: bool) -> u32 {
     u32::from(trace_flags) | CONTEXT_HAS_IS_REMOTE | if remote { CONTEXT_IS_REMOTE } else { 0 }
 }
 
@@ -777,7 +783,7 @@ fn put_link(buf: &mut Vec<u8>, l: &Link) {
     buf.extend_from_slice(&f.to_le_bytes());
 }
 
-fn kind(k: &SpanKind) -> u64 {
+pub(super) fn kind(k: &SpanKind) -> u64 {
     match k {
         SpanKind::Internal => 1,
         SpanKind::Server => 2,
@@ -788,7 +794,7 @@ fn kind(k: &SpanKind) -> u64 {
 }
 
 /// `Status { string message = 2; StatusCode code = 3; }`
-fn status(s: &Status) -> (&str, u64) {
+pub(super) fn status(s: &Status) -> (&str, u64) {
     match s {
         Status::Unset => ("", 0),
         Status::Ok => ("", 1),
@@ -796,7 +802,7 @@ fn status(s: &Status) -> (&str, u64) {
     }
 }
 
-fn status_len(s: &Status) -> usize {
+pub(super) fn status_len(s: &Status) -> usize {
     let (message, code) = status(s);
     string_field_len(2, message) + uint_len(3, code)
 }

@@ -110,6 +110,46 @@ impl SpanExport {
         }
     }
 
+    /// A pipeline with no worker, for tests: spans stay queued until
+    /// [`SpanExport::drain`].
+    #[cfg(test)]
+    pub(crate) fn detached(components: usize) -> SpanExport {
+        let shared = Arc::new(Shared {
+            queue: Arc::new(BatchQueue::new(100_000, 512)),
+            scopes: Scopes::default(),
+            stats: ExportStats::default(),
+            dropped: (0..components)
+                .map(|_| Arc::new(Dropped::default()))
+                .collect(),
+        });
+        SpanExport {
+            shared,
+            flush: mpsc::channel(1).0,
+        }
+    }
+
+    /// Everything queued, oldest first (tests).
+    #[cfg(test)]
+    pub(crate) fn drain(&self) -> Vec<(usize, EncodedSpan)> {
+        self.shared.queue.take(usize::MAX).0
+    }
+
+    /// The index of `scope` in the table queued spans name their scope by.
+    pub fn scope_index(&self, scope: &opentelemetry::InstrumentationScope) -> u32 {
+        self.shared.scopes.index(scope)
+    }
+
+    /// Queue a finished span of component `index`; never blocks. A full
+    /// queue drops it, counted.
+    pub fn push(&self, index: usize, span: EncodedSpan) {
+        let shared = &self.shared;
+        if !shared.queue.push(index, span) {
+            shared.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            shared.stats.queue_full.fetch_add(1, Ordering::Relaxed);
+            shared.dropped[index].add_spans(1);
+        }
+    }
+
     pub fn stats(&self) -> &ExportStats {
         &self.shared.stats
     }
@@ -273,15 +313,10 @@ impl SpanProcessor for ComponentProcessor {
     /// Encodes the span here, on the thread that ended it, and queues its
     /// bytes (see [`super::encoded`]).
     fn on_end(&self, span: SpanData) {
-        let shared = &self.pipeline.shared;
-        let scope = shared.scopes.index(&span.instrumentation_scope);
+        let scope = self.pipeline.scope_index(&span.instrumentation_scope);
         let encoded = EncodedSpan::encode(&span, scope);
         drop(span);
-        if !shared.queue.push(self.index, encoded) {
-            shared.stats.dropped.fetch_add(1, Ordering::Relaxed);
-            shared.stats.queue_full.fetch_add(1, Ordering::Relaxed);
-            shared.dropped[self.index].add_spans(1);
-        }
+        self.pipeline.push(self.index, encoded);
     }
 
     fn force_flush(&self) -> OTelSdkResult {

@@ -43,6 +43,22 @@ impl Host for InstanceState {
     }
 }
 
+impl crate::bindings::span_batch::Host for InstanceState {
+    fn apply(&mut self, ops: Vec<u8>) -> wasmtime::Result<Result<(), String>> {
+        let trace = &mut self.request()?.telemetry.trace;
+        Ok(trace.apply_batch(&ops).map_err(|e| e.to_string()))
+    }
+
+    fn context_of(&mut self, handle: u32) -> wasmtime::Result<Option<wit::SpanContext>> {
+        let trace = &self.request()?.telemetry.trace;
+        Ok(trace.batched_context(handle).map(to_wit_context))
+    }
+
+    fn is_recording(&mut self, handle: u32) -> wasmtime::Result<bool> {
+        Ok(self.request()?.telemetry.trace.batched_is_recording(handle))
+    }
+}
+
 impl HostSpan for InstanceState {
     fn new(
         &mut self,

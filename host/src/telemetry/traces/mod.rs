@@ -3,6 +3,7 @@
 //! ([`export`]) with its OTLP/HTTP encoder ([`otlp_http`]) and console
 //! printer ([`console`]). The WIT glue is in [`host`].
 
+pub mod batched;
 pub mod console;
 pub mod encoded;
 pub mod export;
@@ -15,13 +16,17 @@ use opentelemetry::trace::{
     Span as _, SpanContext, SpanId, SpanKind, Status, TraceContextExt, TraceFlags, TraceId,
     Tracer as _, TracerProvider as _,
 };
-use opentelemetry::{Context, KeyValue};
+use opentelemetry::{Context, InstrumentationScope, KeyValue};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider, Span};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
+pub use batched::SpanSink;
 pub use export::SpanExport;
+
+/// The instrumentation scope name of every span the host records.
+pub const TRACER_NAME: &str = "polytrace";
 
 /// Marks a span the host ended because the guest's request finished first.
 pub const AUTO_ENDED: &str = "polytrace.span.auto_ended";
@@ -40,6 +45,7 @@ pub const UNNAMED: &str = "unnamed";
 pub struct Traces {
     providers: Vec<SdkTracerProvider>,
     tracers: Vec<SdkTracer>,
+    sinks: Vec<Arc<SpanSink>>,
     export: SpanExport,
 }
 
@@ -53,18 +59,30 @@ impl Traces {
     ) -> Traces {
         let mut providers = Vec::new();
         let mut tracers = Vec::new();
+        let mut sinks = Vec::new();
+        let limits = batched::span_limits();
+        let scope = InstrumentationScope::builder(TRACER_NAME).build();
         for (i, resource) in resources.into_iter().enumerate() {
             let provider = SdkTracerProvider::builder()
                 .with_resource(resource)
                 .with_sampler(sampler.clone())
+                .with_span_limits(limits)
                 .with_span_processor(export.processor(i))
                 .build();
-            tracers.push(provider.tracer("polytrace"));
+            tracers.push(provider.tracer_with_scope(scope.clone()));
             providers.push(provider);
+            sinks.push(Arc::new(SpanSink::new(
+                &export,
+                i,
+                &scope,
+                sampler.clone(),
+                limits,
+            )));
         }
         Traces {
             providers,
             tracers,
+            sinks,
             export,
         }
     }
@@ -72,6 +90,11 @@ impl Traces {
     /// The tracer of component `index`.
     pub fn tracer(&self, index: usize) -> &SdkTracer {
         &self.tracers[index]
+    }
+
+    /// Where component `index`'s batched guest spans go.
+    pub fn sink(&self, index: usize) -> &Arc<SpanSink> {
+        &self.sinks[index]
     }
 
     /// The span pipeline every provider ends in (its stats, flush).
@@ -107,13 +130,26 @@ impl GuestSpan {
     }
 }
 
+/// An open guest span: a `tracing.span` resource (its table rep) or a
+/// batched span (its guest-chosen handle).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Slot {
+    Resource(u32),
+    Batched(u32),
+}
+
 /// The tracing state of one request inside one component instance: which
 /// span is current, what to propagate, and the limits on guest data.
 pub struct RequestTrace {
     tracer: SdkTracer,
     server: SpanContext,
-    /// Open guest spans, innermost last: (resource rep, context).
-    open: Vec<(u32, SpanContext)>,
+    /// Open guest spans, innermost last.
+    open: Vec<(Slot, SpanContext)>,
+    /// Where batched spans go, and the open ones ([`batched`]).
+    sink: Arc<SpanSink>,
+    batched: Vec<batched::Batched>,
+    /// Recently ended batched spans, for `span-context` queries.
+    ended: std::collections::VecDeque<(u32, SpanContext)>,
     baggage: String,
     /// The caller's `tracestate` list as received ([`propagation::Extracted::tracestate`]).
     tracestate: String,
@@ -128,9 +164,11 @@ pub struct RequestTrace {
 }
 
 impl RequestTrace {
-    /// The trace state of a request whose SERVER span is `server`.
+    /// The trace state of a request whose SERVER span is `server`, with
+    /// batched guest spans going to `sink`.
     pub fn new(
         tracer: SdkTracer,
+        sink: Arc<SpanSink>,
         server: SpanContext,
         baggage: String,
         tracestate: String,
@@ -142,6 +180,9 @@ impl RequestTrace {
             tracer,
             server: with_random(server, random),
             open: Vec::new(),
+            sink,
+            batched: Vec::new(),
+            ended: Default::default(),
             baggage,
             tracestate,
             random,
@@ -248,21 +289,28 @@ impl RequestTrace {
     /// Record that the span in table slot `rep` is now the current one.
     pub fn push(&mut self, rep: u32, cx: SpanContext) {
         self.shared.set(&cx);
-        self.open.push((rep, cx));
+        self.open.push((Slot::Resource(rep), cx));
     }
 
-    /// Forget slot `rep` (its span ended); its parent becomes current again.
-    pub fn pop(&mut self, rep: u32) {
-        if let Some(i) = self.open.iter().rposition(|(r, _)| *r == rep) {
+    /// Forget `slot` (its span ended); its parent becomes current again.
+    fn pop(&mut self, slot: Slot) {
+        if let Some(i) = self.open.iter().rposition(|(s, _)| *s == slot) {
             self.open.remove(i);
             self.shared.set(self.current());
         }
     }
 
-    /// The table slots of spans still open, innermost first.
+    /// End the batched spans still open, marked as ended by the host, and
+    /// return the table slots of the `tracing.span` resources still open,
+    /// innermost first.
     pub fn take_open(&mut self) -> Vec<u32> {
-        let mut reps: Vec<u32> = self.open.drain(..).map(|(r, _)| r).collect();
-        reps.reverse();
+        let mut reps = Vec::new();
+        while let Some((slot, _)) = self.open.pop() {
+            match slot {
+                Slot::Batched(handle) => self.end_batched_abandoned(handle),
+                Slot::Resource(rep) => reps.push(rep),
+            }
+        }
         self.shared.set(&self.server);
         reps
     }
@@ -353,7 +401,7 @@ impl RequestTrace {
             span.end_with_timestamp(at.unwrap_or_else(SystemTime::now));
         }
         s.ended = true;
-        self.pop(rep);
+        self.pop(Slot::Resource(rep));
     }
 
     /// End a span the guest left open when its request finished, marked so.
@@ -458,6 +506,16 @@ mod tests {
     use super::*;
     use crate::telemetry::attributes::{TRUNCATED_VALUES, UNNAMED_SPANS};
 
+    fn test_sink() -> Arc<SpanSink> {
+        Arc::new(SpanSink::new(
+            &SpanExport::detached(1),
+            0,
+            &InstrumentationScope::builder(TRACER_NAME).build(),
+            opentelemetry_sdk::trace::Sampler::AlwaysOn,
+            Default::default(),
+        ))
+    }
+
     #[test]
     fn current_span_follows_the_stack() {
         let provider = SdkTracerProvider::builder().build();
@@ -466,6 +524,7 @@ mod tests {
         let server_cx = server.span_context().clone();
         let mut rt = RequestTrace::new(
             tracer,
+            test_sink(),
             server_cx.clone(),
             String::new(),
             String::new(),
@@ -498,6 +557,7 @@ mod tests {
         let server = start_span(&tracer, "s".into(), SpanKind::Server, vec![], None);
         let mut rt = RequestTrace::new(
             tracer,
+            test_sink(),
             server.span_context().clone(),
             String::new(),
             String::new(),

@@ -1,0 +1,1268 @@
+//! Batched guest spans (`polytrace:telemetry/span-batch`): a guest SDK
+//! records span operations in its own memory and hands the host one byte
+//! buffer for many of them; the host applies them to the request's span
+//! state and writes each finished span straight into its OTLP `Span`
+//! message ([`EncodedSpan`]), without building a `SpanData`.
+//!
+//! What comes out is what the per-call `tracing.span` path makes through
+//! the SDK tracer: the same span ids (the SDK's random generator), trace
+//! flags and trace state (the tracer's sampler, decided the way the SDK
+//! decides), span limits ([`span_limits`], the SDK's defaults and
+//! `OTEL_SPAN_*_COUNT_LIMIT`), value caps and counts, nesting and the
+//! current span. The unit tests check it byte for byte against the
+//! per-call path.
+//!
+//! The operation encoding is documented on the WIT interface
+//! (wit/telemetry.wit, `span-batch`). Strings that are not UTF-8 are
+//! recorded with U+FFFD in place of the bad bytes.
+
+use super::encoded::{
+    EncodedSpan, fixed64_len, flags, key_len, kind as kind_code, message_field_len, put_bytes,
+    put_fixed64, put_len, put_string, put_uint, status as status_fields, status_len,
+    string_field_len, uint_len,
+};
+use super::{AUTO_ENDED, MAX_SPANS_PER_REQUEST, RequestTrace, SpanExport, UNNAMED, with_random};
+use crate::telemetry::attributes::{MAX_ARRAY_LENGTH, cap_string};
+use opentelemetry::trace::{
+    SpanContext, SpanId, SpanKind, Status, TraceContextExt, TraceFlags, TraceId, TraceState,
+};
+use opentelemetry::{Context, InstrumentationScope};
+use opentelemetry_sdk::trace::{
+    IdGenerator, RandomIdGenerator, Sampler, SamplingDecision, ShouldSample, SpanLimits,
+};
+use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint};
+use std::borrow::Cow;
+use std::fmt;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Ended batched spans whose context a guest can still ask for.
+const REMEMBERED_ENDED: usize = 64;
+
+/// The span limits of every tracer provider: the SDK's defaults with its
+/// `OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT`, `OTEL_SPAN_EVENT_COUNT_LIMIT` and
+/// `OTEL_SPAN_LINK_COUNT_LIMIT` read as the SDK reads them (a u32, else
+/// ignored). Resolved once, so the batched path and the SDK agree.
+pub fn span_limits() -> SpanLimits {
+    let var = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<u32>().ok());
+    let mut limits = SpanLimits::default();
+    if let Some(n) = var("OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT") {
+        limits.max_attributes_per_span = n;
+    }
+    if let Some(n) = var("OTEL_SPAN_EVENT_COUNT_LIMIT") {
+        limits.max_events_per_span = n;
+    }
+    if let Some(n) = var("OTEL_SPAN_LINK_COUNT_LIMIT") {
+        limits.max_links_per_span = n;
+    }
+    limits
+}
+
+/// Where one component's batched spans go: its slot in the span export
+/// queue, with the sampler and limits of its tracer provider.
+#[derive(Debug)]
+pub struct SpanSink {
+    export: SpanExport,
+    index: usize,
+    scope: u32,
+    sampler: Sampler,
+    limits: SpanLimits,
+    ids: RandomIdGenerator,
+}
+
+impl SpanSink {
+    /// The sink of component `index`, whose tracer has `scope`.
+    pub fn new(
+        export: &SpanExport,
+        index: usize,
+        scope: &InstrumentationScope,
+        sampler: Sampler,
+        limits: SpanLimits,
+    ) -> SpanSink {
+        SpanSink {
+            scope: export.scope_index(scope),
+            export: export.clone(),
+            index,
+            sampler,
+            limits,
+            ids: RandomIdGenerator::default(),
+        }
+    }
+
+    /// The SDK tracer's decision for a span under `parent`: whether it is
+    /// recorded, and its trace state.
+    fn sample(
+        &self,
+        parent: Option<&SpanContext>,
+        trace_id: TraceId,
+        name: &str,
+        kind: &SpanKind,
+    ) -> (bool, TraceState) {
+        if let (Sampler::ParentBased(_), Some(p)) = (&self.sampler, parent) {
+            // ParentBased with its default delegates follows a valid parent.
+            return (p.is_sampled(), p.trace_state().clone());
+        }
+        let cx = match parent {
+            Some(p) => Context::new().with_remote_span_context(p.clone()),
+            None => Context::new(),
+        };
+        let result = self
+            .sampler
+            .should_sample(Some(&cx), trace_id, name, kind, &[], &[]);
+        (
+            result.decision != SamplingDecision::Drop,
+            result.trace_state,
+        )
+    }
+}
+
+/// A malformed batch: what was wrong and at which byte of the buffer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchError {
+    pub offset: usize,
+    pub what: &'static str,
+}
+
+impl fmt::Display for BatchError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "span batch: {} at byte {}", self.what, self.offset)
+    }
+}
+
+impl std::error::Error for BatchError {}
+
+/// A batched span the request has open.
+pub(super) struct Batched {
+    handle: u32,
+    /// Its context as the guest and its children see it.
+    cx: SpanContext,
+    /// `None` when it is not recorded (not sampled, or past the cap).
+    rec: Option<Box<Recording>>,
+}
+
+/// What a recorded batched span has so far, attributes and events already
+/// in their wire form.
+struct Recording {
+    span_id: SpanId,
+    trace_id: TraceId,
+    trace_state: String,
+    parent: SpanId,
+    parent_remote: bool,
+    flags: u8,
+    name: String,
+    kind: u64,
+    start: u64,
+    /// `KeyValue` fields (tag 9), each with its key and length.
+    attributes: Vec<u8>,
+    attribute_count: u32,
+    dropped_attributes: u32,
+    /// `Event` fields (tag 11), each with its key and length.
+    events: Vec<u8>,
+    event_count: u32,
+    dropped_events: u32,
+    status: Status,
+}
+
+/// An attribute value read from a batch, borrowing its strings.
+#[derive(Debug)]
+enum Val<'a> {
+    Str(Cow<'a, str>),
+    Bool(bool),
+    I64(i64),
+    F64(f64),
+    Strs(Vec<Cow<'a, str>>),
+    Bools(Vec<bool>),
+    I64s(Vec<i64>),
+    F64s(Vec<f64>),
+}
+
+struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn err(&self, what: &'static str) -> BatchError {
+        BatchError {
+            offset: self.pos,
+            what,
+        }
+    }
+
+    fn take(&mut self, n: usize) -> Result<&'a [u8], BatchError> {
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|&e| e <= self.buf.len())
+            .ok_or_else(|| self.err("unexpected end"))?;
+        let b = &self.buf[self.pos..end];
+        self.pos = end;
+        Ok(b)
+    }
+
+    fn u8(&mut self) -> Result<u8, BatchError> {
+        Ok(self.take(1)?[0])
+    }
+
+    fn u32(&mut self) -> Result<u32, BatchError> {
+        Ok(u32::from_le_bytes(
+            self.take(4)?.try_into().unwrap_or_default(),
+        ))
+    }
+
+    fn u64(&mut self) -> Result<u64, BatchError> {
+        Ok(u64::from_le_bytes(
+            self.take(8)?.try_into().unwrap_or_default(),
+        ))
+    }
+
+    fn bool(&mut self) -> Result<bool, BatchError> {
+        Ok(self.u8()? != 0)
+    }
+
+    fn str(&mut self) -> Result<Cow<'a, str>, BatchError> {
+        let n = self.u32()? as usize;
+        Ok(String::from_utf8_lossy(self.take(n)?))
+    }
+
+    /// A count of items that each take at least `min` bytes (bounds the
+    /// allocation to what the buffer can hold).
+    fn count(&mut self, min: usize) -> Result<usize, BatchError> {
+        let n = self.u32()? as usize;
+        if n.saturating_mul(min) > self.buf.len() - self.pos {
+            return Err(self.err("count larger than the batch"));
+        }
+        Ok(n)
+    }
+
+    fn handle(&mut self) -> Result<u32, BatchError> {
+        match self.u32()? {
+            0 => Err(self.err("span handle 0")),
+            h => Ok(h),
+        }
+    }
+
+    fn kind(&mut self) -> Result<SpanKind, BatchError> {
+        Ok(match self.u8()? {
+            0 => SpanKind::Internal,
+            1 => SpanKind::Server,
+            2 => SpanKind::Client,
+            3 => SpanKind::Producer,
+            4 => SpanKind::Consumer,
+            _ => return Err(self.err("unknown span kind")),
+        })
+    }
+
+    fn value(&mut self) -> Result<Val<'a>, BatchError> {
+        Ok(match self.u8()? {
+            0 => Val::Str(self.str()?),
+            1 => Val::Bool(self.bool()?),
+            2 => Val::I64(self.u64()? as i64),
+            3 => Val::F64(f64::from_bits(self.u64()?)),
+            4 => {
+                let n = self.count(4)?;
+                Val::Strs((0..n).map(|_| self.str()).collect::<Result<_, _>>()?)
+            }
+            5 => {
+                let n = self.count(1)?;
+                Val::Bools((0..n).map(|_| self.bool()).collect::<Result<_, _>>()?)
+            }
+            6 => {
+                let n = self.count(8)?;
+                Val::I64s(
+                    (0..n)
+                        .map(|_| Ok(self.u64()? as i64))
+                        .collect::<Result<_, _>>()?,
+                )
+            }
+            7 => {
+                let n = self.count(8)?;
+                Val::F64s(
+                    (0..n)
+                        .map(|_| Ok(f64::from_bits(self.u64()?)))
+                        .collect::<Result<_, _>>()?,
+                )
+            }
+            _ => return Err(self.err("unknown value type")),
+        })
+    }
+
+    /// Read an attribute list, handing each attribute to `each`.
+    fn attributes(
+        &mut self,
+        mut each: impl FnMut(Cow<'a, str>, Val<'a>),
+    ) -> Result<(), BatchError> {
+        let n = self.count(6)?;
+        for _ in 0..n {
+            let key = self.str()?;
+            let value = self.value()?;
+            each(key, value);
+        }
+        Ok(())
+    }
+}
+
+/// Cut `s` to `cap` bytes on a character boundary; says whether it did.
+fn cap_cow(s: &mut Cow<'_, str>, cap: usize) -> bool {
+    if s.len() <= cap {
+        return false;
+    }
+    match s {
+        Cow::Borrowed(b) => {
+            let mut end = cap;
+            while !b.is_char_boundary(end) {
+                end -= 1;
+            }
+            *b = &b[..end];
+        }
+        Cow::Owned(o) => *o = cap_string(std::mem::take(o), cap),
+    }
+    true
+}
+
+/// The value-length and array caps of [`super::attributes::cap_value`],
+/// on a borrowed attribute; says whether anything was cut.
+fn cap_attribute(key: &mut Cow<'_, str>, value: &mut Val<'_>, cap: usize) -> bool {
+    fn cut_array<T>(v: &mut Vec<T>) -> bool {
+        let cut = v.len() > MAX_ARRAY_LENGTH;
+        v.truncate(MAX_ARRAY_LENGTH);
+        cut
+    }
+    let mut cut = match value {
+        Val::Str(s) => cap_cow(s, cap),
+        Val::Strs(v) => {
+            let mut cut = false;
+            for s in v.iter_mut() {
+                cut |= cap_cow(s, cap);
+            }
+            cut_array(v) | cut
+        }
+        Val::Bools(v) => cut_array(v),
+        Val::I64s(v) => cut_array(v),
+        Val::F64s(v) => cut_array(v),
+        Val::Bool(_) | Val::I64(_) | Val::F64(_) => false,
+    };
+    cut |= cap_cow(key, cap);
+    cut
+}
+
+/// The `ArrayValue` of an array value (its items, without its own key).
+fn array_len(v: &Val<'_>) -> usize {
+    fn each<T>(items: &[T], len: impl Fn(&T) -> usize) -> usize {
+        items.iter().map(|i| message_field_len(1, len(i))).sum()
+    }
+    match v {
+        Val::Bools(a) => each(a, |_| key_len(2) + 1),
+        Val::I64s(a) => each(a, |i| key_len(3) + encoded_len_varint(*i as u64)),
+        Val::F64s(a) => each(a, |_| key_len(4) + 8),
+        Val::Strs(a) => each(a, |s| message_field_len(1, s.len())),
+        Val::Str(_) | Val::Bool(_) | Val::I64(_) | Val::F64(_) => 0,
+    }
+}
+
+fn any_len(v: &Val<'_>) -> usize {
+    match v {
+        Val::Bool(_) => key_len(2) + 1,
+        Val::I64(i) => key_len(3) + encoded_len_varint(*i as u64),
+        Val::F64(_) => key_len(4) + 8,
+        Val::Str(s) => message_field_len(1, s.len()),
+        array => message_field_len(5, array_len(array)),
+    }
+}
+
+/// `AnyValue`, as [`super::encoded`] writes it.
+fn put_any(buf: &mut Vec<u8>, v: &Val<'_>) {
+    match v {
+        Val::Bool(b) => {
+            encode_key(2, WireType::Varint, buf);
+            buf.push(u8::from(*b));
+        }
+        Val::I64(i) => {
+            encode_key(3, WireType::Varint, buf);
+            encode_varint(*i as u64, buf);
+        }
+        Val::F64(f) => {
+            encode_key(4, WireType::SixtyFourBit, buf);
+            buf.extend_from_slice(&f.to_le_bytes());
+        }
+        Val::Str(s) => put_bytes(buf, 1, s.as_bytes()),
+        array => {
+            put_len(buf, 5, array_len(array));
+            let item = |buf: &mut Vec<u8>, v: Val<'_>| {
+                put_len(buf, 1, any_len(&v));
+                put_any(buf, &v);
+            };
+            match array {
+                Val::Bools(a) => a.iter().for_each(|b| item(buf, Val::Bool(*b))),
+                Val::I64s(a) => a.iter().for_each(|i| item(buf, Val::I64(*i))),
+                Val::F64s(a) => a.iter().for_each(|f| item(buf, Val::F64(*f))),
+                Val::Strs(a) => a
+                    .iter()
+                    .for_each(|s| item(buf, Val::Str(Cow::Borrowed(s.as_ref())))),
+                Val::Str(_) | Val::Bool(_) | Val::I64(_) | Val::F64(_) => {}
+            }
+        }
+    }
+}
+
+fn key_value_len(key: &str, value: &Val<'_>) -> usize {
+    string_field_len(1, key) + message_field_len(2, any_len(value))
+}
+
+fn put_key_value(buf: &mut Vec<u8>, tag: u32, key: &str, value: &Val<'_>) {
+    put_len(buf, tag, key_value_len(key, value));
+    put_string(buf, 1, key);
+    put_len(buf, 2, any_len(value));
+    put_any(buf, value);
+}
+
+fn now_nanos() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos() as u64
+}
+
+/// A guest time, or now for 0.
+fn time_or_now(t: u64) -> u64 {
+    if t == 0 { now_nanos() } else { t }
+}
+
+impl Recording {
+    fn add_attribute(&mut self, limits: &SpanLimits, key: &str, value: &Val<'_>) {
+        if self.attribute_count < limits.max_attributes_per_span {
+            put_key_value(&mut self.attributes, 9, key, value);
+            self.attribute_count += 1;
+        } else {
+            self.dropped_attributes += 1;
+        }
+    }
+
+    fn add_event(
+        &mut self,
+        limits: &SpanLimits,
+        time: u64,
+        name: &str,
+        attributes: &[(Cow<'_, str>, Val<'_>)],
+    ) {
+        if self.event_count >= limits.max_events_per_span {
+            self.dropped_events += 1;
+            return;
+        }
+        self.event_count += 1;
+        let kept = &attributes[..attributes
+            .len()
+            .min(limits.max_attributes_per_event as usize)];
+        let dropped = (attributes.len() - kept.len()) as u64;
+        let len = fixed64_len(1, time)
+            + string_field_len(2, name)
+            + kept
+                .iter()
+                .map(|(k, v)| message_field_len(3, key_value_len(k, v)))
+                .sum::<usize>()
+            + uint_len(4, dropped);
+        let buf = &mut self.events;
+        put_len(buf, 11, len);
+        put_fixed64(buf, 1, time);
+        put_string(buf, 2, name);
+        for (k, v) in kept {
+            put_key_value(buf, 3, k, v);
+        }
+        put_uint(buf, 4, dropped);
+    }
+
+    /// The `Span` message, as [`EncodedSpan::encode`] writes it.
+    fn finish(self, end: u64) -> Box<[u8]> {
+        let parent = self.parent != SpanId::INVALID;
+        let len = message_field_len(1, 16)
+            + message_field_len(2, 8)
+            + string_field_len(3, &self.trace_state)
+            + if parent { message_field_len(4, 8) } else { 0 }
+            + string_field_len(5, &self.name)
+            + uint_len(6, self.kind)
+            + fixed64_len(7, self.start)
+            + fixed64_len(8, end)
+            + self.attributes.len()
+            + uint_len(10, u64::from(self.dropped_attributes))
+            + self.events.len()
+            + uint_len(12, u64::from(self.dropped_events))
+            + message_field_len(15, status_len(&self.status))
+            + key_len(16)
+            + 4;
+        let mut buf = Vec::with_capacity(len);
+        put_bytes(&mut buf, 1, &self.trace_id.to_bytes());
+        put_bytes(&mut buf, 2, &self.span_id.to_bytes());
+        put_string(&mut buf, 3, &self.trace_state);
+        if parent {
+            put_bytes(&mut buf, 4, &self.parent.to_bytes());
+        }
+        put_string(&mut buf, 5, &self.name);
+        put_uint(&mut buf, 6, self.kind);
+        put_fixed64(&mut buf, 7, self.start);
+        put_fixed64(&mut buf, 8, end);
+        buf.extend_from_slice(&self.attributes);
+        put_uint(&mut buf, 10, u64::from(self.dropped_attributes));
+        buf.extend_from_slice(&self.events);
+        put_uint(&mut buf, 12, u64::from(self.dropped_events));
+        put_len(&mut buf, 15, status_len(&self.status));
+        let (message, code) = status_fields(&self.status);
+        put_string(&mut buf, 2, message);
+        put_uint(&mut buf, 3, code);
+        encode_key(16, WireType::ThirtyTwoBit, &mut buf);
+        buf.extend_from_slice(&flags(self.flags, self.parent_remote).to_le_bytes());
+        debug_assert_eq!(buf.len(), len);
+        buf.into_boxed_slice()
+    }
+}
+
+impl RequestTrace {
+    /// Apply a `span-batch` buffer (encoding: wit/telemetry.wit). Stops at
+    /// the first malformed operation; the ones before it stay applied.
+    pub fn apply_batch(&mut self, ops: &[u8]) -> Result<(), BatchError> {
+        let mut r = Reader { buf: ops, pos: 0 };
+        while r.pos < ops.len() {
+            let at = r.pos;
+            match r.u8()? {
+                op @ (1 | 2) => {
+                    let handle = r.handle()?;
+                    let kind = r.kind()?;
+                    let time = r.u64()?;
+                    let name = r.str()?;
+                    let parent = if op == 2 {
+                        let trace_id =
+                            TraceId::from_bytes(r.take(16)?.try_into().unwrap_or_default());
+                        let span_id = SpanId::from_bytes(r.take(8)?.try_into().unwrap_or_default());
+                        let flags = r.u8()?;
+                        let remote = r.bool()?;
+                        let state = r.str()?;
+                        let state =
+                            super::propagation::parse_tracestate(&state).unwrap_or_default();
+                        let cx = SpanContext::new(
+                            trace_id,
+                            span_id,
+                            TraceFlags::new(flags),
+                            remote,
+                            state,
+                        );
+                        // An invalid parent starts a new trace, as on the per-call path.
+                        Some(cx.is_valid().then_some(cx))
+                    } else {
+                        None
+                    };
+                    if self.batched.iter().any(|b| b.handle == handle) {
+                        return Err(BatchError {
+                            offset: at,
+                            what: "span handle already open",
+                        });
+                    }
+                    self.start_batched(handle, kind, time, name, parent, &mut r)?;
+                }
+                3 => {
+                    let handle = r.handle()?;
+                    let i = self.find_batched(handle);
+                    let cap = self.value_cap;
+                    let mut cut = 0;
+                    let rec = i.and_then(|i| self.batched[i].rec.as_deref_mut());
+                    let limits = &self.sink.limits;
+                    match rec {
+                        Some(rec) => r.attributes(|mut k, mut v| {
+                            cut += u64::from(cap_attribute(&mut k, &mut v, cap));
+                            rec.add_attribute(limits, &k, &v);
+                        })?,
+                        None => r.attributes(|_, _| {})?,
+                    }
+                    self.adjustments.truncated_values += cut;
+                }
+                4 => {
+                    let handle = r.handle()?;
+                    let time = r.u64()?;
+                    let name = r.str()?;
+                    let mut attrs = Vec::new();
+                    r.attributes(|k, v| attrs.push((k, v)))?;
+                    if let Some(i) = self.recording(handle) {
+                        self.event(i, time_or_now(time), name, attrs);
+                    }
+                }
+                5 => {
+                    let handle = r.handle()?;
+                    let time = r.u64()?;
+                    let ty = r.str()?;
+                    let message = r.str()?;
+                    let stacktrace = if r.bool()? { Some(r.str()?) } else { None };
+                    let set_status = r.bool()?;
+                    if let Some(i) = self.recording(handle) {
+                        let status = set_status
+                            .then(|| Status::error(self.cap_str(message.clone().into_owned())));
+                        let mut attrs = vec![
+                            (Cow::Borrowed("exception.type"), Val::Str(ty)),
+                            (Cow::Borrowed("exception.message"), Val::Str(message)),
+                        ];
+                        if let Some(st) = stacktrace {
+                            attrs.push((Cow::Borrowed("exception.stacktrace"), Val::Str(st)));
+                        }
+                        self.event(i, time_or_now(time), Cow::Borrowed("exception"), attrs);
+                        if let Some(status) = status {
+                            self.set_batched_status(i, status);
+                        }
+                    }
+                }
+                6 => {
+                    let handle = r.handle()?;
+                    let code = r.u8()?;
+                    let description = r.str()?;
+                    let status = match code {
+                        0 => Status::Unset,
+                        1 => Status::Ok,
+                        2 => Status::error(description.into_owned()),
+                        _ => return Err(r.err("unknown status code")),
+                    };
+                    if let Some(i) = self.recording(handle) {
+                        self.set_batched_status(i, status);
+                    }
+                }
+                7 => {
+                    let handle = r.handle()?;
+                    let name = r.str()?;
+                    if let Some(i) = self.recording(handle)
+                        && !name.is_empty()
+                    {
+                        let name = self.cap_str(name.into_owned());
+                        if let Some(rec) = self.batched[i].rec.as_deref_mut() {
+                            rec.name = name;
+                        }
+                    }
+                }
+                8 => {
+                    let handle = r.handle()?;
+                    let time = r.u64()?;
+                    if let Some(i) = self.find_batched(handle) {
+                        self.end_batched(i, time_or_now(time));
+                    }
+                }
+                _ => {
+                    return Err(BatchError {
+                        offset: at,
+                        what: "unknown operation",
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The context of batched span `handle`, open or recently ended.
+    pub fn batched_context(&self, handle: u32) -> Option<&SpanContext> {
+        self.batched
+            .iter()
+            .rev()
+            .find(|b| b.handle == handle)
+            .map(|b| &b.cx)
+            .or_else(|| {
+                self.ended
+                    .iter()
+                    .rev()
+                    .find(|(h, _)| *h == handle)
+                    .map(|(_, cx)| cx)
+            })
+    }
+
+    /// Whether batched span `handle` is open and recorded.
+    pub fn batched_is_recording(&self, handle: u32) -> bool {
+        self.find_batched(handle)
+            .is_some_and(|i| self.batched[i].rec.is_some())
+    }
+
+    fn find_batched(&self, handle: u32) -> Option<usize> {
+        self.batched.iter().rposition(|b| b.handle == handle)
+    }
+
+    fn recording(&self, handle: u32) -> Option<usize> {
+        self.find_batched(handle)
+            .filter(|&i| self.batched[i].rec.is_some())
+    }
+
+    fn start_batched<'a>(
+        &mut self,
+        handle: u32,
+        kind: SpanKind,
+        time: u64,
+        name: Cow<'a, str>,
+        parent: Option<Option<SpanContext>>,
+        r: &mut Reader<'a>,
+    ) -> Result<(), BatchError> {
+        // The parent: the current span, an explicit one, or none (a new trace).
+        let parent = match parent {
+            None => Some(self.current().clone()),
+            Some(p) => p,
+        };
+        if self.started >= MAX_SPANS_PER_REQUEST {
+            // Not recorded: its children and outbound calls attach to `parent`.
+            self.adjustments.dropped_spans += 1;
+            r.attributes(|_, _| {})?;
+            let cx = parent.unwrap_or_else(SpanContext::empty_context);
+            self.open_batched(handle, cx, None);
+            return Ok(());
+        }
+        self.started += 1;
+        let name = if name.is_empty() {
+            self.adjustments.unnamed_spans += 1;
+            UNNAMED.to_string()
+        } else {
+            self.cap_str(name.into_owned())
+        };
+        let sink = self.sink.clone();
+        let span_id = sink.ids.new_span_id();
+        let trace_id = match &parent {
+            Some(p) => p.trace_id(),
+            None => sink.ids.new_trace_id(),
+        };
+        let (sampled, trace_state) = sink.sample(parent.as_ref(), trace_id, &name, &kind);
+        let parent_flags = parent
+            .as_ref()
+            .map_or(TraceFlags::default(), |p| p.trace_flags());
+        let cap = self.value_cap;
+        if !sampled {
+            let mut cut = 0;
+            r.attributes(|mut k, mut v| cut += u64::from(cap_attribute(&mut k, &mut v, cap)))?;
+            self.adjustments.truncated_values += cut;
+            let cx = SpanContext::new(trace_id, span_id, TraceFlags::default(), false, trace_state);
+            let cx = with_random(cx, self.random);
+            self.open_batched(handle, cx, None);
+            return Ok(());
+        }
+        let flags = parent_flags.with_sampled(true);
+        let mut rec = Box::new(Recording {
+            span_id,
+            trace_id,
+            trace_state: trace_state.header(),
+            parent: parent.as_ref().map_or(SpanId::INVALID, |p| p.span_id()),
+            parent_remote: parent
+                .as_ref()
+                .is_some_and(|p| p.is_valid() && p.is_remote()),
+            flags: flags.to_u8(),
+            name,
+            kind: kind_code(&kind),
+            start: time_or_now(time),
+            attributes: Vec::new(),
+            attribute_count: 0,
+            dropped_attributes: 0,
+            events: Vec::new(),
+            event_count: 0,
+            dropped_events: 0,
+            status: Status::Unset,
+        });
+        let mut cut = 0;
+        r.attributes(|mut k, mut v| {
+            cut += u64::from(cap_attribute(&mut k, &mut v, cap));
+            rec.add_attribute(&sink.limits, &k, &v);
+        })?;
+        self.adjustments.truncated_values += cut;
+        let cx = SpanContext::new(trace_id, span_id, flags, false, trace_state);
+        let cx = with_random(cx, self.random);
+        self.open_batched(handle, cx, Some(rec));
+        Ok(())
+    }
+
+    fn open_batched(&mut self, handle: u32, cx: SpanContext, rec: Option<Box<Recording>>) {
+        self.shared.set(&cx);
+        self.open.push((super::Slot::Batched(handle), cx.clone()));
+        self.batched.push(Batched { handle, cx, rec });
+    }
+
+    fn event(
+        &mut self,
+        i: usize,
+        time: u64,
+        name: Cow<'_, str>,
+        attrs: Vec<(Cow<'_, str>, Val<'_>)>,
+    ) {
+        let cap = self.value_cap;
+        let mut cut = 0;
+        let attrs: Vec<_> = attrs
+            .into_iter()
+            .map(|(mut k, mut v)| {
+                cut += u64::from(cap_attribute(&mut k, &mut v, cap));
+                (k, v)
+            })
+            .collect();
+        self.adjustments.truncated_values += cut;
+        let name = self.cap_str(name.into_owned());
+        let limits = self.sink.limits;
+        if let Some(rec) = self.batched[i].rec.as_deref_mut() {
+            rec.add_event(&limits, time, &name, &attrs);
+        }
+    }
+
+    fn set_batched_status(&mut self, i: usize, status: Status) {
+        if let Some(rec) = self.batched[i].rec.as_deref_mut()
+            && status > rec.status
+        {
+            rec.status = status;
+        }
+    }
+
+    /// End batched span `i` at `end` (ns): queue it if recorded, make its
+    /// parent current.
+    fn end_batched(&mut self, i: usize, end: u64) {
+        let b = self.batched.remove(i);
+        if let Some(rec) = b.rec {
+            let bytes = rec.finish(end);
+            self.sink.export.push(
+                self.sink.index,
+                EncodedSpan::from_bytes(bytes, self.sink.scope),
+            );
+        }
+        if self.ended.len() == REMEMBERED_ENDED {
+            self.ended.pop_front();
+        }
+        self.ended.push_back((b.handle, b.cx));
+        self.pop(super::Slot::Batched(b.handle));
+    }
+
+    /// End a batched span the guest left open when its request finished,
+    /// marked so.
+    pub(super) fn end_batched_abandoned(&mut self, handle: u32) {
+        if let Some(i) = self.find_batched(handle) {
+            let limits = self.sink.limits;
+            if let Some(rec) = self.batched[i].rec.as_deref_mut() {
+                rec.add_attribute(&limits, AUTO_ENDED, &Val::Bool(true));
+            }
+            self.end_batched(i, now_nanos());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::start_span;
+    use super::*;
+    use crate::telemetry::attributes::Adjustments;
+    use opentelemetry::trace::{Span as _, TracerProvider as _};
+    use opentelemetry::{Array, KeyValue, Value};
+    use opentelemetry_sdk::trace::{SdkTracerProvider, SpanData};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    /// A guest SDK's encoder, as the WIT documents the format.
+    #[derive(Default)]
+    struct Ops(Vec<u8>);
+
+    impl Ops {
+        fn u32(&mut self, v: u32) -> &mut Self {
+            self.0.extend_from_slice(&v.to_le_bytes());
+            self
+        }
+        fn u64(&mut self, v: u64) -> &mut Self {
+            self.0.extend_from_slice(&v.to_le_bytes());
+            self
+        }
+        fn u8(&mut self, v: u8) -> &mut Self {
+            self.0.push(v);
+            self
+        }
+        fn str(&mut self, s: &str) -> &mut Self {
+            self.u32(s.len() as u32);
+            self.0.extend_from_slice(s.as_bytes());
+            self
+        }
+        fn attrs(&mut self, attrs: &[KeyValue]) -> &mut Self {
+            self.u32(attrs.len() as u32);
+            for kv in attrs {
+                self.str(kv.key.as_str());
+                match &kv.value {
+                    Value::String(s) => {
+                        self.u8(0).str(s.as_str());
+                    }
+                    Value::Bool(b) => {
+                        self.u8(1).u8(u8::from(*b));
+                    }
+                    Value::I64(i) => {
+                        self.u8(2).u64(*i as u64);
+                    }
+                    Value::F64(f) => {
+                        self.u8(3).u64(f.to_bits());
+                    }
+                    Value::Array(Array::String(v)) => {
+                        self.u8(4).u32(v.len() as u32);
+                        v.iter().for_each(|s| {
+                            self.str(s.as_str());
+                        });
+                    }
+                    Value::Array(Array::Bool(v)) => {
+                        self.u8(5).u32(v.len() as u32);
+                        v.iter().for_each(|b| {
+                            self.u8(u8::from(*b));
+                        });
+                    }
+                    Value::Array(Array::I64(v)) => {
+                        self.u8(6).u32(v.len() as u32);
+                        v.iter().for_each(|i| {
+                            self.u64(*i as u64);
+                        });
+                    }
+                    Value::Array(Array::F64(v)) => {
+                        self.u8(7).u32(v.len() as u32);
+                        v.iter().for_each(|f| {
+                            self.u64(f.to_bits());
+                        });
+                    }
+                    other => panic!("{other:?}"),
+                };
+            }
+            self
+        }
+        fn start(&mut self, h: u32, name: &str, attrs: &[KeyValue]) -> &mut Self {
+            self.u8(1).u32(h).u8(0).u64(T0).str(name).attrs(attrs)
+        }
+    }
+
+    const T0: u64 = 1_700_000_000_000_000_000;
+    const CAP: usize = 12;
+
+    fn time(n: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_nanos(n)
+    }
+
+    struct Setup {
+        export: SpanExport,
+        tracer: opentelemetry_sdk::trace::SdkTracer,
+        sink: Arc<SpanSink>,
+        _provider: SdkTracerProvider,
+    }
+
+    fn setup(sampler: Sampler) -> Setup {
+        let export = SpanExport::detached(1);
+        let limits = SpanLimits {
+            max_attributes_per_span: 6,
+            max_events_per_span: 2,
+            max_attributes_per_event: 2,
+            ..SpanLimits::default()
+        };
+        let scope = InstrumentationScope::builder(super::super::TRACER_NAME).build();
+        let provider = SdkTracerProvider::builder()
+            .with_sampler(sampler.clone())
+            .with_span_limits(limits)
+            .with_span_processor(export.processor(0))
+            .build();
+        let tracer = provider.tracer_with_scope(scope.clone());
+        let sink = Arc::new(SpanSink::new(&export, 0, &scope, sampler, limits));
+        Setup {
+            export,
+            tracer,
+            sink,
+            _provider: provider,
+        }
+    }
+
+    fn request(s: &Setup, server: &SpanContext) -> RequestTrace {
+        RequestTrace::new(
+            s.tracer.clone(),
+            s.sink.clone(),
+            server.clone(),
+            String::new(),
+            String::new(),
+            true,
+            CAP,
+        )
+    }
+
+    fn attrs() -> Vec<KeyValue> {
+        vec![
+            KeyValue::new("order.id", "o-1"),
+            KeyValue::new("order.items", 3i64),
+            KeyValue::new("order.express", true),
+            KeyValue::new("order.total", 12.5),
+            KeyValue::new("a.key.longer.than.the.cap", "a value longer than the cap é"),
+            KeyValue::new(
+                "tags",
+                Value::Array(Array::String(vec!["x".into(), "é".repeat(9).into()])),
+            ),
+            KeyValue::new("ns", Value::Array(Array::I64((0..200).collect()))),
+        ]
+    }
+
+    /// Span ids renumbered by order of appearance, times fixed where the
+    /// per-call path takes "now": what must then be equal is everything
+    /// the guest controls and everything the host adds.
+    fn normalized(spans: Vec<(usize, EncodedSpan)>) -> Vec<SpanData> {
+        let scope = InstrumentationScope::builder("polytrace").build();
+        let mut ids = std::collections::HashMap::new();
+        let mut renumber = |id: SpanId| {
+            if id == SpanId::INVALID {
+                return id;
+            }
+            let n = ids.len() as u64 + 1;
+            *ids.entry(id).or_insert(SpanId::from(n))
+        };
+        spans
+            .into_iter()
+            .map(|(_, s)| {
+                let mut d = s.to_span_data(scope.clone());
+                let cx = &d.span_context;
+                d.span_context = SpanContext::new(
+                    cx.trace_id(),
+                    renumber(cx.span_id()),
+                    cx.trace_flags(),
+                    cx.is_remote(),
+                    cx.trace_state().clone(),
+                );
+                d.parent_span_id = renumber(d.parent_span_id);
+                d.start_time = time(T0);
+                for e in d.events.events.iter_mut() {
+                    if e.name == "exception" {
+                        e.timestamp = time(T0 + 5);
+                    }
+                }
+                d
+            })
+            .collect()
+    }
+
+    #[test]
+    fn batched_spans_are_the_spans_the_per_call_path_makes() {
+        let s = setup(Sampler::ParentBased(Box::new(Sampler::AlwaysOn)));
+        let server = start_span(&s.tracer, "s".into(), SpanKind::Server, vec![], None);
+        let server_cx = server.span_context().clone();
+
+        // The per-call path, as the WIT glue drives it.
+        let mut rt = request(&s, &server_cx);
+        let mut outer = rt.start("validate_order".into(), SpanKind::Internal, attrs(), None);
+        rt.push(1, outer.context().clone());
+        rt.set_attribute(&mut outer, KeyValue::new("late", 1i64));
+        rt.set_attribute(&mut outer, KeyValue::new("over.the.limit", 2i64));
+        rt.add_event(
+            &mut outer,
+            "checkpoint".into(),
+            vec![
+                KeyValue::new("a", 1i64),
+                KeyValue::new("b", 2i64),
+                KeyValue::new("c", 3i64),
+            ],
+            Some(time(T0 + 1)),
+        );
+        rt.record_exception(
+            &mut outer,
+            "ValueError".into(),
+            "bad things happened".into(),
+            Some("at x".into()),
+            true,
+        );
+        rt.add_event(
+            &mut outer,
+            "past.the.event.limit".into(),
+            vec![],
+            Some(time(T0 + 2)),
+        );
+        rt.set_status(&mut outer, Status::Ok);
+        rt.set_status(&mut outer, Status::error("after ok"));
+        rt.update_name(&mut outer, "renamed".into());
+        let mut inner = rt.start(String::new(), SpanKind::Client, vec![], None);
+        rt.push(2, inner.context().clone());
+        assert_eq!(rt.current().span_id(), inner.context().span_id());
+        rt.end(2, &mut inner, Some(time(T0 + 3)));
+        rt.end(1, &mut outer, Some(time(T0 + 4)));
+        let per_call_adjustments = rt.adjustments();
+        let per_call = normalized(s.export.drain());
+
+        // The same guest code through one batch.
+        let mut rt = request(&s, &server_cx);
+        let mut ops = Ops::default();
+        ops.start(7, "validate_order", &attrs());
+        ops.u8(3).u32(7).attrs(&[KeyValue::new("late", 1i64)]);
+        ops.u8(3)
+            .u32(7)
+            .attrs(&[KeyValue::new("over.the.limit", 2i64)]);
+        ops.u8(4).u32(7).u64(T0 + 1).str("checkpoint").attrs(&[
+            KeyValue::new("a", 1i64),
+            KeyValue::new("b", 2i64),
+            KeyValue::new("c", 3i64),
+        ]);
+        ops.u8(5)
+            .u32(7)
+            .u64(T0 + 5)
+            .str("ValueError")
+            .str("bad things happened")
+            .u8(1)
+            .str("at x")
+            .u8(1);
+        ops.u8(4)
+            .u32(7)
+            .u64(T0 + 2)
+            .str("past.the.event.limit")
+            .attrs(&[]);
+        ops.u8(6).u32(7).u8(1).str("");
+        ops.u8(6).u32(7).u8(2).str("after ok");
+        ops.u8(7).u32(7).str("renamed");
+        ops.u8(1).u32(8).u8(2).u64(T0).str("").attrs(&[]);
+        rt.apply_batch(&ops.0).unwrap();
+        // Mid-batch state: the inner span is current, as on the per-call path.
+        assert_eq!(rt.current().trace_id(), server_cx.trace_id());
+        let inner_cx = rt.batched_context(8).unwrap().clone();
+        assert_eq!(rt.current().span_id(), inner_cx.span_id());
+        assert!(rt.batched_is_recording(8));
+        let mut ops = Ops::default();
+        ops.u8(8).u32(8).u64(T0 + 3);
+        ops.u8(8).u32(7).u64(T0 + 4);
+        rt.apply_batch(&ops.0).unwrap();
+        assert_eq!(rt.current().span_id(), server_cx.span_id());
+        assert!(!rt.batched_is_recording(8));
+        assert_eq!(
+            rt.batched_context(8),
+            Some(&inner_cx),
+            "ended spans are remembered"
+        );
+        let queued = s.export.drain();
+        for (_, span) in &queued {
+            // Written as the encoder writes a SpanData, field for field.
+            let again = EncodedSpan::encode(&span.to_span_data(InstrumentationScope::default()), 0);
+            assert_eq!(again.bytes(), span.bytes());
+        }
+        assert_eq!(normalized(queued), per_call);
+        assert_eq!(rt.adjustments(), per_call_adjustments);
+        assert_eq!(
+            per_call_adjustments,
+            Adjustments {
+                dropped_spans: 0,
+                truncated_values: 11,
+                unnamed_spans: 1
+            }
+        );
+        // What the limits did, to be sure the comparison covers them.
+        let outer = &per_call[1];
+        assert_eq!(outer.name, "renamed");
+        assert_eq!(outer.attributes.len(), 6);
+        assert_eq!(outer.dropped_attributes_count, 3);
+        assert_eq!(outer.events.len(), 2);
+        assert_eq!(outer.events.dropped_count, 1);
+        assert_eq!(outer.status, Status::Ok);
+        assert_eq!(per_call[0].span_kind, SpanKind::Client);
+        assert_eq!(per_call[0].parent_span_id, outer.span_context.span_id());
+    }
+
+    #[test]
+    fn explicit_parents_sampling_and_abandoned_spans() {
+        let s = setup(Sampler::ParentBased(Box::new(Sampler::AlwaysOn)));
+        let server = start_span(&s.tracer, "s".into(), SpanKind::Server, vec![], None);
+        let mut rt = request(&s, server.span_context());
+        let mut ops = Ops::default();
+        // A remote parent that is not sampled: the span is not recorded.
+        ops.u8(2).u32(1).u8(4).u64(T0).str("consume");
+        ops.0.extend_from_slice(&[0xab; 16]);
+        ops.0.extend_from_slice(&[0xcd; 8]);
+        ops.u8(0)
+            .u8(1)
+            .str("k=v")
+            .attrs(&[KeyValue::new("x", 1i64)]);
+        // A sampled remote parent: recorded, in the parent's trace.
+        ops.u8(2).u32(2).u8(4).u64(T0).str("consume");
+        ops.0.extend_from_slice(&[0xab; 16]);
+        ops.0.extend_from_slice(&[0xcd; 8]);
+        ops.u8(1).u8(1).str("k=v").attrs(&[]);
+        // Left open.
+        ops.start(3, "left.open", &[]);
+        rt.apply_batch(&ops.0).unwrap();
+        assert!(!rt.batched_is_recording(1));
+        assert!(!rt.batched_context(1).unwrap().is_sampled());
+        assert!(rt.batched_is_recording(2));
+        assert!(rt.take_open().is_empty());
+        let spans = s.export.drain();
+        assert_eq!(spans.len(), 2, "the unsampled span is not queued");
+        let abandoned = spans[0].1.view();
+        assert_eq!(abandoned.name, "left.open");
+        assert!(abandoned.attributes().any(|a| a.key == AUTO_ENDED));
+        let consumer = spans[1].1.to_span_data(InstrumentationScope::default());
+        assert_eq!(
+            consumer.span_context.trace_id(),
+            TraceId::from_bytes([0xab; 16])
+        );
+        assert_eq!(consumer.parent_span_id, SpanId::from_bytes([0xcd; 8]));
+        assert!(consumer.parent_span_is_remote);
+        assert_eq!(consumer.span_context.trace_state().header(), "k=v");
+
+        // Nothing recorded under always_off.
+        let s = setup(Sampler::AlwaysOff);
+        let server = start_span(&s.tracer, "s".into(), SpanKind::Server, vec![], None);
+        let mut rt = request(&s, server.span_context());
+        let mut ops = Ops::default();
+        ops.start(1, "a", &[]).u8(8).u32(1).u64(0);
+        rt.apply_batch(&ops.0).unwrap();
+        assert!(s.export.drain().is_empty());
+    }
+
+    #[test]
+    fn the_span_cap_counts_batched_spans_too() {
+        let s = setup(Sampler::AlwaysOn);
+        let server = start_span(&s.tracer, "s".into(), SpanKind::Server, vec![], None);
+        let mut rt = request(&s, server.span_context());
+        let mut ops = Ops::default();
+        for h in 1..=MAX_SPANS_PER_REQUEST as u32 + 5 {
+            ops.start(h, "n", &[KeyValue::new("i", 1i64)])
+                .u8(8)
+                .u32(h)
+                .u64(T0 + 1);
+        }
+        rt.apply_batch(&ops.0).unwrap();
+        assert_eq!(s.export.drain().len(), MAX_SPANS_PER_REQUEST as usize);
+        assert_eq!(rt.adjustments().dropped_spans, 5);
+    }
+
+    #[test]
+    fn malformed_batches_are_refused_where_they_go_wrong() {
+        let s = setup(Sampler::AlwaysOn);
+        let server = start_span(&s.tracer, "s".into(), SpanKind::Server, vec![], None);
+        let mut rt = request(&s, server.span_context());
+        let mut ops = Ops::default();
+        ops.start(1, "kept", &[]).u8(8).u32(1).u64(T0 + 1);
+        let good = ops.0.len();
+        ops.u8(99);
+        assert_eq!(
+            rt.apply_batch(&ops.0),
+            Err(BatchError {
+                offset: good,
+                what: "unknown operation"
+            })
+        );
+        assert_eq!(
+            s.export.drain().len(),
+            1,
+            "operations before the bad one stay applied"
+        );
+        // Unknown handles do nothing; a handle opened twice is refused.
+        let mut ops = Ops::default();
+        ops.u8(3)
+            .u32(42)
+            .attrs(&[KeyValue::new("a", 1i64)])
+            .u8(8)
+            .u32(42)
+            .u64(0);
+        ops.start(2, "a", &[]).start(2, "b", &[]);
+        assert_eq!(
+            rt.apply_batch(&ops.0).unwrap_err().what,
+            "span handle already open"
+        );
+        // A count larger than the buffer is refused before allocating.
+        let mut ops = Ops::default();
+        ops.u8(3).u32(2).u32(u32::MAX);
+        assert_eq!(
+            rt.apply_batch(&ops.0).unwrap_err().what,
+            "count larger than the batch"
+        );
+        // Every prefix and byte flip of a valid batch: an error or applied, never a panic.
+        let mut ops = Ops::default();
+        ops.start(10, "s", &attrs())
+            .u8(4)
+            .u32(10)
+            .u64(T0)
+            .str("e")
+            .attrs(&attrs())
+            .u8(8)
+            .u32(10)
+            .u64(T0);
+        for n in 0..ops.0.len() {
+            let _ = rt.apply_batch(&ops.0[..n]);
+            let mut flipped = ops.0.clone();
+            flipped[n] ^= 0xff;
+            let _ = rt.apply_batch(&flipped);
+            rt.take_open();
+        }
+    }
+}
