@@ -70,8 +70,15 @@ pub use wit::Status;
 
 /// A span that ends when dropped. Creating one makes it the current span:
 /// spans started after it, and outgoing HTTP requests, are its children.
+///
+/// Spans are recorded through the host's `span-batch` interface: each
+/// start and end reaches the host at once (so the current span is always
+/// right for printed lines and outgoing requests), and what is set in
+/// between (attributes, events, status, name) travels with the next one,
+/// in one buffer instead of one host call each.
 pub struct Span {
-    inner: wit::Span,
+    handle: u32,
+    ended: std::cell::Cell<bool>,
 }
 
 impl Span {
@@ -86,9 +93,16 @@ impl Span {
         kind: SpanKind,
         attributes: impl IntoIterator<Item = KeyValue>,
     ) -> Span {
-        let attrs: Vec<KeyValue> = attributes.into_iter().collect();
+        let handle = batch::with(|b| {
+            let h = b.next_handle();
+            b.op(batch::START).u32(h).u8(kind as u8).now().str(name);
+            b.attributes(attributes);
+            h
+        });
+        batch::flush();
         Span {
-            inner: wit::Span::new(name, kind, &attrs),
+            handle,
+            ended: std::cell::Cell::new(false),
         }
     }
 
@@ -100,24 +114,53 @@ impl Span {
         attributes: impl IntoIterator<Item = KeyValue>,
         parent: &SpanContext,
     ) -> Span {
-        let attrs: Vec<KeyValue> = attributes.into_iter().collect();
+        let handle = batch::with(|b| {
+            let h = b.next_handle();
+            b.op(batch::START_WITH_PARENT)
+                .u32(h)
+                .u8(kind as u8)
+                .now()
+                .str(name);
+            b.bytes(&hex_id::<16>(&parent.trace_id));
+            b.bytes(&hex_id::<8>(&parent.span_id));
+            b.u8(parent.trace_flags)
+                .u8(u8::from(parent.is_remote))
+                .str(&parent.trace_state);
+            b.attributes(attributes);
+            h
+        });
+        batch::flush();
         Span {
-            inner: wit::Span::start_with_parent(name, kind, &attrs, parent),
+            handle,
+            ended: std::cell::Cell::new(false),
+        }
+    }
+
+    fn op(&self, op: u8, f: impl FnOnce(&mut batch::Batch)) {
+        if !self.ended.get() {
+            batch::with(|b| {
+                b.op(op).u32(self.handle);
+                f(b);
+            });
         }
     }
 
     pub fn set_attribute(&self, key: &str, value: impl Into<Value>) {
-        self.inner.set_attribute(key, &value.into());
+        let value = value.into();
+        self.op(batch::SET_ATTRIBUTES, |b| {
+            b.u32(1).str(key).value(&value);
+        });
     }
 
     pub fn set_attributes(&self, attributes: impl IntoIterator<Item = KeyValue>) {
-        let attrs: Vec<KeyValue> = attributes.into_iter().collect();
-        self.inner.set_attributes(&attrs);
+        self.op(batch::SET_ATTRIBUTES, |b| b.attributes(attributes));
     }
 
     pub fn add_event(&self, name: &str, attributes: impl IntoIterator<Item = KeyValue>) {
-        let attrs: Vec<KeyValue> = attributes.into_iter().collect();
-        self.inner.add_event(name, &attrs, None);
+        self.op(batch::ADD_EVENT, |b| {
+            b.now().str(name);
+            b.attributes(attributes);
+        });
     }
 
     /// Record an error as an `exception` event and set the status to Error.
@@ -132,12 +175,7 @@ impl Span {
             source = s.source();
         }
         chain.push_str(&format!("\n  at {}", std::panic::Location::caller()));
-        self.inner.record_exception(
-            short_type_name(error),
-            &error.to_string(),
-            Some(&chain),
-            true,
-        );
+        self.exception(short_type_name(error), &error.to_string(), &chain);
     }
 
     /// Record an exception with an explicit type, and set the status to
@@ -145,34 +183,247 @@ impl Span {
     #[track_caller]
     pub fn record_exception(&self, exception_type: &str, message: &str, stacktrace: Option<&str>) {
         let location = format!("at {}", std::panic::Location::caller());
-        self.inner.record_exception(
-            exception_type,
-            message,
-            Some(stacktrace.unwrap_or(&location)),
-            true,
-        );
+        self.exception(exception_type, message, stacktrace.unwrap_or(&location));
+    }
+
+    fn exception(&self, exception_type: &str, message: &str, stacktrace: &str) {
+        self.op(batch::RECORD_EXCEPTION, |b| {
+            b.now()
+                .str(exception_type)
+                .str(message)
+                .u8(1)
+                .str(stacktrace)
+                .u8(1);
+        });
     }
 
     pub fn set_status(&self, status: Status) {
-        self.inner.set_status(&status);
+        self.op(batch::SET_STATUS, |b| match &status {
+            Status::Unset => {
+                b.u8(0).str("");
+            }
+            Status::Ok => {
+                b.u8(1).str("");
+            }
+            Status::Error(d) => {
+                b.u8(2).str(d);
+            }
+        });
     }
 
     pub fn update_name(&self, name: &str) {
-        self.inner.update_name(name);
+        self.op(batch::UPDATE_NAME, |b| {
+            b.str(name);
+        });
     }
 
+    /// The span's context (all zeros if the host does not know the span).
     pub fn context(&self) -> SpanContext {
-        self.inner.span_context()
+        batch::flush();
+        batch::span_batch::context_of(self.handle).unwrap_or_else(|| SpanContext {
+            trace_id: "0".repeat(32),
+            span_id: "0".repeat(16),
+            trace_flags: 0,
+            trace_state: String::new(),
+            is_remote: false,
+        })
     }
 
     pub fn is_recording(&self) -> bool {
-        self.inner.is_recording()
+        if self.ended.get() {
+            return false;
+        }
+        batch::flush();
+        batch::span_batch::is_recording(self.handle)
     }
 
     /// End now; dropping the span does the same. Calls on an ended span
     /// (including a second `end`) do nothing, as in OpenTelemetry's API.
     pub fn end(&self) {
-        self.inner.end(None);
+        if self.ended.replace(true) {
+            return;
+        }
+        batch::with(|b| {
+            b.op(batch::END).u32(self.handle).now();
+        });
+        batch::flush();
+    }
+}
+
+impl Drop for Span {
+    fn drop(&mut self) {
+        self.end();
+    }
+}
+
+/// The bytes of a hex id (zeros if it is not `N` bytes of hex; the host
+/// then starts a new trace, as for an unparsable parent).
+fn hex_id<const N: usize>(hex: &str) -> [u8; N] {
+    let mut out = [0u8; N];
+    if hex.len() != 2 * N {
+        return out;
+    }
+    for (i, o) in out.iter_mut().enumerate() {
+        match u8::from_str_radix(hex.get(2 * i..2 * i + 2).unwrap_or("zz"), 16) {
+            Ok(b) => *o = b,
+            Err(_) => return [0u8; N],
+        }
+    }
+    out
+}
+
+mod batch {
+    //! The span operations waiting for the host, in the `span-batch`
+    //! encoding (wit/telemetry.wit).
+
+    pub use crate::bindings::polytrace::telemetry::span_batch;
+    use crate::{KeyValue, Value};
+    use std::cell::RefCell;
+
+    pub const START: u8 = 1;
+    pub const START_WITH_PARENT: u8 = 2;
+    pub const SET_ATTRIBUTES: u8 = 3;
+    pub const ADD_EVENT: u8 = 4;
+    pub const RECORD_EXCEPTION: u8 = 5;
+    pub const SET_STATUS: u8 = 6;
+    pub const UPDATE_NAME: u8 = 7;
+    pub const END: u8 = 8;
+
+    /// Past this many bytes waiting, they go to the host at once.
+    const FLUSH_AT: usize = 64 * 1024;
+
+    #[derive(Default)]
+    pub struct Batch {
+        ops: Vec<u8>,
+        last_handle: u32,
+    }
+
+    thread_local! {
+        static BATCH: RefCell<Batch> = RefCell::new(Batch::default());
+    }
+
+    /// Append to the waiting operations.
+    pub fn with<T>(f: impl FnOnce(&mut Batch) -> T) -> T {
+        let (t, full) = BATCH.with_borrow_mut(|b| {
+            let t = f(b);
+            (t, b.ops.len() >= FLUSH_AT)
+        });
+        if full {
+            flush();
+        }
+        t
+    }
+
+    /// Hand the waiting operations to the host.
+    pub fn flush() {
+        let ops = BATCH.with_borrow_mut(|b| std::mem::take(&mut b.ops));
+        if ops.is_empty() {
+            return;
+        }
+        if let Err(e) = span_batch::apply(&ops) {
+            eprintln!("polytrace-guest: {e}");
+        }
+        // Keep the allocation for the next batch.
+        BATCH.with_borrow_mut(|b| {
+            if b.ops.is_empty() {
+                let mut ops = ops;
+                ops.clear();
+                b.ops = ops;
+            }
+        });
+    }
+
+    impl Batch {
+        pub fn next_handle(&mut self) -> u32 {
+            self.last_handle = self.last_handle.wrapping_add(1).max(1);
+            self.last_handle
+        }
+
+        pub fn op(&mut self, op: u8) -> &mut Self {
+            self.u8(op)
+        }
+
+        pub fn u8(&mut self, v: u8) -> &mut Self {
+            self.ops.push(v);
+            self
+        }
+
+        pub fn u32(&mut self, v: u32) -> &mut Self {
+            self.ops.extend_from_slice(&v.to_le_bytes());
+            self
+        }
+
+        pub fn u64(&mut self, v: u64) -> &mut Self {
+            self.ops.extend_from_slice(&v.to_le_bytes());
+            self
+        }
+
+        pub fn bytes(&mut self, b: &[u8]) -> &mut Self {
+            self.ops.extend_from_slice(b);
+            self
+        }
+
+        /// The wall-clock time now, in ns since the Unix epoch.
+        pub fn now(&mut self) -> &mut Self {
+            let ns = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64);
+            self.u64(ns)
+        }
+
+        pub fn str(&mut self, s: &str) -> &mut Self {
+            self.u32(s.len() as u32);
+            self.bytes(s.as_bytes())
+        }
+
+        pub fn value(&mut self, v: &Value) -> &mut Self {
+            match v {
+                Value::String(s) => self.u8(0).str(s),
+                Value::Bool(b) => self.u8(1).u8(u8::from(*b)),
+                Value::S64(i) => self.u8(2).u64(*i as u64),
+                Value::F64(f) => self.u8(3).u64(f.to_bits()),
+                Value::StringArray(a) => {
+                    self.u8(4).u32(a.len() as u32);
+                    a.iter().for_each(|s| {
+                        self.str(s);
+                    });
+                    self
+                }
+                Value::BoolArray(a) => {
+                    self.u8(5).u32(a.len() as u32);
+                    a.iter().for_each(|b| {
+                        self.u8(u8::from(*b));
+                    });
+                    self
+                }
+                Value::S64Array(a) => {
+                    self.u8(6).u32(a.len() as u32);
+                    a.iter().for_each(|i| {
+                        self.u64(*i as u64);
+                    });
+                    self
+                }
+                Value::F64Array(a) => {
+                    self.u8(7).u32(a.len() as u32);
+                    a.iter().for_each(|f| {
+                        self.u64(f.to_bits());
+                    });
+                    self
+                }
+            }
+        }
+
+        /// An attribute list: its count, then each key and value.
+        pub fn attributes(&mut self, attributes: impl IntoIterator<Item = KeyValue>) {
+            let at = self.ops.len();
+            self.u32(0);
+            let mut n = 0u32;
+            for kv in attributes {
+                self.str(&kv.key).value(&kv.value);
+                n += 1;
+            }
+            self.ops[at..at + 4].copy_from_slice(&n.to_le_bytes());
+        }
     }
 }
 
@@ -198,11 +449,13 @@ pub fn in_span<T, E: std::fmt::Display>(
 
 /// The current span's context, if any.
 pub fn current_span_context() -> Option<SpanContext> {
+    batch::flush();
     wit::current_span_context()
 }
 
 /// W3C headers for the current span, for transports that are not wasi:http.
 pub fn inject() -> Vec<(String, String)> {
+    batch::flush();
     wit::inject()
 }
 

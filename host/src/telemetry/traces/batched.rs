@@ -38,6 +38,17 @@ use std::time::{SystemTime, UNIX_EPOCH};
 /// Ended batched spans whose context a guest can still ask for.
 const REMEMBERED_ENDED: usize = 64;
 
+/// Batched spans one request may have open at once. Past it the guest is
+/// leaking spans (started, never ended): `apply` fails with
+/// [`TOO_MANY_OPEN`] and the host traps the guest, as it does when a guest
+/// leaks `tracing.span` handles past the handle table.
+pub const MAX_OPEN_BATCHED: usize = 10_000;
+
+/// The [`BatchError::what`] of a batch that opens more than
+/// [`MAX_OPEN_BATCHED`] spans.
+pub const TOO_MANY_OPEN: &str =
+    "more than 10000 spans open at once (span handles leak: spans started and never ended)";
+
 /// The span limits of every tracer provider: the SDK's defaults with its
 /// `OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT`, `OTEL_SPAN_EVENT_COUNT_LIMIT` and
 /// `OTEL_SPAN_LINK_COUNT_LIMIT` read as the SDK reads them (a u32, else
@@ -132,7 +143,6 @@ impl std::error::Error for BatchError {}
 
 /// A batched span the request has open.
 pub(super) struct Batched {
-    handle: u32,
     /// Its context as the guest and its children see it.
     cx: SpanContext,
     /// `None` when it is not recorded (not sampled, or past the cap).
@@ -548,20 +558,28 @@ impl RequestTrace {
                     } else {
                         None
                     };
-                    if self.batched.iter().any(|b| b.handle == handle) {
+                    if self.batched.contains_key(&handle) {
                         return Err(BatchError {
                             offset: at,
                             what: "span handle already open",
+                        });
+                    }
+                    if self.batched.len() >= MAX_OPEN_BATCHED {
+                        return Err(BatchError {
+                            offset: at,
+                            what: TOO_MANY_OPEN,
                         });
                     }
                     self.start_batched(handle, kind, time, name, parent, &mut r)?;
                 }
                 3 => {
                     let handle = r.handle()?;
-                    let i = self.find_batched(handle);
                     let cap = self.value_cap;
                     let mut cut = 0;
-                    let rec = i.and_then(|i| self.batched[i].rec.as_deref_mut());
+                    let rec = self
+                        .batched
+                        .get_mut(&handle)
+                        .and_then(|b| b.rec.as_deref_mut());
                     let limits = &self.sink.limits;
                     match rec {
                         Some(rec) => r.attributes(|mut k, mut v| {
@@ -626,7 +644,7 @@ impl RequestTrace {
                         && !name.is_empty()
                     {
                         let name = self.cap_str(name.into_owned());
-                        if let Some(rec) = self.batched[i].rec.as_deref_mut() {
+                        if let Some(rec) = self.rec_mut(i) {
                             rec.name = name;
                         }
                     }
@@ -634,9 +652,7 @@ impl RequestTrace {
                 8 => {
                     let handle = r.handle()?;
                     let time = r.u64()?;
-                    if let Some(i) = self.find_batched(handle) {
-                        self.end_batched(i, time_or_now(time));
-                    }
+                    self.end_batched(handle, time_or_now(time), true);
                 }
                 _ => {
                     return Err(BatchError {
@@ -651,33 +667,32 @@ impl RequestTrace {
 
     /// The context of batched span `handle`, open or recently ended.
     pub fn batched_context(&self, handle: u32) -> Option<&SpanContext> {
-        self.batched
-            .iter()
-            .rev()
-            .find(|b| b.handle == handle)
-            .map(|b| &b.cx)
-            .or_else(|| {
-                self.ended
-                    .iter()
-                    .rev()
-                    .find(|(h, _)| *h == handle)
-                    .map(|(_, cx)| cx)
-            })
+        self.batched.get(&handle).map(|b| &b.cx).or_else(|| {
+            self.ended
+                .iter()
+                .rev()
+                .find(|(h, _)| *h == handle)
+                .map(|(_, cx)| cx)
+        })
     }
 
     /// Whether batched span `handle` is open and recorded.
     pub fn batched_is_recording(&self, handle: u32) -> bool {
-        self.find_batched(handle)
-            .is_some_and(|i| self.batched[i].rec.is_some())
+        self.batched.get(&handle).is_some_and(|b| b.rec.is_some())
     }
 
-    fn find_batched(&self, handle: u32) -> Option<usize> {
-        self.batched.iter().rposition(|b| b.handle == handle)
+    /// `handle` if it is open and recorded.
+    fn recording(&self, handle: u32) -> Option<u32> {
+        self.batched
+            .get(&handle)
+            .filter(|b| b.rec.is_some())
+            .map(|_| handle)
     }
 
-    fn recording(&self, handle: u32) -> Option<usize> {
-        self.find_batched(handle)
-            .filter(|&i| self.batched[i].rec.is_some())
+    fn rec_mut(&mut self, handle: u32) -> Option<&mut Recording> {
+        self.batched
+            .get_mut(&handle)
+            .and_then(|b| b.rec.as_deref_mut())
     }
 
     fn start_batched<'a>(
@@ -765,12 +780,12 @@ impl RequestTrace {
     fn open_batched(&mut self, handle: u32, cx: SpanContext, rec: Option<Box<Recording>>) {
         self.shared.set(&cx);
         self.open.push((super::Slot::Batched(handle), cx.clone()));
-        self.batched.push(Batched { handle, cx, rec });
+        self.batched.insert(handle, Batched { cx, rec });
     }
 
     fn event(
         &mut self,
-        i: usize,
+        i: u32,
         time: u64,
         name: Cow<'_, str>,
         attrs: Vec<(Cow<'_, str>, Val<'_>)>,
@@ -787,23 +802,25 @@ impl RequestTrace {
         self.adjustments.truncated_values += cut;
         let name = self.cap_str(name.into_owned());
         let limits = self.sink.limits;
-        if let Some(rec) = self.batched[i].rec.as_deref_mut() {
+        if let Some(rec) = self.rec_mut(i) {
             rec.add_event(&limits, time, &name, &attrs);
         }
     }
 
-    fn set_batched_status(&mut self, i: usize, status: Status) {
-        if let Some(rec) = self.batched[i].rec.as_deref_mut()
+    fn set_batched_status(&mut self, i: u32, status: Status) {
+        if let Some(rec) = self.rec_mut(i)
             && status > rec.status
         {
             rec.status = status;
         }
     }
 
-    /// End batched span `i` at `end` (ns): queue it if recorded, make its
-    /// parent current.
-    fn end_batched(&mut self, i: usize, end: u64) {
-        let b = self.batched.remove(i);
+    /// End batched span `handle` at `end` (ns): queue it if recorded and,
+    /// with `pop`, take it off the open stack so its parent is current.
+    fn end_batched(&mut self, handle: u32, end: u64, pop: bool) {
+        let Some(b) = self.batched.remove(&handle) else {
+            return;
+        };
         if let Some(rec) = b.rec {
             let bytes = rec.finish(end);
             self.sink.export.push(
@@ -814,20 +831,20 @@ impl RequestTrace {
         if self.ended.len() == REMEMBERED_ENDED {
             self.ended.pop_front();
         }
-        self.ended.push_back((b.handle, b.cx));
-        self.pop(super::Slot::Batched(b.handle));
+        self.ended.push_back((handle, b.cx));
+        if pop {
+            self.pop(super::Slot::Batched(handle));
+        }
     }
 
     /// End a batched span the guest left open when its request finished,
-    /// marked so.
+    /// marked so (the caller has taken it off the open stack).
     pub(super) fn end_batched_abandoned(&mut self, handle: u32) {
-        if let Some(i) = self.find_batched(handle) {
-            let limits = self.sink.limits;
-            if let Some(rec) = self.batched[i].rec.as_deref_mut() {
-                rec.add_attribute(&limits, AUTO_ENDED, &Val::Bool(true));
-            }
-            self.end_batched(i, now_nanos());
+        let limits = self.sink.limits;
+        if let Some(rec) = self.rec_mut(handle) {
+            rec.add_attribute(&limits, AUTO_ENDED, &Val::Bool(true));
         }
+        self.end_batched(handle, now_nanos(), false);
     }
 }
 
@@ -1246,7 +1263,17 @@ mod tests {
             rt.apply_batch(&ops.0).unwrap_err().what,
             "count larger than the batch"
         );
-        // Every prefix and byte flip of a valid batch: an error or applied, never a panic.
+        // Spans started and never ended: refused past the cap, and ended
+        // (auto-ended, at most MAX_SPANS_PER_REQUEST recorded) with the request.
+        let mut ops = Ops::default();
+        for h in 100..100 + MAX_OPEN_BATCHED as u32 + 1 {
+            ops.start(h, "leaked", &[]);
+        }
+        assert_eq!(rt.apply_batch(&ops.0).unwrap_err().what, TOO_MANY_OPEN);
+        assert!(rt.take_open().is_empty());
+        assert!(rt.batched.is_empty());
+        s.export.drain();
+                // Every prefix and byte flip of a valid batch: an error or applied, never a panic.
         let mut ops = Ops::default();
         ops.start(10, "s", &attrs())
             .u8(4)

@@ -46,7 +46,12 @@ impl Host for InstanceState {
 impl crate::bindings::span_batch::Host for InstanceState {
     fn apply(&mut self, ops: Vec<u8>) -> wasmtime::Result<Result<(), String>> {
         let trace = &mut self.request()?.telemetry.trace;
-        Ok(trace.apply_batch(&ops).map_err(|e| e.to_string()))
+        match trace.apply_batch(&ops) {
+            Ok(()) => Ok(Ok(())),
+            // Leaking spans is leaking handles: trapped, as the handle table does.
+            Err(e) if e.what == super::batched::TOO_MANY_OPEN => Err(wasmtime::Error::msg(e)),
+            Err(e) => Ok(Err(e.to_string())),
+        }
     }
 
     fn context_of(&mut self, handle: u32) -> wasmtime::Result<Option<wit::SpanContext>> {

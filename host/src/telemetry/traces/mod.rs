@@ -147,7 +147,7 @@ pub struct RequestTrace {
     open: Vec<(Slot, SpanContext)>,
     /// Where batched spans go, and the open ones ([`batched`]).
     sink: Arc<SpanSink>,
-    batched: Vec<batched::Batched>,
+    batched: std::collections::HashMap<u32, batched::Batched>,
     /// Recently ended batched spans, for `span-context` queries.
     ended: std::collections::VecDeque<(u32, SpanContext)>,
     baggage: String,
@@ -181,7 +181,7 @@ impl RequestTrace {
             server: with_random(server, random),
             open: Vec::new(),
             sink,
-            batched: Vec::new(),
+            batched: Default::default(),
             ended: Default::default(),
             baggage,
             tracestate,
