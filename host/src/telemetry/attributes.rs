@@ -22,6 +22,10 @@ pub const DROPPED_SPANS: &str = "polytrace.spans.dropped";
 /// longer than the limits, and cut to them.
 pub const TRUNCATED_VALUES: &str = "polytrace.attributes.truncated";
 
+/// SERVER span attribute: attributes a guest sent with a value that is not
+/// an attribute value (null, an object, a mixed array), left out.
+pub const INVALID_VALUES: &str = "polytrace.attributes.invalid";
+
 /// SERVER span attribute: guest spans started with an empty name.
 pub const UNNAMED_SPANS: &str = "polytrace.spans.unnamed";
 
@@ -32,6 +36,7 @@ pub struct Adjustments {
     pub dropped_spans: u64,
     pub truncated_values: u64,
     pub unnamed_spans: u64,
+    pub invalid_values: u64,
 }
 
 impl Adjustments {
@@ -41,6 +46,7 @@ impl Adjustments {
             (DROPPED_SPANS, self.dropped_spans),
             (TRUNCATED_VALUES, self.truncated_values),
             (UNNAMED_SPANS, self.unnamed_spans),
+            (INVALID_VALUES, self.invalid_values),
         ]
         .into_iter()
         .filter(|(_, n)| *n > 0)

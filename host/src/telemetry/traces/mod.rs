@@ -577,7 +577,8 @@ mod tests {
             Adjustments {
                 dropped_spans: 0,
                 truncated_values: 2,
-                unnamed_spans: 1
+                unnamed_spans: 1,
+                invalid_values: 0,
             }
         );
         let attrs = rt.adjustments().attributes();
