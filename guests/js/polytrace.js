@@ -17,6 +17,8 @@
 // DEBUG, trace TRACE), correlated with the current span. scripts/build-guest.sh places this file next
 // to the component's entry module, so components import it as './polytrace.js'.
 import * as tracing from 'polytrace:telemetry/tracing@0.1.0';
+import * as spanBatch from 'polytrace:telemetry/span-batch@0.1.0';
+import * as wallClock from 'wasi:clocks/wall-clock@0.2.10';
 import * as wmetrics from 'polytrace:telemetry/metrics@0.1.0';
 import * as wlogs from 'polytrace:telemetry/logs@0.1.0';
 
@@ -65,76 +67,168 @@ export function attributes(obj) {
   return Object.entries(obj ?? {}).map(([key, v]) => ({ key, value: value(v) }));
 }
 
+// ---- spans, recorded in guest memory ---------------------------------------
+//
+// Span operations are kept in guest memory, each already JSON text (the
+// engine's JSON.stringify is native code; writing bytes one at a time in
+// interpreted JavaScript costs ~10x more), and handed to the host's
+// `span-batch` interface in one call (its JSON form, wit/telemetry.wit):
+// when the outermost open span ends (inside serve(), when the request's
+// handler is done), before anything that needs the host to know the current
+// span (fetch(), console.* and log records, inject(), a span's context), and
+// when many are waiting. Attribute values that are not attribute values
+// (null, objects, mixed arrays) are left out and counted by the host, as
+// OpenTelemetry's JavaScript SDK drops them.
+
+const FLUSH_AT = 512;
+const BATCH_ENCODER = new TextEncoder();
+
+// Pending operations (JSON texts), open batched spans, and whether serve()
+// sends them at the request's end.
+let pending = [];
+let openSpans = 0;
+let inRequest = false;
+let lastHandle = 0;
+
+// Times are performance.now() milliseconds after an origin in ns since the
+// Unix epoch, read from the wall clock once per request.
+let origin = '0';
+let calibrated = false;
+function now() {
+  if (!calibrated) {
+    flush();
+    const wall = wallClock.now();
+    const offset = BigInt(Math.round(performance.now() * 1e6));
+    origin = String(wall.seconds * 1000000000n + BigInt(wall.nanoseconds) - offset);
+    calibrated = true;
+  }
+  return performance.now();
+}
+
+// JSON text of an operation; a bigint (which JSON.stringify refuses) goes
+// as {"s64": "<decimal>"}.
+function bigints(_key, v) {
+  if (typeof v === 'bigint') return { s64: BigInt.asIntN(64, v).toString() };
+  return v;
+}
+function record(op) {
+  let text;
+  try {
+    text = JSON.stringify(op);
+  } catch {
+    text = JSON.stringify(op, bigints);
+  }
+  pending.push(text);
+  if (pending.length >= FLUSH_AT) flush();
+}
+
+/** Hand the span operations recorded so far to the host. */
+export function flush() {
+  if (pending.length === 0) return;
+  const text = `["${origin}",${pending.join(',')}]`;
+  pending = [];
+  try {
+    spanBatch.apply(BATCH_ENCODER.encode(text));
+  } catch (e) {
+    // A refused batch is this SDK's bug; say so without failing the request.
+    const error = e?.payload ?? e;
+    try {
+      wlogs.emit(13, `polytrace.js: span batch refused: ${error}`, []);
+    } catch {}
+  }
+}
+
+// fetch() is sent by the host under its current span: tell it first.
+const originalFetch = globalThis.fetch;
+if (typeof originalFetch === 'function') {
+  globalThis.fetch = function fetch(...args) {
+    flush();
+    return originalFetch.apply(this, args);
+  };
+}
+
+const KIND_CODE = { internal: 0, server: 1, client: 2, producer: 3, consumer: 4 };
+
 /**
  * A span; the current span while open (spans started after it, and fetch()
  * calls, are its children). Operations after end() do nothing.
  */
 export class Span {
-  #inner;
-
   constructor(name, attrs = {}, { kind = 'internal', parent } = {}) {
-    const k = KINDS.has(kind) ? kind : 'internal';
-    const list = attributes(attrs);
-    this.#inner = parent
-      ? tracing.Span.startWithParent(String(name), k, list, parent)
-      : new tracing.Span(String(name), k, list);
+    lastHandle = lastHandle >= 0xffffffff ? 1 : lastHandle + 1;
+    const handle = lastHandle;
+    this._h = handle; // the batch handle; undefined once ended
+    const k = KIND_CODE[kind] ?? 0;
+    record(
+      parent
+        ? [2, handle, k, now(), String(name), attrs ?? {}, String(parent.traceId), String(parent.spanId),
+            Number(parent.traceFlags) & 0xff, !!parent.isRemote, String(parent.traceState ?? '')]
+        : [1, handle, k, now(), String(name), attrs ?? {}],
+    );
+    openSpans++;
   }
 
   setAttribute(key, v) {
-    this.#inner?.setAttribute(key, value(v));
+    if (this._h !== undefined) record([3, this._h, { [key]: v }]);
     return this;
   }
 
   setAttributes(attrs) {
-    this.#inner?.setAttributes(attributes(attrs));
+    if (this._h !== undefined) record([3, this._h, attrs ?? {}]);
     return this;
   }
 
   addEvent(name, attrs = {}) {
-    this.#inner?.addEvent(name, attributes(attrs), undefined);
+    if (this._h !== undefined) record([4, this._h, now(), String(name), attrs ?? {}]);
     return this;
   }
 
   /** Record a thrown value as an `exception` event with its stack; status Error. */
   recordException(error, { setStatus = true } = {}) {
-    if (!this.#inner) return this;
+    if (this._h === undefined) return this;
     const isError = error instanceof Error;
     const type = isError ? error.name || error.constructor?.name || 'Error' : typeof error;
     const message = isError ? String(error.message) : String(error);
-    const stack = isError && typeof error.stack === 'string' ? error.stack : undefined;
-    this.#inner.recordException(type, message, stack, setStatus);
+    const stack = isError && typeof error.stack === 'string' ? error.stack : null;
+    record([5, this._h, now(), String(type), message, stack, !!setStatus]);
     return this;
   }
 
   setStatus(code, description = '') {
-    const status =
-      code === 'error' ? { tag: 'error', val: String(description) } : { tag: code === 'ok' ? 'ok' : 'unset' };
-    this.#inner?.setStatus(status);
+    if (this._h !== undefined) {
+      record([6, this._h, code === 'error' ? 2 : code === 'ok' ? 1 : 0, code === 'error' ? String(description) : '']);
+    }
     return this;
   }
 
   updateName(name) {
-    this.#inner?.updateName(String(name));
+    if (this._h !== undefined) record([7, this._h, String(name)]);
     return this;
   }
 
   /** The span's context; undefined once the span has ended. */
   get context() {
-    return this.#inner?.spanContext();
+    if (this._h === undefined) return undefined;
+    flush();
+    return spanBatch.contextOf(this._h);
   }
 
   isRecording() {
-    return this.#inner?.isRecording() ?? false;
+    if (this._h === undefined) return false;
+    flush();
+    return spanBatch.isRecording(this._h);
   }
 
-  /** End the span and release its handle; later calls do nothing. */
+  /** End the span; later calls do nothing. */
   end() {
-    const inner = this.#inner;
-    if (!inner) return;
-    this.#inner = undefined;
-    // Dropping the handle ends the span: one host call, not two.
-    if (inner[DISPOSE]) inner[DISPOSE]();
-    else inner.end(undefined);
+    const handle = this._h;
+    if (handle === undefined) return;
+    this._h = undefined;
+    pending.push(`[8,${handle},${now()}]`);
+    openSpans--;
+    // The outermost span ended: what it recorded goes to the host now,
+    // unless serve() sends it with the rest of the request.
+    if ((openSpans <= 0 && !inRequest) || pending.length >= FLUSH_AT) flush();
   }
 }
 
@@ -186,11 +280,13 @@ export function traced(name, fn, attrs = {}) {
 
 /** The current span's context, or undefined outside any span. */
 export function currentSpanContext() {
+  flush();
   return tracing.currentSpanContext();
 }
 
 /** W3C headers for the current span, for transports other than fetch(). */
 export function inject() {
+  flush();
   return Object.fromEntries(tracing.inject());
 }
 
@@ -286,6 +382,7 @@ export const Severity = Object.freeze({ TRACE: 1, DEBUG: 5, INFO: 9, WARN: 13, E
 /** Log records: `log.warn('card declined', { 'payment.method': 'card' })`. */
 export const log = Object.freeze({
   emit(severity, body, attrs) {
+    flush();
     wlogs.emit(severity, String(body), attributes(attrs));
   },
   enabled(severity) {
@@ -322,6 +419,7 @@ for (const [method, severity] of Object.entries(CONSOLE)) {
   const original = console[method]?.bind(console);
   console[method] = (...args) => {
     try {
+      flush();
       if (wlogs.enabled(severity)) wlogs.emit(severity, format(args), []);
     } catch {
       original?.(...args);
@@ -452,6 +550,12 @@ export function serve(handler) {
   return {
     async handle(incoming, responseOut) {
       let response;
+      // Spans of this request go to the host when it is done, or earlier
+      // when something needs the host to know the current span.
+      inRequest = true;
+      calibrated = false;
+      openSpans = 0;
+      pending = [];
       try {
         response = await handler(toRequest(incoming));
         if (!(response instanceof Response)) {
@@ -461,6 +565,10 @@ export function serve(handler) {
         // The engine's stack does not repeat the message: log both.
         console.error(`unhandled error: ${e}${e?.stack ? `\n${e.stack}` : ''}`);
         response = new Response('internal server error', { status: 500 });
+      } finally {
+        inRequest = false;
+        // Spans still open reach the host too: it ends them with the request.
+        flush();
       }
       await writeResponse(response, responseOut);
     },
