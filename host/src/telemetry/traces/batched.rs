@@ -1135,6 +1135,11 @@ mod json {
         v.as_str()?.parse().ok()
     }
 
+    /// An f64 JSON cannot write as a number (`nan`, `inf`, `-inf`), or any other.
+    fn f64_text(v: &J<'_>) -> Option<f64> {
+        v.as_str()?.parse().ok()
+    }
+
     /// A typed value; `None` for one that is not an attribute value.
     fn value<'a>(v: &'a J<'a>) -> Option<Val<'a>> {
         Some(match v {
@@ -1146,8 +1151,12 @@ mod json {
             },
             J::Object(o) if o.len() == 1 => match &o[0] {
                 (k, v) if k == "s64" => Val::I64(s64_text(v)?),
+                (k, v) if k == "f64" => Val::F64(f64_text(v)?),
                 (k, J::Array(a)) if k == "s64-array" => {
                     Val::I64s(a.iter().map(s64_text).collect::<Option<_>>()?)
+                }
+                (k, J::Array(a)) if k == "f64-array" => {
+                    Val::F64s(a.iter().map(f64_text).collect::<Option<_>>()?)
                 }
                 _ => return None,
             },
@@ -1731,6 +1740,7 @@ mod tests {
                     KeyValue::new("ns", Value::Array(Array::I64(vec![1, -2]))),
                     KeyValue::new("fs", Value::Array(Array::F64(vec![1.5, 2.0]))),
                     KeyValue::new("id", -9_007_199_254_740_993i64),
+                    KeyValue::new("nan", f64::NAN),
                 ]);
             ops.u8(4)
                 .u32(7)
@@ -1765,7 +1775,7 @@ mod tests {
             r#"["{T0}",
             [1,7,3,0,"validate_order",{{"order.id":"o-1","order.items":3,"order.express":true,
               "order.total":12.5,"big":1e21,"tags":["x"],"ns":[1,-2],"fs":[1.5,2.0],
-              "id":{{"s64":"-9007199254740993"}},"skip.null":null,"skip.object":{{"a":1}},"skip.mixed":[1,"a"]}}],
+              "id":{{"s64":"-9007199254740993"}},"nan":{{"f64":"nan"}},"skip.null":null,"skip.object":{{"a":1}},"skip.mixed":[1,"a"]}}],
             [4,7,1.5,"checkpoint",{{"a":1}}],
             [5,7,2,"Error","boom",null,true],
             [7,7,"renamed"],
