@@ -95,7 +95,8 @@ impl Span {
     ) -> Span {
         let handle = batch::with(|b| {
             let h = b.next_handle();
-            b.op(batch::START).u32(h).u8(kind as u8).now().str(name);
+            // Time 0: the host stamps it, as this goes to the host at once.
+            b.op(batch::START).u32(h).u8(kind as u8).u64(0).str(name);
             b.attributes(attributes);
             h
         });
@@ -119,7 +120,7 @@ impl Span {
             b.op(batch::START_WITH_PARENT)
                 .u32(h)
                 .u8(kind as u8)
-                .now()
+                .u64(0)
                 .str(name);
             b.bytes(&hex_id::<16>(&parent.trace_id));
             b.bytes(&hex_id::<8>(&parent.span_id));
@@ -244,7 +245,7 @@ impl Span {
             return;
         }
         batch::with(|b| {
-            b.op(batch::END).u32(self.handle).now();
+            b.op(batch::END).u32(self.handle).u64(0);
         });
         batch::flush();
     }
