@@ -44,6 +44,18 @@ const REMEMBERED_ENDED: usize = 64;
 /// leaks `tracing.span` handles past the handle table.
 pub const MAX_OPEN_BATCHED: usize = 10_000;
 
+/// The largest batch `apply` takes, in bytes (the SDKs send far less: a
+/// span's start or end, or 512 operations).
+pub const MAX_BATCH_BYTES: usize = 16 << 20;
+
+/// The most operations one `apply` takes: one host call stays short (tens
+/// of ms at worst) whatever the guest sends, since the request's deadline
+/// cannot interrupt the host.
+pub const MAX_BATCH_OPERATIONS: usize = 65_536;
+
+/// The [`BatchError::what`] of a batch past [`MAX_BATCH_OPERATIONS`].
+pub const TOO_MANY_OPERATIONS: &str = "more than 65536 operations in one batch";
+
 /// The [`BatchError::what`] of a batch that opens more than
 /// [`MAX_OPEN_BATCHED`] spans.
 pub const TOO_MANY_OPEN: &str =
@@ -143,6 +155,8 @@ impl std::error::Error for BatchError {}
 
 /// A batched span the request has open.
 pub(super) struct Batched {
+    /// Its entry in the request's open-span stack.
+    pub(super) at: usize,
     /// Its context as the guest and its children see it.
     cx: SpanContext,
     /// `None` when it is not recorded (not sampled, or past the cap).
@@ -443,7 +457,7 @@ impl Recording {
             put_key_value(&mut self.attributes, 9, key, value);
             self.attribute_count += 1;
         } else {
-            self.dropped_attributes += 1;
+            self.dropped_attributes = self.dropped_attributes.saturating_add(1);
         }
     }
 
@@ -455,7 +469,7 @@ impl Recording {
         attributes: &[(Cow<'_, str>, Val<'_>)],
     ) {
         if self.event_count >= limits.max_events_per_span {
-            self.dropped_events += 1;
+            self.dropped_events = self.dropped_events.saturating_add(1);
             return;
         }
         self.event_count += 1;
@@ -532,8 +546,9 @@ enum Op<'a> {
         kind: SpanKind,
         time: u64,
         name: Cow<'a, str>,
-        /// `None`: under the current span; `Some(None)`: a new trace.
-        parent: Option<Option<SpanContext>>,
+        /// An explicit parent; `None`: under the current span (also when
+        /// the explicit parent is not valid, as on the per-call path).
+        parent: Option<SpanContext>,
         attributes: Attributes<'a>,
     },
     SetAttributes {
@@ -583,7 +598,13 @@ impl<'a> Reader<'a> {
         let flags = self.u8()?;
         let remote = self.bool()?;
         let state = self.str()?;
-        Ok(remote_parent(trace_id, span_id, flags, remote, &state))
+        Ok(remote_parent(
+            &trace_id.to_string(),
+            &span_id.to_string(),
+            flags,
+            remote,
+            &state,
+        ))
     }
 
     /// The next operation.
@@ -595,7 +616,7 @@ impl<'a> Reader<'a> {
                 let kind = self.kind()?;
                 let time = self.u64()?;
                 let name = self.str()?;
-                let parent = if op == 2 { Some(self.parent()?) } else { None };
+                let parent = if op == 2 { self.parent()? } else { None };
                 Op::Start {
                     handle,
                     kind,
@@ -664,18 +685,26 @@ fn status_of(code: u8, description: Cow<'_, str>) -> Option<Status> {
     })
 }
 
-/// An explicit parent; `None` (a new trace) when it is not valid, as an
-/// unparsable parent is on the per-call path.
+/// An explicit parent, read as the per-call path reads a WIT
+/// `span-context` (the same W3C rules: lowercase hex, non-zero ids, known
+/// flags only); `None` when it is not valid.
 fn remote_parent(
-    trace_id: TraceId,
-    span_id: SpanId,
+    trace_id: &str,
+    span_id: &str,
     flags: u8,
     remote: bool,
     trace_state: &str,
 ) -> Option<SpanContext> {
+    let (trace_id, span_id, flags) =
+        super::propagation::parse_traceparent(&format!("00-{trace_id}-{span_id}-{flags:02x}"))?;
     let state = super::propagation::parse_tracestate(trace_state).unwrap_or_default();
-    let cx = SpanContext::new(trace_id, span_id, TraceFlags::new(flags), remote, state);
-    cx.is_valid().then_some(cx)
+    Some(SpanContext::new(
+        trace_id,
+        span_id,
+        TraceFlags::new(flags),
+        remote,
+        state,
+    ))
 }
 
 impl RequestTrace {
@@ -683,12 +712,26 @@ impl RequestTrace {
     /// JSON when it starts with `[`). Stops at the first malformed
     /// operation; the ones before it stay applied.
     pub fn apply_batch(&mut self, ops: &[u8]) -> Result<(), BatchError> {
+        if ops.len() > MAX_BATCH_BYTES {
+            return Err(BatchError {
+                offset: 0,
+                what: "batch larger than 16 MiB",
+            });
+        }
         if ops.first() == Some(&b'[') {
             return json::apply(self, ops);
         }
         let mut r = Reader { buf: ops, pos: 0 };
+        let mut n = 0;
         while r.pos < ops.len() {
             let at = r.pos;
+            n += 1;
+            if n > MAX_BATCH_OPERATIONS {
+                return Err(BatchError {
+                    offset: at,
+                    what: TOO_MANY_OPERATIONS,
+                });
+            }
             let op = r.op()?;
             self.apply_op(op)
                 .map_err(|what| BatchError { offset: at, what })?;
@@ -734,7 +777,7 @@ impl RequestTrace {
                 attributes,
             } => {
                 if let Some(h) = self.recording(handle) {
-                    self.event(h, time_or_now(time), name, attributes);
+                    self.event(h, time_or_now(time), name, attributes, true);
                 }
             }
             Op::RecordException {
@@ -755,7 +798,13 @@ impl RequestTrace {
                     if let Some(st) = stacktrace {
                         attrs.push((Cow::Borrowed("exception.stacktrace"), Val::Str(st)));
                     }
-                    self.event(h, time_or_now(time), Cow::Borrowed("exception"), attrs);
+                    self.event(
+                        h,
+                        time_or_now(time),
+                        Cow::Borrowed("exception"),
+                        attrs,
+                        false,
+                    );
                     if let Some(status) = status {
                         self.set_batched_status(h, status);
                     }
@@ -817,14 +866,11 @@ impl RequestTrace {
         kind: SpanKind,
         time: u64,
         name: Cow<'a, str>,
-        parent: Option<Option<SpanContext>>,
+        parent: Option<SpanContext>,
         attributes: Attributes<'a>,
     ) {
-        // The parent: the current span, an explicit one, or none (a new trace).
-        let parent = match parent {
-            None => Some(self.current().clone()),
-            Some(p) => p,
-        };
+        // The parent: an explicit one, else the current span.
+        let parent = Some(parent.unwrap_or_else(|| self.current().clone()));
         if self.started >= MAX_SPANS_PER_REQUEST {
             // Not recorded: its children and outbound calls attach to `parent`.
             self.adjustments.dropped_spans += 1;
@@ -891,11 +937,20 @@ impl RequestTrace {
 
     fn open_batched(&mut self, handle: u32, cx: SpanContext, rec: Option<Box<Recording>>) {
         self.shared.set(&cx);
+        let at = self.open.len();
         self.open.push((super::Slot::Batched(handle), cx.clone()));
-        self.batched.insert(handle, Batched { cx, rec });
+        self.batched.insert(handle, Batched { at, cx, rec });
     }
 
-    fn event(&mut self, i: u32, time: u64, name: Cow<'_, str>, attrs: Attributes<'_>) {
+    /// Add an event; `cap_name` is false for the host's own names.
+    fn event(
+        &mut self,
+        i: u32,
+        time: u64,
+        name: Cow<'_, str>,
+        attrs: Attributes<'_>,
+        cap_name: bool,
+    ) {
         let cap = self.value_cap;
         let mut cut = 0;
         let attrs: Vec<_> = attrs
@@ -906,7 +961,11 @@ impl RequestTrace {
             })
             .collect();
         self.adjustments.truncated_values += cut;
-        let name = self.cap_str(name.into_owned());
+        let name = if cap_name {
+            self.cap_str(name.into_owned())
+        } else {
+            name.into_owned()
+        };
         let limits = self.sink.limits;
         if let Some(rec) = self.rec_mut(i) {
             rec.add_event(&limits, time, &name, &attrs);
@@ -939,7 +998,7 @@ impl RequestTrace {
         }
         self.ended.push_back((handle, b.cx));
         if pop {
-            self.pop(super::Slot::Batched(handle));
+            self.close_at(b.at);
         }
     }
 
@@ -961,7 +1020,8 @@ impl RequestTrace {
 /// [`BatchError`] from here has the operation's index as its offset.
 mod json {
     use super::{Attributes, BatchError, Op, RequestTrace, Val, remote_parent, status_of};
-    use opentelemetry::trace::{SpanId, SpanKind, TraceId};
+    use opentelemetry::trace::SpanKind;
+    use serde::de::Error as _;
     use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
     use std::borrow::Cow;
     use std::fmt;
@@ -1072,28 +1132,85 @@ mod json {
         }
     }
 
+    /// Apply a JSON batch as it is parsed (memory bounded by one
+    /// operation). A malformed operation is skipped and the rest applied;
+    /// the first error is returned. A syntax error stops there.
     pub(super) fn apply(trace: &mut RequestTrace, bytes: &[u8]) -> Result<(), BatchError> {
-        let err = |offset, what| BatchError { offset, what };
-        let J::Array(batch) =
-            serde_json::from_slice::<J<'_>>(bytes).map_err(|_| err(0, "not a JSON array"))?
-        else {
-            return Err(err(0, "not a JSON array"));
+        let mut state = State {
+            trace,
+            first_error: None,
         };
-        let mut items = batch.into_iter();
-        let origin = match items.next() {
-            Some(J::Str(s)) => s.parse::<u64>().map_err(|_| err(0, "bad time origin"))?,
-            _ => return Err(err(0, "no time origin")),
-        };
-        for (i, item) in items.enumerate() {
-            let J::Array(fields) = item else {
-                return Err(err(i + 1, "an operation is not an array"));
-            };
-            let mut invalid = 0;
-            let op = op(&fields, origin, &mut invalid).ok_or(err(i + 1, "malformed operation"))?;
-            trace.adjustments.invalid_values += invalid;
-            trace.apply_op(op).map_err(|what| err(i + 1, what))?;
+        let parsed = serde_json::Deserializer::from_slice(bytes).deserialize_seq(Ops(&mut state));
+        match (state.first_error, parsed) {
+            (Some(e), _) => Err(e),
+            (None, Err(_)) => Err(BatchError {
+                offset: 0,
+                what: "not valid JSON",
+            }),
+            (None, Ok(())) => Ok(()),
         }
-        Ok(())
+    }
+
+    struct State<'t> {
+        trace: &'t mut RequestTrace,
+        first_error: Option<BatchError>,
+    }
+
+    struct Ops<'s, 't>(&'s mut State<'t>);
+
+    impl<'de> Visitor<'de> for Ops<'_, '_> {
+        type Value = ();
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a span batch (a JSON array)")
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+            let state = self.0;
+            // Stop parsing: the error returned to the caller is `first_error`.
+            let stop = |state: &mut State<'_>, offset, what| {
+                state.first_error.get_or_insert(BatchError { offset, what });
+                A::Error::custom(what)
+            };
+            let origin = match seq.next_element::<J<'de>>()? {
+                Some(J::Str(s)) => match s.parse::<u64>() {
+                    Ok(o) => o,
+                    Err(_) => return Err(stop(state, 0, "bad time origin")),
+                },
+                _ => return Err(stop(state, 0, "no time origin")),
+            };
+            let mut i = 0;
+            while let Some(item) = seq.next_element::<J<'de>>()? {
+                i += 1;
+                if i > super::MAX_BATCH_OPERATIONS {
+                    return Err(stop(state, i, super::TOO_MANY_OPERATIONS));
+                }
+                let skip = |state: &mut State<'_>, what| {
+                    state
+                        .first_error
+                        .get_or_insert(BatchError { offset: i, what });
+                };
+                let J::Array(fields) = item else {
+                    skip(state, "an operation is not an array");
+                    continue;
+                };
+                let mut invalid = 0;
+                let Some(op) = op(&fields, origin, &mut invalid) else {
+                    skip(state, "malformed operation");
+                    continue;
+                };
+                state.trace.adjustments.invalid_values += invalid;
+                if let Err(what) = state.trace.apply_op(op) {
+                    if what == super::TOO_MANY_OPEN {
+                        // Trapped by the caller: nothing after it.
+                        state.first_error = Some(BatchError { offset: i, what });
+                        return Err(A::Error::custom(what));
+                    }
+                    skip(state, what);
+                }
+            }
+            Ok(())
+        }
     }
 
     fn handle(v: Option<&J<'_>>) -> Option<u32> {
@@ -1115,7 +1232,9 @@ mod json {
                 if !offset.is_finite() {
                     return None;
                 }
-                u64::try_from(i128::from(origin) + offset as i128).ok()
+                i128::from(origin)
+                    .checked_add(offset as i128)
+                    .and_then(|ns| u64::try_from(ns).ok())
             }
         }
     }
@@ -1205,35 +1324,20 @@ mod json {
                 parent: None,
                 attributes: attributes(f.get(5), invalid)?,
             },
-            2 => {
-                let hex = |i: usize, n: usize| -> Option<Vec<u8>> {
-                    let s = f.get(i)?.as_str()?;
-                    (s.len() == 2 * n)
-                        .then(|| {
-                            (0..n)
-                                .map(|j| u8::from_str_radix(s.get(2 * j..2 * j + 2)?, 16).ok())
-                                .collect::<Option<Vec<u8>>>()
-                        })
-                        .flatten()
-                };
-                let trace_id = hex(6, 16).map_or(TraceId::INVALID, |b| {
-                    TraceId::from_bytes(b.try_into().unwrap_or_default())
-                });
-                let span_id = hex(7, 8).map_or(SpanId::INVALID, |b| {
-                    SpanId::from_bytes(b.try_into().unwrap_or_default())
-                });
-                let flags = f.get(8)?.as_u64()? as u8;
-                let remote = f.get(9)?.as_bool()?;
-                let state = f.get(10)?.as_str()?;
-                Op::Start {
-                    handle: handle(f.get(1))?,
-                    kind: kind(f.get(2))?,
-                    time: time(f.get(3), origin)?,
-                    name: text(f.get(4))?,
-                    parent: Some(remote_parent(trace_id, span_id, flags, remote, state)),
-                    attributes: attributes(f.get(5), invalid)?,
-                }
-            }
+            2 => Op::Start {
+                handle: handle(f.get(1))?,
+                kind: kind(f.get(2))?,
+                time: time(f.get(3), origin)?,
+                name: text(f.get(4))?,
+                parent: remote_parent(
+                    f.get(6)?.as_str()?,
+                    f.get(7)?.as_str()?,
+                    u8::try_from(f.get(8)?.as_u64()?).ok()?,
+                    f.get(9)?.as_bool()?,
+                    f.get(10)?.as_str()?,
+                ),
+                attributes: attributes(f.get(5), invalid)?,
+            },
             3 => Op::SetAttributes {
                 handle: handle(f.get(1))?,
                 attributes: attributes(f.get(2), invalid)?,
@@ -1811,11 +1915,23 @@ mod tests {
             .unwrap_err();
         assert_eq!((err.offset, err.what), (2, "malformed operation"));
         assert!(rt.batched_is_recording(2));
-        assert_eq!(
-            rt.apply_batch(b"[1,2").unwrap_err().what,
-            "not a JSON array"
-        );
+        // Malformed operations are skipped, the rest applied.
+        let err = rt
+            .apply_batch(format!(r#"["{T0}",[1,4,0,1,"a",7],[1,5,0,1,"b",{{}}]]"#).as_bytes())
+            .unwrap_err();
+        assert_eq!((err.offset, err.what), (1, "malformed operation"));
+        assert!(!rt.batched_is_recording(4));
+        assert!(rt.batched_is_recording(5));
+        assert_eq!(rt.apply_batch(b"[}").unwrap_err().what, "not valid JSON");
+        assert_eq!(rt.apply_batch(b"[1,2").unwrap_err().what, "no time origin");
         assert_eq!(rt.apply_batch(b"[[1]]").unwrap_err().what, "no time origin");
+        let err = rt
+            .apply_batch(format!(r#"["{T0}",[8,5,1e300]]"#).as_bytes())
+            .unwrap_err();
+        assert_eq!(
+            err.what, "malformed operation",
+            "a time past u64 is refused, not wrapped"
+        );
         // Every prefix of a valid batch: an error or applied, never a panic.
         for n in 0..json.len() {
             let _ = rt.apply_batch(&json.as_bytes()[..n]);

@@ -136,6 +136,10 @@ impl GuestSpan {
 pub enum Slot {
     Resource(u32),
     Batched(u32),
+    /// A span that ended below the innermost open one: left in place (so
+    /// ending a span costs O(1), whatever its depth) until the stack is
+    /// compacted.
+    Ended,
 }
 
 /// The tracing state of one request inside one component instance: which
@@ -144,7 +148,10 @@ pub struct RequestTrace {
     tracer: SdkTracer,
     server: SpanContext,
     /// Open guest spans, innermost last.
+    /// Entries below the top may be [`Slot::Ended`]; the top never is.
     open: Vec<(Slot, SpanContext)>,
+    /// How many entries of `open` are [`Slot::Ended`].
+    open_ended: usize,
     /// Where batched spans go, and the open ones ([`batched`]).
     sink: Arc<SpanSink>,
     batched: std::collections::HashMap<u32, batched::Batched>,
@@ -180,6 +187,7 @@ impl RequestTrace {
             tracer,
             server: with_random(server, random),
             open: Vec::new(),
+            open_ended: 0,
             sink,
             batched: Default::default(),
             ended: Default::default(),
@@ -295,9 +303,36 @@ impl RequestTrace {
     /// Forget `slot` (its span ended); its parent becomes current again.
     fn pop(&mut self, slot: Slot) {
         if let Some(i) = self.open.iter().rposition(|(s, _)| *s == slot) {
-            self.open.remove(i);
-            self.shared.set(self.current());
+            self.close_at(i);
         }
+    }
+
+    /// Mark entry `i` of the open stack ended: the innermost span still
+    /// open is current. Ended entries are dropped from the top at once and
+    /// compacted away when they are more than half of the stack.
+    fn close_at(&mut self, i: usize) {
+        if let Some((slot, _)) = self.open.get_mut(i)
+            && *slot != Slot::Ended
+        {
+            *slot = Slot::Ended;
+            self.open_ended += 1;
+        }
+        while let Some((Slot::Ended, _)) = self.open.last() {
+            self.open.pop();
+            self.open_ended -= 1;
+        }
+        if self.open_ended > 64 && self.open_ended * 2 > self.open.len() {
+            self.open.retain(|(s, _)| *s != Slot::Ended);
+            self.open_ended = 0;
+            for (i, (s, _)) in self.open.iter().enumerate() {
+                if let Slot::Batched(h) = s
+                    && let Some(b) = self.batched.get_mut(h)
+                {
+                    b.at = i;
+                }
+            }
+        }
+        self.shared.set(self.current());
     }
 
     /// End the batched spans still open, marked as ended by the host, and
@@ -309,8 +344,10 @@ impl RequestTrace {
             match slot {
                 Slot::Batched(handle) => self.end_batched_abandoned(handle),
                 Slot::Resource(rep) => reps.push(rep),
+                Slot::Ended => {}
             }
         }
+        self.open_ended = 0;
         self.shared.set(&self.server);
         reps
     }
