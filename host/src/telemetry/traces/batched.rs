@@ -1938,4 +1938,59 @@ mod tests {
             rt.take_open();
         }
     }
+
+    #[test]
+    fn the_current_span_is_the_innermost_open_one_in_any_end_order() {
+        let s = setup(Sampler::AlwaysOn);
+        let server = start_span(&s.tracer, "s".into(), SpanKind::Server, vec![], None);
+        let mut rt = request(&s, server.span_context());
+        // A model of the open stack: handles, innermost last.
+        let mut model: Vec<u32> = Vec::new();
+        let mut next = 1u32;
+        let mut seed = 7u64;
+        for step in 0..5000 {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let mut ops = Ops::default();
+            if model.is_empty() || (seed >> 33) % 3 != 0 || step < 300 {
+                ops.start(next, "s", &[]);
+                model.push(next);
+                next += 1;
+            } else {
+                // End an open span anywhere in the stack, mostly deep ones.
+                let i = ((seed >> 40) as usize) % model.len();
+                ops.u8(8).u32(model.remove(i)).u64(T0 + 1);
+            }
+            rt.apply_batch(&ops.0).unwrap();
+            let expected = model
+                .last()
+                .map(|h| rt.batched_context(*h).unwrap().span_id());
+            assert_eq!(
+                Some(rt.current().span_id()),
+                expected.or(Some(server.span_context().span_id())),
+                "step {step}"
+            );
+            assert!(
+                rt.open.len() <= 2 * model.len() + 66,
+                "ended entries are compacted"
+            );
+        }
+        s.export.drain();
+        // Too many operations in one call: refused past the cap.
+        let mut ops = Ops::default();
+        for _ in 0..=MAX_BATCH_OPERATIONS {
+            ops.u8(7).u32(1).str("");
+        }
+        assert_eq!(
+            rt.apply_batch(&ops.0).unwrap_err().what,
+            TOO_MANY_OPERATIONS
+        );
+        assert_eq!(
+            rt.apply_batch(&vec![8u8; MAX_BATCH_BYTES + 1])
+                .unwrap_err()
+                .what,
+            "batch larger than 16 MiB"
+        );
+    }
 }
