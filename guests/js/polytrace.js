@@ -81,11 +81,15 @@ export function attributes(obj) {
 // OpenTelemetry's JavaScript SDK drops them.
 
 const FLUSH_AT = 512;
+// Also sent when this many characters are waiting (a batch must stay far
+// below the host's 16 MiB).
+const FLUSH_AT_CHARS = 1 << 20;
 const BATCH_ENCODER = new TextEncoder();
 
 // Pending operations (JSON texts), open batched spans, and whether serve()
 // sends them at the request's end.
 let pending = [];
+let pendingChars = 0;
 let openSpans = 0;
 let inRequest = false;
 let lastHandle = 0;
@@ -118,8 +122,25 @@ function record(op) {
   } catch {
     text = JSON.stringify(op, bigints);
   }
+  queue(text);
+}
+
+// Outside serve() nothing marks the end of a request: what is pending is
+// also sent once the current job is done (a span left open must not hold
+// back everything recorded after it).
+let flushQueued = false;
+function flushLater() {
+  flushQueued = false;
+  flush();
+}
+function queue(text) {
   pending.push(text);
-  if (pending.length >= FLUSH_AT) flush();
+  pendingChars += text.length;
+  if (pending.length >= FLUSH_AT || pendingChars >= FLUSH_AT_CHARS) flush();
+  else if (!inRequest && !flushQueued && typeof queueMicrotask === 'function') {
+    flushQueued = true;
+    queueMicrotask(flushLater);
+  }
 }
 
 /** Hand the span operations recorded so far to the host. */
@@ -127,6 +148,7 @@ export function flush() {
   if (pending.length === 0) return;
   const text = `["${origin}",${pending.join(',')}]`;
   pending = [];
+  pendingChars = 0;
   try {
     spanBatch.apply(BATCH_ENCODER.encode(text));
   } catch (e) {
@@ -158,7 +180,7 @@ export class Span {
     lastHandle = lastHandle >= 0xffffffff ? 1 : lastHandle + 1;
     const handle = lastHandle;
     this._h = handle; // the batch handle; undefined once ended
-    const k = KIND_CODE[kind] ?? 0;
+    const k = Object.hasOwn(KIND_CODE, kind) ? KIND_CODE[kind] : 0;
     record(
       parent
         ? [2, handle, k, now(), String(name), attrs ?? {}, String(parent.traceId), String(parent.spanId),
@@ -224,11 +246,11 @@ export class Span {
     const handle = this._h;
     if (handle === undefined) return;
     this._h = undefined;
-    pending.push(`[8,${handle},${now()}]`);
+    queue(`[8,${handle},${now()}]`);
     openSpans--;
     // The outermost span ended: what it recorded goes to the host now,
     // unless serve() sends it with the rest of the request.
-    if ((openSpans <= 0 && !inRequest) || pending.length >= FLUSH_AT) flush();
+    if (openSpans <= 0 && !inRequest) flush();
   }
 }
 
@@ -556,6 +578,7 @@ export function serve(handler) {
       calibrated = false;
       openSpans = 0;
       pending = [];
+      pendingChars = 0;
       try {
         response = await handler(toRequest(incoming));
         if (!(response instanceof Response)) {

@@ -79,6 +79,8 @@ pub use wit::Status;
 pub struct Span {
     handle: u32,
     ended: std::cell::Cell<bool>,
+    /// Its context, once asked for (the host forgets ended spans).
+    context: std::cell::OnceCell<SpanContext>,
 }
 
 impl Span {
@@ -93,6 +95,8 @@ impl Span {
         kind: SpanKind,
         attributes: impl IntoIterator<Item = KeyValue>,
     ) -> Span {
+        // Collected first: an attribute iterator may itself use the SDK.
+        let attributes: Vec<KeyValue> = attributes.into_iter().collect();
         let handle = batch::with(|b| {
             let h = b.next_handle();
             // Time 0: the host stamps it, as this goes to the host at once.
@@ -104,6 +108,7 @@ impl Span {
         Span {
             handle,
             ended: std::cell::Cell::new(false),
+            context: std::cell::OnceCell::new(),
         }
     }
 
@@ -115,6 +120,7 @@ impl Span {
         attributes: impl IntoIterator<Item = KeyValue>,
         parent: &SpanContext,
     ) -> Span {
+        let attributes: Vec<KeyValue> = attributes.into_iter().collect();
         let handle = batch::with(|b| {
             let h = b.next_handle();
             b.op(batch::START_WITH_PARENT)
@@ -134,6 +140,7 @@ impl Span {
         Span {
             handle,
             ended: std::cell::Cell::new(false),
+            context: std::cell::OnceCell::new(),
         }
     }
 
@@ -154,10 +161,12 @@ impl Span {
     }
 
     pub fn set_attributes(&self, attributes: impl IntoIterator<Item = KeyValue>) {
+        let attributes: Vec<KeyValue> = attributes.into_iter().collect();
         self.op(batch::SET_ATTRIBUTES, |b| b.attributes(attributes));
     }
 
     pub fn add_event(&self, name: &str, attributes: impl IntoIterator<Item = KeyValue>) {
+        let attributes: Vec<KeyValue> = attributes.into_iter().collect();
         self.op(batch::ADD_EVENT, |b| {
             b.now().str(name);
             b.attributes(attributes);
@@ -218,16 +227,23 @@ impl Span {
         });
     }
 
-    /// The span's context (all zeros if the host does not know the span).
+    /// The span's context (all zeros if the host does not know the span:
+    /// one ended long before its context was first asked for).
     pub fn context(&self) -> SpanContext {
+        if let Some(cx) = self.context.get() {
+            return cx.clone();
+        }
         batch::flush();
-        batch::span_batch::context_of(self.handle).unwrap_or_else(|| SpanContext {
-            trace_id: "0".repeat(32),
-            span_id: "0".repeat(16),
-            trace_flags: 0,
-            trace_state: String::new(),
-            is_remote: false,
-        })
+        match batch::span_batch::context_of(self.handle) {
+            Some(cx) => self.context.get_or_init(|| cx).clone(),
+            None => SpanContext {
+                trace_id: "0".repeat(32),
+                span_id: "0".repeat(16),
+                trace_flags: 0,
+                trace_state: String::new(),
+                is_remote: false,
+            },
+        }
     }
 
     pub fn is_recording(&self) -> bool {
@@ -258,10 +274,11 @@ impl Drop for Span {
 }
 
 /// The bytes of a hex id (zeros if it is not `N` bytes of hex; the host
-/// then starts a new trace, as for an unparsable parent).
+/// then starts the span under the current one, as for any invalid parent).
 fn hex_id<const N: usize>(hex: &str) -> [u8; N] {
     let mut out = [0u8; N];
-    if hex.len() != 2 * N {
+    // Lowercase only, as W3C Trace Context and the per-call API read ids.
+    if hex.len() != 2 * N || !hex.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')) {
         return out;
     }
     for (i, o) in out.iter_mut().enumerate() {
