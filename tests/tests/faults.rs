@@ -294,6 +294,35 @@ async fn past_the_instance_limit_requests_get_503_and_the_host_recovers() {
     assert_eq!(get(&host.url("/faults/ok")).await.status, 200);
 }
 
+/// A span batch that is malformed, too big or too long is refused with
+/// what is wrong and where; the request and the host go on.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_malformed_span_batch_is_refused_with_where_it_went_wrong() {
+    let receiver = Receiver::start().await;
+    let host = Polytrace::up("bad-batch", &faults_manifest(""), &receiver, "http/protobuf", &[]);
+    let r = get(&host.url("/faults/bad-batch")).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let errors: Vec<&str> = r.body.lines().collect();
+    assert_eq!(
+        errors,
+        [
+            "span batch: span handle 0 at byte 5",
+            "span batch: unknown operation at byte 0",
+            "span batch: unexpected end at byte 18",
+            "span batch: malformed operation at operation 1",
+            "span batch: not valid JSON at operation 0",
+            "span batch: batch larger than 16 MiB at byte 0",
+            "span batch: more than 65536 operations in one batch at byte 589824",
+        ],
+        "{}",
+        r.body
+    );
+    // The well-formed span of the JSON batch after the bad operation was kept.
+    let spans = receiver.trace(&r.trace_id(), 2).await;
+    assert!(spans.iter().any(|s| s.name == "b"), "{spans:?}");
+    assert_eq!(get(&host.url("/faults/ok")).await.status, 200);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_guest_cannot_flood_the_host_with_spans_or_handles() {
     let receiver = Receiver::start().await;

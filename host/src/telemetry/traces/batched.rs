@@ -138,16 +138,19 @@ impl SpanSink {
     }
 }
 
-/// A malformed batch: what was wrong and at which byte of the buffer.
+/// A malformed batch: what was wrong and where — the byte offset in a
+/// binary batch, the operation's index in a JSON one (`json`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BatchError {
     pub offset: usize,
     pub what: &'static str,
+    pub json: bool,
 }
 
 impl fmt::Display for BatchError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "span batch: {} at byte {}", self.what, self.offset)
+        let unit = if self.json { "operation" } else { "byte" };
+        write!(f, "span batch: {} at {unit} {}", self.what, self.offset)
     }
 }
 
@@ -209,6 +212,7 @@ impl<'a> Reader<'a> {
         BatchError {
             offset: self.pos,
             what,
+            json: false,
         }
     }
 
@@ -670,6 +674,7 @@ impl<'a> Reader<'a> {
                 return Err(BatchError {
                     offset: at,
                     what: "unknown operation",
+                    json: false,
                 });
             }
         })
@@ -716,6 +721,7 @@ impl RequestTrace {
             return Err(BatchError {
                 offset: 0,
                 what: "batch larger than 16 MiB",
+                json: false,
             });
         }
         if ops.first() == Some(&b'[') {
@@ -730,11 +736,15 @@ impl RequestTrace {
                 return Err(BatchError {
                     offset: at,
                     what: TOO_MANY_OPERATIONS,
+                    json: false,
                 });
             }
             let op = r.op()?;
-            self.apply_op(op)
-                .map_err(|what| BatchError { offset: at, what })?;
+            self.apply_op(op).map_err(|what| BatchError {
+                offset: at,
+                what,
+                json: false,
+            })?;
         }
         Ok(())
     }
@@ -1146,6 +1156,7 @@ mod json {
             (None, Err(_)) => Err(BatchError {
                 offset: 0,
                 what: "not valid JSON",
+                json: true,
             }),
             (None, Ok(())) => Ok(()),
         }
@@ -1169,7 +1180,11 @@ mod json {
             let state = self.0;
             // Stop parsing: the error returned to the caller is `first_error`.
             let stop = |state: &mut State<'_>, offset, what| {
-                state.first_error.get_or_insert(BatchError { offset, what });
+                state.first_error.get_or_insert(BatchError {
+                    offset,
+                    what,
+                    json: true,
+                });
                 A::Error::custom(what)
             };
             let origin = match seq.next_element::<J<'de>>()? {
@@ -1186,9 +1201,11 @@ mod json {
                     return Err(stop(state, i, super::TOO_MANY_OPERATIONS));
                 }
                 let skip = |state: &mut State<'_>, what| {
-                    state
-                        .first_error
-                        .get_or_insert(BatchError { offset: i, what });
+                    state.first_error.get_or_insert(BatchError {
+                        offset: i,
+                        what,
+                        json: true,
+                    });
                 };
                 let J::Array(fields) = item else {
                     skip(state, "an operation is not an array");
@@ -1203,7 +1220,11 @@ mod json {
                 if let Err(what) = state.trace.apply_op(op) {
                     if what == super::TOO_MANY_OPEN {
                         // Trapped by the caller: nothing after it.
-                        state.first_error = Some(BatchError { offset: i, what });
+                        state.first_error = Some(BatchError {
+                            offset: i,
+                            what,
+                            json: true,
+                        });
                         return Err(A::Error::custom(what));
                     }
                     skip(state, what);
@@ -1764,7 +1785,8 @@ mod tests {
             rt.apply_batch(&ops.0),
             Err(BatchError {
                 offset: good,
-                what: "unknown operation"
+                what: "unknown operation",
+                json: false,
             })
         );
         assert_eq!(

@@ -142,6 +142,31 @@ impl Guest for Faults {
                 }
                 respond(out, 200, "text/plain", b"many");
             }
+            // Span batches a broken SDK could send: each is refused with
+            // what and where, and the request goes on.
+            "/faults/bad-batch" => {
+                use polytrace_guest::bindings::polytrace::telemetry::span_batch::apply;
+                let mut errors = Vec::new();
+                let mut case = |ops: &[u8]| errors.push(match apply(ops) {
+                    Ok(()) => "ok".to_string(),
+                    Err(e) => e,
+                });
+                case(&[1, 0, 0, 0, 0]); // handle 0
+                case(&[9]); // no such operation
+                // A name longer than the batch.
+                case(&[1, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff]);
+                // Attributes that are not an object: skipped, the rest applied.
+                case(b"[\"0\",[1,1,0,null,\"a\",7],[1,2,0,null,\"b\",{}],[8,2,null]]");
+                case(b"[\"0\",[1,"); // not valid JSON
+                case(&vec![8u8; (16 << 20) + 1]); // past 16 MiB
+                let mut many = Vec::new();
+                for _ in 0..70_000 {
+                    many.extend_from_slice(&[7, 1, 0, 0, 0, 0, 0, 0, 0]);
+                }
+                case(&many); // past 65,536 operations
+                let body = errors.join("\n");
+                respond(out, 200, "text/plain", body.as_bytes())
+            }
             "/faults/leak-handles" => {
                 let n: u32 = request
                     .query("n")
