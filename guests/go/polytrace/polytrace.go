@@ -15,9 +15,14 @@
 package polytrace
 
 import (
+	"encoding/binary"
 	"fmt"
+	"math"
+	"os"
 	"runtime/debug"
+	"time"
 
+	spanbatch "wit_component/polytrace_telemetry_span_batch"
 	tracing "wit_component/polytrace_telemetry_tracing"
 	types "wit_component/polytrace_telemetry_types"
 
@@ -73,8 +78,14 @@ type SpanContext = tracing.SpanContext
 // Span is an open span; it is the current span until it ends, so spans
 // started after it and outgoing requests are its children. Methods on an
 // ended span do nothing.
+//
+// Spans go through the host's span-batch interface: a span's start and end
+// reach the host at once (so the current span is always right for printed
+// lines and outgoing requests), and what is set in between travels with
+// the next one, in one byte buffer instead of a host call each.
 type Span struct {
-	inner *tracing.Span
+	handle uint32 // 0 once ended
+	cx     *SpanContext
 }
 
 // Start starts an internal span under the current span.
@@ -88,7 +99,11 @@ func StartKind(name string, kind Kind, attrs ...Attribute) *Span {
 	if kind > KindConsumer {
 		kind = KindInternal
 	}
-	return &Span{inner: tracing.MakeSpan(name, kind, attrs)}
+	h := batch.nextHandle()
+	// Time 0: the host stamps it, as this goes to the host at once.
+	batch.u8(opStart).u32(h).u8(uint8(kind)).u64(0).str(name).attributes(attrs)
+	batch.flush()
+	return &Span{handle: h}
 }
 
 // StartWithParent starts a span under an explicit parent, for example one
@@ -97,20 +112,31 @@ func StartWithParent(name string, kind Kind, parent SpanContext, attrs ...Attrib
 	if kind > KindConsumer {
 		kind = KindInternal
 	}
-	return &Span{inner: tracing.SpanStartWithParent(name, kind, attrs, parent)}
+	h := batch.nextHandle()
+	batch.u8(opStartWithParent).u32(h).u8(uint8(kind)).u64(0).str(name)
+	batch.bytes(hexID(parent.TraceId, 16)).bytes(hexID(parent.SpanId, 8))
+	remote := uint8(0)
+	if parent.IsRemote {
+		remote = 1
+	}
+	batch.u8(parent.TraceFlags).u8(remote).str(parent.TraceState).attributes(attrs)
+	batch.flush()
+	return &Span{handle: h}
 }
 
 // SetAttributes sets attributes on the span.
 func (s *Span) SetAttributes(attrs ...Attribute) {
-	if s.inner != nil {
-		s.inner.SetAttributes(attrs)
+	if s.handle != 0 {
+		batch.u8(opSetAttributes).u32(s.handle).attributes(attrs)
+		batch.flushIfFull()
 	}
 }
 
 // AddEvent adds a timestamped event.
 func (s *Span) AddEvent(name string, attrs ...Attribute) {
-	if s.inner != nil {
-		s.inner.AddEvent(name, attrs, witTypes.None[uint64]())
+	if s.handle != 0 {
+		batch.u8(opAddEvent).u32(s.handle).u64(uint64(time.Now().UnixNano())).str(name).attributes(attrs)
+		batch.flushIfFull()
 	}
 }
 
@@ -118,66 +144,230 @@ func (s *Span) AddEvent(name string, attrs ...Attribute) {
 // stack where it was recorded) and sets the status to Error. A nil err is
 // ignored.
 func (s *Span) RecordError(err error) {
-	if s.inner == nil || err == nil {
+	if s.handle == 0 || err == nil {
 		return
 	}
-	s.inner.RecordException(fmt.Sprintf("%T", err), err.Error(), witTypes.Some(string(debug.Stack())), true)
+	s.exception(fmt.Sprintf("%T", err), err.Error(), true)
 }
 
 // RecordException records an exception with an explicit type and message.
 func (s *Span) RecordException(exceptionType, message string, setError bool) {
-	if s.inner != nil {
-		s.inner.RecordException(exceptionType, message, witTypes.Some(string(debug.Stack())), setError)
+	if s.handle != 0 {
+		s.exception(exceptionType, message, setError)
 	}
+}
+
+func (s *Span) exception(exceptionType, message string, setError bool) {
+	set := uint8(0)
+	if setError {
+		set = 1
+	}
+	batch.u8(opRecordException).u32(s.handle).u64(uint64(time.Now().UnixNano())).
+		str(exceptionType).str(message).u8(1).str(string(debug.Stack())).u8(set)
+	batch.flushIfFull()
 }
 
 // SetError sets the status to Error with a description.
 func (s *Span) SetError(description string) {
-	if s.inner != nil {
-		s.inner.SetStatus(tracing.MakeStatusError(description))
+	if s.handle != 0 {
+		batch.u8(opSetStatus).u32(s.handle).u8(2).str(description)
 	}
 }
 
 // SetOK sets the status to Ok.
 func (s *Span) SetOK() {
-	if s.inner != nil {
-		s.inner.SetStatus(tracing.MakeStatusOk())
+	if s.handle != 0 {
+		batch.u8(opSetStatus).u32(s.handle).u8(1).str("")
 	}
 }
 
 // UpdateName renames the span.
 func (s *Span) UpdateName(name string) {
-	if s.inner != nil {
-		s.inner.UpdateName(name)
+	if s.handle != 0 {
+		batch.u8(opUpdateName).u32(s.handle).str(name)
 	}
 }
 
 // Context is the span's context; ok is false once the span has ended.
 func (s *Span) Context() (cx SpanContext, ok bool) {
-	if s.inner == nil {
+	if s.handle == 0 {
 		return cx, false
 	}
-	return s.inner.SpanContext(), true
+	if s.cx == nil {
+		batch.flush()
+		found := spanbatch.ContextOf(s.handle)
+		if found.IsNone() {
+			return cx, false
+		}
+		c := found.Some()
+		s.cx = &c
+	}
+	return *s.cx, true
 }
 
 // IsRecording reports whether the span is recorded (open and sampled).
 func (s *Span) IsRecording() bool {
-	return s.inner != nil && s.inner.IsRecording()
+	if s.handle == 0 {
+		return false
+	}
+	batch.flush()
+	return spanbatch.IsRecording(s.handle)
 }
 
-// End ends the span and releases its handle. Calling it again does nothing.
+// End ends the span. Calling it again does nothing.
 func (s *Span) End() {
-	if s.inner == nil {
+	if s.handle == 0 {
 		return
 	}
-	inner := s.inner
-	s.inner = nil
-	// Dropping the handle ends the span: one host call, not two.
-	inner.Drop()
+	batch.u8(opEnd).u32(s.handle).u64(0)
+	s.handle = 0
+	batch.flush()
+}
+
+// The span operations of span-batch (wit/telemetry.wit).
+const (
+	opStart           = 1
+	opStartWithParent = 2
+	opSetAttributes   = 3
+	opAddEvent        = 4
+	opRecordException = 5
+	opSetStatus       = 6
+	opUpdateName      = 7
+	opEnd             = 8
+)
+
+// The operations waiting for the host, in span-batch's binary encoding.
+type opBuffer struct {
+	ops        []byte
+	lastHandle uint32
+}
+
+var batch = &opBuffer{ops: make([]byte, 0, 4096)}
+
+func (b *opBuffer) nextHandle() uint32 {
+	b.lastHandle++
+	if b.lastHandle == 0 {
+		b.lastHandle = 1
+	}
+	return b.lastHandle
+}
+
+func (b *opBuffer) flush() {
+	if len(b.ops) == 0 {
+		return
+	}
+	r := spanbatch.Apply(b.ops)
+	b.ops = b.ops[:0]
+	if r.IsErr() {
+		fmt.Fprintln(os.Stderr, "polytrace: "+r.Err())
+	}
+}
+
+func (b *opBuffer) flushIfFull() {
+	if len(b.ops) >= 64<<10 {
+		b.flush()
+	}
+}
+
+func (b *opBuffer) u8(v uint8) *opBuffer { b.ops = append(b.ops, v); return b }
+func (b *opBuffer) u32(v uint32) *opBuffer {
+	b.ops = binary.LittleEndian.AppendUint32(b.ops, v)
+	return b
+}
+func (b *opBuffer) u64(v uint64) *opBuffer {
+	b.ops = binary.LittleEndian.AppendUint64(b.ops, v)
+	return b
+}
+func (b *opBuffer) bytes(v []byte) *opBuffer { b.ops = append(b.ops, v...); return b }
+func (b *opBuffer) str(v string) *opBuffer {
+	b.u32(uint32(len(v)))
+	b.ops = append(b.ops, v...)
+	return b
+}
+
+func (b *opBuffer) value(v types.Value) {
+	switch v.Tag() {
+	case types.Value_String:
+		b.u8(0).str(v.String())
+	case types.Value_Bool:
+		if v.Bool() {
+			b.u8(1).u8(1)
+		} else {
+			b.u8(1).u8(0)
+		}
+	case types.Value_S64:
+		b.u8(2).u64(uint64(v.S64()))
+	case types.Value_F64:
+		b.u8(3).u64(math.Float64bits(v.F64()))
+	case types.Value_StringArray:
+		a := v.StringArray()
+		b.u8(4).u32(uint32(len(a)))
+		for _, s := range a {
+			b.str(s)
+		}
+	case types.Value_BoolArray:
+		a := v.BoolArray()
+		b.u8(5).u32(uint32(len(a)))
+		for _, x := range a {
+			if x {
+				b.u8(1)
+			} else {
+				b.u8(0)
+			}
+		}
+	case types.Value_S64Array:
+		a := v.S64Array()
+		b.u8(6).u32(uint32(len(a)))
+		for _, x := range a {
+			b.u64(uint64(x))
+		}
+	default:
+		a := v.F64Array()
+		b.u8(7).u32(uint32(len(a)))
+		for _, x := range a {
+			b.u64(math.Float64bits(x))
+		}
+	}
+}
+
+func (b *opBuffer) attributes(attrs []Attribute) {
+	b.u32(uint32(len(attrs)))
+	for _, a := range attrs {
+		b.str(a.Key)
+		b.value(a.Value)
+	}
+}
+
+// hexID is the bytes of a lowercase hex id, or zeros (the host then starts
+// the span under the current one, as for any invalid parent).
+func hexID(hex string, n int) []byte {
+	out := make([]byte, n)
+	if len(hex) != 2*n {
+		return out
+	}
+	for i := 0; i < n; i++ {
+		hi, lo := nibble(hex[2*i]), nibble(hex[2*i+1])
+		if hi < 0 || lo < 0 {
+			return make([]byte, n)
+		}
+		out[i] = byte(hi<<4 | lo)
+	}
+	return out
+}
+
+func nibble(c byte) int {
+	switch {
+	case c >= '0' && c <= '9':
+		return int(c - '0')
+	case c >= 'a' && c <= 'f':
+		return int(c-'a') + 10
+	}
+	return -1
 }
 
 // CurrentSpanContext is the current span's context, if there is one.
 func CurrentSpanContext() (SpanContext, bool) {
+	batch.flush()
 	cx := tracing.CurrentSpanContext()
 	if cx.IsNone() {
 		return SpanContext{}, false
@@ -188,6 +378,7 @@ func CurrentSpanContext() (SpanContext, bool) {
 // Inject returns W3C headers for the current span, for transports other
 // than wasi:http (which the host propagates by itself).
 func Inject() map[string]string {
+	batch.flush()
 	headers := map[string]string{}
 	for _, h := range tracing.Inject() {
 		headers[h.F0] = h.F1
