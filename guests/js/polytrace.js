@@ -143,12 +143,18 @@ function queue(text) {
   }
 }
 
+// A \uD800-\uDFFF escape not preceded by an escaped backslash.
+const LONE_SURROGATE = /(?<!\\)((?:\\\\)*)\\ud[89a-f][0-9a-f]{2}/g;
+
 /** Hand the span operations recorded so far to the host. */
 export function flush() {
   if (pending.length === 0) return;
-  const text = `["${origin}",${pending.join(',')}]`;
+  let text = `["${origin}",${pending.join(',')}]`;
   pending = [];
   pendingChars = 0;
+  // JSON.stringify writes a lone surrogate as a \ud8xx escape, which is
+  // not Unicode and which the host's JSON parser refuses: U+FFFD instead.
+  if (text.includes('\\ud')) text = text.replace(LONE_SURROGATE, '$1\\ufffd');
   try {
     spanBatch.apply(BATCH_ENCODER.encode(text));
   } catch (e) {
