@@ -164,6 +164,9 @@ pub(super) struct Batched {
     cx: SpanContext,
     /// `None` when it is not recorded (not sampled, or past the cap).
     rec: Option<Box<Recording>>,
+    /// Not recorded but sampled out (not past the span cap): as on the
+    /// per-call path, what the guest sets is still capped and counted.
+    counted: bool,
 }
 
 /// What a recorded batched span has so far, attributes and events already
@@ -772,10 +775,15 @@ impl RequestTrace {
                 let cap = self.value_cap;
                 let limits = self.sink.limits;
                 let mut cut = 0;
+                let counted = self.batched.get(&handle).is_some_and(|b| b.counted);
                 if let Some(rec) = self.rec_mut(handle) {
                     for (mut k, mut v) in attributes {
                         cut += u64::from(cap_attribute(&mut k, &mut v, cap));
                         rec.add_attribute(&limits, &k, &v);
+                    }
+                } else if counted {
+                    for (mut k, mut v) in attributes {
+                        cut += u64::from(cap_attribute(&mut k, &mut v, cap));
                     }
                 }
                 self.adjustments.truncated_values += cut;
@@ -856,11 +864,12 @@ impl RequestTrace {
         self.batched.get(&handle).is_some_and(|b| b.rec.is_some())
     }
 
-    /// `handle` if it is open and recorded.
+    /// `handle` if it is open and recorded, or sampled out (what is set
+    /// on it is then capped and counted, and not kept).
     fn recording(&self, handle: u32) -> Option<u32> {
         self.batched
             .get(&handle)
-            .filter(|b| b.rec.is_some())
+            .filter(|b| b.rec.is_some() || b.counted)
             .map(|_| handle)
     }
 
@@ -885,7 +894,7 @@ impl RequestTrace {
             // Not recorded: its children and outbound calls attach to `parent`.
             self.adjustments.dropped_spans += 1;
             let cx = parent.unwrap_or_else(SpanContext::empty_context);
-            self.open_batched(handle, cx, None);
+            self.open_batched(handle, cx, None, false);
             return;
         }
         self.started += 1;
@@ -912,7 +921,7 @@ impl RequestTrace {
             }
             let cx = SpanContext::new(trace_id, span_id, TraceFlags::default(), false, trace_state);
             let cx = with_random(cx, self.random);
-            self.open_batched(handle, cx, None);
+            self.open_batched(handle, cx, None, true);
             return;
         }
         let flags = parent_flags.with_sampled(true);
@@ -942,14 +951,28 @@ impl RequestTrace {
         }
         let cx = SpanContext::new(trace_id, span_id, flags, false, trace_state);
         let cx = with_random(cx, self.random);
-        self.open_batched(handle, cx, Some(rec));
+        self.open_batched(handle, cx, Some(rec), false);
     }
 
-    fn open_batched(&mut self, handle: u32, cx: SpanContext, rec: Option<Box<Recording>>) {
+    fn open_batched(
+        &mut self,
+        handle: u32,
+        cx: SpanContext,
+        rec: Option<Box<Recording>>,
+        counted: bool,
+    ) {
         self.shared.set(&cx);
         let at = self.open.len();
         self.open.push((super::Slot::Batched(handle), cx.clone()));
-        self.batched.insert(handle, Batched { at, cx, rec });
+        self.batched.insert(
+            handle,
+            Batched {
+                at,
+                cx,
+                rec,
+                counted,
+            },
+        );
     }
 
     /// Add an event; `cap_name` is false for the host's own names.
@@ -2014,5 +2037,49 @@ mod tests {
                 .what,
             "batch larger than 16 MiB"
         );
+    }
+
+    #[test]
+    fn a_sampled_out_span_counts_cuts_as_the_per_call_path_does() {
+        let s = setup(Sampler::ParentBased(Box::new(Sampler::AlwaysOn)));
+        let server = start_span(&s.tracer, "s".into(), SpanKind::Server, vec![], None);
+        let parent = SpanContext::new(
+            TraceId::from_bytes([0xab; 16]),
+            SpanId::from_bytes([0xcd; 8]),
+            TraceFlags::default(),
+            true,
+            TraceState::default(),
+        );
+        let long = "a value longer than the cap";
+        let mut rt = request(&s, server.span_context());
+        let mut span = rt.start("n".into(), SpanKind::Consumer, vec![], Some(parent));
+        assert!(!span.is_recording());
+        rt.push(1, span.context().clone());
+        rt.set_attribute(&mut span, KeyValue::new("k", long));
+        rt.add_event(&mut span, long.into(), vec![KeyValue::new("k", long)], None);
+        rt.record_exception(&mut span, "T".into(), long.into(), None, true);
+        rt.update_name(&mut span, long.into());
+        rt.end(1, &mut span, None);
+        let per_call = rt.adjustments();
+        assert!(per_call.truncated_values >= 5, "{per_call:?}");
+
+        let mut rt = request(&s, server.span_context());
+        let mut ops = Ops::default();
+        ops.u8(2).u32(1).u8(4).u64(0).str("n");
+        ops.0.extend_from_slice(&[0xab; 16]);
+        ops.0.extend_from_slice(&[0xcd; 8]);
+        ops.u8(0).u8(1).str("").attrs(&[]);
+        ops.u8(3).u32(1).attrs(&[KeyValue::new("k", long)]);
+        ops.u8(4)
+            .u32(1)
+            .u64(0)
+            .str(long)
+            .attrs(&[KeyValue::new("k", long)]);
+        ops.u8(5).u32(1).u64(0).str("T").str(long).u8(0).u8(1);
+        ops.u8(7).u32(1).str(long);
+        ops.u8(8).u32(1).u64(0);
+        rt.apply_batch(&ops.0).unwrap();
+        assert_eq!(rt.adjustments(), per_call);
+        assert!(s.export.drain().is_empty(), "nothing recorded");
     }
 }
