@@ -299,7 +299,13 @@ async fn past_the_instance_limit_requests_get_503_and_the_host_recovers() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_malformed_span_batch_is_refused_with_where_it_went_wrong() {
     let receiver = Receiver::start().await;
-    let host = Polytrace::up("bad-batch", &faults_manifest(""), &receiver, "http/protobuf", &[]);
+    let host = Polytrace::up(
+        "bad-batch",
+        &faults_manifest(""),
+        &receiver,
+        "http/protobuf",
+        &[],
+    );
     let r = get(&host.url("/faults/bad-batch")).await;
     assert_eq!(r.status, 200, "{}", r.body);
     let errors: Vec<&str> = r.body.lines().collect();
