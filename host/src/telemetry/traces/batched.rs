@@ -316,20 +316,6 @@ impl<'a> Reader<'a> {
             _ => return Err(self.err("unknown value type")),
         })
     }
-
-    /// Read an attribute list, handing each attribute to `each`.
-    fn attributes(
-        &mut self,
-        mut each: impl FnMut(Cow<'a, str>, Val<'a>),
-    ) -> Result<(), BatchError> {
-        let n = self.count(6)?;
-        for _ in 0..n {
-            let key = self.str()?;
-            let value = self.value()?;
-            each(key, value);
-        }
-        Ok(())
-    }
 }
 
 /// Cut `s` to `cap` bytes on a character boundary; says whether it did.
@@ -593,9 +579,13 @@ enum Op<'a> {
 type Attributes<'a> = Vec<(Cow<'a, str>, Val<'a>)>;
 
 impl<'a> Reader<'a> {
+    /// An attribute list: a count, then each key and value.
     fn attribute_list(&mut self) -> Result<Attributes<'a>, BatchError> {
-        let mut list = Vec::new();
-        self.attributes(|k, v| list.push((k, v)))?;
+        let n = self.count(6)?;
+        let mut list = Vec::with_capacity(n);
+        for _ in 0..n {
+            list.push((self.str()?, self.value()?));
+        }
         Ok(list)
     }
 
@@ -693,10 +683,10 @@ fn status_of(code: u8, description: Cow<'_, str>) -> Option<Status> {
     })
 }
 
-/// An explicit parent, read as the per-call path reads a WIT
-/// `span-context` (the same W3C rules: lowercase hex, non-zero ids, known
-/// flags only); `None` when it is not valid.
-fn remote_parent(
+/// An explicit parent given as a WIT `span-context`'s fields, read by the
+/// W3C rules (lowercase hex, non-zero ids, known flags only) on both the
+/// per-call and the batched path; `None` when it is not valid.
+pub(super) fn remote_parent(
     trace_id: &str,
     span_id: &str,
     flags: u8,
@@ -774,19 +764,15 @@ impl RequestTrace {
             Op::SetAttributes { handle, attributes } => {
                 let cap = self.value_cap;
                 let limits = self.sink.limits;
-                let mut cut = 0;
-                let counted = self.batched.get(&handle).is_some_and(|b| b.counted);
-                if let Some(rec) = self.rec_mut(handle) {
+                if let Some(h) = self.recording(handle) {
                     for (mut k, mut v) in attributes {
-                        cut += u64::from(cap_attribute(&mut k, &mut v, cap));
-                        rec.add_attribute(&limits, &k, &v);
-                    }
-                } else if counted {
-                    for (mut k, mut v) in attributes {
-                        cut += u64::from(cap_attribute(&mut k, &mut v, cap));
+                        let cut = cap_attribute(&mut k, &mut v, cap);
+                        self.adjustments.truncated_values += u64::from(cut);
+                        if let Some(rec) = self.rec_mut(h) {
+                            rec.add_attribute(&limits, &k, &v);
+                        }
                     }
                 }
-                self.adjustments.truncated_values += cut;
             }
             Op::AddEvent {
                 handle,
@@ -889,12 +875,11 @@ impl RequestTrace {
         attributes: Attributes<'a>,
     ) {
         // The parent: an explicit one, else the current span.
-        let parent = Some(parent.unwrap_or_else(|| self.current().clone()));
+        let parent = parent.unwrap_or_else(|| self.current().clone());
         if self.started >= MAX_SPANS_PER_REQUEST {
             // Not recorded: its children and outbound calls attach to `parent`.
             self.adjustments.dropped_spans += 1;
-            let cx = parent.unwrap_or_else(SpanContext::empty_context);
-            self.open_batched(handle, cx, None, false);
+            self.open_batched(handle, parent, None, false);
             return;
         }
         self.started += 1;
@@ -906,6 +891,8 @@ impl RequestTrace {
         };
         let sink = self.sink.clone();
         let span_id = sink.ids.new_span_id();
+        // As the SDK: a parent that is not valid is no parent (a new trace).
+        let parent = Some(parent).filter(SpanContext::is_valid);
         let trace_id = match &parent {
             Some(p) => p.trace_id(),
             None => sink.ids.new_trace_id(),
@@ -930,9 +917,7 @@ impl RequestTrace {
             trace_id,
             trace_state: trace_state.header(),
             parent: parent.as_ref().map_or(SpanId::INVALID, |p| p.span_id()),
-            parent_remote: parent
-                .as_ref()
-                .is_some_and(|p| p.is_valid() && p.is_remote()),
+            parent_remote: parent.as_ref().is_some_and(SpanContext::is_remote),
             flags: flags.to_u8(),
             name,
             kind: kind_code(&kind),
@@ -985,15 +970,10 @@ impl RequestTrace {
         cap_name: bool,
     ) {
         let cap = self.value_cap;
-        let mut cut = 0;
-        let attrs: Vec<_> = attrs
-            .into_iter()
-            .map(|(mut k, mut v)| {
-                cut += u64::from(cap_attribute(&mut k, &mut v, cap));
-                (k, v)
-            })
-            .collect();
-        self.adjustments.truncated_values += cut;
+        let mut attrs = attrs;
+        for (k, v) in attrs.iter_mut() {
+            self.adjustments.truncated_values += u64::from(cap_attribute(k, v, cap));
+        }
         let name = if cap_name {
             self.cap_str(name.into_owned())
         } else {

@@ -248,14 +248,11 @@ fn to_wit_context(cx: &SpanContext) -> wit::SpanContext {
 }
 
 fn from_wit_context(cx: &wit::SpanContext) -> Option<SpanContext> {
-    let tp = format!("00-{}-{}-{:02x}", cx.trace_id, cx.span_id, cx.trace_flags);
-    let (trace_id, span_id, flags) = propagation::parse_traceparent(&tp)?;
-    let state = propagation::parse_tracestate(&cx.trace_state).unwrap_or_default();
-    Some(SpanContext::new(
-        trace_id,
-        span_id,
-        opentelemetry::trace::TraceFlags::new(flags),
+    super::batched::remote_parent(
+        &cx.trace_id,
+        &cx.span_id,
+        cx.trace_flags,
         cx.is_remote,
-        state,
-    ))
+        &cx.trace_state,
+    )
 }
