@@ -17,9 +17,9 @@
 //! recorded with U+FFFD in place of the bad bytes.
 
 use super::encoded::{
-    EncodedSpan, fixed64_len, flags, key_len, kind as kind_code, message_field_len, put_bytes,
-    put_fixed64, put_len, put_string, put_uint, status as status_fields, status_len,
-    string_field_len, uint_len,
+    EncodedSpan, Val, fixed64_len, flags, key_len, key_value_len, kind as kind_code,
+    message_field_len, put_bytes, put_fixed64, put_key_value, put_len, put_string, put_uint,
+    status as status_fields, status_len, string_field_len, uint_len,
 };
 use super::{AUTO_ENDED, MAX_SPANS_PER_REQUEST, RequestTrace, SpanExport, UNNAMED, with_random};
 use crate::telemetry::attributes::{MAX_ARRAY_LENGTH, cap_string};
@@ -30,7 +30,7 @@ use opentelemetry::{Context, InstrumentationScope};
 use opentelemetry_sdk::trace::{
     IdGenerator, RandomIdGenerator, Sampler, SamplingDecision, ShouldSample, SpanLimits,
 };
-use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint};
+use prost::encoding::{WireType, encode_key};
 use std::borrow::Cow;
 use std::fmt;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -192,19 +192,6 @@ struct Recording {
     status: Status,
 }
 
-/// An attribute value read from a batch, borrowing its strings.
-#[derive(Debug)]
-enum Val<'a> {
-    Str(Cow<'a, str>),
-    Bool(bool),
-    I64(i64),
-    F64(f64),
-    Strs(Vec<Cow<'a, str>>),
-    Bools(Vec<bool>),
-    I64s(Vec<i64>),
-    F64s(Vec<f64>),
-}
-
 struct Reader<'a> {
     buf: &'a [u8],
     pos: usize,
@@ -339,19 +326,25 @@ fn cap_cow(s: &mut Cow<'_, str>, cap: usize) -> bool {
 /// The value-length and array caps of [`super::attributes::cap_value`],
 /// on a borrowed attribute; says whether anything was cut.
 fn cap_attribute(key: &mut Cow<'_, str>, value: &mut Val<'_>, cap: usize) -> bool {
-    fn cut_array<T>(v: &mut Vec<T>) -> bool {
-        let cut = v.len() > MAX_ARRAY_LENGTH;
-        v.truncate(MAX_ARRAY_LENGTH);
-        cut
+    fn cut_array<T: Clone>(v: &mut Cow<'_, [T]>) -> bool {
+        if v.len() <= MAX_ARRAY_LENGTH {
+            return false;
+        }
+        match v {
+            Cow::Borrowed(b) => *b = &b[..MAX_ARRAY_LENGTH],
+            Cow::Owned(o) => o.truncate(MAX_ARRAY_LENGTH),
+        }
+        true
     }
     let mut cut = match value {
         Val::Str(s) => cap_cow(s, cap),
         Val::Strs(v) => {
-            let mut cut = false;
+            let mut cut = v.len() > MAX_ARRAY_LENGTH;
+            v.truncate(MAX_ARRAY_LENGTH);
             for s in v.iter_mut() {
                 cut |= cap_cow(s, cap);
             }
-            cut_array(v) | cut
+            cut
         }
         Val::Bools(v) => cut_array(v),
         Val::I64s(v) => cut_array(v),
@@ -360,76 +353,6 @@ fn cap_attribute(key: &mut Cow<'_, str>, value: &mut Val<'_>, cap: usize) -> boo
     };
     cut |= cap_cow(key, cap);
     cut
-}
-
-/// The `ArrayValue` of an array value (its items, without its own key).
-fn array_len(v: &Val<'_>) -> usize {
-    fn each<T>(items: &[T], len: impl Fn(&T) -> usize) -> usize {
-        items.iter().map(|i| message_field_len(1, len(i))).sum()
-    }
-    match v {
-        Val::Bools(a) => each(a, |_| key_len(2) + 1),
-        Val::I64s(a) => each(a, |i| key_len(3) + encoded_len_varint(*i as u64)),
-        Val::F64s(a) => each(a, |_| key_len(4) + 8),
-        Val::Strs(a) => each(a, |s| message_field_len(1, s.len())),
-        Val::Str(_) | Val::Bool(_) | Val::I64(_) | Val::F64(_) => 0,
-    }
-}
-
-fn any_len(v: &Val<'_>) -> usize {
-    match v {
-        Val::Bool(_) => key_len(2) + 1,
-        Val::I64(i) => key_len(3) + encoded_len_varint(*i as u64),
-        Val::F64(_) => key_len(4) + 8,
-        Val::Str(s) => message_field_len(1, s.len()),
-        array => message_field_len(5, array_len(array)),
-    }
-}
-
-/// `AnyValue`, as [`super::encoded`] writes it.
-fn put_any(buf: &mut Vec<u8>, v: &Val<'_>) {
-    match v {
-        Val::Bool(b) => {
-            encode_key(2, WireType::Varint, buf);
-            buf.push(u8::from(*b));
-        }
-        Val::I64(i) => {
-            encode_key(3, WireType::Varint, buf);
-            encode_varint(*i as u64, buf);
-        }
-        Val::F64(f) => {
-            encode_key(4, WireType::SixtyFourBit, buf);
-            buf.extend_from_slice(&f.to_le_bytes());
-        }
-        Val::Str(s) => put_bytes(buf, 1, s.as_bytes()),
-        array => {
-            put_len(buf, 5, array_len(array));
-            let item = |buf: &mut Vec<u8>, v: Val<'_>| {
-                put_len(buf, 1, any_len(&v));
-                put_any(buf, &v);
-            };
-            match array {
-                Val::Bools(a) => a.iter().for_each(|b| item(buf, Val::Bool(*b))),
-                Val::I64s(a) => a.iter().for_each(|i| item(buf, Val::I64(*i))),
-                Val::F64s(a) => a.iter().for_each(|f| item(buf, Val::F64(*f))),
-                Val::Strs(a) => a
-                    .iter()
-                    .for_each(|s| item(buf, Val::Str(Cow::Borrowed(s.as_ref())))),
-                Val::Str(_) | Val::Bool(_) | Val::I64(_) | Val::F64(_) => {}
-            }
-        }
-    }
-}
-
-fn key_value_len(key: &str, value: &Val<'_>) -> usize {
-    string_field_len(1, key) + message_field_len(2, any_len(value))
-}
-
-fn put_key_value(buf: &mut Vec<u8>, tag: u32, key: &str, value: &Val<'_>) {
-    put_len(buf, tag, key_value_len(key, value));
-    put_string(buf, 1, key);
-    put_len(buf, 2, any_len(value));
-    put_any(buf, value);
 }
 
 fn now_nanos() -> u64 {
@@ -1978,7 +1901,7 @@ mod tests {
                 .wrapping_mul(6364136223846793005)
                 .wrapping_add(1442695040888963407);
             let mut ops = Ops::default();
-            if model.is_empty() || (seed >> 33) % 3 != 0 || step < 300 {
+            if model.is_empty() || !(seed >> 33).is_multiple_of(3) || step < 300 {
                 ops.start(next, "s", &[]);
                 model.push(next);
                 next += 1;

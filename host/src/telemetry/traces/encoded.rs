@@ -643,91 +643,124 @@ pub(super) fn uint_len(tag: u32, v: u64) -> usize {
     }
 }
 
-/// `AnyValue`: a oneof, so its one field is written even when it holds
-/// the default value.
-fn any_value_len(v: &Value) -> usize {
+/// An attribute value as the writers below take it, borrowing its strings
+/// and arrays: from a `SpanData` ([`val`]) or from a guest's batch
+/// ([`super::batched`]).
+#[derive(Debug)]
+pub(super) enum Val<'a> {
+    Str(Cow<'a, str>),
+    Bool(bool),
+    I64(i64),
+    F64(f64),
+    Strs(Vec<Cow<'a, str>>),
+    Bools(Cow<'a, [bool]>),
+    I64s(Cow<'a, [i64]>),
+    F64s(Cow<'a, [f64]>),
+}
+
+/// An OpenTelemetry value as a [`Val`]. A value type newer than this
+/// encoder is sent as its text.
+fn val(v: &Value) -> Val<'_> {
     match v {
-        Value::Bool(_) => key_len(2) + 1,
-        Value::I64(i) => key_len(3) + encoded_len_varint(*i as u64),
-        Value::F64(_) => key_len(4) + 8,
-        Value::String(s) => message_field_len(1, s.as_str().len()),
-        Value::Array(a) => message_field_len(5, array_len(a)),
-        // A value type newer than this encoder: sent as its text.
-        other => message_field_len(1, other.to_string().len()),
+        Value::Bool(b) => Val::Bool(*b),
+        Value::I64(i) => Val::I64(*i),
+        Value::F64(f) => Val::F64(*f),
+        Value::String(s) => Val::Str(Cow::Borrowed(s.as_str())),
+        Value::Array(Array::Bool(v)) => Val::Bools(Cow::Borrowed(v)),
+        Value::Array(Array::I64(v)) => Val::I64s(Cow::Borrowed(v)),
+        Value::Array(Array::F64(v)) => Val::F64s(Cow::Borrowed(v)),
+        Value::Array(Array::String(v)) => {
+            Val::Strs(v.iter().map(|s| Cow::Borrowed(s.as_str())).collect())
+        }
+        Value::Array(_) => Val::Strs(Vec::new()),
+        other => Val::Str(Cow::Owned(other.to_string())),
     }
 }
 
-/// `ArrayValue`: `repeated AnyValue values = 1`.
-fn array_len(a: &Array) -> usize {
+/// The `ArrayValue` of an array value (its items, without its own key).
+fn array_len(v: &Val<'_>) -> usize {
     fn each<T>(items: &[T], len: impl Fn(&T) -> usize) -> usize {
         items.iter().map(|i| message_field_len(1, len(i))).sum()
     }
-    match a {
-        Array::Bool(v) => each(v, |_| key_len(2) + 1),
-        Array::I64(v) => each(v, |i| key_len(3) + encoded_len_varint(*i as u64)),
-        Array::F64(v) => each(v, |_| key_len(4) + 8),
-        Array::String(v) => each(v, |s| message_field_len(1, s.as_str().len())),
-        _ => 0,
+    match v {
+        Val::Bools(a) => each(a, |_| key_len(2) + 1),
+        Val::I64s(a) => each(a, |i| key_len(3) + encoded_len_varint(*i as u64)),
+        Val::F64s(a) => each(a, |_| key_len(4) + 8),
+        Val::Strs(a) => each(a, |s| message_field_len(1, s.len())),
+        Val::Str(_) | Val::Bool(_) | Val::I64(_) | Val::F64(_) => 0,
     }
 }
 
-fn put_any_value(buf: &mut Vec<u8>, v: &Value) {
+fn any_len(v: &Val<'_>) -> usize {
     match v {
-        Value::Bool(b) => {
+        Val::Bool(_) => key_len(2) + 1,
+        Val::I64(i) => key_len(3) + encoded_len_varint(*i as u64),
+        Val::F64(_) => key_len(4) + 8,
+        Val::Str(s) => message_field_len(1, s.len()),
+        array => message_field_len(5, array_len(array)),
+    }
+}
+
+/// `AnyValue`: a oneof, so its one field is written even when it holds
+/// the default value.
+fn put_any(buf: &mut Vec<u8>, v: &Val<'_>) {
+    match v {
+        Val::Bool(b) => {
             encode_key(2, WireType::Varint, buf);
             buf.push(u8::from(*b));
         }
-        Value::I64(i) => {
+        Val::I64(i) => {
             encode_key(3, WireType::Varint, buf);
             encode_varint(*i as u64, buf);
         }
-        Value::F64(f) => {
+        Val::F64(f) => {
             encode_key(4, WireType::SixtyFourBit, buf);
             buf.extend_from_slice(&f.to_le_bytes());
         }
-        Value::String(s) => put_bytes(buf, 1, s.as_str().as_bytes()),
-        Value::Array(a) => {
-            put_len(buf, 5, array_len(a));
-            match a {
-                Array::Bool(v) => v.iter().for_each(|b| {
-                    put_len(buf, 1, key_len(2) + 1);
-                    put_any_value(buf, &Value::Bool(*b));
-                }),
-                Array::I64(v) => v.iter().for_each(|i| {
-                    put_len(buf, 1, key_len(3) + encoded_len_varint(*i as u64));
-                    put_any_value(buf, &Value::I64(*i));
-                }),
-                Array::F64(v) => v.iter().for_each(|f| {
-                    put_len(buf, 1, key_len(4) + 8);
-                    put_any_value(buf, &Value::F64(*f));
-                }),
-                Array::String(v) => v.iter().for_each(|s| {
-                    put_len(buf, 1, message_field_len(1, s.as_str().len()));
-                    put_bytes(buf, 1, s.as_str().as_bytes());
-                }),
-                _ => {}
+        Val::Str(s) => put_bytes(buf, 1, s.as_bytes()),
+        array => {
+            put_len(buf, 5, array_len(array));
+            let item = |buf: &mut Vec<u8>, v: Val<'_>| {
+                put_len(buf, 1, any_len(&v));
+                put_any(buf, &v);
+            };
+            match array {
+                Val::Bools(a) => a.iter().for_each(|b| item(buf, Val::Bool(*b))),
+                Val::I64s(a) => a.iter().for_each(|i| item(buf, Val::I64(*i))),
+                Val::F64s(a) => a.iter().for_each(|f| item(buf, Val::F64(*f))),
+                Val::Strs(a) => a
+                    .iter()
+                    .for_each(|s| item(buf, Val::Str(Cow::Borrowed(s.as_ref())))),
+                Val::Str(_) | Val::Bool(_) | Val::I64(_) | Val::F64(_) => {}
             }
         }
-        other => put_bytes(buf, 1, other.to_string().as_bytes()),
     }
 }
 
-/// `KeyValue { string key = 1; AnyValue value = 2; }`
-fn key_value_len(kv: &KeyValue) -> usize {
-    string_field_len(1, kv.key.as_str()) + message_field_len(2, any_value_len(&kv.value))
+pub(super) fn key_value_len(key: &str, value: &Val<'_>) -> usize {
+    string_field_len(1, key) + message_field_len(2, any_len(value))
 }
 
-fn put_key_value(buf: &mut Vec<u8>, tag: u32, kv: &KeyValue) {
-    put_len(buf, tag, key_value_len(kv));
-    put_string(buf, 1, kv.key.as_str());
-    put_len(buf, 2, any_value_len(&kv.value));
-    put_any_value(buf, &kv.value);
+pub(super) fn put_key_value(buf: &mut Vec<u8>, tag: u32, key: &str, value: &Val<'_>) {
+    put_len(buf, tag, key_value_len(key, value));
+    put_string(buf, 1, key);
+    put_len(buf, 2, any_len(value));
+    put_any(buf, value);
+}
+
+/// `KeyValue` of a `SpanData`: its length.
+fn kv_len(kv: &KeyValue) -> usize {
+    key_value_len(kv.key.as_str(), &val(&kv.value))
+}
+
+fn put_kv(buf: &mut Vec<u8>, tag: u32, kv: &KeyValue) {
+    put_key_value(buf, tag, kv.key.as_str(), &val(&kv.value));
 }
 
 fn attributes_len(tag: u32, attributes: &[KeyValue]) -> usize {
     attributes
         .iter()
-        .map(|kv| message_field_len(tag, key_value_len(kv)))
+        .map(|kv| message_field_len(tag, kv_len(kv)))
         .sum()
 }
 
@@ -744,7 +777,7 @@ fn put_event(buf: &mut Vec<u8>, e: &Event) {
     put_fixed64(buf, 1, nanos(e.timestamp));
     put_string(buf, 2, &e.name);
     for kv in &e.attributes {
-        put_key_value(buf, 3, kv);
+        put_kv(buf, 3, kv);
     }
     put_uint(buf, 4, u64::from(e.dropped_attributes_count));
 }
@@ -772,7 +805,7 @@ fn put_link(buf: &mut Vec<u8>, l: &Link) {
     put_bytes(buf, 2, &l.span_context.span_id().to_bytes());
     put_string(buf, 3, &trace_state);
     for kv in &l.attributes {
-        put_key_value(buf, 4, kv);
+        put_kv(buf, 4, kv);
     }
     put_uint(buf, 5, u64::from(l.dropped_attributes_count));
     encode_key(6, WireType::ThirtyTwoBit, buf);
@@ -851,7 +884,7 @@ fn put_span(buf: &mut Vec<u8>, s: &SpanData) {
     put_fixed64(buf, 7, nanos(s.start_time));
     put_fixed64(buf, 8, nanos(s.end_time));
     for kv in &s.attributes {
-        put_key_value(buf, 9, kv);
+        put_kv(buf, 9, kv);
     }
     put_uint(buf, 10, u64::from(s.dropped_attributes_count));
     for e in s.events.iter() {
