@@ -4,6 +4,8 @@
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 use polytrace::app::{App, load_components};
+use polytrace::http::allowed_hosts::AllowedHosts;
+use polytrace::http::listener::{ConnectionLimits, ListenerStats};
 use polytrace::manifest::Manifest;
 use polytrace::runtime::{Runtime, default_cache_dir};
 use polytrace::telemetry::Settings;
@@ -36,6 +38,31 @@ struct Cli {
     #[arg(long, global = true, env = "POLYTRACE_MAX_INSTANCES",
           default_value_t = polytrace::runtime::DEFAULT_MAX_INSTANCES)]
     max_instances: u32,
+    /// Connections open at once on each listener (the app's, a
+    /// component's own, the viewer's); past it a client gets a 503.
+    #[arg(long, global = true, env = "POLYTRACE_MAX_CONNECTIONS",
+          default_value_t = polytrace::http::listener::DEFAULT_MAX_CONNECTIONS,
+          value_parser = clap::value_parser!(usize))]
+    max_connections: usize,
+    /// How long a client has to send a request's headers, counted from
+    /// when the connection waits for them (so also how long an idle
+    /// keep-alive connection stays open).
+    #[arg(
+        long,
+        global = true,
+        env = "POLYTRACE_HEADER_TIMEOUT",
+        default_value = "10s"
+    )]
+    header_timeout: String,
+    /// A connection with a request in progress that moves no byte for this
+    /// long is closed (a client that stalls its body or stops reading).
+    #[arg(
+        long,
+        global = true,
+        env = "POLYTRACE_IDLE_TIMEOUT",
+        default_value = "60s"
+    )]
+    idle_timeout: String,
     #[command(subcommand)]
     command: Command,
 }
@@ -54,6 +81,11 @@ struct ViewerArgs {
     /// Do not serve the viewer (the store still keeps traces).
     #[arg(long)]
     no_ui: bool,
+    /// More host names the viewer answers to, comma-separated (`*`: any).
+    /// It always answers to its address and, on loopback, to `localhost`;
+    /// other names are refused, which stops DNS rebinding.
+    #[arg(long, env = "POLYTRACE_UI_ALLOWED_HOSTS", value_delimiter = ',')]
+    ui_allowed_hosts: Vec<String>,
     /// Keep traces this long (`30m`, `12h`, `7d`).
     #[arg(long, env = "POLYTRACE_RETENTION", default_value = "7d")]
     retention: String,
@@ -113,6 +145,13 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let limits = match connection_limits(&cli) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let cache_dir = cli.cache_dir.or_else(default_cache_dir);
     let max_instances = cli.max_instances;
     let result = runtime.block_on(async move {
@@ -128,7 +167,7 @@ fn main() -> ExitCode {
                     polytrace::build::build_all(&m, polytrace::build::default_parallelism())
                         .await?;
                 }
-                up(&manifest, listen, max_instances, cache_dir, viewer).await
+                up(&manifest, listen, max_instances, limits, cache_dir, viewer).await
             }
             Command::Check { manifest } => check(&manifest, max_instances, cache_dir),
             Command::Build { manifest, jobs } => {
@@ -180,10 +219,35 @@ fn max_memory(manifest: &Manifest) -> u64 {
         .unwrap_or(polytrace::manifest::DEFAULT_MEMORY_MB << 20)
 }
 
+/// The listeners' bounds from `--max-connections`, `--header-timeout` and
+/// `--idle-timeout`.
+fn connection_limits(cli: &Cli) -> anyhow::Result<ConnectionLimits> {
+    let timeout = |flag: &str, value: &str| {
+        polytrace::query::parse_duration(value)
+            .and_then(|d| {
+                if d.is_zero() {
+                    Err("it must be above 0".to_string())
+                } else {
+                    Ok(d)
+                }
+            })
+            .map_err(|e| anyhow::anyhow!("--{flag} {value}: {e}"))
+    };
+    if cli.max_connections == 0 {
+        anyhow::bail!("--max-connections 0: at least one connection must be allowed");
+    }
+    Ok(ConnectionLimits {
+        max_connections: cli.max_connections,
+        header_read_timeout: timeout("header-timeout", &cli.header_timeout)?,
+        idle_timeout: timeout("idle-timeout", &cli.idle_timeout)?,
+    })
+}
+
 async fn up(
     path: &Path,
     listen: SocketAddr,
     max_instances: u32,
+    limits: ConnectionLimits,
     cache_dir: Option<PathBuf>,
     viewer: ViewerArgs,
 ) -> anyhow::Result<()> {
@@ -252,7 +316,7 @@ async fn up(
                     c.id
                 )
             })?;
-            own.push((i, l));
+            own.push((i, l, ListenerStats::new(format!("component:{}", c.id))));
         }
     }
     for i in 0..app.telemetry.component_count() {
@@ -262,7 +326,7 @@ async fn up(
             .iter()
             .map(|r| format!("http://{local}{}", r.pattern()))
             .collect();
-        for (_, l) in own.iter().filter(|(j, _)| *j == i) {
+        for (_, l, _) in own.iter().filter(|(j, _, _)| *j == i) {
             at.push(format!("http://{}/ (own listener)", l.local_addr()?));
         }
         if at.is_empty() {
@@ -275,9 +339,17 @@ async fn up(
     let stopped = |mut rx: tokio::sync::broadcast::Receiver<()>| async move {
         let _ = rx.recv().await;
     };
+    let app_stats = ListenerStats::new("app");
+    let viewer_stats = ListenerStats::new("viewer");
+    let mut listeners = vec![app_stats.clone(), viewer_stats.clone()];
+    listeners.extend(own.iter().map(|(_, _, s)| s.clone()));
     let metrics: polytrace::query::MetricsSource = {
         let app = app.clone();
-        std::sync::Arc::new(move || app.telemetry.metrics.prometheus())
+        std::sync::Arc::new(move || {
+            let mut text = app.telemetry.metrics.prometheus();
+            text.push_str(&polytrace::http::listener::prometheus(&listeners));
+            text
+        })
     };
     let where_kept = store.as_ref().map(|store| {
         store
@@ -305,10 +377,14 @@ async fn up(
                         "trace store off (--store none); no viewer; Prometheus metrics on http://{at}/metrics"
                     ),
                 }
+                let hosts = AllowedHosts::new(at, &viewer.ui_allowed_hosts);
                 Some(tokio::spawn(polytrace::query::serve(
                     store.clone(),
                     metrics,
                     l,
+                    limits,
+                    viewer_stats,
+                    hosts,
                     stopped(stop.subscribe()),
                 )))
             }
@@ -317,11 +393,13 @@ async fn up(
     };
     tracing::info!(spans = %exporter, "app `{}` listening on http://{local}", app.manifest.app);
     let mut servers = tokio::task::JoinSet::new();
-    for (i, l) in own {
+    for (i, l, stats) in own {
         servers.spawn(polytrace::http::server::serve(
             app.clone(),
             l,
             polytrace::http::server::Target::Component(i),
+            limits,
+            stats,
             stopped(stop.subscribe()),
         ));
     }
@@ -329,6 +407,8 @@ async fn up(
         app.clone(),
         listener,
         polytrace::http::server::Target::Routes,
+        limits,
+        app_stats,
         stopped(stop.subscribe()),
     );
     tokio::spawn(async move {

@@ -7,6 +7,8 @@
 //! (`TraceQuery`, `DependencyQuery`) the way Jaeger's query service parses
 //! them, so each rule is unit-tested without a server.
 
+use crate::http::allowed_hosts::AllowedHosts;
+use crate::http::listener::{self, ConnectionLimits, ListenerStats};
 use crate::store::{SpanHead, SpanSearch, Store, StoredSpan, TraceStatus, spans_of};
 use axum::Router;
 use axum::extract::{Path, Query, State};
@@ -1034,16 +1036,48 @@ async fn viewer_css() -> impl IntoResponse {
     )
 }
 
-/// Serve the viewer and API on `listener` until `shutdown`.
+/// How long the viewer's listener waits for the queries in flight at
+/// shutdown before it closes their connections.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Serve [`router`] on `listener` within `limits`, answering only requests
+/// whose `Host` is in `hosts` (others get a 403), until `shutdown`
+/// resolves; then at most [`SHUTDOWN_GRACE`] for the queries in flight.
 pub async fn serve(
     store: Option<Arc<Store>>,
     metrics: MetricsSource,
     listener: tokio::net::TcpListener,
+    limits: ConnectionLimits,
+    stats: Arc<ListenerStats>,
+    hosts: AllowedHosts,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(listener, router(store, metrics))
-        .with_graceful_shutdown(shutdown)
-        .await
+) {
+    let hosts = Arc::new(hosts);
+    let app = router(store, metrics).layer(axum::middleware::from_fn(
+        move |req: axum::extract::Request, next: axum::middleware::Next| {
+            let hosts = hosts.clone();
+            async move {
+                let host = req
+                    .headers()
+                    .get(header::HOST)
+                    .map(|h| String::from_utf8_lossy(h.as_bytes()).into_owned());
+                match host {
+                    Some(host) if !hosts.allows(&host) => (
+                        StatusCode::FORBIDDEN,
+                        format!(
+                            "this listener does not answer to the host name `{}`; \
+                             pass --ui-allowed-hosts with it to allow it\n",
+                            host.chars().take(100).collect::<String>().escape_debug()
+                        ),
+                    )
+                        .into_response(),
+                    _ => next.run(req).await,
+                }
+            }
+        },
+    ));
+    let service = move |_peer| hyper_util::service::TowerToHyperService::new(app.clone());
+    listener::serve(listener, limits, stats, service, shutdown, SHUTDOWN_GRACE).await;
 }
 
 #[cfg(test)]

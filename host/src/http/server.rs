@@ -3,10 +3,10 @@
 //! requests).
 
 use super::Inbound;
+use super::listener::{self, ConnectionLimits, ListenerStats};
 use crate::app::{App, host_response, incoming_body};
-use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -23,33 +23,20 @@ pub enum Target {
     Component(usize),
 }
 
-/// Serve `app` on `listener` until `shutdown` resolves, then wait for the
-/// connections in flight (at most [`SHUTDOWN_GRACE`]).
+/// Serve `app` on `listener` within `limits` until `shutdown` resolves,
+/// then wait for the connections in flight (at most [`SHUTDOWN_GRACE`]).
 pub async fn serve(
     app: Arc<App>,
     listener: TcpListener,
     target: Target,
+    limits: ConnectionLimits,
+    stats: Arc<ListenerStats>,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let local = listener.local_addr()?;
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let mut shutdown = std::pin::pin!(shutdown);
-    loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // Out of file descriptors and the like: wait, keep serving.
-                    tracing::warn!("accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
-        };
-        let _ = stream.set_nodelay(true);
+    let service = move |peer: SocketAddr| {
         let app = app.clone();
-        let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+        service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
             let app = app.clone();
             async move {
                 let path = req.uri().path().to_string();
@@ -70,21 +57,8 @@ pub async fn serve(
                 };
                 Ok::<_, std::convert::Infallible>(response)
             }
-        });
-        let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
-        let conn = graceful.watch(conn);
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!("connection from {peer}: {e}");
-            }
-        });
-    }
-    drop(listener);
-    tokio::select! {
-        () = graceful.shutdown() => {}
-        () = tokio::time::sleep(SHUTDOWN_GRACE) => {
-            tracing::warn!("requests still in flight after {}s; stopping anyway", SHUTDOWN_GRACE.as_secs());
-        }
-    }
+        })
+    };
+    listener::serve(listener, limits, stats, service, shutdown, SHUTDOWN_GRACE).await;
     Ok(())
 }

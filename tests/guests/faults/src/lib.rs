@@ -23,6 +23,11 @@ impl Guest for Faults {
         let served = SERVED.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
         match request.path() {
             "/faults/ok" => respond(out, 200, "text/plain", b"ok"),
+            // A response of `kb` KiB, for clients that do not read it.
+            "/faults/big" => {
+                let kb: usize = request.query("kb").and_then(|n| n.parse().ok()).unwrap_or(1024);
+                respond(out, 200, "application/octet-stream", &vec![b'x'; kb << 10])
+            }
             // Returns without answering (the outparam is dropped unset).
             "/faults/no-response" => drop(out),
             "/faults/served" => respond(

@@ -1,0 +1,295 @@
+//! Hostile clients and guests (issue 14): each attack reproduced on
+//! loopback with a bounded loop, and the host's bound asserted. What each
+//! defence is and why is in docs/security.md.
+
+use polytrace_tests::*;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+fn faults_manifest(extra: &str) -> String {
+    format!(
+        r#"
+app = "hostile"
+[[component]]
+id = "faults"
+source = "{}"
+route = "/faults/..."
+language = "rust"
+limits = {{ request_timeout_ms = 5000, memory_mb = 32 }}
+{extra}
+"#,
+        component("faults").display()
+    )
+}
+
+fn up(name: &str, extra: &str, args: &[&str]) -> (Polytrace, std::path::PathBuf) {
+    let dir = scratch_dir(name);
+    std::fs::write(dir.join("polytrace.toml"), faults_manifest(extra)).unwrap();
+    // Nothing to export to: spans stay in the store.
+    let env: Vec<(String, String)> = [
+        "OTEL_TRACES_EXPORTER",
+        "OTEL_METRICS_EXPORTER",
+        "OTEL_LOGS_EXPORTER",
+    ]
+    .iter()
+    .map(|k| (k.to_string(), "none".to_string()))
+    .collect();
+    let mut all = vec!["--store", "memory"];
+    all.extend_from_slice(args);
+    (Polytrace::start_with_args(&dir, &all, &env), dir)
+}
+
+/// Read until the peer closes (or `limit` passes): what it sent, and
+/// whether it closed.
+async fn read_until_closed(stream: &mut TcpStream, limit: Duration) -> (Vec<u8>, bool) {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return (got, true),
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+            Err(_) => return (got, false),
+        }
+    }
+}
+
+/// Open file descriptors of process `pid`.
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// A metric's value on the viewer's Prometheus endpoint.
+async fn scrape(host: &Polytrace, series: &str) -> f64 {
+    let text = get(&host.ui_url("/metrics")).await.body;
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no `{series}` in:\n{text}"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_never_finishes_its_headers_is_closed_on_both_listeners() {
+    let (host, _dir) = up("slow-headers", "", &["--header-timeout", "1s"]);
+    for addr in [host.addr, host.ui.unwrap()] {
+        // Half a request, then nothing; and a connection that sends nothing.
+        for sent in [&b"GET /faults/ok HTTP/1.1\r\nHost: x\r\n"[..], b""] {
+            let mut s = TcpStream::connect(addr).await.unwrap();
+            s.write_all(sent).await.unwrap();
+            let started = Instant::now();
+            let (answer, closed) = read_until_closed(&mut s, Duration::from_secs(20)).await;
+            assert!(closed, "{addr}: still open after 20 s with {sent:?}");
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "{addr}: closed only after {:?}",
+                started.elapsed()
+            );
+            // Nothing was served for it.
+            assert!(
+                !String::from_utf8_lossy(&answer).contains("200 OK"),
+                "{answer:?}"
+            );
+        }
+    }
+    // A keep-alive connection is closed once idle for the same time, after
+    // its request was answered.
+    let mut s = TcpStream::connect(host.addr).await.unwrap();
+    s.write_all(b"GET /faults/ok HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let (answer, closed) = read_until_closed(&mut s, Duration::from_secs(20)).await;
+    assert!(closed, "an idle keep-alive connection stayed open");
+    assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200 OK"));
+    assert!(
+        scrape(
+            &host,
+            "polytrace_listener_connections_timed_out_total{listener=\"app\"}"
+        )
+        .await
+            >= 3.0
+    );
+    // And the host serves as before.
+    assert_eq!(get(&host.url("/faults/ok")).await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn connections_past_the_cap_get_a_503_and_descriptors_stay_bounded() {
+    const CAP: usize = 50;
+    let (host, _dir) = up(
+        "connection-cap",
+        "",
+        &["--max-connections", "50", "--header-timeout", "30s"],
+    );
+    let before = open_fds(host.pid());
+    // Many clients that connect and send half a request, as a slowloris does.
+    let mut held = Vec::new();
+    let mut refused = 0;
+    for _ in 0..400 {
+        let mut s = TcpStream::connect(host.addr).await.unwrap();
+        let _ = s.write_all(b"GET /faults/ok HTTP/1.1\r\n").await;
+        held.push(s);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let during = open_fds(host.pid());
+    assert!(
+        during <= before + CAP + 70,
+        "{during} descriptors open with 400 clients (before: {before}, cap {CAP})"
+    );
+    for s in &mut held {
+        let (answer, closed) = read_until_closed(s, Duration::from_millis(20)).await;
+        if closed {
+            // Past the cap: a 503 when one could be written, else just closed.
+            let answer = String::from_utf8_lossy(&answer);
+            assert!(
+                answer.is_empty() || answer.starts_with("HTTP/1.1 503"),
+                "{answer}"
+            );
+            refused += 1;
+        }
+    }
+    assert!(
+        refused >= 400 - CAP,
+        "only {refused} of 400 refused with a cap of {CAP}"
+    );
+    // The viewer has its own cap: it still answers.
+    assert_eq!(get(&host.ui_url("/api/services")).await.status, 200);
+    assert!(
+        scrape(
+            &host,
+            "polytrace_listener_connections_refused_total{listener=\"app\"}"
+        )
+        .await
+            >= 300.0
+    );
+    // Once they leave, the app serves again.
+    drop(held);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let ok = tokio::time::timeout(
+            Duration::from_secs(2),
+            request("GET", &host.url("/faults/ok"), &[], ""),
+        )
+        .await
+        .is_ok_and(|r| r.status == 200);
+        if ok {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the app did not serve again");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_stops_reading_its_response_is_closed_after_the_idle_timeout() {
+    let (host, _dir) = up("slow-reader", "", &["--idle-timeout", "1s"]);
+    let mut s = TcpStream::connect(host.addr).await.unwrap();
+    // 16 MiB: more than the socket buffers hold, so the host's writes stall.
+    s.write_all(b"GET /faults/big?kb=16384 HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut first = [0u8; 64];
+    let n = s.read(&mut first).await.unwrap();
+    assert!(String::from_utf8_lossy(&first[..n]).starts_with("HTTP/1.1 200"));
+    // Read nothing more for a while: the host gives up on the connection.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        if scrape(&host, "polytrace_listener_connections{listener=\"app\"}").await == 0.0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the stalled connection is still open"
+        );
+    }
+    let (rest, closed) = read_until_closed(&mut s, Duration::from_secs(20)).await;
+    assert!(closed);
+    assert!(
+        rest.len() + n < 16 << 20,
+        "the whole body came: it never stalled"
+    );
+    assert!(
+        scrape(
+            &host,
+            "polytrace_listener_connections_timed_out_total{listener=\"app\"}"
+        )
+        .await
+            >= 1.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_viewer_answers_only_to_its_own_host_names() {
+    let (host, _dir) = up("host-names", "", &[]);
+    let ui = host.ui.unwrap();
+    let services = host.ui_url("/api/services");
+    // DNS rebinding: the browser sends the attacker's name.
+    for evil in ["evil.example", &format!("evil.example:{}", ui.port())] {
+        let r = request("GET", &services, &[("host", evil)], "").await;
+        assert_eq!(r.status, 403, "{evil}: {}", r.body);
+        assert!(r.body.contains("--ui-allowed-hosts"), "{}", r.body);
+        let r = request("GET", &host.ui_url("/"), &[("host", evil)], "").await;
+        assert_eq!(r.status, 403, "the page too");
+    }
+    for good in [
+        format!("127.0.0.1:{}", ui.port()),
+        format!("localhost:{}", ui.port()),
+    ] {
+        let r = request("GET", &services, &[("host", &good)], "").await;
+        assert_eq!(r.status, 200, "{good}: {}", r.body);
+    }
+    drop(host);
+
+    // A name the operator configured is allowed.
+    let (host, _dir) = up(
+        "host-names-configured",
+        "",
+        &["--ui-allowed-hosts", "traces.internal,other"],
+    );
+    let r = request(
+        "GET",
+        &host.ui_url("/api/services"),
+        &[("host", "traces.internal")],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = request(
+        "GET",
+        &host.ui_url("/api/services"),
+        &[("host", "evil.example")],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 403);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_half_open_viewer_connection_does_not_hold_sigterm() {
+    let (host, _dir) = up("viewer-sigterm", "", &["--header-timeout", "120s"]);
+    let mut s = TcpStream::connect(host.ui.unwrap()).await.unwrap();
+    s.write_all(b"GET /api/services HTTP/1.1\r\nHost: localhost\r\n")
+        .await
+        .unwrap();
+    let mut app = TcpStream::connect(host.addr).await.unwrap();
+    app.write_all(b"GET /faults/ok HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = Instant::now();
+    let (code, log) = tokio::task::spawn_blocking(move || host.terminate())
+        .await
+        .unwrap();
+    let took = started.elapsed();
+    assert_eq!(code, Some(0), "{log}");
+    // The viewer's grace is 5 s and the app's 30 s, but neither waits for a
+    // request that has not arrived.
+    assert!(
+        took < Duration::from_secs(15),
+        "SIGTERM took {took:?}:\n{log}"
+    );
+    assert!(log.contains("stopped"), "{log}");
+    drop((s, app));
+}
