@@ -293,3 +293,53 @@ async fn a_half_open_viewer_connection_does_not_hold_sigterm() {
     assert!(log.contains("stopped"), "{log}");
     drop((s, app));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_guest_cannot_pass_for_the_host_in_metrics_or_on_the_console() {
+    let (host, _dir) = up("forge", "", &[]);
+    let r = get(&host.url("/faults/forge")).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    // Each reserved name is refused with an error value, as an invalid one is.
+    let refused: Vec<&str> = r.body.lines().collect();
+    assert_eq!(refused.len(), 3, "{}", r.body);
+    for line in &refused {
+        assert!(
+            line.starts_with("Some(MetricError::InvalidName(") && line.contains("reserved"),
+            "{line}"
+        );
+    }
+    // No guest series appears beside the host's.
+    let metrics = get(&host.ui_url("/metrics")).await.body;
+    let traps_series = metrics
+        .lines()
+        .filter(|l| l.starts_with("polytrace_guest_traps") && !l.starts_with('#'))
+        .count();
+    assert_eq!(traps_series, 0, "{metrics}");
+    assert_eq!(get(&host.url("/faults/trap")).await.status, 500);
+    // The console shows the guest's text escaped: no raw escape sequence,
+    // and its embedded newline does not start a host-looking line.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let stdout = loop {
+        let out = host.stdout();
+        if out.contains("forged host line") && out.contains("forged ansi") {
+            break out;
+        }
+        assert!(Instant::now() < deadline, "guest lines not printed:\n{out}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(!stdout.contains('\u{1b}'), "{stdout:?}");
+    assert!(
+        stdout.contains("\\u{1b}[2J\\u{1b}[31mforged ansi"),
+        "{stdout}"
+    );
+    assert!(
+        !stdout
+            .lines()
+            .any(|l| l.starts_with("2026-11-30T10:00:00.000Z")),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("first\\n2026-11-30T10:00:00.000Z  WARN polytrace: forged host line"),
+        "{stdout}"
+    );
+}

@@ -3,7 +3,8 @@
 //! provider, its export worker, its console printer and its WIT glue; shared
 //! between them: [`config`] (settings), [`otlp`] (exporter factory),
 //! [`batch`] (the batching worker), [`drops`] (drop counters and throttled
-//! warnings), [`attributes`] (limits), [`propagation`] and [`semconv`].
+//! warnings), [`attributes`] (limits), [`printable`] (guest text on the
+//! console), [`propagation`] and [`semconv`].
 //!
 //! Everything but the WIT glue is plain Rust that the unit tests exercise
 //! without any wasm.
@@ -15,6 +16,7 @@ pub mod drops;
 pub mod logs;
 pub mod metrics;
 pub mod otlp;
+pub mod printable;
 pub mod propagation;
 pub mod semconv;
 pub mod tls;

@@ -1,6 +1,7 @@
 //! How guest log records print on the host console (`--guest-logs`):
 //! readable lines or JSON lines on stdout.
 
+use crate::telemetry::printable::printable;
 use opentelemetry::logs::AnyValue;
 use opentelemetry::trace::{SpanId, TraceId};
 use opentelemetry_sdk::logs::SdkLogRecord;
@@ -55,12 +56,14 @@ pub fn print_records(service: &str, batch: &[SdkLogRecord], min: u8, json: bool)
             let attrs: Vec<String> = r
                 .attributes_iter()
                 .filter(|(k, _)| k.as_str() != "log.iostream")
-                .map(|(k, v)| format!("{k}={}", plain(v)))
+                .map(|(k, v)| format!("{}={}", printable(k.as_str()), printable(&plain(v))))
                 .collect();
             let _ = writeln!(
                 out,
-                "{} [{service} {short}] {text:<5} {body}{}{}",
+                "{} [{service} {short}] {:<5} {}{}{}",
                 rfc3339(time),
+                printable(text),
+                printable(&body),
                 if attrs.is_empty() { "" } else { "  " },
                 attrs.join(" ")
             );

@@ -151,6 +151,44 @@ pub fn validate_name(name: &str) -> Result<(), InstrumentError> {
     Ok(())
 }
 
+/// Instruments the host records for every component; a guest may not make
+/// one of these names (its series would be indistinguishable from the
+/// host's), nor any name in the `polytrace.` namespace.
+pub const HOST_INSTRUMENTS: [&str; 3] = [
+    "http.server.request.duration",
+    "http.server.active_requests",
+    "http.client.request.duration",
+];
+
+/// Refuse a name the host reserves: one of [`HOST_INSTRUMENTS`] or any
+/// name in the `polytrace.` namespace, compared as Prometheus sees names
+/// (case-insensitive, `.`, `-` and `/` alike), so `Polytrace_Guest.Traps`
+/// cannot pass for `polytrace.guest.traps` on `/metrics` either.
+pub fn check_not_reserved(name: &str) -> Result<(), InstrumentError> {
+    let flat = |n: &str| -> String {
+        n.chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_lowercase()
+                } else {
+                    '_'
+                }
+            })
+            .collect()
+    };
+    let given = flat(name);
+    let reserved =
+        given.starts_with("polytrace_") || HOST_INSTRUMENTS.iter().any(|host| flat(host) == given);
+    if reserved {
+        return Err(InstrumentError::InvalidName(format!(
+            "instrument name `{}` is reserved: the host records it (its own metrics and the `polytrace.` \
+             namespace); name yours after your service",
+            name.chars().take(80).collect::<String>()
+        )));
+    }
+    Ok(())
+}
+
 /// Check a unit by the OpenTelemetry API rules (ASCII, at most 63).
 pub fn validate_unit(unit: &str) -> Result<(), InstrumentError> {
     if unit.len() > 63 || !unit.is_ascii() {
@@ -274,6 +312,7 @@ impl ComponentMetrics {
         boundaries: Option<Vec<f64>>,
     ) -> Result<GuestInstrument, InstrumentError> {
         validate_name(&name)?;
+        check_not_reserved(&name)?;
         validate_unit(&unit)?;
         if let Some(b) = &boundaries {
             validate_boundaries(b)?;
@@ -558,6 +597,28 @@ mod tests {
             );
         }
         assert_eq!(validate_name(&"a".repeat(255)), Ok(()));
+        for reserved in [
+            "polytrace.guest.traps",
+            "Polytrace_Guest.Traps",
+            "polytrace.anything.new",
+            "polytrace-x",
+            "http.server.request.duration",
+            "HTTP.Client.Request.Duration",
+            "http_server_active_requests",
+        ] {
+            assert!(
+                matches!(check_not_reserved(reserved), Err(InstrumentError::InvalidName(m)) if m.contains("reserved")),
+                "{reserved}"
+            );
+        }
+        for free in [
+            "polytraced.x",
+            "http.server.request.size",
+            "orders.created",
+            "polytrace",
+        ] {
+            assert_eq!(check_not_reserved(free), Ok(()), "{free}");
+        }
         assert!(validate_unit("ms").is_ok());
         assert!(validate_unit("{request}").is_ok());
         assert!(validate_unit(&"x".repeat(64)).is_err());

@@ -23,6 +23,25 @@ impl Guest for Faults {
         let served = SERVED.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
         match request.path() {
             "/faults/ok" => respond(out, 200, "text/plain", b"ok"),
+            // Tries to pass for the host: its metric names, its console lines.
+            "/faults/forge" => {
+                let refused: Vec<String> = [
+                    polytrace_guest::metrics::counter("polytrace.guest.traps", "", "{trap}").err(),
+                    polytrace_guest::metrics::histogram("http.client.request.duration", "", "s")
+                        .err(),
+                    polytrace_guest::metrics::counter("Polytrace_Guest_Instantiations", "", "")
+                        .err(),
+                ]
+                .into_iter()
+                .map(|e| format!("{e:?}"))
+                .collect();
+                println!("\u{1b}[2J\u{1b}[31mforged ansi");
+                polytrace_guest::logs::info(
+                    "first\n2026-11-30T10:00:00.000Z  WARN polytrace: forged host line",
+                    [],
+                );
+                respond(out, 200, "text/plain", refused.join("\n").as_bytes())
+            }
             // A response of `kb` KiB, for clients that do not read it.
             "/faults/big" => {
                 let kb: usize = request.query("kb").and_then(|n| n.parse().ok()).unwrap_or(1024);
