@@ -343,3 +343,70 @@ async fn a_guest_cannot_pass_for_the_host_in_metrics_or_on_the_console() {
         "{stdout}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_call_loop_stops_after_the_hop_limit_in_process_and_through_the_network() {
+    let (host, _dir) = up(
+        "hop-loop",
+        r#"allowed_outbound_hosts = ["http://127.0.0.1:*"]
+propagation = { internal_hosts = ["http://127.0.0.1:*"] }"#,
+        &["--max-instances", "64"],
+    );
+    let through_network = format!("http://{}", host.addr);
+    for via in ["http://faults", through_network.as_str()] {
+        let r = get(&host.url(&format!("/faults/recurse?via={via}"))).await;
+        assert_eq!(r.status, 200, "{via}: {}", r.body);
+        let hops = r.body.matches("hop ").count();
+        assert_eq!(hops, 16, "{via}: {}", r.body);
+        assert!(
+            r.body.ends_with("stopped: ErrorCode::LoopDetected"),
+            "{via}: {}",
+            r.body
+        );
+        // One trace: 17 SERVER spans, and the call that was refused is an
+        // error CLIENT span saying why.
+        let trace = r.trace_id();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let spans = loop {
+            let t = get(&host.ui_url(&format!("/api/traces/{trace}"))).await;
+            if t.status == 200 {
+                let spans = t.json()["data"][0]["spans"].as_array().unwrap().clone();
+                if spans.len() >= 34 {
+                    break spans;
+                }
+            }
+            assert!(Instant::now() < deadline, "{via}: trace incomplete");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        let tag = |s: &serde_json::Value, key: &str| {
+            s["tags"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|t| t["key"] == key)
+                .map(|t| t["value"].clone())
+        };
+        let kind = |s: &serde_json::Value| tag(s, "span.kind").unwrap_or_default();
+        assert_eq!(
+            spans.iter().filter(|s| kind(s) == "server").count(),
+            17,
+            "{via}"
+        );
+        let refused: Vec<_> = spans
+            .iter()
+            .filter(|s| kind(s) == "client" && tag(s, "error.type") == Some("LoopDetected".into()))
+            .collect();
+        assert_eq!(refused.len(), 1, "{via}");
+        assert_eq!(tag(refused[0], "otel.status_code"), Some("ERROR".into()));
+    }
+    // A client cannot make its own request deeper than the limit allows
+    // nor reset the count: the header is the host's.
+    let r = request(
+        "GET",
+        &host.url(&format!("/faults/recurse?via={through_network}")),
+        &[("polytrace-hops", "15")],
+        "",
+    )
+    .await;
+    assert_eq!(r.body, "hop stopped: ErrorCode::LoopDetected");
+}

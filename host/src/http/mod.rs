@@ -15,13 +15,25 @@ pub struct Inbound {
     pub client: Option<SocketAddr>,
     /// The listener address that accepted it.
     pub local: Option<SocketAddr>,
-    /// In-process hops so far (0 for a network request).
+    /// Hops so far: in-process calls, or for a network request its
+    /// [`outbound::HOPS_HEADER`] (0 without one).
     pub depth: u32,
     /// The calling component of an in-process request.
     pub caller: Option<String>,
 }
 
 impl Inbound {
+    /// The hop count a network request carries in
+    /// [`outbound::HOPS_HEADER`]: 0 when absent or not a number; capped
+    /// just past [`outbound::MAX_HOPS`].
+    pub fn hops(headers: &http::HeaderMap) -> u32 {
+        headers
+            .get(outbound::HOPS_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u32>().ok())
+            .map_or(0, |h| h.min(outbound::MAX_HOPS + 1))
+    }
+
     /// A request one component sends another in-process, `depth` hops deep.
     pub fn in_process(depth: u32, caller: String) -> Self {
         Inbound {

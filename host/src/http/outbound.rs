@@ -16,8 +16,17 @@ use std::sync::Arc;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::{Error, RequestOptions, WasiBody};
 
-/// How many in-process hops one request may take before it is a loop.
-pub const MAX_IN_PROCESS_DEPTH: u32 = 16;
+/// How many hops — calls from one component to another, in-process or
+/// through the network — one request may take before it is a loop: the
+/// call past it fails with `loop-detected` and an error CLIENT span.
+pub const MAX_HOPS: u32 = 16;
+
+/// The request header that carries the hop count between hosts: set on
+/// every outbound network request (the guest's own value is replaced),
+/// read on every inbound one, so a loop through the network — a component
+/// calling a URL that leads back to itself — stops at [`MAX_HOPS`] as an
+/// in-process one does.
+pub const HOPS_HEADER: &str = "polytrace-hops";
 
 /// A response a component gives, as a future.
 pub type ResponseFuture =
@@ -101,6 +110,10 @@ impl Outbound {
         for name in ["traceparent", "tracestate", "baggage"] {
             request.headers_mut().remove(name);
         }
+        let depth = self.depth + 1;
+        request
+            .headers_mut()
+            .insert(HOPS_HEADER, http::HeaderValue::from(depth));
         for (k, v) in trace.inject(span.span_context(), share) {
             if let Ok(v) = http::HeaderValue::from_str(&v) {
                 request.headers_mut().insert(k, v);
@@ -114,11 +127,20 @@ impl Outbound {
         let started = std::time::Instant::now();
         let dispatcher = self.dispatcher.clone();
         let metrics = telemetry.metrics.clone();
-        let depth = self.depth + 1;
         let caller = self.dispatcher.component_id(self.component).to_string();
         Box::new(async move {
             let result: Sent = match target {
-                Target::Component(_) if depth > MAX_IN_PROCESS_DEPTH => Err(Error::LoopDetected),
+                Target::Component(_) | Target::Network(_) if depth > MAX_HOPS => {
+                    record_exception(
+                        &mut span,
+                        "LoopDetected",
+                        &format!(
+                            "this request has made {MAX_HOPS} hops between components already"
+                        ),
+                        None,
+                    );
+                    Err(Error::LoopDetected)
+                }
                 Target::Component(idx) => {
                     let response = dispatcher
                         .dispatch(idx, request, Inbound::in_process(depth, caller))

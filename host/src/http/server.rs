@@ -49,6 +49,7 @@ pub async fn serve(
                         let inbound = Inbound {
                             client: Some(peer),
                             local: Some(local),
+                            depth: Inbound::hops(req.headers()),
                             ..Default::default()
                         };
                         app.handle(idx, req.map(incoming_body), inbound).await

@@ -42,6 +42,21 @@ impl Guest for Faults {
                 );
                 respond(out, 200, "text/plain", refused.join("\n").as_bytes())
             }
+            // Calls itself at `via` (`http://faults` in-process, or the
+            // host's listener through the network) until a call fails: the
+            // body has a `hop` per call that succeeded, then why it stopped.
+            "/faults/recurse" => {
+                let via = request.query("via").unwrap_or_default();
+                let url = format!("{via}/faults/recurse?via={via}");
+                match send("GET", &url, b"") {
+                    Ok(r) => {
+                        let mut body = b"hop ".to_vec();
+                        body.extend_from_slice(&r.body);
+                        respond(out, 200, "text/plain", &body)
+                    }
+                    Err(e) => respond(out, 200, "text/plain", format!("stopped: {e}").as_bytes()),
+                }
+            }
             // A response of `kb` KiB, for clients that do not read it.
             "/faults/big" => {
                 let kb: usize = request.query("kb").and_then(|n| n.parse().ok()).unwrap_or(1024);
