@@ -35,9 +35,8 @@ fn up(name: &str, extra: &str, args: &[&str]) -> (Polytrace, std::path::PathBuf)
     .iter()
     .map(|k| (k.to_string(), "none".to_string()))
     .collect();
-    let mut all = vec!["--store", "memory"];
-    all.extend_from_slice(args);
-    (Polytrace::start_with_args(&dir, &all, &env), dir)
+    // The harness keeps traces in memory unless `args` say where.
+    (Polytrace::start_with_args(&dir, args, &env), dir)
 }
 
 /// Read until the peer closes (or `limit` passes): what it sent, and
@@ -409,4 +408,47 @@ propagation = { internal_hosts = ["http://127.0.0.1:*"] }"#,
     )
     .await;
     assert_eq!(r.body, "hop stopped: ErrorCode::LoopDetected");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_store_size_cap_holds_on_disk_with_its_log() {
+    let dir = scratch_dir("store-cap-files");
+    let db = dir.join("traces.db");
+    let db_arg = db.display().to_string();
+    let (host, _app) = up(
+        "store-cap",
+        "",
+        &["--store", &db_arg, "--store-max-mb", "5"],
+    );
+    // ~300,000 spans, many times what 5 MiB holds.
+    for _ in 0..300 {
+        assert_eq!(
+            get(&host.url("/faults/many-spans?n=1000")).await.status,
+            200
+        );
+    }
+    let on_disk = || -> u64 {
+        ["traces.db", "traces.db-wal"]
+            .iter()
+            .map(|f| std::fs::metadata(dir.join(f)).map_or(0, |m| m.len()))
+            .sum()
+    };
+    // Settle: the last batches written (the viewer still finds the newest).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = get(&host.ui_url("/api/traces?service=faults&limit=1")).await;
+        if r.status == 200 && r.json()["data"].as_array().is_some_and(|d| !d.is_empty()) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "nothing stored: {}", r.body);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let bytes = on_disk();
+    assert!(bytes <= 5 << 20, "{bytes} bytes on disk for a 5 MiB cap");
+    let (code, log) = tokio::task::spawn_blocking(move || host.terminate())
+        .await
+        .unwrap();
+    assert_eq!(code, Some(0), "{log}");
+    assert!(on_disk() <= 5 << 20, "{} bytes after shutdown", on_disk());
 }

@@ -33,8 +33,17 @@ pub struct StoreConfig {
     pub path: Option<PathBuf>,
     /// Spans older than this are deleted.
     pub max_age: Duration,
-    /// Past this database size, the oldest spans are deleted.
+    /// The most the store takes on disk, in bytes: the database file and
+    /// its write-ahead log together (see [`wal_budget`]); past it the
+    /// oldest spans are deleted and their pages returned to the system.
     pub max_bytes: u64,
+}
+
+/// The part of [`StoreConfig::max_bytes`] the write-ahead log may use: an
+/// eighth, between 1 and 32 MiB. SQLite checkpoints the log into the
+/// database when it reaches half of this and truncates it back to it after.
+pub fn wal_budget(max_bytes: u64) -> u64 {
+    (max_bytes / 8).clamp(1 << 20, 32 << 20)
 }
 
 impl Default for StoreConfig {
@@ -272,18 +281,32 @@ impl Store {
                 let conn = Connection::open(path).map_err(|e| {
                     anyhow::anyhow!("trace store: cannot open {}: {e}", path.display())
                 })?;
-                // Freed pages go back to the file on `incremental_vacuum`
-                // (takes effect for a new database).
-                conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
                 conn.pragma_update(None, "journal_mode", "WAL")?;
                 conn.pragma_update(None, "synchronous", "NORMAL")?;
-                // Checkpoint the WAL every ~16 MiB instead of every 4 MiB:
-                // fewer copies of hot index pages into the main file.
-                conn.pragma_update(None, "wal_autocheckpoint", 4000)?;
+                // Checkpoint the WAL at half its budget (16 MiB for the
+                // default size, instead of SQLite's 4 MiB: fewer copies of
+                // hot index pages into the main file), and truncate it back
+                // to the budget after, so the log stays inside the size cap.
+                // The checkpoint starts at half the budget: the log passes
+                // that by up to a transaction before it does.
+                let wal = wal_budget(config.max_bytes) as i64;
+                let page: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+                conn.pragma_update(None, "wal_autocheckpoint", wal / 2 / page.max(512))?;
+                conn.pragma_update(None, "journal_size_limit", wal)?;
                 conn
             }
             None => Connection::open_in_memory()?,
         };
+        // Freed pages go back to the file system on `incremental_vacuum`:
+        // the size cap counts them. The pragma takes effect for a new
+        // database; a file made without it is rebuilt once.
+        conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
+        let auto_vacuum: i64 = conn.query_row("PRAGMA auto_vacuum", [], |r| r.get(0))?;
+        if auto_vacuum != 2 {
+            tracing::info!("trace store: rebuilding the file once so it can return free pages");
+            conn.execute_batch("VACUUM")
+                .map_err(|e| anyhow::anyhow!("trace store: cannot rebuild the file: {e}"))?;
+        }
         conn.busy_timeout(Duration::from_secs(5))?;
         // A page cache that holds the hot ends of every index (the default
         // 2 MiB made each transaction evict and re-read index pages), in
@@ -311,7 +334,6 @@ impl Store {
             conn: conn.clone(),
             stats: stats.clone(),
             config: config.clone(),
-            since_retention: 0,
             zstd: zstd::bulk::Compressor::new(write::BLOCK_LEVEL)?,
             next_ids: None,
         };
@@ -384,18 +406,25 @@ impl Store {
     }
 }
 
+/// The database's size in bytes, free pages included (what its file takes
+/// once the write-ahead log is checkpointed).
 pub(crate) fn database_bytes(conn: &Connection) -> u64 {
-    // Pages in use: total pages minus the free list.
     let pages: i64 = conn
         .query_row("PRAGMA page_count", [], |r| r.get(0))
-        .unwrap_or(0);
-    let free: i64 = conn
-        .query_row("PRAGMA freelist_count", [], |r| r.get(0))
         .unwrap_or(0);
     let size: i64 = conn
         .query_row("PRAGMA page_size", [], |r| r.get(0))
         .unwrap_or(4096);
-    ((pages - free).max(0) * size) as u64
+    (pages.max(0) * size) as u64
+}
+
+/// Return every free page to the file system (`auto_vacuum =
+/// INCREMENTAL`). The pragma frees one page per step: run it to the end.
+pub(crate) fn vacuum_free_pages(conn: &Connection) -> rusqlite::Result<()> {
+    let mut stmt = conn.prepare("PRAGMA incremental_vacuum")?;
+    let mut rows = stmt.query([])?;
+    while rows.next()?.is_some() {}
+    Ok(())
 }
 
 pub(crate) fn now_us() -> i64 {
@@ -604,8 +633,12 @@ mod tests {
         assert_eq!(old, 0, "spans past max_age are gone");
         assert!(total < written && total > 0, "{written} → {total}");
         assert_eq!(total, count(&store));
-        let bytes = store.read(|c| Ok(database_bytes(c))).unwrap();
-        assert!(bytes <= 4 << 20, "{bytes} bytes");
+        // On disk, the log included.
+        let on_disk: u64 = ["t.db", "t.db-wal"]
+            .iter()
+            .map(|f| std::fs::metadata(dir.join(f)).map_or(0, |m| m.len()))
+            .sum();
+        assert!(on_disk <= 4 << 20, "{on_disk} bytes on disk");
         // The newest survive: the oldest go first.
         let newest: i64 = store
             .read(|c| c.query_row("SELECT MAX(start_us) FROM spans", [], |r| r.get(0)))

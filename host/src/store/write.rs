@@ -22,9 +22,8 @@ use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// The size limit is checked after this many spans are written...
-const RETENTION_EVERY: u64 = 5000;
-/// ...and the age limit applied this often (and at start).
+/// The age limit is applied this often (and at start); the size limit
+/// after every transaction.
 const RETENTION_PERIOD: Duration = Duration::from_secs(60);
 
 /// Longer attribute values are stored but not indexed for search.
@@ -34,7 +33,6 @@ pub(super) struct Writer {
     pub(super) conn: Arc<Mutex<Connection>>,
     pub(super) stats: Arc<StoreStats>,
     pub(super) config: StoreConfig,
-    pub(super) since_retention: u64,
     /// One compression context for the thread's life (making one costs
     /// more than compressing a small block).
     pub(super) zstd: zstd::bulk::Compressor<'static>,
@@ -517,7 +515,7 @@ pub(super) fn expand_events(compact: Json) -> Json {
 impl Writer {
     pub(super) fn run(mut self, rx: Receiver<Msg>) {
         // Retention at start (a restart with a shorter limit applies it at
-        // once), after every RETENTION_EVERY spans, and at least every minute.
+        // once) and every minute; the size cap after every transaction.
         self.retain();
         let mut last_retention = std::time::Instant::now();
         loop {
@@ -562,7 +560,6 @@ impl Writer {
                 match self.write(sources) {
                     Ok(()) => {
                         self.stats.stored.fetch_add(n, Ordering::Relaxed);
-                        self.since_retention += n;
                     }
                     Err(e) => {
                         tracing::warn!("trace store: cannot write {n} spans: {e}");
@@ -572,9 +569,8 @@ impl Writer {
                 if last_retention.elapsed() >= RETENTION_PERIOD {
                     self.retain();
                     last_retention = std::time::Instant::now();
-                    self.since_retention = 0;
-                } else if self.since_retention >= RETENTION_EVERY {
-                    self.since_retention = 0;
+                } else {
+                    // The size cap holds after every transaction.
                     self.cap_size();
                 }
             }
@@ -582,7 +578,6 @@ impl Writer {
                 // A flush promises everything written and the limits applied.
                 self.retain();
                 last_retention = std::time::Instant::now();
-                self.since_retention = 0;
             }
             for done in flushes {
                 let _ = done.send(());
@@ -762,11 +757,26 @@ impl Writer {
         self.cap_size();
     }
 
-    /// Delete the oldest blocks until the database is under its size limit.
+    /// Delete the oldest blocks until the database fits its part of the
+    /// size cap ([`StoreConfig::max_bytes`](super::StoreConfig) minus the
+    /// log's [`wal_budget`](super::wal_budget)), returning freed pages to
+    /// the file system as it goes.
     pub(super) fn cap_size(&self) {
         let conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
-        for _ in 0..100 {
-            if super::database_bytes(&conn) <= self.config.max_bytes {
+        let budget = self
+            .config
+            .max_bytes
+            .saturating_sub(super::wal_budget(self.config.max_bytes));
+        for _ in 0..1000 {
+            // Cheap (two pragmas) when under the cap, as it is after most
+            // transactions.
+            if super::database_bytes(&conn) <= budget {
+                break;
+            }
+            if let Err(e) = super::vacuum_free_pages(&conn) {
+                tracing::warn!("trace store: cannot return free pages: {e}");
+            }
+            if super::database_bytes(&conn) <= budget {
                 break;
             }
             let dropped = conn.unchecked_transaction().and_then(|tx| {
@@ -775,12 +785,15 @@ impl Writer {
                 Ok(n)
             });
             match dropped {
-                Ok(0) | Err(_) => break,
+                Ok(0) => break,
                 Ok(n) => {
                     self.stats.expired.fetch_add(n, Ordering::Relaxed);
                 }
+                Err(e) => {
+                    tracing::warn!("trace store: cannot delete the oldest spans: {e}");
+                    break;
+                }
             }
-            let _ = conn.execute_batch("PRAGMA incremental_vacuum;");
         }
     }
 }
