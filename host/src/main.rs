@@ -8,6 +8,7 @@ use polytrace::http::allowed_hosts::AllowedHosts;
 use polytrace::http::listener::{ConnectionLimits, ListenerStats};
 use polytrace::manifest::Manifest;
 use polytrace::runtime::{Runtime, default_cache_dir};
+use polytrace::store::AnswerBudget;
 use polytrace::telemetry::Settings;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -86,6 +87,17 @@ struct ViewerArgs {
     /// other names are refused, which stops DNS rebinding.
     #[arg(long, env = "POLYTRACE_UI_ALLOWED_HOSTS", value_delimiter = ',')]
     ui_allowed_hosts: Vec<String>,
+    /// Spans one answer of the query API may hold; a search past it returns
+    /// the traces that fit and names the rest in `errors`.
+    #[arg(long, env = "POLYTRACE_QUERY_MAX_SPANS",
+          default_value_t = polytrace::query::DEFAULT_MAX_ANSWER_SPANS,
+          value_parser = clap::value_parser!(usize))]
+    query_max_spans: usize,
+    /// Megabytes of span data one answer of the query API may hold.
+    #[arg(long, env = "POLYTRACE_QUERY_MAX_MB",
+          default_value_t = polytrace::query::DEFAULT_MAX_ANSWER_BYTES >> 20,
+          value_parser = clap::value_parser!(usize))]
+    query_max_mb: usize,
     /// Keep traces this long (`30m`, `12h`, `7d`).
     #[arg(long, env = "POLYTRACE_RETENTION", default_value = "7d")]
     retention: String,
@@ -377,14 +389,20 @@ async fn up(
                         "trace store off (--store none); no viewer; Prometheus metrics on http://{at}/metrics"
                     ),
                 }
-                let hosts = AllowedHosts::new(at, &viewer.ui_allowed_hosts);
+                let options = polytrace::query::ViewerOptions {
+                    limits,
+                    hosts: AllowedHosts::new(at, &viewer.ui_allowed_hosts),
+                    budget: AnswerBudget {
+                        max_spans: viewer.query_max_spans.max(1),
+                        max_bytes: viewer.query_max_mb.max(1) << 20,
+                    },
+                };
                 Some(tokio::spawn(polytrace::query::serve(
                     store.clone(),
                     metrics,
                     l,
-                    limits,
+                    options,
                     viewer_stats,
-                    hosts,
                     stopped(stop.subscribe()),
                 )))
             }

@@ -9,7 +9,9 @@
 
 use crate::http::allowed_hosts::AllowedHosts;
 use crate::http::listener::{self, ConnectionLimits, ListenerStats};
-use crate::store::{SpanHead, SpanSearch, Store, StoredSpan, TraceStatus, spans_of};
+use crate::store::{
+    AnswerBudget, Loaded, SpanHead, SpanSearch, Store, StoredSpan, TraceStatus, spans_within,
+};
 use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
@@ -34,12 +36,26 @@ const VIEW_LOOKBACK: Duration = Duration::from_secs(3600);
 /// (Jaeger's default).
 const DEPENDENCIES_LOOKBACK_MS: i64 = 86_400_000;
 
+/// Spans one answer of the query API may hold, by default
+/// (`--query-max-spans`): a search returns the traces that fit, and names
+/// the others in `errors`.
+pub const DEFAULT_MAX_ANSWER_SPANS: usize = 10_000;
+/// Bytes of span data one answer may hold, by default (`--query-max-mb`).
+pub const DEFAULT_MAX_ANSWER_BYTES: usize = 32 << 20;
+/// How long one query may run in the store before it is interrupted (and
+/// answered 503).
+pub const QUERY_TIME_BUDGET: Duration = Duration::from_secs(10);
+
+/// The message of a trace a search found but its answer had no room for.
+const LEFT_OUT: &str = "left out: the answer reached its budget (--query-max-spans, --query-max-mb); \
+                        narrow the search or lower its limit";
+
 /// Renders the Prometheus text exposition of the app's metrics.
 pub type MetricsSource = Arc<dyn Fn() -> String + Send + Sync>;
 
 /// The routes of the viewer listener: the viewer and its API when there is
 /// a store, and Prometheus `GET /metrics` always.
-pub fn router(store: Option<Arc<Store>>, metrics: MetricsSource) -> Router {
+pub fn router(store: Option<Arc<Store>>, metrics: MetricsSource, budget: AnswerBudget) -> Router {
     let scrape = Router::new().route(
         "/metrics",
         get(move || {
@@ -59,12 +75,31 @@ pub fn router(store: Option<Arc<Store>>, metrics: MetricsSource) -> Router {
         }),
     );
     match store {
-        Some(store) => scrape.merge(viewer_router(store)),
+        Some(store) => scrape.merge(viewer_router(Viewer { store, budget })),
         None => scrape,
     }
 }
 
-fn viewer_router(store: Arc<Store>) -> Router {
+/// What the viewer's handlers share.
+#[derive(Clone)]
+struct Viewer {
+    store: Arc<Store>,
+    budget: AnswerBudget,
+}
+
+impl axum::extract::FromRef<Viewer> for Arc<Store> {
+    fn from_ref(v: &Viewer) -> Arc<Store> {
+        v.store.clone()
+    }
+}
+
+impl axum::extract::FromRef<Viewer> for AnswerBudget {
+    fn from_ref(v: &Viewer) -> AnswerBudget {
+        v.budget
+    }
+}
+
+fn viewer_router(viewer: Viewer) -> Router {
     Router::new()
         .route("/api/services", get(services))
         .route("/api/services/{service}/operations", get(operation_names))
@@ -81,7 +116,7 @@ fn viewer_router(store: Arc<Store>) -> Router {
         .route("/summary", get(viewer_page))
         .route("/viewer.js", get(viewer_js))
         .route("/viewer.css", get(viewer_css))
-        .with_state(store)
+        .with_state(viewer)
 }
 
 /// An API answer: Jaeger's envelope, or its error shape with a status.
@@ -146,16 +181,30 @@ fn internal(e: impl std::fmt::Display) -> Answer {
     )
 }
 
-/// Run a store read off the async workers.
+/// Run a store read off the async workers, within [`QUERY_TIME_BUDGET`].
 async fn read<T: Send + 'static>(
     store: &Arc<Store>,
     f: impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<T> + Send + 'static,
 ) -> Result<T, Answer> {
     let store = store.clone();
-    tokio::task::spawn_blocking(move || store.read(f))
+    let deadline = std::time::Instant::now() + QUERY_TIME_BUDGET;
+    tokio::task::spawn_blocking(move || store.read_within(Some(deadline), f))
         .await
         .map_err(internal)?
-        .map_err(internal)
+        .map_err(|e| {
+            if crate::store::is_interrupted(&e) {
+                Answer::Error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!(
+                        "the query ran past its time budget of {} s and was stopped; \
+                         narrow it (a shorter lookback, a service, fewer traces)",
+                        QUERY_TIME_BUDGET.as_secs()
+                    ),
+                )
+            } else {
+                internal(e)
+            }
+        })
 }
 
 fn now_us() -> i64 {
@@ -575,52 +624,41 @@ async fn operations(
 
 /// `/api/traces`: the traces asked for by `traceID`, or the newest traces
 /// with a span that matches every filter.
-async fn search(State(store): State<Arc<Store>>, Query(q): Query<Vec<(String, String)>>) -> Answer {
+async fn search(
+    State(store): State<Arc<Store>>,
+    State(budget): State<AnswerBudget>,
+    Query(q): Query<Vec<(String, String)>>,
+) -> Answer {
     let query = match parse_trace_query(&Params(q), now_us()) {
         Ok(query) => query,
         Err(msg) => return bad(msg),
     };
-    if !query.trace_ids.is_empty() {
-        return match traces_by_id(&store, query.trace_ids).await {
-            Ok((traces, missing)) => {
-                let n = traces.len();
-                let errors = missing
-                    .into_iter()
-                    .map(|id| json!({"msg": TRACE_NOT_FOUND, "traceID": id}))
-                    .collect();
-                Answer::Data {
-                    data: Json::Array(traces),
-                    total: n,
-                    errors,
-                }
-            }
-            Err(e) => e,
-        };
-    }
-    match find(&store, query).await {
-        Ok(traces) => {
-            let n = traces.len();
-            data(Json::Array(traces), n)
-        }
+    let found = if query.trace_ids.is_empty() {
+        find(&store, query, budget).await
+    } else {
+        traces_by_id(&store, query.trace_ids, budget).await
+    };
+    match found {
+        Ok(found) => found.answer(),
         Err(e) => e,
     }
 }
 
 /// The search behind `/api/traces`: traces in Jaeger's model, newest first,
-/// or the message of a 400. For benchmarks and embedders.
+/// or the message of a 400. With no answer budget: for benchmarks and
+/// embedders.
 pub async fn find_traces(
     store: &Arc<Store>,
     q: &HashMap<String, String>,
 ) -> Result<Vec<Json>, String> {
     let query = parse_trace_query(&Params::from(q), now_us())?;
+    let budget = AnswerBudget::UNLIMITED;
     let found = if query.trace_ids.is_empty() {
-        find(store, query).await
+        find(store, query, budget).await
     } else {
-        traces_by_id(store, query.trace_ids)
-            .await
-            .map(|(traces, _)| traces)
+        traces_by_id(store, query.trace_ids, budget).await
     };
-    found.map_err(|e| match e {
+    found.map(|f| f.traces).map_err(|e| match e {
         Answer::Error(_, msg) => msg,
         Answer::Data { .. } => "unexpected answer".into(),
     })
@@ -647,44 +685,100 @@ impl TraceQuery {
     }
 }
 
-/// Run a filter search: the first `limit` distinct traces of the newest
-/// matching spans (the store stops reading as soon as it has them).
-async fn find(store: &Arc<Store>, q: TraceQuery) -> Result<Vec<Json>, Answer> {
-    let search = q.search();
-    let (ids, spans, services) = read(store, move |c| {
-        let ids = crate::store::search::search(c, &search)?;
-        let spans = spans_of(c, &ids)?;
-        Ok((ids, spans, services_of(c)?))
-    })
-    .await?;
-    Ok(in_order(&ids, &spans, &services).0)
+/// Traces in Jaeger's model, in the order asked for, and those that are
+/// not in it.
+struct Found {
+    traces: Vec<Json>,
+    /// Asked for by id and not in the store.
+    missing: Vec<String>,
+    /// Found, but the answer's budget had no room for them.
+    left_out: Vec<String>,
 }
 
-/// The traces of `ids` in Jaeger's model, in that order, and the ids with
-/// no span (the caller's "not found").
-fn in_order(ids: &[String], spans: &[StoredSpan], services: &Services) -> (Vec<Json>, Vec<String>) {
+impl Found {
+    /// Jaeger's envelope; each trace not given is an entry of `errors`.
+    fn answer(self) -> Answer {
+        let n = self.traces.len();
+        let errors = self
+            .missing
+            .into_iter()
+            .map(|id| json!({"msg": TRACE_NOT_FOUND, "traceID": id}))
+            .chain(
+                self.left_out
+                    .into_iter()
+                    .map(|id| json!({"code": 413, "msg": LEFT_OUT, "traceID": id})),
+            )
+            .collect();
+        Answer::Data {
+            data: Json::Array(self.traces),
+            total: n,
+            errors,
+        }
+    }
+}
+
+/// Run a filter search: the first `limit` distinct traces of the newest
+/// matching spans (the store stops reading as soon as it has them), as
+/// many whole as `budget` holds.
+async fn find(store: &Arc<Store>, q: TraceQuery, budget: AnswerBudget) -> Result<Found, Answer> {
+    let search = q.search();
+    let (ids, loaded, services) = read(store, move |c| {
+        let ids = crate::store::search::search(c, &search)?;
+        let loaded = spans_within(c, &ids, budget)?;
+        Ok((ids, loaded, services_of(c)?))
+    })
+    .await?;
+    let mut found = in_order(&ids, loaded, &services);
+    // A trace expired between the search and the read is simply gone.
+    found.missing.clear();
+    Ok(found)
+}
+
+/// The traces of `ids` in Jaeger's model, in that order.
+fn in_order(ids: &[String], loaded: Loaded, services: &Services) -> Found {
     let mut by_trace: BTreeMap<&str, Vec<&StoredSpan>> = BTreeMap::new();
-    for s in spans {
+    for s in &loaded.spans {
         by_trace.entry(s.trace_id.as_str()).or_default().push(s);
     }
     let mut traces = Vec::new();
     let mut missing = Vec::new();
     for id in ids {
+        if loaded.left_out.contains(id) {
+            continue;
+        }
         match by_trace.get(id.as_str()) {
-            Some(spans) => traces.push(jaeger_trace(spans, services)),
+            Some(spans) => {
+                let warning = (loaded.truncated.as_ref() == Some(id)).then(|| {
+                    format!(
+                        "only the first {} spans of this trace are shown: the answer reached its \
+                         budget (--query-max-spans, --query-max-mb)",
+                        spans.len()
+                    )
+                });
+                traces.push(jaeger_trace(spans, services, warning));
+            }
             None => missing.push(id.clone()),
         }
     }
-    (traces, missing)
+    Found {
+        traces,
+        missing,
+        left_out: loaded.left_out,
+    }
 }
 
-/// The spans of `ids` with their log records: each record shows on its
-/// span, after the span's events, in time order.
-fn spans_with_logs(c: &rusqlite::Connection, ids: &[String]) -> rusqlite::Result<Vec<StoredSpan>> {
-    let mut spans = spans_of(c, ids)?;
-    for id in ids {
+/// The spans of `ids` with their log records, within `budget`: each
+/// record shows on its span, after the span's events, in time order.
+fn spans_with_logs(
+    c: &rusqlite::Connection,
+    ids: &[String],
+    budget: AnswerBudget,
+) -> rusqlite::Result<Loaded> {
+    let mut loaded = spans_within(c, ids, budget)?;
+    for id in ids.iter().filter(|id| !loaded.left_out.contains(id)) {
         for (span_id, log) in crate::store::logs_of(c, id)? {
-            if let Some(Json::Array(events)) = spans
+            if let Some(Json::Array(events)) = loaded
+                .spans
                 .iter_mut()
                 .find(|s| s.span_id == span_id && s.trace_id == *id)
                 .map(|s| &mut s.events)
@@ -693,26 +787,29 @@ fn spans_with_logs(c: &rusqlite::Connection, ids: &[String]) -> rusqlite::Result
             }
         }
     }
-    Ok(spans)
+    Ok(loaded)
 }
 
-/// Whole traces by id (normalised), in that order, and the ids not found.
+/// Whole traces by id (normalised), in that order, as many as `budget`
+/// holds, and the ids not found.
 async fn traces_by_id(
     store: &Arc<Store>,
     ids: Vec<String>,
-) -> Result<(Vec<Json>, Vec<String>), Answer> {
-    let (ids, spans, services) = read(store, move |c| {
-        let spans = spans_with_logs(c, &ids)?;
-        Ok((ids, spans, services_of(c)?))
+    budget: AnswerBudget,
+) -> Result<Found, Answer> {
+    let (ids, loaded, services) = read(store, move |c| {
+        let loaded = spans_with_logs(c, &ids, budget)?;
+        Ok((ids, loaded, services_of(c)?))
     })
     .await?;
-    Ok(in_order(&ids, &spans, &services))
+    Ok(in_order(&ids, loaded, &services))
 }
 
-/// `GET /api/traces/{id}`: one whole trace, 404 when the store has no span
-/// of it.
+/// `GET /api/traces/{id}`: one whole trace (cut at the answer budget, with
+/// a warning), 404 when the store has no span of it.
 async fn one_trace(
     State(store): State<Arc<Store>>,
+    State(budget): State<AnswerBudget>,
     Path(trace_id): Path<String>,
     Query(q): Query<Vec<(String, String)>>,
 ) -> Answer {
@@ -720,9 +817,9 @@ async fn one_trace(
         Ok(id) => id,
         Err(msg) => return bad(msg),
     };
-    match traces_by_id(&store, vec![id]).await {
-        Ok((traces, _)) if traces.is_empty() => not_found(),
-        Ok((traces, _)) => data(Json::Array(traces), 1),
+    match traces_by_id(&store, vec![id], budget).await {
+        Ok(found) if found.traces.is_empty() => not_found(),
+        Ok(found) => data(Json::Array(found.traces), 1),
         Err(e) => e,
     }
 }
@@ -735,7 +832,7 @@ fn services_of(c: &rusqlite::Connection) -> rusqlite::Result<Services> {
 }
 
 /// One trace in Jaeger's JSON model.
-fn jaeger_trace(spans: &[&StoredSpan], services: &Services) -> Json {
+fn jaeger_trace(spans: &[&StoredSpan], services: &Services, warning: Option<String>) -> Json {
     let mut process_ids: BTreeMap<&str, String> = BTreeMap::new();
     for s in spans {
         let next = format!("p{}", process_ids.len() + 1);
@@ -809,7 +906,8 @@ fn jaeger_trace(spans: &[&StoredSpan], services: &Services) -> Json {
             })
         })
         .collect();
-    json!({"traceID": trace_id, "spans": spans, "processes": processes, "warnings": null})
+    let warnings = warning.map(|w| json!([w]));
+    json!({"traceID": trace_id, "spans": spans, "processes": processes, "warnings": warnings})
 }
 
 /// `/api/dependencies?endTs=&lookback=&service=`: calls between services
@@ -1040,20 +1138,43 @@ async fn viewer_css() -> impl IntoResponse {
 /// shutdown before it closes their connections.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
-/// Serve [`router`] on `listener` within `limits`, answering only requests
-/// whose `Host` is in `hosts` (others get a 403), until `shutdown`
+/// Give the memory an answer used back to the system once it is freed. A
+/// query builds its answer in many small allocations; glibc keeps what is
+/// freed in its per-thread arenas, so without this one large answer leaves
+/// the process that much bigger for good. In the background: it walks the
+/// heap (a few ms).
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    tokio::task::spawn_blocking(|| {
+        // SAFETY: malloc_trim only returns free pages; it has no
+        // preconditions and is thread-safe in glibc.
+        unsafe { libc::malloc_trim(0) };
+    });
+}
+
+/// How the viewer's listener serves.
+#[derive(Debug, Clone)]
+pub struct ViewerOptions {
+    /// Its connection bounds.
+    pub limits: ConnectionLimits,
+    /// The `Host` names it answers to; others get a 403.
+    pub hosts: AllowedHosts,
+    /// What one answer of the query API may hold.
+    pub budget: AnswerBudget,
+}
+
+/// Serve [`router`] on `listener` as `options` say until `shutdown`
 /// resolves; then at most [`SHUTDOWN_GRACE`] for the queries in flight.
 pub async fn serve(
     store: Option<Arc<Store>>,
     metrics: MetricsSource,
     listener: tokio::net::TcpListener,
-    limits: ConnectionLimits,
+    options: ViewerOptions,
     stats: Arc<ListenerStats>,
-    hosts: AllowedHosts,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
-    let hosts = Arc::new(hosts);
-    let app = router(store, metrics).layer(axum::middleware::from_fn(
+    let hosts = Arc::new(options.hosts);
+    let app = router(store, metrics, options.budget).layer(axum::middleware::from_fn(
         move |req: axum::extract::Request, next: axum::middleware::Next| {
             let hosts = hosts.clone();
             async move {
@@ -1071,13 +1192,28 @@ pub async fn serve(
                         ),
                     )
                         .into_response(),
-                    _ => next.run(req).await,
+                    _ => {
+                        let api = req.uri().path().starts_with("/api/");
+                        let response = next.run(req).await;
+                        if api {
+                            release_freed_memory();
+                        }
+                        response
+                    }
                 }
             }
         },
     ));
     let service = move |_peer| hyper_util::service::TowerToHyperService::new(app.clone());
-    listener::serve(listener, limits, stats, service, shutdown, SHUTDOWN_GRACE).await;
+    listener::serve(
+        listener,
+        options.limits,
+        stats,
+        service,
+        shutdown,
+        SHUTDOWN_GRACE,
+    )
+    .await;
 }
 
 #[cfg(test)]
@@ -1531,16 +1667,34 @@ mod tests {
             "A7890B687652000E",
             "0000000000000000a7890b687652000e",
         ] {
-            let answer = one_trace(State(store.clone()), Path(id.into()), pairs(&[])).await;
+            let answer = one_trace(
+                State(store.clone()),
+                State(AnswerBudget::UNLIMITED),
+                Path(id.into()),
+                pairs(&[]),
+            )
+            .await;
             let Answer::Data { data, total, .. } = answer else {
                 panic!("{id} must be found");
             };
             assert_eq!(total, 1);
             assert_eq!(data[0]["spans"].as_array().unwrap().len(), 3);
         }
-        let unknown = one_trace(State(store.clone()), Path("ab".into()), pairs(&[])).await;
+        let unknown = one_trace(
+            State(store.clone()),
+            State(AnswerBudget::UNLIMITED),
+            Path("ab".into()),
+            pairs(&[]),
+        )
+        .await;
         assert!(matches!(unknown, Answer::Error(StatusCode::NOT_FOUND, _)));
-        let long = one_trace(State(store), Path("a".repeat(33)), pairs(&[])).await;
+        let long = one_trace(
+            State(store),
+            State(AnswerBudget::UNLIMITED),
+            Path("a".repeat(33)),
+            pairs(&[]),
+        )
+        .await;
         assert!(matches!(long, Answer::Error(StatusCode::BAD_REQUEST, _)));
     }
 
@@ -1551,7 +1705,7 @@ mod tests {
             data,
             total,
             errors,
-        } = search(State(store()), pairs(&list)).await
+        } = search(State(store()), State(AnswerBudget::UNLIMITED), pairs(&list)).await
         else {
             panic!("a search by id answers 200");
         };
@@ -1561,6 +1715,119 @@ mod tests {
             errors,
             vec![json!({"msg": "trace not found", "traceID": format!("{:0>32}", "ab")})]
         );
+    }
+
+    /// Traces 1..=5 with `i` × 10 spans each, trace 5 the newest.
+    fn store_of_sizes() -> Arc<Store> {
+        let store = Store::open(crate::store::StoreConfig::default()).unwrap();
+        for t in 1..=5i64 {
+            let spans = (0..t * 10)
+                .map(|i| StoredSpan {
+                    trace_id: format!("{t:032x}"),
+                    span_id: format!("{i:016x}"),
+                    parent_id: String::new(),
+                    service: "svc".into(),
+                    operation: "op".into(),
+                    kind: "server".into(),
+                    start_us: now_us() - 1_000_000 + t * 1000 + i,
+                    duration_us: 10,
+                    status: 0,
+                    status_message: String::new(),
+                    attributes: json!([{"key": "k", "type": "string", "value": "v".repeat(100)}]),
+                    events: json!([]),
+                })
+                .collect();
+            store.add_spans(spans);
+        }
+        assert!(store.flush(Duration::from_secs(10)));
+        store
+    }
+
+    fn spans_in(data: &Json) -> usize {
+        data.as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["spans"].as_array().unwrap().len())
+            .sum()
+    }
+
+    #[tokio::test]
+    async fn an_answer_holds_whole_traces_up_to_its_budget_and_names_the_rest() {
+        let store = store_of_sizes();
+        let budget = AnswerBudget {
+            max_spans: 95,
+            max_bytes: usize::MAX,
+        };
+        // Newest first: 50 + 40 spans fit; 30 would pass 95, and so would 20
+        // after them: every other trace is left out, named in `errors`.
+        let Answer::Data { data, errors, .. } = search(
+            State(store.clone()),
+            State(budget),
+            pairs(&[("service", "svc")]),
+        )
+        .await
+        else {
+            panic!("a search answers 200");
+        };
+        assert_eq!(spans_in(&data), 90);
+        assert_eq!(data.as_array().unwrap().len(), 2);
+        assert_eq!(data[0]["traceID"], format!("{:032x}", 5));
+        let left: Vec<&str> = errors
+            .iter()
+            .map(|e| e["traceID"].as_str().unwrap())
+            .collect();
+        assert_eq!(left.len(), 3, "{errors:?}");
+        assert!(
+            errors
+                .iter()
+                .all(|e| e["msg"] == LEFT_OUT && e["code"] == 413)
+        );
+        // The same by ids, in the order asked.
+        let ids: Vec<(&str, String)> = (1..=5).map(|t| ("traceID", format!("{t:x}"))).collect();
+        let ids: Vec<(&str, &str)> = ids.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let Answer::Data { data, errors, .. } =
+            search(State(store.clone()), State(budget), pairs(&ids)).await
+        else {
+            panic!();
+        };
+        // 10 + 20 + 30 = 60 fit, 40 would not (100), 50 would not either.
+        assert_eq!(spans_in(&data), 60);
+        assert_eq!(errors.len(), 2);
+        // A bytes budget works the same way (each span ≈ 200 bytes).
+        let by_bytes = AnswerBudget {
+            max_spans: usize::MAX,
+            max_bytes: 3000,
+        };
+        let Answer::Data { data, errors, .. } = search(
+            State(store.clone()),
+            State(by_bytes),
+            pairs(&[("service", "svc")]),
+        )
+        .await
+        else {
+            panic!();
+        };
+        assert!(spans_in(&data) < 50, "{}", spans_in(&data));
+        assert_eq!(data.as_array().unwrap().len(), 1);
+        assert_eq!(errors.len(), 4);
+        // One trace larger than the budget is cut, with a warning.
+        let small = AnswerBudget {
+            max_spans: 7,
+            max_bytes: usize::MAX,
+        };
+        let Answer::Data { data, .. } = one_trace(
+            State(store),
+            State(small),
+            Path(format!("{:x}", 5)),
+            pairs(&[]),
+        )
+        .await
+        else {
+            panic!();
+        };
+        assert_eq!(spans_in(&data), 7);
+        let warning = data[0]["warnings"][0].as_str().unwrap();
+        assert!(warning.contains("only the first 7 spans"), "{warning}");
     }
 
     #[tokio::test]

@@ -452,3 +452,94 @@ async fn the_store_size_cap_holds_on_disk_with_its_log() {
     assert_eq!(code, Some(0), "{log}");
     assert!(on_disk() <= 5 << 20, "{} bytes after shutdown", on_disk());
 }
+
+/// Anonymous memory (the heap) of process `pid`, in bytes.
+fn heap_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("RssAnon:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb << 10)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_search_answer_stays_within_its_budget_and_its_memory_is_returned() {
+    let (host, _dir) = up("query-budget", "", &["--query-max-spans", "5000"]);
+    // 60 traces of 1001 spans each.
+    for _ in 0..60 {
+        assert_eq!(
+            get(&host.url("/faults/many-spans?n=1000")).await.status,
+            200
+        );
+    }
+    let search = host.ui_url("/api/traces?service=faults&lookback=1h&limit=1500");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let answer = loop {
+        let r = get(&search).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        let j = r.json();
+        let given = j["data"].as_array().unwrap().len();
+        let left = j["errors"].as_array().map_or(0, Vec::len);
+        if given + left >= 60 {
+            // The newest spans may still be on their way to the store.
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            break get(&search).await.json();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{given} + {left} of 60 traces stored"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    let traces = answer["data"].as_array().unwrap();
+    let spans: usize = traces
+        .iter()
+        .map(|t| t["spans"].as_array().unwrap().len())
+        .sum();
+    assert!(
+        spans <= 5000 && spans >= 4000,
+        "{spans} spans in the answer"
+    );
+    // Whole traces only: each as long as its own lookup.
+    for t in traces {
+        let id = t["traceID"].as_str().unwrap();
+        let alone = get(&host.ui_url(&format!("/api/traces/{id}"))).await.json();
+        assert_eq!(
+            t["spans"].as_array().unwrap().len(),
+            alone["data"][0]["spans"].as_array().unwrap().len(),
+            "{id}"
+        );
+    }
+    let errors = answer["errors"].as_array().unwrap();
+    assert_eq!(traces.len() + errors.len(), 60);
+    assert!(
+        errors
+            .iter()
+            .all(|e| e["code"] == 413 && e["traceID"].is_string()),
+        "{errors:?}"
+    );
+    // The memory the answers took is given back.
+    let before = heap_bytes(host.pid());
+    for _ in 0..5 {
+        assert_eq!(get(&search).await.status, 200);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = heap_bytes(host.pid());
+    assert!(
+        after < before + (32 << 20),
+        "heap grew from {} MiB to {} MiB over five searches",
+        before >> 20,
+        after >> 20
+    );
+    // A bad number is a 400, never a panic.
+    for q in [
+        "minDuration=100000000000000000000s",
+        "lookback=1e20s",
+        "limit=99999999999",
+    ] {
+        let r = get(&host.ui_url(&format!("/api/traces?service=faults&{q}"))).await;
+        assert_eq!(r.status, 400, "{q}: {}", r.body);
+    }
+    assert!(!host.log().contains("panicked"), "{}", host.log());
+}

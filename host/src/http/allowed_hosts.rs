@@ -68,7 +68,7 @@ impl AllowedHosts {
         {
             return true;
         }
-        self.names.iter().any(|n| *n == name)
+        self.names.contains(&name)
     }
 }
 

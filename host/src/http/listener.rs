@@ -100,7 +100,14 @@ impl ListenerStats {
 pub fn prometheus(listeners: &[Arc<ListenerStats>]) -> String {
     use std::fmt::Write as _;
     let mut out = String::new();
-    let series: [(&str, &str, &str, fn(&ListenerStats) -> u64); 4] = [
+    /// Name, type, help, value.
+    type Series = (
+        &'static str,
+        &'static str,
+        &'static str,
+        fn(&ListenerStats) -> u64,
+    );
+    let series: [Series; 4] = [
         (
             "polytrace_listener_connections",
             "gauge",

@@ -21,7 +21,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 pub mod search;
 mod write;
 
-pub use search::{SpanHead, SpanSearch, TraceStatus, spans_of};
+pub use search::{AnswerBudget, Loaded, SpanHead, SpanSearch, TraceStatus, spans_of, spans_within};
 
 /// Batches waiting for the writer; past this, new batches are dropped.
 const QUEUE_BATCHES: usize = 256;
@@ -169,9 +169,16 @@ pub(crate) enum Msg {
     Flush(std::sync::mpsc::Sender<()>),
 }
 
-/// The store: a writer thread and a connection for queries.
+/// The store: a writer thread with its connection, and connections of
+/// their own for queries, so a reader never waits for the writer's lock
+/// (WAL lets them read while it writes) nor for another reader's query.
 pub struct Store {
     conn: Arc<Mutex<Connection>>,
+    /// Read-only connections to the file; for an in-memory store, the
+    /// writer's (a `:memory:` database is private to its connection).
+    readers: Vec<Arc<Mutex<Connection>>>,
+    /// Which reader the next query tries first.
+    next_reader: std::sync::atomic::AtomicUsize,
     tx: SyncSender<Msg>,
     pub stats: Arc<StoreStats>,
     pub config: StoreConfig,
@@ -340,8 +347,16 @@ impl Store {
         std::thread::Builder::new()
             .name("polytrace-store".into())
             .spawn(move || writer.run(rx))?;
+        let readers = match &config.path {
+            Some(path) => (0..READERS)
+                .map(|_| open_reader(path).map(|c| Arc::new(Mutex::new(c))))
+                .collect::<anyhow::Result<Vec<_>>>()?,
+            None => vec![conn.clone()],
+        };
         Ok(Arc::new(Store {
             conn,
+            readers,
+            next_reader: std::sync::atomic::AtomicUsize::new(0),
             tx,
             stats,
             config,
@@ -396,18 +411,74 @@ impl Store {
         done_rx.recv_timeout(timeout).is_ok()
     }
 
-    /// Run a read-only query with the store's connection.
+    /// Run a read-only query on a reader connection (the first free one,
+    /// else the next in turn), with no time budget.
     pub fn read<T>(
         &self,
         f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
     ) -> rusqlite::Result<T> {
-        let conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
-        f(&conn)
+        self.read_within(None, f)
+    }
+
+    /// Like [`read`](Self::read), interrupted once `deadline` has passed:
+    /// SQLite's progress handler stops the statement running then, and it
+    /// fails with `SQLITE_INTERRUPT` (see [`is_interrupted`]).
+    pub fn read_within<T>(
+        &self,
+        deadline: Option<std::time::Instant>,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> rusqlite::Result<T> {
+        let start = self.next_reader.fetch_add(1, Ordering::Relaxed);
+        let n = self.readers.len();
+        let free = (0..n).find_map(|i| self.readers[(start + i) % n].try_lock().ok());
+        let conn = match free {
+            Some(c) => c,
+            None => self.readers[start % n]
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+        };
+        if let Some(deadline) = deadline {
+            conn.progress_handler(
+                PROGRESS_STEPS,
+                Some(move || std::time::Instant::now() >= deadline),
+            );
+        }
+        let result = f(&conn);
+        if deadline.is_some() {
+            conn.progress_handler(PROGRESS_STEPS, None::<fn() -> bool>);
+        }
+        result
     }
 }
 
 /// The database's size in bytes, free pages included (what its file takes
 /// once the write-ahead log is checkpointed).
+/// Whether a read failed because its deadline passed ([`Store::read_within`]).
+pub fn is_interrupted(e: &rusqlite::Error) -> bool {
+    e.sqlite_error_code() == Some(rusqlite::ErrorCode::OperationInterrupted)
+}
+
+/// Reader connections of a file store.
+const READERS: usize = 2;
+/// SQLite virtual-machine steps between two checks of a read's deadline.
+const PROGRESS_STEPS: i32 = 10_000;
+
+/// A read-only connection to the store's file, with the page cache and
+/// memory map a query needs (a smaller cache than the writer's: readers
+/// share the operating system's page cache through the map).
+fn open_reader(path: &std::path::Path) -> anyhow::Result<Connection> {
+    use rusqlite::OpenFlags;
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| anyhow::anyhow!("trace store: cannot open {} to read: {e}", path.display()))?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    conn.pragma_update(None, "cache_size", -(CACHE_KIB / 4))?;
+    conn.pragma_update(None, "mmap_size", MMAP_BYTES)?;
+    Ok(conn)
+}
+
 pub(crate) fn database_bytes(conn: &Connection) -> u64 {
     let pages: i64 = conn
         .query_row("PRAGMA page_count", [], |r| r.get(0))

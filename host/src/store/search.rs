@@ -229,14 +229,53 @@ fn has_tags(attributes: &[u8], tags: &BTreeMap<String, String>) -> bool {
     })
 }
 
+/// How much one answer may load: spans, and bytes of span data (an
+/// estimate of their text: names, ids, attribute keys and values).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AnswerBudget {
+    pub max_spans: usize,
+    pub max_bytes: usize,
+}
+
+impl AnswerBudget {
+    /// No limit (for tests and embedders that bound their own queries).
+    pub const UNLIMITED: AnswerBudget = AnswerBudget {
+        max_spans: usize::MAX,
+        max_bytes: usize::MAX,
+    };
+}
+
+/// The spans [`spans_within`] loaded, and the traces its budget left out.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    /// By start time.
+    pub spans: Vec<StoredSpan>,
+    /// Traces not loaded at all: the ones before them used the budget.
+    pub left_out: Vec<String>,
+    /// The one trace loaded only in part (the first trace asked for, when
+    /// it alone is larger than the budget).
+    pub truncated: Option<String>,
+}
+
 /// All spans of the given traces (ids as 32 lowercase hex digits), by
 /// start time: the blocks' trace keys name the candidate spans, their
 /// rows decide.
 pub fn spans_of(c: &Connection, trace_ids: &[String]) -> rusqlite::Result<Vec<StoredSpan>> {
+    Ok(spans_within(c, trace_ids, AnswerBudget::UNLIMITED)?.spans)
+}
+
+/// The spans of `trace_ids`, whole traces in the order asked for, while
+/// `budget` lasts: a trace that would pass it is left out, so an answer
+/// never holds more than the budget however many traces were asked for.
+/// Only the first trace may be cut short (loaded up to the budget).
+pub fn spans_within(
+    c: &Connection,
+    trace_ids: &[String],
+    budget: AnswerBudget,
+) -> rusqlite::Result<Loaded> {
     if trace_ids.is_empty() {
-        return Ok(Vec::new());
+        return Ok(Loaded::default());
     }
-    let wanted: HashSet<&str> = trace_ids.iter().map(String::as_str).collect();
     let keys: HashSet<u32> = trace_ids.iter().map(|id| trace_key64(id) as u32).collect();
     // A bit per low 16 bits of the wanted keys: most keys are ruled out
     // with one load, without hashing.
@@ -244,7 +283,9 @@ pub fn spans_of(c: &Connection, trace_ids: &[String]) -> rusqlite::Result<Vec<St
     for k in &keys {
         maybe[(*k as u16 >> 6) as usize] |= 1 << (k & 63);
     }
-    let mut candidates = Vec::new();
+    // Candidate rows by trace key: a trace's spans, and perhaps a few of
+    // another trace whose key collides (its rows tell them apart).
+    let mut candidates: HashMap<u32, Vec<i64>> = HashMap::new();
     {
         let mut blocks = c.prepare_cached("SELECT first_id, trace_keys FROM block_traces")?;
         let mut rows = blocks.query([])?;
@@ -254,29 +295,68 @@ pub fn spans_of(c: &Connection, trace_ids: &[String]) -> rusqlite::Result<Vec<St
                 let key = u32::from_le_bytes([key[0], key[1], key[2], key[3]]);
                 if maybe[(key as u16 >> 6) as usize] & (1 << (key & 63)) != 0 && keys.contains(&key)
                 {
-                    candidates.push(first_id + i as i64);
+                    candidates.entry(key).or_default().push(first_id + i as i64);
                 }
             }
         }
     }
     let mut one = c.prepare_cached(&format!("SELECT {SPAN_COLUMNS} FROM spans WHERE id = ?1"))?;
     let mut reader = SpanRows::default();
-    // A span written twice (the same trace and span id) is shown once, as
-    // last written.
-    let mut spans: HashMap<(String, String), StoredSpan> = HashMap::new();
-    for id in candidates {
-        let mut rows = one.query(params![id])?;
-        if let Some(r) = rows.next()? {
-            let trace_id = r.get_ref(0)?.as_str()?;
-            if wanted.contains(trace_id) {
+    let mut loaded = Loaded::default();
+    let (mut spans_used, mut bytes_used) = (0usize, 0usize);
+    for (n, trace_id) in trace_ids.iter().enumerate() {
+        let rows = candidates
+            .get(&(trace_key64(trace_id) as u32))
+            .map_or(&[][..], Vec::as_slice);
+        if n > 0 && (spans_used + rows.len() > budget.max_spans || bytes_used >= budget.max_bytes) {
+            loaded.left_out.push(trace_id.clone());
+            continue;
+        }
+        // A span written twice (the same trace and span id) is shown once,
+        // as last written.
+        let mut trace: HashMap<String, StoredSpan> = HashMap::new();
+        for id in rows {
+            if spans_used >= budget.max_spans || bytes_used >= budget.max_bytes {
+                loaded.truncated = Some(trace_id.clone());
+                break;
+            }
+            let mut r = one.query(params![id])?;
+            if let Some(r) = r.next()?
+                && r.get_ref(0)?.as_str()? == trace_id
+            {
                 let span = reader.row(c, r)?;
-                spans.insert((span.trace_id.clone(), span.span_id.clone()), span);
+                spans_used += 1;
+                bytes_used += span_bytes(&span);
+                trace.insert(span.span_id.clone(), span);
             }
         }
+        loaded.spans.extend(trace.into_values());
     }
-    let mut spans: Vec<StoredSpan> = spans.into_values().collect();
-    spans.sort_by(|a, b| a.start_us.cmp(&b.start_us).then(a.span_id.cmp(&b.span_id)));
-    Ok(spans)
+    loaded
+        .spans
+        .sort_by(|a, b| a.start_us.cmp(&b.start_us).then(a.span_id.cmp(&b.span_id)));
+    Ok(loaded)
+}
+
+/// An estimate of a span's size as text: its strings and its attributes'
+/// and events' JSON, 8 bytes a number.
+fn span_bytes(s: &StoredSpan) -> usize {
+    fn json(v: &Json) -> usize {
+        match v {
+            Json::String(s) => s.len() + 2,
+            Json::Array(a) => 2 + a.iter().map(json).sum::<usize>(),
+            Json::Object(o) => 2 + o.iter().map(|(k, v)| k.len() + 3 + json(v)).sum::<usize>(),
+            _ => 8,
+        }
+    }
+    64 + s.trace_id.len()
+        + s.span_id.len()
+        + s.parent_id.len()
+        + s.service.len()
+        + s.operation.len()
+        + s.status_message.len()
+        + json(&s.attributes)
+        + json(&s.events)
 }
 
 /// Call `each` with every span that started in `start_us..=end_us`.
