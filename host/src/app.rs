@@ -8,7 +8,7 @@ use crate::http::outbound::{Dispatcher, Outbound, ResponseFuture};
 use crate::http::status;
 use crate::instance::{InstanceState, RequestScope};
 use crate::manifest::{Component as ComponentConfig, Diagnostic, Manifest};
-use crate::pool::{Discard, FINISHING_WAIT, InstancePool, Warm};
+use crate::pool::{Discard, FINISHING_WAIT, InstancePool, Shares, Slot, Warm};
 use crate::runtime::{Progress, Runtime};
 use crate::telemetry::metrics::{ComponentMetrics, DISCARD_REASON};
 use crate::telemetry::propagation::Share;
@@ -49,6 +49,8 @@ pub struct App {
     pub runtime: Runtime,
     pub telemetry: Telemetry,
     components: Vec<LoadedComponent>,
+    /// `--max-instances`, shared between the components.
+    shares: Arc<Shares>,
     /// Requests whose SERVER span has not ended yet.
     in_flight: AtomicUsize,
     idle: tokio::sync::Notify,
@@ -125,11 +127,16 @@ impl App {
                 pre,
             })
             .collect();
+        let shares = Arc::new(Shares::new(
+            runtime.max_instances as usize,
+            manifest.components.len(),
+        ));
         let app = Arc::new(App {
             manifest,
             runtime,
             telemetry,
             components,
+            shares,
             in_flight: Default::default(),
             idle: tokio::sync::Notify::new(),
         });
@@ -273,8 +280,9 @@ impl App {
         }
     }
 
-    /// Take a warm instance (or make one), install the request, call the
-    /// guest's handler, take the request out again.
+    /// Wait for the request to be ready (its body arriving), take a slot of
+    /// the component's share and a warm instance (or make one), install the
+    /// request, call the guest's handler, take the request out again.
     async fn run_guest(
         self: Arc<Self>,
         idx: usize,
@@ -285,6 +293,17 @@ impl App {
         let scheme = match request.uri().scheme_str() {
             Some("https") => Scheme::Https,
             _ => Scheme::Http,
+        };
+        let request = match crate::http::body::ready(request, scope.deadline).await {
+            Ok(request) => request,
+            Err(why) => return GuestRun::failed(Fault::body_not_ready(why)),
+        };
+        let Some(slot) = self.shares.take(idx) else {
+            return GuestRun::failed(Fault::share_used(
+                &self.components[idx].config.id,
+                self.shares.busy(idx),
+                self.shares.guaranteed(),
+            ));
         };
         let pool = &self.components[idx].pool;
         let mut warm = match pool.take_or_wait(FINISHING_WAIT).await {
@@ -325,6 +344,7 @@ impl App {
             result,
             adjustments,
             instance: Some(warm),
+            _slot: Some(slot),
         }
     }
 
@@ -387,6 +407,7 @@ impl App {
             result,
             adjustments,
             instance,
+            _slot: slot,
         } = run;
         server.adjust(adjustments, self.component_metrics(idx));
         let fault = result.err();
@@ -425,6 +446,8 @@ impl App {
         if let Some(reason) = verdict {
             self.discarded(idx, reason);
         }
+        // The instance is back in its pool or gone: its slot is free.
+        drop(slot);
         fault
     }
 
@@ -530,6 +553,8 @@ struct GuestRun {
     adjustments: Adjustments,
     /// The instance, unless there never was one.
     instance: Option<Warm>,
+    /// Its slot of the component's share, given back once it is settled.
+    _slot: Option<Slot>,
 }
 
 impl GuestRun {
@@ -538,6 +563,7 @@ impl GuestRun {
             result: Err(fault),
             adjustments: Adjustments::default(),
             instance: None,
+            _slot: None,
         }
     }
 }
@@ -628,6 +654,37 @@ impl Fault {
             format!(
                 "the host is running its limit of instances at once ({e}); retry shortly \
                  or raise --max-instances"
+            ),
+        )
+    }
+
+    /// The request body did not arrive (in time, or whole) before the guest
+    /// could start.
+    fn body_not_ready(why: crate::http::body::NotReady) -> Fault {
+        use crate::http::body::NotReady;
+        match why {
+            NotReady::TimedOut { received } => Fault::new(
+                408,
+                "RequestTimeout",
+                format!(
+                    "the request body did not arrive within the component's timeout \
+                     ({received} bytes came)"
+                ),
+            ),
+            NotReady::Failed(e) => {
+                Fault::new(400, "BadRequest", format!("the request body failed: {e}"))
+            }
+        }
+    }
+
+    /// The component uses its share of `--max-instances`.
+    fn share_used(component: &str, busy: usize, guaranteed: usize) -> Fault {
+        Fault::new(
+            503,
+            "Overloaded",
+            format!(
+                "component `{component}` has {busy} requests running, its share of --max-instances \
+                 (each component keeps {guaranteed} for itself); retry shortly or raise --max-instances"
             ),
         )
     }

@@ -255,3 +255,122 @@ impl InstancePool {
         self.idle.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
+
+/// How `--max-instances` is shared between the components of an app, so
+/// one component (slow clients, a flood, a loop) cannot take every
+/// instance: each component always has [`Shares::guaranteed`] instances for
+/// its requests, and may use more only while every other component's
+/// guarantee stays free. With one component it may use all of them.
+///
+/// A slot is held from when a request takes an instance (warm or new) until
+/// the instance is settled; idle instances hold none (they are evicted when
+/// their slot is needed).
+#[derive(Debug)]
+pub struct Shares {
+    max: usize,
+    guaranteed: usize,
+    busy: Mutex<Vec<usize>>,
+}
+
+impl Shares {
+    /// `max` instances shared by `components` components: each is
+    /// guaranteed half of an equal share (at least 1).
+    pub fn new(max: usize, components: usize) -> Shares {
+        let components = components.max(1);
+        let guaranteed = if components == 1 {
+            max
+        } else {
+            (max / (2 * components)).max(1)
+        };
+        Shares {
+            max,
+            guaranteed,
+            busy: Mutex::new(vec![0; components]),
+        }
+    }
+
+    /// Instances each component can always have.
+    pub fn guaranteed(&self) -> usize {
+        self.guaranteed
+    }
+
+    /// A slot for a request of component `idx`, or `None` when taking one
+    /// would leave another component less than its guarantee; given back
+    /// when the slot is dropped.
+    pub fn take(self: &std::sync::Arc<Self>, idx: usize) -> Option<Slot> {
+        let mut busy = self.busy.lock().unwrap_or_else(|e| e.into_inner());
+        let total: usize = busy.iter().sum();
+        let owed: usize = busy
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != idx)
+            .map(|(_, b)| self.guaranteed.saturating_sub(*b))
+            .sum();
+        let within_guarantee = busy[idx] < self.guaranteed;
+        if !within_guarantee && total + 1 + owed > self.max {
+            return None;
+        }
+        busy[idx] += 1;
+        Some(Slot {
+            shares: self.clone(),
+            idx,
+        })
+    }
+
+    /// Slots component `idx` holds now.
+    pub fn busy(&self, idx: usize) -> usize {
+        self.busy.lock().unwrap_or_else(|e| e.into_inner())[idx]
+    }
+}
+
+/// One component's use of one of the shared instances; see [`Shares`].
+#[derive(Debug)]
+pub struct Slot {
+    shares: std::sync::Arc<Shares>,
+    idx: usize,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut busy = self.shares.busy.lock().unwrap_or_else(|e| e.into_inner());
+        busy[self.idx] -= 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn one_component_cannot_take_the_others_guarantees() {
+        // 16 instances, 4 components: 2 guaranteed each.
+        let shares = Arc::new(Shares::new(16, 4));
+        assert_eq!(shares.guaranteed(), 2);
+        let mut a: Vec<Slot> = std::iter::from_fn(|| shares.take(0)).take(100).collect();
+        // 16 - 3 × 2 kept for the others.
+        assert_eq!(a.len(), 10);
+        // Each other component still gets its 2...
+        let b: Vec<Slot> = std::iter::from_fn(|| shares.take(1)).take(100).collect();
+        assert_eq!(b.len(), 2);
+        let c: Vec<Slot> = std::iter::from_fn(|| shares.take(2)).take(100).collect();
+        let d: Vec<Slot> = std::iter::from_fn(|| shares.take(3)).take(100).collect();
+        assert_eq!((c.len(), d.len()), (2, 2));
+        assert_eq!(shares.busy(0), 10);
+        // Slots come back when dropped.
+        a.truncate(4);
+        assert_eq!(shares.busy(0), 4);
+        drop(c);
+        // Component 1 may grow into the free room, but not into 2's guarantee.
+        let more: Vec<Slot> = std::iter::from_fn(|| shares.take(1)).take(100).collect();
+        assert_eq!(more.len(), 16 - 4 - 2 - 2 - 2);
+        assert!(shares.take(2).is_some(), "2's guarantee was kept");
+    }
+
+    #[test]
+    fn a_single_component_may_use_every_instance() {
+        let shares = Arc::new(Shares::new(5, 1));
+        let all: Vec<Slot> = std::iter::from_fn(|| shares.take(0)).take(10).collect();
+        assert_eq!(all.len(), 5);
+    }
+}

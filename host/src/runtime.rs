@@ -30,6 +30,8 @@ const DECOMMIT_BATCH: usize = 32;
 pub struct Runtime {
     pub engine: Engine,
     pub linker: Linker<InstanceState>,
+    /// Instances alive at once, all components together (`--max-instances`).
+    pub max_instances: u32,
     cache_dir: Option<PathBuf>,
 }
 
@@ -100,6 +102,7 @@ impl Runtime {
         Ok(Runtime {
             engine,
             linker,
+            max_instances,
             cache_dir,
         })
     }

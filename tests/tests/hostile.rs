@@ -543,3 +543,76 @@ async fn a_search_answer_stays_within_its_budget_and_its_memory_is_returned() {
     }
     assert!(!host.log().contains("panicked"), "{}", host.log());
 }
+
+fn two_components() -> String {
+    let wasm = component("faults");
+    format!(
+        r#"
+app = "shares"
+[[component]]
+id = "busy"
+source = "{0}"
+route = "/busy/..."
+language = "rust"
+limits = {{ request_timeout_ms = 3000, memory_mb = 32 }}
+
+[[component]]
+id = "quiet"
+source = "{0}"
+route = "/quiet/..."
+language = "rust"
+limits = {{ request_timeout_ms = 3000, memory_mb = 32 }}
+"#,
+        wasm.display()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn slow_uploaders_hold_no_instance_and_one_component_cannot_starve_another() {
+    let dir = scratch_dir("shares");
+    std::fs::write(dir.join("polytrace.toml"), two_components()).unwrap();
+    let host = Polytrace::start_with_args(&dir, &["--max-instances", "8"], &[]);
+    // 1. Slow uploaders: 40 POSTs that promise 1000 bytes and send 10.
+    let mut uploaders = Vec::new();
+    for _ in 0..40 {
+        let mut s = TcpStream::connect(host.addr).await.unwrap();
+        s.write_all(
+            b"POST /busy/faults/ok HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n0123456789",
+        )
+        .await
+        .unwrap();
+        uploaders.push(s);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // They hold no instance: both components answer.
+    for path in ["/busy/faults/ok", "/quiet/faults/ok"] {
+        let r = get(&host.url(path)).await;
+        assert_eq!(r.status, 200, "{path} while 40 uploads stall: {}", r.body);
+    }
+    // Each uploader is answered 408 once the component's timeout passes.
+    for s in &mut uploaders {
+        let (answer, _) = read_until_closed(s, Duration::from_secs(10)).await;
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    }
+    drop(uploaders);
+    // 2. Twenty slow requests to `busy` take at most its share of the 8
+    // instances: 8 - 2 kept for `quiet`.
+    let slow: Vec<_> = (0..20)
+        .map(|_| {
+            let url = host.url("/busy/faults/sleep?ms=1500");
+            tokio::spawn(async move { get(&url).await.status })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let quiet = get(&host.url("/quiet/faults/ok")).await;
+    assert_eq!(quiet.status, 200, "`quiet` starved: {}", quiet.body);
+    let mut statuses = Vec::new();
+    for s in slow {
+        statuses.push(s.await.unwrap());
+    }
+    let served = statuses.iter().filter(|s| **s == 200).count();
+    let refused = statuses.iter().filter(|s| **s == 503).count();
+    assert_eq!(served + refused, 20, "{statuses:?}");
+    assert!(served <= 6 && served >= 1, "{statuses:?}");
+}

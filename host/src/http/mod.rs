@@ -1,6 +1,7 @@
 //! HTTP in and out: the inbound listener and outbound dispatch.
 
 pub mod allowed_hosts;
+pub mod body;
 pub mod listener;
 pub mod outbound;
 pub mod server;

@@ -21,7 +21,10 @@ impl Guest for Faults {
     fn handle(request: IncomingRequest, out: ResponseOutparam) {
         let request = Request::read(request);
         let served = SERVED.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-        match request.path() {
+        // Mounted anywhere: `/any/prefix/faults/ok` is `/faults/ok`.
+        let path = request.path();
+        let path = &path[path.find("/faults/").unwrap_or(0)..];
+        match path {
             "/faults/ok" => respond(out, 200, "text/plain", b"ok"),
             // Tries to pass for the host: its metric names, its console lines.
             "/faults/forge" => {
