@@ -13,7 +13,11 @@ import (
 )
 
 func Handle(request *http.IncomingRequest, out *http.ResponseOutparam) {
-	r := polytrace.ReadRequest(request)
+	r, err := polytrace.ReadRequest(request)
+	if err != nil {
+		polytrace.Respond(out, 400, "text/plain", []byte(err.Error()))
+		return
+	}
 	name := r.Query.Get("name")
 	if name == "" {
 		name = "world"

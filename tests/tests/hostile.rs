@@ -616,3 +616,60 @@ async fn slow_uploaders_hold_no_instance_and_one_component_cannot_starve_another
     assert_eq!(served + refused, 20, "{statuses:?}");
     assert!(served <= 6 && served >= 1, "{statuses:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_body_that_ends_early_is_never_taken_as_whole() {
+    let (host, _dir) = up("truncated-body", "", &[]);
+    // Whole: the guest reads every byte.
+    let whole = request("POST", &host.url("/faults/echo"), &[], &"x".repeat(100_000)).await;
+    assert_eq!((whole.status, whole.body.as_str()), (200, "100000"));
+    // Short of its Content-Length, then the client stops sending: for a
+    // small body the host answers before any guest runs; for a large one
+    // the guest SDK reads past the host's first 32 KiB and sees the end.
+    for (promised, sent) in [(100usize, 10usize), (100_000, 40_000)] {
+        let mut s = TcpStream::connect(host.addr).await.unwrap();
+        let head =
+            format!("POST /faults/echo HTTP/1.1\r\nHost: x\r\nContent-Length: {promised}\r\n\r\n");
+        s.write_all(head.as_bytes()).await.unwrap();
+        s.write_all(&vec![b'x'; sent]).await.unwrap();
+        s.shutdown().await.unwrap();
+        let (answer, _) = read_until_closed(&mut s, Duration::from_secs(10)).await;
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(
+            answer.is_empty() || answer.starts_with("HTTP/1.1 400"),
+            "{promised}/{sent}: {answer}"
+        );
+    }
+    // A chunked body without its last chunk, the same.
+    let mut s = TcpStream::connect(host.addr).await.unwrap();
+    let mut req =
+        b"POST /faults/echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    for _ in 0..10 {
+        req.extend_from_slice(b"1000\r\n");
+        req.extend_from_slice(&[b'y'; 4096]);
+        req.extend_from_slice(b"\r\n");
+    }
+    s.write_all(&req).await.unwrap();
+    s.shutdown().await.unwrap();
+    let (answer, _) = read_until_closed(&mut s, Duration::from_secs(10)).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 400"),
+        "{answer}"
+    );
+    assert_eq!(get(&host.url("/faults/ok")).await.status, 200);
+    drop(host);
+
+    // The Go SDK says so too (the Rust one answered above).
+    let go = Polytrace::start(&repo_dir().join("examples/hello-go"), &[]);
+    let mut s = TcpStream::connect(go.addr).await.unwrap();
+    s.write_all(b"POST /hello HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n")
+        .await
+        .unwrap();
+    s.write_all(&[b'x'; 40_000]).await.unwrap();
+    s.shutdown().await.unwrap();
+    let (answer, _) = read_until_closed(&mut s, Duration::from_secs(10)).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("ended early after 40000 bytes"), "{answer}");
+}

@@ -30,7 +30,11 @@ func reply(out *http.ResponseOutparam, status int, body map[string]any) {
 }
 
 func Handle(request *http.IncomingRequest, out *http.ResponseOutparam) {
-	r := polytrace.ReadRequest(request)
+	r, err := polytrace.ReadRequest(request)
+	if err != nil {
+		polytrace.Respond(out, 400, "text/plain", []byte(err.Error()))
+		return
+	}
 	if r.Method != "POST" || r.Path != "/verify" {
 		reply(out, 404, map[string]any{"error": "POST /verify"})
 		return

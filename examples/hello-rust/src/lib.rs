@@ -14,7 +14,10 @@ struct Hello;
 
 impl Guest for Hello {
     fn handle(request: IncomingRequest, out: ResponseOutparam) {
-        let request = Request::read(request);
+        let request = match Request::read(request) {
+            Ok(request) => request,
+            Err(e) => return respond(out, 400, "text/plain", e.to_string().as_bytes()),
+        };
         let span = Span::start(
             "hello.work",
             [

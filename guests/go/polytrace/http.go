@@ -7,6 +7,7 @@ import (
 
 	outgoing "wit_component/wasi_http_outgoing_handler"
 	wasihttp "wit_component/wasi_http_types"
+	streams "wit_component/wasi_io_streams"
 
 	witTypes "go.bytecodealliance.org/pkg/wit/types"
 )
@@ -20,8 +21,11 @@ type Request struct {
 	Body    []byte
 }
 
-// ReadRequest reads the whole incoming request and releases it.
-func ReadRequest(in *wasihttp.IncomingRequest) Request {
+// ReadRequest reads the whole incoming request and releases it. The error
+// says the body did not arrive whole (the client ended it before its
+// Content-Length or its last chunk, or the connection failed): answer 400,
+// never act on part of a body.
+func ReadRequest(in *wasihttp.IncomingRequest) (Request, error) {
 	r := Request{Method: methodName(in.Method()), Headers: map[string]string{}}
 	pathWithQuery := in.PathWithQuery().SomeOr("/")
 	headers := in.Headers()
@@ -29,8 +33,11 @@ func ReadRequest(in *wasihttp.IncomingRequest) Request {
 		r.Headers[strings.ToLower(h.F0)] = string(h.F1)
 	}
 	headers.Drop()
+	var err error
 	if body := in.Consume(); body.IsOk() {
-		r.Body = readBody(body.Ok())
+		if r.Body, err = readBody(body.Ok()); err != nil {
+			err = fmt.Errorf("the request body %w", err)
+		}
 	}
 	in.Drop()
 	if u, err := url.ParseRequestURI(pathWithQuery); err == nil {
@@ -38,26 +45,51 @@ func ReadRequest(in *wasihttp.IncomingRequest) Request {
 	} else {
 		r.Path, r.Query = pathWithQuery, url.Values{}
 	}
-	return r
+	return r, err
 }
 
 // readBody reads a body to its end, then releases the stream and the body
-// (children before parents, as wasi:http requires).
-func readBody(body *wasihttp.IncomingBody) []byte {
+// (children before parents, as wasi:http requires). The error says how a
+// body that did not arrive whole failed.
+func readBody(body *wasihttp.IncomingBody) ([]byte, error) {
 	var data []byte
+	var failed error
 	if stream := body.Stream(); stream.IsOk() {
 		s := stream.Ok()
 		for {
 			chunk := s.BlockingRead(65536)
 			if chunk.IsErr() {
+				if e := chunk.Err(); e.Tag() == streams.StreamError_LastOperationFailed {
+					cause := e.LastOperationFailed()
+					failed = fmt.Errorf("ended early after %d bytes: %s", len(data), cause.ToDebugString())
+					cause.Drop()
+				}
 				break
 			}
 			data = append(data, chunk.Ok()...)
 		}
 		s.Drop()
 	}
-	wasihttp.IncomingBodyFinish(body).Drop()
-	return data
+	trailers := wasihttp.IncomingBodyFinish(body)
+	defer trailers.Drop()
+	for failed == nil {
+		got := trailers.Get()
+		if got.IsNone() {
+			pollable := trailers.Subscribe()
+			pollable.Block()
+			pollable.Drop()
+			continue
+		}
+		if inner := got.Some(); inner.IsOk() {
+			if fields := inner.Ok(); fields.IsErr() {
+				failed = fmt.Errorf("failed at its end: %s", errorCodeName(fields.Err()))
+			} else if fields.Ok().IsSome() {
+				fields.Ok().Some().Drop()
+			}
+		}
+		break
+	}
+	return data, failed
 }
 
 // Respond answers with a status, a content type and a body.
@@ -131,10 +163,14 @@ func Send(method, rawURL string, body []byte) (int, []byte, error) {
 			r := response.Ok()
 			status := int(r.Status())
 			var data []byte
+			var err error
 			if b := r.Consume(); b.IsOk() {
-				data = readBody(b.Ok())
+				data, err = readBody(b.Ok())
 			}
 			r.Drop()
+			if err != nil {
+				return 0, nil, &HTTPError{URL: rawURL, Code: "the response body " + err.Error()}
+			}
 			return status, data, nil
 		}
 		pollable := future.Subscribe()

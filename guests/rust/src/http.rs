@@ -5,8 +5,8 @@ use std::io::{Read as _, Write as _};
 pub use wasip2;
 use wasip2::http::outgoing_handler;
 use wasip2::http::types::{
-    Fields, IncomingRequest, Method, OutgoingBody, OutgoingRequest, OutgoingResponse,
-    ResponseOutparam, Scheme,
+    Fields, IncomingBody, IncomingRequest, Method, OutgoingBody, OutgoingRequest,
+    OutgoingResponse, ResponseOutparam, Scheme,
 };
 
 /// A request, read whole.
@@ -19,7 +19,11 @@ pub struct Request {
 
 impl Request {
     /// Read the method, path, headers and body of an incoming request.
-    pub fn read(request: IncomingRequest) -> Request {
+    ///
+    /// Errors when the body does not arrive whole: the client ended it
+    /// before its `Content-Length` or its last chunk, or the connection
+    /// failed. Answer such a request 400; never act on part of a body.
+    pub fn read(request: IncomingRequest) -> Result<Request, Error> {
         let method = match request.method() {
             Method::Get => "GET".to_string(),
             Method::Head => "HEAD".to_string(),
@@ -34,18 +38,16 @@ impl Request {
         };
         let path_with_query = request.path_with_query().unwrap_or_else(|| "/".into());
         let headers = request.headers().entries();
-        let mut body = Vec::new();
-        if let Ok(b) = request.consume()
-            && let Ok(mut stream) = b.stream()
-        {
-            let _ = stream.read_to_end(&mut body);
-        }
-        Request {
+        let body = match request.consume() {
+            Ok(b) => read_body(b).map_err(|e| Error(format!("the request body {e}")))?,
+            Err(()) => Vec::new(),
+        };
+        Ok(Request {
             method,
             path_with_query,
             headers,
             body,
-        }
+        })
     }
 
     /// The path without the query.
@@ -90,6 +92,27 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Read an incoming body to its end; the error says how it failed.
+fn read_body(body: IncomingBody) -> Result<Vec<u8>, String> {
+    let mut data = Vec::new();
+    {
+        let mut stream = body.stream().map_err(|()| "cannot be read".to_string())?;
+        stream
+            .read_to_end(&mut data)
+            .map_err(|e| format!("ended early after {} bytes: {e}", data.len()))?;
+    }
+    // Trailers, and any error the body ends with.
+    let trailers = IncomingBody::finish(body);
+    loop {
+        match trailers.get() {
+            Some(Ok(Ok(_))) => return Ok(data),
+            Some(Ok(Err(e))) => return Err(format!("failed at its end: {e:?}")),
+            Some(Err(())) => return Ok(data),
+            None => trailers.subscribe().block(),
+        }
+    }
+}
+
 /// Answer with a status, a content type and a body.
 pub fn respond(out: ResponseOutparam, status: u16, content_type: &str, body: &[u8]) {
     let headers =
@@ -119,7 +142,7 @@ pub struct Response {
     pub body: Vec<u8>,
 }
 
-/// An outgoing request failed before a response arrived.
+/// An outgoing request failed, or a body did not arrive whole.
 #[derive(Debug)]
 pub struct Error(pub String);
 
@@ -189,11 +212,9 @@ pub fn send(method: &str, url: &str, body: &[u8]) -> Result<Response, Error> {
     }
     .map_err(|e| Error(format!("{e:?}")))?;
     let status = response.status();
-    let mut data = Vec::new();
-    if let Ok(b) = response.consume()
-        && let Ok(mut stream) = b.stream()
-    {
-        let _ = stream.read_to_end(&mut data);
-    }
+    let data = match response.consume() {
+        Ok(b) => read_body(b).map_err(|e| Error(format!("the response body {e}")))?,
+        Err(()) => Vec::new(),
+    };
     Ok(Response { status, body: data })
 }

@@ -23,7 +23,11 @@ func (ConformanceError) Error() string { return "conformance failure" }
 var unended []*polytrace.Span
 
 func Handle(request *http.IncomingRequest, out *http.ResponseOutparam) {
-	r := polytrace.ReadRequest(request)
+	r, err := polytrace.ReadRequest(request)
+	if err != nil {
+		polytrace.Respond(out, 400, "text/plain", []byte(err.Error()))
+		return
+	}
 	if strings.HasSuffix(r.Path, "/bad-input") {
 		badInput(out)
 		return

@@ -9,7 +9,10 @@ struct Conformance;
 
 impl Guest for Conformance {
     fn handle(request: IncomingRequest, out: ResponseOutparam) {
-        let request = Request::read(request);
+        let request = match Request::read(request) {
+            Ok(request) => request,
+            Err(e) => return respond(out, 400, "text/plain", e.to_string().as_bytes()),
+        };
         if request.path().ends_with("/bad-input") {
             return bad_input(out);
         }

@@ -19,7 +19,10 @@ static LEFT_OPEN: std::sync::Mutex<Option<Span>> = std::sync::Mutex::new(None);
 
 impl Guest for Faults {
     fn handle(request: IncomingRequest, out: ResponseOutparam) {
-        let request = Request::read(request);
+        let request = match Request::read(request) {
+            Ok(request) => request,
+            Err(e) => return respond(out, 400, "text/plain", e.to_string().as_bytes()),
+        };
         let served = SERVED.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
         // Mounted anywhere: `/any/prefix/faults/ok` is `/faults/ok`.
         let path = request.path();
@@ -60,6 +63,8 @@ impl Guest for Faults {
                     Err(e) => respond(out, 200, "text/plain", format!("stopped: {e}").as_bytes()),
                 }
             }
+            // The length of the body it read.
+            "/faults/echo" => respond(out, 200, "text/plain", request.body.len().to_string().as_bytes()),
             // A response of `kb` KiB, for clients that do not read it.
             "/faults/big" => {
                 let kb: usize = request.query("kb").and_then(|n| n.parse().ok()).unwrap_or(1024);
