@@ -404,6 +404,11 @@ fn parse_trace_id(s: &str) -> Result<String, String> {
     Ok(format!("{:0>32}", s.to_ascii_lowercase()))
 }
 
+/// The most tag filters one search may have: each is checked against every
+/// candidate block, so thousands of them would be a way to make a query
+/// slow.
+pub const MAX_TAG_FILTERS: usize = 64;
+
 /// The tag filters: each `tag=key:value`, then each `tags` — a JSON object
 /// of strings as the Jaeger UI and Grafana send it, or polytrace's logfmt
 /// `k=v k2=v2`. A later value for a key wins, so `tags` overrides `tag`
@@ -429,6 +434,12 @@ fn tag_filters(p: &Params) -> Result<BTreeMap<String, String>, String> {
             })?;
             tags.insert(k.to_string(), v.to_string());
         }
+    }
+    if tags.len() > MAX_TAG_FILTERS {
+        return Err(format!(
+            "{} tag filters: a search takes at most {MAX_TAG_FILTERS}",
+            tags.len()
+        ));
     }
     Ok(tags)
 }
@@ -1463,6 +1474,19 @@ mod tests {
         list.iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn a_search_takes_at_most_64_tag_filters() {
+        let many: BTreeMap<String, String> = (0..1000)
+            .map(|i| (format!("k{i}"), "v".to_string()))
+            .collect();
+        let json = serde_json::to_string(&many).unwrap();
+        let msg = rejected(&[("tags", json.as_str())]);
+        assert!(msg.contains("at most 64"), "{msg}");
+        let enough: Vec<String> = (0..64).map(|i| format!("k{i}:v")).collect();
+        let pairs: Vec<(&str, &str)> = enough.iter().map(|t| ("tag", t.as_str())).collect();
+        assert_eq!(query(&pairs).tags.len(), 64);
     }
 
     #[test]

@@ -541,6 +541,14 @@ async fn a_search_answer_stays_within_its_budget_and_its_memory_is_returned() {
         let r = get(&host.ui_url(&format!("/api/traces?service=faults&{q}"))).await;
         assert_eq!(r.status, 400, "{q}: {}", r.body);
     }
+    // So are a thousand tag filters.
+    let tags: Vec<String> = (0..1000).map(|i| format!("k{i}%3Dv")).collect();
+    let r = get(&host.ui_url(&format!(
+        "/api/traces?service=faults&tags={}",
+        tags.join("%20")
+    )))
+    .await;
+    assert_eq!(r.status, 400, "{}", r.body);
     assert!(!host.log().contains("panicked"), "{}", host.log());
 }
 
