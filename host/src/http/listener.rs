@@ -41,6 +41,9 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Refusals being written at once; past this a connection over the cap is
 /// closed without an answer (a flood must not hold descriptors either).
 const MAX_REFUSING: usize = 64;
+/// At shutdown, a connection with no request in a handler and no response
+/// being sent is closed once it has moved no byte for this long.
+const QUIET_FOR: Duration = Duration::from_millis(500);
 /// How long a refusal may take to write.
 const REFUSAL_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -241,7 +244,7 @@ pub async fn serve<S, B>(
         () = tokio::time::sleep(grace) => {
             tracing::warn!(
                 listener = %stats.name,
-                "connections still open after {} s; closing them",
+                "requests still in flight after {} s; stopping without them",
                 grace.as_secs_f64()
             );
         }
@@ -321,13 +324,19 @@ impl Activity {
     }
 
     /// Resolves once `stopping` says the listener is shutting down and the
-    /// connection is [`quiet`](Self::quiet).
+    /// connection is [`quiet`](Self::quiet) and has moved no byte for
+    /// [`QUIET_FOR`] (the last bytes of a response may still be on their
+    /// way out after its body ended).
     async fn quiet_after(&self, mut stopping: tokio::sync::watch::Receiver<bool>) {
         if stopping.wait_for(|s| *s).await.is_err() {
             std::future::pending::<()>().await;
         }
-        while !self.quiet() {
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        loop {
+            let last = self.start + Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
+            if self.quiet() && last.elapsed() >= QUIET_FOR {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 

@@ -22,6 +22,10 @@ use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+/// What a span given as a `StoredSpan` (tests, imports) is reckoned to
+/// weigh before it is written, for the per-transaction limit.
+const STORED_SPAN_BYTES: usize = 512;
+
 /// The age limit is applied this often (and at start); the size limit
 /// after every transaction.
 const RETENTION_PERIOD: Duration = Duration::from_secs(60);
@@ -534,16 +538,31 @@ impl Writer {
             let mut logs = Vec::new();
             let mut flushes = Vec::new();
             let mut next = Some(first);
+            // One transaction's spans stay well inside the log's budget, so
+            // the log and the database never pass the size cap by much more
+            // than a transaction (what is left waits for the next one).
+            let tx_limit = super::wal_budget(self.config.max_bytes) as usize / 4;
+            let mut tx_bytes = 0;
             while let Some(msg) = next {
                 match msg {
-                    Msg::Batch(service, batch) => batches.push((service, batch)),
-                    Msg::Spans(s) => stored.extend(s),
+                    Msg::Batch(service, batch) => {
+                        tx_bytes += batch.iter().map(|s| s.bytes().len()).sum::<usize>();
+                        batches.push((service, batch));
+                    }
+                    Msg::Spans(s) => {
+                        tx_bytes += s.len() * STORED_SPAN_BYTES;
+                        stored.extend(s);
+                    }
                     Msg::Logs(service, records) => {
                         logs.extend(records.iter().filter_map(|r| stored_log(&service, r)));
                     }
                     Msg::Flush(done) => flushes.push(done),
                 }
-                next = rx.try_recv().ok();
+                next = if tx_bytes < tx_limit {
+                    rx.try_recv().ok()
+                } else {
+                    None
+                };
             }
             if !logs.is_empty()
                 && let Err(e) = self.write_logs(&logs)
@@ -763,10 +782,9 @@ impl Writer {
     /// the file system as it goes.
     pub(super) fn cap_size(&self) {
         let conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
-        let budget = self
-            .config
-            .max_bytes
-            .saturating_sub(super::wal_budget(self.config.max_bytes));
+        // The log's part, and room for the next transaction.
+        let wal = super::wal_budget(self.config.max_bytes);
+        let budget = self.config.max_bytes.saturating_sub(wal + wal / 4);
         for _ in 0..1000 {
             // Cheap (two pragmas) when under the cap, as it is after most
             // transactions.
