@@ -55,8 +55,9 @@ struct Cli {
         default_value = "10s"
     )]
     header_timeout: String,
-    /// A connection with a request in progress that moves no byte for this
-    /// long is closed (a client that stalls its body or stops reading).
+    /// A connection that moves no byte for this long is closed (a client
+    /// that stalls its request body or stops reading the response), unless
+    /// a handler is working with its whole request.
     #[arg(
         long,
         global = true,
@@ -164,6 +165,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    raise_open_files_limit(&limits);
     let cache_dir = cli.cache_dir.or_else(default_cache_dir);
     let max_instances = cli.max_instances;
     let result = runtime.block_on(async move {
@@ -231,6 +233,46 @@ fn max_memory(manifest: &Manifest) -> u64 {
         .unwrap_or(polytrace::manifest::DEFAULT_MEMORY_MB << 20)
 }
 
+/// Raise the soft limit on open files to the hard one (as Go does at start):
+/// every connection is a descriptor, and the common soft limit of 1024
+/// would run out long before `--max-connections`. Warns when even the hard
+/// limit cannot hold the app's and the viewer's caps.
+fn raise_open_files_limit(limits: &ConnectionLimits) {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit/setrlimit write or read the struct given.
+        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+            return;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
+            // SAFETY: as above.
+            if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+                lim.rlim_cur = lim.rlim_max;
+            }
+        }
+        let needed = (limits.max_connections as u64).saturating_mul(2) + 256;
+        if lim.rlim_cur < needed {
+            tracing::warn!(
+                "the open-files limit is {}: too few for --max-connections {} on the app's and the \
+                 viewer's listeners; past it new connections fail instead of getting a 503 \
+                 (raise `ulimit -n` or lower --max-connections)",
+                lim.rlim_cur,
+                limits.max_connections
+            );
+        }
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    let _ = limits;
+}
+
 /// The listeners' bounds from `--max-connections`, `--header-timeout` and
 /// `--idle-timeout`.
 fn connection_limits(cli: &Cli) -> anyhow::Result<ConnectionLimits> {
@@ -282,6 +324,12 @@ async fn up(
             .map_err(|e| anyhow::anyhow!("--retention {}: {e}", viewer.retention))?,
         max_bytes: viewer.store_max_mb << 20,
     };
+    if keep && store_config.max_bytes < polytrace::store::MIN_MAX_BYTES {
+        anyhow::bail!(
+            "--store-max-mb {}: the store needs at least 1 MB (use `--store none` to keep no traces)",
+            viewer.store_max_mb
+        );
+    }
     let store = if keep {
         Some(polytrace::store::Store::open(store_config)?)
     } else {

@@ -274,13 +274,14 @@ pub struct Shares {
 
 impl Shares {
     /// `max` instances shared by `components` components: each is
-    /// guaranteed half of an equal share (at least 1).
+    /// guaranteed half of an equal share — none when `max` is below twice
+    /// the number of components (first come, first served then).
     pub fn new(max: usize, components: usize) -> Shares {
         let components = components.max(1);
         let guaranteed = if components == 1 {
             max
         } else {
-            (max / (2 * components)).max(1)
+            max / (2 * components)
         };
         Shares {
             max,
@@ -365,6 +366,15 @@ mod tests {
         let more: Vec<Slot> = std::iter::from_fn(|| shares.take(1)).take(100).collect();
         assert_eq!(more.len(), 16 - 4 - 2 - 2 - 2);
         assert!(shares.take(2).is_some(), "2's guarantee was kept");
+    }
+
+    #[test]
+    fn too_few_instances_for_a_reserve_are_first_come_first_served() {
+        let shares = Arc::new(Shares::new(3, 4));
+        assert_eq!(shares.guaranteed(), 0);
+        let taken: Vec<Slot> = std::iter::from_fn(|| shares.take(0)).take(10).collect();
+        assert_eq!(taken.len(), 3);
+        assert!(shares.take(1).is_none());
     }
 
     #[test]

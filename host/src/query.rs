@@ -778,27 +778,43 @@ fn in_order(ids: &[String], loaded: Loaded, services: &Services) -> Found {
     }
 }
 
-/// The spans of `ids` with their log records, within `budget`: each
-/// record shows on its span, after the span's events, in time order.
+/// The spans of `ids` with their log records, within `budget` (a record
+/// counts as a span, and its bytes): each record shows on its span, after
+/// the span's events, in time order. Also the traces whose records did not
+/// all fit.
 fn spans_with_logs(
     c: &rusqlite::Connection,
     ids: &[String],
     budget: AnswerBudget,
-) -> rusqlite::Result<Loaded> {
+) -> rusqlite::Result<(Loaded, Vec<String>)> {
     let mut loaded = spans_within(c, ids, budget)?;
+    let mut spans_left = budget.max_spans.saturating_sub(loaded.spans_used);
+    let mut bytes_left = budget.max_bytes.saturating_sub(loaded.bytes_used);
+    let index: HashMap<(String, String), usize> = loaded
+        .spans
+        .iter()
+        .enumerate()
+        .map(|(i, s)| ((s.trace_id.clone(), s.span_id.clone()), i))
+        .collect();
+    let mut logs_cut = Vec::new();
     for id in ids.iter().filter(|id| !loaded.left_out.contains(id)) {
-        for (span_id, log) in crate::store::logs_of(c, id)? {
-            if let Some(Json::Array(events)) = loaded
-                .spans
-                .iter_mut()
-                .find(|s| s.span_id == span_id && s.trace_id == *id)
-                .map(|s| &mut s.events)
+        // One more than fits says whether some were left out.
+        for (span_id, log) in crate::store::logs_of(c, id, spans_left.saturating_add(1))? {
+            let size = crate::store::search::json_bytes(&log);
+            if spans_left == 0 || size > bytes_left {
+                logs_cut.push(id.clone());
+                break;
+            }
+            if let Some(&i) = index.get(&(id.clone(), span_id))
+                && let Json::Array(events) = &mut loaded.spans[i].events
             {
                 events.push(log);
+                spans_left -= 1;
+                bytes_left -= size;
             }
         }
     }
-    Ok(loaded)
+    Ok((loaded, logs_cut))
 }
 
 /// Whole traces by id (normalised), in that order, as many as `budget`
@@ -808,12 +824,28 @@ async fn traces_by_id(
     ids: Vec<String>,
     budget: AnswerBudget,
 ) -> Result<Found, Answer> {
-    let (ids, loaded, services) = read(store, move |c| {
+    let (ids, (loaded, logs_cut), services) = read(store, move |c| {
         let loaded = spans_with_logs(c, &ids, budget)?;
         Ok((ids, loaded, services_of(c)?))
     })
     .await?;
-    Ok(in_order(&ids, loaded, &services))
+    let mut found = in_order(&ids, loaded, &services);
+    for trace in &mut found.traces {
+        if trace["traceID"]
+            .as_str()
+            .is_some_and(|id| logs_cut.iter().any(|c| c == id))
+        {
+            let note = json!(
+                "some log records of this trace are not shown: the answer reached its budget \
+                 (--query-max-spans, --query-max-mb)"
+            );
+            match &mut trace["warnings"] {
+                Json::Array(w) => w.push(note),
+                other => *other = json!([note]),
+            }
+        }
+    }
+    Ok(found)
 }
 
 /// `GET /api/traces/{id}`: one whole trace (cut at the answer budget, with
@@ -1149,18 +1181,33 @@ async fn viewer_css() -> impl IntoResponse {
 /// shutdown before it closes their connections.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
-/// Give the memory an answer used back to the system once it is freed. A
-/// query builds its answer in many small allocations; glibc keeps what is
-/// freed in its per-thread arenas, so without this one large answer leaves
-/// the process that much bigger for good. In the background: it walks the
-/// heap (a few ms).
-fn release_freed_memory() {
+/// Answers at least this large (by `Content-Length`) give their memory back.
+const TRIM_AFTER_BYTES: u64 = 256 << 10;
+
+/// Give the memory a large answer used back to the system once it is
+/// freed. A query builds its answer in many small allocations; glibc keeps
+/// what is freed in its per-thread arenas, so without this one large answer
+/// leaves the process that much bigger for good. In the background, one at
+/// a time (it walks the heap: a few ms), and only after answers of at least
+/// [`TRIM_AFTER_BYTES`].
+fn release_freed_memory(answer_bytes: Option<u64>) {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    tokio::task::spawn_blocking(|| {
-        // SAFETY: malloc_trim only returns free pages; it has no
-        // preconditions and is thread-safe in glibc.
-        unsafe { libc::malloc_trim(0) };
-    });
+    {
+        static TRIMMING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+        if answer_bytes.is_none_or(|n| n < TRIM_AFTER_BYTES)
+            || TRIMMING.swap(true, std::sync::atomic::Ordering::AcqRel)
+        {
+            return;
+        }
+        tokio::task::spawn_blocking(|| {
+            // SAFETY: malloc_trim only returns free pages; it has no
+            // preconditions and is thread-safe in glibc.
+            unsafe { libc::malloc_trim(0) };
+            TRIMMING.store(false, std::sync::atomic::Ordering::Release);
+        });
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    let _ = answer_bytes;
 }
 
 /// How the viewer's listener serves.
@@ -1207,7 +1254,14 @@ pub async fn serve(
                         let api = req.uri().path().starts_with("/api/");
                         let response = next.run(req).await;
                         if api {
-                            release_freed_memory();
+                            // The answer is serialized by now and the values
+                            // it was made from are freed.
+                            release_freed_memory(
+                                response
+                                    .headers()
+                                    .get(header::CONTENT_LENGTH)
+                                    .and_then(|v| v.to_str().ok()?.parse().ok()),
+                            );
                         }
                         response
                     }
@@ -1834,6 +1888,24 @@ mod tests {
         assert!(spans_in(&data) < 50, "{}", spans_in(&data));
         assert_eq!(data.as_array().unwrap().len(), 1);
         assert_eq!(errors.len(), 4);
+        // A later trace that would pass the bytes budget is left out whole,
+        // never cut (each span ≈ 260 bytes: 50 fit in 20,000, 40 more not).
+        let later = AnswerBudget {
+            max_spans: usize::MAX,
+            max_bytes: 20_000,
+        };
+        let Answer::Data { data, errors, .. } = search(
+            State(store.clone()),
+            State(later),
+            pairs(&[("service", "svc")]),
+        )
+        .await
+        else {
+            panic!();
+        };
+        assert_eq!(spans_in(&data), 50);
+        assert!(data[0]["warnings"].is_null());
+        assert_eq!(errors.len(), 4);
         // One trace larger than the budget is cut, with a warning.
         let small = AnswerBudget {
             max_spans: 7,
@@ -1852,6 +1924,64 @@ mod tests {
         assert_eq!(spans_in(&data), 7);
         let warning = data[0]["warnings"][0].as_str().unwrap();
         assert!(warning.contains("only the first 7 spans"), "{warning}");
+    }
+
+    #[tokio::test]
+    async fn log_records_count_against_the_answer_budget() {
+        let store = store_of_sizes();
+        // Trace 1 (10 spans) gets 20 log records on its first span. An
+        // in-memory store reads on its writer's connection, so a test may
+        // write rows through `read`.
+        store
+            .read(|c| {
+                for i in 0..20 {
+                    c.execute(
+                        "INSERT INTO logs VALUES (?1, ?2, ?3, 'svc', 'INFO', ?4, '[]')",
+                        rusqlite::params![
+                            format!("{:032x}", 1),
+                            format!("{:016x}", 0),
+                            now_us() - 500_000 + i,
+                            format!("line {i}")
+                        ],
+                    )?;
+                }
+                Ok(())
+            })
+            .unwrap();
+        let logs_of_first = |data: &Json| {
+            data[0]["spans"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| s["logs"].as_array().map_or(0, Vec::len))
+                .sum::<usize>()
+        };
+        let whole = one_trace(
+            State(store.clone()),
+            State(AnswerBudget::UNLIMITED),
+            Path("1".into()),
+            pairs(&[]),
+        )
+        .await;
+        let Answer::Data { data, .. } = whole else {
+            panic!()
+        };
+        assert_eq!(logs_of_first(&data), 20);
+        assert!(data[0]["warnings"].is_null());
+        // 10 spans and 5 records fit in 15.
+        let budget = AnswerBudget {
+            max_spans: 15,
+            max_bytes: usize::MAX,
+        };
+        let Answer::Data { data, .. } =
+            one_trace(State(store), State(budget), Path("1".into()), pairs(&[])).await
+        else {
+            panic!()
+        };
+        assert_eq!(spans_in(&data), 10);
+        assert_eq!(logs_of_first(&data), 5);
+        let warning = data[0]["warnings"][0].as_str().unwrap();
+        assert!(warning.contains("log records"), "{warning}");
     }
 
     #[tokio::test]

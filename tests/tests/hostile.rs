@@ -694,3 +694,79 @@ async fn a_request_body_that_ends_early_is_never_taken_as_whole() {
     assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
     assert!(answer.contains("ended early after 40000 bytes"), "{answer}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_body_that_stops_arriving_frees_its_instance_at_the_idle_timeout() {
+    // The component would wait 5 s for the body; the idle timeout is 1 s.
+    let (host, _dir) = up(
+        "stalled-body",
+        "",
+        &["--idle-timeout", "1s", "--max-instances", "2"],
+    );
+    let mut stalled = Vec::new();
+    for _ in 0..2 {
+        let mut s = TcpStream::connect(host.addr).await.unwrap();
+        // Past the 32 KiB the host waits for: each takes an instance.
+        s.write_all(b"POST /faults/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n")
+            .await
+            .unwrap();
+        s.write_all(&[b'x'; 40_000]).await.unwrap();
+        stalled.push(s);
+    }
+    let started = Instant::now();
+    for s in &mut stalled {
+        let (_, closed) = read_until_closed(s, Duration::from_secs(10)).await;
+        assert!(closed);
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "stalled bodies held their connections {:?}",
+        started.elapsed()
+    );
+    // Both instances are free again.
+    for _ in 0..3 {
+        assert_eq!(get(&host.url("/faults/ok")).await.status, 200);
+    }
+    // A guest working longer than the idle timeout with its whole request
+    // is not cut.
+    let r = request(
+        "POST",
+        &host.url("/faults/sleep?ms=2500"),
+        &[],
+        "small body",
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_smallest_store_cap_keeps_traces_and_zero_is_refused() {
+    let dir = scratch_dir("store-cap-small");
+    let db = dir.join("traces.db").display().to_string();
+    let (host, app) = up(
+        "store-cap-small-app",
+        "",
+        &["--store", &db, "--store-max-mb", "1"],
+    );
+    for _ in 0..20 {
+        assert_eq!(get(&host.url("/faults/ok")).await.status, 200);
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = get(&host.ui_url("/api/traces?service=faults")).await;
+        if r.json()["data"].as_array().is_some_and(|d| d.len() == 20) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{}", r.body);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drop(host);
+    let out = std::process::Command::new(polytrace_bin())
+        .args(["up", "--store", &db, "--store-max-mb", "0", "--no-ui"])
+        .arg(&app)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--store-max-mb 0"), "{err}");
+}

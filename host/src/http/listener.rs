@@ -9,9 +9,10 @@
 //!   within [`ConnectionLimits::header_read_timeout`] of the connection
 //!   waiting for it — on a new connection and between keep-alive requests
 //!   alike, so this is also how long an idle connection is kept;
-//! - **idle**: a connection with a request in progress on which no byte is
-//!   read or written for [`ConnectionLimits::idle_timeout`] is closed (a
-//!   client that stops sending its body or stops reading the response);
+//! - **idle**: a connection on which no byte is read or written for
+//!   [`ConnectionLimits::idle_timeout`] is closed — a client that stops
+//!   sending its request body or stops reading the response — unless a
+//!   handler was working with its whole request meanwhile;
 //! - **shutdown**: once the shutdown future resolves, no connection is
 //!   accepted, in-flight requests get `grace` to finish, and then the
 //!   listener returns whatever is still open.
@@ -54,7 +55,8 @@ pub struct ConnectionLimits {
     pub max_connections: usize,
     /// From waiting for a request head to having all of it.
     pub header_read_timeout: Duration,
-    /// No byte moved on a connection with a request in progress.
+    /// No byte moved on a connection, unless a handler is working with its
+    /// whole request.
     pub idle_timeout: Duration,
 }
 
@@ -158,7 +160,7 @@ pub async fn serve<S, B>(
     grace: Duration,
 ) where
     S: hyper::service::Service<
-            hyper::Request<hyper::body::Incoming>,
+            hyper::Request<RequestBody>,
             Response = hyper::Response<B>,
             Error = std::convert::Infallible,
         > + Send
@@ -303,6 +305,8 @@ struct Activity {
     last_ms: AtomicU64,
     /// Requests whose handler is running.
     in_service: AtomicUsize,
+    /// Request bodies not yet received whole.
+    receiving: AtomicUsize,
     /// Responses whose body is still being sent.
     answering: AtomicUsize,
 }
@@ -313,8 +317,15 @@ impl Activity {
             start: Instant::now(),
             last_ms: AtomicU64::new(0),
             in_service: AtomicUsize::new(0),
+            receiving: AtomicUsize::new(0),
             answering: AtomicUsize::new(0),
         }
+    }
+
+    /// A handler is at work with its whole request: time passing without
+    /// bytes is the guest working, not the client stalling.
+    fn working(&self) -> bool {
+        self.in_service.load(Ordering::Acquire) > 0 && self.receiving.load(Ordering::Acquire) == 0
     }
 
     /// No request is being handled or answered: closing the connection
@@ -345,20 +356,22 @@ impl Activity {
         self.last_ms.store(ms, Ordering::Relaxed);
     }
 
-    /// Resolves once the connection has moved no byte for `timeout` while
-    /// no request of it was in the service. A connection waiting for a
-    /// request head is hyper's header-read timeout's to close.
+    /// Resolves once the connection has moved no byte for `timeout`, unless
+    /// a handler was working with its whole request meanwhile (a request
+    /// body that stops arriving is the client stalling, handler or not). A
+    /// connection waiting for a request head is hyper's header-read
+    /// timeout's to close.
     async fn idle(&self, timeout: Duration) {
         loop {
             let last = self.start + Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
             let due = last + timeout;
-            if Instant::now() >= due && self.in_service.load(Ordering::Relaxed) == 0 {
+            if Instant::now() >= due && !self.working() {
                 return;
             }
             let wake = due.max(Instant::now() + Duration::from_millis(100));
             tokio::time::sleep_until(tokio::time::Instant::from_std(wake)).await;
-            if self.in_service.load(Ordering::Relaxed) > 0 {
-                // Time in the service counts as activity.
+            if self.working() {
+                // Time spent working counts as activity.
                 self.touch();
             }
         }
@@ -371,9 +384,9 @@ struct InFlight<S> {
     activity: Arc<Activity>,
 }
 
-impl<S, R, B> hyper::service::Service<R> for InFlight<S>
+impl<S, B> hyper::service::Service<hyper::Request<hyper::body::Incoming>> for InFlight<S>
 where
-    S: hyper::service::Service<R, Response = hyper::Response<B>>,
+    S: hyper::service::Service<hyper::Request<RequestBody>, Response = hyper::Response<B>>,
     S::Future: Send + 'static,
     S::Error: 'static,
     B: 'static,
@@ -382,10 +395,11 @@ where
     type Error = S::Error;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, S::Error>> + Send>>;
 
-    fn call(&self, req: R) -> Self::Future {
+    fn call(&self, req: hyper::Request<hyper::body::Incoming>) -> Self::Future {
         let activity = self.activity.clone();
         activity.in_service.fetch_add(1, Ordering::AcqRel);
         let busy = Busy(activity.clone());
+        let req = req.map(|body| RequestBody::new(body, activity.clone()));
         let fut = self.inner.call(req);
         Box::pin(async move {
             let out = fut.await;
@@ -399,6 +413,61 @@ where
             drop(busy);
             out
         })
+    }
+}
+
+/// A request body as the listener's services see it: hyper's, counted in
+/// its connection's [`Activity`] until it has been received whole (or
+/// failed, or was dropped), so a body that stops arriving is idleness.
+pub struct RequestBody {
+    inner: hyper::body::Incoming,
+    activity: Option<Arc<Activity>>,
+}
+
+impl RequestBody {
+    fn new(inner: hyper::body::Incoming, activity: Arc<Activity>) -> RequestBody {
+        let activity = (!hyper::body::Body::is_end_stream(&inner)).then(|| {
+            activity.receiving.fetch_add(1, Ordering::AcqRel);
+            activity
+        });
+        RequestBody { inner, activity }
+    }
+
+    fn done(&mut self) {
+        if let Some(a) = self.activity.take() {
+            a.receiving.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+impl Drop for RequestBody {
+    fn drop(&mut self) {
+        self.done();
+    }
+}
+
+impl hyper::body::Body for RequestBody {
+    type Data = bytes::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        let poll = Pin::new(&mut this.inner).poll_frame(cx);
+        if matches!(poll, Poll::Ready(None | Some(Err(_)))) || this.inner.is_end_stream() {
+            this.done();
+        }
+        poll
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
     }
 }
 

@@ -36,7 +36,7 @@ pub async fn serve(
     let local = listener.local_addr()?;
     let service = move |peer: SocketAddr| {
         let app = app.clone();
-        service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+        service_fn(move |req: hyper::Request<listener::RequestBody>| {
             let app = app.clone();
             async move {
                 let path = req.uri().path().to_string();

@@ -40,11 +40,15 @@ pub struct StoreConfig {
 }
 
 /// The part of [`StoreConfig::max_bytes`] the write-ahead log may use: an
-/// eighth, between 1 and 32 MiB. SQLite checkpoints the log into the
-/// database when it reaches half of this and truncates it back to it after.
+/// eighth, between 1 and 32 MiB, and never more than a quarter. SQLite
+/// checkpoints the log into the database when it reaches half of this and
+/// truncates it back to it after.
 pub fn wal_budget(max_bytes: u64) -> u64 {
-    (max_bytes / 8).clamp(1 << 20, 32 << 20)
+    (max_bytes / 8).clamp(1 << 20, 32 << 20).min(max_bytes / 4)
 }
+
+/// The smallest `max_bytes` a file store takes (`--store-max-mb 1`).
+pub const MIN_MAX_BYTES: u64 = 1 << 20;
 
 impl Default for StoreConfig {
     fn default() -> Self {
@@ -125,14 +129,20 @@ pub(crate) fn stored_log(
     })
 }
 
-/// The log records of a trace, as span events named `log` (with `level`
-/// and `message` first, as Jaeger shows logs), by span id.
-pub fn logs_of(c: &Connection, trace_id: &str) -> rusqlite::Result<Vec<(String, Json)>> {
+/// The log records of a trace, oldest first, at most `limit`, as span
+/// events named `log` (with `level` and `message` first, as Jaeger shows
+/// logs), by span id.
+pub fn logs_of(
+    c: &Connection,
+    trace_id: &str,
+    limit: usize,
+) -> rusqlite::Result<Vec<(String, Json)>> {
     let mut q = c.prepare_cached(
         "SELECT span_id, time_us, severity, body, attributes FROM logs
-         WHERE trace_id = ?1 ORDER BY time_us",
+         WHERE trace_id = ?1 ORDER BY time_us LIMIT ?2",
     )?;
-    q.query_map(params![trace_id], |r| {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    q.query_map(params![trace_id, limit], |r| {
         let attributes: String = r.get(4)?;
         let mut fields = vec![
             json!({"key": "level", "type": "string", "value": r.get::<_, String>(2)?}),
@@ -437,17 +447,23 @@ impl Store {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner()),
         };
-        if let Some(deadline) = deadline {
+        /// Clears the deadline however the read ends (a panic included):
+        /// an in-memory store's reader is its writer's connection.
+        struct Deadline<'a>(&'a Connection);
+        impl Drop for Deadline<'_> {
+            fn drop(&mut self) {
+                self.0
+                    .progress_handler(PROGRESS_STEPS, None::<fn() -> bool>);
+            }
+        }
+        let _clear = deadline.map(|deadline| {
             conn.progress_handler(
                 PROGRESS_STEPS,
                 Some(move || std::time::Instant::now() >= deadline),
             );
-        }
-        let result = f(&conn);
-        if deadline.is_some() {
-            conn.progress_handler(PROGRESS_STEPS, None::<fn() -> bool>);
-        }
-        result
+            Deadline(&conn)
+        });
+        f(&conn)
     }
 }
 

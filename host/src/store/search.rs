@@ -255,6 +255,9 @@ pub struct Loaded {
     /// The one trace loaded only in part (the first trace asked for, when
     /// it alone is larger than the budget).
     pub truncated: Option<String>,
+    /// What the loaded spans took of the budget: spans, and bytes.
+    pub spans_used: usize,
+    pub bytes_used: usize,
 }
 
 /// All spans of the given traces (ids as 32 lowercase hex digits), by
@@ -304,20 +307,24 @@ pub fn spans_within(
     let mut reader = SpanRows::default();
     let mut loaded = Loaded::default();
     let (mut spans_used, mut bytes_used) = (0usize, 0usize);
+    // Set once a trace did not fit: the rest are left out unread.
+    let mut full = false;
     for (n, trace_id) in trace_ids.iter().enumerate() {
         let rows = candidates
             .get(&(trace_key64(trace_id) as u32))
             .map_or(&[][..], Vec::as_slice);
-        if n > 0 && (spans_used + rows.len() > budget.max_spans || bytes_used >= budget.max_bytes) {
+        if n > 0 && (full || spans_used + rows.len() > budget.max_spans) {
             loaded.left_out.push(trace_id.clone());
             continue;
         }
         // A span written twice (the same trace and span id) is shown once,
         // as last written.
         let mut trace: HashMap<String, StoredSpan> = HashMap::new();
+        let (mut spans, mut bytes) = (0, 0);
+        let mut cut = false;
         for id in rows {
-            if spans_used >= budget.max_spans || bytes_used >= budget.max_bytes {
-                loaded.truncated = Some(trace_id.clone());
+            if spans_used + spans >= budget.max_spans || bytes_used + bytes >= budget.max_bytes {
+                cut = true;
                 break;
             }
             let mut r = one.query(params![id])?;
@@ -325,30 +332,52 @@ pub fn spans_within(
                 && r.get_ref(0)?.as_str()? == trace_id
             {
                 let span = reader.row(c, r)?;
-                spans_used += 1;
-                bytes_used += span_bytes(&span);
+                spans += 1;
+                bytes += span_bytes(&span);
                 trace.insert(span.span_id.clone(), span);
             }
         }
+        if cut && n > 0 {
+            // Only the first trace may be shown in part.
+            full = true;
+            loaded.left_out.push(trace_id.clone());
+            continue;
+        }
+        if cut {
+            loaded.truncated = Some(trace_id.clone());
+            full = true;
+        }
+        spans_used += spans;
+        bytes_used += bytes;
         loaded.spans.extend(trace.into_values());
     }
+    loaded.spans_used = spans_used;
+    loaded.bytes_used = bytes_used;
     loaded
         .spans
         .sort_by(|a, b| a.start_us.cmp(&b.start_us).then(a.span_id.cmp(&b.span_id)));
     Ok(loaded)
 }
 
-/// An estimate of a span's size as text: its strings and its attributes'
-/// and events' JSON, 8 bytes a number.
-fn span_bytes(s: &StoredSpan) -> usize {
-    fn json(v: &Json) -> usize {
-        match v {
-            Json::String(s) => s.len() + 2,
-            Json::Array(a) => 2 + a.iter().map(json).sum::<usize>(),
-            Json::Object(o) => 2 + o.iter().map(|(k, v)| k.len() + 3 + json(v)).sum::<usize>(),
-            _ => 8,
+/// An estimate of a value's size as JSON text, 8 bytes a number.
+pub fn json_bytes(v: &Json) -> usize {
+    match v {
+        Json::String(s) => s.len() + 2,
+        Json::Array(a) => 2 + a.iter().map(json_bytes).sum::<usize>(),
+        Json::Object(o) => {
+            2 + o
+                .iter()
+                .map(|(k, v)| k.len() + 3 + json_bytes(v))
+                .sum::<usize>()
         }
+        _ => 8,
     }
+}
+
+/// An estimate of a span's size as text: its strings and its attributes'
+/// and events' JSON.
+fn span_bytes(s: &StoredSpan) -> usize {
+    let json = json_bytes;
     64 + s.trace_id.len()
         + s.span_id.len()
         + s.parent_id.len()

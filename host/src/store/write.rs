@@ -554,6 +554,7 @@ impl Writer {
                         stored.extend(s);
                     }
                     Msg::Logs(service, records) => {
+                        tx_bytes += records.len() * STORED_SPAN_BYTES;
                         logs.extend(records.iter().filter_map(|r| stored_log(&service, r)));
                     }
                     Msg::Flush(done) => flushes.push(done),
@@ -564,10 +565,11 @@ impl Writer {
                     None
                 };
             }
-            if !logs.is_empty()
-                && let Err(e) = self.write_logs(&logs)
-            {
-                tracing::warn!("trace store: cannot write {} log records: {e}", logs.len());
+            if !logs.is_empty() {
+                if let Err(e) = self.write_logs(&logs) {
+                    tracing::warn!("trace store: cannot write {} log records: {e}", logs.len());
+                }
+                self.cap_size();
             }
             let sources: Vec<Source<'_>> = batches
                 .iter()

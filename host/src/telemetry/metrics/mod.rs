@@ -160,25 +160,34 @@ pub const HOST_INSTRUMENTS: [&str; 3] = [
     "http.client.request.duration",
 ];
 
-/// Refuse a name the host reserves: one of [`HOST_INSTRUMENTS`] or any
-/// name in the `polytrace.` namespace, compared as Prometheus sees names
-/// (case-insensitive, `.`, `-` and `/` alike), so `Polytrace_Guest.Traps`
-/// cannot pass for `polytrace.guest.traps` on `/metrics` either.
+/// Refuse a name the host reserves: one of [`HOST_INSTRUMENTS`] or a name
+/// in its family (`http.server.request.duration.seconds`), any name in the
+/// `polytrace.` namespace, or `target.info` (the exposition's own block).
+/// Names are compared as Prometheus writes them: case-insensitive, every
+/// run of characters other than letters and digits one `_`, none at the
+/// ends — so `Polytrace_Guest..Traps` cannot pass for
+/// `polytrace.guest.traps` on `/metrics` either.
 pub fn check_not_reserved(name: &str) -> Result<(), InstrumentError> {
     let flat = |n: &str| -> String {
-        n.chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() {
-                    c.to_ascii_lowercase()
-                } else {
-                    '_'
-                }
-            })
-            .collect()
+        let mut out = String::with_capacity(n.len());
+        for c in n.chars() {
+            if c.is_ascii_alphanumeric() {
+                out.push(c.to_ascii_lowercase());
+            } else if !out.ends_with('_') {
+                out.push('_');
+            }
+        }
+        out.trim_matches('_').to_string()
     };
     let given = flat(name);
-    let reserved =
-        given.starts_with("polytrace_") || HOST_INSTRUMENTS.iter().any(|host| flat(host) == given);
+    let in_family = |host: &str| {
+        let host = flat(host);
+        given == host || given.starts_with(&format!("{host}_"))
+    };
+    let reserved = given == "polytrace"
+        || given.starts_with("polytrace_")
+        || in_family("target.info")
+        || HOST_INSTRUMENTS.iter().any(|host| in_family(host));
     if reserved {
         return Err(InstrumentError::InvalidName(format!(
             "instrument name `{}` is reserved: the host records it (its own metrics and the `polytrace.` \
@@ -605,6 +614,11 @@ mod tests {
             "http.server.request.duration",
             "HTTP.Client.Request.Duration",
             "http_server_active_requests",
+            "http.server.request.duration.seconds",
+            "http..server.request.duration",
+            "http.server.request.duration_",
+            "target.info",
+            "polytrace",
         ] {
             assert!(
                 matches!(check_not_reserved(reserved), Err(InstrumentError::InvalidName(m)) if m.contains("reserved")),
@@ -615,7 +629,7 @@ mod tests {
             "polytraced.x",
             "http.server.request.size",
             "orders.created",
-            "polytrace",
+            "target.infos",
         ] {
             assert_eq!(check_not_reserved(free), Ok(()), "{free}");
         }
