@@ -405,6 +405,12 @@ async fn up(
     listeners.extend(own.iter().map(|(_, _, s)| s.clone()));
     let metrics: polytrace::query::MetricsSource = {
         let app = app.clone();
+        // OTEL_SDK_DISABLED: no metric at all, the listeners' included.
+        let listeners = if app.telemetry.settings.disabled {
+            Vec::new()
+        } else {
+            listeners
+        };
         std::sync::Arc::new(move || {
             let mut text = app.telemetry.metrics.prometheus();
             text.push_str(&polytrace::http::listener::prometheus(&listeners));

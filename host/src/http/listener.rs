@@ -101,10 +101,13 @@ impl ListenerStats {
 /// The Prometheus text exposition of `listeners`: gauge
 /// `polytrace_listener_connections` (open now) and counters
 /// `polytrace_listener_connections_accepted_total`, `…_refused_total`,
-/// `…_timed_out_total`, each labelled `listener`.
+/// `…_timed_out_total`, each labelled `listener`; nothing for no listeners.
 pub fn prometheus(listeners: &[Arc<ListenerStats>]) -> String {
     use std::fmt::Write as _;
     let mut out = String::new();
+    if listeners.is_empty() {
+        return out;
+    }
     /// Name, type, help, value.
     type Series = (
         &'static str,
