@@ -10,7 +10,7 @@
 use crate::http::allowed_hosts::AllowedHosts;
 use crate::http::listener::{self, ConnectionLimits, ListenerStats};
 use crate::store::{
-    AnswerBudget, Loaded, SpanHead, SpanSearch, Store, StoredSpan, TraceStatus, spans_within,
+    AnswerBudget, Loaded, SpanSearch, Store, StoredSpan, TraceStatus, spans_within,
 };
 use axum::Router;
 use axum::extract::{Path, Query, State};
@@ -964,14 +964,19 @@ async fn dependencies(
         Err(msg) => return bad(msg),
     };
     match read(&store, move |c| {
-        let mut counts: BTreeMap<(String, String), i64> = BTreeMap::new();
-        for (parent, child) in calls(c, query.start_us, query.end_us)? {
+        let Calls { names, calls } = calls(c, query.start_us, query.end_us)?;
+        let mut counts: BTreeMap<(&str, &str), i64> = BTreeMap::new();
+        for call in &calls {
+            let (parent, child) = (
+                names[call.caller as usize].as_str(),
+                names[call.callee as usize].as_str(),
+            );
             if query
                 .service
                 .as_ref()
-                .is_none_or(|s| *s == parent || *s == child.service)
+                .is_none_or(|s| s == parent || s == child)
             {
-                *counts.entry((parent, child.service)).or_default() += 1;
+                *counts.entry((parent, child)).or_default() += 1;
             }
         }
         Ok(counts
@@ -994,29 +999,65 @@ async fn dependencies(
 /// to this long before the window.
 const CALLER_MARGIN_US: i64 = 60_000_000;
 
-/// The calls between services whose callee span started in the window:
-/// (caller's service, callee span), for every span whose parent span is of
-/// another service.
-fn calls(
-    c: &rusqlite::Connection,
-    start_us: i64,
-    end_us: i64,
-) -> rusqlite::Result<Vec<(String, SpanHead)>> {
-    let mut services: HashMap<(String, String), String> = HashMap::new();
-    let mut children = Vec::new();
+/// One call between services: indices into [`Calls::names`], and the
+/// callee span's duration and status.
+struct Call {
+    caller: u32,
+    callee: u32,
+    duration_us: i64,
+    failed: bool,
+}
+
+/// The calls between services whose callee span started in a window.
+struct Calls {
+    names: Vec<String>,
+    calls: Vec<Call>,
+}
+
+/// Every span of the window whose parent span is of another service, as a
+/// [`Call`]. Spans are keyed by their ids as numbers and services by index,
+/// so the join holds ~50 bytes a span of the window, not its strings.
+fn calls(c: &rusqlite::Connection, start_us: i64, end_us: i64) -> rusqlite::Result<Calls> {
+    let mut names: Vec<String> = Vec::new();
+    let mut index: HashMap<String, u32> = HashMap::new();
+    let mut service_of: HashMap<(u128, u64), u32> = HashMap::new();
+    // (trace, parent span, service, duration, failed) of each child span.
+    let mut children: Vec<(u128, u64, u32, i64, bool)> = Vec::new();
     crate::store::search::scan_window(c, start_us.saturating_sub(CALLER_MARGIN_US), end_us, |s| {
-        services.insert((s.trace_id.clone(), s.span_id.clone()), s.service.clone());
-        if s.start_us >= start_us && !s.parent_id.is_empty() {
-            children.push(s);
+        let Ok(trace) = u128::from_str_radix(&s.trace_id, 16) else {
+            return;
+        };
+        let service = match index.get(&s.service) {
+            Some(i) => *i,
+            None => {
+                let i = names.len() as u32;
+                index.insert(s.service.clone(), i);
+                names.push(s.service.clone());
+                i
+            }
+        };
+        if let Ok(span) = u64::from_str_radix(&s.span_id, 16) {
+            service_of.insert((trace, span), service);
+        }
+        if s.start_us >= start_us
+            && let Ok(parent) = u64::from_str_radix(&s.parent_id, 16)
+        {
+            children.push((trace, parent, service, s.duration_us, s.failed));
         }
     })?;
-    Ok(children
+    let calls = children
         .into_iter()
-        .filter_map(|s| {
-            let parent = services.get(&(s.trace_id.clone(), s.parent_id.clone()))?;
-            (*parent != s.service).then(|| (parent.clone(), s))
+        .filter_map(|(trace, parent, callee, duration_us, failed)| {
+            let caller = *service_of.get(&(trace, parent))?;
+            (caller != callee).then_some(Call {
+                caller,
+                callee,
+                duration_us,
+                failed,
+            })
         })
-        .collect())
+        .collect();
+    Ok(Calls { names, calls })
 }
 
 /// The value at quantile `q` of sorted values.
@@ -1048,9 +1089,22 @@ async fn service_map(
         Err(msg) => return bad(msg),
     };
     let rows = read(&store, move |c| {
-        let rows: Vec<(String, String, i64, bool)> = calls(c, start, end)?
+        let Calls { names, calls } = calls(c, start, end)?;
+        // Per edge: the callee durations and the failed calls.
+        let mut by_index: BTreeMap<(u32, u32), (Vec<i64>, i64)> = BTreeMap::new();
+        for call in calls {
+            let e = by_index.entry((call.caller, call.callee)).or_default();
+            e.0.push(call.duration_us);
+            e.1 += i64::from(call.failed);
+        }
+        let edges: BTreeMap<(String, String), (Vec<i64>, i64)> = by_index
             .into_iter()
-            .map(|(parent, s)| (parent, s.service, s.duration_us, s.failed))
+            .map(|((from, to), e)| {
+                (
+                    (names[from as usize].clone(), names[to as usize].clone()),
+                    e,
+                )
+            })
             .collect();
         let mut roots: BTreeMap<String, i64> = BTreeMap::new();
         crate::store::search::scan_window(c, start, end, |s| {
@@ -1058,19 +1112,17 @@ async fn service_map(
                 *roots.entry(s.service).or_default() += 1;
             }
         })?;
-        Ok((rows, roots.into_iter().collect::<Vec<_>>(), services_of(c)?))
+        Ok((
+            edges,
+            roots.into_iter().collect::<Vec<_>>(),
+            services_of(c)?,
+        ))
     })
     .await;
-    let (rows, roots, services) = match rows {
+    let (edges, roots, services) = match rows {
         Ok(r) => r,
         Err(e) => return e,
     };
-    let mut edges: BTreeMap<(String, String), (Vec<i64>, i64)> = BTreeMap::new();
-    for (from, to, duration, failed) in rows {
-        let e = edges.entry((from, to)).or_default();
-        e.0.push(duration);
-        e.1 += i64::from(failed);
-    }
     let mut nodes: BTreeMap<String, Json> = BTreeMap::new();
     for (from, to) in edges.keys() {
         for s in [from, to] {
