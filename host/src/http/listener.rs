@@ -325,6 +325,13 @@ impl Activity {
         }
     }
 
+    fn count(&self, count: Count) -> &AtomicUsize {
+        match count {
+            Count::Receiving => &self.receiving,
+            Count::Answering => &self.answering,
+        }
+    }
+
     /// A handler is at work with its whole request: time passing without
     /// bytes is the guest working, not the client stalling.
     fn working(&self) -> bool {
@@ -392,9 +399,9 @@ where
     S: hyper::service::Service<hyper::Request<RequestBody>, Response = hyper::Response<B>>,
     S::Future: Send + 'static,
     S::Error: 'static,
-    B: 'static,
+    B: hyper::body::Body + 'static,
 {
-    type Response = hyper::Response<Answering<B>>;
+    type Response = hyper::Response<Counted<B>>;
     type Error = S::Error;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, S::Error>> + Send>>;
 
@@ -402,16 +409,12 @@ where
         let activity = self.activity.clone();
         activity.in_service.fetch_add(1, Ordering::AcqRel);
         let busy = Busy(activity.clone());
-        let req = req.map(|body| RequestBody::new(body, activity.clone()));
+        let req = req.map(|body| Counted::new(body, &activity, Count::Receiving));
         let fut = self.inner.call(req);
         Box::pin(async move {
             let out = fut.await;
             let out = out.map(|response| {
-                activity.answering.fetch_add(1, Ordering::AcqRel);
-                response.map(|body| Answering {
-                    body,
-                    activity: Some(activity),
-                })
+                response.map(|body| Counted::new(body, &activity, Count::Answering))
             });
             drop(busy);
             out
@@ -420,92 +423,51 @@ where
 }
 
 /// A request body as the listener's services see it: hyper's, counted in
-/// its connection's [`Activity`] until it has been received whole (or
-/// failed, or was dropped), so a body that stops arriving is idleness.
-pub struct RequestBody {
-    inner: hyper::body::Incoming,
-    activity: Option<Arc<Activity>>,
+/// its connection's [`Activity`] until it has been received whole.
+pub type RequestBody = Counted<hyper::body::Incoming>;
+
+/// Which count of a connection's [`Activity`] a body is in.
+#[derive(Clone, Copy)]
+enum Count {
+    /// A request body not yet received whole: while it is, time without
+    /// bytes is the client stalling.
+    Receiving,
+    /// A response body not yet sent whole: shutdown waits for it.
+    Answering,
 }
 
-impl RequestBody {
-    fn new(inner: hyper::body::Incoming, activity: Arc<Activity>) -> RequestBody {
-        let activity = (!hyper::body::Body::is_end_stream(&inner)).then(|| {
-            activity.receiving.fetch_add(1, Ordering::AcqRel);
-            activity
-        });
-        RequestBody { inner, activity }
-    }
-
-    fn done(&mut self) {
-        if let Some(a) = self.activity.take() {
-            a.receiving.fetch_sub(1, Ordering::AcqRel);
-        }
-    }
-}
-
-impl Drop for RequestBody {
-    fn drop(&mut self) {
-        self.done();
-    }
-}
-
-impl hyper::body::Body for RequestBody {
-    type Data = bytes::Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, hyper::Error>>> {
-        let this = self.get_mut();
-        let poll = Pin::new(&mut this.inner).poll_frame(cx);
-        if matches!(poll, Poll::Ready(None | Some(Err(_)))) || this.inner.is_end_stream() {
-            this.done();
-        }
-        poll
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> hyper::body::SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-/// Holds a connection busy until dropped (answered or cancelled).
-struct Busy(Arc<Activity>);
-
-impl Drop for Busy {
-    fn drop(&mut self) {
-        self.0.touch();
-        self.0.in_service.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-/// A response body, counted in [`Activity::answering`] until its last
-/// frame is sent or it is dropped.
-pub struct Answering<B> {
+/// A body counted in its connection's [`Activity`] until its last frame
+/// (or an error) has passed, or it is dropped.
+pub struct Counted<B> {
     body: B,
-    activity: Option<Arc<Activity>>,
+    counted: Option<(Arc<Activity>, Count)>,
 }
 
-impl<B> Answering<B> {
+impl<B: hyper::body::Body> Counted<B> {
+    fn new(body: B, activity: &Arc<Activity>, count: Count) -> Counted<B> {
+        let counted = (!body.is_end_stream()).then(|| {
+            activity.count(count).fetch_add(1, Ordering::AcqRel);
+            (activity.clone(), count)
+        });
+        Counted { body, counted }
+    }
+}
+
+impl<B> Counted<B> {
     fn done(&mut self) {
-        if let Some(a) = self.activity.take() {
-            a.answering.fetch_sub(1, Ordering::AcqRel);
+        if let Some((activity, count)) = self.counted.take() {
+            activity.count(count).fetch_sub(1, Ordering::AcqRel);
         }
     }
 }
 
-impl<B> Drop for Answering<B> {
+impl<B> Drop for Counted<B> {
     fn drop(&mut self) {
         self.done();
     }
 }
 
-impl<B: hyper::body::Body + Unpin> hyper::body::Body for Answering<B> {
+impl<B: hyper::body::Body + Unpin> hyper::body::Body for Counted<B> {
     type Data = B::Data;
     type Error = B::Error;
 
@@ -515,7 +477,7 @@ impl<B: hyper::body::Body + Unpin> hyper::body::Body for Answering<B> {
     ) -> Poll<Option<Result<hyper::body::Frame<B::Data>, B::Error>>> {
         let this = self.get_mut();
         let poll = Pin::new(&mut this.body).poll_frame(cx);
-        if matches!(poll, Poll::Ready(None)) {
+        if matches!(poll, Poll::Ready(None | Some(Err(_)))) || this.body.is_end_stream() {
             this.done();
         }
         poll
@@ -527,6 +489,16 @@ impl<B: hyper::body::Body + Unpin> hyper::body::Body for Answering<B> {
 
     fn size_hint(&self) -> hyper::body::SizeHint {
         self.body.size_hint()
+    }
+}
+
+/// Holds a connection busy until dropped (answered or cancelled).
+struct Busy(Arc<Activity>);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.touch();
+        self.0.in_service.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
