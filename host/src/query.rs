@@ -18,7 +18,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::{Value as Json, json};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -739,37 +739,43 @@ async fn find(store: &Arc<Store>, q: TraceQuery, budget: AnswerBudget) -> Result
         Ok((ids, loaded, services_of(c)?))
     })
     .await?;
-    let mut found = in_order(&ids, loaded, &services);
+    let mut found = in_order(&ids, loaded, &[], &services);
     // A trace expired between the search and the read is simply gone.
     found.missing.clear();
     Ok(found)
 }
 
-/// The traces of `ids` in Jaeger's model, in that order.
-fn in_order(ids: &[String], loaded: Loaded, services: &Services) -> Found {
+/// The traces of `ids` in Jaeger's model, in that order, each with a
+/// warning when the budget cut its spans or (`logs_cut`) its log records.
+fn in_order(ids: &[String], loaded: Loaded, logs_cut: &[String], services: &Services) -> Found {
     let mut by_trace: BTreeMap<&str, Vec<&StoredSpan>> = BTreeMap::new();
     for s in &loaded.spans {
         by_trace.entry(s.trace_id.as_str()).or_default().push(s);
     }
+    let left_out: HashSet<&String> = loaded.left_out.iter().collect();
     let mut traces = Vec::new();
     let mut missing = Vec::new();
-    for id in ids {
-        if loaded.left_out.contains(id) {
+    for id in ids.iter().filter(|id| !left_out.contains(id)) {
+        let Some(spans) = by_trace.get(id.as_str()) else {
+            missing.push(id.clone());
             continue;
+        };
+        let mut warnings = Vec::new();
+        if loaded.truncated.as_ref() == Some(id) {
+            warnings.push(format!(
+                "only the first {} spans of this trace are shown: the answer reached its \
+                 budget (--query-max-spans, --query-max-mb)",
+                spans.len()
+            ));
         }
-        match by_trace.get(id.as_str()) {
-            Some(spans) => {
-                let warning = (loaded.truncated.as_ref() == Some(id)).then(|| {
-                    format!(
-                        "only the first {} spans of this trace are shown: the answer reached its \
-                         budget (--query-max-spans, --query-max-mb)",
-                        spans.len()
-                    )
-                });
-                traces.push(jaeger_trace(spans, services, warning));
-            }
-            None => missing.push(id.clone()),
+        if logs_cut.contains(id) {
+            warnings.push(
+                "some log records of this trace are not shown: the answer reached its budget \
+                 (--query-max-spans, --query-max-mb)"
+                    .to_string(),
+            );
         }
+        traces.push(jaeger_trace(spans, services, warnings));
     }
     Found {
         traces,
@@ -797,7 +803,8 @@ fn spans_with_logs(
         .map(|(i, s)| ((s.trace_id.clone(), s.span_id.clone()), i))
         .collect();
     let mut logs_cut = Vec::new();
-    for id in ids.iter().filter(|id| !loaded.left_out.contains(id)) {
+    let left_out: HashSet<String> = loaded.left_out.iter().cloned().collect();
+    for id in ids.iter().filter(|id| !left_out.contains(*id)) {
         // One more than fits says whether some were left out.
         for (span_id, log) in crate::store::logs_of(c, id, spans_left.saturating_add(1))? {
             let size = crate::store::search::json_bytes(&log);
@@ -829,23 +836,7 @@ async fn traces_by_id(
         Ok((ids, loaded, services_of(c)?))
     })
     .await?;
-    let mut found = in_order(&ids, loaded, &services);
-    for trace in &mut found.traces {
-        if trace["traceID"]
-            .as_str()
-            .is_some_and(|id| logs_cut.iter().any(|c| c == id))
-        {
-            let note = json!(
-                "some log records of this trace are not shown: the answer reached its budget \
-                 (--query-max-spans, --query-max-mb)"
-            );
-            match &mut trace["warnings"] {
-                Json::Array(w) => w.push(note),
-                other => *other = json!([note]),
-            }
-        }
-    }
-    Ok(found)
+    Ok(in_order(&ids, loaded, &logs_cut, &services))
 }
 
 /// `GET /api/traces/{id}`: one whole trace (cut at the answer budget, with
@@ -875,7 +866,7 @@ fn services_of(c: &rusqlite::Connection) -> rusqlite::Result<Services> {
 }
 
 /// One trace in Jaeger's JSON model.
-fn jaeger_trace(spans: &[&StoredSpan], services: &Services, warning: Option<String>) -> Json {
+fn jaeger_trace(spans: &[&StoredSpan], services: &Services, warnings: Vec<String>) -> Json {
     let mut process_ids: BTreeMap<&str, String> = BTreeMap::new();
     for s in spans {
         let next = format!("p{}", process_ids.len() + 1);
@@ -949,7 +940,7 @@ fn jaeger_trace(spans: &[&StoredSpan], services: &Services, warning: Option<Stri
             })
         })
         .collect();
-    let warnings = warning.map(|w| json!([w]));
+    let warnings = (!warnings.is_empty()).then(|| json!(warnings));
     json!({"traceID": trace_id, "spans": spans, "processes": processes, "warnings": warnings})
 }
 
