@@ -41,6 +41,8 @@ step() { # tool-label, command...
       echo "  source: $src"
       echo "  last lines of $label output (full log: $log):"
       tail -n 25 "$out_file" | sed 's/^/    | /'
+      # A language's own diagnosis of the failure, given the tool's output.
+      [ -z "${on_fail:-}" ] || "$on_fail" "$out_file"
     } >&2
     rm -f "$out_file"
     exit 1
@@ -78,13 +80,29 @@ case "$language" in
       --manifest-path "$src/Cargo.toml" --target-dir "$root/target"
     ;;
   python)
-    fresh "$src" "$root/guests/python" "$root/wit" && exit 0
+    fresh "$src" "$root/guests/python" "$root/wit" "$root/scripts/python-guest.py" && exit 0
     echo "build: $name (componentize-py)" >&2
     # componentize-py writes __pycache__ next to the sources: build from a copy.
     rm -rf "$work" && mkdir -p "$work" && cp -R "$src/." "$work/"
-    step componentize-py bash -c 'cd "$1" && exec "$2" -d "$3" -w polytrace:telemetry/service \
-      componentize -p . -p "$4" app -o "$5"' _ \
-      "$work" "$tools/venv/bin/componentize-py" "$root/wit" "$root/guests/python" "$out.tmp"
+    helper="$root/scripts/python-guest.py"
+    # requirements.txt beside app.py: its packages, installed once per content
+    # of the file (native extensions removed and named).
+    deps="" site=""
+    if [ -f "$src/requirements.txt" ]; then
+      deps="$root/target/python-deps/$name" site="$deps/site"
+      python3 "$helper" deps "$src/requirements.txt" "$deps" "$tools/venv/bin/pip" || {
+        echo "error: building component \`$name\` (python) failed: its requirements.txt could not be installed" >&2
+        exit 1
+      }
+    fi
+    # The entry module: app.py itself, or a generated one that bundles the
+    # requirements' modules and serves a WSGI app (Flask).
+    entry="$(python3 "$helper" entry "$work" $site)" || {
+      echo "error: building component \`$name\` (python) failed: see above" >&2; exit 1; }
+    explain() { [ -z "$deps" ] || python3 "$helper" explain "$1" "$deps"; }
+    on_fail=explain step componentize-py bash -c 'cd "$1" && exec "$2" -d "$3" -w polytrace:telemetry/service \
+      componentize -p . -p "$4" ${6:+-p "$6"} "$7" -o "$5"' _ \
+      "$work" "$tools/venv/bin/componentize-py" "$root/wit" "$root/guests/python" "$out.tmp" "$site" "$entry"
     mv "$out.tmp" "$out"
     ;;
   javascript)

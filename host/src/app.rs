@@ -6,7 +6,7 @@
 use crate::http::Inbound;
 use crate::http::outbound::{Dispatcher, Outbound, ResponseFuture};
 use crate::http::status;
-use crate::instance::{InstanceState, RequestScope};
+use crate::instance::{InstanceState, RequestEnd, RequestScope};
 use crate::manifest::{Component as ComponentConfig, Diagnostic, Manifest};
 use crate::pool::{Discard, FINISHING_WAIT, InstancePool, Shares, Slot, Warm};
 use crate::runtime::{Progress, Runtime};
@@ -14,7 +14,7 @@ use crate::telemetry::metrics::{ComponentMetrics, DISCARD_REASON};
 use crate::telemetry::propagation::Share;
 use crate::telemetry::traces::{record_exception, start_span};
 use crate::telemetry::{
-    Adjustments, RequestTelemetry, RequestTrace, Settings, Telemetry, propagation, semconv,
+    RequestTelemetry, RequestTrace, Settings, Telemetry, propagation, semconv,
 };
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -339,10 +339,10 @@ impl App {
         let result = call.await;
         // An answer the guest never gave: drop it, so the waiting side hears.
         store.data_mut().drop_response_outparam(outparam);
-        let adjustments = store.data_mut().end();
+        let end = store.data_mut().end();
         GuestRun {
             result,
-            adjustments,
+            end: Some(end),
             instance: Some(warm),
             _slot: Some(slot),
         }
@@ -405,11 +405,13 @@ impl App {
     ) -> Option<Fault> {
         let GuestRun {
             result,
-            adjustments,
+            end,
             instance,
             _slot: slot,
         } = run;
-        server.adjust(adjustments, self.component_metrics(idx));
+        if let Some(end) = end {
+            server.adjust(end, self.component_metrics(idx));
+        }
         let fault = result.err();
         let pool = &self.components[idx].pool;
         let verdict = match (&fault, instance) {
@@ -550,7 +552,8 @@ async fn expire_idle_instances(app: std::sync::Weak<App>) {
 /// What running the guest for one request gave.
 struct GuestRun {
     result: Result<(), Fault>,
-    adjustments: Adjustments,
+    /// What the guest's telemetry left for the SERVER span, unless it never ran.
+    end: Option<RequestEnd>,
     /// The instance, unless there never was one.
     instance: Option<Warm>,
     /// Its slot of the component's share, given back once it is settled.
@@ -561,7 +564,7 @@ impl GuestRun {
     fn failed(fault: Fault) -> GuestRun {
         GuestRun {
             result: Err(fault),
-            adjustments: Adjustments::default(),
+            end: None,
             instance: None,
             _slot: None,
         }
@@ -764,6 +767,11 @@ impl Fault {
 /// [`ServerSpan::fail`]) or dropped.
 struct ServerSpan {
     span: Span,
+    /// The method as the span's name starts (`GET`, or `HTTP`).
+    method_name: String,
+    /// `http.route`: the manifest's route, or the one the guest's framework
+    /// matched; set on the span when it ends.
+    route: Option<String>,
     metrics: RequestMetrics,
     /// The `traceresponse` header (W3C Trace Context Level 2).
     traceresponse: String,
@@ -820,7 +828,10 @@ impl ServerSpan {
         };
         let metrics = RequestMetrics::start(app, idx, &server_request);
         let tracer = app.telemetry.tracer(idx);
+        // `http.route` is set when the span ends: the guest's framework may
+        // name a finer route than the manifest's ([`ServerSpan::adjust`]).
         let mut attrs = server_request.attributes();
+        attrs.retain(|kv| kv.key.as_str() != "http.route");
         if let Some(caller) = &inbound.caller {
             attrs.push(KeyValue::new("polytrace.caller.component", caller.clone()));
         }
@@ -848,6 +859,8 @@ impl ServerSpan {
         let traceresponse = propagation::format_traceparent(trace.current());
         let server = ServerSpan {
             span,
+            method_name: server_request.span_method(),
+            route: route.clone(),
             metrics,
             traceresponse,
             status: 0,
@@ -865,8 +878,24 @@ impl ServerSpan {
         self.status = status;
     }
 
-    /// What the limits changed in the guest's telemetry, on the span.
-    fn adjust(&mut self, adjustments: Adjustments, m: &ComponentMetrics) {
+    /// What the guest's framework said about the request (its route,
+    /// attributes, exceptions) and what the limits changed in the guest's
+    /// telemetry, on the span.
+    fn adjust(&mut self, end: RequestEnd, m: &ComponentMetrics) {
+        let RequestEnd {
+            adjustments,
+            server,
+        } = end;
+        if let Some(route) = server.route {
+            self.span
+                .update_name(format!("{} {route}", self.method_name));
+            self.metrics.route(route.clone());
+            self.route = Some(route);
+        }
+        self.span.set_attributes(server.attributes);
+        for exception in server.exceptions {
+            self.span.add_event("exception", exception);
+        }
         self.span.set_attributes(adjustments.attributes());
         if adjustments.dropped_spans > 0 {
             m.dropped.add_spans(adjustments.dropped_spans);
@@ -889,6 +918,14 @@ impl ServerSpan {
             f.count(m);
             self.metrics.status(self.status, Some(f.kind.clone()));
             record_exception(&mut self.span, &f.kind, &f.message, f.backtrace);
+        }
+        self.end_span();
+    }
+
+    /// End the span, with its `http.route`.
+    fn end_span(&mut self) {
+        if let Some(route) = self.route.take() {
+            self.span.set_attribute(KeyValue::new("http.route", route));
         }
         self.span.end();
     }
@@ -943,7 +980,7 @@ impl ServerSpan {
         let (attrs, _) = semconv::server_response(fault.status);
         self.span.set_attributes(attrs);
         self.span.set_status(Status::error(fault.message.clone()));
-        self.span.end();
+        self.end_span();
         tracing::warn!(
             trace_id,
             status = fault.status,
@@ -994,6 +1031,12 @@ impl RequestMetrics {
             active,
             attrs,
         }
+    }
+
+    /// The route template the guest's framework matched (`http.route`).
+    fn route(&mut self, route: String) {
+        self.attrs.retain(|kv| kv.key.as_str() != "http.route");
+        self.attrs.push(KeyValue::new("http.route", route));
     }
 
     /// The response status, and `error.type` when the request failed.

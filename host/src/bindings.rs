@@ -15,4 +15,4 @@ wasmtime::component::bindgen!({
     },
 });
 
-pub use self::polytrace::telemetry::{logs, metrics, span_batch, tracing, types};
+pub use self::polytrace::telemetry::{logs, metrics, server, span_batch, tracing, types};

@@ -10,6 +10,8 @@ use crate::telemetry::RequestTelemetry;
 use crate::telemetry::logs::Logs;
 use crate::telemetry::logs::stdio::GuestOutput;
 use crate::telemetry::traces::CurrentSpan;
+use crate::telemetry::Adjustments;
+use crate::telemetry::traces::server::ServerNotes;
 use std::sync::Arc;
 use std::time::Instant;
 use wasmtime::component::{Resource, ResourceTable};
@@ -20,6 +22,14 @@ use wasmtime_wasi_http::{
     Error as HttpError, RequestOptions, WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks,
     WasiHttpView,
 };
+
+/// What a finished request leaves for its SERVER span.
+pub struct RequestEnd {
+    /// What the limits changed in the guest's telemetry.
+    pub adjustments: Adjustments,
+    /// The route, attributes and exceptions the guest gave ([`ServerNotes`]).
+    pub server: ServerNotes,
+}
 
 /// Resource handles (HTTP fields and bodies, streams, spans, ...) one
 /// instance may hold at once; past this, the guest traps. Bounds what a guest
@@ -108,8 +118,12 @@ impl InstanceState {
     /// Take the finished request out: end the spans the guest left open
     /// (marked as ended by the host) and emit a half-written output line in
     /// the request it was written in. Returns what the limits changed in the
-    /// request's guest telemetry.
-    pub fn end(&mut self) -> crate::telemetry::Adjustments {
+    /// request's guest telemetry and what the guest said about its SERVER span.
+    pub fn end(&mut self) -> RequestEnd {
+        let server = match self.request.as_mut() {
+            Some(r) => r.telemetry.trace.take_server_notes(),
+            None => Default::default(),
+        };
         let adjustments = self.end_abandoned_spans();
         for out in &self.output {
             out.end_line();
@@ -117,7 +131,10 @@ impl InstanceState {
         self.request = None;
         self.current
             .set(&opentelemetry::trace::SpanContext::empty_context());
-        adjustments
+        RequestEnd {
+            adjustments,
+            server,
+        }
     }
 
     /// Drop the response outparam `rep` if the guest left it unset, so the

@@ -15,6 +15,12 @@ Outgoing wasi:http requests (see ``polytrace.http``) get CLIENT spans and
 ``traceparent`` from the host automatically. ``polytrace.metrics`` has
 counters, histograms and gauges; ``polytrace.logs`` has log records, and
 ``logging`` records go to the host once polytrace is imported.
+``polytrace.server`` reaches the request's SERVER span (route, attributes).
+
+With the ``opentelemetry-api`` package bundled, importing polytrace makes it
+the API's SDK (``polytrace.otel``): ``trace.get_tracer(__name__)`` and
+``metrics.get_meter(__name__)`` work unchanged. ``polytrace.wsgi`` serves a
+WSGI app (Flask) as the component's handler.
 """
 
 import functools
@@ -172,4 +178,11 @@ def extract(headers):
 
 
 # Imported last: they use _attributes above.
-from . import logs, metrics  # noqa: E402
+from . import logs, metrics, server  # noqa: E402
+
+try:
+    import opentelemetry.trace  # noqa: F401  (bundled when requirements.txt lists opentelemetry-api)
+except ImportError:
+    pass
+else:
+    from . import otel  # noqa: F401  (polytrace becomes the OpenTelemetry API's SDK)

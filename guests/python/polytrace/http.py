@@ -15,6 +15,8 @@ class Request:
         method = incoming.method()
         self.method = method.value if isinstance(method, types.Method_Other) else type(method).__name__.split("_", 1)[1].upper()
         self.path_with_query = incoming.path_with_query() or "/"
+        self.scheme = "https" if isinstance(incoming.scheme(), types.Scheme_Https) else "http"
+        self.authority = incoming.authority() or ""
         with incoming.headers() as headers:
             self.headers = headers.entries()
         self.body = _read_body(incoming)
@@ -44,8 +46,25 @@ def _read_body(message):
 
 def respond(response_out, status, content_type, body):
     """Answer with a status, a content type and a body."""
-    headers = types.Fields.from_list([("content-type", content_type.encode())])
-    response = types.OutgoingResponse(headers)
+    respond_with_headers(response_out, status, [("content-type", content_type.encode())], body)
+
+
+# Headers a wasi:http response may not carry (the host frames the connection).
+_FORBIDDEN = frozenset(("connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "host", "http2-settings", "te"))
+
+
+def respond_with_headers(response_out, status, headers, body):
+    """Answer with a status, ``headers`` (``(name, bytes)`` pairs; names a
+    wasi:http response may not carry, such as ``connection``, are left out)
+    and a body."""
+    fields = types.Fields()
+    for name, value in headers:
+        if name.lower() not in _FORBIDDEN:
+            try:
+                fields.append(name, value)
+            except Err:
+                pass  # an invalid name or value: left out, as a proxy would
+    response = types.OutgoingResponse(fields)
     response.set_status_code(status)
     outgoing = response.body()
     types.ResponseOutparam.set(response_out, Ok(response))

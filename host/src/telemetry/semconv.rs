@@ -77,14 +77,20 @@ pub struct ServerRequest<'a> {
 }
 
 impl ServerRequest<'_> {
-    /// The span name: `{method} {route}`, or `{method}` without a route.
-    pub fn span_name(&self) -> String {
+    /// The method as a span name has it: the known method, or `HTTP` for
+    /// any other (HTTP semantic conventions).
+    pub fn span_method(&self) -> String {
         let (method, _) = method_attributes(self.method);
-        let method = if method == "_OTHER" {
+        if method == "_OTHER" {
             "HTTP".to_string()
         } else {
             method
-        };
+        }
+    }
+
+    /// The span name: `{method} {route}`, or `{method}` without a route.
+    pub fn span_name(&self) -> String {
+        let method = self.span_method();
         match self.route {
             Some(route) => format!("{method} {route}"),
             None => method,

@@ -43,6 +43,35 @@ impl Host for InstanceState {
     }
 }
 
+impl crate::bindings::server::Host for InstanceState {
+    fn set_route(&mut self, route: String) -> wasmtime::Result<()> {
+        self.request()?.telemetry.trace.set_route(route);
+        Ok(())
+    }
+
+    fn set_attributes(&mut self, attributes: Vec<WitKeyValue>) -> wasmtime::Result<()> {
+        let attrs = attributes.into_iter().map(to_key_value).collect();
+        self.request()?
+            .telemetry
+            .trace
+            .set_server_attributes(attrs);
+        Ok(())
+    }
+
+    fn record_exception(
+        &mut self,
+        exception_type: String,
+        message: String,
+        stacktrace: Option<String>,
+    ) -> wasmtime::Result<()> {
+        self.request()?
+            .telemetry
+            .trace
+            .record_server_exception(exception_type, message, stacktrace);
+        Ok(())
+    }
+}
+
 impl crate::bindings::span_batch::Host for InstanceState {
     fn apply(&mut self, ops: Vec<u8>) -> wasmtime::Result<Result<(), String>> {
         let trace = &mut self.request()?.telemetry.trace;

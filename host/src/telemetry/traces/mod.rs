@@ -9,6 +9,7 @@ pub mod encoded;
 pub mod export;
 pub mod host;
 pub mod otlp_http;
+pub mod server;
 
 use super::attributes::{Adjustments, MAX_RECORD_ATTRIBUTES, cap_string, cap_value};
 use super::propagation;
@@ -166,6 +167,8 @@ pub struct RequestTrace {
     value_cap: usize,
     started: u64,
     adjustments: Adjustments,
+    /// What the guest said about its SERVER span ([`server`]).
+    server_notes: server::ServerNotes,
     /// The current span, for the guest's stdout and stderr.
     shared: std::sync::Arc<CurrentSpan>,
 }
@@ -197,6 +200,7 @@ impl RequestTrace {
             value_cap,
             started: 0,
             adjustments: Adjustments::default(),
+            server_notes: Default::default(),
         }
     }
 
