@@ -13,9 +13,7 @@ use crate::runtime::{Progress, Runtime};
 use crate::telemetry::metrics::{ComponentMetrics, DISCARD_REASON};
 use crate::telemetry::propagation::Share;
 use crate::telemetry::traces::{record_exception, start_span};
-use crate::telemetry::{
-    RequestTelemetry, RequestTrace, Settings, Telemetry, propagation, semconv,
-};
+use crate::telemetry::{RequestTelemetry, RequestTrace, Settings, Telemetry, propagation, semconv};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use opentelemetry::KeyValue;

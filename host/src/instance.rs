@@ -6,11 +6,11 @@
 //! the last one left reachable.
 
 use crate::http::outbound::{IoFuture, Outbound, SentFuture};
+use crate::telemetry::Adjustments;
 use crate::telemetry::RequestTelemetry;
 use crate::telemetry::logs::Logs;
 use crate::telemetry::logs::stdio::GuestOutput;
 use crate::telemetry::traces::CurrentSpan;
-use crate::telemetry::Adjustments;
 use crate::telemetry::traces::server::ServerNotes;
 use std::sync::Arc;
 use std::time::Instant;

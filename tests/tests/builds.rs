@@ -227,3 +227,46 @@ async fn up_with_build_builds_then_serves() {
     let (_, log) = host.terminate();
     assert!(log.contains("web (javascript): built in"), "{log}");
 }
+
+/// A requirement whose package needs its native extension (ujson, C only):
+/// the build fails naming the package and why. A package with a pure-Python
+/// fallback (MarkupSafe, under Flask) builds: `flask_orders` in build-guests.sh.
+#[test]
+fn a_python_requirement_with_a_native_extension_fails_naming_the_package() {
+    let dir = scratch_dir("python-native-requirement");
+    std::fs::write(dir.join("requirements.txt"), "ujson==5.10.0\n").unwrap();
+    std::fs::write(
+        dir.join("app.py"),
+        "import ujson\nfrom wit_world import exports\n\n\
+         class IncomingHandler(exports.IncomingHandler):\n    def handle(self, request, out):\n        pass\n",
+    )
+    .unwrap();
+    let out = build("python", "native_python", &dir, &dir.join("out.wasm"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("note: ujson 5.10.0 ships a native extension"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("error: package `ujson` 5.10.0 needs its native extension"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("cannot run in WebAssembly"), "{stderr}");
+    assert!(!dir.join("out.wasm").exists());
+}
+
+/// An app.py with neither a wasi:http handler nor a WSGI `app` is refused
+/// with what it must define.
+#[test]
+fn a_python_app_with_neither_handler_nor_wsgi_app_is_refused() {
+    let dir = scratch_dir("python-no-entry");
+    std::fs::write(dir.join("app.py"), "greeting = 'hello'\n").unwrap();
+    let out = build("python", "no_entry_python", &dir, &dir.join("out.wasm"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("app.py defines neither IncomingHandler"),
+        "{stderr}"
+    );
+}

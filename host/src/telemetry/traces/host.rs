@@ -51,10 +51,7 @@ impl crate::bindings::server::Host for InstanceState {
 
     fn set_attributes(&mut self, attributes: Vec<WitKeyValue>) -> wasmtime::Result<()> {
         let attrs = attributes.into_iter().map(to_key_value).collect();
-        self.request()?
-            .telemetry
-            .trace
-            .set_server_attributes(attrs);
+        self.request()?.telemetry.trace.set_server_attributes(attrs);
         Ok(())
     }
 
@@ -64,10 +61,11 @@ impl crate::bindings::server::Host for InstanceState {
         message: String,
         stacktrace: Option<String>,
     ) -> wasmtime::Result<()> {
-        self.request()?
-            .telemetry
-            .trace
-            .record_server_exception(exception_type, message, stacktrace);
+        self.request()?.telemetry.trace.record_server_exception(
+            exception_type,
+            message,
+            stacktrace,
+        );
         Ok(())
     }
 }

@@ -112,7 +112,14 @@ mod tests {
         ] {
             assert!(host_owned(key), "{key}");
         }
-        for key in ["order.id", "user.id", "error", "http", "httpx.thing", "urls"] {
+        for key in [
+            "order.id",
+            "user.id",
+            "error",
+            "http",
+            "httpx.thing",
+            "urls",
+        ] {
             assert!(!host_owned(key), "{key}");
         }
     }

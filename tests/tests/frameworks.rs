@@ -1,0 +1,218 @@
+//! Services as their teams write them: an unchanged Flask app with the
+//! OpenTelemetry API (examples/flask-orders), built by the real toolchain,
+//! served by the real binary, traced into a real OTLP receiver.
+
+use polytrace_tests::*;
+
+const REMOTE_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const REMOTE_SPAN: &str = "00f067aa0ba902b7";
+
+fn flask_orders(receiver: &Receiver) -> Polytrace {
+    let manifest = format!(
+        r#"
+app = "orders"
+version = "0.1.0"
+
+[[component]]
+id = "orders"
+source = "{}"
+route = "/api/..."
+language = "python"
+limits = {{ memory_mb = 128 }}
+"#,
+        component("flask_orders").display()
+    );
+    Polytrace::up("flask-orders", &manifest, receiver, "http/protobuf", &[])
+}
+
+fn find<'a>(spans: &'a [FlatSpan], name: &str) -> &'a FlatSpan {
+    spans
+        .iter()
+        .find(|s| s.name == name)
+        .unwrap_or_else(|| panic!("no span {name}: {spans:#?}"))
+}
+
+/// The Flask route names the SERVER span and sets `http.route`; API-made
+/// spans nest under it; `get_current_span()` in the view is the SERVER
+/// span; the API's counter and histogram, and `logging`, reach the host.
+#[tokio::test]
+async fn a_flask_app_with_the_opentelemetry_api_traces_unchanged() {
+    let receiver = Receiver::start().await;
+    let host = flask_orders(&receiver);
+    let traceparent = format!("00-{REMOTE_TRACE}-{REMOTE_SPAN}-01");
+    let created = request(
+        "POST",
+        &host.url("/api/orders"),
+        &[
+            ("content-type", "application/json"),
+            ("traceparent", &traceparent),
+        ],
+        r#"{"items": ["tea", "cake"]}"#,
+    )
+    .await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    assert_eq!(created.json()["items"], 2);
+    let order_id = created.json()["id"].as_str().unwrap().to_string();
+
+    let spans = receiver.trace(REMOTE_TRACE, 2).await;
+    let server = find(&spans, "POST /api/orders");
+    assert_eq!(server.kind, 2);
+    assert_eq!(server.parent_span_id, REMOTE_SPAN);
+    assert_eq!(server.attr("http.route").unwrap(), "/api/orders");
+    assert_eq!(server.attr("order.id").unwrap(), order_id.as_str());
+    assert_eq!(server.attr("http.response.status_code").unwrap(), 201);
+    // Once: the manifest's route is not also on the span.
+    let raw = receiver
+        .exports()
+        .into_iter()
+        .flat_map(|e| e.request.resource_spans)
+        .flat_map(|r| r.scope_spans)
+        .flat_map(|s| s.spans)
+        .find(|s| s.name == "POST /api/orders")
+        .unwrap();
+    let routes = raw
+        .attributes
+        .iter()
+        .filter(|kv| kv.key == "http.route")
+        .count();
+    assert_eq!(routes, 1, "{raw:#?}");
+    let validate = find(&spans, "validate_order");
+    assert_eq!(validate.kind, 1);
+    assert_eq!(validate.parent_span_id, server.span_id);
+    assert_eq!(validate.attr("order.items").unwrap(), 2);
+    assert_eq!(validate.status_code, 0);
+
+    let created = receiver
+        .wait_metric("orders", "orders.created", |p| {
+            p.iter().any(|p| p.value >= 1.0)
+        })
+        .await;
+    let point = created.last().unwrap();
+    assert_eq!(point.kind, "sum");
+    assert!(point.monotonic);
+    assert_eq!(point.unit, "{order}");
+    assert_eq!(point.attr("order.status").unwrap(), "accepted");
+    let sizes = receiver
+        .wait_metric("orders", "order.items", |p| p.iter().any(|p| p.count >= 1))
+        .await;
+    assert_eq!(sizes.last().unwrap().value, 2.0);
+    let durations = receiver
+        .wait_metric("orders", "http.server.request.duration", |p| {
+            p.iter()
+                .any(|p| p.attr("http.route").is_some_and(|r| r == "/api/orders"))
+        })
+        .await;
+    assert!(
+        durations
+            .iter()
+            .all(|p| p.attr("http.route").is_some_and(|r| r != "/api/*")),
+        "the manifest's route replaced by Flask's: {durations:#?}"
+    );
+
+    let logs = receiver
+        .wait_logs(
+            |r| r.trace_id == REMOTE_TRACE,
+            |r| {
+                r.iter()
+                    .any(|r| r.body.as_str().is_some_and(|b| b.starts_with("order ")))
+            },
+        )
+        .await;
+    let line = logs
+        .iter()
+        .find(|r| r.body.as_str().is_some_and(|b| b.starts_with("order ")))
+        .unwrap_or_else(|| panic!("{logs:#?}"));
+    assert_eq!(
+        line.body,
+        format!("order {order_id} created with 2 items").as_str()
+    );
+    assert_eq!(line.span_id, server.span_id);
+    host.terminate();
+}
+
+/// A route with a variable is named by its template; nested
+/// `start_as_current_span` blocks nest; events land on their span.
+#[tokio::test]
+async fn route_templates_and_nesting_come_from_the_framework() {
+    let receiver = Receiver::start().await;
+    let host = flask_orders(&receiver);
+    let response = get(&host.url("/api/orders/o-7")).await;
+    assert_eq!(response.status, 200, "{}", response.body);
+    let spans = receiver.trace(&response.trace_id(), 3).await;
+    let server = find(&spans, "GET /api/orders/<order_id>");
+    assert_eq!(server.attr("http.route").unwrap(), "/api/orders/<order_id>");
+    assert_eq!(server.attr("url.path").unwrap(), "/api/orders/o-7");
+    let load = find(&spans, "load_order");
+    assert_eq!(load.parent_span_id, server.span_id);
+    assert_eq!(load.attr("order.id").unwrap(), "o-7");
+    let items = find(&spans, "load_order.items");
+    assert_eq!(items.parent_span_id, load.span_id);
+    assert_eq!(items.event("cache.miss").unwrap()["cache.key"], "o-7");
+
+    // No route matched: no template, the manifest's route stays.
+    let missing = get(&host.url("/api/nothing/here")).await;
+    assert_eq!(missing.status, 404);
+    let spans = receiver.trace(&missing.trace_id(), 1).await;
+    assert_eq!(spans[0].name, "GET /api/*");
+    assert_eq!(spans[0].attr("http.route").unwrap(), "/api/*");
+    host.terminate();
+}
+
+/// An exception in a view: Flask's own 500, the exception on the SERVER
+/// span, which has Error status; Flask's error log in the trace.
+#[tokio::test]
+async fn an_exception_in_a_view_is_a_500_with_the_exception_on_the_server_span() {
+    let receiver = Receiver::start().await;
+    let host = flask_orders(&receiver);
+    let response = get(&host.url("/api/orders/o-9/fail")).await;
+    assert_eq!(response.status, 500, "{}", response.body);
+    assert!(response.body.contains("Internal Server Error"));
+    let trace_id = response.trace_id();
+    let spans = receiver.trace(&trace_id, 1).await;
+    let server = find(&spans, "GET /api/orders/<order_id>/fail");
+    assert_eq!(server.status_code, 2);
+    let exception = server
+        .event("exception")
+        .unwrap_or_else(|| panic!("{server:#?}"));
+    assert_eq!(exception["exception.type"], "RuntimeError");
+    assert_eq!(
+        exception["exception.message"],
+        "order o-9 cannot be charged"
+    );
+    assert!(
+        exception["exception.stacktrace"]
+            .as_str()
+            .unwrap()
+            .contains("fail_order"),
+        "{exception:#?}"
+    );
+    receiver
+        .wait_logs(
+            |r| r.trace_id == trace_id,
+            |r| r.iter().any(|r| r.severity_text == "ERROR"),
+        )
+        .await;
+    // The instance keeps serving.
+    assert_eq!(get(&host.url("/api/orders/o-1")).await.status, 200);
+    host.terminate();
+}
+
+/// `propagate.inject` writes the W3C header of the current API span.
+#[tokio::test]
+async fn propagate_inject_carries_the_current_span() {
+    let receiver = Receiver::start().await;
+    let host = flask_orders(&receiver);
+    let response = get(&host.url("/api/trace")).await;
+    assert_eq!(response.status, 200, "{}", response.body);
+    let body = response.json();
+    let span_id = body["span_id"].as_str().unwrap();
+    let traceparent = body["headers"]["traceparent"].as_str().unwrap();
+    let trace_id = response.trace_id();
+    assert!(
+        traceparent.starts_with(&format!("00-{trace_id}-{span_id}-")),
+        "{traceparent}"
+    );
+    let spans = receiver.trace(&trace_id, 2).await;
+    assert_eq!(find(&spans, "inject").span_id, span_id);
+    host.terminate();
+}
