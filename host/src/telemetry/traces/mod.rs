@@ -547,7 +547,7 @@ mod tests {
     use super::*;
     use crate::telemetry::attributes::{TRUNCATED_VALUES, UNNAMED_SPANS};
 
-    fn test_sink() -> Arc<SpanSink> {
+    pub(super) fn test_sink() -> Arc<SpanSink> {
         Arc::new(SpanSink::new(
             &SpanExport::detached(1),
             0,

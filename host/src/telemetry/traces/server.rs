@@ -95,7 +95,57 @@ impl RequestTrace {
 
 #[cfg(test)]
 mod tests {
+    use super::super::{start_span, tests::test_sink};
     use super::*;
+    use opentelemetry::trace::{Span as _, SpanKind, TracerProvider as _};
+    use opentelemetry_sdk::trace::SdkTracerProvider;
+
+    fn request_trace(value_cap: usize) -> RequestTrace {
+        let provider = SdkTracerProvider::builder().build();
+        let tracer = provider.tracer("t");
+        let server = start_span(&tracer, "s".into(), SpanKind::Server, vec![], None);
+        let cx = server.span_context().clone();
+        RequestTrace::new(
+            tracer,
+            test_sink(),
+            cx,
+            String::new(),
+            String::new(),
+            true,
+            value_cap,
+        )
+    }
+
+    #[test]
+    fn server_notes_keep_the_guests_and_count_what_they_refuse() {
+        let mut rt = request_trace(32);
+        rt.set_route(String::new());
+        assert_eq!(rt.server_notes.route, None, "an empty route is ignored");
+        rt.set_route("/orders/<order_id>".into());
+        rt.set_route("/orders/<order_id>/items/<item_id>".into());
+        // The last route wins, cut at the value cap.
+        assert_eq!(rt.server_notes.route.as_deref(), Some("/orders/<order_id>/items/<item_i"));
+        rt.set_server_attributes(vec![
+            KeyValue::new("order.id", "o-1"),
+            KeyValue::new("http.response.status_code", 200),
+            KeyValue::new("error.type", "x"),
+            KeyValue::new("order.id", "o-2"),
+        ]);
+        let many = (0..MAX_SERVER_ATTRIBUTES + 3).map(|i| KeyValue::new(format!("k{i}"), 1));
+        rt.set_server_attributes(many.collect());
+        for _ in 0..MAX_SERVER_EXCEPTIONS + 2 {
+            rt.record_server_exception("E".into(), "m".into(), None);
+        }
+        let adjustments = rt.adjustments();
+        let notes = rt.take_server_notes();
+        assert_eq!(notes.attributes.len(), MAX_SERVER_ATTRIBUTES);
+        assert_eq!(notes.attributes[0], KeyValue::new("order.id", "o-2"));
+        assert_eq!(notes.exceptions.len(), MAX_SERVER_EXCEPTIONS);
+        assert_eq!(adjustments.invalid_values, 2, "the two host-owned keys");
+        // 1 cut route, 4 attributes past the cap, 2 exceptions past theirs.
+        assert_eq!(adjustments.truncated_values, 1 + 4 + 2);
+        assert!(rt.take_server_notes().route.is_none(), "taken once");
+    }
 
     #[test]
     fn the_hosts_own_attributes_are_not_the_guests() {
