@@ -27,3 +27,4 @@ build javascript frontend_api        examples/frontend-data/frontend-api
 build python     data_processor      examples/frontend-data/data-processor
 build javascript js_fetch_listener   tests/guests/js-fetch-listener
 build python     flask_orders        examples/flask-orders
+build go         go_nethttp          examples/go-nethttp

@@ -216,3 +216,117 @@ async fn propagate_inject_carries_the_current_span() {
     assert_eq!(find(&spans, "inject").span_id, span_id);
     host.terminate();
 }
+
+fn go_nethttp(receiver: &Receiver) -> Polytrace {
+    let manifest = format!(
+        r#"
+app = "fraud"
+version = "0.1.0"
+
+[[component]]
+id = "fraud-service"
+source = "{}"
+route = "/..."
+language = "go"
+"#,
+        component("go_nethttp").display()
+    );
+    Polytrace::up("go-nethttp", &manifest, receiver, "http/protobuf", &[])
+}
+
+/// A net/http ServeMux with Go 1.22 patterns and the OpenTelemetry API's
+/// shapes: the pattern names the SERVER span, `tracer.Start(r.Context())`
+/// nests under it, `SpanFromContext(r.Context())` is the SERVER span, the
+/// counter reaches the host.
+#[tokio::test]
+async fn a_go_servemux_with_the_opentelemetry_shapes_traces_unchanged() {
+    let receiver = Receiver::start().await;
+    let host = go_nethttp(&receiver);
+    let denied = request(
+        "POST",
+        &host.url("/verify"),
+        &[],
+        r#"{"transaction_id": "t-2", "amount": 20000}"#,
+    )
+    .await;
+    assert_eq!(denied.status, 403, "{}", denied.body);
+    assert_eq!(denied.json()["result"], "denied");
+    let spans = receiver.trace(&denied.trace_id(), 2).await;
+    let server = find(&spans, "POST /verify");
+    assert_eq!(server.attr("http.route").unwrap(), "/verify");
+    assert_eq!(server.status_code, 0, "a 403 is not a server error");
+    let rules = find(&spans, "check_fraud_rules");
+    assert_eq!(rules.parent_span_id, server.span_id);
+    assert_eq!(rules.attr("transaction.id").unwrap(), "t-2");
+    assert_eq!(rules.attr("fraud.detected").unwrap(), true);
+    assert_eq!(rules.status_code, 2);
+    assert_eq!(
+        rules.status_message,
+        "amount 20000.00 above the limit 10000.00"
+    );
+    assert_eq!(
+        rules.event("exception").unwrap()["exception.message"],
+        "amount 20000.00 above the limit 10000.00"
+    );
+
+    let found = get(&host.url("/transactions/t-9")).await;
+    assert_eq!(found.status, 200, "{}", found.body);
+    let spans = receiver.trace(&found.trace_id(), 2).await;
+    let server = find(&spans, "GET /transactions/{id}");
+    assert_eq!(server.attr("http.route").unwrap(), "/transactions/{id}");
+    assert_eq!(server.attr("transaction.id").unwrap(), "t-9");
+    assert_eq!(
+        find(&spans, "load_transaction").parent_span_id,
+        server.span_id
+    );
+
+    let missing = get(&host.url("/nothing")).await;
+    assert_eq!(missing.status, 404);
+    let spans = receiver.trace(&missing.trace_id(), 1).await;
+    assert_eq!(
+        spans[0].name, "GET /*",
+        "no pattern matched: the manifest's route"
+    );
+
+    receiver
+        .wait_metric("fraud-service", "verifications.performed", |p| {
+            p.iter()
+                .any(|p| p.attr("result").is_some_and(|r| r == "denied") && p.value >= 1.0)
+        })
+        .await;
+    host.terminate();
+}
+
+/// A handler that panics: 500, the panic on the SERVER span, and the warm
+/// instance serves the next request.
+#[tokio::test]
+async fn a_go_handler_that_panics_is_a_500_with_the_panic_on_the_server_span() {
+    let receiver = Receiver::start().await;
+    let host = go_nethttp(&receiver);
+    let response = get(&host.url("/panic")).await;
+    assert_eq!(response.status, 500, "{}", response.body);
+    let spans = receiver.trace(&response.trace_id(), 1).await;
+    let server = find(&spans, "GET /panic");
+    assert_eq!(server.status_code, 2);
+    let exception = server
+        .event("exception")
+        .unwrap_or_else(|| panic!("{server:#?}"));
+    assert_eq!(exception["exception.type"], "panic");
+    assert_eq!(exception["exception.message"], "rules engine exploded");
+    assert!(
+        exception["exception.stacktrace"]
+            .as_str()
+            .unwrap()
+            .contains("goroutine"),
+        "{exception:#?}"
+    );
+    let next = request(
+        "POST",
+        &host.url("/verify"),
+        &[],
+        r#"{"transaction_id": "t-1", "amount": 12}"#,
+    )
+    .await;
+    assert_eq!(next.status, 200, "{}", next.body);
+    host.terminate();
+}

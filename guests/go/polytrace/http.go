@@ -19,6 +19,12 @@ type Request struct {
 	Query   url.Values
 	Headers map[string]string
 	Body    []byte
+	// Every header in arrival order, names as sent and repeated names kept
+	// (Headers keeps the last value of each lower-cased name).
+	HeaderList [][2]string
+	// "http" or "https", the authority (host and port) and the path with its
+	// query, as the request line and Host header gave them.
+	Scheme, Authority, PathWithQuery string
 }
 
 // ReadRequest reads the whole incoming request and releases it. The error
@@ -26,11 +32,17 @@ type Request struct {
 // Content-Length or its last chunk, or the connection failed): answer 400,
 // never act on part of a body.
 func ReadRequest(in *wasihttp.IncomingRequest) (Request, error) {
-	r := Request{Method: methodName(in.Method()), Headers: map[string]string{}}
+	r := Request{Method: methodName(in.Method()), Headers: map[string]string{}, Scheme: "http"}
 	pathWithQuery := in.PathWithQuery().SomeOr("/")
+	r.PathWithQuery = pathWithQuery
+	r.Authority = in.Authority().SomeOr("")
+	if scheme := in.Scheme(); scheme.IsSome() && scheme.Some().Tag() == wasihttp.Scheme_Https {
+		r.Scheme = "https"
+	}
 	headers := in.Headers()
 	for _, h := range headers.Entries() {
 		r.Headers[strings.ToLower(h.F0)] = string(h.F1)
+		r.HeaderList = append(r.HeaderList, [2]string{h.F0, string(h.F1)})
 	}
 	headers.Drop()
 	var err error
@@ -102,6 +114,30 @@ func Respond(out *wasihttp.ResponseOutparam, status int, contentType string, bod
 	outBody := response.Body().Ok()
 	wasihttp.ResponseOutparamSet(out, witTypes.Ok[*wasihttp.OutgoingResponse, wasihttp.ErrorCode](response))
 	writeBody(outBody, body)
+}
+
+// RespondWithHeaders answers with a status, headers (name, value pairs;
+// names a wasi:http response may not carry, such as "connection", and
+// invalid ones are left out) and a body.
+func RespondWithHeaders(out *wasihttp.ResponseOutparam, status int, headers [][2]string, body []byte) {
+	fields := wasihttp.MakeFields()
+	for _, h := range headers {
+		if forbidden[strings.ToLower(h[0])] {
+			continue
+		}
+		fields.Append(h[0], []uint8(h[1])) // an error leaves the header out
+	}
+	response := wasihttp.MakeOutgoingResponse(fields)
+	response.SetStatusCode(uint16(status))
+	outBody := response.Body().Ok()
+	wasihttp.ResponseOutparamSet(out, witTypes.Ok[*wasihttp.OutgoingResponse, wasihttp.ErrorCode](response))
+	writeBody(outBody, body)
+}
+
+// Headers a wasi:http response may not carry: the host frames the connection.
+var forbidden = map[string]bool{
+	"connection": true, "keep-alive": true, "proxy-connection": true, "transfer-encoding": true,
+	"upgrade": true, "host": true, "http2-settings": true, "te": true,
 }
 
 func writeBody(outBody *wasihttp.OutgoingBody, body []byte) {
