@@ -106,7 +106,7 @@ case "$language" in
     mv "$out.tmp" "$out"
     ;;
   javascript)
-    fresh "$src" "$root/guests/js" "$root/wit" && exit 0
+    fresh "$src" "$root/guests/js" "$root/wit" "$root/scripts/js-guest.mjs" && exit 0
     echo "build: $name (componentize-js)" >&2
     # The SDK sits next to the entry module: StarlingMonkey resolves relative
     # imports from the entry module's directory while it pre-initializes.
@@ -119,8 +119,36 @@ case "$language" in
     fi
     # componentize-js reports a syntax error without saying where; node does.
     step "node --check" node --experimental-default-type=module --check "$work/app.js"
+    # npm packages: the component's own package.json, installed once per
+    # content of package.json and its lock; without one, imports resolve
+    # from the tools' node_modules (@opentelemetry/api, hono).
+    if [ -f "$src/package.json" ]; then
+      deps="$root/target/js-deps/$name"
+      key="$({ cat "$src/package.json"; cat "$src/package-lock.json" 2>/dev/null || true; } | sha256sum | cut -c1-32)"
+      if [ "$(cat "$deps/.complete" 2>/dev/null)" != "$key" ]; then
+        echo "build: installing $src/package.json (npm)" >&2
+        rm -rf "$deps" && mkdir -p "$deps"
+        cp "$src/package.json" "$deps/" && { cp "$src/package-lock.json" "$deps/" 2>/dev/null || true; }
+        step "npm install" bash -c 'cd "$1" && exec npm install --omit=dev --no-audit --no-fund --ignore-scripts' _ "$deps"
+        echo "$key" >"$deps/.complete"
+      fi
+      rm -rf "$work/node_modules" && ln -s "$deps/node_modules" "$work/node_modules"
+    fi
+    cp "$root/guests/js/polytrace-otel.js" "$work/polytrace-otel.js"
+    plan="$(node "$root/scripts/js-guest.mjs" entry "$work")" || {
+      echo "error: building component \`$name\` (javascript) failed: see above" >&2; exit 1; }
+    entry="${plan%% *}"
+    if [ "${plan#* }" = bundle ]; then
+      # One module for componentize-js: the component's code, its npm
+      # packages and the SDK, with the WIT imports left to the component.
+      step esbuild env NODE_PATH="$root/tools/node_modules" "$root/tools/node_modules/.bin/esbuild" \
+        "$work/$entry" --bundle --format=esm --platform=neutral --main-fields=module,main \
+        --target=es2022 --external:'polytrace:*' --external:'wasi:*' --log-level=warning \
+        --outfile="$work/bundle.js"
+      entry=bundle.js
+    fi
     step componentize-js node "$root/tools/node_modules/@bytecodealliance/componentize-js/src/cli.js" \
-      "$work/app.js" -w "$root/wit" -n polytrace:telemetry/service -o "$out.tmp"
+      "$work/$entry" -w "$root/wit" -n polytrace:telemetry/service -o "$out.tmp"
     mv "$out.tmp" "$out"
     ;;
   go)

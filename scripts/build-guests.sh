@@ -28,3 +28,4 @@ build python     data_processor      examples/frontend-data/data-processor
 build javascript js_fetch_listener   tests/guests/js-fetch-listener
 build python     flask_orders        examples/flask-orders
 build go         go_nethttp          examples/go-nethttp
+build javascript hono_sessions       examples/hono-sessions

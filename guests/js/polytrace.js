@@ -21,6 +21,7 @@ import * as spanBatch from 'polytrace:telemetry/span-batch@0.1.0';
 import * as wallClock from 'wasi:clocks/wall-clock@0.2.10';
 import * as wmetrics from 'polytrace:telemetry/metrics@0.1.0';
 import * as wlogs from 'polytrace:telemetry/logs@0.1.0';
+import * as wserver from 'polytrace:telemetry/server@0.1.0';
 
 const DISPOSE = Symbol.dispose || Symbol.for('dispose');
 const KINDS = new Set(['internal', 'server', 'client', 'producer', 'consumer']);
@@ -312,6 +313,54 @@ export function currentSpanContext() {
   return tracing.currentSpanContext();
 }
 
+// ---- the request's SERVER span ---------------------------------------------
+
+/** Valid attributes of `obj`, leaving out values that are not attribute
+ * values (as the OpenTelemetry API drops them). */
+function validAttributes(obj) {
+  const out = [];
+  for (const [key, v] of Object.entries(obj ?? {})) {
+    try {
+      out.push({ key, value: value(v) });
+    } catch {}
+  }
+  return out;
+}
+
+function exceptionParts(error) {
+  const isError = error instanceof Error;
+  return [
+    isError ? error.name || error.constructor?.name || 'Error' : typeof error,
+    isError ? String(error.message) : String(error),
+    isError && typeof error.stack === 'string' ? error.stack : undefined,
+  ];
+}
+
+/**
+ * The request's SERVER span, which the host makes: what a web framework
+ * knows and the host cannot see. serve() reports a Hono app's route by
+ * itself; with @opentelemetry/api, the active span in a handler is the
+ * SERVER span and its setAttribute / recordException land here.
+ */
+export const server = Object.freeze({
+  /** The route template the framework matched (`/sessions/:id`): the host
+   * sets http.route and names the SERVER span `GET /sessions/:id`. Never
+   * the request's own path: a route is a low-cardinality name. */
+  setRoute(route) {
+    if (route) wserver.setRoute(String(route));
+  },
+  /** Attributes for the SERVER span; the host's own (http.*, url.*, ...)
+   * cannot be replaced. Values that are not attribute values are left out. */
+  setAttributes(attrs) {
+    const list = validAttributes(attrs);
+    if (list.length > 0) wserver.setAttributes(list);
+  },
+  /** Record a thrown value on the SERVER span as an `exception` event. */
+  recordException(error) {
+    wserver.recordException(...exceptionParts(error));
+  },
+});
+
 /** W3C headers for the current span, for transports other than fetch(). */
 export function inject() {
   flush();
@@ -570,11 +619,18 @@ async function writeResponse(response, responseOut) {
 
 /**
  * The wasi:http incoming handler for `handler` (a function from a Web
- * `Request` to a `Response` or a promise of one): export it as
+ * `Request` to a `Response` or a promise of one, an object with such a
+ * `fetch` method, or a Hono app): export it as
  * `export const incomingHandler = serve(handler)`. An exception the handler
- * throws is logged with its stack and answered with 500.
+ * throws is logged with its stack and answered with 500, with the exception
+ * on the SERVER span. A Hono app's matched route names the SERVER span.
  */
 export function serve(handler) {
+  if (isHono(handler)) handler = honoHandler(handler);
+  else if (typeof handler !== 'function' && typeof handler?.fetch === 'function') {
+    const app = handler;
+    handler = (request) => app.fetch(request);
+  }
   return {
     async handle(incoming, responseOut) {
       let response;
@@ -586,11 +642,13 @@ export function serve(handler) {
       pending = [];
       pendingChars = 0;
       try {
-        response = await handler(toRequest(incoming));
+        const request = toRequest(incoming);
+        response = await (requestHook ? requestHook(request, () => handler(request)) : handler(request));
         if (!(response instanceof Response)) {
           throw new TypeError('the handler did not return a Response');
         }
       } catch (e) {
+        server.recordException(e);
         // The engine's stack does not repeat the message: log both.
         console.error(`unhandled error: ${e}${e?.stack ? `\n${e.stack}` : ''}`);
         response = new Response('internal server error', { status: 500 });
@@ -602,4 +660,57 @@ export function serve(handler) {
       await writeResponse(response, responseOut);
     },
   };
+}
+
+// A module that must see each request served by serve() (polytrace-otel.js
+// makes the SERVER span the active span): hook(request, run) calls run().
+let requestHook;
+export function onRequest(hook) {
+  requestHook = hook;
+}
+
+// ---- Hono ------------------------------------------------------------------
+
+/** A Hono app (https://hono.dev): a router with fetch(). */
+function isHono(app) {
+  return typeof app?.fetch === 'function' && typeof app?.router?.match === 'function' && 'errorHandler' in app;
+}
+
+/**
+ * A fetch handler serving Hono `app` that tells the host the matched route
+ * (`/sessions/:id`) and records an error that Hono's error handler turned
+ * into a response on the SERVER span.
+ */
+function honoHandler(app) {
+  let failure;
+  const original = app.errorHandler;
+  if (typeof original === 'function') {
+    app.errorHandler = function onError(err, c) {
+      failure = err;
+      return original.call(this, err, c);
+    };
+  }
+  return async (request) => {
+    failure = undefined;
+    const response = await app.fetch(request);
+    if (failure !== undefined) server.recordException(failure);
+    const route = honoRoute(app, request);
+    if (route) server.setRoute(route);
+    return response;
+  };
+}
+
+/** The path of the route Hono's router matched for `request`: the last
+ * matched handler's (middleware, which take `next`, are not routes). */
+function honoRoute(app, request) {
+  try {
+    const method = request.method === 'HEAD' ? 'GET' : request.method;
+    const path = typeof app.getPath === 'function' ? app.getPath(request) : new URL(request.url).pathname;
+    const matched = app.router.match(method, path)?.[0] ?? [];
+    for (let i = matched.length - 1; i >= 0; i--) {
+      const route = matched[i]?.[0]?.[1];
+      if (route && typeof route.handler === 'function' && route.handler.length < 2) return route.path;
+    }
+  } catch {}
+  return undefined;
 }

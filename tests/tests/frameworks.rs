@@ -330,3 +330,98 @@ async fn a_go_handler_that_panics_is_a_500_with_the_panic_on_the_server_span() {
     assert_eq!(next.status, 200, "{}", next.body);
     host.terminate();
 }
+
+fn hono_sessions(receiver: &Receiver) -> Polytrace {
+    let manifest = format!(
+        r#"
+app = "sessions"
+version = "0.1.0"
+
+[[component]]
+id = "session-service"
+source = "{}"
+route = "/..."
+language = "javascript"
+limits = {{ memory_mb = 128 }}
+"#,
+        component("hono_sessions").display()
+    );
+    Polytrace::up("hono-sessions", &manifest, receiver, "http/protobuf", &[])
+}
+
+/// A Hono app with @opentelemetry/api, bundled from its package.json: the
+/// Hono route names the SERVER span, startActiveSpan nests across awaits,
+/// Hono's middleware runs, the counter reaches the host.
+#[tokio::test]
+async fn a_hono_app_with_the_opentelemetry_api_traces_unchanged() {
+    let receiver = Receiver::start().await;
+    let host = hono_sessions(&receiver);
+    let found = get(&host.url("/sessions/abc")).await;
+    assert_eq!(found.status, 200, "{}", found.body);
+    assert_eq!(found.json()["user_id"], "user-1");
+    assert_eq!(
+        found.headers.get("x-served-by").unwrap(),
+        "session-service",
+        "the app's middleware ran"
+    );
+    let spans = receiver.trace(&found.trace_id(), 3).await;
+    let server = find(&spans, "GET /sessions/:id");
+    assert_eq!(server.attr("http.route").unwrap(), "/sessions/:id");
+    let load = find(&spans, "load_session");
+    assert_eq!(load.parent_span_id, server.span_id);
+    assert_eq!(load.attr("session.id").unwrap(), "abc");
+    assert_eq!(load.attr("session.active").unwrap(), true);
+    let lookup = find(&spans, "sessions.lookup");
+    assert_eq!(lookup.parent_span_id, load.span_id, "nested after an await");
+
+    let missing = get(&host.url("/sessions/nope")).await;
+    assert_eq!(missing.status, 404);
+    let spans = receiver.trace(&missing.trace_id(), 3).await;
+    let load = find(&spans, "load_session");
+    assert_eq!(load.status_code, 2);
+    assert_eq!(load.status_message, "session nope not found");
+
+    let unrouted = get(&host.url("/nothing")).await;
+    assert_eq!(unrouted.status, 404);
+    let spans = receiver.trace(&unrouted.trace_id(), 1).await;
+    assert_eq!(spans[0].name, "GET /*", "no Hono route: the manifest's");
+
+    receiver
+        .wait_metric("session-service", "sessions.loaded", |p| {
+            p.iter()
+                .any(|p| p.attr("status").is_some_and(|s| s == "not_found") && p.value >= 1.0)
+        })
+        .await;
+
+    let traced = get(&host.url("/trace")).await;
+    let body = traced.json();
+    let span_id = body["span_id"].as_str().unwrap();
+    assert!(
+        body["headers"]["traceparent"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("00-{}-{span_id}-", traced.trace_id())),
+        "{body}"
+    );
+    host.terminate();
+}
+
+/// An error thrown in a Hono handler: Hono's 500, the error on the SERVER
+/// span, and the instance keeps serving.
+#[tokio::test]
+async fn an_error_in_a_hono_handler_is_a_500_with_the_error_on_the_server_span() {
+    let receiver = Receiver::start().await;
+    let host = hono_sessions(&receiver);
+    let response = get(&host.url("/boom")).await;
+    assert_eq!(response.status, 500, "{}", response.body);
+    let spans = receiver.trace(&response.trace_id(), 1).await;
+    let server = find(&spans, "GET /boom");
+    assert_eq!(server.status_code, 2);
+    let exception = server
+        .event("exception")
+        .unwrap_or_else(|| panic!("{server:#?}"));
+    assert_eq!(exception["exception.type"], "Error");
+    assert_eq!(exception["exception.message"], "session store unavailable");
+    assert_eq!(get(&host.url("/sessions/xyz")).await.status, 200);
+    host.terminate();
+}

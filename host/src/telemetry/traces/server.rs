@@ -124,7 +124,10 @@ mod tests {
         rt.set_route("/orders/<order_id>".into());
         rt.set_route("/orders/<order_id>/items/<item_id>".into());
         // The last route wins, cut at the value cap.
-        assert_eq!(rt.server_notes.route.as_deref(), Some("/orders/<order_id>/items/<item_i"));
+        assert_eq!(
+            rt.server_notes.route.as_deref(),
+            Some("/orders/<order_id>/items/<item_i")
+        );
         rt.set_server_attributes(vec![
             KeyValue::new("order.id", "o-1"),
             KeyValue::new("http.response.status_code", 200),
