@@ -29,3 +29,4 @@ build javascript js_fetch_listener   tests/guests/js-fetch-listener
 build python     flask_orders        examples/flask-orders
 build go         go_nethttp          examples/go-nethttp
 build javascript hono_sessions       examples/hono-sessions
+build rust       rust_otel           examples/rust-otel

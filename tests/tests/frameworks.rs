@@ -425,3 +425,56 @@ async fn an_error_in_a_hono_handler_is_a_500_with_the_error_on_the_server_span()
     assert_eq!(get(&host.url("/sessions/xyz")).await.status, 200);
     host.terminate();
 }
+
+/// A Rust component written against the `opentelemetry` crate's API:
+/// `in_span` nests, `record_error` and `set_status` land on the span, the
+/// API's counter reaches the host.
+#[tokio::test]
+async fn a_rust_component_with_the_opentelemetry_crate_traces_unchanged() {
+    let receiver = Receiver::start().await;
+    let manifest = format!(
+        r#"
+app = "billing"
+version = "0.1.0"
+
+[[component]]
+id = "billing"
+source = "{}"
+route = "/charge"
+language = "rust"
+"#,
+        component("rust_otel").display()
+    );
+    let host = Polytrace::up("rust-otel", &manifest, &receiver, "http/protobuf", &[]);
+    let charged = request("POST", &host.url("/charge?amount=12"), &[], "").await;
+    assert_eq!(charged.status, 200, "{}", charged.body);
+    let spans = receiver.trace(&charged.trace_id(), 3).await;
+    let server = find(&spans, "POST /charge");
+    let charge = find(&spans, "charge_card");
+    assert_eq!(charge.parent_span_id, server.span_id);
+    assert_eq!(charge.attr("charge.amount").unwrap(), 12.0);
+    let ledger = find(&spans, "ledger.write");
+    assert_eq!(ledger.parent_span_id, charge.span_id);
+    assert_eq!(
+        ledger.event("ledger.appended").unwrap()["ledger.entries"],
+        1
+    );
+
+    let declined = request("POST", &host.url("/charge?amount=5000"), &[], "").await;
+    assert_eq!(declined.status, 402, "{}", declined.body);
+    let spans = receiver.trace(&declined.trace_id(), 3).await;
+    let charge = find(&spans, "charge_card");
+    assert_eq!(charge.status_code, 2);
+    assert_eq!(charge.status_message, "card declined for 5000.00");
+    assert_eq!(
+        charge.event("exception").unwrap()["exception.message"],
+        "card declined for 5000.00"
+    );
+    receiver
+        .wait_metric("billing", "charges.created", |p| {
+            p.iter()
+                .any(|p| p.attr("charge.status").is_some_and(|s| s == "declined"))
+        })
+        .await;
+    host.terminate();
+}

@@ -18,6 +18,8 @@
 pub mod http;
 pub mod logs;
 pub mod metrics;
+#[cfg(feature = "opentelemetry")]
+pub mod otel;
 
 #[doc(hidden)]
 pub mod bindings {
@@ -78,9 +80,11 @@ pub use wit::Status;
 /// in one buffer instead of one host call each.
 pub struct Span {
     handle: u32,
-    ended: std::cell::Cell<bool>,
+    // Atomics and OnceLock (plain loads and stores on single-threaded wasm)
+    // keep a span Send + Sync, as the `opentelemetry` crate's API needs.
+    ended: std::sync::atomic::AtomicBool,
     /// Its context, once asked for (the host forgets ended spans).
-    context: std::cell::OnceCell<SpanContext>,
+    context: std::sync::OnceLock<SpanContext>,
 }
 
 impl Span {
@@ -107,8 +111,8 @@ impl Span {
         batch::flush();
         Span {
             handle,
-            ended: std::cell::Cell::new(false),
-            context: std::cell::OnceCell::new(),
+            ended: std::sync::atomic::AtomicBool::new(false),
+            context: std::sync::OnceLock::new(),
         }
     }
 
@@ -139,13 +143,13 @@ impl Span {
         batch::flush();
         Span {
             handle,
-            ended: std::cell::Cell::new(false),
-            context: std::cell::OnceCell::new(),
+            ended: std::sync::atomic::AtomicBool::new(false),
+            context: std::sync::OnceLock::new(),
         }
     }
 
     fn op(&self, op: u8, f: impl FnOnce(&mut batch::Batch)) {
-        if !self.ended.get() {
+        if !self.ended.load(std::sync::atomic::Ordering::Relaxed) {
             batch::with(|b| {
                 b.op(op).u32(self.handle);
                 f(b);
@@ -197,13 +201,24 @@ impl Span {
     }
 
     fn exception(&self, exception_type: &str, message: &str, stacktrace: &str) {
+        self.exception_with(exception_type, message, stacktrace, true);
+    }
+
+    /// An `exception` event; the status is set to Error when `set_status`.
+    pub(crate) fn exception_with(
+        &self,
+        exception_type: &str,
+        message: &str,
+        stacktrace: &str,
+        set_status: bool,
+    ) {
         self.op(batch::RECORD_EXCEPTION, |b| {
             b.now()
                 .str(exception_type)
                 .str(message)
                 .u8(1)
                 .str(stacktrace)
-                .u8(1);
+                .u8(u8::from(set_status));
         });
     }
 
@@ -247,7 +262,7 @@ impl Span {
     }
 
     pub fn is_recording(&self) -> bool {
-        if self.ended.get() {
+        if self.ended.load(std::sync::atomic::Ordering::Relaxed) {
             return false;
         }
         batch::flush();
@@ -257,7 +272,7 @@ impl Span {
     /// End now; dropping the span does the same. Calls on an ended span
     /// (including a second `end`) do nothing, as in OpenTelemetry's API.
     pub fn end(&self) {
-        if self.ended.replace(true) {
+        if self.ended.swap(true, std::sync::atomic::Ordering::Relaxed) {
             return;
         }
         batch::with(|b| {
