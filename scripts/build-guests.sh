@@ -19,6 +19,10 @@ build rust       conformance_rust    tests/conformance/rust
 build python     conformance_python  tests/conformance/python
 build javascript conformance_js      tests/conformance/javascript
 build go         conformance_go      tests/conformance/go
+build rust       conformance_rust_otel tests/conformance/rust-otel
+build python     conformance_python_otel tests/conformance/python-otel
+build javascript conformance_js_otel tests/conformance/javascript-otel
+build go         conformance_go_otel tests/conformance/go-otel
 build python     api_gateway         examples/checkout/api-gateway
 build go         fraud_service       examples/checkout/fraud-service
 build javascript session_service     examples/checkout/session-service

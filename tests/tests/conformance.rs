@@ -20,6 +20,22 @@ const LANGUAGES: &[(&str, &str)] = &[
     ("go", "conformance_go"),
 ];
 
+/// The same scenario written against each language's standard
+/// OpenTelemetry API (Go: its shapes), with polytrace as the API's SDK:
+/// the trees, metrics and logs must be the SDK versions'. (The bad-input
+/// scenario is the SDKs': the API never reports a bad instrument.)
+const API_LANGUAGES: &[(&str, &str)] = &[
+    ("rust-otel", "conformance_rust_otel"),
+    ("python-otel", "conformance_python_otel"),
+    ("javascript-otel", "conformance_js_otel"),
+    ("go-otel", "conformance_go_otel"),
+];
+
+/// Every implementation: the SDKs' and the APIs'.
+fn all_languages() -> impl Iterator<Item = &'static (&'static str, &'static str)> {
+    LANGUAGES.iter().chain(API_LANGUAGES)
+}
+
 const REMOTE_SPAN: &str = "00f067aa0ba902b7";
 
 fn expected_path(file: &str) -> PathBuf {
@@ -36,10 +52,12 @@ fn assert_identical_trees(file: &str, rendered: &[(&str, String)]) {
 /// Every implementation and a peer, with `isolation` for each.
 fn manifest(isolation: &str) -> String {
     let mut m = String::from("app = \"conformance\"\nversion = \"1.0.0\"\n");
-    for (language, wasm) in LANGUAGES {
+    for (name, wasm) in all_languages() {
+        // "python-otel" is a Python component.
+        let language = name.split('-').next().unwrap_or(name);
         m += &format!(
-            "\n[[component]]\nid = \"conformance-{language}\"\nsource = \"{}\"\n\
-             route = \"/conformance-{language}/...\"\nlanguage = \"{language}\"\n\
+            "\n[[component]]\nid = \"conformance-{name}\"\nsource = \"{}\"\n\
+             route = \"/conformance-{name}/...\"\nlanguage = \"{language}\"\n\
              isolation = \"{isolation}\"\n",
             component(wasm).display()
         );
@@ -77,7 +95,7 @@ async fn scenario(isolation: &str, runs: u8) {
     );
     let mut rendered = Vec::new();
     let mut traces = Vec::new();
-    for (i, (language, _)) in LANGUAGES.iter().enumerate() {
+    for (i, (language, _)) in all_languages().enumerate() {
         let id = format!("conformance-{language}");
         let mut last = None;
         for run in 0..runs {
@@ -152,7 +170,7 @@ async fn scenario(isolation: &str, runs: u8) {
     // Metrics and logs, normalized, identical across the four languages.
     let mut metrics = Vec::new();
     let mut logs = Vec::new();
-    for ((language, _), (id, trace_id, spans)) in LANGUAGES.iter().zip(&traces) {
+    for ((language, _), (id, trace_id, spans)) in all_languages().zip(&traces) {
         for name in ["conformance.requests", "conformance.latency"] {
             receiver.wait_metric(id, name, |p| !p.is_empty()).await;
         }
