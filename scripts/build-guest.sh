@@ -106,7 +106,7 @@ case "$language" in
     mv "$out.tmp" "$out"
     ;;
   javascript)
-    fresh "$src" "$root/guests/js" "$root/wit" "$root/scripts/js-guest.mjs" && exit 0
+    fresh "$src" "$root/guests/js" "$root/wit" "$root/scripts/js-guest.mjs" "$root/tools/package.json" && exit 0
     echo "build: $name (componentize-js)" >&2
     # The SDK sits next to the entry module: StarlingMonkey resolves relative
     # imports from the entry module's directory while it pre-initializes.

@@ -43,7 +43,12 @@ const exportsHandler =
 const exportsDefault = /export\s+default\b/.test(app) || /export\s*\{[^}]*\bas\s+default\b[^}]*\}/.test(app);
 // A bare module specifier: from npm (not ./, ../, /, nor a WIT interface).
 const importsNpm = /(?:import|export)[^'"]*?from\s*['"](?![./]|polytrace:|wasi:)[^'"]+['"]|import\s*\(\s*['"](?![./]|polytrace:|wasi:)/.test(all);
-const usesOtel = /['"]@opentelemetry\/api['"]/.test(all);
+// The component's code, or its own npm dependencies, use the API.
+let usesOtel = /['"]@opentelemetry\/api['"]/.test(all);
+try {
+  statSync(join(work, 'node_modules', '@opentelemetry', 'api'));
+  usesOtel = true;
+} catch {}
 
 if (exportsHandler && !importsNpm) {
   console.log('app.js plain');

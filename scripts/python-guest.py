@@ -30,9 +30,20 @@ import sys
 NATIVE_SUFFIXES = (".so", ".pyd", ".dylib")
 
 
+# The interpreter componentize-py 0.25 embeds: packages are chosen for it,
+# not for the Python that runs pip.
+GUEST_PYTHON = "3.14"
+
+
 def deps(requirements, out, pip):
-    with open(requirements, "rb") as f:
-        key = hashlib.sha256(f.read()).hexdigest()
+    # Keyed by every .txt beside it too (-r and -c files) and the guest Python.
+    digest = hashlib.sha256(GUEST_PYTHON.encode())
+    folder = os.path.dirname(os.path.abspath(requirements))
+    for name in sorted(os.listdir(folder)):
+        if name.endswith(".txt"):
+            with open(os.path.join(folder, name), "rb") as f:
+                digest.update(name.encode() + b"\0" + f.read())
+    key = digest.hexdigest()
     stamp = os.path.join(out, ".complete")
     if not (os.path.exists(stamp) and open(stamp).read() == key):
         install(requirements, out, pip, key)
@@ -50,11 +61,20 @@ def install(requirements, out, pip, key):
     os.makedirs(site)
     print(f"build: installing {requirements} (pip)", file=sys.stderr)
     code = subprocess.call(
-        [pip, "install", "--quiet", "--disable-pip-version-check", "--no-compile", "--target", site, "-r", requirements],
+        [
+            pip, "install", "--quiet", "--disable-pip-version-check", "--no-compile",
+            # Wheels for the guest's Python (markers and Requires-Python
+            # judged for it); pure-Python wheels are what can be bundled.
+            "--python-version", GUEST_PYTHON, "--only-binary=:all:",
+            "--target", site, "-r", requirements,
+        ],
         stdout=sys.stderr,
     )
     if code != 0:
-        sys.exit(f"error: pip could not install {requirements} (status {code}): see its output above")
+        sys.exit(
+            f"error: pip could not install {requirements} for Python {GUEST_PYTHON} (status {code}): see its "
+            "output above (a package with no wheel, only a source archive, cannot be installed for the guest)"
+        )
     native = remove_native(site)
     with open(os.path.join(out, "native.json"), "w") as f:
         json.dump(native, f, indent=1)

@@ -1,8 +1,9 @@
 // fraud-service, written as a Go team writes it: net/http with Go 1.22
 // patterns and the OpenTelemetry API's shapes. Against the official
 // packages, only the import paths differ (go.opentelemetry.io/otel/... →
-// wit_component/polytrace/otel/...), and Handle connects the mux to
-// wasi:http in one line.
+// wit_component/polytrace/otel/...), the mux is nethttp.NewServeMux (for
+// its route through the middleware), and Handle connects it to wasi:http
+// in one line.
 //
 //	POST /verify            {"transaction_id", "amount"} → 200 approved, 403 denied
 //	GET  /transactions/{id} → 200
@@ -10,6 +11,7 @@
 package export_wasi_http_incoming_handler
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"log/slog"
@@ -33,14 +35,29 @@ var (
 	mux    = routes()
 )
 
-func routes() *http.ServeMux {
-	mux := http.NewServeMux()
+// routes is the service's mux behind its middleware. nethttp.NewServeMux
+// is http.NewServeMux that still reports its matched pattern (the route)
+// when middleware hands it a copy of the request.
+func routes() http.Handler {
+	mux := nethttp.NewServeMux()
 	mux.HandleFunc("POST /verify", verify)
 	mux.HandleFunc("GET /transactions/{id}", transaction)
 	mux.HandleFunc("GET /panic", func(http.ResponseWriter, *http.Request) {
 		panic("rules engine exploded")
 	})
-	return mux
+	return requestID(mux)
+}
+
+type requestIDKey struct{}
+
+// requestID is ordinary middleware: the request id in the context, and a
+// copy of the request for the mux.
+func requestID(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id := r.Header.Get("X-Request-Id")
+		w.Header().Set("X-Request-Id", id)
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), requestIDKey{}, id)))
+	})
 }
 
 // Handle serves every request with the mux.

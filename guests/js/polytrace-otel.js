@@ -87,6 +87,7 @@ class ApiSpan {
   }
 
   _hostContext() {
+    // Asked for once; after the end the host still knows recent spans.
     if (this._context === undefined) this._context = this._inner.context;
     return this._context;
   }
@@ -133,7 +134,6 @@ class ApiSpan {
 
   end() {
     if (this._ended) return;
-    this._hostContext(); // its context outlives it
     this._ended = true;
     const i = open.lastIndexOf(this);
     if (i >= 0) open.splice(i, 1);

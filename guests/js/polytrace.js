@@ -235,11 +235,13 @@ export class Span {
     return this;
   }
 
-  /** The span's context; undefined once the span has ended. */
+  /** The span's context; after the end, undefined once the host has
+   * forgotten the span (it remembers the last 64 ended in a request). */
   get context() {
-    if (this._h === undefined) return undefined;
+    const handle = this._h ?? this._last;
+    if (handle === undefined) return undefined;
     flush();
-    return spanBatch.contextOf(this._h);
+    return spanBatch.contextOf(handle);
   }
 
   isRecording() {
@@ -253,6 +255,7 @@ export class Span {
     const handle = this._h;
     if (handle === undefined) return;
     this._h = undefined;
+    this._last = handle; // for `context` after the end
     queue(`[8,${handle},${now()}]`);
     openSpans--;
     // The outermost span ended: what it recorded goes to the host now,
@@ -597,12 +600,16 @@ function toRequest(incoming) {
   return new Request(url, init);
 }
 
-async function writeResponse(response, responseOut) {
+async function writeResponse(response, responseOut, method) {
   const list = [];
+  // The body is sent whole: its length is what it is. A HEAD response says
+  // the GET response's length and carries no body (RFC 9110 9.3.2), which
+  // wasi:http would count as a short body: no Content-Length then.
   response.headers.forEach((value, name) => {
-    if (!FORBIDDEN.has(name)) list.push([name, ENCODER.encode(value)]);
+    if (!FORBIDDEN.has(name) && name !== 'content-length') list.push([name, ENCODER.encode(value)]);
   });
-  const body = response.body === null ? null : new Uint8Array(await response.arrayBuffer());
+  const body = response.body === null || method === 'HEAD' ? null : new Uint8Array(await response.arrayBuffer());
+  if (body !== null) list.push(['content-length', ENCODER.encode(String(body.length))]);
   const outgoing = new OutgoingResponse(Fields.fromList(list));
   outgoing.setStatusCode(response.status);
   const outBody = outgoing.body();
@@ -634,6 +641,7 @@ export function serve(handler) {
   return {
     async handle(incoming, responseOut) {
       let response;
+      let method;
       // Spans of this request go to the host when it is done, or earlier
       // when something needs the host to know the current span.
       inRequest = true;
@@ -643,6 +651,7 @@ export function serve(handler) {
       pendingChars = 0;
       try {
         const request = toRequest(incoming);
+        method = request.method;
         response = await (requestHook ? requestHook(request, () => handler(request)) : handler(request));
         if (!(response instanceof Response)) {
           throw new TypeError('the handler did not return a Response');
@@ -657,7 +666,7 @@ export function serve(handler) {
         // Spans still open reach the host too: it ends them with the request.
         flush();
       }
-      await writeResponse(response, responseOut);
+      await writeResponse(response, responseOut, method);
     },
   };
 }
@@ -686,7 +695,9 @@ function honoHandler(app) {
   const original = app.errorHandler;
   if (typeof original === 'function') {
     app.errorHandler = function onError(err, c) {
-      failure = err;
+      // An HTTPException (a 401 from an auth middleware, a thrown 404) is a
+      // response, not a failure.
+      if (typeof err?.getResponse !== 'function') failure = err;
       return original.call(this, err, c);
     };
   }
@@ -700,16 +711,19 @@ function honoHandler(app) {
   };
 }
 
-/** The path of the route Hono's router matched for `request`: the last
- * matched handler's (middleware, which take `next`, are not routes). */
+/** The path of the route Hono's router matched for `request`: the first
+ * matched handler's, which is the one that answers (middleware, which take
+ * `next`, are not routes; a sub-app's handler wrapped in its error handler
+ * is judged by the handler it wraps). */
 function honoRoute(app, request) {
   try {
     const method = request.method === 'HEAD' ? 'GET' : request.method;
     const path = typeof app.getPath === 'function' ? app.getPath(request) : new URL(request.url).pathname;
     const matched = app.router.match(method, path)?.[0] ?? [];
-    for (let i = matched.length - 1; i >= 0; i--) {
-      const route = matched[i]?.[0]?.[1];
-      if (route && typeof route.handler === 'function' && route.handler.length < 2) return route.path;
+    for (const entry of matched) {
+      const route = entry?.[0]?.[1];
+      const handler = route?.handler?.__COMPOSED_HANDLER ?? route?.handler;
+      if (typeof handler === 'function' && handler.length < 2) return route.path;
     }
   } catch {}
   return undefined;

@@ -770,6 +770,9 @@ struct ServerSpan {
     /// `http.route`: the manifest's route, or the one the guest's framework
     /// matched; set on the span when it ends.
     route: Option<String>,
+    /// The guest's attributes for the span, set after every host attribute
+    /// when it ends (under an attribute count limit, the guest's go first).
+    guest_attributes: Vec<KeyValue>,
     metrics: RequestMetrics,
     /// The `traceresponse` header (W3C Trace Context Level 2).
     traceresponse: String,
@@ -859,6 +862,7 @@ impl ServerSpan {
             span,
             method_name: server_request.span_method(),
             route: route.clone(),
+            guest_attributes: Vec::new(),
             metrics,
             traceresponse,
             status: 0,
@@ -890,7 +894,7 @@ impl ServerSpan {
             self.metrics.route(route.clone());
             self.route = Some(route);
         }
-        self.span.set_attributes(server.attributes);
+        self.guest_attributes = server.attributes;
         for exception in server.exceptions {
             self.span.add_event("exception", exception);
         }
@@ -920,10 +924,15 @@ impl ServerSpan {
         self.end_span();
     }
 
-    /// End the span, with its `http.route`.
+    /// End the span: its `http.route`, then the guest's attributes (the
+    /// host's own come first). Ending again does nothing.
     fn end_span(&mut self) {
         if let Some(route) = self.route.take() {
             self.span.set_attribute(KeyValue::new("http.route", route));
+        }
+        let guest = std::mem::take(&mut self.guest_attributes);
+        if !guest.is_empty() {
+            self.span.set_attributes(guest);
         }
         self.span.end();
     }
@@ -989,6 +998,15 @@ impl ServerSpan {
         let mut response = self.error_response(fault.status, &fault.kind, &fault.message);
         add_traceresponse(&mut response, &self.traceresponse);
         response
+    }
+}
+
+/// A SERVER span dropped without [`ServerSpan::end`] or
+/// [`ServerSpan::fail`] (its task cancelled: the client went away, the
+/// host shut down) still ends with its `http.route`.
+impl Drop for ServerSpan {
+    fn drop(&mut self) {
+        self.end_span();
     }
 }
 

@@ -4,7 +4,9 @@
 //! attributes, end it), metric-cost (add 1 to a counter with two attributes)
 //! and log-cost (emit an INFO record with two attributes).
 //!
-//! - guests: the four `tests/conformance` components in one `polytrace`;
+//! - guests: the four `tests/conformance` components in one `polytrace`
+//!   (and, for spans, their `*-otel` twins written against the standard
+//!   OpenTelemetry API, for the API layer's cost);
 //!   each request makes 1000 spans (the per-request recording cap) timed by
 //!   the guest's own monotonic clock, and a run is BENCH_SPANS spans over
 //!   consecutive requests. Spans are recorded, queued and handed to the
@@ -51,6 +53,16 @@ const LANGUAGES: &[(&str, &str, Native)] = &[
     ("python", "conformance_python", Native::Python),
     ("javascript", "conformance_js", Native::Node),
     ("go", "conformance_go", Native::Unavailable),
+];
+
+/// The span scenario through each language's standard OpenTelemetry API
+/// (`tests/conformance/*-otel`): measured in the same rounds as the SDK's,
+/// for the cost of the API layer.
+const API: &[(&str, &str)] = &[
+    ("rust-otel", "conformance_rust_otel"),
+    ("python-otel", "conformance_python_otel"),
+    ("javascript-otel", "conformance_js_otel"),
+    ("go-otel", "conformance_go_otel"),
 ];
 
 #[derive(Clone, Copy)]
@@ -257,10 +269,15 @@ async fn main() {
     let rounds = env_or("BENCH_ROUNDS", 5);
     let receiver = Receiver::start_sink().await;
     let mut manifest = String::from("app = \"bench\"\n");
-    for (language, wasm, _) in LANGUAGES {
+    let components = LANGUAGES
+        .iter()
+        .map(|(l, w, _)| (*l, *w))
+        .chain(API.iter().copied());
+    for (name, wasm) in components {
+        let language = name.split('-').next().unwrap_or(name);
         manifest += &format!(
-            "[[component]]\nid = \"conformance-{language}\"\nsource = \"{}\"\n\
-             route = \"/conformance-{language}/...\"\nlanguage = \"{language}\"\n\
+            "[[component]]\nid = \"conformance-{name}\"\nsource = \"{}\"\n\
+             route = \"/conformance-{name}/...\"\nlanguage = \"{language}\"\n\
              limits = {{ request_timeout_ms = 60000 }}\n",
             component(wasm).display()
         );
@@ -286,6 +303,7 @@ async fn main() {
     let only = std::env::var("BENCH_LANGUAGES").unwrap_or_default();
     let scenarios = std::env::var("BENCH_SCENARIOS").unwrap_or_else(|_| "span,metric,log".into());
     let mut tables = Vec::new();
+    let mut api_rows = Vec::new();
     for scenario in scenarios.split(',').map(str::trim) {
         let what = match scenario {
             "span" => "span: start + 5 attributes + end",
@@ -299,16 +317,27 @@ async fn main() {
             if !only.is_empty() && !only.split(',').any(|l| l == *language) {
                 continue;
             }
+            // The API's cost is measured for spans, in the same rounds.
+            let api = (scenario == "span").then(|| format!("{language}-otel"));
             guest(&host, language, scenario, 2 * PER_REQUEST).await; // warm up
-            let (mut g, mut nat) = (Vec::new(), Vec::new());
+            if let Some(api) = &api {
+                guest(&host, api, scenario, 2 * PER_REQUEST).await;
+            }
+            let (mut g, mut a, mut nat) = (Vec::new(), Vec::new(), Vec::new());
             for _ in 0..rounds {
                 g.push(guest(&host, language, scenario, n).await);
+                if let Some(api) = &api {
+                    a.push(guest(&host, api, scenario, n).await);
+                }
                 if let Some(x) = native(*kind, n, scenario) {
                     nat.push(x);
                 }
             }
             let g = median(g);
             let nat = (!nat.is_empty()).then(|| median(nat));
+            if !a.is_empty() {
+                api_rows.push((*language, g, median(a)));
+            }
             rows.push((*language, g, nat));
         }
         tables.push((what, rows));
@@ -335,6 +364,22 @@ async fn main() {
                 ),
                 None => println!("| {language} | {g:.0} | (not available here) | – | – |"),
             }
+        }
+    }
+    if !api_rows.is_empty() {
+        println!();
+        println!(
+            "span through the standard OpenTelemetry API vs the polytrace SDK (target: ≤ 1.10)"
+        );
+        println!();
+        println!("| language | SDK (ns/span) | API (ns/span) | API / SDK | ≤ 1.10 |");
+        println!("|---|---:|---:|---:|---|");
+        for (language, sdk, api) in api_rows {
+            println!(
+                "| {language} | {sdk:.0} | {api:.0} | {:.2} | {} |",
+                api / sdk,
+                if api <= 1.10 * sdk { "met" } else { "not met" }
+            );
         }
     }
     println!();

@@ -234,7 +234,7 @@ async fn up_with_build_builds_then_serves() {
 #[test]
 fn a_python_requirement_with_a_native_extension_fails_naming_the_package() {
     let dir = scratch_dir("python-native-requirement");
-    std::fs::write(dir.join("requirements.txt"), "ujson==5.10.0\n").unwrap();
+    std::fs::write(dir.join("requirements.txt"), "ujson==6.1.0\n").unwrap();
     std::fs::write(
         dir.join("app.py"),
         "import ujson\nfrom wit_world import exports\n\n\
@@ -245,11 +245,11 @@ fn a_python_requirement_with_a_native_extension_fails_naming_the_package() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{stderr}");
     assert!(
-        stderr.contains("note: ujson 5.10.0 ships a native extension"),
+        stderr.contains("note: ujson 6.1.0 ships a native extension"),
         "{stderr}"
     );
     assert!(
-        stderr.contains("error: package `ujson` 5.10.0 needs its native extension"),
+        stderr.contains("error: package `ujson` 6.1.0 needs its native extension"),
         "{stderr}"
     );
     assert!(stderr.contains("cannot run in WebAssembly"), "{stderr}");

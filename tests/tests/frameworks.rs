@@ -478,3 +478,86 @@ language = "rust"
         .await;
     host.terminate();
 }
+
+/// HEAD, as health checks send it: the GET route's headers, no body, and
+/// the instance stays warm (no trap). Flask and Hono both.
+#[tokio::test]
+async fn head_requests_answer_without_a_body_and_keep_the_instance() {
+    let receiver = Receiver::start().await;
+    let flask = flask_orders(&receiver);
+    let hono = hono_sessions(&receiver);
+    for (host, path, service) in [
+        (&flask, "/api/orders/o-1", "orders"),
+        (&hono, "/sessions/abc", "session-service"),
+    ] {
+        let head = request("HEAD", &host.url(path), &[], "").await;
+        assert_eq!(head.status, 200, "{service}: {}", head.body);
+        assert!(head.body.is_empty());
+        let spans = receiver.trace(&head.trace_id(), 1).await;
+        let server = spans.iter().find(|s| s.kind == KIND_SERVER).unwrap();
+        assert_eq!(server.status_code, 0, "{service}: {server:#?}");
+        assert_eq!(get(&host.url(path)).await.status, 200);
+        let metrics = prometheus_text(host).await;
+        assert!(
+            !metrics.contains("polytrace_guest_instance_discards_total"),
+            "{service}: an instance was discarded:\n{metrics}"
+        );
+    }
+    flask.terminate();
+    hono.terminate();
+}
+
+/// The host's Prometheus text, for what it says about instances.
+async fn prometheus_text(host: &Polytrace) -> String {
+    get(&host.ui_url("/metrics")).await.body
+}
+
+/// PEP 3333: a UTF-8 path and query reach Flask as the client wrote them.
+#[tokio::test]
+async fn a_flask_view_gets_utf8_paths_and_queries_whole() {
+    let receiver = Receiver::start().await;
+    let host = flask_orders(&receiver);
+    let response = get(&host.url("/api/orders/%C3%A9t%C3%A9?q=%C3%A9")).await;
+    assert_eq!(response.status, 200, "{}", response.body);
+    assert_eq!(response.json()["id"], "été");
+    host.terminate();
+}
+
+/// Under a span attribute count limit, the guest's SERVER span attributes
+/// go after the host's: `http.route` and the status stay, the guest's are
+/// what the limit drops.
+#[tokio::test]
+async fn guest_server_attributes_never_push_out_the_hosts() {
+    let receiver = Receiver::start().await;
+    let manifest = format!(
+        "app = \"orders\"\n[[component]]\nid = \"orders\"\nsource = \"{}\"\nroute = \"/api/...\"\n\
+         language = \"python\"\nlimits = {{ memory_mb = 128 }}\n",
+        component("flask_orders").display()
+    );
+    let host = Polytrace::up(
+        "flask-attribute-limit",
+        &manifest,
+        &receiver,
+        "http/protobuf",
+        &[("OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT", "9")],
+    );
+    let created = request(
+        "POST",
+        &host.url("/api/orders"),
+        &[("content-type", "application/json")],
+        r#"{"items": ["tea"]}"#,
+    )
+    .await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let spans = receiver.trace(&created.trace_id(), 2).await;
+    let server = find(&spans, "POST /api/orders");
+    assert_eq!(
+        server.attr("http.route").unwrap(),
+        "/api/orders",
+        "{server:#?}"
+    );
+    assert_eq!(server.attr("http.response.status_code").unwrap(), 201);
+    assert!(server.attr("order.id").is_none(), "{server:#?}");
+    assert!(server.dropped_attributes_count > 0);
+    host.terminate();
+}

@@ -85,6 +85,7 @@ type SpanContext = tracing.SpanContext
 // the next one, in one byte buffer instead of a host call each.
 type Span struct {
 	handle uint32 // 0 once ended
+	last   uint32 // the handle, kept after the end for Context
 	cx     *SpanContext
 }
 
@@ -188,14 +189,19 @@ func (s *Span) UpdateName(name string) {
 	}
 }
 
-// Context is the span's context; ok is false once the span has ended.
+// Context is the span's context; after the end, ok is false once the host
+// has forgotten the span (it remembers the last 64 ended in a request).
 func (s *Span) Context() (cx SpanContext, ok bool) {
-	if s.handle == 0 {
+	h := s.handle
+	if h == 0 {
+		h = s.last
+	}
+	if h == 0 {
 		return cx, false
 	}
 	if s.cx == nil {
 		batch.flush()
-		found := spanbatch.ContextOf(s.handle)
+		found := spanbatch.ContextOf(h)
 		if found.IsNone() {
 			return cx, false
 		}
@@ -220,7 +226,7 @@ func (s *Span) End() {
 		return
 	}
 	batch.u8(opEnd).u32(s.handle).u64(0)
-	s.handle = 0
+	s.last, s.handle = s.handle, 0
 	batch.flush()
 }
 

@@ -69,8 +69,13 @@ def respond_with_headers(response_out, status, headers, body):
     outgoing = response.body()
     types.ResponseOutparam.set(response_out, Ok(response))
     stream = outgoing.write()
-    for i in range(0, len(body), 4096):
-        stream.blocking_write_and_flush(body[i : i + 4096])
+    try:
+        for i in range(0, len(body), 4096):
+            stream.blocking_write_and_flush(body[i : i + 4096])
+    except Err:
+        # The client went away: the host records it; nothing more to send.
+        stream.__exit__(None, None, None)
+        return
     stream.__exit__(None, None, None)
     types.OutgoingBody.finish(outgoing, None)
 

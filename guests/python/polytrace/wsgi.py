@@ -26,7 +26,7 @@ is collected whole before it is sent.
 import io
 import logging
 import sys
-from urllib.parse import unquote
+from urllib.parse import unquote_to_bytes
 
 from wit_world import exports
 
@@ -74,12 +74,14 @@ def serve(app, incoming, response_out):
     finally:
         if token is not None:
             _context.detach(token)
-    respond_with_headers(
-        response_out,
-        status,
-        [(name, value.encode("latin-1")) for name, value in headers],
-        body,
-    )
+    # The body is sent whole: its length is what it is. A HEAD response
+    # states the GET response's length and carries no body (RFC 9110 9.3.2),
+    # which wasi:http would count as a short body: no Content-Length then.
+    head = request.method == "HEAD"
+    fields = [(name, value.encode("latin-1")) for name, value in headers if name.lower() != "content-length"]
+    if not head:
+        fields.append(("content-length", str(len(body)).encode()))
+    respond_with_headers(response_out, status, fields, b"" if head else body)
 
 
 def _call(app, env):
@@ -119,9 +121,10 @@ def environ(request):
     env = {
         "REQUEST_METHOD": request.method,
         "SCRIPT_NAME": "",
-        # PEP 3333: the percent-decoded path's bytes, as latin-1 text.
-        "PATH_INFO": unquote(path, encoding="latin-1"),
-        "QUERY_STRING": query,
+        # PEP 3333: the bytes (percent-decoded path; the query as sent), as
+        # latin-1 text.
+        "PATH_INFO": unquote_to_bytes(path).decode("latin-1"),
+        "QUERY_STRING": query.encode("utf-8").decode("latin-1"),
         "SERVER_NAME": host or "localhost",
         "SERVER_PORT": port or ("443" if request.scheme == "https" else "80"),
         "SERVER_PROTOCOL": "HTTP/1.1",
@@ -140,7 +143,10 @@ def environ(request):
             env[key] = text
         else:
             key = "HTTP_" + key
-            env[key] = env[key] + "," + text if key in env else text
+            # Repeated headers are one, comma-joined (RFC 9110 5.3); cookies
+            # are joined as one Cookie header is (RFC 6265 5.4).
+            joiner = "; " if key == "HTTP_COOKIE" else ","
+            env[key] = env[key] + joiner + text if key in env else text
     if request.body and "CONTENT_LENGTH" not in env:
         env["CONTENT_LENGTH"] = str(len(request.body))
     return env

@@ -20,7 +20,6 @@ use crate::bindings::polytrace::telemetry::metrics as wit;
 /// `std::error::Error`, so `?` works.
 pub use wit::MetricError;
 
-
 /// A monotonic sum.
 pub struct Counter(wit::Counter);
 /// A sum that goes up and down.
@@ -65,24 +64,28 @@ pub fn gauge(name: &str, description: &str, unit: &str) -> Result<Gauge, MetricE
 impl Counter {
     /// Add a non-negative amount (others are ignored by the host).
     pub fn add(&self, value: f64, attributes: impl IntoIterator<Item = KeyValue>) {
-        self.0.add(value, &attributes.into_iter().collect::<Vec<_>>());
+        self.0
+            .add(value, &attributes.into_iter().collect::<Vec<_>>());
     }
 }
 
 impl UpDownCounter {
     pub fn add(&self, value: f64, attributes: impl IntoIterator<Item = KeyValue>) {
-        self.0.add(value, &attributes.into_iter().collect::<Vec<_>>());
+        self.0
+            .add(value, &attributes.into_iter().collect::<Vec<_>>());
     }
 }
 
 impl Histogram {
     pub fn record(&self, value: f64, attributes: impl IntoIterator<Item = KeyValue>) {
-        self.0.record(value, &attributes.into_iter().collect::<Vec<_>>());
+        self.0
+            .record(value, &attributes.into_iter().collect::<Vec<_>>());
     }
 }
 
 impl Gauge {
     pub fn record(&self, value: f64, attributes: impl IntoIterator<Item = KeyValue>) {
-        self.0.record(value, &attributes.into_iter().collect::<Vec<_>>());
+        self.0
+            .record(value, &attributes.into_iter().collect::<Vec<_>>());
     }
 }

@@ -24,8 +24,9 @@
 //! started in (children still nest by the API's context); the
 //! instrumentation scope is the component's; observable (callback)
 //! instruments are no-ops. An API span asks the host for its context when
-//! it starts (the crate's `Context` copies it), one call more than
-//! `Span::start`.
+//! it is first needed — when it goes into a `Context` (`in_span`,
+//! `Context::current_with_span`), which copies it: one call more than
+//! `Span::start` for a span that is a parent.
 
 use crate::{KeyValue, Status, Value};
 use opentelemetry::trace::{
@@ -33,7 +34,7 @@ use opentelemetry::trace::{
 };
 use opentelemetry::{Array, Context, InstrumentationScope, global};
 use std::borrow::Cow;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::SystemTime;
 
 /// Make the host the SDK of the `opentelemetry` API: the global tracer and
@@ -47,12 +48,17 @@ pub fn init() {
     });
 }
 
-/// The span ids of the spans this module started and has not ended, oldest
-/// first: the host makes the innermost current, so a span whose parent is
-/// that one needs no explicit parent.
-static OPEN: Mutex<Vec<SpanId>> = Mutex::new(Vec::new());
+/// A span's context, asked of the host once, when first needed.
+type LazyContext = Arc<OnceLock<SpanContext>>;
 
-fn open() -> std::sync::MutexGuard<'static, Vec<SpanId>> {
+/// The spans this module started and has not ended, oldest first: the host
+/// makes the innermost current, so a span whose parent is that one needs no
+/// explicit parent. A span in an API `Context` has its context known (the
+/// crate's `Context` copies it), so one whose context was never asked for
+/// is no parent.
+static OPEN: Mutex<Vec<LazyContext>> = Mutex::new(Vec::new());
+
+fn open() -> std::sync::MutexGuard<'static, Vec<LazyContext>> {
     OPEN.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -93,16 +99,22 @@ impl ot::Tracer for Tracer {
             .has_active_span()
             .then(|| parent_cx.span().span_context().clone())
             .filter(SpanContext::is_valid);
+        let host_current = |p: &SpanContext| {
+            open()
+                .last()
+                .and_then(|c| c.get())
+                .is_some_and(|c| c.span_id() == p.span_id())
+        };
         let inner = match parent {
-            Some(p) if open().last() != Some(&p.span_id()) => {
+            Some(p) if !host_current(&p) => {
                 crate::Span::start_with_parent(&builder.name, kind, attributes, &to_host(&p))
             }
             // No span in the context (the handler's own code), or the
             // host's current one: the host's current span is the parent.
             _ => crate::Span::start_with_kind(&builder.name, kind, attributes),
         };
-        let context = from_host(&inner.context());
-        open().push(context.span_id());
+        let context = LazyContext::default();
+        open().push(context.clone());
         Span {
             inner,
             context,
@@ -116,7 +128,7 @@ impl ot::Tracer for Tracer {
 #[derive(Debug)]
 pub struct Span {
     inner: crate::Span,
-    context: SpanContext,
+    context: LazyContext,
     ended: bool,
 }
 
@@ -142,7 +154,9 @@ impl ot::Span for Span {
     }
 
     fn span_context(&self) -> &SpanContext {
-        &self.context
+        // The host knows an ended span's context for a while after its end.
+        self.context
+            .get_or_init(|| from_host(&self.inner.context()))
     }
 
     fn is_recording(&self) -> bool {
@@ -197,9 +211,8 @@ impl Span {
         if std::mem::replace(&mut self.ended, true) {
             return;
         }
-        let id = self.context.span_id();
         let mut open = open();
-        if let Some(i) = open.iter().rposition(|s| *s == id) {
+        if let Some(i) = open.iter().rposition(|c| Arc::ptr_eq(c, &self.context)) {
             open.remove(i);
         }
         drop(open);

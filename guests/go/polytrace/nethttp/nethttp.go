@@ -8,6 +8,9 @@
 //		nethttp.Serve(mux, request, out)
 //	}
 //
+// A mux wrapped in middleware (logging(auth(mux))) reports its route when
+// it is made with nethttp.NewServeMux instead of http.NewServeMux.
+//
 // r.Context() carries the request's SERVER span: the OpenTelemetry-shaped
 // API (wit_component/polytrace/otel) starts children of it with
 // tracer.Start(r.Context(), ...). A ServeMux's matched pattern becomes the
@@ -24,6 +27,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"runtime/debug"
 	"strings"
 
@@ -39,7 +43,9 @@ func Serve(h http.Handler, in *wasihttp.IncomingRequest, out *wasihttp.ResponseO
 		polytrace.Respond(out, 400, "text/plain; charset=utf-8", []byte(err.Error()+"\n"))
 		return
 	}
-	r, err := request(trace.ServerContext(context.Background()), req)
+	holder := &routeHolder{}
+	ctx := context.WithValue(trace.ServerContext(context.Background()), routeKey{}, holder)
+	r, err := request(ctx, req)
 	if err != nil {
 		polytrace.Respond(out, 400, "text/plain; charset=utf-8", []byte(err.Error()+"\n"))
 		return
@@ -49,7 +55,11 @@ func Serve(h http.Handler, in *wasihttp.IncomingRequest, out *wasihttp.ResponseO
 		w = &writer{header: http.Header{"Content-Type": {"text/plain; charset=utf-8"}}, status: 500}
 		w.body.WriteString("Internal Server Error\n")
 	}
-	if route := Route(r.Pattern); route != "" {
+	pattern := r.Pattern
+	if pattern == "" {
+		pattern = holder.pattern // a nethttp.ServeMux behind middleware
+	}
+	if route := Route(pattern); route != "" {
 		polytrace.SetRoute(route)
 	}
 	status := w.status
@@ -101,6 +111,12 @@ func request(ctx context.Context, req polytrace.Request) (*http.Request, error) 
 	if err != nil {
 		return nil, fmt.Errorf("bad request target %q: %w", req.PathWithQuery, err)
 	}
+	// As a server's request has them: an origin-form URL, the Host header
+	// in r.Host.
+	if u, err := url.ParseRequestURI(req.PathWithQuery); err == nil {
+		r.URL = u
+	}
+	r.Host = req.Authority
 	r.RequestURI = req.PathWithQuery
 	r.Proto, r.ProtoMajor, r.ProtoMinor = "HTTP/1.1", 1, 1
 	r.ContentLength = int64(len(req.Body))
@@ -115,6 +131,32 @@ func request(ctx context.Context, req polytrace.Request) (*http.Request, error) 
 	}
 	r.Header.Del("Host")
 	return r, nil
+}
+
+type routeKey struct{}
+
+// routeHolder carries the pattern a ServeMux matched out of middleware,
+// which hands the mux a copy of the request (r.WithContext).
+type routeHolder struct{ pattern string }
+
+// ServeMux is http.ServeMux that also reports its matched pattern when
+// middleware wraps it: Serve reads r.Pattern from the request it made, and
+// a middleware's copy of the request takes the mux's pattern with it. Use
+// NewServeMux where the service calls http.NewServeMux; everything else
+// is the standard mux.
+type ServeMux struct{ *http.ServeMux }
+
+// NewServeMux is http.NewServeMux, reporting its route through middleware.
+func NewServeMux() *ServeMux { return &ServeMux{http.NewServeMux()} }
+
+func (m *ServeMux) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	// Deferred: a handler that panics still has its route.
+	defer func() {
+		if h, ok := r.Context().Value(routeKey{}).(*routeHolder); ok && r.Pattern != "" {
+			h.pattern = r.Pattern
+		}
+	}()
+	m.ServeMux.ServeHTTP(w, r)
 }
 
 // Route is the route template of a ServeMux pattern: its path, without

@@ -352,7 +352,6 @@ func (s *span) End(...SpanEndOption) {
 	if s.ended {
 		return
 	}
-	s.hostContext() // its context outlives it
 	s.ended = true
 	for i := len(open) - 1; i >= 0; i-- {
 		if open[i] == s {
