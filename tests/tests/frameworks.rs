@@ -7,22 +7,33 @@ use polytrace_tests::*;
 const REMOTE_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const REMOTE_SPAN: &str = "00f067aa0ba902b7";
 
-fn flask_orders(receiver: &Receiver) -> Polytrace {
+/// `polytrace up` of one example component (`wasm`, a built example) at
+/// `route`, exporting to `receiver`, with `env` added.
+fn up_one(
+    receiver: &Receiver,
+    id: &str,
+    wasm: &str,
+    route: &str,
+    language: &str,
+    env: &[(&str, &str)],
+) -> Polytrace {
     let manifest = format!(
-        r#"
-app = "orders"
-version = "0.1.0"
-
-[[component]]
-id = "orders"
-source = "{}"
-route = "/api/..."
-language = "python"
-limits = {{ memory_mb = 128 }}
-"#,
-        component("flask_orders").display()
+        "app = \"{id}\"\nversion = \"0.1.0\"\n\n[[component]]\nid = \"{id}\"\nsource = \"{}\"\n\
+         route = \"{route}\"\nlanguage = \"{language}\"\nlimits = {{ memory_mb = 128 }}\n",
+        component(wasm).display()
     );
-    Polytrace::up("flask-orders", &manifest, receiver, "http/protobuf", &[])
+    Polytrace::up(wasm, &manifest, receiver, "http/protobuf", env)
+}
+
+fn flask_orders(receiver: &Receiver) -> Polytrace {
+    up_one(
+        receiver,
+        "orders",
+        "flask_orders",
+        "/api/...",
+        "python",
+        &[],
+    )
 }
 
 fn find<'a>(spans: &'a [FlatSpan], name: &str) -> &'a FlatSpan {
@@ -218,20 +229,7 @@ async fn propagate_inject_carries_the_current_span() {
 }
 
 fn go_nethttp(receiver: &Receiver) -> Polytrace {
-    let manifest = format!(
-        r#"
-app = "fraud"
-version = "0.1.0"
-
-[[component]]
-id = "fraud-service"
-source = "{}"
-route = "/..."
-language = "go"
-"#,
-        component("go_nethttp").display()
-    );
-    Polytrace::up("go-nethttp", &manifest, receiver, "http/protobuf", &[])
+    up_one(receiver, "fraud-service", "go_nethttp", "/...", "go", &[])
 }
 
 /// A net/http ServeMux with Go 1.22 patterns and the OpenTelemetry API's
@@ -332,21 +330,14 @@ async fn a_go_handler_that_panics_is_a_500_with_the_panic_on_the_server_span() {
 }
 
 fn hono_sessions(receiver: &Receiver) -> Polytrace {
-    let manifest = format!(
-        r#"
-app = "sessions"
-version = "0.1.0"
-
-[[component]]
-id = "session-service"
-source = "{}"
-route = "/..."
-language = "javascript"
-limits = {{ memory_mb = 128 }}
-"#,
-        component("hono_sessions").display()
-    );
-    Polytrace::up("hono-sessions", &manifest, receiver, "http/protobuf", &[])
+    up_one(
+        receiver,
+        "session-service",
+        "hono_sessions",
+        "/...",
+        "javascript",
+        &[],
+    )
 }
 
 /// A Hono app with @opentelemetry/api, bundled from its package.json: the
@@ -432,20 +423,7 @@ async fn an_error_in_a_hono_handler_is_a_500_with_the_error_on_the_server_span()
 #[tokio::test]
 async fn a_rust_component_with_the_opentelemetry_crate_traces_unchanged() {
     let receiver = Receiver::start().await;
-    let manifest = format!(
-        r#"
-app = "billing"
-version = "0.1.0"
-
-[[component]]
-id = "billing"
-source = "{}"
-route = "/charge"
-language = "rust"
-"#,
-        component("rust_otel").display()
-    );
-    let host = Polytrace::up("rust-otel", &manifest, &receiver, "http/protobuf", &[]);
+    let host = up_one(&receiver, "billing", "rust_otel", "/charge", "rust", &[]);
     let charged = request("POST", &host.url("/charge?amount=12"), &[], "").await;
     assert_eq!(charged.status, 200, "{}", charged.body);
     let spans = receiver.trace(&charged.trace_id(), 3).await;
@@ -529,16 +507,12 @@ async fn a_flask_view_gets_utf8_paths_and_queries_whole() {
 #[tokio::test]
 async fn guest_server_attributes_never_push_out_the_hosts() {
     let receiver = Receiver::start().await;
-    let manifest = format!(
-        "app = \"orders\"\n[[component]]\nid = \"orders\"\nsource = \"{}\"\nroute = \"/api/...\"\n\
-         language = \"python\"\nlimits = {{ memory_mb = 128 }}\n",
-        component("flask_orders").display()
-    );
-    let host = Polytrace::up(
-        "flask-attribute-limit",
-        &manifest,
+    let host = up_one(
         &receiver,
-        "http/protobuf",
+        "orders",
+        "flask_orders",
+        "/api/...",
+        "python",
         &[("OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT", "9")],
     );
     let created = request(
