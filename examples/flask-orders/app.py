@@ -8,6 +8,7 @@ the SERVER span (named after the Flask route) and the export.
     GET  /api/trace              → the W3C headers propagate.inject writes
 """
 
+import hashlib
 import logging
 
 from flask import Flask, jsonify, request
@@ -31,7 +32,7 @@ def create_order():
         if not items:
             span.set_status(Status(StatusCode.ERROR, "an order needs items"))
             return jsonify(error="an order needs items"), 400
-    order_id = f"o-{abs(hash(tuple(map(str, items)))) % 100000}"
+    order_id = "o-" + hashlib.sha256(",".join(map(str, items)).encode()).hexdigest()[:8]
     trace.get_current_span().set_attribute("order.id", order_id)
     orders_created.add(1, {"order.status": "accepted"})
     order_size.record(len(items))

@@ -535,3 +535,144 @@ async fn guest_server_attributes_never_push_out_the_hosts() {
     assert!(server.dropped_attributes_count > 0);
     host.terminate();
 }
+
+/// The native twin of examples/flask-orders (tests/native/flask_orders_otel.py:
+/// the same app.py under Flask's own server, with the official SDK and
+/// opentelemetry-instrumentation-flask set up) and the component, asked
+/// the same requests: the same trace shapes — span names, kinds, nesting,
+/// status, the app's attributes, `http.route`, exception events — and the
+/// same counter.
+#[tokio::test(flavor = "multi_thread")]
+async fn flask_orders_traces_like_its_native_twin() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let receiver = Receiver::start().await;
+    let mut native = Command::new(repo_dir().join(".tools/native-venv/bin/python"))
+        .arg(repo_dir().join("tests/native/flask_orders_otel.py"))
+        .env("OTEL_SERVICE_NAME", "orders-native")
+        .env(
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            receiver.endpoint("http/protobuf"),
+        )
+        .env("OTEL_BSP_SCHEDULE_DELAY", "100")
+        .env("OTEL_METRIC_EXPORT_INTERVAL", "200")
+        // The stable HTTP conventions, which polytrace follows.
+        .env("OTEL_SEMCONV_STABILITY_OPT_IN", "http")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the native Flask twin (run scripts/setup-native.sh)");
+    let mut lines = BufReader::new(native.stdout.take().unwrap()).lines();
+    let first = lines.next().and_then(Result::ok).unwrap_or_default();
+    let native_url = first
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("the native twin said {first:?}"))
+        .to_string();
+    std::thread::spawn(move || for _ in lines {});
+    // Killed however the test ends.
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _native = Kill(native);
+    let guest = flask_orders(&receiver);
+
+    let cases = [
+        ("POST", "/api/orders", r#"{"items": ["tea", "cake"]}"#, 201),
+        ("POST", "/api/orders", r#"{"items": []}"#, 400),
+        ("GET", "/api/orders/o-7", "", 200),
+        ("GET", "/api/orders/o-9/fail", "", 500),
+    ];
+    for (i, (method, path, body, status)) in cases.into_iter().enumerate() {
+        let mut shapes = Vec::new();
+        for (side, url) in [
+            ("native", format!("{native_url}{path}")),
+            ("polytrace", guest.url(path)),
+        ] {
+            let trace_id = format!("5bf92f3577b34da6a3ce929d0e0e{i:02x}{:02x}", shapes.len());
+            let response = request(
+                method,
+                &url,
+                &[
+                    ("content-type", "application/json"),
+                    ("traceparent", &format!("00-{trace_id}-00f067aa0ba902b7-01")),
+                ],
+                body,
+            )
+            .await;
+            assert_eq!(
+                response.status, status,
+                "{side} {method} {path}: {}",
+                response.body
+            );
+            let count = if path.ends_with("fail") {
+                1
+            } else {
+                2 + usize::from(path.contains("o-7"))
+            };
+            let spans = receiver.trace(&trace_id, count).await;
+            shapes.push((side, shape(&spans)));
+        }
+        assert_eq!(
+            shapes[0].1, shapes[1].1,
+            "{method} {path}: native (left) and polytrace (right) differ"
+        );
+    }
+    for service in ["orders-native", "orders"] {
+        receiver
+            .wait_metric(service, "orders.created", |p| {
+                p.iter().any(|p| {
+                    p.kind == "sum" && p.attr("order.status").is_some_and(|s| s == "accepted")
+                })
+            })
+            .await;
+    }
+    guest.terminate();
+}
+
+/// A trace's shape: each span as `kind name status [attributes] {events}`
+/// under its parent, with the app's attributes and `http.route`, and the
+/// exception type of each exception event.
+fn shape(spans: &[FlatSpan]) -> Vec<String> {
+    fn walk(spans: &[FlatSpan], parent: &str, depth: usize, out: &mut Vec<String>) {
+        let mut children: Vec<&FlatSpan> = spans
+            .iter()
+            .filter(|s| s.parent_span_id == parent)
+            .collect();
+        children.sort_by(|a, b| a.name.cmp(&b.name));
+        for s in children {
+            let attrs: Vec<String> = s
+                .attributes
+                .iter()
+                .filter(|(k, _)| {
+                    k.starts_with("order.")
+                        || k.as_str() == "http.route"
+                        || k.as_str() == "http.response.status_code"
+                })
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            let events: Vec<String> = s
+                .events
+                .iter()
+                .map(|(name, a)| match a.get("exception.type") {
+                    Some(t) => format!("{name}:{t}"),
+                    None => format!("{name}:{:?}", a.keys().collect::<Vec<_>>()),
+                })
+                .collect();
+            out.push(format!(
+                "{}{} {} status={} {attrs:?} {events:?}",
+                "  ".repeat(depth),
+                s.kind,
+                s.name,
+                s.status_code
+            ));
+            walk(spans, &s.span_id, depth + 1, out);
+        }
+    }
+    let mut out = Vec::new();
+    walk(spans, "00f067aa0ba902b7", 0, &mut out);
+    out
+}
