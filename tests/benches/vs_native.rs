@@ -16,8 +16,12 @@
 //! over every service; medians are reported, with page faults per request
 //! and resident memory of the serving processes.
 //!
+//! `flask` in BENCH_LANGUAGES adds examples/flask-orders (an unchanged Flask
+//! app with the OpenTelemetry API; `GET /api/orders/o-7`, two API spans)
+//! against its native twin, tests/native/flask_orders_otel.py, on gunicorn.
+//!
 //! Environment: BENCH_ROUNDS (3), BENCH_SECONDS per round (5),
-//! BENCH_CONNECTIONS (4), BENCH_LANGUAGES (python,javascript,rust,go),
+//! BENCH_CONNECTIONS (4), BENCH_LANGUAGES (python,javascript,rust,go; or flask),
 //! BENCH_BEFORE (the path of an earlier `polytrace` build to run beside,
 //! with its defaults: a fresh instance per request).
 
@@ -40,7 +44,7 @@ fn env_or(name: &str, default: u64) -> u64 {
 /// One connection sending requests back to back until `until`; it
 /// reconnects when the server closes (gunicorn's sync workers close every
 /// connection after one request).
-async fn client(addr: SocketAddr, until: Instant) -> Vec<Duration> {
+async fn client(addr: SocketAddr, path: &'static str, until: Instant) -> Vec<Duration> {
     let mut latencies = Vec::new();
     let mut sender = None;
     while Instant::now() < until {
@@ -61,7 +65,7 @@ async fn client(addr: SocketAddr, until: Instant) -> Vec<Duration> {
             sender = None;
             continue;
         }
-        let req = hyper::Request::get("/hello/bench?name=b")
+        let req = hyper::Request::get(path)
             .header("host", addr.to_string())
             .body(Empty::<Bytes>::new())
             .unwrap();
@@ -141,7 +145,7 @@ async fn round(service: &Service, seconds: u64, connections: u64) -> Round {
     let until = Instant::now() + Duration::from_secs(seconds);
     let started = Instant::now();
     let tasks: Vec<_> = (0..connections)
-        .map(|_| tokio::spawn(client(service.addr, until)))
+        .map(|_| tokio::spawn(client(service.addr, service.path, until)))
         .collect();
     let mut all = Vec::new();
     for t in tasks {
@@ -165,9 +169,22 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+/// One service of the comparison: its guest and what it is asked.
+#[derive(Clone, Copy)]
+struct App {
+    /// BENCH_LANGUAGES' name for it.
+    key: &'static str,
+    language: &'static str,
+    wasm: &'static str,
+    route: &'static str,
+    path: &'static str,
+}
+
 /// A service under test: a polytrace host or a native process.
 struct Service {
     language: &'static str,
+    /// What every request asks for.
+    path: &'static str,
     label: String,
     native: bool,
     addr: SocketAddr,
@@ -190,8 +207,7 @@ impl Drop for KillOnDrop {
 /// before warm instances knew no isolation setting and made a fresh
 /// instance per request).
 fn guest(
-    language: &'static str,
-    wasm: &str,
+    app: &App,
     isolation: Option<&str>,
     before: Option<&std::path::Path>,
     receiver: &Receiver,
@@ -200,14 +216,21 @@ fn guest(
         (Some(i), _) => format!("polytrace, {i}"),
         (None, _) => "polytrace before (its defaults)".to_string(),
     };
-    let name = format!("vs-native-{language}-{}", isolation.unwrap_or("before"));
+    let App {
+        key,
+        language,
+        wasm,
+        route,
+        path,
+    } = *app;
+    let name = format!("vs-native-{key}-{}", isolation.unwrap_or("before"));
     let dir = scratch_dir(&name);
     let isolation_line = isolation.map_or(String::new(), |i| format!("isolation = \"{i}\"\n"));
     std::fs::write(
         dir.join("polytrace.toml"),
         format!(
-            "app = \"bench\"\n[[component]]\nid = \"hello-{language}\"\nsource = \"{}\"\n\
-             route = \"/hello/...\"\nlanguage = \"{language}\"\n{isolation_line}",
+            "app = \"bench\"\n[[component]]\nid = \"{key}\"\nsource = \"{}\"\n\
+             route = \"{route}\"\nlanguage = \"{language}\"\n{isolation_line}",
             component(wasm).display()
         ),
     )
@@ -224,7 +247,8 @@ fn guest(
         None => Polytrace::start_with_args(&dir, &args, &env),
     };
     Service {
-        language,
+        language: key,
+        path,
         label,
         native: false,
         addr: host.addr,
@@ -235,7 +259,8 @@ fn guest(
 }
 
 /// Start a native service; it prints `listening on http://ADDR`.
-fn native(language: &'static str, label: &str, mut cmd: Command, receiver: &Receiver) -> Service {
+fn native(app: &App, label: &str, mut cmd: Command, receiver: &Receiver) -> Service {
+    let language = app.key;
     cmd.env(
         "OTEL_EXPORTER_OTLP_ENDPOINT",
         receiver.endpoint("http/protobuf"),
@@ -270,6 +295,7 @@ fn native(language: &'static str, label: &str, mut cmd: Command, receiver: &Rece
         .unwrap();
     Service {
         language,
+        path: app.path,
         label: label.to_string(),
         native: true,
         addr,
@@ -291,20 +317,49 @@ async fn main() {
     let receiver = Receiver::start_sink().await;
     let native_dir = repo_dir().join("tests").join("native");
     let mut services = Vec::new();
-    for language in languages.split(',') {
-        let (language, wasm): (&'static str, &str) = match language {
-            "python" => ("python", "hello_python"),
-            "javascript" => ("javascript", "hello_js"),
-            "rust" => ("rust", "hello_rust"),
-            "go" => ("go", "hello_go"),
+    for key in languages.split(',') {
+        let hello = |language, wasm| App {
+            key: language,
+            language,
+            wasm,
+            route: "/hello/...",
+            path: "/hello/bench?name=b",
+        };
+        let app = match key {
+            "python" => hello("python", "hello_python"),
+            "javascript" => hello("javascript", "hello_js"),
+            "rust" => hello("rust", "hello_rust"),
+            "go" => hello("go", "hello_go"),
+            // examples/flask-orders, an unchanged Flask app with the
+            // OpenTelemetry API, against its native twin.
+            "flask" => App {
+                key: "flask",
+                language: "python",
+                wasm: "flask_orders",
+                route: "/api/...",
+                path: "/api/orders/o-7",
+            },
             other => panic!("BENCH_LANGUAGES: unknown language {other}"),
         };
-        services.push(guest(language, wasm, Some("reuse"), None, &receiver));
-        services.push(guest(language, wasm, Some("per-request"), None, &receiver));
+        services.push(guest(&app, Some("reuse"), None, &receiver));
+        services.push(guest(&app, Some("per-request"), None, &receiver));
         if let Some(bin) = &before {
-            services.push(guest(language, wasm, None, Some(bin), &receiver));
+            services.push(guest(&app, None, Some(bin), &receiver));
         }
-        let cmd = match language {
+        let cmd = match key {
+            "flask" => {
+                let mut c = Command::new(repo_dir().join(".tools/native-venv/bin/gunicorn"));
+                c.current_dir(&native_dir).args([
+                    "-c",
+                    "gunicorn_conf.py",
+                    "-w",
+                    "2",
+                    "-b",
+                    "127.0.0.1:0",
+                    "flask_orders_otel:app",
+                ]);
+                ("Flask + SDK, gunicorn -w 2", c)
+            }
             "python" => {
                 let mut c = Command::new(repo_dir().join(".tools/native-venv/bin/gunicorn"));
                 c.current_dir(&native_dir).args([
@@ -336,7 +391,7 @@ async fn main() {
                 Command::new(target_dir().join("native/hello_go")),
             ),
         };
-        services.push(native(language, cmd.0, cmd.1, &receiver));
+        services.push(native(&app, cmd.0, cmd.1, &receiver));
     }
     // Warm-up: first instantiations, compiled code, connections.
     for s in &services {

@@ -1,5 +1,6 @@
 """gunicorn configuration for hello_flask.py (the native Flask hello service
-of the side-by-side benchmark): sets the OpenTelemetry SDK up in every worker
+of the side-by-side benchmark) and flask_orders_otel.py (which sets its SDK
+up on import): for hello_flask, sets the OpenTelemetry SDK up in every worker
 after the fork, so each has its own BatchSpanProcessor thread, and flushes it
 when the worker exits. Bind and worker count default to 127.0.0.1:$PORT and 2
 sync workers; -b and -w on the command line override them.
@@ -24,12 +25,15 @@ def when_ready(server):
 
 
 def post_fork(server, worker):
-    import hello_flask
+    # flask_orders_otel.py sets its SDK up when a worker imports it.
+    if (server.cfg.wsgi_app or "").startswith("hello_flask"):
+        import hello_flask
 
-    hello_flask.setup_tracing()
+        hello_flask.setup_tracing()
 
 
 def worker_exit(server, worker):
-    import hello_flask
+    if (server.cfg.wsgi_app or "").startswith("hello_flask"):
+        import hello_flask
 
-    hello_flask.shutdown_tracing()
+        hello_flask.shutdown_tracing()
