@@ -18,10 +18,14 @@
 //!
 //! `flask` in BENCH_LANGUAGES adds examples/flask-orders (an unchanged Flask
 //! app with the OpenTelemetry API; `GET /api/orders/o-7`, two API spans)
-//! against its native twin, tests/native/flask_orders_otel.py, on gunicorn.
+//! against its native twin, tests/native/flask_orders_otel.py, on gunicorn;
+//! `hono` adds examples/hono-sessions (Hono with @opentelemetry/api;
+//! `GET /sessions/abc`, two API spans) against the same service in Express
+//! with sdk-node, tests/native/sessions_express.cjs.
 //!
 //! Environment: BENCH_ROUNDS (3), BENCH_SECONDS per round (5),
-//! BENCH_CONNECTIONS (4), BENCH_LANGUAGES (python,javascript,rust,go; or flask),
+//! BENCH_CONNECTIONS (4), BENCH_LANGUAGES (python,javascript,rust,go; or
+//! flask, hono),
 //! BENCH_BEFORE (the path of an earlier `polytrace` build to run beside,
 //! with its defaults: a fresh instance per request).
 
@@ -339,6 +343,15 @@ async fn main() {
                 route: "/api/...",
                 path: "/api/orders/o-7",
             },
+            // examples/hono-sessions (Hono with @opentelemetry/api) against
+            // the same service in Express with sdk-node.
+            "hono" => App {
+                key: "hono",
+                language: "javascript",
+                wasm: "hono_sessions",
+                route: "/...",
+                path: "/sessions/abc",
+            },
             other => panic!("BENCH_LANGUAGES: unknown language {other}"),
         };
         services.push(guest(&app, Some("reuse"), None, &receiver));
@@ -372,6 +385,15 @@ async fn main() {
                     "hello_flask:app",
                 ]);
                 ("Flask + SDK, gunicorn -w 2", c)
+            }
+            "hono" => {
+                let mut c = Command::new("node");
+                c.current_dir(&native_dir).args([
+                    "--require",
+                    "./hello_express_otel.cjs",
+                    "sessions_express.cjs",
+                ]);
+                ("Express + sdk-node", c)
             }
             "javascript" => {
                 let mut c = Command::new("node");
