@@ -359,51 +359,32 @@ async fn main() {
         if let Some(bin) = &before {
             services.push(guest(&app, None, Some(bin), &receiver));
         }
+        // Flask apps on gunicorn (2 sync workers), Express apps with
+        // sdk-node loaded first.
+        let gunicorn = |wsgi_app: &str| {
+            let mut c = Command::new(repo_dir().join(".tools/native-venv/bin/gunicorn"));
+            c.current_dir(&native_dir).args([
+                "-c",
+                "gunicorn_conf.py",
+                "-w",
+                "2",
+                "-b",
+                "127.0.0.1:0",
+                wsgi_app,
+            ]);
+            ("Flask + SDK, gunicorn -w 2", c)
+        };
+        let express = |script: &str| {
+            let mut c = Command::new("node");
+            c.current_dir(&native_dir)
+                .args(["--require", "./hello_express_otel.cjs", script]);
+            ("Express + sdk-node", c)
+        };
         let cmd = match key {
-            "flask" => {
-                let mut c = Command::new(repo_dir().join(".tools/native-venv/bin/gunicorn"));
-                c.current_dir(&native_dir).args([
-                    "-c",
-                    "gunicorn_conf.py",
-                    "-w",
-                    "2",
-                    "-b",
-                    "127.0.0.1:0",
-                    "flask_orders_otel:app",
-                ]);
-                ("Flask + SDK, gunicorn -w 2", c)
-            }
-            "python" => {
-                let mut c = Command::new(repo_dir().join(".tools/native-venv/bin/gunicorn"));
-                c.current_dir(&native_dir).args([
-                    "-c",
-                    "gunicorn_conf.py",
-                    "-w",
-                    "2",
-                    "-b",
-                    "127.0.0.1:0",
-                    "hello_flask:app",
-                ]);
-                ("Flask + SDK, gunicorn -w 2", c)
-            }
-            "hono" => {
-                let mut c = Command::new("node");
-                c.current_dir(&native_dir).args([
-                    "--require",
-                    "./hello_express_otel.cjs",
-                    "sessions_express.cjs",
-                ]);
-                ("Express + sdk-node", c)
-            }
-            "javascript" => {
-                let mut c = Command::new("node");
-                c.current_dir(&native_dir).args([
-                    "--require",
-                    "./hello_express_otel.cjs",
-                    "hello_express.cjs",
-                ]);
-                ("Express + sdk-node", c)
-            }
+            "flask" => gunicorn("flask_orders_otel:app"),
+            "python" => gunicorn("hello_flask:app"),
+            "hono" => express("sessions_express.cjs"),
+            "javascript" => express("hello_express.cjs"),
             "rust" => (
                 "axum + opentelemetry-rust",
                 Command::new(native_dir.join("hello_axum/target/release/hello-axum-native")),

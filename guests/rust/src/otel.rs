@@ -125,19 +125,10 @@ impl ot::Tracer for Tracer {
 
 /// A span made through the API: the host's span behind `opentelemetry`'s
 /// `Span` trait. Ends when ended or dropped.
-#[derive(Debug)]
 pub struct Span {
     inner: crate::Span,
     context: LazyContext,
     ended: bool,
-}
-
-impl std::fmt::Debug for crate::Span {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Span")
-            .field("handle", &self.handle)
-            .finish()
-    }
 }
 
 impl ot::Span for Span {
