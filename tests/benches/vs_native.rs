@@ -18,7 +18,7 @@
 //!
 //! `flask` in BENCH_LANGUAGES adds examples/flask-orders (an unchanged Flask
 //! app with the OpenTelemetry API; `GET /api/orders/o-7`, two API spans)
-//! against its native twin, tests/native/flask_orders_otel.py, on gunicorn;
+//! against its native twin, tests/native/flask_otel.py (APP_DIR=examples/flask-orders), on gunicorn;
 //! `hono` adds examples/hono-sessions (Hono with @opentelemetry/api;
 //! `GET /sessions/abc`, two API spans) against the same service in Express
 //! with sdk-node, tests/native/sessions_express.cjs.
@@ -381,7 +381,11 @@ async fn main() {
             ("Express + sdk-node", c)
         };
         let cmd = match key {
-            "flask" => gunicorn("flask_orders_otel:app"),
+            "flask" => {
+                let (name, mut c) = gunicorn("flask_otel:app");
+                c.env("APP_DIR", "examples/flask-orders");
+                (name, c)
+            }
             "python" => gunicorn("hello_flask:app"),
             "hono" => express("sessions_express.cjs"),
             "javascript" => express("hello_express.cjs"),

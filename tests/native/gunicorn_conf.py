@@ -1,5 +1,5 @@
 """gunicorn configuration for hello_flask.py (the native Flask hello service
-of the side-by-side benchmark) and flask_orders_otel.py (which sets its SDK
+of the side-by-side benchmark) and flask_otel.py (which sets its SDK
 up on import): for hello_flask, sets the OpenTelemetry SDK up in every worker
 after the fork, so each has its own BatchSpanProcessor thread, and flushes it
 when the worker exits. Bind and worker count default to 127.0.0.1:$PORT and 2
@@ -25,7 +25,7 @@ def when_ready(server):
 
 
 def post_fork(server, worker):
-    # flask_orders_otel.py sets its SDK up when a worker imports it.
+    # flask_otel.py sets its SDK up when a worker imports it.
     if (server.cfg.wsgi_app or "").startswith("hello_flask"):
         import hello_flask
 

@@ -110,9 +110,19 @@ fn render_span(
     for (name, attrs) in &span.events {
         out += &format!("{pad}  event {name:?}\n");
         for (k, v) in attrs {
-            if !VOLATILE_EVENT_ATTRIBUTES.contains(&k.as_str()) {
-                out += &format!("{pad}    {k}: {}\n", typed(v, &alias));
+            if VOLATILE_EVENT_ATTRIBUTES.contains(&k.as_str()) {
+                continue;
             }
+            // exception.type is the fully-qualified class name, qualified
+            // each language's way (Python's SDK writes `app.ConformanceError`):
+            // compared by the class's own name.
+            let v = match (k.as_str(), v) {
+                ("exception.type", Json::String(t)) => {
+                    Json::String(t.rsplit('.').next().unwrap_or(t).to_string())
+                }
+                _ => v.clone(),
+            };
+            out += &format!("{pad}    {k}: {}\n", typed(&v, &alias));
         }
     }
     let mut children: Vec<String> = all

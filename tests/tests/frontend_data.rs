@@ -39,10 +39,10 @@ async fn frontend_and_data_processor_share_one_trace() {
     let (ok, spans) = run(&host, &receiver, "ada").await;
     assert_eq!(ok.status, 200, "{}", ok.body);
     assert_eq!(ok.json()["result"], "ADA");
-    let front = find(&spans, "frontend-api", "GET /process/*");
+    let front = find(&spans, "frontend-api", "GET /process/:name");
     let logic = find(&spans, "frontend-api", "process-data-logic");
     let client = find(&spans, "frontend-api", "GET");
-    let back = find(&spans, "data-processor", "GET /data/*");
+    let back = find(&spans, "data-processor", "GET /data/<name>");
     let internal = find(&spans, "data-processor", "process-data-internal");
     assert_eq!(logic.parent_span_id, front.span_id);
     assert_eq!(client.parent_span_id, logic.span_id);
@@ -81,15 +81,15 @@ async fn frontend_and_data_processor_share_one_trace() {
         errors,
         BTreeSet::from([
             ("data-processor", "process-data-internal"),
-            ("data-processor", "GET /data/*"),
+            ("data-processor", "GET /data/<name>"),
             ("frontend-api", "GET"),
             ("frontend-api", "process-data-logic"),
-            ("frontend-api", "GET /process/*"),
+            ("frontend-api", "GET /process/:name"),
         ])
     );
     let internal = find(&spans, "data-processor", "process-data-internal");
     let raised = internal.event("exception").unwrap();
-    assert_eq!(raised["exception.type"], "ProcessingError");
+    assert_eq!(raised["exception.type"], "app.ProcessingError");
     assert!(
         raised["exception.stacktrace"]
             .as_str()

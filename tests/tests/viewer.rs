@@ -145,7 +145,7 @@ async fn the_query_api_answers_like_jaeger() {
     assert!(
         fields
             .iter()
-            .any(|f| f["key"] == "exception.type" && f["value"] == "PaymentProcessorError")
+            .any(|f| f["key"] == "exception.type" && f["value"] == "app.PaymentProcessorError")
     );
     // The guest's log record (Python logging, inside charge_card) is a
     // Jaeger log of its span: event "log", level, message.

@@ -70,6 +70,15 @@ def _value(value):
     )
 
 
+def exception_type(exception):
+    """``exception.type`` of `exception`: its fully-qualified class name
+    (``app.ProcessingError``), unqualified for built-ins (``ValueError``),
+    as the semantic conventions ask and opentelemetry-sdk writes it."""
+    cls = type(exception)
+    module = cls.__module__
+    return f"{module}.{cls.__qualname__}" if module and module != "builtins" else cls.__qualname__
+
+
 def _attributes(attributes):
     if not attributes:
         return []
@@ -103,7 +112,7 @@ class Span:
         if self._span is None:
             return
         stack = "".join(traceback.format_exception(type(exception), exception, exception.__traceback__))
-        self._span.record_exception(type(exception).__name__, str(exception), stack, set_error_status)
+        self._span.record_exception(exception_type(exception), str(exception), stack, set_error_status)
 
     def set_status_error(self, description=""):
         if self._span is not None:

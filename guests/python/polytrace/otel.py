@@ -43,7 +43,7 @@ from opentelemetry.util._decorator import _agnosticcontextmanager
 from wit_world.imports import polytrace_telemetry_types as _types
 from wit_world.imports import tracing as _tracing
 
-from . import _value
+from . import _value, exception_type
 from . import metrics as _metrics
 from . import server as _server
 
@@ -178,7 +178,7 @@ class Span(_trace.Span):
     def record_exception(self, exception, attributes=None, timestamp=None, escaped=False):
         if self._span is not None:
             # The API sets the status itself (use_span): no status here.
-            self._span.record_exception(type(exception).__name__, str(exception), _stack(exception), False)
+            self._span.record_exception(exception_type(exception), str(exception), _stack(exception), False)
 
     def end(self, end_time=None):
         if self._span is None:

@@ -16,7 +16,7 @@ import traceback
 
 from wit_world.imports import server as _server
 
-from . import _attributes
+from . import _attributes, exception_type
 
 
 def set_route(route):
@@ -36,4 +36,4 @@ def set_attributes(attributes):
 def record_exception(exception):
     """Record ``exception`` on the SERVER span, with its traceback."""
     stack = "".join(traceback.format_exception(type(exception), exception, exception.__traceback__))
-    _server.record_exception(type(exception).__name__, str(exception), stack)
+    _server.record_exception(exception_type(exception), str(exception), stack)

@@ -1,14 +1,16 @@
-"""The native twin of examples/flask-orders: the same app.py, run by Flask
-with the official OpenTelemetry SDK set up as a Flask team sets it up.
+"""The native twin of a Flask component: the component's own app.py, run by
+Flask with the official OpenTelemetry SDK set up as a Flask team sets it up.
 These setup lines are exactly what the polytrace component does without
-(tests/tests/frameworks.rs runs both and compares their traces):
+(tests/tests/twins.rs runs both sides and compares their traces):
 
-    cd tests/native && OTEL_SERVICE_NAME=orders \\
+    cd tests/native && APP_DIR=examples/flask-orders OTEL_SERVICE_NAME=orders \\
       OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4318 \\
-      ../../.tools/native-venv/bin/python flask_orders_otel.py
+      ../../.tools/native-venv/bin/python flask_otel.py
 
-It serves on PORT (default: a free port) with Flask's development server
-and prints ``listening on URL`` first. Spans and metrics go over OTLP/HTTP
+APP_DIR is the component's directory (absolute, or relative to the
+repository). It serves on PORT (default: a free port) with Flask's
+development server and prints ``listening on URL`` first; gunicorn serves
+``flask_otel:app`` the same way. Spans and metrics go over OTLP/HTTP
 protobuf to OTEL_EXPORTER_OTLP_ENDPOINT.
 """
 
@@ -35,7 +37,8 @@ metrics.set_meter_provider(
 )
 # ---------------------------------------------------------------------------
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "examples", "flask-orders"))
+repo = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
+sys.path.insert(0, os.path.join(repo, os.environ["APP_DIR"]))
 from app import app  # noqa: E402  (the component's own code, unchanged)
 
 FlaskInstrumentor().instrument_app(app)  # setup too: polytrace makes the SERVER span
@@ -43,6 +46,6 @@ FlaskInstrumentor().instrument_app(app)  # setup too: polytrace makes the SERVER
 if __name__ == "__main__":
     from werkzeug.serving import make_server
 
-    server = make_server("127.0.0.1", int(os.environ.get("PORT", "0")), app)
+    server = make_server("127.0.0.1", int(os.environ.get("PORT", "0")), app, threaded=True)
     print(f"listening on http://127.0.0.1:{server.server_port}", flush=True)
     server.serve_forever()
