@@ -58,4 +58,5 @@ def inject():
     with tracer.start_as_current_span("inject") as span:
         carrier = {}
         propagate.inject(carrier)
-        return jsonify(headers=carrier, span_id=format(span.get_span_context().span_id, "016x"))
+    # A span's context outlives the span.
+    return jsonify(headers=carrier, span_id=format(span.get_span_context().span_id, "016x"))

@@ -77,18 +77,19 @@ function toHost(sc) {
   };
 }
 
-/** A span made through the API: a polytrace.js span behind the API's interface. */
-class ApiSpan {
-  constructor(inner) {
-    this._inner = inner;
+/** A span made through the API: a polytrace.js span with the API's
+ * interface (one object per span: the SDK's own, its methods that differ
+ * from the API's overridden). */
+class ApiSpan extends polytrace.Span {
+  constructor(name, attrs, options) {
+    super(name, attrs, options);
     this._context = undefined;
-    this._ended = false;
     open.push(this);
   }
 
   _hostContext() {
     // Asked for once; after the end the host still knows recent spans.
-    if (this._context === undefined) this._context = this._inner.context;
+    if (this._context === undefined) this._context = this.context;
     return this._context;
   }
 
@@ -97,20 +98,18 @@ class ApiSpan {
   }
 
   setAttribute(key, value) {
-    if (value !== undefined && value !== null) this._inner.setAttribute(key, value);
+    if (value !== undefined && value !== null) super.setAttribute(key, value);
     return this;
   }
 
   setAttributes(attributes) {
-    this._inner.setAttributes(attributes ?? {});
-    return this;
+    return super.setAttributes(attributes ?? {});
   }
 
   addEvent(name, attributesOrTime) {
     const attrs = attributesOrTime && typeof attributesOrTime === 'object' && !Array.isArray(attributesOrTime)
       && !(attributesOrTime instanceof Date) ? attributesOrTime : {};
-    this._inner.addEvent(name, attrs);
-    return this;
+    return super.addEvent(name, attrs);
   }
 
   addLink() {
@@ -122,31 +121,25 @@ class ApiSpan {
   }
 
   setStatus(status) {
-    if (status?.code === SpanStatusCode.ERROR) this._inner.setStatus('error', status.message ?? '');
-    else if (status?.code === SpanStatusCode.OK) this._inner.setStatus('ok');
-    return this;
-  }
-
-  updateName(name) {
-    this._inner.updateName(name);
+    if (status?.code === SpanStatusCode.ERROR) super.setStatus('error', status.message ?? '');
+    else if (status?.code === SpanStatusCode.OK) super.setStatus('ok');
     return this;
   }
 
   end() {
-    if (this._ended) return;
-    this._ended = true;
-    const i = open.lastIndexOf(this);
-    if (i >= 0) open.splice(i, 1);
-    this._inner.end();
-  }
-
-  isRecording() {
-    return !this._ended && this._inner.isRecording();
+    if (this._h === undefined) return;
+    // Spans mostly end innermost first.
+    if (open[open.length - 1] === this) open.pop();
+    else {
+      const i = open.lastIndexOf(this);
+      if (i >= 0) open.splice(i, 1);
+    }
+    super.end();
   }
 
   recordException(exception) {
     // The API's users set the status themselves (setStatus).
-    this._inner.recordException(exception, { setStatus: false });
+    super.recordException(exception, { setStatus: false });
   }
 }
 
@@ -199,18 +192,15 @@ function hostCurrentIs(parent) {
 }
 
 class Tracer {
-  startSpan(name, options = {}, ctx = contextApi.active()) {
-    const parent = traceApi.getSpan(ctx);
-    const kind = KIND_NAMES[options.kind] ?? 'internal';
-    const attrs = options.attributes ?? {};
-    let inner;
-    if (hostCurrentIs(parent)) {
-      inner = new polytrace.Span(name, attrs, { kind });
-    } else {
-      const cx = parent instanceof ApiSpan ? parent._hostContext() : toHost(parent.spanContext());
-      inner = new polytrace.Span(name, attrs, { kind, parent: cx });
-    }
-    return new ApiSpan(inner);
+  startSpan(name, options, ctx) {
+    // The manager is the global one (the API refuses a second), asked
+    // directly: this runs for every span.
+    const parent = traceApi.getSpan(ctx ?? manager.active());
+    const kind = options?.kind === undefined ? 'internal' : KIND_NAMES[options.kind] ?? 'internal';
+    const attrs = options?.attributes ?? {};
+    if (hostCurrentIs(parent)) return new ApiSpan(name, attrs, { kind });
+    const cx = parent instanceof ApiSpan ? parent._hostContext() : toHost(parent.spanContext());
+    return new ApiSpan(name, attrs, { kind, parent: cx });
   }
 
   startActiveSpan(name, ...args) {

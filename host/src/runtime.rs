@@ -52,6 +52,11 @@ impl Runtime {
         // span's cost in the span_cost profile).
         config.concurrency_support(false);
         config.epoch_interruption(true);
+        // POLYTRACE_PROFILE=perfmap writes /tmp/perf-PID.map, so that `perf`
+        // names guest functions in its samples (as wasmtime's `--profile`).
+        if std::env::var("POLYTRACE_PROFILE").as_deref() == Ok("perfmap") {
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         config.wasm_backtrace_max_frames(std::num::NonZeroUsize::new(64));
 
         let mut pool = PoolingAllocationConfig::default();

@@ -55,6 +55,8 @@ _KINDS = {
     _trace.SpanKind.CONSUMER: _tracing.SpanKind.CONSUMER,
 }
 
+_INTERNAL = _trace.SpanKind.INTERNAL
+
 # Spans this module started and has not ended, oldest first: the host makes
 # the innermost of them current, so a span whose parent is that one (or, with
 # none open, the SERVER span) needs no explicit parent.
@@ -66,10 +68,15 @@ def _attributes(attributes):
     if not attributes:
         return []
     out = []
+    KeyValue = _types.KeyValue
     for key, value in attributes.items():
-        wit_value = _valid(value)
-        if wit_value is not None and isinstance(key, str) and key:
-            out.append(_types.KeyValue(key, wit_value))
+        # _valid inlined: this runs for every attribute of every span.
+        if value is None or not key or not isinstance(key, str):
+            continue
+        try:
+            out.append(KeyValue(key, _value(value)))
+        except TypeError:
+            pass
     return out
 
 
@@ -116,10 +123,13 @@ class Span(_trace.Span):
     """A span made through the API: the host's span resource behind the
     API's ``Span`` interface. Operations after ``end`` do nothing."""
 
-    __slots__ = ("_span", "_context", "_recording")
+    __slots__ = ("_span", "_ended", "_context", "_recording")
 
     def __init__(self, inner):
         self._span = inner
+        # After the end: the handle, kept so that the span's context can
+        # still be asked for (its host resource goes with this object).
+        self._ended = None
         self._context = None
         self._recording = None
         _open.append(self)
@@ -127,12 +137,10 @@ class Span(_trace.Span):
     def _host_context(self):
         """The host's record of this span's context (one host call, once)."""
         if self._context is None:
-            self._context = self._span.span_context()
+            self._context = (self._span or self._ended).span_context()
         return self._context
 
     def get_span_context(self):
-        if self._span is None and self._context is None:
-            return _trace.INVALID_SPAN_CONTEXT
         return _to_api_context(self._host_context())
 
     def set_attribute(self, key, value):
@@ -184,17 +192,17 @@ class Span(_trace.Span):
         if self._span is None:
             return
         inner, self._span = self._span, None
-        if self._context is None:
-            # Its context outlives it (children, links in logs): keep it.
-            self._context = inner.span_context()
-        try:
-            _open.remove(self)
-        except ValueError:
-            pass
-        if end_time is not None:
-            inner.end(int(end_time))
-        # Dropping the handle ends the span (when not ended above).
-        inner.__exit__(None, None, None)
+        if _open and _open[-1] is self:
+            _open.pop()
+        else:
+            try:
+                _open.remove(self)
+            except ValueError:
+                pass
+        inner.end(None if end_time is None else int(end_time))
+        # Its context outlives it (children, links in logs): the handle is
+        # kept until this object goes, and the host answers for it then.
+        self._ended = inner
 
 
 class ServerSpan(_trace.Span):
@@ -263,7 +271,8 @@ class Tracer(_trace.Tracer):
         set_status_on_exception=True,
     ):
         parent = _trace.get_current_span(context)
-        host_kind = _KINDS.get(kind, _tracing.SpanKind.INTERNAL)
+        # SpanKind members hash in Python: the common kind by identity.
+        host_kind = _tracing.SpanKind.INTERNAL if kind is _INTERNAL else _KINDS.get(kind, _tracing.SpanKind.INTERNAL)
         attrs = _attributes(attributes)
         if _host_current_is(parent):
             inner = _tracing.Span(str(name), host_kind, attrs)

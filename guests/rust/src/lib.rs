@@ -101,19 +101,7 @@ impl Span {
     ) -> Span {
         // Collected first: an attribute iterator may itself use the SDK.
         let attributes: Vec<KeyValue> = attributes.into_iter().collect();
-        let handle = batch::with(|b| {
-            let h = b.next_handle();
-            // Time 0: the host stamps it, as this goes to the host at once.
-            b.op(batch::START).u32(h).u8(kind as u8).u64(0).str(name);
-            b.attributes(attributes);
-            h
-        });
-        batch::flush();
-        Span {
-            handle,
-            ended: std::sync::atomic::AtomicBool::new(false),
-            context: std::sync::OnceLock::new(),
-        }
+        Self::start_encoded(name, kind, None, |b| b.attributes(attributes))
     }
 
     /// Start a span under an explicit parent (for example one [`extract`]ed
@@ -125,19 +113,40 @@ impl Span {
         parent: &SpanContext,
     ) -> Span {
         let attributes: Vec<KeyValue> = attributes.into_iter().collect();
+        Self::start_encoded(name, kind, Some(parent), |b| b.attributes(attributes))
+    }
+
+    /// Start a span (under `parent`, else the current span) whose attribute
+    /// list `attributes` writes into the batch itself: the `opentelemetry`
+    /// API's key-values go in without a copy. `attributes` must not use
+    /// the SDK (the batch is borrowed).
+    pub(crate) fn start_encoded(
+        name: &str,
+        kind: SpanKind,
+        parent: Option<&SpanContext>,
+        attributes: impl FnOnce(&mut batch::Batch),
+    ) -> Span {
         let handle = batch::with(|b| {
             let h = b.next_handle();
-            b.op(batch::START_WITH_PARENT)
-                .u32(h)
-                .u8(kind as u8)
-                .u64(0)
-                .str(name);
-            b.bytes(&hex_id::<16>(&parent.trace_id));
-            b.bytes(&hex_id::<8>(&parent.span_id));
-            b.u8(parent.trace_flags)
-                .u8(u8::from(parent.is_remote))
-                .str(&parent.trace_state);
-            b.attributes(attributes);
+            // Time 0: the host stamps it, as this goes to the host at once.
+            match parent {
+                None => {
+                    b.op(batch::START).u32(h).u8(kind as u8).u64(0).str(name);
+                }
+                Some(parent) => {
+                    b.op(batch::START_WITH_PARENT)
+                        .u32(h)
+                        .u8(kind as u8)
+                        .u64(0)
+                        .str(name);
+                    b.bytes(&hex_id::<16>(&parent.trace_id));
+                    b.bytes(&hex_id::<8>(&parent.span_id));
+                    b.u8(parent.trace_flags)
+                        .u8(u8::from(parent.is_remote))
+                        .str(&parent.trace_state);
+                }
+            }
+            attributes(b);
             h
         });
         batch::flush();
@@ -411,39 +420,65 @@ mod batch {
 
         pub fn value(&mut self, v: &Value) -> &mut Self {
             match v {
-                Value::String(s) => self.u8(0).str(s),
-                Value::Bool(b) => self.u8(1).u8(u8::from(*b)),
-                Value::S64(i) => self.u8(2).u64(*i as u64),
-                Value::F64(f) => self.u8(3).u64(f.to_bits()),
-                Value::StringArray(a) => {
-                    self.u8(4).u32(a.len() as u32);
-                    a.iter().for_each(|s| {
-                        self.str(s);
-                    });
-                    self
-                }
-                Value::BoolArray(a) => {
-                    self.u8(5).u32(a.len() as u32);
-                    a.iter().for_each(|b| {
-                        self.u8(u8::from(*b));
-                    });
-                    self
-                }
-                Value::S64Array(a) => {
-                    self.u8(6).u32(a.len() as u32);
-                    a.iter().for_each(|i| {
-                        self.u64(*i as u64);
-                    });
-                    self
-                }
-                Value::F64Array(a) => {
-                    self.u8(7).u32(a.len() as u32);
-                    a.iter().for_each(|f| {
-                        self.u64(f.to_bits());
-                    });
-                    self
-                }
+                Value::String(s) => self.string(s),
+                Value::Bool(b) => self.bool(*b),
+                Value::S64(i) => self.s64(*i),
+                Value::F64(f) => self.f64(*f),
+                Value::StringArray(a) => self.string_array(a.iter().map(String::as_str)),
+                Value::BoolArray(a) => self.bool_array(a),
+                Value::S64Array(a) => self.s64_array(a),
+                Value::F64Array(a) => self.f64_array(a),
             }
+        }
+
+        // One attribute value each, tagged as the host reads them.
+
+        pub fn string(&mut self, s: &str) -> &mut Self {
+            self.u8(0).str(s)
+        }
+
+        pub fn bool(&mut self, b: bool) -> &mut Self {
+            self.u8(1).u8(u8::from(b))
+        }
+
+        pub fn s64(&mut self, i: i64) -> &mut Self {
+            self.u8(2).u64(i as u64)
+        }
+
+        pub fn f64(&mut self, f: f64) -> &mut Self {
+            self.u8(3).u64(f.to_bits())
+        }
+
+        pub fn string_array<'a>(&mut self, a: impl ExactSizeIterator<Item = &'a str>) -> &mut Self {
+            self.u8(4).u32(a.len() as u32);
+            a.for_each(|s| {
+                self.str(s);
+            });
+            self
+        }
+
+        pub fn bool_array(&mut self, a: &[bool]) -> &mut Self {
+            self.u8(5).u32(a.len() as u32);
+            a.iter().for_each(|b| {
+                self.u8(u8::from(*b));
+            });
+            self
+        }
+
+        pub fn s64_array(&mut self, a: &[i64]) -> &mut Self {
+            self.u8(6).u32(a.len() as u32);
+            a.iter().for_each(|i| {
+                self.u64(*i as u64);
+            });
+            self
+        }
+
+        pub fn f64_array(&mut self, a: &[f64]) -> &mut Self {
+            self.u8(7).u32(a.len() as u32);
+            a.iter().for_each(|f| {
+                self.u64(f.to_bits());
+            });
+            self
         }
 
         /// An attribute list: its count, then each key and value.

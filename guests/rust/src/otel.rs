@@ -89,12 +89,7 @@ impl ot::Tracer for Tracer {
             Some(ot::SpanKind::Consumer) => crate::SpanKind::Consumer,
             _ => crate::SpanKind::Internal,
         };
-        let attributes: Vec<KeyValue> = builder
-            .attributes
-            .unwrap_or_default()
-            .into_iter()
-            .map(key_value)
-            .collect();
+        let attributes = builder.attributes.unwrap_or_default();
         let parent = parent_cx
             .has_active_span()
             .then(|| parent_cx.span().span_context().clone())
@@ -105,14 +100,12 @@ impl ot::Tracer for Tracer {
                 .and_then(|c| c.get())
                 .is_some_and(|c| c.span_id() == p.span_id())
         };
-        let inner = match parent {
-            Some(p) if !host_current(&p) => {
-                crate::Span::start_with_parent(&builder.name, kind, attributes, &to_host(&p))
-            }
-            // No span in the context (the handler's own code), or the
-            // host's current one: the host's current span is the parent.
-            _ => crate::Span::start_with_kind(&builder.name, kind, attributes),
-        };
+        // No span in the context (the handler's own code), or the host's
+        // current one: the host's current span is the parent.
+        let parent = parent.filter(|p| !host_current(p)).map(|p| to_host(&p));
+        let inner = crate::Span::start_encoded(&builder.name, kind, parent.as_ref(), |b| {
+            encode_attributes(b, &attributes)
+        });
         let context = LazyContext::default();
         open().push(context.clone());
         Span {
@@ -155,8 +148,10 @@ impl ot::Span for Span {
     }
 
     fn set_attribute(&mut self, attribute: opentelemetry::KeyValue) {
-        let kv = key_value(attribute);
-        self.inner.set_attribute(&kv.key, kv.value);
+        self.inner.op(crate::batch::SET_ATTRIBUTES, |b| {
+            b.u32(1).str(attribute.key.as_str());
+            encode_value(b, &attribute.value);
+        });
     }
 
     fn set_status(&mut self, status: ot::Status) {
@@ -235,6 +230,34 @@ fn from_host(cx: &crate::SpanContext) -> SpanContext {
         cx.is_remote,
         cx.trace_state.parse::<TraceState>().unwrap_or_default(),
     )
+}
+
+/// Writes API key-values into the batch as an attribute list (count, then
+/// each key and value), borrowing their strings: no copy on the way.
+fn encode_attributes(b: &mut crate::batch::Batch, attributes: &[opentelemetry::KeyValue]) {
+    b.u32(attributes.len() as u32);
+    for kv in attributes {
+        b.str(kv.key.as_str());
+        encode_value(b, &kv.value);
+    }
+}
+
+/// Writes one API value as the host's typed value (what [`key_value`]
+/// converts it to).
+fn encode_value(b: &mut crate::batch::Batch, value: &opentelemetry::Value) {
+    match value {
+        opentelemetry::Value::Bool(x) => b.bool(*x),
+        opentelemetry::Value::I64(i) => b.s64(*i),
+        opentelemetry::Value::F64(f) => b.f64(*f),
+        opentelemetry::Value::String(s) => b.string(s.as_str()),
+        opentelemetry::Value::Array(Array::Bool(v)) => b.bool_array(v),
+        opentelemetry::Value::Array(Array::I64(v)) => b.s64_array(v),
+        opentelemetry::Value::Array(Array::F64(v)) => b.f64_array(v),
+        opentelemetry::Value::Array(Array::String(v)) => {
+            b.string_array(v.iter().map(|s| s.as_str()))
+        }
+        other => b.string(&other.to_string()),
+    };
 }
 
 /// The host's typed key-value of an API one.

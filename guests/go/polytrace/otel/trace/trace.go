@@ -188,8 +188,19 @@ type SpanEndEventOption interface {
 
 type attributesOption []attribute.KeyValue
 
-func (o attributesOption) applyStart(c *config) { c.attributes = append(c.attributes, o...) }
-func (o attributesOption) applyEvent(c *config) { c.attributes = append(c.attributes, o...) }
+func (o attributesOption) applyStart(c *config) { c.add(o) }
+func (o attributesOption) applyEvent(c *config) { c.add(o) }
+
+// add appends attributes, taking the first option's slice as it is (no
+// copy: most calls pass one WithAttributes) and capped, so that a later
+// append copies instead of writing into the caller's array.
+func (c *config) add(attributes []attribute.KeyValue) {
+	if c.attributes == nil {
+		c.attributes = attributes[:len(attributes):len(attributes)]
+		return
+	}
+	c.attributes = append(c.attributes, attributes...)
+}
 
 // WithAttributes adds attributes to a span's start or an event.
 func WithAttributes(attributes ...attribute.KeyValue) SpanStartEventOption {
@@ -308,12 +319,13 @@ func (tracer) Start(ctx context.Context, name string, opts ...SpanStartOption) (
 		}
 		inner = polytrace.StartWithParent(name, c.kind.host(), cx, c.attributes...)
 	}
-	s := &span{inner: inner}
-	open = append(open, s)
 	if ctx == nil {
 		ctx = context.Background()
 	}
-	return ContextWithSpan(ctx, s), s
+	// The span is also the context that carries it: one allocation, not two.
+	s := &span{Context: ctx, inner: inner}
+	open = append(open, s)
+	return s, s
 }
 
 // hostCurrentIs says whether the host's current span is parent already.
@@ -330,11 +342,21 @@ func hostCurrentIs(parent Span) bool {
 }
 
 // span is a span started through this package: the host's span behind
-// the official interface.
+// the official interface. It is also the context Start returns: the
+// context it was started in, carrying the span.
 type span struct {
+	context.Context
 	inner *polytrace.Span
 	cx    *polytrace.SpanContext
 	ended bool
+}
+
+// Value is the span for the span key, else the parent context's value.
+func (s *span) Value(key any) any {
+	if _, ok := key.(spanKey); ok {
+		return s
+	}
+	return s.Context.Value(key)
 }
 
 func (s *span) hostContext() (polytrace.SpanContext, bool) {
