@@ -37,6 +37,8 @@ const GRACE: Duration = Duration::from_millis(250);
 /// One component, compiled and pre-instantiated, with its warm instances.
 pub struct LoadedComponent {
     pub config: ComponentConfig,
+    /// The databases its manifest grants it.
+    sql: Arc<crate::data::sql::Grants>,
     pre: ProxyPre<InstanceState>,
     pool: InstancePool,
 }
@@ -121,6 +123,7 @@ impl App {
             .into_iter()
             .map(|(config, pre)| LoadedComponent {
                 pool: InstancePool::new(&config),
+                sql: Arc::new(crate::data::sql::Grants::new(&config.sql)),
                 config,
                 pre,
             })
@@ -358,6 +361,7 @@ impl App {
                 &component.config.env,
                 component.config.memory_bytes,
                 &self.telemetry.logs,
+                component.sql.clone(),
             );
             let mut store = Store::new(&self.runtime.engine, state);
             store.limiter(|s| &mut s.limits);

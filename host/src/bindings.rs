@@ -12,7 +12,9 @@ wasmtime::component::bindgen!({
         "polytrace:telemetry/metrics.up-down-counter": crate::telemetry::metrics::GuestInstrument,
         "polytrace:telemetry/metrics.histogram": crate::telemetry::metrics::GuestInstrument,
         "polytrace:telemetry/metrics.gauge": crate::telemetry::metrics::GuestInstrument,
+        "polytrace:telemetry/sql.connection": crate::data::sql::GuestConnection,
     },
+    additional_derives: [PartialEq],
 });
 
-pub use self::polytrace::telemetry::{logs, metrics, server, span_batch, tracing, types};
+pub use self::polytrace::telemetry::{logs, metrics, server, span_batch, sql, tracing, types};

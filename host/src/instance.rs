@@ -53,6 +53,8 @@ pub struct InstanceState {
     request: Option<RequestScope>,
     /// Outbound hooks while no request is installed: everything is denied.
     no_request: NoRequest,
+    /// The databases the component's manifest grants it.
+    sql: Arc<crate::data::sql::Grants>,
 }
 
 /// What belongs to one request inside an instance.
@@ -75,6 +77,7 @@ impl InstanceState {
         env: &std::collections::BTreeMap<String, String>,
         memory_bytes: u64,
         logs: &Arc<Logs>,
+        sql: Arc<crate::data::sql::Grants>,
     ) -> InstanceState {
         let current = CurrentSpan::new(&opentelemetry::trace::SpanContext::empty_context());
         let stdout = GuestOutput::stdout(logs.clone(), component, current.clone());
@@ -99,6 +102,7 @@ impl InstanceState {
             current,
             request: None,
             no_request: NoRequest,
+            sql,
         }
     }
 
@@ -125,6 +129,7 @@ impl InstanceState {
             None => Default::default(),
         };
         let adjustments = self.end_abandoned_spans();
+        crate::data::sql::end_request(&mut self.table);
         for out in &self.output {
             out.end_line();
         }
@@ -169,6 +174,11 @@ impl InstanceState {
     /// The deadline of the request being served, if any.
     pub fn deadline(&self) -> Option<Instant> {
         self.request.as_ref().map(|r| r.deadline)
+    }
+
+    /// The databases the component may open.
+    pub fn sql_grants(&self) -> &crate::data::sql::Grants {
+        &self.sql
     }
 
     /// Resource handles the instance holds now.

@@ -8,11 +8,13 @@
 //! store holds: per-instance state and the per-request scope), [`pool`]
 //! (warm instances and when one is thrown away), [`app`] (a request's life),
 //! [`http`] (listener and outbound dispatch), [`telemetry`] (spans,
-//! propagation, export) and [`bindings`] (the WIT contract).
+//! propagation, export), [`data`] (SQL for guests, traced) and
+//! [`bindings`] (the WIT contract).
 
 pub mod app;
 pub mod bindings;
 pub mod build;
+pub mod data;
 pub mod http;
 pub mod instance;
 pub mod manifest;

@@ -85,6 +85,8 @@ pub struct Component {
     /// Which propagation headers go to which network destinations.
     pub propagation: Propagation,
     pub env: BTreeMap<String, String>,
+    /// The SQL databases it may open, by the name it opens them by.
+    pub sql: BTreeMap<String, crate::data::sql::Database>,
     pub build: Option<String>,
     pub timeout: Duration,
     pub memory_bytes: u64,
@@ -351,6 +353,8 @@ struct RawComponent {
     propagation: RawPropagation,
     #[serde(default)]
     env: BTreeMap<String, String>,
+    #[serde(default)]
+    sql: BTreeMap<String, Spanned<String>>,
     build: Option<String>,
     listen: Option<Spanned<String>>,
     isolation: Option<Spanned<String>>,
@@ -601,6 +605,29 @@ impl Manifest {
                     Isolation::Reuse
                 }
             };
+            let mut sql = BTreeMap::new();
+            for (name, url) in &c.sql {
+                if name.is_empty()
+                    || !name
+                        .chars()
+                        .all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == '-')
+                {
+                    problem(
+                        at(url.span()),
+                        Some(&id),
+                        format!(
+                            "sql: `{name}` is not a database name: use letters, digits, `_` and `-`"
+                        ),
+                    );
+                    continue;
+                }
+                match crate::data::sql::Database::parse(url.get_ref(), &dir) {
+                    Ok(db) => {
+                        sql.insert(name.clone(), db);
+                    }
+                    Err(m) => problem(at(url.span()), Some(&id), format!("sql.{name}: {m}")),
+                }
+            }
             components.push(Component {
                 id,
                 source: dir.join(source),
@@ -611,6 +638,7 @@ impl Manifest {
                 allowed_outbound_hosts: allowed,
                 propagation,
                 env: c.env.clone(),
+                sql,
                 build: c.build.clone(),
                 timeout,
                 memory_bytes: memory_mb * 1024 * 1024,

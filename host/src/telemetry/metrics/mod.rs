@@ -37,6 +37,10 @@ pub const HTTP_DURATION_BOUNDARIES: [f64; 14] = [
     0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
 ];
 
+/// The explicit bucket boundaries (s) the database semantic conventions
+/// advise for `db.client.operation.duration`.
+pub const DB_DURATION_BOUNDARIES: [f64; 9] = [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0];
+
 /// Instruments one component may create through WIT; past this, creating a
 /// new one is `rejected` (the ones it has keep working).
 pub const MAX_GUEST_INSTRUMENTS: usize = 256;
@@ -230,6 +234,8 @@ pub struct ComponentMetrics {
     pub server_duration: Histogram<f64>,
     pub server_active: UpDownCounter<i64>,
     pub client_duration: Histogram<f64>,
+    /// `db.client.operation.duration` (s): every SQL statement a guest runs.
+    pub db_duration: Histogram<f64>,
     pub instantiations: Counter<u64>,
     pub reuses: Counter<u64>,
     pub discards: Counter<u64>,
@@ -274,6 +280,12 @@ impl ComponentMetrics {
                 .with_unit("s")
                 .with_description("Duration of HTTP client requests.")
                 .with_boundaries(HTTP_DURATION_BOUNDARIES.to_vec())
+                .build(),
+            db_duration: meter
+                .f64_histogram("db.client.operation.duration")
+                .with_unit("s")
+                .with_description("Duration of database client operations.")
+                .with_boundaries(DB_DURATION_BOUNDARIES.to_vec())
                 .build(),
             instantiations: meter
                 .u64_counter(INSTANTIATIONS)

@@ -1,0 +1,701 @@
+//! SQL for guests (`polytrace:telemetry/sql`): the databases a component's
+//! manifest grants it, opened by name, every statement traced once for
+//! every language.
+//!
+//! Each statement is a CLIENT span under the guest's current span, named
+//! and described by the OpenTelemetry database semantic conventions
+//! (`db.system.name`, `db.namespace`, `db.operation.name`,
+//! `db.collection.name`, `db.query.summary`, `db.query.text` with its
+//! literals replaced by `?`, `db.response.returned_rows`,
+//! `db.response.status_code`, `error.type`), and a
+//! `db.client.operation.duration` measurement (s). The span's name is its
+//! `db.query.summary` (`SELECT orders`), else the database system's name.
+//!
+//! Backends: SQLite, embedded (rusqlite, the library bundled): one
+//! connection per guest connection, write-ahead logging, a 5 s busy
+//! timeout, and the request's deadline enforced inside SQLite (a statement
+//! past it is interrupted: `timeout`). Statements run on the calling
+//! thread; they are local file operations.
+
+use crate::bindings::sql as wit;
+use crate::instance::InstanceState;
+use crate::telemetry::traces::start_span;
+use opentelemetry::KeyValue;
+use opentelemetry::trace::{Span as _, SpanKind, Status};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use wasmtime::component::Resource;
+
+/// Rows one statement returns at most; past it, `too-large` and no rows.
+pub const MAX_ROWS: usize = 100_000;
+/// Bytes of values one statement returns at most (texts and blobs count
+/// their length, other values 8); past it, `too-large` and no rows.
+pub const MAX_RESULT_BYTES: usize = 64 << 20;
+/// How long a statement waits for another connection's write lock.
+pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A database the manifest grants: where it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Database {
+    /// An SQLite file (created when missing), resolved against the
+    /// manifest's directory.
+    Sqlite {
+        path: PathBuf,
+        /// The path as the manifest wrote it: `db.namespace`.
+        namespace: String,
+    },
+}
+
+impl Database {
+    /// Parse a grant's value, `sqlite:PATH` (PATH relative to `dir`, the
+    /// manifest's directory). Errors say what is accepted.
+    pub fn parse(url: &str, dir: &std::path::Path) -> Result<Database, String> {
+        if let Some(path) = url.strip_prefix("sqlite:") {
+            let path = path.strip_prefix("//").unwrap_or(path);
+            if path.is_empty() {
+                return Err(format!(
+                    "`{url}`: name the database file, as in `sqlite:data/orders.db`"
+                ));
+            }
+            return Ok(Database::Sqlite {
+                path: dir.join(path),
+                namespace: path.to_string(),
+            });
+        }
+        Err(format!(
+            "`{url}` is not a database this host supports: use `sqlite:PATH` (a file beside the manifest)"
+        ))
+    }
+
+    fn system(&self) -> &'static str {
+        match self {
+            Database::Sqlite { .. } => "sqlite",
+        }
+    }
+
+    fn namespace(&self) -> &str {
+        match self {
+            Database::Sqlite { namespace, .. } => namespace,
+        }
+    }
+}
+
+/// The databases one component may open, by the names its manifest grants
+/// them under.
+#[derive(Debug, Default)]
+pub struct Grants(BTreeMap<String, Arc<Database>>);
+
+impl Grants {
+    /// The grants of a manifest's `sql` table.
+    pub fn new(grants: &BTreeMap<String, Database>) -> Grants {
+        Grants(
+            grants
+                .iter()
+                .map(|(k, v)| (k.clone(), Arc::new(v.clone())))
+                .collect(),
+        )
+    }
+}
+
+/// A connection a guest holds (the `connection` resource).
+pub struct GuestConnection {
+    database: Arc<Database>,
+    sqlite: rusqlite::Connection,
+}
+
+fn error(kind: wit::ErrorKind, code: impl Into<String>, message: impl Into<String>) -> wit::Error {
+    wit::Error {
+        kind,
+        code: code.into(),
+        message: message.into(),
+    }
+}
+
+fn open(database: &Database) -> Result<rusqlite::Connection, wit::Error> {
+    let Database::Sqlite { path, namespace } = database;
+    let unavailable = |e: rusqlite::Error| {
+        error(
+            wit::ErrorKind::Unavailable,
+            sqlite_code(&e),
+            format!("cannot open the SQLite database `{namespace}`: {e}"),
+        )
+    };
+    let conn = rusqlite::Connection::open(path).map_err(unavailable)?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(unavailable)?;
+    // Readers do not wait for writers, and a crash loses nothing committed.
+    conn.pragma_update(None, "journal_mode", "wal")
+        .map_err(unavailable)?;
+    Ok(conn)
+}
+
+impl wit::Host for InstanceState {}
+
+impl wit::HostConnection for InstanceState {
+    fn open(
+        &mut self,
+        name: String,
+    ) -> wasmtime::Result<Result<Resource<GuestConnection>, wit::Error>> {
+        let Some(database) = self.sql_grants().0.get(&name).cloned() else {
+            let granted: Vec<&str> = self.sql_grants().0.keys().map(String::as_str).collect();
+            let message = if granted.is_empty() {
+                format!(
+                    "no database `{name}`: the manifest grants this component none (`sql = {{ {name} = \"sqlite:{name}.db\" }}`)"
+                )
+            } else {
+                format!(
+                    "no database `{name}` is granted to this component (granted: {})",
+                    granted.join(", ")
+                )
+            };
+            // Refused before any database: a span says so, as for a denied HTTP call.
+            let denied = error(wit::ErrorKind::NotGranted, "", message);
+            self.trace_refusal(&name, &denied)?;
+            return Ok(Err(denied));
+        };
+        Ok(match open(&database) {
+            Ok(sqlite) => Ok(self.table.push(GuestConnection { database, sqlite })?),
+            Err(e) => Err(e),
+        })
+    }
+
+    fn execute(
+        &mut self,
+        connection: Resource<GuestConnection>,
+        statement: String,
+        parameters: Vec<wit::Value>,
+    ) -> wasmtime::Result<Result<wit::Outcome, wit::Error>> {
+        let deadline = self.deadline();
+        let (telemetry, table) = self.telemetry_and_table()?;
+        let conn = table.get(&connection)?;
+        let trace = &telemetry.trace;
+        let summary = Summary::of(&statement);
+        let system = conn.database.system();
+        let mut common = vec![
+            KeyValue::new("db.system.name", system),
+            KeyValue::new("db.namespace", conn.database.namespace().to_string()),
+        ];
+        if let Some(op) = &summary.operation {
+            common.push(KeyValue::new("db.operation.name", op.clone()));
+        }
+        if let Some(target) = &summary.collection {
+            common.push(KeyValue::new("db.collection.name", target.clone()));
+        }
+        let summary_text = summary.summary();
+        if let Some(s) = &summary_text {
+            common.push(KeyValue::new("db.query.summary", s.clone()));
+        }
+        let mut attrs = common.clone();
+        if let Some(text) = &summary.text {
+            attrs.push(KeyValue::new(
+                "db.query.text",
+                truncate(text, trace.value_cap()),
+            ));
+        }
+        let name = summary_text.unwrap_or_else(|| system.to_string());
+        let parent = trace.current().clone();
+        let mut span = start_span(trace.tracer(), name, SpanKind::Client, attrs, Some(&parent));
+        let started = Instant::now();
+        let result = run(&conn.sqlite, &statement, &parameters, deadline);
+        let mut metric_attrs = common;
+        match &result {
+            Ok(outcome) => {
+                if !outcome.columns.is_empty() {
+                    span.set_attribute(KeyValue::new(
+                        "db.response.returned_rows",
+                        outcome.rows.len() as i64,
+                    ));
+                }
+            }
+            Err(e) => {
+                let error_type = if e.code.is_empty() {
+                    kind_name(e.kind).to_string()
+                } else {
+                    e.code.clone()
+                };
+                if !e.code.is_empty() {
+                    span.set_attribute(KeyValue::new("db.response.status_code", e.code.clone()));
+                    metric_attrs.push(KeyValue::new("db.response.status_code", e.code.clone()));
+                }
+                span.set_attribute(KeyValue::new("error.type", error_type.clone()));
+                metric_attrs.push(KeyValue::new("error.type", error_type));
+                span.set_status(Status::error(truncate(&e.message, trace.value_cap())));
+            }
+        }
+        span.end();
+        telemetry
+            .metrics
+            .db_duration
+            .record(started.elapsed().as_secs_f64(), &metric_attrs);
+        Ok(result)
+    }
+
+    fn drop(&mut self, connection: Resource<GuestConnection>) -> wasmtime::Result<()> {
+        // Closing the SQLite connection rolls back a transaction left open.
+        self.table.delete(connection)?;
+        Ok(())
+    }
+}
+
+/// At the end of a request: roll back every transaction a guest left open
+/// on its connections (what was not committed was never acknowledged), so
+/// that no request's locks or half-done changes outlive it. Returns how
+/// many were rolled back; each is a warning in the host's log.
+pub fn end_request(table: &mut wasmtime::component::ResourceTable) -> usize {
+    let mut rolled_back = 0;
+    for entry in table.iter_mut() {
+        if let Some(conn) = entry.downcast_mut::<GuestConnection>()
+            && !conn.sqlite.is_autocommit()
+        {
+            let result = conn.sqlite.execute_batch("ROLLBACK");
+            tracing::warn!(
+                database = conn.database.namespace(),
+                ?result,
+                "a request ended with a transaction open: rolled back (commit before answering)"
+            );
+            rolled_back += 1;
+        }
+    }
+    rolled_back
+}
+
+impl InstanceState {
+    /// An Error CLIENT span for a database the component may not open.
+    fn trace_refusal(&mut self, name: &str, denied: &wit::Error) -> wasmtime::Result<()> {
+        let (telemetry, _) = self.telemetry_and_table()?;
+        let trace = &telemetry.trace;
+        let parent = trace.current().clone();
+        let mut span = start_span(
+            trace.tracer(),
+            format!("open {name}"),
+            SpanKind::Client,
+            vec![KeyValue::new("error.type", kind_name(denied.kind))],
+            Some(&parent),
+        );
+        span.set_status(Status::error(denied.message.clone()));
+        span.end();
+        Ok(())
+    }
+}
+
+fn kind_name(kind: wit::ErrorKind) -> &'static str {
+    match kind {
+        wit::ErrorKind::NotGranted => "not-granted",
+        wit::ErrorKind::Unavailable => "unavailable",
+        wit::ErrorKind::Syntax => "syntax",
+        wit::ErrorKind::Constraint => "constraint",
+        wit::ErrorKind::Data => "data",
+        wit::ErrorKind::TooLarge => "too-large",
+        wit::ErrorKind::Timeout => "timeout",
+        wit::ErrorKind::Other => "other",
+    }
+}
+
+/// `s`, cut to at most `cap` bytes at a character boundary.
+fn truncate(s: &str, cap: usize) -> String {
+    if s.len() <= cap {
+        return s.to_string();
+    }
+    let mut end = cap;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_string()
+}
+
+/// Run one statement on SQLite: bind, step, convert; bounded by
+/// [`MAX_ROWS`], [`MAX_RESULT_BYTES`] and the request's deadline.
+fn run(
+    conn: &rusqlite::Connection,
+    statement: &str,
+    parameters: &[wit::Value],
+    deadline: Option<Instant>,
+) -> Result<wit::Outcome, wit::Error> {
+    // SQLite calls this every 1000 virtual-machine steps: past the
+    // deadline, the statement is interrupted.
+    if let Some(deadline) = deadline {
+        conn.progress_handler(1000, Some(move || Instant::now() >= deadline));
+    }
+    let result = run_statement(conn, statement, parameters);
+    conn.progress_handler(0, None::<fn() -> bool>);
+    result
+}
+
+fn run_statement(
+    conn: &rusqlite::Connection,
+    statement: &str,
+    parameters: &[wit::Value],
+) -> Result<wit::Outcome, wit::Error> {
+    let mut stmt = conn.prepare(statement).map_err(sqlite_error)?;
+    let expected = stmt.parameter_count();
+    if expected != parameters.len() {
+        return Err(error(
+            wit::ErrorKind::Data,
+            "",
+            format!(
+                "the statement has {expected} parameter(s), {} given",
+                parameters.len()
+            ),
+        ));
+    }
+    for (i, p) in parameters.iter().enumerate() {
+        stmt.raw_bind_parameter(i + 1, to_sqlite(p))
+            .map_err(sqlite_error)?;
+    }
+    let columns: Vec<String> = stmt.column_names().into_iter().map(String::from).collect();
+    if columns.is_empty() {
+        let changed = stmt.raw_execute().map_err(sqlite_error)?;
+        return Ok(wit::Outcome {
+            columns,
+            rows: Vec::new(),
+            rows_affected: changed as u64,
+        });
+    }
+    let mut out = Vec::new();
+    let mut bytes = 0usize;
+    {
+        let mut rows = stmt.raw_query();
+        while let Some(row) = rows.next().map_err(sqlite_error)? {
+            if out.len() == MAX_ROWS {
+                return Err(too_large(format!("more than {MAX_ROWS} rows")));
+            }
+            let mut values = Vec::with_capacity(columns.len());
+            for i in 0..columns.len() {
+                let v = from_sqlite(row.get_ref(i).map_err(sqlite_error)?);
+                bytes += match &v {
+                    wit::Value::Text(t) => t.len(),
+                    wit::Value::Blob(b) => b.len(),
+                    _ => 8,
+                };
+                values.push(v);
+            }
+            if bytes > MAX_RESULT_BYTES {
+                return Err(too_large(format!(
+                    "more than {} MiB of values",
+                    MAX_RESULT_BYTES >> 20
+                )));
+            }
+            out.push(values);
+        }
+    }
+    Ok(wit::Outcome {
+        columns,
+        rows: out,
+        // `INSERT ... RETURNING` returns rows and changes some.
+        rows_affected: conn.changes(),
+    })
+}
+
+fn too_large(what: String) -> wit::Error {
+    error(
+        wit::ErrorKind::TooLarge,
+        "",
+        format!("the result has {what}: select fewer (LIMIT) or page through it"),
+    )
+}
+
+fn to_sqlite(v: &wit::Value) -> rusqlite::types::Value {
+    use rusqlite::types::Value as V;
+    match v {
+        wit::Value::Null => V::Null,
+        wit::Value::Boolean(b) => V::Integer(i64::from(*b)),
+        wit::Value::Int64(i) => V::Integer(*i),
+        wit::Value::Float64(f) => V::Real(*f),
+        wit::Value::Text(t) => V::Text(t.clone()),
+        wit::Value::Blob(b) => V::Blob(b.clone()),
+    }
+}
+
+/// A column value. TEXT that is not UTF-8 comes back as a blob of its
+/// bytes, so nothing stored is lost or altered.
+fn from_sqlite(v: rusqlite::types::ValueRef<'_>) -> wit::Value {
+    use rusqlite::types::ValueRef as V;
+    match v {
+        V::Null => wit::Value::Null,
+        V::Integer(i) => wit::Value::Int64(i),
+        V::Real(f) => wit::Value::Float64(f),
+        V::Text(t) => match std::str::from_utf8(t) {
+            Ok(s) => wit::Value::Text(s.to_string()),
+            Err(_) => wit::Value::Blob(t.to_vec()),
+        },
+        V::Blob(b) => wit::Value::Blob(b.to_vec()),
+    }
+}
+
+/// SQLite's extended result code, as text (`"2067"`), when it gave one.
+fn sqlite_code(e: &rusqlite::Error) -> String {
+    match e {
+        rusqlite::Error::SqliteFailure(f, _) => f.extended_code.to_string(),
+        rusqlite::Error::SqlInputError { error, .. } => error.extended_code.to_string(),
+        _ => String::new(),
+    }
+}
+
+fn sqlite_error(e: rusqlite::Error) -> wit::Error {
+    use rusqlite::ErrorCode as C;
+    let code = sqlite_code(&e);
+    let kind = match &e {
+        rusqlite::Error::SqliteFailure(f, _) => match f.code {
+            C::ConstraintViolation => wit::ErrorKind::Constraint,
+            C::TypeMismatch | C::TooBig => wit::ErrorKind::Data,
+            C::OperationInterrupted => wit::ErrorKind::Timeout,
+            C::CannotOpen
+            | C::DatabaseBusy
+            | C::DatabaseLocked
+            | C::NotADatabase
+            | C::DatabaseCorrupt => wit::ErrorKind::Unavailable,
+            // SQLITE_ERROR: a syntax error, or a table or column that does not exist.
+            C::Unknown => wit::ErrorKind::Syntax,
+            _ => wit::ErrorKind::Other,
+        },
+        // A statement SQLite cannot prepare: syntax, or a missing table or column.
+        rusqlite::Error::SqlInputError { .. } | rusqlite::Error::MultipleStatement => {
+            wit::ErrorKind::Syntax
+        }
+        rusqlite::Error::InvalidParameterCount(..)
+        | rusqlite::Error::InvalidParameterName(_)
+        | rusqlite::Error::ToSqlConversionFailure(_) => wit::ErrorKind::Data,
+        _ => wit::ErrorKind::Other,
+    };
+    let message = match &e {
+        rusqlite::Error::SqliteFailure(f, Some(m)) => format!("{m} ({f})"),
+        rusqlite::Error::SqlInputError { msg, offset, .. } => format!("{msg} (at byte {offset})"),
+        rusqlite::Error::MultipleStatement => "one statement at a time".to_string(),
+        other => other.to_string(),
+    };
+    error(kind, code, message)
+}
+
+/// What the database conventions name and describe a statement by, read
+/// from its tokens (sqlparser's tokenizer: quotes, comments and literals
+/// as SQL has them).
+#[derive(Debug, Default, PartialEq)]
+pub struct Summary {
+    /// `db.operation.name`: the statement's first keyword (`SELECT`).
+    pub operation: Option<String>,
+    /// `db.collection.name`: the table it reads or writes, when one is plain.
+    pub collection: Option<String>,
+    /// `db.query.text`: the statement with every literal replaced by `?`;
+    /// `None` when it cannot be tokenized (then nothing of it is recorded).
+    pub text: Option<String>,
+}
+
+impl Summary {
+    /// Read `statement`.
+    pub fn of(statement: &str) -> Summary {
+        use sqlparser::dialect::GenericDialect;
+        use sqlparser::tokenizer::{Token, Tokenizer};
+        let Ok(tokens) = Tokenizer::new(&GenericDialect {}, statement).tokenize() else {
+            return Summary::default();
+        };
+        let mut text = String::with_capacity(statement.len());
+        for t in &tokens {
+            match t {
+                Token::Number(..)
+                | Token::SingleQuotedString(_)
+                | Token::NationalStringLiteral(_)
+                | Token::EscapedStringLiteral(_)
+                | Token::HexStringLiteral(_)
+                | Token::SingleQuotedByteStringLiteral(_)
+                | Token::DollarQuotedString(_) => text.push('?'),
+                other => text.push_str(&other.to_string()),
+            }
+        }
+        // Words outside parentheses, uppercased when unquoted keywords.
+        let mut words: Vec<(String, bool)> = Vec::new();
+        let mut depth = 0i32;
+        let mut previous_dot = false;
+        for t in &tokens {
+            match t {
+                Token::LParen => {
+                    // A subquery where a table could be: no plain target.
+                    if depth == 0 {
+                        words.push(("(".to_string(), false));
+                    }
+                    depth += 1
+                }
+                Token::RParen => depth -= 1,
+                Token::Period if depth == 0 => {
+                    previous_dot = true;
+                    continue;
+                }
+                Token::Word(w) if depth == 0 => {
+                    if previous_dot && let Some((last, _)) = words.last_mut() {
+                        last.push('.');
+                        last.push_str(&w.value);
+                    } else {
+                        words.push((w.value.clone(), w.quote_style.is_none()));
+                    }
+                }
+                _ => {}
+            }
+            if !matches!(t, Token::Whitespace(_)) {
+                previous_dot = false;
+            }
+        }
+        let keyword = |i: usize| {
+            words
+                .get(i)
+                .filter(|(_, plain)| *plain)
+                .map(|(w, _)| w.to_ascii_uppercase())
+        };
+        let operation = keyword(0);
+        let after = |kw: &str| {
+            let i = (0..words.len()).find(|&i| keyword(i).as_deref() == Some(kw))?;
+            let mut j = i + 1;
+            // `CREATE TABLE IF NOT EXISTS t`, `DROP TABLE IF EXISTS t`.
+            while matches!(
+                keyword(j).as_deref(),
+                Some("IF" | "NOT" | "EXISTS" | "OR" | "REPLACE" | "IGNORE")
+            ) {
+                j += 1;
+            }
+            words
+                .get(j)
+                .filter(|(w, _)| w != "(")
+                .map(|(w, _)| w.clone())
+        };
+        let collection = match operation.as_deref() {
+            Some("SELECT" | "DELETE") => after("FROM"),
+            Some("INSERT" | "REPLACE") => after("INTO"),
+            Some("UPDATE") => after("UPDATE"),
+            Some("CREATE" | "DROP" | "ALTER") => after("TABLE"),
+            _ => None,
+        };
+        Summary {
+            operation,
+            collection,
+            text: Some(text),
+        }
+    }
+
+    /// `db.query.summary`: `{operation} {collection}`, or the operation.
+    pub fn summary(&self) -> Option<String> {
+        match (&self.operation, &self.collection) {
+            (Some(op), Some(c)) => Some(format!("{op} {c}")),
+            (Some(op), None) => Some(op.clone()),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summaries_name_the_operation_and_the_table() {
+        let s = Summary::of("SELECT id, total FROM orders WHERE id = ?");
+        assert_eq!(s.summary().as_deref(), Some("SELECT orders"));
+        let s = Summary::of("insert into main.orders (id) values (?1)");
+        assert_eq!(s.summary().as_deref(), Some("INSERT main.orders"));
+        let s = Summary::of("UPDATE \"Orders\" SET total = 3");
+        assert_eq!(s.collection.as_deref(), Some("Orders"));
+        let s = Summary::of("CREATE TABLE IF NOT EXISTS charges (id INTEGER)");
+        assert_eq!(s.summary().as_deref(), Some("CREATE charges"));
+        let s = Summary::of("SELECT count(*) FROM (SELECT * FROM a) AS sub");
+        assert_eq!(s.summary().as_deref(), Some("SELECT"));
+        assert_eq!(Summary::of("BEGIN").summary().as_deref(), Some("BEGIN"));
+    }
+
+    #[test]
+    fn literals_never_reach_the_query_text() {
+        let s = Summary::of("SELECT * FROM users WHERE name = 'ada' AND age > 36 -- 'x'");
+        let text = s.text.unwrap();
+        assert!(!text.contains("ada") && !text.contains("36"), "{text}");
+        assert!(text.contains("name = ?"), "{text}");
+        // Unterminated: nothing of it is recorded.
+        assert_eq!(Summary::of("SELECT 'secret").text, None);
+    }
+
+    #[test]
+    fn grants_parse_sqlite_files_beside_the_manifest() {
+        let dir = std::path::Path::new("/app");
+        assert_eq!(
+            Database::parse("sqlite:data/orders.db", dir),
+            Ok(Database::Sqlite {
+                path: "/app/data/orders.db".into(),
+                namespace: "data/orders.db".into()
+            })
+        );
+        assert!(Database::parse("sqlite:", dir).is_err());
+        assert!(
+            Database::parse("mysql://x", dir)
+                .unwrap_err()
+                .contains("sqlite:PATH")
+        );
+    }
+
+    #[test]
+    fn sqlite_errors_have_kinds_and_codes() {
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        conn.execute_batch("CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT UNIQUE)")
+            .unwrap();
+        let e = run(&conn, "SELEC 1", &[], None).unwrap_err();
+        assert_eq!(e.kind, wit::ErrorKind::Syntax);
+        let ok = run(
+            &conn,
+            "INSERT INTO t (name) VALUES (?)",
+            &[wit::Value::Text("a".into())],
+            None,
+        )
+        .unwrap();
+        assert_eq!(ok.rows_affected, 1);
+        let e = run(
+            &conn,
+            "INSERT INTO t (name) VALUES (?)",
+            &[wit::Value::Text("a".into())],
+            None,
+        )
+        .unwrap_err();
+        assert_eq!(
+            (e.kind, e.code.as_str()),
+            (wit::ErrorKind::Constraint, "2067")
+        );
+        let e = run(&conn, "SELECT * FROM t WHERE id = ?", &[], None).unwrap_err();
+        assert_eq!(e.kind, wit::ErrorKind::Data);
+        // A statement past its deadline is interrupted.
+        let past = Instant::now() - Duration::from_millis(1);
+        let e = run(
+            &conn,
+            "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c",
+            &[],
+            Some(past),
+        )
+        .unwrap_err();
+        assert_eq!(e.kind, wit::ErrorKind::Timeout);
+    }
+
+    #[test]
+    fn rows_come_back_typed_and_bounded() {
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        let out = run(
+            &conn,
+            "SELECT 1 AS i, 2.5 AS f, 'x' AS t, x'00ff' AS b, NULL AS n, CAST(x'ff' AS TEXT) AS bad",
+            &[],
+            None,
+        )
+        .unwrap();
+        assert_eq!(out.columns, ["i", "f", "t", "b", "n", "bad"]);
+        assert_eq!(
+            out.rows[0],
+            vec![
+                wit::Value::Int64(1),
+                wit::Value::Float64(2.5),
+                wit::Value::Text("x".into()),
+                wit::Value::Blob(vec![0, 255]),
+                wit::Value::Null,
+                wit::Value::Blob(vec![255]),
+            ]
+        );
+        let e = run(
+            &conn,
+            "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c LIMIT 100001) SELECT x FROM c",
+            &[],
+            None,
+        )
+        .unwrap_err();
+        assert_eq!(e.kind, wit::ErrorKind::TooLarge);
+    }
+}

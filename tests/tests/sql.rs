@@ -1,0 +1,152 @@
+//! SQL supplied by the host (`polytrace:telemetry/sql`), through the
+//! Python DB-API module, against the embedded SQLite backend:
+//! examples/sql-orders, built by the real toolchain, served by the real
+//! binary, traced into a real OTLP receiver.
+
+use polytrace_tests::*;
+use std::path::Path;
+
+/// examples/sql-orders' manifest in `dir` (so its database file is there).
+fn up(dir: &Path, receiver: &Receiver) -> Polytrace {
+    let manifest = format!(
+        "app = \"sql-orders\"\nversion = \"0.1.0\"\n\n[[component]]\nid = \"orders\"\n\
+         source = \"{}\"\nroute = \"/...\"\nlanguage = \"python\"\n\
+         sql = {{ orders = \"sqlite:orders.db\" }}\nlimits = {{ memory_mb = 128 }}\n",
+        component("sql_orders").display()
+    );
+    std::fs::write(dir.join("polytrace.toml"), manifest).unwrap();
+    Polytrace::up_dir(dir, receiver, "http/protobuf", &[])
+}
+
+fn find<'a>(spans: &'a [FlatSpan], name: &str) -> &'a FlatSpan {
+    spans
+        .iter()
+        .find(|s| s.name == name)
+        .unwrap_or_else(|| panic!("no span {name}: {spans:#?}"))
+}
+
+async fn post(host: &Polytrace, body: &str) -> Response {
+    request(
+        "POST",
+        &host.url("/orders"),
+        &[("content-type", "application/json")],
+        body,
+    )
+    .await
+}
+
+/// Every statement is a CLIENT span under the guest's current span with
+/// the database conventions' attributes and no literal; a failed
+/// statement is an Error span with the database's code and a DB-API
+/// exception the view handles; a database the manifest does not grant is
+/// refused; the duration histogram is recorded; what was committed is
+/// still there after a restart.
+#[tokio::test(flavor = "multi_thread")]
+async fn statements_are_client_spans_with_the_database_conventions() {
+    let receiver = Receiver::start().await;
+    let dir = scratch_dir("sql-orders");
+    let host = up(&dir, &receiver);
+
+    let order = r#"{"id": "o-1", "item": "earl grey", "quantity": 2}"#;
+    let created = post(&host, order).await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    // SERVER, the schema's CREATE, save_order, BEGIN, INSERT, COMMIT.
+    let spans = receiver.trace(&created.trace_id(), 6).await;
+    let server = find(&spans, "POST /orders");
+    let save = find(&spans, "save_order");
+    let insert = find(&spans, "INSERT orders");
+    assert_eq!(insert.kind, KIND_CLIENT);
+    assert_eq!(insert.parent_span_id, save.span_id);
+    assert_eq!(find(&spans, "COMMIT").parent_span_id, save.span_id);
+    assert_eq!(find(&spans, "CREATE orders").parent_span_id, server.span_id);
+    for (key, value) in [
+        ("db.system.name", "sqlite"),
+        ("db.namespace", "orders.db"),
+        ("db.operation.name", "INSERT"),
+        ("db.collection.name", "orders"),
+        ("db.query.summary", "INSERT orders"),
+        (
+            "db.query.text",
+            "INSERT INTO orders (id, item, quantity) VALUES (?, ?, ?)",
+        ),
+    ] {
+        assert_eq!(insert.attributes[key], value, "{key}: {insert:#?}");
+    }
+    assert_eq!(insert.status_code, STATUS_UNSET);
+    // The values never reach the trace.
+    let everything = format!("{spans:?}");
+    assert!(!everything.contains("earl grey"), "{everything}");
+
+    let read = get(&host.url("/orders/o-1")).await;
+    assert_eq!(read.status, 200, "{}", read.body);
+    assert_eq!(read.json()["item"], "earl grey");
+    assert_eq!(read.json()["quantity"], 2);
+    let spans = receiver.trace(&read.trace_id(), 2).await;
+    let select = find(&spans, "SELECT orders");
+    assert_eq!(select.attributes["db.response.returned_rows"], 1);
+    assert_eq!(
+        select.parent_span_id,
+        find(&spans, "GET /orders/<order_id>").span_id
+    );
+    // A read begins no transaction.
+    assert!(!spans.iter().any(|s| s.name == "BEGIN"), "{spans:#?}");
+
+    // A constraint: an Error span with SQLite's code; the view answers 409.
+    let duplicate = post(&host, order).await;
+    assert_eq!(duplicate.status, 409, "{}", duplicate.body);
+    assert_eq!(duplicate.json()["sqlstate"], "1555");
+    let spans = receiver.trace(&duplicate.trace_id(), 5).await;
+    let insert = find(&spans, "INSERT orders");
+    assert_eq!(insert.status_code, STATUS_ERROR);
+    assert!(
+        insert.status_message.contains("UNIQUE constraint failed"),
+        "{insert:#?}"
+    );
+    assert_eq!(insert.attributes["db.response.status_code"], "1555");
+    assert_eq!(insert.attributes["error.type"], "1555");
+    assert!(spans.iter().any(|s| s.name == "ROLLBACK"));
+    assert_eq!(find(&spans, "POST /orders").status_code, STATUS_UNSET);
+
+    // A syntax error the view does not catch: Flask's 500, the exception on
+    // the SERVER span, the statement's span an error.
+    let broken = get(&host.url("/orders/broken")).await;
+    assert_eq!(broken.status, 500);
+    let spans = receiver.trace(&broken.trace_id(), 2).await;
+    let statement = find(&spans, "SELEC");
+    assert_eq!(statement.status_code, STATUS_ERROR);
+    assert_eq!(statement.attributes["error.type"], "1");
+    let server = find(&spans, "GET /orders/broken");
+    assert_eq!(
+        server.event("exception").unwrap()["exception.type"],
+        "polytrace.dbapi.ProgrammingError"
+    );
+
+    // Not granted: refused before any database, with an Error span.
+    let reports = get(&host.url("/reports")).await;
+    assert_eq!(reports.status, 503, "{}", reports.body);
+    assert_eq!(reports.json()["kind"], "not-granted");
+    let spans = receiver.trace(&reports.trace_id(), 2).await;
+    let refused = find(&spans, "open analytics");
+    assert_eq!(refused.status_code, STATUS_ERROR);
+    assert_eq!(refused.attributes["error.type"], "not-granted");
+
+    receiver
+        .wait_metric("orders", "db.client.operation.duration", |points| {
+            points.iter().any(|p| {
+                p.kind == "histogram"
+                    && p.unit == "s"
+                    && p.attr("db.operation.name").is_some_and(|v| v == "INSERT")
+                    && p.attr("error.type").is_some_and(|v| v == "1555")
+                    && p.bounds.first() == Some(&0.001)
+            })
+        })
+        .await;
+    host.terminate();
+
+    // What was committed survives the host.
+    let host = up(&dir, &receiver);
+    let again = get(&host.url("/orders/o-1")).await;
+    assert_eq!(again.status, 200, "{}", again.body);
+    assert_eq!(again.json()["item"], "earl grey");
+    host.terminate();
+}
