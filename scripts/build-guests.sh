@@ -34,4 +34,5 @@ build python     flask_orders        examples/flask-orders
 build go         go_nethttp          examples/go-nethttp
 build javascript hono_sessions       examples/hono-sessions
 build rust       rust_otel           examples/rust-otel
-build python     sql_orders          examples/sql-orders
+build python     sql_orders          examples/sql-orders/orders
+build javascript sql_reports         examples/sql-orders/reports

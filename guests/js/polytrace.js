@@ -22,6 +22,7 @@ import * as wallClock from 'wasi:clocks/wall-clock@0.2.10';
 import * as wmetrics from 'polytrace:telemetry/metrics@0.1.0';
 import * as wlogs from 'polytrace:telemetry/logs@0.1.0';
 import * as wserver from 'polytrace:telemetry/server@0.1.0';
+import * as wsql from 'polytrace:telemetry/sql@0.1.0';
 
 const DISPOSE = Symbol.dispose || Symbol.for('dispose');
 const KINDS = new Set(['internal', 'server', 'client', 'producer', 'consumer']);
@@ -670,6 +671,103 @@ export function serve(handler) {
     },
   };
 }
+
+/** A database error, as node-postgres users know it: `code` is the
+ * database's own (SQLSTATE for PostgreSQL, SQLite's extended result code),
+ * `kind` the host's (`syntax`, `constraint`, `data`, `not-granted`,
+ * `unavailable`, `too-large`, `timeout`, `other`). */
+export class DatabaseError extends Error {
+  constructor(error) {
+    super(String(error?.message ?? error));
+    this.name = 'DatabaseError';
+    this.kind = error?.kind ?? 'other';
+    this.code = error?.code || undefined;
+  }
+}
+
+function toSql(v) {
+  if (v === null || v === undefined) return { tag: 'null' };
+  if (typeof v === 'boolean') return { tag: 'boolean', val: v };
+  if (typeof v === 'bigint') return { tag: 'int64', val: BigInt.asIntN(64, v) === v ? v : badValue(v) };
+  if (typeof v === 'number') return Number.isSafeInteger(v) ? { tag: 'int64', val: BigInt(v) } : { tag: 'float64', val: v };
+  if (typeof v === 'string') return { tag: 'text', val: v };
+  if (v instanceof Uint8Array) return { tag: 'blob', val: v };
+  if (v instanceof ArrayBuffer) return { tag: 'blob', val: new Uint8Array(v) };
+  if (v instanceof Date) return { tag: 'text', val: v.toISOString() };
+  return badValue(v);
+}
+
+function badValue(v) {
+  throw new DatabaseError({ kind: 'data', message: `a parameter of type ${typeof v} cannot be sent to the database` });
+}
+
+function fromSql(v) {
+  switch (v.tag) {
+    case 'null':
+      return null;
+    case 'int64':
+      return v.val >= BigInt(Number.MIN_SAFE_INTEGER) && v.val <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(v.val) : v.val;
+    default:
+      return v.val;
+  }
+}
+
+/**
+ * A database the manifest grants this component, as a client in the
+ * shape node-postgres users know: `await db.query(text, params)` →
+ * `{ rows, rowCount, fields }`, rows as objects by column name. The host
+ * runs and traces every statement (a CLIENT span under the current span,
+ * with the database conventions). Placeholders: `$1`, `$2`, ... (or `?`).
+ * Transactions: `await db.query('BEGIN')` ... `COMMIT` / `ROLLBACK`, as
+ * with node-postgres; one a request leaves open is rolled back by the
+ * host. Integers come back as numbers (BigInt past 2^53), TEXT that is
+ * not UTF-8 as a Uint8Array. A failed statement rejects with a
+ * `DatabaseError`.
+ */
+export class Client {
+  constructor(name) {
+    this.name = String(name);
+    this._conn = undefined;
+  }
+
+  async query(text, params = []) {
+    // The host makes the statement's span under its current span: tell it first.
+    flush();
+    const statement = typeof text === 'object' && text !== null ? text.text : text;
+    const values = (typeof text === 'object' && text !== null ? text.values : params) ?? [];
+    let outcome;
+    try {
+      if (this._conn === undefined) this._conn = wsql.Connection.open(this.name);
+      outcome = this._conn.execute(String(statement), values.map(toSql));
+    } catch (e) {
+      if (e instanceof DatabaseError) throw e;
+      throw new DatabaseError(e?.payload ?? e);
+    }
+    const columns = outcome.columns;
+    const rows = outcome.rows.map((row) => {
+      const o = {};
+      for (let i = 0; i < columns.length; i++) o[columns[i]] = fromSql(row[i]);
+      return o;
+    });
+    return {
+      rows,
+      rowCount: columns.length > 0 ? rows.length : Number(outcome.rowsAffected),
+      fields: columns.map((name) => ({ name })),
+    };
+  }
+
+  /** Close the connection (a transaction still open is rolled back). */
+  async end() {
+    const conn = this._conn;
+    this._conn = undefined;
+    conn?.[DISPOSE]?.();
+  }
+}
+
+/** SQL through the host: `sql.connect('orders')` is a {@link Client}. */
+export const sql = {
+  connect: (name) => new Client(name),
+};
 
 // A module that must see each request served by serve() (polytrace-otel.js
 // makes the SERVER span the active span): hook(request, run) calls run().

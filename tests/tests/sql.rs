@@ -6,13 +6,19 @@
 use polytrace_tests::*;
 use std::path::Path;
 
-/// examples/sql-orders' manifest in `dir` (so its database file is there).
+/// examples/sql-orders' manifest in `dir` (so its database file is
+/// there): the Python orders service and the JavaScript reports service,
+/// both granted the database `orders`.
 fn up(dir: &Path, receiver: &Receiver) -> Polytrace {
     let manifest = format!(
         "app = \"sql-orders\"\nversion = \"0.1.0\"\n\n[[component]]\nid = \"orders\"\n\
          source = \"{}\"\nroute = \"/...\"\nlanguage = \"python\"\n\
-         sql = {{ orders = \"sqlite:orders.db\" }}\nlimits = {{ memory_mb = 128 }}\n",
-        component("sql_orders").display()
+         sql = {{ orders = \"sqlite:orders.db\" }}\nlimits = {{ memory_mb = 128 }}\n\n\
+         [[component]]\nid = \"reports\"\nsource = \"{}\"\nroute = \"/reports/...\"\n\
+         language = \"javascript\"\nsql = {{ orders = \"sqlite:orders.db\" }}\n\
+         limits = {{ memory_mb = 128 }}\n",
+        component("sql_orders").display(),
+        component("sql_reports").display()
     );
     std::fs::write(dir.join("polytrace.toml"), manifest).unwrap();
     Polytrace::up_dir(dir, receiver, "http/protobuf", &[])
@@ -122,13 +128,46 @@ async fn statements_are_client_spans_with_the_database_conventions() {
     );
 
     // Not granted: refused before any database, with an Error span.
-    let reports = get(&host.url("/reports")).await;
+    let reports = get(&host.url("/orders/ungranted")).await;
     assert_eq!(reports.status, 503, "{}", reports.body);
     assert_eq!(reports.json()["kind"], "not-granted");
     let spans = receiver.trace(&reports.trace_id(), 2).await;
     let refused = find(&spans, "open analytics");
     assert_eq!(refused.status_code, STATUS_ERROR);
     assert_eq!(refused.attributes["error.type"], "not-granted");
+
+    // The JavaScript service reads what the Python one wrote; its
+    // statements are traced the same way, under its own current span.
+    let second = post(&host, r#"{"id": "o-2", "item": "sencha", "quantity": 3}"#).await;
+    assert_eq!(second.status, 201, "{}", second.body);
+    let summary = get(&host.url("/reports/summary")).await;
+    assert_eq!(summary.status, 200, "{}", summary.body);
+    assert_eq!(summary.json()["orders"], 2);
+    assert_eq!(summary.json()["items"], 5);
+    let items = get(&host.url("/reports/items/sencha")).await;
+    assert_eq!(items.status, 200, "{}", items.body);
+    assert_eq!(items.json()["count"], 1);
+    assert_eq!(items.json()["orders"][0]["id"], "o-2");
+    let spans = receiver.trace(&items.trace_id(), 2).await;
+    let select = find(&spans, "SELECT orders");
+    assert_eq!(select.service(), "reports");
+    assert_eq!(
+        select.parent_span_id,
+        find(&spans, "GET /reports/items/:item").span_id
+    );
+    for (key, value) in [
+        ("db.system.name", "sqlite"),
+        ("db.namespace", "orders.db"),
+        ("db.operation.name", "SELECT"),
+        ("db.collection.name", "orders"),
+        (
+            "db.query.text",
+            "SELECT id, quantity FROM orders WHERE item = $1 ORDER BY id",
+        ),
+    ] {
+        assert_eq!(select.attributes[key], value, "{key}: {select:#?}");
+    }
+    assert_eq!(select.attributes["db.response.returned_rows"], 1);
 
     receiver
         .wait_metric("orders", "db.client.operation.duration", |points| {

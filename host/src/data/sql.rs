@@ -197,7 +197,8 @@ impl wit::HostConnection for InstanceState {
         let parent = trace.current().clone();
         let mut span = start_span(trace.tracer(), name, SpanKind::Client, attrs, Some(&parent));
         let started = Instant::now();
-        let result = run(&conn.sqlite, &statement, &parameters, deadline);
+        let sqlite_statement = summary.sqlite.as_deref().unwrap_or(&statement);
+        let result = run(&conn.sqlite, sqlite_statement, &parameters, deadline);
         let mut metric_attrs = common;
         match &result {
             Ok(outcome) => {
@@ -479,6 +480,10 @@ pub struct Summary {
     /// `db.query.text`: the statement with every literal replaced by `?`;
     /// `None` when it cannot be tokenized (then nothing of it is recorded).
     pub text: Option<String>,
+    /// The statement for SQLite when it differs: PostgreSQL's `$1`
+    /// placeholders as SQLite's numbered `?1` (SQLite would take `$1` for a
+    /// name and number it by first appearance).
+    pub sqlite: Option<String>,
 }
 
 impl Summary {
@@ -490,6 +495,23 @@ impl Summary {
             return Summary::default();
         };
         let mut text = String::with_capacity(statement.len());
+        let numbered = |p: &str| {
+            p.strip_prefix('$')
+                .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+                .map(|n| format!("?{n}"))
+        };
+        let sqlite = tokens
+            .iter()
+            .any(|t| matches!(t, Token::Placeholder(p) if numbered(p).is_some()))
+            .then(|| {
+                tokens
+                    .iter()
+                    .map(|t| match t {
+                        Token::Placeholder(p) => numbered(p).unwrap_or_else(|| p.clone()),
+                        other => other.to_string(),
+                    })
+                    .collect::<String>()
+            });
         for t in &tokens {
             match t {
                 Token::Number(..)
@@ -567,6 +589,7 @@ impl Summary {
             operation,
             collection,
             text: Some(text),
+            sqlite,
         }
     }
 
@@ -607,6 +630,36 @@ mod tests {
         assert!(text.contains("name = ?"), "{text}");
         // Unterminated: nothing of it is recorded.
         assert_eq!(Summary::of("SELECT 'secret").text, None);
+    }
+
+    #[test]
+    fn postgres_placeholders_become_sqlite_numbered_ones() {
+        let s = Summary::of("SELECT * FROM t WHERE b = $2 AND a = $1");
+        assert_eq!(
+            s.sqlite.as_deref(),
+            Some("SELECT * FROM t WHERE b = ?2 AND a = ?1")
+        );
+        assert_eq!(Summary::of("SELECT ?").sqlite, None);
+        // Bound by number, not by order of appearance.
+        let s = Summary::of("SELECT $2 AS second, $1 AS first");
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        let out = run(
+            &conn,
+            s.sqlite.as_deref().unwrap(),
+            &[
+                wit::Value::Text("one".into()),
+                wit::Value::Text("two".into()),
+            ],
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            out.rows[0],
+            vec![
+                wit::Value::Text("two".into()),
+                wit::Value::Text("one".into())
+            ]
+        );
     }
 
     #[test]

@@ -6,7 +6,7 @@ under the view's spans, with the database conventions' attributes.
     POST /orders              {"id": "o-1", "item": "tea", "quantity": 2} → 201; a known id → 409
     GET  /orders/<order_id>   → 200 the order; unknown → 404
     GET  /orders/broken       → a statement with a syntax error: Flask's 500
-    GET  /reports             → a database the manifest does not grant: 503
+    GET  /orders/ungranted    → a database the manifest does not grant: 503
 """
 
 from flask import Flask, jsonify, request
@@ -67,8 +67,8 @@ def broken():
     db.cursor().execute("SELEC id FROM orders")
 
 
-@app.get("/reports")
-def reports():
+@app.get("/orders/ungranted")
+def ungranted():
     try:
         dbapi.connect("analytics").cursor().execute("SELECT 1")
     except dbapi.OperationalError as e:
