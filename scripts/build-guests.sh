@@ -36,3 +36,4 @@ build javascript hono_sessions       examples/hono-sessions
 build rust       rust_otel           examples/rust-otel
 build python     sql_orders          examples/sql-orders/orders
 build javascript sql_reports         examples/sql-orders/reports
+build go         sql_audit           examples/sql-orders/audit

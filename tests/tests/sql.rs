@@ -7,8 +7,8 @@ use polytrace_tests::*;
 use std::path::Path;
 
 /// examples/sql-orders' manifest in `dir` (so its database file is
-/// there): the Python orders service and the JavaScript reports service,
-/// both granted the database `orders`.
+/// there): the Python orders service, the JavaScript reports service and
+/// the Go audit service, all granted the database `orders`.
 fn up(dir: &Path, receiver: &Receiver) -> Polytrace {
     let manifest = format!(
         "app = \"sql-orders\"\nversion = \"0.1.0\"\n\n[[component]]\nid = \"orders\"\n\
@@ -16,9 +16,13 @@ fn up(dir: &Path, receiver: &Receiver) -> Polytrace {
          sql = {{ orders = \"sqlite:orders.db\" }}\nlimits = {{ memory_mb = 128 }}\n\n\
          [[component]]\nid = \"reports\"\nsource = \"{}\"\nroute = \"/reports/...\"\n\
          language = \"javascript\"\nsql = {{ orders = \"sqlite:orders.db\" }}\n\
+         limits = {{ memory_mb = 128 }}\n\n\
+         [[component]]\nid = \"audit\"\nsource = \"{}\"\nroute = \"/audit/...\"\n\
+         language = \"go\"\nsql = {{ orders = \"sqlite:orders.db\" }}\n\
          limits = {{ memory_mb = 128 }}\n",
         component("sql_orders").display(),
-        component("sql_reports").display()
+        component("sql_reports").display(),
+        component("sql_audit").display()
     );
     std::fs::write(dir.join("polytrace.toml"), manifest).unwrap();
     Polytrace::up_dir(dir, receiver, "http/protobuf", &[])
@@ -168,6 +172,24 @@ async fn statements_are_client_spans_with_the_database_conventions() {
         assert_eq!(select.attributes[key], value, "{key}: {select:#?}");
     }
     assert_eq!(select.attributes["db.response.returned_rows"], 1);
+
+    // Go's database/sql through the driver: the same span, under the
+    // handler's own span.
+    let audit = get(&host.url("/audit/orders/o-2")).await;
+    assert_eq!(audit.status, 200, "{}", audit.body);
+    assert_eq!(audit.json()["item"], "sencha");
+    assert_eq!(audit.json()["quantity"], 3);
+    let spans = receiver.trace(&audit.trace_id(), 3).await;
+    let select = find(&spans, "SELECT orders");
+    assert_eq!(select.service(), "audit");
+    assert_eq!(select.parent_span_id, find(&spans, "audit_order").span_id);
+    assert_eq!(
+        select.attributes["db.query.text"],
+        "SELECT item, quantity FROM orders WHERE id = $1"
+    );
+    assert_eq!(select.attributes["db.collection.name"], "orders");
+    let missing = get(&host.url("/audit/orders/o-404")).await;
+    assert_eq!(missing.status, 404, "{}", missing.body);
 
     receiver
         .wait_metric("orders", "db.client.operation.duration", |points| {

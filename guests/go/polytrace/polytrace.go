@@ -269,6 +269,11 @@ func (b *opBuffer) flush() {
 	}
 }
 
+// Flush hands the span operations recorded so far to the host: call it
+// before a host call that works under the current span (the SQL driver
+// does, as outgoing requests do).
+func Flush() { batch.flush() }
+
 func (b *opBuffer) flushIfFull() {
 	if len(b.ops) >= 64<<10 {
 		b.flush()
