@@ -37,3 +37,4 @@ build rust       rust_otel           examples/rust-otel
 build python     sql_orders          examples/sql-orders/orders
 build javascript sql_reports         examples/sql-orders/reports
 build go         sql_audit           examples/sql-orders/audit
+build rust       sql_stock           examples/sql-orders/stock

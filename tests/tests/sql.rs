@@ -7,8 +7,9 @@ use polytrace_tests::*;
 use std::path::Path;
 
 /// examples/sql-orders' manifest in `dir` (so its database file is
-/// there): the Python orders service, the JavaScript reports service and
-/// the Go audit service, all granted the database `orders`.
+/// there): the Python orders service, the JavaScript reports service, the
+/// Go audit service and the Rust stock service, all granted the database
+/// `orders`.
 fn up(dir: &Path, receiver: &Receiver) -> Polytrace {
     let manifest = format!(
         "app = \"sql-orders\"\nversion = \"0.1.0\"\n\n[[component]]\nid = \"orders\"\n\
@@ -19,10 +20,13 @@ fn up(dir: &Path, receiver: &Receiver) -> Polytrace {
          limits = {{ memory_mb = 128 }}\n\n\
          [[component]]\nid = \"audit\"\nsource = \"{}\"\nroute = \"/audit/...\"\n\
          language = \"go\"\nsql = {{ orders = \"sqlite:orders.db\" }}\n\
-         limits = {{ memory_mb = 128 }}\n",
+         limits = {{ memory_mb = 128 }}\n\n\
+         [[component]]\nid = \"stock\"\nsource = \"{}\"\nroute = \"/stock/...\"\n\
+         language = \"rust\"\nsql = {{ orders = \"sqlite:orders.db\" }}\n",
         component("sql_orders").display(),
         component("sql_reports").display(),
-        component("sql_audit").display()
+        component("sql_audit").display(),
+        component("sql_stock").display()
     );
     std::fs::write(dir.join("polytrace.toml"), manifest).unwrap();
     Polytrace::up_dir(dir, receiver, "http/protobuf", &[])
@@ -190,6 +194,17 @@ async fn statements_are_client_spans_with_the_database_conventions() {
     assert_eq!(select.attributes["db.collection.name"], "orders");
     let missing = get(&host.url("/audit/orders/o-404")).await;
     assert_eq!(missing.status, 404, "{}", missing.body);
+
+    // Rust through polytrace_guest::sql: the same span again.
+    let stock = get(&host.url("/stock/sencha")).await;
+    assert_eq!(stock.status, 200, "{}", stock.body);
+    assert_eq!(stock.json()["quantity"], 3);
+    let spans = receiver.trace(&stock.trace_id(), 3).await;
+    let select = find(&spans, "SELECT orders");
+    assert_eq!(select.service(), "stock");
+    assert_eq!(select.parent_span_id, find(&spans, "count_stock").span_id);
+    assert_eq!(select.attributes["db.operation.name"], "SELECT");
+    assert_eq!(select.attributes["db.response.returned_rows"], 1);
 
     receiver
         .wait_metric("orders", "db.client.operation.duration", |points| {
