@@ -764,6 +764,44 @@ limits = { request_timeout_ms = 500, memory_mb = 64 }
     }
 
     #[test]
+    fn sql_grants_resolve_beside_the_manifest_and_are_checked() {
+        let m = parse(
+            r#"
+app = "shop"
+[[component]]
+id = "orders"
+source = "o.wasm"
+sql = { orders = "sqlite:data/orders.db" }
+"#,
+        )
+        .unwrap();
+        assert_eq!(
+            m.components[0].sql["orders"],
+            crate::data::sql::Database::Sqlite {
+                path: "app/data/orders.db".into(),
+                namespace: "data/orders.db".into()
+            }
+        );
+        let err = parse(
+            r#"
+app = "shop"
+[[component]]
+id = "orders"
+source = "o.wasm"
+sql = { orders = "mysql://db/orders", "my db" = "sqlite:x.db" }
+"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("sql.orders: `mysql://db/orders` is not a database"),
+            "{err}"
+        );
+        assert!(err.contains("`my db` is not a database name"), "{err}");
+        assert!(err.contains(":6:"), "errors point at the line: {err}");
+    }
+
+    #[test]
     fn isolation_defaults_to_reuse_and_is_checked() {
         let m = parse(
             r#"
