@@ -2,7 +2,7 @@
 # Run the benchmarks with everything they need installed first:
 #
 #   scripts/bench.sh              every benchmark
-#   scripts/bench.sh span_cost    one (overhead | span_cost | vs_native)
+#   scripts/bench.sh span_cost    one (overhead | span_cost | vs_native | sql_cost)
 #
 # Besides the guests and the host, span_cost compares against the native
 # OpenTelemetry SDKs, installed by scripts/setup-native.sh at the versions

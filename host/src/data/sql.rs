@@ -22,7 +22,7 @@ use crate::instance::InstanceState;
 use crate::telemetry::traces::start_span;
 use opentelemetry::KeyValue;
 use opentelemetry::trace::{Span as _, SpanKind, Status};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -103,6 +103,26 @@ impl Grants {
 pub struct GuestConnection {
     database: Arc<Database>,
     sqlite: rusqlite::Connection,
+    /// The summaries of the statements run lately: a service runs the
+    /// same few, tokenized once.
+    summaries: HashMap<String, Arc<Summary>>,
+}
+
+/// Statements whose summaries a connection keeps; past it, it starts over.
+const SUMMARY_CACHE: usize = 64;
+
+impl GuestConnection {
+    fn summary(&mut self, statement: &str) -> Arc<Summary> {
+        if let Some(s) = self.summaries.get(statement) {
+            return s.clone();
+        }
+        if self.summaries.len() >= SUMMARY_CACHE {
+            self.summaries.clear();
+        }
+        let s = Arc::new(Summary::of(statement));
+        self.summaries.insert(statement.to_string(), s.clone());
+        s
+    }
 }
 
 fn error(kind: wit::ErrorKind, code: impl Into<String>, message: impl Into<String>) -> wit::Error {
@@ -155,7 +175,11 @@ impl wit::HostConnection for InstanceState {
             return Ok(Err(denied));
         };
         Ok(match open(&database) {
-            Ok(sqlite) => Ok(self.table.push(GuestConnection { database, sqlite })?),
+            Ok(sqlite) => Ok(self.table.push(GuestConnection {
+                database,
+                sqlite,
+                summaries: HashMap::new(),
+            })?),
             Err(e) => Err(e),
         })
     }
@@ -168,9 +192,9 @@ impl wit::HostConnection for InstanceState {
     ) -> wasmtime::Result<Result<wit::Outcome, wit::Error>> {
         let deadline = self.deadline();
         let (telemetry, table) = self.telemetry_and_table()?;
-        let conn = table.get(&connection)?;
+        let conn = table.get_mut(&connection)?;
         let trace = &telemetry.trace;
-        let summary = Summary::of(&statement);
+        let summary = conn.summary(&statement);
         let system = conn.database.system();
         let mut common = vec![
             KeyValue::new("db.system.name", system),
@@ -328,7 +352,9 @@ fn run_statement(
     statement: &str,
     parameters: &[wit::Value],
 ) -> Result<wit::Outcome, wit::Error> {
-    let mut stmt = conn.prepare(statement).map_err(sqlite_error)?;
+    // rusqlite keeps the last prepared statements (16 by default): a
+    // service's few statements are parsed once.
+    let mut stmt = conn.prepare_cached(statement).map_err(sqlite_error)?;
     let expected = stmt.parameter_count();
     if expected != parameters.len() {
         return Err(error(
