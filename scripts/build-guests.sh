@@ -35,7 +35,7 @@ build go         go_nethttp          examples/go-nethttp
 build javascript hono_sessions       examples/hono-sessions
 build rust       rust_otel           examples/rust-otel
 build python     sql_orders          examples/sql-orders/orders
-build python     sql_bench           tests/guests/sql-bench
+build python     sql_probe           tests/guests/sql-probe
 build javascript sql_reports         examples/sql-orders/reports
 build go         sql_audit           examples/sql-orders/audit
 build rust       sql_stock           examples/sql-orders/stock

@@ -1,7 +1,7 @@
 //! What a SQL query costs through the host, side by side with the same
 //! query from the native driver of the same language in the same run.
 //!
-//! The guest (tests/guests/sql-bench, Python) runs primary-key SELECTs
+//! The guest (tests/guests/sql-probe, Python) runs primary-key SELECTs
 //! through `polytrace.dbapi` on an SQLite file the manifest grants, timed
 //! in the guest: each is a host call (the statement, its CLIENT span and
 //! its duration measurement) into rusqlite. The native side
@@ -74,7 +74,7 @@ async fn main() {
         "app = \"sql-bench\"\n[[component]]\nid = \"bench\"\nsource = \"{}\"\nroute = \"/...\"\n\
          language = \"python\"\nsql = {{ bench = \"sqlite:bench.db\" }}\n\
          limits = {{ request_timeout_ms = 60000, memory_mb = 128 }}\n",
-        component("sql_bench").display()
+        component("sql_probe").display()
     );
     let host = Polytrace::up(
         "sql-cost",

@@ -226,3 +226,67 @@ async fn statements_are_client_spans_with_the_database_conventions() {
     assert_eq!(again.json()["item"], "earl grey");
     host.terminate();
 }
+
+/// What the issue lists as bad input, on the SQLite backend: a statement
+/// past the request's deadline is interrupted inside SQLite (504, an Error
+/// span); a result past the host's cap is refused, not held; TEXT with a
+/// NUL, or that is not UTF-8, comes back unchanged; a wrong parameter count
+/// is a DataError. The host keeps serving after each.
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_statements_fail_alone_and_the_host_keeps_serving() {
+    let receiver = Receiver::start().await;
+    let dir = scratch_dir("sql-probe");
+    let manifest = format!(
+        "app = \"sql-probe\"\n[[component]]\nid = \"probe\"\nsource = \"{}\"\nroute = \"/...\"\n\
+         language = \"python\"\nsql = {{ bench = \"sqlite:bench.db\" }}\n\
+         limits = {{ request_timeout_ms = 1500, memory_mb = 128 }}\n",
+        component("sql_probe").display()
+    );
+    std::fs::write(dir.join("polytrace.toml"), manifest).unwrap();
+    let host = Polytrace::up_dir(&dir, &receiver, "http/protobuf", &[]);
+    let healthy = || async {
+        let r = get(&host.url("/sql-cost?n=3")).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+    };
+    healthy().await;
+
+    let started = std::time::Instant::now();
+    let slow = get(&host.url("/slow")).await;
+    assert_eq!(slow.status, 504, "{}", slow.body);
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    let spans = receiver.trace(&slow.trace_id(), 2).await;
+    let statement = find(&spans, "SELECT c");
+    assert_eq!(statement.status_code, STATUS_ERROR, "{statement:#?}");
+    // SQLITE_INTERRUPT.
+    assert_eq!(statement.attributes["error.type"], "9");
+    healthy().await;
+
+    let huge = get(&host.url("/huge")).await;
+    assert_eq!(huge.status, 200, "{}", huge.body);
+    assert_eq!(huge.json()["error"], "DataError");
+    assert_eq!(huge.json()["kind"], "too-large");
+    let spans = receiver.trace(&huge.trace_id(), 2).await;
+    assert_eq!(
+        find(&spans, "SELECT c").attributes["error.type"],
+        "too-large"
+    );
+    healthy().await;
+
+    let text = get(&host.url("/text")).await;
+    assert_eq!(text.status, 200, "{}", text.body);
+    assert_eq!(
+        text.json()["rows"],
+        serde_json::json!([[2, "a\u{0}b", "str"], [3, "ff00fe", "bytes"]])
+    );
+
+    let mismatch = get(&host.url("/mismatch")).await;
+    assert_eq!(mismatch.json()["error"], "DataError", "{}", mismatch.body);
+    assert!(
+        mismatch.json()["message"]
+            .as_str()
+            .unwrap()
+            .contains("1 parameter(s), 2 given")
+    );
+    healthy().await;
+    host.terminate();
+}

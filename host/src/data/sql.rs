@@ -588,7 +588,17 @@ impl Summary {
                 .filter(|(_, plain)| *plain)
                 .map(|(w, _)| w.to_ascii_uppercase())
         };
-        let operation = keyword(0);
+        // `WITH ... AS (...) SELECT ...`: the operation is the statement's
+        // own, after its common table expressions.
+        let operation = match keyword(0).as_deref() {
+            Some("WITH") => (1..words.len()).filter_map(keyword).find(|k| {
+                matches!(
+                    k.as_str(),
+                    "SELECT" | "INSERT" | "UPDATE" | "DELETE" | "REPLACE"
+                )
+            }),
+            _ => keyword(0),
+        };
         let after = |kw: &str| {
             let i = (0..words.len()).find(|&i| keyword(i).as_deref() == Some(kw))?;
             let mut j = i + 1;
@@ -646,6 +656,10 @@ mod tests {
         let s = Summary::of("SELECT count(*) FROM (SELECT * FROM a) AS sub");
         assert_eq!(s.summary().as_deref(), Some("SELECT"));
         assert_eq!(Summary::of("BEGIN").summary().as_deref(), Some("BEGIN"));
+        let s = Summary::of(
+            "WITH recent AS (SELECT * FROM orders) DELETE FROM archive WHERE id IN (SELECT id FROM recent)",
+        );
+        assert_eq!(s.summary().as_deref(), Some("DELETE archive"));
     }
 
     #[test]
