@@ -12,15 +12,9 @@
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
+use polytrace_tests::bench::{env_or, median};
 use polytrace_tests::{Polytrace, Receiver, component};
 use std::time::{Duration, Instant};
-
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// One connection sending requests back to back until `until`.
 async fn client(addr: std::net::SocketAddr, until: Instant) -> Vec<Duration> {
@@ -76,11 +70,6 @@ async fn round(host: &Polytrace, seconds: u64, connections: u64) -> Round {
         p99: pct(0.99),
         cpu_us: cpu.as_secs_f64() * 1e6 / all.len() as f64,
     }
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
 }
 
 #[tokio::main]

@@ -40,6 +40,7 @@ use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{
     BatchConfigBuilder, BatchSpanProcessor, SdkTracerProvider, SpanData, SpanExporter,
 };
+use polytrace_tests::bench::{env_or, median};
 use polytrace_tests::{Polytrace, Receiver, component, get};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -71,13 +72,6 @@ enum Native {
     Python,
     Node,
     Unavailable,
-}
-
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
 }
 
 fn repo() -> PathBuf {
@@ -256,11 +250,6 @@ async fn guest(host: &Polytrace, language: &str, scenario: &str, n: u64) -> f64 
         spans += batch;
     }
     elapsed / n as f64
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 #[tokio::main]

@@ -12,23 +12,13 @@
 //! Environment: BENCH_QUERIES (per round, default 20000), BENCH_ROUNDS (5).
 //! Run with `scripts/bench.sh sql_cost`.
 
-use polytrace_tests::{Polytrace, Receiver, component, get, scratch_dir};
-use std::path::{Path, PathBuf};
+use polytrace_tests::bench::{env_or, median};
+use polytrace_tests::{Polytrace, Receiver, component, get, repo_dir, scratch_dir};
+use std::path::Path;
 use std::process::Command;
 
 /// Queries one request runs, so no request nears its deadline.
 const PER_REQUEST: u64 = 5_000;
-
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
 
 /// Nanoseconds per query in the guest, over `n` queries.
 async fn guest(host: &Polytrace, n: u64) -> f64 {
@@ -45,8 +35,8 @@ async fn guest(host: &Polytrace, n: u64) -> f64 {
 
 /// Nanoseconds per query with CPython's sqlite3 on `db`.
 fn native(n: u64, db: &Path) -> f64 {
-    let out = Command::new(repo().join(".tools/native-venv/bin/python"))
-        .arg(repo().join("tests/native/sql_cost.py"))
+    let out = Command::new(repo_dir().join(".tools/native-venv/bin/python"))
+        .arg(repo_dir().join("tests/native/sql_cost.py"))
         .arg(n.to_string())
         .arg(db)
         .output()
@@ -58,11 +48,6 @@ fn native(n: u64, db: &Path) -> f64 {
     );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     v["elapsed_ns"].as_f64().unwrap() / n as f64
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 #[tokio::main]

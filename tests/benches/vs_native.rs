@@ -32,18 +32,12 @@
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
+use polytrace_tests::bench::{env_or, median};
 use polytrace_tests::{Polytrace, Receiver, component, repo_dir, scratch_dir, target_dir};
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// One connection sending requests back to back until `until`; it
 /// reconnects when the server closes (gunicorn's sync workers close every
@@ -166,11 +160,6 @@ async fn round(service: &Service, seconds: u64, connections: u64) -> Round {
         faults_per_request: (faults_after - faults_before) as f64 / all.len() as f64,
         rss_mib: rss as f64 / 1024.0,
     }
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
 }
 
 /// One service of the comparison: its guest and what it is asked.

@@ -1082,3 +1082,20 @@ pub async fn request(method: &str, url: &str, headers: &[(&str, &str)], body: &s
 pub async fn get(url: &str) -> Response {
     request("GET", url, &[], "").await
 }
+
+/// Helpers the benchmarks share.
+pub mod bench {
+    /// The number in environment variable `name`, else `default`.
+    pub fn env_or(name: &str, default: u64) -> u64 {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    }
+
+    /// The median of `v` (the upper one of an even count); `v` not empty.
+    pub fn median(mut v: Vec<f64>) -> f64 {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    }
+}
