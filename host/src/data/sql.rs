@@ -33,8 +33,15 @@ pub const MAX_ROWS: usize = 100_000;
 /// Bytes of values one statement returns at most (texts and blobs count
 /// their length, other values 8); past it, `too-large` and no rows.
 pub const MAX_RESULT_BYTES: usize = 64 << 20;
-/// How long a statement waits for another connection's write lock.
+/// How long a statement waits for another connection's write lock (and
+/// never past the request's deadline).
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// The longest statement text the host takes, in bytes.
+pub const MAX_STATEMENT_BYTES: usize = 1 << 20;
+/// The longest TEXT or BLOB value, in a parameter or inside SQLite.
+pub const MAX_VALUE_BYTES: usize = 64 << 20;
+/// Connections one instance may hold open at once.
+pub const MAX_CONNECTIONS: usize = 16;
 
 /// A database the manifest grants: where it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -142,12 +149,53 @@ fn open(database: &Database) -> Result<rusqlite::Connection, wit::Error> {
             format!("cannot open the SQLite database `{namespace}`: {e}"),
         )
     };
-    let conn = rusqlite::Connection::open(path).map_err(unavailable)?;
-    conn.busy_timeout(BUSY_TIMEOUT).map_err(unavailable)?;
+    if path.is_dir() {
+        return Err(error(
+            wit::ErrorKind::Unavailable,
+            "",
+            format!("the SQLite database `{namespace}` is a directory"),
+        ));
+    }
+    let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE
+        | rusqlite::OpenFlags::SQLITE_OPEN_CREATE
+        | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = rusqlite::Connection::open_with_flags(path, flags).map_err(unavailable)?;
+    lock_down(&conn).map_err(unavailable)?;
     // Readers do not wait for writers, and a crash loses nothing committed.
     conn.pragma_update(None, "journal_mode", "wal")
         .map_err(unavailable)?;
     Ok(conn)
+}
+
+/// Keep a guest's SQL inside the granted file and the host's limits: no
+/// other database attached (`ATTACH`, or `VACUUM INTO`, which attaches),
+/// no path disclosed (`PRAGMA database_list`), SQLite's defensive mode
+/// (no writes to the schema's internals, no untrusted schema functions),
+/// double-quoted text always an identifier (so that no literal can hide
+/// from `db.query.text` as one), values and statements capped. Waiting
+/// for another connection's lock is done by [`run`], off the worker.
+fn lock_down(conn: &rusqlite::Connection) -> rusqlite::Result<()> {
+    use rusqlite::config::DbConfig;
+    use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
+    use rusqlite::limits::Limit;
+    conn.busy_timeout(Duration::ZERO)?;
+    conn.set_limit(Limit::SQLITE_LIMIT_ATTACHED, 0)?;
+    conn.set_limit(Limit::SQLITE_LIMIT_LENGTH, MAX_VALUE_BYTES as i32)?;
+    conn.set_limit(Limit::SQLITE_LIMIT_SQL_LENGTH, MAX_STATEMENT_BYTES as i32)?;
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_DEFENSIVE, true)?;
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_TRUSTED_SCHEMA, false)?;
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_DQS_DML, false)?;
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_DQS_DDL, false)?;
+    conn.authorizer(Some(|ctx: AuthContext<'_>| match ctx.action {
+        AuthAction::Attach { .. } | AuthAction::Detach { .. } => Authorization::Deny,
+        AuthAction::Pragma { pragma_name, .. }
+            if pragma_name.eq_ignore_ascii_case("database_list") =>
+        {
+            Authorization::Deny
+        }
+        _ => Authorization::Allow,
+    }));
+    Ok(())
 }
 
 impl wit::Host for InstanceState {}
@@ -174,6 +222,20 @@ impl wit::HostConnection for InstanceState {
             self.trace_refusal(&name, &denied)?;
             return Ok(Err(denied));
         };
+        let open_now = self
+            .table
+            .iter_mut()
+            .filter(|e| e.is::<GuestConnection>())
+            .count();
+        if open_now >= MAX_CONNECTIONS {
+            return Ok(Err(error(
+                wit::ErrorKind::Unavailable,
+                "",
+                format!(
+                    "this instance has {MAX_CONNECTIONS} connections open already: close one (or reuse it)"
+                ),
+            )));
+        }
         Ok(match open(&database) {
             Ok(sqlite) => Ok(self.table.push(GuestConnection {
                 database,
@@ -191,6 +253,16 @@ impl wit::HostConnection for InstanceState {
         parameters: Vec<wit::Value>,
     ) -> wasmtime::Result<Result<wit::Outcome, wit::Error>> {
         let deadline = self.deadline();
+        if statement.len() > MAX_STATEMENT_BYTES {
+            return Ok(Err(error(
+                wit::ErrorKind::TooLarge,
+                "",
+                format!(
+                    "the statement is {} bytes; at most {MAX_STATEMENT_BYTES}",
+                    statement.len()
+                ),
+            )));
+        }
         let (telemetry, table) = self.telemetry_and_table()?;
         let conn = table.get_mut(&connection)?;
         let trace = &telemetry.trace;
@@ -342,9 +414,35 @@ fn run(
     if let Some(deadline) = deadline {
         conn.progress_handler(1000, Some(move || Instant::now() >= deadline));
     }
-    let result = run_statement(conn, statement, parameters);
+    let mut result = run_statement(conn, statement, parameters);
+    if result.as_ref().is_err_and(is_busy) {
+        // Another connection holds the lock. Wait for it off the tokio
+        // worker (the connection holding it may need that worker to reach
+        // its COMMIT), until BUSY_TIMEOUT or the deadline.
+        let until = deadline.map_or(Instant::now() + BUSY_TIMEOUT, |d| {
+            d.min(Instant::now() + BUSY_TIMEOUT)
+        });
+        let mut wait = || {
+            let mut pause = Duration::from_millis(1);
+            while result.as_ref().is_err_and(is_busy) && Instant::now() < until {
+                std::thread::sleep(pause.min(until.saturating_duration_since(Instant::now())));
+                pause = (pause * 2).min(Duration::from_millis(50));
+                result = run_statement(conn, statement, parameters);
+            }
+        };
+        match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+            Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(wait),
+            _ => wait(),
+        }
+    }
     conn.progress_handler(0, None::<fn() -> bool>);
     result
+}
+
+/// SQLITE_BUSY (or one of its extended codes): another connection holds a
+/// lock this statement needs.
+fn is_busy(e: &wit::Error) -> bool {
+    e.code.parse::<i32>().is_ok_and(|c| c & 0xff == 5)
 }
 
 fn run_statement(
@@ -367,19 +465,22 @@ fn run_statement(
         ));
     }
     for (i, p) in parameters.iter().enumerate() {
-        stmt.raw_bind_parameter(i + 1, to_sqlite(p))
-            .map_err(sqlite_error)?;
+        bind(&mut stmt, i + 1, p)?;
     }
     let columns: Vec<String> = stmt.column_names().into_iter().map(String::from).collect();
+    // sqlite3_changes() keeps the last INSERT/UPDATE/DELETE's count through
+    // other statements: this statement's own is the total's difference.
+    let changes_before = conn.total_changes();
     if columns.is_empty() {
-        let changed = stmt.raw_execute().map_err(sqlite_error)?;
+        stmt.raw_execute().map_err(sqlite_error)?;
         return Ok(wit::Outcome {
             columns,
             rows: Vec::new(),
-            rows_affected: changed as u64,
+            rows_affected: conn.total_changes() - changes_before,
         });
     }
     let mut out = Vec::new();
+    // What the rows take in the host: every value, and each row's list.
     let mut bytes = 0usize;
     {
         let mut rows = stmt.raw_query();
@@ -388,20 +489,21 @@ fn run_statement(
                 return Err(too_large(format!("more than {MAX_ROWS} rows")));
             }
             let mut values = Vec::with_capacity(columns.len());
+            bytes += std::mem::size_of::<Vec<wit::Value>>()
+                + columns.len() * std::mem::size_of::<wit::Value>();
             for i in 0..columns.len() {
-                let v = from_sqlite(row.get_ref(i).map_err(sqlite_error)?);
-                bytes += match &v {
-                    wit::Value::Text(t) => t.len(),
-                    wit::Value::Blob(b) => b.len(),
-                    _ => 8,
-                };
-                values.push(v);
-            }
-            if bytes > MAX_RESULT_BYTES {
-                return Err(too_large(format!(
-                    "more than {} MiB of values",
-                    MAX_RESULT_BYTES >> 20
-                )));
+                let v = row.get_ref(i).map_err(sqlite_error)?;
+                // Counted before it is copied.
+                if let rusqlite::types::ValueRef::Text(b) | rusqlite::types::ValueRef::Blob(b) = v {
+                    bytes += b.len();
+                }
+                if bytes > MAX_RESULT_BYTES {
+                    return Err(too_large(format!(
+                        "more than {} MiB of values",
+                        MAX_RESULT_BYTES >> 20
+                    )));
+                }
+                values.push(from_sqlite(v));
             }
             out.push(values);
         }
@@ -410,8 +512,37 @@ fn run_statement(
         columns,
         rows: out,
         // `INSERT ... RETURNING` returns rows and changes some.
-        rows_affected: conn.changes(),
+        rows_affected: conn.total_changes() - changes_before,
     })
+}
+
+/// Bind parameter `i` (1-based), texts and blobs without a copy.
+fn bind(
+    stmt: &mut rusqlite::CachedStatement<'_>,
+    i: usize,
+    v: &wit::Value,
+) -> Result<(), wit::Error> {
+    let size = match v {
+        wit::Value::Text(t) => t.len(),
+        wit::Value::Blob(b) => b.len(),
+        _ => 0,
+    };
+    if size > MAX_VALUE_BYTES {
+        return Err(error(
+            wit::ErrorKind::Data,
+            "",
+            format!("parameter {i} is {size} bytes; at most {MAX_VALUE_BYTES}"),
+        ));
+    }
+    let result = match v {
+        wit::Value::Null => stmt.raw_bind_parameter(i, rusqlite::types::Null),
+        wit::Value::Boolean(b) => stmt.raw_bind_parameter(i, *b),
+        wit::Value::Int64(n) => stmt.raw_bind_parameter(i, *n),
+        wit::Value::Float64(f) => stmt.raw_bind_parameter(i, *f),
+        wit::Value::Text(t) => stmt.raw_bind_parameter(i, t.as_str()),
+        wit::Value::Blob(b) => stmt.raw_bind_parameter(i, b.as_slice()),
+    };
+    result.map_err(sqlite_error)
 }
 
 fn too_large(what: String) -> wit::Error {
@@ -420,18 +551,6 @@ fn too_large(what: String) -> wit::Error {
         "",
         format!("the result has {what}: select fewer (LIMIT) or page through it"),
     )
-}
-
-fn to_sqlite(v: &wit::Value) -> rusqlite::types::Value {
-    use rusqlite::types::Value as V;
-    match v {
-        wit::Value::Null => V::Null,
-        wit::Value::Boolean(b) => V::Integer(i64::from(*b)),
-        wit::Value::Int64(i) => V::Integer(*i),
-        wit::Value::Float64(f) => V::Real(*f),
-        wit::Value::Text(t) => V::Text(t.clone()),
-        wit::Value::Blob(b) => V::Blob(b.clone()),
-    }
 }
 
 /// A column value. TEXT that is not UTF-8 comes back as a blob of its
@@ -494,6 +613,50 @@ fn sqlite_error(e: rusqlite::Error) -> wit::Error {
     error(kind, code, message)
 }
 
+/// Whether `t` is a literal value: a number or any kind of string.
+fn is_literal(t: &sqlparser::tokenizer::Token) -> bool {
+    use sqlparser::tokenizer::Token as T;
+    matches!(
+        t,
+        T::Number(..)
+            | T::SingleQuotedString(_)
+            | T::DoubleQuotedString(_)
+            | T::TripleSingleQuotedString(_)
+            | T::TripleDoubleQuotedString(_)
+            | T::DollarQuotedString(_)
+            | T::SingleQuotedByteStringLiteral(_)
+            | T::DoubleQuotedByteStringLiteral(_)
+            | T::TripleSingleQuotedByteStringLiteral(_)
+            | T::TripleDoubleQuotedByteStringLiteral(_)
+            | T::SingleQuotedRawStringLiteral(_)
+            | T::DoubleQuotedRawStringLiteral(_)
+            | T::TripleSingleQuotedRawStringLiteral(_)
+            | T::TripleDoubleQuotedRawStringLiteral(_)
+            | T::NationalStringLiteral(_)
+            | T::QuoteDelimitedStringLiteral(_)
+            | T::NationalQuoteDelimitedStringLiteral(_)
+            | T::EscapedStringLiteral(_)
+            | T::UnicodeStringLiteral(_)
+            | T::HexStringLiteral(_)
+    )
+}
+
+/// The byte offset in `text` of a tokenizer location (1-based line, and
+/// column in characters).
+fn byte_offsets(text: &str) -> impl Fn(sqlparser::tokenizer::Location) -> Option<usize> + '_ {
+    let mut lines = vec![0];
+    lines.extend(text.match_indices('\n').map(|(i, _)| i + 1));
+    move |l| {
+        let start = *lines.get(usize::try_from(l.line).ok()?.checked_sub(1)?)?;
+        let column = usize::try_from(l.column).ok()?.checked_sub(1)?;
+        let line = &text[start..];
+        match line.char_indices().nth(column) {
+            Some((i, _)) => Some(start + i),
+            None => (line.chars().count() == column).then_some(text.len()),
+        }
+    }
+}
+
 /// What the database conventions name and describe a statement by, read
 /// from its tokens (sqlparser's tokenizer: quotes, comments and literals
 /// as SQL has them).
@@ -516,45 +679,58 @@ impl Summary {
     /// Read `statement`.
     pub fn of(statement: &str) -> Summary {
         use sqlparser::dialect::GenericDialect;
-        use sqlparser::tokenizer::{Token, Tokenizer};
-        let Ok(tokens) = Tokenizer::new(&GenericDialect {}, statement).tokenize() else {
+        use sqlparser::tokenizer::{Token, Tokenizer, Whitespace};
+        let Ok(spanned) = Tokenizer::new(&GenericDialect {}, statement).tokenize_with_location()
+        else {
             return Summary::default();
         };
-        let mut text = String::with_capacity(statement.len());
+        let tokens: Vec<&Token> = spanned.iter().map(|t| &t.token).collect();
         let numbered = |p: &str| {
             p.strip_prefix('$')
                 .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
                 .map(|n| format!("?{n}"))
         };
+        // The statement SQLite runs: `$N` placeholders replaced where they
+        // are in the text, every other byte as written.
         let sqlite = tokens
             .iter()
             .any(|t| matches!(t, Token::Placeholder(p) if numbered(p).is_some()))
             .then(|| {
-                tokens
-                    .iter()
-                    .map(|t| match t {
-                        Token::Placeholder(p) => numbered(p).unwrap_or_else(|| p.clone()),
-                        other => other.to_string(),
-                    })
-                    .collect::<String>()
+                let at = byte_offsets(statement);
+                let mut out = String::with_capacity(statement.len());
+                let mut copied = 0;
+                for t in &spanned {
+                    if let Token::Placeholder(p) = &t.token
+                        && let Some(n) = numbered(p)
+                        && let (Some(from), Some(to)) = (at(t.span.start), at(t.span.end))
+                    {
+                        out.push_str(&statement[copied..from]);
+                        out.push_str(&n);
+                        copied = to;
+                    }
+                }
+                out.push_str(&statement[copied..]);
+                out
             });
+        // db.query.text: literals as `?`, comments left out.
+        let mut text = String::with_capacity(statement.len());
+        let mut after_number = false;
         for t in &tokens {
             match t {
-                Token::Number(..)
-                | Token::SingleQuotedString(_)
-                | Token::NationalStringLiteral(_)
-                | Token::EscapedStringLiteral(_)
-                | Token::HexStringLiteral(_)
-                | Token::SingleQuotedByteStringLiteral(_)
-                | Token::DollarQuotedString(_) => text.push('?'),
+                t if is_literal(t) => text.push('?'),
+                // `0x1F` reads as a number and a word: the word is the literal's.
+                Token::Word(w) if after_number && w.quote_style.is_none() => {}
+                Token::Whitespace(Whitespace::SingleLineComment { .. })
+                | Token::Whitespace(Whitespace::MultiLineComment(_)) => text.push(' '),
                 other => text.push_str(&other.to_string()),
             }
+            after_number = matches!(t, Token::Number(..));
         }
         // Words outside parentheses, uppercased when unquoted keywords.
         let mut words: Vec<(String, bool)> = Vec::new();
         let mut depth = 0i32;
         let mut previous_dot = false;
-        for t in &tokens {
+        for t in tokens.iter().copied() {
             match t {
                 Token::LParen => {
                     // A subquery where a table could be: no plain target.
@@ -670,6 +846,88 @@ mod tests {
         assert!(text.contains("name = ?"), "{text}");
         // Unterminated: nothing of it is recorded.
         assert_eq!(Summary::of("SELECT 'secret").text, None);
+        // Other literal kinds, and comments, never reach it either.
+        let text = Summary::of("SELECT x'00ff', N'ann', 0x1F /* ann */ FROM t -- ann\n")
+            .text
+            .unwrap();
+        assert!(
+            !text.contains("ann") && !text.contains("1F") && !text.contains("ff"),
+            "{text}"
+        );
+    }
+
+    fn scratch(name: &str) -> (PathBuf, Database) {
+        let dir = std::env::temp_dir().join(format!(
+            "polytrace-sql-{name}-{}-{:?}",
+            std::process::id(),
+            Instant::now()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let db = Database::Sqlite {
+            path: dir.join("a.db"),
+            namespace: "a.db".into(),
+        };
+        (dir, db)
+    }
+
+    #[test]
+    fn a_guest_reaches_no_other_file() {
+        let (dir, db) = scratch("lock");
+        let conn = open(&db).unwrap();
+        let other = dir.join("b.db");
+        for statement in [
+            format!("ATTACH '{}' AS b", other.display()),
+            format!("VACUUM INTO '{}'", other.display()),
+            "PRAGMA database_list".to_string(),
+        ] {
+            assert!(run(&conn, &statement, &[], None).is_err(), "{statement}");
+        }
+        assert!(!other.exists());
+        // A double-quoted word is an identifier, never a literal.
+        run(&conn, "CREATE TABLE t (name TEXT)", &[], None).unwrap();
+        assert!(run(&conn, "SELECT * FROM t WHERE name = \"ann\"", &[], None).is_err());
+        // Each statement's own changed-row count.
+        let insert = run(&conn, "INSERT INTO t VALUES ('a'), ('b')", &[], None).unwrap();
+        assert_eq!(insert.rows_affected, 2);
+        assert_eq!(
+            run(&conn, "SELECT * FROM t", &[], None)
+                .unwrap()
+                .rows_affected,
+            0
+        );
+        assert_eq!(run(&conn, "BEGIN", &[], None).unwrap().rows_affected, 0);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_locked_database_is_waited_for_until_the_deadline() {
+        let (dir, db) = scratch("busy");
+        let holder = open(&db).unwrap();
+        let waiter = open(&db).unwrap();
+        run(&holder, "CREATE TABLE t (n INTEGER)", &[], None).unwrap();
+        run(&holder, "BEGIN IMMEDIATE", &[], None).unwrap();
+        let started = Instant::now();
+        let deadline = started + Duration::from_millis(300);
+        let e = run(&waiter, "INSERT INTO t VALUES (1)", &[], Some(deadline)).unwrap_err();
+        assert!(is_busy(&e), "{e:?}");
+        assert!(started.elapsed() >= Duration::from_millis(250));
+        run(&holder, "COMMIT", &[], None).unwrap();
+        assert_eq!(
+            run(&waiter, "INSERT INTO t VALUES (1)", &[], None)
+                .unwrap()
+                .rows_affected,
+            1
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn the_placeholder_rewrite_changes_nothing_else() {
+        let statement = "SELECT 'O''Brien', \"a\"\"b\", 0x10, 'é' || $2\n  FROM t WHERE id = $1";
+        assert_eq!(
+            Summary::of(statement).sqlite.as_deref(),
+            Some("SELECT 'O''Brien', \"a\"\"b\", 0x10, 'é' || ?2\n  FROM t WHERE id = ?1")
+        );
     }
 
     #[test]
