@@ -706,7 +706,10 @@ function fromSql(v) {
     case 'null':
       return null;
     case 'int64':
-      return v.val >= BigInt(Number.MIN_SAFE_INTEGER) && v.val <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(v.val) : v.val;
+      // As node-postgres: past 2^53, a string (JSON cannot carry a BigInt).
+      return v.val >= BigInt(Number.MIN_SAFE_INTEGER) && v.val <= BigInt(Number.MAX_SAFE_INTEGER)
+        ? Number(v.val)
+        : String(v.val);
     default:
       return v.val;
   }
@@ -720,8 +723,8 @@ function fromSql(v) {
  * with the database conventions). Placeholders: `$1`, `$2`, ... (or `?`).
  * Transactions: `await db.query('BEGIN')` ... `COMMIT` / `ROLLBACK`, as
  * with node-postgres; one a request leaves open is rolled back by the
- * host. Integers come back as numbers (BigInt past 2^53), TEXT that is
- * not UTF-8 as a Uint8Array. A failed statement rejects with a
+ * host. Integers come back as numbers (strings past 2^53, as node-postgres
+ * gives them), TEXT that is not UTF-8 as a Uint8Array. A failed statement rejects with a
  * `DatabaseError`.
  */
 export class Client {

@@ -79,6 +79,11 @@ pub fn load_components(
             ));
             continue;
         }
+        for (name, database) in &c.sql {
+            if let Err(why) = database.check() {
+                problems.push(manifest.component_problem(c, format!("sql.{name}: {why}")));
+            }
+        }
         let id = c.id.clone();
         let progress = |p: Progress| match p {
             Progress::Cached => tracing::info!(component = %id, "loaded compiled code from cache"),

@@ -3,7 +3,8 @@ through the host (``polytrace.dbapi``, DB-API 2.0), as a team writes it
 with sqlite3 or psycopg2. Every statement is a CLIENT span the host makes,
 under the view's spans, with the database conventions' attributes.
 
-    POST /orders              {"id": "o-1", "item": "tea", "quantity": 2} → 201; a known id → 409
+    POST /orders              {"id": "o-1", "item": "tea", "quantity": 2} → 201; a known id or a
+                              quantity under 1 → 409; anything else → 400
     GET  /orders/<order_id>   → 200 the order; unknown → 404
     GET  /orders/broken       → a statement with a syntax error: Flask's 500
     GET  /orders/ungranted    → a database the manifest does not grant: 503
@@ -18,10 +19,10 @@ app = Flask(__name__)
 tracer = trace.get_tracer(__name__)
 db = dbapi.connect("orders")  # opens at the first statement
 SCHEMA = """CREATE TABLE IF NOT EXISTS orders (
-    id TEXT PRIMARY KEY,
+    id TEXT PRIMARY KEY NOT NULL,
     item TEXT NOT NULL,
     quantity INTEGER NOT NULL CHECK (quantity > 0)
-)"""
+) STRICT"""
 ready = False
 
 
@@ -36,7 +37,14 @@ def schema():
 
 @app.post("/orders")
 def create_order():
-    order = request.get_json(silent=True) or {}
+    order = request.get_json(silent=True)
+    if not (
+        isinstance(order, dict)
+        and isinstance(order.get("id"), str)
+        and isinstance(order.get("item"), str)
+        and type(order.get("quantity")) is int
+    ):
+        return jsonify(error='send {"id": "...", "item": "...", "quantity": N}'), 400
     with tracer.start_as_current_span("save_order") as span:
         span.set_attribute("order.id", str(order.get("id")))
         try:

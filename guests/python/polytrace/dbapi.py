@@ -129,6 +129,10 @@ def _value(v):
     if isinstance(v, float):
         return _sql.Value_Float64(v)
     if isinstance(v, str):
+        try:
+            v.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise DataError(f"a parameter is not valid Unicode text: {e}", "data") from None
         return _sql.Value_Text(v)
     if isinstance(v, (bytes, bytearray, memoryview)):
         return _sql.Value_Blob(bytes(v))
@@ -211,7 +215,6 @@ class Connection:
         self.name = name
         self.autocommit = False
         self._host = None
-        self._in_transaction = False
         self._closed = False
 
     def _run(self, statement, values):
@@ -222,12 +225,11 @@ class Connection:
                 self._host = _sql.Connection.open(self.name)
             except _Err as e:
                 _raise(e.value)
-        if not self.autocommit and not self._in_transaction and _writes(statement):
+        if not self.autocommit and _writes(statement) and not self._host.in_transaction():
             try:
                 self._host.execute("BEGIN", [])
             except _Err as e:
                 _raise(e.value)
-            self._in_transaction = True
         try:
             return self._host.execute(statement, values)
         except _Err as e:
@@ -241,15 +243,13 @@ class Connection:
         return self.cursor().execute(statement, parameters)
 
     def _end(self, statement):
-        if self._in_transaction and self._host is not None:
-            self._in_transaction = False
+        # Asked, not remembered: the host rolls back what a request leaves
+        # open, and the code may have run BEGIN itself.
+        if self._host is not None and self._host.in_transaction():
             try:
                 self._host.execute(statement, [])
             except _Err as e:
-                # The host rolled back what an earlier request left open
-                # (and logged it): that transaction is over already.
-                if "no transaction is active" not in e.value.message:
-                    _raise(e.value)
+                _raise(e.value)
 
     def commit(self):
         self._end("COMMIT")
@@ -261,7 +261,6 @@ class Connection:
         """Close the connection; a transaction still open is rolled back."""
         if self._host is not None:
             host, self._host = self._host, None
-            self._in_transaction = False
             host.__exit__(None, None, None)
         self._closed = True
 

@@ -66,6 +66,11 @@ impl Database {
                     "`{url}`: name the database file, as in `sqlite:data/orders.db`"
                 ));
             }
+            if path == ":memory:" || path.starts_with("file:") {
+                return Err(format!(
+                    "`{url}`: name a file (in-memory databases and SQLite URIs are not supported), as in `sqlite:data/orders.db`"
+                ));
+            }
             return Ok(Database::Sqlite {
                 path: dir.join(path),
                 namespace: path.to_string(),
@@ -74,6 +79,23 @@ impl Database {
         Err(format!(
             "`{url}` is not a database this host supports: use `sqlite:PATH` (a file beside the manifest)"
         ))
+    }
+
+    /// Whether the database can be opened where it is: its directory
+    /// exists and the path is not a directory. Checked at start, so that a
+    /// wrong path is a start-up error rather than a failure per request.
+    pub fn check(&self) -> Result<(), String> {
+        let Database::Sqlite { path, namespace } = self;
+        if path.is_dir() {
+            return Err(format!("`{namespace}` is a directory, not an SQLite file"));
+        }
+        match path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() && !dir.is_dir() => Err(format!(
+                "the directory of `{namespace}` ({}) does not exist",
+                dir.display()
+            )),
+            _ => Ok(()),
+        }
     }
 
     fn system(&self) -> &'static str {
@@ -326,6 +348,10 @@ impl wit::HostConnection for InstanceState {
             .db_duration
             .record(started.elapsed().as_secs_f64(), &metric_attrs);
         Ok(result)
+    }
+
+    fn in_transaction(&mut self, connection: Resource<GuestConnection>) -> wasmtime::Result<bool> {
+        Ok(!self.table.get(&connection)?.sqlite.is_autocommit())
     }
 
     fn drop(&mut self, connection: Resource<GuestConnection>) -> wasmtime::Result<()> {
@@ -971,6 +997,13 @@ mod tests {
             })
         );
         assert!(Database::parse("sqlite:", dir).is_err());
+        assert!(Database::parse("sqlite::memory:", dir).is_err());
+        let (scratch_dir, db) = scratch("check");
+        assert_eq!(db.check(), Ok(()));
+        let missing = Database::parse("sqlite:nowhere/x.db", &scratch_dir).unwrap();
+        assert!(missing.check().unwrap_err().contains("does not exist"));
+        let directory = Database::parse("sqlite:.", &scratch_dir).unwrap();
+        assert!(directory.check().unwrap_err().contains("is a directory"));
         assert!(
             Database::parse("mysql://x", dir)
                 .unwrap_err()
