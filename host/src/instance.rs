@@ -129,7 +129,9 @@ impl InstanceState {
             None => Default::default(),
         };
         let adjustments = self.end_abandoned_spans();
-        crate::data::sql::end_request(&mut self.table);
+        if !self.sql.is_empty() {
+            crate::data::sql::end_request(&mut self.table);
+        }
         for out in &self.output {
             out.end_line();
         }

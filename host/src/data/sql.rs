@@ -117,6 +117,11 @@ impl Database {
 pub struct Grants(BTreeMap<String, Arc<Database>>);
 
 impl Grants {
+    /// Whether the component may open no database at all.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     /// The grants of a manifest's `sql` table.
     pub fn new(grants: &BTreeMap<String, Database>) -> Grants {
         Grants(
