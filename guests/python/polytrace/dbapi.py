@@ -112,7 +112,13 @@ _KINDS = {
 }
 
 
-def _raise(err):
+def _call(function, *args):
+    """``function(*args)``, its WIT error raised as the DB-API exception of
+    its kind (without the bindings' exception chained to it)."""
+    try:
+        return function(*args)
+    except _Err as e:
+        err = e.value
     kind, cls = _KINDS.get(err.kind, ("other", DatabaseError))
     raise cls(err.message, kind, err.code)
 
@@ -164,6 +170,11 @@ def _translate(statement, parameters):
     while i < n:
         ch = statement[i]
         if quote:
+            # psycopg2 formats the whole text: `%%` is `%` inside quotes too.
+            if ch == "%" and statement.startswith("%%", i):
+                out.append("%")
+                i += 2
+                continue
             out.append(ch)
             if ch == quote:
                 quote = None
@@ -221,19 +232,10 @@ class Connection:
         if self._closed:
             raise InterfaceError("the connection is closed", "other")
         if self._host is None:
-            try:
-                self._host = _sql.Connection.open(self.name)
-            except _Err as e:
-                _raise(e.value)
+            self._host = _call(_sql.Connection.open, self.name)
         if not self.autocommit and _writes(statement) and not self._host.in_transaction():
-            try:
-                self._host.execute("BEGIN", [])
-            except _Err as e:
-                _raise(e.value)
-        try:
-            return self._host.execute(statement, values)
-        except _Err as e:
-            _raise(e.value)
+            _call(self._host.execute, "BEGIN", [])
+        return _call(self._host.execute, statement, values)
 
     def cursor(self):
         return Cursor(self)
@@ -246,10 +248,7 @@ class Connection:
         # Asked, not remembered: the host rolls back what a request leaves
         # open, and the code may have run BEGIN itself.
         if self._host is not None and self._host.in_transaction():
-            try:
-                self._host.execute(statement, [])
-            except _Err as e:
-                _raise(e.value)
+            _call(self._host.execute, statement, [])
 
     def commit(self):
         self._end("COMMIT")
