@@ -243,7 +243,13 @@ async fn bad_statements_fail_alone_and_the_host_keeps_serving() {
         component("sql_probe").display()
     );
     std::fs::write(dir.join("polytrace.toml"), manifest).unwrap();
-    let host = Polytrace::up_dir(&dir, &receiver, "http/protobuf", &[]);
+    // A small value cap: the statement text read from the guest obeys it.
+    let host = Polytrace::up_dir(
+        &dir,
+        &receiver,
+        "http/protobuf",
+        &[("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", "32")],
+    );
     let healthy = || async {
         let r = get(&host.url("/sql-cost?n=3")).await;
         assert_eq!(r.status, 200, "{}", r.body);
@@ -259,6 +265,14 @@ async fn bad_statements_fail_alone_and_the_host_keeps_serving() {
     assert_eq!(statement.status_code, STATUS_ERROR, "{statement:#?}");
     // SQLITE_INTERRUPT.
     assert_eq!(statement.attributes["error.type"], "9");
+    assert_eq!(
+        statement.attributes["db.query.text"],
+        "WITH RECURSIVE c(x) AS (SELECT ?"
+    );
+    assert_eq!(
+        find(&spans, "GET /*").attributes["polytrace.attributes.truncated"],
+        1
+    );
     healthy().await;
 
     let huge = get(&host.url("/huge")).await;
@@ -311,7 +325,7 @@ async fn concurrent_writers_all_commit() {
     }
     while let Some(done) = tasks.join_next().await {
         let response = done.unwrap();
-        assert_eq!(response.status, 201, "{}", response.body);
+        assert_eq!(response.status, 201, "{}\n{}", response.body, host.log());
     }
     let summary = get(&host.url("/reports/summary")).await;
     assert_eq!(summary.json()["orders"], writers, "{}", summary.body);

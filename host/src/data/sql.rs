@@ -19,6 +19,7 @@
 
 use crate::bindings::sql as wit;
 use crate::instance::InstanceState;
+use crate::telemetry::attributes::cap_string;
 use crate::telemetry::traces::start_span;
 use opentelemetry::KeyValue;
 use opentelemetry::trace::{Span as _, SpanKind, Status};
@@ -187,11 +188,29 @@ fn open(database: &Database) -> Result<rusqlite::Connection, wit::Error> {
         | rusqlite::OpenFlags::SQLITE_OPEN_CREATE
         | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let conn = rusqlite::Connection::open_with_flags(path, flags).map_err(unavailable)?;
-    lock_down(&conn).map_err(unavailable)?;
     // Readers do not wait for writers, and a crash loses nothing committed.
-    conn.pragma_update(None, "journal_mode", "wal")
+    // The mode is kept in the file: only a new database is switched, which
+    // needs it to itself for a moment; other connections are waited for,
+    // as by statements, off the worker.
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(unavailable)?;
+    let mode: String = conn
+        .pragma_query_value(None, "journal_mode", |row| row.get(0))
         .map_err(unavailable)?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        off_worker(|| conn.pragma_update(None, "journal_mode", "wal")).map_err(unavailable)?;
+    }
+    lock_down(&conn).map_err(unavailable)?;
     Ok(conn)
+}
+
+/// Run `f`, which may wait on another connection's lock, without holding
+/// a tokio worker (the connection holding the lock may need one to
+/// release it).
+fn off_worker<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
 }
 
 /// Keep a guest's SQL inside the granted file and the host's limits: no
@@ -292,7 +311,7 @@ impl wit::HostConnection for InstanceState {
         }
         let (telemetry, table) = self.telemetry_and_table()?;
         let conn = table.get_mut(&connection)?;
-        let trace = &telemetry.trace;
+        let trace = &mut telemetry.trace;
         let summary = conn.summary(&statement);
         let system = conn.database.system();
         let mut common = vec![
@@ -309,12 +328,12 @@ impl wit::HostConnection for InstanceState {
         if let Some(s) = &summary_text {
             common.push(KeyValue::new("db.query.summary", s.clone()));
         }
+        // Read from the guest's statement: the value-length cap applies
+        // (and a cut is counted), as for the guest's own attributes.
+        let common: Vec<KeyValue> = common.into_iter().map(|kv| trace.cap(kv)).collect();
         let mut attrs = common.clone();
         if let Some(text) = &summary.text {
-            attrs.push(KeyValue::new(
-                "db.query.text",
-                truncate(text, trace.value_cap()),
-            ));
+            attrs.push(trace.cap(KeyValue::new("db.query.text", text.clone())));
         }
         let name = summary_text.unwrap_or_else(|| system.to_string());
         let parent = trace.current().clone();
@@ -344,7 +363,10 @@ impl wit::HostConnection for InstanceState {
                 }
                 span.set_attribute(KeyValue::new("error.type", error_type.clone()));
                 metric_attrs.push(KeyValue::new("error.type", error_type));
-                span.set_status(Status::error(truncate(&e.message, trace.value_cap())));
+                span.set_status(Status::error(cap_string(
+                    e.message.clone(),
+                    trace.value_cap(),
+                )));
             }
         }
         span.end();
@@ -368,10 +390,9 @@ impl wit::HostConnection for InstanceState {
 
 /// At the end of a request: roll back every transaction a guest left open
 /// on its connections (what was not committed was never acknowledged), so
-/// that no request's locks or half-done changes outlive it. Returns how
-/// many were rolled back; each is a warning in the host's log.
-pub fn end_request(table: &mut wasmtime::component::ResourceTable) -> usize {
-    let mut rolled_back = 0;
+/// that no request's locks or half-done changes outlive it. Each is a
+/// warning in the host's log.
+pub fn end_request(table: &mut wasmtime::component::ResourceTable) {
     for entry in table.iter_mut() {
         if let Some(conn) = entry.downcast_mut::<GuestConnection>()
             && !conn.sqlite.is_autocommit()
@@ -382,10 +403,8 @@ pub fn end_request(table: &mut wasmtime::component::ResourceTable) -> usize {
                 ?result,
                 "a request ended with a transaction open: rolled back (commit before answering)"
             );
-            rolled_back += 1;
         }
     }
-    rolled_back
 }
 
 impl InstanceState {
@@ -420,18 +439,6 @@ fn kind_name(kind: wit::ErrorKind) -> &'static str {
     }
 }
 
-/// `s`, cut to at most `cap` bytes at a character boundary.
-fn truncate(s: &str, cap: usize) -> String {
-    if s.len() <= cap {
-        return s.to_string();
-    }
-    let mut end = cap;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    s[..end].to_string()
-}
-
 /// Run one statement on SQLite: bind, step, convert; bounded by
 /// [`MAX_ROWS`], [`MAX_RESULT_BYTES`] and the request's deadline.
 fn run(
@@ -453,7 +460,7 @@ fn run(
         let until = deadline.map_or(Instant::now() + BUSY_TIMEOUT, |d| {
             d.min(Instant::now() + BUSY_TIMEOUT)
         });
-        let mut wait = || {
+        let wait = || {
             let mut pause = Duration::from_millis(1);
             while result.as_ref().is_err_and(is_busy) && Instant::now() < until {
                 std::thread::sleep(pause.min(until.saturating_duration_since(Instant::now())));
@@ -461,10 +468,7 @@ fn run(
                 result = run_statement(conn, statement, parameters);
             }
         };
-        match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
-            Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(wait),
-            _ => wait(),
-        }
+        off_worker(wait);
     }
     conn.progress_handler(0, None::<fn() -> bool>);
     result
