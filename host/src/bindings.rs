@@ -5,7 +5,11 @@ wasmtime::component::bindgen!({
     path: "../wit/telemetry.wit",
     world: "polytrace:telemetry/imports",
     // Resource lookups can fail on a bad handle: that traps the guest.
-    imports: { default: trappable },
+    // A statement on a database server is awaited, not blocked on.
+    imports: {
+        "polytrace:telemetry/sql.[method]connection.execute": async | trappable,
+        default: trappable,
+    },
     with: {
         "polytrace:telemetry/tracing.span": crate::telemetry::GuestSpan,
         "polytrace:telemetry/metrics.counter": crate::telemetry::metrics::GuestInstrument,

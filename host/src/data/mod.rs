@@ -1,4 +1,6 @@
 //! Data access the host supplies to guests, traced once for every
-//! language: [`sql`] (the databases a manifest grants a component).
+//! language: [`sql`] (the databases a manifest grants a component, on
+//! SQLite or on a PostgreSQL server through [`postgres`]).
 
+pub mod postgres;
 pub mod sql;

@@ -11,12 +11,21 @@
 //! `db.client.operation.duration` measurement (s). The span's name is its
 //! `db.query.summary` (`SELECT orders`), else the database system's name.
 //!
-//! Backends: SQLite, embedded (rusqlite, the library bundled): one
-//! connection per guest connection, write-ahead logging, a 5 s busy
-//! timeout, and the request's deadline enforced inside SQLite (a statement
-//! past it is interrupted: `timeout`). Statements run on the calling
-//! thread; they are local file operations.
+//! Backends:
+//! - SQLite, embedded (rusqlite, the library bundled): one connection per
+//!   guest connection, write-ahead logging, a 5 s busy timeout, and the
+//!   request's deadline enforced inside SQLite (a statement past it is
+//!   interrupted: `timeout`). Statements run on the calling thread; they
+//!   are local file operations.
+//! - PostgreSQL, a server ([`super::postgres`]): a pool per granted
+//!   database, statements awaited without holding a worker, a statement
+//!   past the deadline cancelled on the server. Spans add `server.address`
+//!   and `server.port`; `db.response.status_code` is the SQLSTATE.
+//!
+//! Statements may use `?`, `?N` or `$N` placeholders on either backend:
+//! each gets them in its own form.
 
+use super::postgres::{Session, Target};
 use crate::bindings::sql as wit;
 use crate::instance::InstanceState;
 use crate::telemetry::attributes::cap_string;
@@ -54,12 +63,50 @@ pub enum Database {
         /// The path as the manifest wrote it: `db.namespace`.
         namespace: String,
     },
+    /// A PostgreSQL server's database (its `Debug` hides the password).
+    Postgres(Arc<Target>),
+}
+
+/// Replace each `${NAME}` in `text` with the environment variable NAME.
+/// Errors name the variable that is not set (never a value).
+pub fn expand_env(text: &str) -> Result<String, String> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("${") {
+        out.push_str(&rest[..at]);
+        let Some(len) = rest[at + 2..].find('}') else {
+            return Err("a `${` without its `}`".into());
+        };
+        let name = &rest[at + 2..at + 2 + len];
+        if name.is_empty()
+            || name.starts_with(|c: char| c.is_ascii_digit())
+            || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        {
+            return Err(format!(
+                "`${{{name}}}` is not an environment variable's name"
+            ));
+        }
+        match std::env::var(name) {
+            Ok(value) => out.push_str(&value),
+            Err(_) => return Err(format!("the environment variable `{name}` is not set")),
+        }
+        rest = &rest[at + 3 + len..];
+    }
+    out.push_str(rest);
+    Ok(out)
 }
 
 impl Database {
-    /// Parse a grant's value, `sqlite:PATH` (PATH relative to `dir`, the
-    /// manifest's directory). Errors say what is accepted.
+    /// Parse a grant's value: `sqlite:PATH` (PATH relative to `dir`, the
+    /// manifest's directory) or `postgres://USER:PASSWORD@HOST:PORT/DATABASE`,
+    /// with `${NAME}`s replaced by environment variables (credentials
+    /// stay out of the manifest). Errors say what is accepted and never
+    /// contain a password.
     pub fn parse(url: &str, dir: &std::path::Path) -> Result<Database, String> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let expanded = expand_env(url)?;
+            return Ok(Database::Postgres(Arc::new(Target::parse(&expanded)?)));
+        }
         if let Some(path) = url.strip_prefix("sqlite:") {
             let path = path.strip_prefix("//").unwrap_or(path);
             if path.is_empty() {
@@ -78,7 +125,7 @@ impl Database {
             });
         }
         Err(format!(
-            "`{url}` is not a database this host supports: use `sqlite:PATH` (a file beside the manifest)"
+            "`{url}` is not a database this host supports: use `sqlite:PATH` (a file beside the manifest) or `postgres://USER:PASSWORD@HOST:PORT/DATABASE`"
         ))
     }
 
@@ -86,7 +133,10 @@ impl Database {
     /// exists and the path is not a directory. Checked at start, so that a
     /// wrong path is a start-up error rather than a failure per request.
     pub fn check(&self) -> Result<(), String> {
-        let Database::Sqlite { path, namespace } = self;
+        let Database::Sqlite { path, namespace } = self else {
+            // A server may be down at start and up later: checked per statement.
+            return Ok(());
+        };
         if path.is_dir() {
             return Err(format!("`{namespace}` is a directory, not an SQLite file"));
         }
@@ -102,20 +152,29 @@ impl Database {
     fn system(&self) -> &'static str {
         match self {
             Database::Sqlite { .. } => "sqlite",
+            Database::Postgres(_) => "postgresql",
         }
     }
 
     fn namespace(&self) -> &str {
         match self {
             Database::Sqlite { namespace, .. } => namespace,
+            Database::Postgres(t) => &t.namespace,
         }
     }
 }
 
 /// The databases one component may open, by the names its manifest grants
-/// them under.
-#[derive(Debug, Default)]
-pub struct Grants(BTreeMap<String, Arc<Database>>);
+/// them under, with a pool for each PostgreSQL one (shared by all the
+/// component's instances).
+#[derive(Default)]
+pub struct Grants(BTreeMap<String, Arc<Granted>>);
+
+/// A granted database, and its pool when it is a server's.
+pub struct Granted {
+    database: Database,
+    pool: Option<deadpool_postgres::Pool>,
+}
 
 impl Grants {
     /// Whether the component may open no database at all.
@@ -123,12 +182,24 @@ impl Grants {
         self.0.is_empty()
     }
 
-    /// The grants of a manifest's `sql` table.
+    /// The grants of a manifest's `sql` table. Opens nothing.
     pub fn new(grants: &BTreeMap<String, Database>) -> Grants {
         Grants(
             grants
                 .iter()
-                .map(|(k, v)| (k.clone(), Arc::new(v.clone())))
+                .map(|(k, v)| {
+                    let pool = match v {
+                        Database::Postgres(target) => Some(target.pool()),
+                        Database::Sqlite { .. } => None,
+                    };
+                    (
+                        k.clone(),
+                        Arc::new(Granted {
+                            database: v.clone(),
+                            pool,
+                        }),
+                    )
+                })
                 .collect(),
         )
     }
@@ -136,11 +207,25 @@ impl Grants {
 
 /// A connection a guest holds (the `connection` resource).
 pub struct GuestConnection {
-    database: Arc<Database>,
-    sqlite: rusqlite::Connection,
+    granted: Arc<Granted>,
+    backend: Backend,
     /// The summaries of the statements run lately: a service runs the
     /// same few, tokenized once.
     summaries: HashMap<String, Arc<Summary>>,
+}
+
+enum Backend {
+    Sqlite(rusqlite::Connection),
+    Postgres(Session),
+}
+
+impl Backend {
+    fn in_transaction(&self) -> bool {
+        match self {
+            Backend::Sqlite(c) => !c.is_autocommit(),
+            Backend::Postgres(s) => s.in_transaction(),
+        }
+    }
 }
 
 /// Statements whose summaries a connection keeps; past it, it starts over.
@@ -160,7 +245,11 @@ impl GuestConnection {
     }
 }
 
-fn error(kind: wit::ErrorKind, code: impl Into<String>, message: impl Into<String>) -> wit::Error {
+pub(super) fn error(
+    kind: wit::ErrorKind,
+    code: impl Into<String>,
+    message: impl Into<String>,
+) -> wit::Error {
     wit::Error {
         kind,
         code: code.into(),
@@ -168,8 +257,7 @@ fn error(kind: wit::ErrorKind, code: impl Into<String>, message: impl Into<Strin
     }
 }
 
-fn open(database: &Database) -> Result<rusqlite::Connection, wit::Error> {
-    let Database::Sqlite { path, namespace } = database;
+fn open(path: &std::path::Path, namespace: &str) -> Result<rusqlite::Connection, wit::Error> {
     let unavailable = |e: rusqlite::Error| {
         error(
             wit::ErrorKind::Unavailable,
@@ -282,17 +370,24 @@ impl wit::HostConnection for InstanceState {
                 ),
             )));
         }
-        Ok(match open(&database) {
-            Ok(sqlite) => Ok(self.table.push(GuestConnection {
-                database,
-                sqlite,
-                summaries: HashMap::new(),
-            })?),
-            Err(e) => Err(e),
-        })
+        let backend = match (&database.database, &database.pool) {
+            (Database::Postgres(target), Some(pool)) => {
+                Backend::Postgres(Session::new(pool.clone(), target.clone()))
+            }
+            (Database::Sqlite { path, namespace }, _) => match open(path, namespace) {
+                Ok(c) => Backend::Sqlite(c),
+                Err(e) => return Ok(Err(e)),
+            },
+            (Database::Postgres(_), None) => unreachable!("Grants::new pools every server"),
+        };
+        Ok(Ok(self.table.push(GuestConnection {
+            granted: database,
+            backend,
+            summaries: HashMap::new(),
+        })?))
     }
 
-    fn execute(
+    async fn execute(
         &mut self,
         connection: Resource<GuestConnection>,
         statement: String,
@@ -313,11 +408,16 @@ impl wit::HostConnection for InstanceState {
         let conn = table.get_mut(&connection)?;
         let trace = &mut telemetry.trace;
         let summary = conn.summary(&statement);
-        let system = conn.database.system();
+        let database = &conn.granted.database;
+        let system = database.system();
         let mut common = vec![
             KeyValue::new("db.system.name", system),
-            KeyValue::new("db.namespace", conn.database.namespace().to_string()),
+            KeyValue::new("db.namespace", database.namespace().to_string()),
         ];
+        if let Database::Postgres(target) = database {
+            common.push(KeyValue::new("server.address", target.address.clone()));
+            common.push(KeyValue::new("server.port", i64::from(target.port)));
+        }
         if let Some(op) = &summary.operation {
             common.push(KeyValue::new("db.operation.name", op.clone()));
         }
@@ -339,8 +439,19 @@ impl wit::HostConnection for InstanceState {
         let parent = trace.current().clone();
         let mut span = start_span(trace.tracer(), name, SpanKind::Client, attrs, Some(&parent));
         let started = Instant::now();
-        let sqlite_statement = summary.sqlite.as_deref().unwrap_or(&statement);
-        let result = run(&conn.sqlite, sqlite_statement, &parameters, deadline);
+        let result = match &mut conn.backend {
+            Backend::Sqlite(sqlite) => {
+                let sqlite_statement = summary.sqlite.as_deref().unwrap_or(&statement);
+                run(sqlite, sqlite_statement, &parameters, deadline)
+            }
+            Backend::Postgres(session) => {
+                let pg_statement = summary.postgres.as_deref().unwrap_or(&statement);
+                let operation = summary.operation.as_deref();
+                session
+                    .execute(pg_statement, operation, &parameters, deadline)
+                    .await
+            }
+        };
         let mut metric_attrs = common;
         match &result {
             Ok(outcome) => {
@@ -378,11 +489,13 @@ impl wit::HostConnection for InstanceState {
     }
 
     fn in_transaction(&mut self, connection: Resource<GuestConnection>) -> wasmtime::Result<bool> {
-        Ok(!self.table.get(&connection)?.sqlite.is_autocommit())
+        Ok(self.table.get(&connection)?.backend.in_transaction())
     }
 
     fn drop(&mut self, connection: Resource<GuestConnection>) -> wasmtime::Result<()> {
-        // Closing the SQLite connection rolls back a transaction left open.
+        // Closing the SQLite connection rolls back a transaction left open;
+        // a PostgreSQL session rolls it back before its server connection
+        // goes back to the pool.
         self.table.delete(connection)?;
         Ok(())
     }
@@ -394,15 +507,28 @@ impl wit::HostConnection for InstanceState {
 /// warning in the host's log.
 pub fn end_request(table: &mut wasmtime::component::ResourceTable) {
     for entry in table.iter_mut() {
-        if let Some(conn) = entry.downcast_mut::<GuestConnection>()
-            && !conn.sqlite.is_autocommit()
-        {
-            let result = conn.sqlite.execute_batch("ROLLBACK");
-            tracing::warn!(
-                database = conn.database.namespace(),
-                ?result,
-                "a request ended with a transaction open: rolled back (commit before answering)"
-            );
+        let Some(conn) = entry.downcast_mut::<GuestConnection>() else {
+            continue;
+        };
+        let database = conn.granted.database.namespace();
+        match &mut conn.backend {
+            Backend::Sqlite(sqlite) if !sqlite.is_autocommit() => {
+                let result = sqlite.execute_batch("ROLLBACK");
+                tracing::warn!(
+                    database,
+                    ?result,
+                    "a request ended with a transaction open: rolled back (commit before answering)"
+                );
+            }
+            Backend::Postgres(session) => {
+                if session.roll_back_open() {
+                    tracing::warn!(
+                        database,
+                        "a request ended with a transaction open: rolled back (commit before answering)"
+                    );
+                }
+            }
+            Backend::Sqlite(_) => {}
         }
     }
 }
@@ -580,7 +706,7 @@ fn bind(
     result.map_err(sqlite_error)
 }
 
-fn too_large(what: String) -> wit::Error {
+pub(super) fn too_large(what: String) -> wit::Error {
     error(
         wit::ErrorKind::TooLarge,
         "",
@@ -708,6 +834,10 @@ pub struct Summary {
     /// placeholders as SQLite's numbered `?1` (SQLite would take `$1` for a
     /// name and number it by first appearance).
     pub sqlite: Option<String>,
+    /// The statement for PostgreSQL when it differs: `?` and `?N`
+    /// placeholders as `$N` (left alone in a statement that has `$N`
+    /// already, where a `?` is an operator).
+    pub postgres: Option<String>,
 }
 
 impl Summary {
@@ -725,28 +855,50 @@ impl Summary {
                 .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
                 .map(|n| format!("?{n}"))
         };
-        // The statement SQLite runs: `$N` placeholders replaced where they
-        // are in the text, every other byte as written.
-        let sqlite = tokens
-            .iter()
-            .any(|t| matches!(t, Token::Placeholder(p) if numbered(p).is_some()))
-            .then(|| {
-                let at = byte_offsets(statement);
-                let mut out = String::with_capacity(statement.len());
-                let mut copied = 0;
-                for t in &spanned {
-                    if let Token::Placeholder(p) = &t.token
-                        && let Some(n) = numbered(p)
-                        && let (Some(from), Some(to)) = (at(t.span.start), at(t.span.end))
-                    {
-                        out.push_str(&statement[copied..from]);
-                        out.push_str(&n);
-                        copied = to;
-                    }
+        // The statement each backend runs: placeholders replaced where
+        // they are in the text, every other byte as written.
+        let rewrite = |map: &mut dyn FnMut(&str) -> Option<String>| {
+            let at = byte_offsets(statement);
+            let mut out = String::with_capacity(statement.len() + 8);
+            let mut copied = 0;
+            for t in &spanned {
+                if let Token::Placeholder(p) = &t.token
+                    && let (Some(from), Some(to)) = (at(t.span.start), at(t.span.end))
+                    && let Some(n) = map(p)
+                {
+                    out.push_str(&statement[copied..from]);
+                    out.push_str(&n);
+                    copied = to;
                 }
-                out.push_str(&statement[copied..]);
-                out
-            });
+            }
+            out.push_str(&statement[copied..]);
+            out
+        };
+        let has = |f: &dyn Fn(&str) -> bool| {
+            tokens
+                .iter()
+                .any(|t| matches!(t, Token::Placeholder(p) if f(p)))
+        };
+        let dollar = has(&|p| numbered(p).is_some());
+        fn qmark(p: &str) -> Option<&str> {
+            p.strip_prefix('?')
+                .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        }
+        // SQLite's `$1` is a name: numbered `?1` instead.
+        let sqlite = dollar.then(|| rewrite(&mut |p| numbered(p)));
+        // PostgreSQL has only `$N`: a bare `?` is one more than the
+        // highest number before it, as SQLite numbers it.
+        let postgres = (!dollar && has(&|p| qmark(p).is_some())).then(|| {
+            let mut highest = 0u32;
+            rewrite(&mut |p| {
+                let n = match qmark(p)? {
+                    "" => highest + 1,
+                    digits => digits.parse().ok()?,
+                };
+                highest = highest.max(n);
+                Some(format!("${n}"))
+            })
+        });
         // db.query.text: literals as `?`, comments left out.
         let mut text = String::with_capacity(statement.len());
         let mut after_number = false;
@@ -837,6 +989,7 @@ impl Summary {
             collection,
             text: Some(text),
             sqlite,
+            postgres,
         }
     }
 
@@ -891,24 +1044,21 @@ mod tests {
         );
     }
 
-    fn scratch(name: &str) -> (PathBuf, Database) {
+    fn scratch(name: &str) -> (PathBuf, PathBuf) {
         let dir = std::env::temp_dir().join(format!(
             "polytrace-sql-{name}-{}-{:?}",
             std::process::id(),
             Instant::now()
         ));
         std::fs::create_dir_all(&dir).unwrap();
-        let db = Database::Sqlite {
-            path: dir.join("a.db"),
-            namespace: "a.db".into(),
-        };
+        let db = dir.join("a.db");
         (dir, db)
     }
 
     #[test]
     fn a_guest_reaches_no_other_file() {
         let (dir, db) = scratch("lock");
-        let conn = open(&db).unwrap();
+        let conn = open(&db, "a.db").unwrap();
         let other = dir.join("b.db");
         for statement in [
             format!("ATTACH '{}' AS b", other.display()),
@@ -937,8 +1087,8 @@ mod tests {
     #[test]
     fn a_locked_database_is_waited_for_until_the_deadline() {
         let (dir, db) = scratch("busy");
-        let holder = open(&db).unwrap();
-        let waiter = open(&db).unwrap();
+        let holder = open(&db, "a.db").unwrap();
+        let waiter = open(&db, "a.db").unwrap();
         run(&holder, "CREATE TABLE t (n INTEGER)", &[], None).unwrap();
         run(&holder, "BEGIN IMMEDIATE", &[], None).unwrap();
         let started = Instant::now();
@@ -963,6 +1113,43 @@ mod tests {
             Summary::of(statement).sqlite.as_deref(),
             Some("SELECT 'O''Brien', \"a\"\"b\", 0x10, 'é' || ?2\n  FROM t WHERE id = ?1")
         );
+    }
+
+    #[test]
+    fn sqlite_placeholders_become_postgres_numbered_ones() {
+        let s = Summary::of("SELECT * FROM t WHERE a = ? AND b = ? AND c = '?'");
+        assert_eq!(
+            s.postgres.as_deref(),
+            Some("SELECT * FROM t WHERE a = $1 AND b = $2 AND c = '?'")
+        );
+        // Numbered as SQLite numbers them: a bare `?` follows the highest.
+        let s = Summary::of("SELECT ?2, ?, ?1");
+        assert_eq!(s.postgres.as_deref(), Some("SELECT $2, $3, $1"));
+        // With `$N` already there, a `?` is jsonb's operator: left alone.
+        let s = Summary::of("SELECT doc ? 'k' FROM t WHERE id = $1");
+        assert_eq!(s.postgres, None);
+        assert_eq!(Summary::of("SELECT 1").postgres, None);
+    }
+
+    #[test]
+    fn environment_variables_fill_in_credentials() {
+        // SAFETY: set before any thread of this test reads the environment.
+        unsafe { std::env::set_var("POLYTRACE_TEST_PG_SECRET", "s3cret") };
+        assert_eq!(
+            expand_env("postgres://app:${POLYTRACE_TEST_PG_SECRET}@db/orders").unwrap(),
+            "postgres://app:s3cret@db/orders"
+        );
+        let e = expand_env("postgres://app:${POLYTRACE_TEST_NOT_SET}@db/x").unwrap_err();
+        assert!(e.contains("`POLYTRACE_TEST_NOT_SET` is not set"), "{e}");
+        assert!(expand_env("${").is_err());
+        let db = Database::parse(
+            "postgres://app:${POLYTRACE_TEST_PG_SECRET}@db:5433/orders",
+            std::path::Path::new("."),
+        )
+        .unwrap();
+        assert!(!format!("{db:?}").contains("s3cret"), "{db:?}");
+        assert_eq!(db.namespace(), "orders");
+        assert_eq!(db.system(), "postgresql");
     }
 
     #[test]
@@ -1007,8 +1194,9 @@ mod tests {
         );
         assert!(Database::parse("sqlite:", dir).is_err());
         assert!(Database::parse("sqlite::memory:", dir).is_err());
-        let (scratch_dir, db) = scratch("check");
-        assert_eq!(db.check(), Ok(()));
+        let (scratch_dir, _) = scratch("check");
+        let here = Database::parse("sqlite:a.db", &scratch_dir).unwrap();
+        assert_eq!(here.check(), Ok(()));
         let missing = Database::parse("sqlite:nowhere/x.db", &scratch_dir).unwrap();
         assert!(missing.check().unwrap_err().contains("does not exist"));
         let directory = Database::parse("sqlite:.", &scratch_dir).unwrap();
