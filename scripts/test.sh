@@ -9,6 +9,8 @@ cd "$root"
 "$root/scripts/setup-native.sh"
 # Chromium and playwright-core for the viewer's browser test.
 "$root/scripts/setup-browser.sh"
+# The PostgreSQL server the SQL tests start for themselves.
+"$root/scripts/setup-databases.sh"
 cargo build --release --locked -p polytrace
 log="$root/target/test-output.log"
 set +e

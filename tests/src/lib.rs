@@ -3,6 +3,7 @@
 //! started as a child process, and a plain HTTP client.
 
 pub mod pki;
+pub mod postgres;
 pub mod tree;
 
 use bytes::Bytes;

@@ -1,8 +1,9 @@
-//! SQL supplied by the host (`polytrace:telemetry/sql`), through the
-//! Python DB-API module, against the embedded SQLite backend:
-//! examples/sql-orders, built by the real toolchain, served by the real
-//! binary, traced into a real OTLP receiver.
+//! SQL supplied by the host (`polytrace:telemetry/sql`), through each
+//! language's client, against the embedded SQLite backend and a real
+//! PostgreSQL server: examples/sql-orders, built by the real toolchain,
+//! served by the real binary, traced into a real OTLP receiver.
 
+use polytrace_tests::postgres::Postgres;
 use polytrace_tests::*;
 use std::path::Path;
 
@@ -11,25 +12,31 @@ use std::path::Path;
 /// Go audit service and the Rust stock service, all granted the database
 /// `orders`.
 fn up(dir: &Path, receiver: &Receiver) -> Polytrace {
+    up_on(dir, receiver, "sqlite:orders.db", &[])
+}
+
+/// examples/sql-orders with the database `orders` at `url`, the host
+/// given `env`.
+fn up_on(dir: &Path, receiver: &Receiver, url: &str, env: &[(&str, &str)]) -> Polytrace {
     let manifest = format!(
         "app = \"sql-orders\"\nversion = \"0.1.0\"\n\n[[component]]\nid = \"orders\"\n\
          source = \"{}\"\nroute = \"/...\"\nlanguage = \"python\"\n\
-         sql = {{ orders = \"sqlite:orders.db\" }}\nlimits = {{ memory_mb = 128 }}\n\n\
+         sql = {{ orders = \"{url}\" }}\nlimits = {{ memory_mb = 128 }}\n\n\
          [[component]]\nid = \"reports\"\nsource = \"{}\"\nroute = \"/reports/...\"\n\
-         language = \"javascript\"\nsql = {{ orders = \"sqlite:orders.db\" }}\n\
+         language = \"javascript\"\nsql = {{ orders = \"{url}\" }}\n\
          limits = {{ memory_mb = 128 }}\n\n\
          [[component]]\nid = \"audit\"\nsource = \"{}\"\nroute = \"/audit/...\"\n\
-         language = \"go\"\nsql = {{ orders = \"sqlite:orders.db\" }}\n\
+         language = \"go\"\nsql = {{ orders = \"{url}\" }}\n\
          limits = {{ memory_mb = 128 }}\n\n\
          [[component]]\nid = \"stock\"\nsource = \"{}\"\nroute = \"/stock/...\"\n\
-         language = \"rust\"\nsql = {{ orders = \"sqlite:orders.db\" }}\n",
+         language = \"rust\"\nsql = {{ orders = \"{url}\" }}\n",
         component("sql_orders").display(),
         component("sql_reports").display(),
         component("sql_audit").display(),
         component("sql_stock").display()
     );
     std::fs::write(dir.join("polytrace.toml"), manifest).unwrap();
-    Polytrace::up_dir(dir, receiver, "http/protobuf", &[])
+    Polytrace::up_dir(dir, receiver, "http/protobuf", env)
 }
 
 fn find<'a>(spans: &'a [FlatSpan], name: &str) -> &'a FlatSpan {
@@ -330,4 +337,249 @@ async fn concurrent_writers_all_commit() {
     let summary = get(&host.url("/reports/summary")).await;
     assert_eq!(summary.json()["orders"], writers, "{}", summary.body);
     host.terminate();
+}
+
+/// The environment variable the manifests below take the server's
+/// password from: it is in no manifest, span or log line.
+const PASSWORD_VAR: &str = "POLYTRACE_TEST_PG_PASSWORD";
+
+fn pg_url(pg: &Postgres, database: &str) -> String {
+    format!(
+        "postgres://polytrace:${{{PASSWORD_VAR}}}@127.0.0.1:{}/{database}",
+        pg.port
+    )
+}
+
+/// The same four services on a real PostgreSQL server: the same spans as
+/// on SQLite, with `db.system.name` = postgresql, the server's address
+/// and port, SQLSTATE as `db.response.status_code`; the password in no
+/// span or log line; the server stopped mid-run → an `unavailable` error
+/// span and a 500 while the host keeps serving, and everything the
+/// server acknowledged there after it is back.
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_statements_are_traced_the_same_way() {
+    let pg = Postgres::start("orders");
+    pg.psql("postgres", "CREATE DATABASE orders");
+    let receiver = Receiver::start().await;
+    let dir = scratch_dir("sql-orders-pg");
+    let env = [(PASSWORD_VAR, pg.password.as_str())];
+    let host = up_on(&dir, &receiver, &pg_url(&pg, "orders"), &env);
+
+    let order = r#"{"id": "o-1", "item": "earl grey", "quantity": 2}"#;
+    let created = post(&host, order).await;
+    assert_eq!(created.status, 201, "{}\n{}", created.body, host.log());
+    let spans = receiver.trace(&created.trace_id(), 6).await;
+    let save = find(&spans, "save_order");
+    let insert = find(&spans, "INSERT orders");
+    assert_eq!(insert.kind, KIND_CLIENT);
+    assert_eq!(insert.parent_span_id, save.span_id);
+    assert_eq!(find(&spans, "COMMIT").parent_span_id, save.span_id);
+    for (key, value) in [
+        ("db.system.name", "postgresql"),
+        ("db.namespace", "orders"),
+        ("db.operation.name", "INSERT"),
+        ("db.collection.name", "orders"),
+        ("db.query.summary", "INSERT orders"),
+        (
+            "db.query.text",
+            "INSERT INTO orders (id, item, quantity) VALUES (?, ?, ?)",
+        ),
+        ("server.address", "127.0.0.1"),
+    ] {
+        assert_eq!(insert.attributes[key], value, "{key}: {insert:#?}");
+    }
+    assert_eq!(insert.attributes["server.port"], pg.port, "{insert:#?}");
+    assert_eq!(insert.status_code, STATUS_UNSET);
+    // Committed on the server, as the guest was told.
+    assert_eq!(
+        pg.psql(
+            "orders",
+            "SELECT item || ':' || quantity FROM orders WHERE id = 'o-1'"
+        ),
+        "earl grey:2"
+    );
+
+    let read = get(&host.url("/orders/o-1")).await;
+    assert_eq!(read.status, 200, "{}", read.body);
+    assert_eq!(read.json()["item"], "earl grey");
+    assert_eq!(read.json()["quantity"], 2);
+
+    // A unique violation: SQLSTATE 23505 on the span; the view answers 409.
+    let duplicate = post(&host, order).await;
+    assert_eq!(duplicate.status, 409, "{}", duplicate.body);
+    assert_eq!(duplicate.json()["sqlstate"], "23505");
+    let spans = receiver.trace(&duplicate.trace_id(), 5).await;
+    let insert = find(&spans, "INSERT orders");
+    assert_eq!(insert.status_code, STATUS_ERROR);
+    assert!(
+        insert
+            .status_message
+            .contains("duplicate key value violates unique constraint"),
+        "{insert:#?}"
+    );
+    assert_eq!(insert.attributes["db.response.status_code"], "23505");
+    assert_eq!(insert.attributes["error.type"], "23505");
+    assert!(spans.iter().any(|s| s.name == "ROLLBACK"));
+    // A CHECK constraint: 23514, also a 409.
+    let negative = post(&host, r#"{"id": "o-9", "item": "tea", "quantity": 0}"#).await;
+    assert_eq!(negative.status, 409, "{}", negative.body);
+    assert_eq!(negative.json()["sqlstate"], "23514");
+
+    // A syntax error: 42601, Flask's 500.
+    let broken = get(&host.url("/orders/broken")).await;
+    assert_eq!(broken.status, 500);
+    let spans = receiver.trace(&broken.trace_id(), 2).await;
+    assert_eq!(find(&spans, "SELEC").attributes["error.type"], "42601");
+
+    // JavaScript, Go and Rust read what Python wrote, through the same pool.
+    let second = post(&host, r#"{"id": "o-2", "item": "sencha", "quantity": 3}"#).await;
+    assert_eq!(second.status, 201, "{}", second.body);
+    let summary = get(&host.url("/reports/summary")).await;
+    assert_eq!(summary.status, 200, "{}", summary.body);
+    assert_eq!(summary.json()["orders"], 2);
+    assert_eq!(summary.json()["items"], 5);
+    let items = get(&host.url("/reports/items/sencha")).await;
+    assert_eq!(items.json()["orders"][0]["id"], "o-2", "{}", items.body);
+    let spans = receiver.trace(&items.trace_id(), 2).await;
+    let select = find(&spans, "SELECT orders");
+    assert_eq!(select.service(), "reports");
+    assert_eq!(select.attributes["db.system.name"], "postgresql");
+    assert_eq!(select.attributes["db.response.returned_rows"], 1);
+    let audit = get(&host.url("/audit/orders/o-2")).await;
+    assert_eq!(audit.status, 200, "{}", audit.body);
+    assert_eq!(audit.json()["quantity"], 3);
+    let stock = get(&host.url("/stock/sencha")).await;
+    assert_eq!(stock.status, 200, "{}", stock.body);
+    assert_eq!(stock.json()["quantity"], 3);
+    let spans = receiver.trace(&stock.trace_id(), 3).await;
+    assert_eq!(
+        find(&spans, "SELECT orders").attributes["db.namespace"],
+        "orders"
+    );
+
+    // The server goes away: each statement fails alone, as `unavailable`.
+    pg.stop();
+    let down = get(&host.url("/orders/o-1")).await;
+    assert_eq!(down.status, 500, "{}", down.body);
+    let spans = receiver.trace(&down.trace_id(), 2).await;
+    let select = find(&spans, "SELECT orders");
+    assert_eq!(select.status_code, STATUS_ERROR);
+    assert_eq!(select.attributes["error.type"], "unavailable");
+    let down = get(&host.url("/reports/summary")).await;
+    assert_eq!(down.status, 500, "{}", down.body);
+    // The host still serves what needs no database.
+    let refused = get(&host.url("/orders/ungranted")).await;
+    assert_eq!(refused.status, 503, "{}", refused.body);
+
+    // Back: new connections; what was acknowledged is all there.
+    pg.start_server();
+    let again = get(&host.url("/orders/o-2")).await;
+    assert_eq!(again.status, 200, "{}\n{}", again.body, host.log());
+    assert_eq!(again.json()["item"], "sencha");
+    let summary = get(&host.url("/reports/summary")).await;
+    assert_eq!(summary.json()["orders"], 2, "{}", summary.body);
+
+    receiver
+        .wait_metric("orders", "db.client.operation.duration", |points| {
+            points.iter().any(|p| {
+                p.attr("db.system.name").is_some_and(|v| v == "postgresql")
+                    && p.attr("error.type").is_some_and(|v| v == "23505")
+                    && p.attr("server.address").is_some_and(|v| v == "127.0.0.1")
+            })
+        })
+        .await;
+    let (_, log) = host.terminate();
+    let everything = format!("{:?}\n{log}", receiver.spans());
+    assert!(!everything.contains(&pg.password), "the password leaked");
+    assert!(!everything.contains("earl grey"), "a value reached a span");
+}
+
+/// Bad input on PostgreSQL: a statement past the deadline is cancelled on
+/// the server (504, SQLSTATE 57014 on the span, nothing left running);
+/// a result past the caps is refused; a NUL in TEXT is the server's data
+/// error (PostgreSQL text cannot hold one); a wrong parameter count is a
+/// DataError; a transaction left open by a failed request is rolled back.
+/// The host keeps serving after each.
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_bad_statements_fail_alone() {
+    let pg = Postgres::start("probe");
+    let receiver = Receiver::start().await;
+    let dir = scratch_dir("sql-probe-pg");
+    let manifest = format!(
+        "app = \"sql-probe\"\n[[component]]\nid = \"probe\"\nsource = \"{}\"\nroute = \"/...\"\n\
+         language = \"python\"\nsql = {{ bench = \"{}\" }}\n\
+         limits = {{ request_timeout_ms = 1500, memory_mb = 128 }}\n",
+        component("sql_probe").display(),
+        pg_url(&pg, "postgres")
+    );
+    std::fs::write(dir.join("polytrace.toml"), manifest).unwrap();
+    let host = Polytrace::up_dir(
+        &dir,
+        &receiver,
+        "http/protobuf",
+        &[(PASSWORD_VAR, &pg.password)],
+    );
+    let healthy = || async {
+        let r = get(&host.url("/sql-cost?n=3")).await;
+        assert_eq!(r.status, 200, "{}\n{}", r.body, host.log());
+    };
+    healthy().await;
+
+    let started = std::time::Instant::now();
+    let slow = get(&host.url("/slow")).await;
+    assert_eq!(slow.status, 504, "{}", slow.body);
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    let spans = receiver.trace(&slow.trace_id(), 2).await;
+    let statement = find(&spans, "SELECT c");
+    assert_eq!(statement.status_code, STATUS_ERROR, "{statement:#?}");
+    assert_eq!(statement.attributes["error.type"], "57014");
+    // Cancelled on the server, not left running there.
+    settles(
+        &pg,
+        "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'WITH RECURSIVE%' AND state = 'active'",
+        "0",
+    )
+    .await;
+    healthy().await;
+
+    let huge = get(&host.url("/huge")).await;
+    assert_eq!(huge.json()["kind"], "too-large", "{}", huge.body);
+    healthy().await;
+
+    let text = get(&host.url("/text")).await;
+    assert_eq!(text.json()["error"], "DataError", "{}", text.body);
+    assert_eq!(text.json()["sqlstate"], "22021", "{}", text.body);
+    // The failed request's transaction was rolled back, not left holding
+    // its server connection.
+    healthy().await;
+    settles(
+        &pg,
+        "SELECT count(*) FROM pg_stat_activity WHERE state LIKE 'idle in transaction%'",
+        "0",
+    )
+    .await;
+
+    let mismatch = get(&host.url("/mismatch")).await;
+    assert_eq!(mismatch.json()["error"], "DataError", "{}", mismatch.body);
+    assert!(
+        mismatch.json()["message"]
+            .as_str()
+            .unwrap()
+            .contains("1 parameter(s), 2 given")
+    );
+    healthy().await;
+    host.terminate();
+}
+
+/// Wait (5 s at most) until `sql` answers `want` on the server.
+async fn settles(pg: &Postgres, sql: &str, want: &str) {
+    let mut got = pg.psql("postgres", sql);
+    for _ in 0..50 {
+        if got == want {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        got = pg.psql("postgres", sql);
+    }
+    assert_eq!(got, want, "{sql}");
 }

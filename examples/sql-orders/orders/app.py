@@ -22,7 +22,7 @@ SCHEMA = """CREATE TABLE IF NOT EXISTS orders (
     id TEXT PRIMARY KEY NOT NULL,
     item TEXT NOT NULL,
     quantity INTEGER NOT NULL CHECK (quantity > 0)
-) STRICT"""
+)"""
 ready = False
 
 

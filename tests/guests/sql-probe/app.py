@@ -5,8 +5,9 @@ database granted as ``bench``:
     GET /slow          a statement that never ends on its own (the deadline stops it)
     GET /huge          a statement returning 200,000 rows (past the host's cap)
     GET /text          TEXT with an embedded NUL, and TEXT that is not UTF-8, stored and read back
+                       (SQLite; PostgreSQL refuses the NUL: a DataError)
     GET /mismatch      a statement given the wrong number of parameters
-Each failure answers 200 with the DB-API exception's class, kind and message.
+The statements run on SQLite and on PostgreSQL alike. Each failure answers 200 with the DB-API exception's class, kind and message.
 """
 
 import json
@@ -17,6 +18,8 @@ from polytrace.http import Request, respond
 from wit_world import exports
 
 db = dbapi.connect("bench")
+# SQLite and PostgreSQL both take this form of upsert.
+UPSERT = "INSERT INTO items (id, name) VALUES (?, ?) ON CONFLICT (id) DO UPDATE SET name = excluded.name"
 ready = False
 
 
@@ -35,7 +38,7 @@ class IncomingHandler(exports.IncomingHandler):
         cur = db.cursor()
         if not ready:
             cur.execute("CREATE TABLE IF NOT EXISTS items (id INTEGER PRIMARY KEY, name TEXT NOT NULL)")
-            cur.execute("INSERT OR REPLACE INTO items (id, name) VALUES (1, 'tea')")
+            cur.execute(UPSERT, (1, "tea"))
             db.commit()
             ready = True
         try:
@@ -43,10 +46,10 @@ class IncomingHandler(exports.IncomingHandler):
                 cur.execute("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c")
                 return answer(response_out, {"rows": cur.fetchall()})
             if request.path == "/huge":
-                cur.execute("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c LIMIT 200000) SELECT x FROM c")
+                cur.execute("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 200000) SELECT x FROM c")
                 return answer(response_out, {"rows": len(cur.fetchall())})
             if request.path == "/text":
-                cur.execute("INSERT OR REPLACE INTO items (id, name) VALUES (?, ?)", (2, "a\x00b"))
+                cur.execute(UPSERT, (2, "a\x00b"))
                 cur.execute("INSERT OR REPLACE INTO items (id, name) VALUES (3, CAST(x'ff00fe' AS TEXT))")
                 db.commit()
                 cur.execute("SELECT id, name FROM items WHERE id IN (2, 3) ORDER BY id")
