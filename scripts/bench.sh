@@ -6,7 +6,8 @@
 #
 # Besides the guests and the host, span_cost compares against the native
 # OpenTelemetry SDKs, installed by scripts/setup-native.sh at the versions
-# pinned in tests/native/. Figures go to stdout; docs/benchmarks.md records
+# pinned in tests/native/; sql_cost also a PostgreSQL server
+# (scripts/setup-databases.sh) and psycopg. Figures go to stdout; docs/benchmarks.md records
 # them.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -15,6 +16,8 @@ cd "$root"
 cargo build --release --locked -p polytrace --quiet
 
 "$root/scripts/setup-native.sh"
+# sql_cost starts a PostgreSQL server of its own.
+"$root/scripts/setup-databases.sh"
 # The native axum service of vs_native: its own workspace, built here only.
 if [ $# -eq 0 ] || [[ " $* " == *" vs_native "* ]]; then
   cargo build --release --locked --quiet --manifest-path "$root/tests/native/hello_axum/Cargo.toml"
