@@ -3,7 +3,8 @@
 //! and Go SDKs, run in one host against a real OTLP receiver. The four
 //! normalized trace trees must be identical, and equal to
 //! tests/conformance/expected.txt; so must their metrics and logs
-//! (expected-metrics.txt, expected-logs.txt).
+//! (expected-metrics.txt, expected-logs.txt). The database scenario runs on
+//! SQLite and on a real PostgreSQL server (expected-db-*.txt).
 //!
 //! After an intended change to the scenario or to the host's spans, rewrite
 //! the expected tree with `POLYTRACE_BLESS=1` and review its diff.
@@ -189,6 +190,119 @@ async fn scenario(isolation: &str, runs: u8) {
         tree::assert_expected(&expected_path("expected-metrics.txt"), &metrics);
     }
     tree::assert_expected(&expected_path("expected-logs.txt"), &logs);
+}
+
+/// The database scenario of tests/conformance/SPEC.md on the embedded
+/// SQLite backend: the four SDKs' statements give identical CLIENT spans
+/// (expected-db-sqlite.txt) and `db.client.operation.duration` series.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_language_makes_the_same_database_spans_on_sqlite() {
+    database_scenario("sqlite", "sqlite:conformance.db", &[]).await;
+}
+
+/// The same on a real PostgreSQL server (expected-db-postgresql.txt).
+#[tokio::test(flavor = "multi_thread")]
+async fn every_language_makes_the_same_database_spans_on_postgresql() {
+    let pg = postgres::Postgres::start("conformance");
+    pg.psql("postgres", "CREATE DATABASE conformance");
+    let url = format!(
+        "postgres://polytrace:${{CONFORMANCE_PG_PASSWORD}}@127.0.0.1:{}/conformance",
+        pg.port
+    );
+    database_scenario(
+        "postgresql",
+        &url,
+        &[("CONFORMANCE_PG_PASSWORD", &pg.password)],
+    )
+    .await;
+}
+
+/// Run `GET /db` once per SDK language, each component granted the
+/// database `conformance` at `url`; compare the trees and the duration
+/// series.
+async fn database_scenario(backend: &str, url: &str, env: &[(&str, &str)]) {
+    let receiver = Receiver::start().await;
+    let mut m = String::from("app = \"conformance-db\"\nversion = \"1.0.0\"\n");
+    for (name, wasm) in LANGUAGES {
+        m += &format!(
+            "\n[[component]]\nid = \"conformance-{name}\"\nsource = \"{}\"\n\
+             route = \"/conformance-{name}/...\"\nlanguage = \"{name}\"\n\
+             sql = {{ conformance = \"{url}\" }}\n",
+            component(wasm).display()
+        );
+    }
+    let host = Polytrace::up(
+        &format!("conformance-db-{backend}"),
+        &m,
+        &receiver,
+        "http/protobuf",
+        env,
+    );
+    let mut rendered = Vec::new();
+    let mut series = Vec::new();
+    for (language, _) in LANGUAGES {
+        let id = format!("conformance-{language}");
+        let response = get(&host.url(&format!("/{id}/db"))).await;
+        assert_eq!(
+            response.status,
+            200,
+            "{language}: {}\n{}",
+            response.body,
+            host.log()
+        );
+        let body = response.json();
+        assert_eq!(body["language"], *language, "{}", response.body);
+        assert_eq!(body["name"], "tea", "{language}: {}", response.body);
+        assert_eq!(
+            body["error_kind"], "syntax",
+            "{language}: {}",
+            response.body
+        );
+        // SERVER, conformance.db, CREATE, BEGIN, INSERT, COMMIT, SELECT, SELECT.
+        let spans = receiver.trace(&response.trace_id(), 8).await;
+        let db = spans.iter().find(|s| s.name == "conformance.db").unwrap();
+        for s in spans.iter().filter(|s| s.kind == KIND_CLIENT) {
+            assert_eq!(s.parent_span_id, db.span_id, "{language}: {s:#?}");
+        }
+        rendered.push((*language, tree::render(&spans, &[(&id, "<component>")])));
+        let points = receiver
+            .wait_metric(&id, "db.client.operation.duration", |p| {
+                render_db_series(p, &id).lines().count() >= 6
+            })
+            .await;
+        series.push((*language, render_db_series(&points, &id)));
+    }
+    host.terminate();
+    assert_identical_trees(&format!("expected-db-{backend}.txt"), &rendered);
+    let first = &series[0].1;
+    for (language, s) in &series {
+        assert_eq!(
+            s, first,
+            "{language}'s db.client.operation.duration series differ from rust's"
+        );
+    }
+}
+
+/// The `db.client.operation.duration` series of `service`: each attribute
+/// set (without the per-run port) with its count, one line each.
+fn render_db_series(points: &[MetricPoint], service: &str) -> String {
+    let lines: std::collections::BTreeSet<String> = points
+        .iter()
+        .filter(|p| p.service() == service && p.name == "db.client.operation.duration")
+        .map(|p| {
+            let mut attributes = p.attributes.clone();
+            attributes.remove("server.port");
+            format!(
+                "{} unit={} bounds={:?} attributes={} count={}\n",
+                p.kind,
+                p.unit,
+                p.bounds,
+                serde_json::to_string(&attributes).unwrap(),
+                p.count
+            )
+        })
+        .collect();
+    lines.into_iter().collect()
 }
 
 /// The `conformance.*` points of `service`, one line each, sorted; the same

@@ -2,6 +2,8 @@
 package export_wasi_http_incoming_handler
 
 import (
+	"context"
+	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,6 +13,7 @@ import (
 	"time"
 
 	"wit_component/polytrace"
+	"wit_component/polytrace/sqldriver"
 	http "wit_component/wasi_http_types"
 )
 
@@ -45,6 +48,9 @@ func Handle(request *http.IncomingRequest, out *http.ResponseOutparam) {
 		return
 	case strings.HasSuffix(r.Path, "/log-cost"):
 		logCost(n, out)
+		return
+	case strings.HasSuffix(r.Path, "/db"):
+		database(out)
 		return
 	}
 	work := polytrace.Start("conformance.work",
@@ -114,6 +120,60 @@ func badInput(out *http.ResponseOutparam) {
 		metricErr = "unexpected " + err.Error()
 	}
 	body, _ := json.Marshal(map[string]any{"language": "go", "metric_error": metricErr})
+	polytrace.Respond(out, 200, "application/json", body)
+}
+
+// database is the database scenario: a table made, a row upserted in a
+// transaction, read back, and a statement on a missing table, handled.
+func database(out *http.ResponseOutparam) {
+	span := polytrace.Start("conformance.db")
+	ctx := context.Background()
+	fail := func(err error) {
+		span.End()
+		polytrace.Respond(out, 500, "text/plain", []byte(err.Error()))
+	}
+	db, err := sql.Open("polytrace", "conformance")
+	if err != nil {
+		fail(err)
+		return
+	}
+	defer db.Close()
+	// One connection, so every statement runs on the same one.
+	db.SetMaxOpenConns(1)
+	if _, err := db.ExecContext(ctx, "CREATE TABLE IF NOT EXISTS conformance_items (id INTEGER PRIMARY KEY, name TEXT NOT NULL)"); err != nil {
+		fail(err)
+		return
+	}
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		fail(err)
+		return
+	}
+	if _, err := tx.ExecContext(ctx, "INSERT INTO conformance_items (id, name) VALUES (?, ?) ON CONFLICT (id) DO UPDATE SET name = excluded.name", 1, "tea"); err != nil {
+		tx.Rollback()
+		fail(err)
+		return
+	}
+	if err := tx.Commit(); err != nil {
+		fail(err)
+		return
+	}
+	var name string
+	if err := db.QueryRowContext(ctx, "SELECT name FROM conformance_items WHERE id = ?", 1).Scan(&name); err != nil {
+		fail(err)
+		return
+	}
+	kind := "none"
+	if _, err := db.ExecContext(ctx, "SELECT name FROM conformance_missing"); err != nil {
+		var dbErr *sqldriver.Error
+		if errors.As(err, &dbErr) {
+			kind = dbErr.Kind
+		} else {
+			kind = "another error"
+		}
+	}
+	span.End()
+	body, _ := json.Marshal(map[string]any{"language": "go", "name": name, "error_kind": kind})
 	polytrace.Respond(out, 200, "application/json", body)
 }
 

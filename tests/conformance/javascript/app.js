@@ -1,5 +1,5 @@
 // The conformance scenario (tests/conformance/SPEC.md) with the JavaScript SDK.
-import { counter, flush, histogram, log, MetricError, startSpan, withSpan, serve } from './polytrace.js';
+import { counter, flush, histogram, log, MetricError, startSpan, withSpan, serve, sql } from './polytrace.js';
 
 class ConformanceError extends Error {
   constructor(message) {
@@ -15,6 +15,30 @@ const unended = [];
 // after request.
 export const incomingHandler = serve(handle);
 
+// The database scenario: a table made, a row upserted in a transaction,
+// read back, and a statement on a missing table, handled.
+async function database() {
+  const body = await withSpan('conformance.db', async () => {
+    const db = sql.connect('conformance');
+    await db.query('CREATE TABLE IF NOT EXISTS conformance_items (id INTEGER PRIMARY KEY, name TEXT NOT NULL)');
+    await db.query('BEGIN');
+    await db.query(
+      'INSERT INTO conformance_items (id, name) VALUES (?, ?) ON CONFLICT (id) DO UPDATE SET name = excluded.name',
+      [1, 'tea'],
+    );
+    await db.query('COMMIT');
+    const { rows } = await db.query('SELECT name FROM conformance_items WHERE id = ?', [1]);
+    let kind = 'none';
+    try {
+      await db.query('SELECT name FROM conformance_missing');
+    } catch (e) {
+      kind = e.kind;
+    }
+    return { language: 'javascript', name: rows[0].name, error_kind: kind };
+  });
+  return new Response(JSON.stringify(body), { headers: { 'content-type': 'application/json' } });
+}
+
 async function handle(request) {
   const { pathname, searchParams } = new URL(request.url);
   if (pathname.endsWith('/bad-input')) return badInput();
@@ -22,6 +46,7 @@ async function handle(request) {
   if (pathname.endsWith('/span-cost')) return spanCost(n);
   if (pathname.endsWith('/metric-cost')) return metricCost(n);
   if (pathname.endsWith('/log-cost')) return logCost(n);
+  if (pathname.endsWith('/db')) return database();
   const url = new URL(request.url).searchParams.get('next');
   const attributes = {
     'conformance.string': 'text',

@@ -5,7 +5,7 @@ import logging
 import time
 
 import polytrace
-from polytrace import logs, metrics
+from polytrace import dbapi, logs, metrics
 from polytrace.http import HttpError, Request, respond, send
 from wit_world import exports
 
@@ -30,6 +30,8 @@ class IncomingHandler(exports.IncomingHandler):
             return metric_cost(n, response_out)
         if request.path.endswith("/log-cost"):
             return log_cost(n, response_out)
+        if request.path.endswith("/db"):
+            return database(response_out)
         attributes = {
             "conformance.string": "text",
             "conformance.bool": True,
@@ -69,6 +71,30 @@ class IncomingHandler(exports.IncomingHandler):
 
         body = {"language": "python", "next_status": status}
         respond(response_out, 200, "application/json", json.dumps(body).encode())
+
+
+def database(response_out):
+    """The database scenario: a table made, a row upserted in a
+    transaction, read back, and a statement on a missing table, handled."""
+    with polytrace.span("conformance.db"):
+        db = dbapi.connect("conformance")
+        cur = db.cursor()
+        cur.execute("CREATE TABLE IF NOT EXISTS conformance_items (id INTEGER PRIMARY KEY, name TEXT NOT NULL)")
+        with db:  # BEGIN before the INSERT, COMMIT at the end
+            cur.execute(
+                "INSERT INTO conformance_items (id, name) VALUES (?, ?) "
+                "ON CONFLICT (id) DO UPDATE SET name = excluded.name",
+                (1, "tea"),
+            )
+        cur.execute("SELECT name FROM conformance_items WHERE id = ?", (1,))
+        (name,) = cur.fetchone()
+        try:
+            cur.execute("SELECT name FROM conformance_missing")
+            kind = "none"
+        except dbapi.Error as e:
+            kind = e.kind
+    body = {"language": "python", "name": name, "error_kind": kind}
+    respond(response_out, 200, "application/json", json.dumps(body).encode())
 
 
 def bad_input(response_out):

@@ -3,6 +3,7 @@
 use polytrace_guest::http::wasip2::exports::http::incoming_handler::Guest;
 use polytrace_guest::http::wasip2::http::types::{IncomingRequest, ResponseOutparam};
 use polytrace_guest::http::{Request, respond, send};
+use polytrace_guest::sql::{Connection, ErrorKind, Value};
 use polytrace_guest::{Span, Status, kv, logs, metrics};
 
 struct Conformance;
@@ -25,6 +26,9 @@ impl Guest for Conformance {
         }
         if request.path().ends_with("/log-cost") {
             return log_cost(n(), out);
+        }
+        if request.path().ends_with("/db") {
+            return database(out);
         }
         logs::init();
         let work = Span::start(
@@ -79,6 +83,41 @@ impl Guest for Conformance {
         let body = format!("{{\"language\":\"rust\",\"next_status\":{status}}}");
         respond(out, 200, "application/json", body.as_bytes());
     }
+}
+
+/// The database scenario: a table made, a row upserted in a transaction,
+/// read back, and a statement on a table that does not exist, handled.
+fn database(out: ResponseOutparam) {
+    let span = Span::start("conformance.db", []);
+    let db = Connection::open("conformance").expect("the granted database");
+    db.execute(
+        "CREATE TABLE IF NOT EXISTS conformance_items (id INTEGER PRIMARY KEY, name TEXT NOT NULL)",
+        &[],
+    )
+    .expect("the table");
+    db.transaction(|db| {
+        db.execute(
+            "INSERT INTO conformance_items (id, name) VALUES (?, ?) \
+             ON CONFLICT (id) DO UPDATE SET name = excluded.name",
+            &[1i64.into(), "tea".into()],
+        )
+    })
+    .expect("the upsert");
+    let read = db
+        .execute("SELECT name FROM conformance_items WHERE id = ?", &[1i64.into()])
+        .expect("the read");
+    let name = match read.rows.first().and_then(|row| row.first()) {
+        Some(Value::Text(name)) => name.clone(),
+        other => format!("{other:?}"),
+    };
+    let kind = match db.execute("SELECT name FROM conformance_missing", &[]) {
+        Err(e) if e.kind == ErrorKind::Syntax => "syntax",
+        Err(_) => "another error",
+        Ok(_) => "none",
+    };
+    span.end();
+    let body = format!(r#"{{"language":"rust","name":"{name}","error_kind":"{kind}"}}"#);
+    respond(out, 200, "application/json", body.as_bytes());
 }
 
 /// The bad-input scenario. Rust's `SpanKind` cannot hold an invalid kind, so
