@@ -583,3 +583,178 @@ async fn settles(pg: &Postgres, sql: &str, want: &str) {
     }
     assert_eq!(got, want, "{sql}");
 }
+
+/// The statements of `batch` ([statement, parameters] pairs) in one
+/// request on the probe's connection: each one's result or error.
+async fn statements(host: &Polytrace, batch: serde_json::Value) -> Vec<serde_json::Value> {
+    let r = request(
+        "POST",
+        &host.url("/statements"),
+        &[("content-type", "application/json")],
+        &batch.to_string(),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}\n{}", r.body, host.log());
+    r.json().as_array().unwrap().clone()
+}
+
+/// Transactions as the server has them, whatever the statement's form:
+/// a COMMIT of a failed transaction is an error (the server rolled it
+/// back); a COMMIT after the connection was lost is an error, not a
+/// success; savepoint and chained forms leave no connection in a
+/// transaction for the next request; session settings do not outlive
+/// their request; values of the awkward types come back exact; a data
+/// error's value stays out of the span.
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_transactions_follow_the_server() {
+    use serde_json::json;
+    let pg = Postgres::start("tx");
+    let receiver = Receiver::start().await;
+    let dir = scratch_dir("sql-tx-pg");
+    let manifest = format!(
+        "app = \"sql-tx\"\n[[component]]\nid = \"probe\"\nsource = \"{}\"\nroute = \"/...\"\n\
+         language = \"python\"\nsql = {{ bench = \"{}\" }}\n\
+         limits = {{ request_timeout_ms = 5000, memory_mb = 128 }}\n",
+        component("sql_probe").display(),
+        pg_url(&pg, "postgres")
+    );
+    std::fs::write(dir.join("polytrace.toml"), manifest).unwrap();
+    let host = Polytrace::up_dir(
+        &dir,
+        &receiver,
+        "http/protobuf",
+        &[(PASSWORD_VAR, &pg.password)],
+    );
+    pg.psql("postgres", "CREATE TABLE k (n integer PRIMARY KEY)");
+    let count = |n: &str| pg.psql("postgres", &format!("SELECT count(*) FROM k WHERE n = {n}"));
+
+    // A failed transaction's COMMIT: an error, and nothing committed.
+    let out = statements(
+        &host,
+        json!([
+            ["BEGIN", []],
+            ["INSERT INTO k VALUES (10)", []],
+            ["INSERT INTO k VALUES (10)", []],
+            ["COMMIT", []]
+        ]),
+    )
+    .await;
+    assert_eq!(out[2]["sqlstate"], "23505", "{out:?}");
+    assert_eq!(out[3]["sqlstate"], "25P02", "{out:?}");
+    assert_eq!(count("10"), "0");
+
+    // The connection lost inside a transaction (a result past the cap
+    // closes it): the COMMIT fails, nothing committed.
+    let out = statements(
+        &host,
+        json!([
+            ["BEGIN", []],
+            ["INSERT INTO k VALUES (-5)", []],
+            ["SELECT generate_series(1, 200000)", []],
+            ["COMMIT", []],
+            ["SELECT 1", []]
+        ]),
+    )
+    .await;
+    assert_eq!(out[2]["kind"], "too-large", "{out:?}");
+    assert_eq!(out[3]["sqlstate"], "08006", "{out:?}");
+    assert_eq!(out[4]["rows"], json!([[1]]), "{out:?}");
+    assert_eq!(count("-5"), "0");
+
+    // Forms the host cannot read as plain BEGIN/COMMIT/ROLLBACK: the
+    // server says where the transaction is, and a request that leaves one
+    // open has it rolled back.
+    let out = statements(
+        &host,
+        json!([
+            ["BEGIN", []],
+            ["SAVEPOINT a", []],
+            ["INSERT INTO k VALUES (1)", []],
+            ["/* c */ ROLLBACK TO SAVEPOINT a", []],
+            ["COMMIT /* x */ AND CHAIN", []],
+            ["INSERT INTO k VALUES (2)", []]
+        ]),
+    )
+    .await;
+    assert!(out.iter().all(|r| r.get("error").is_none()), "{out:?}");
+    settles(
+        &pg,
+        "SELECT count(*) FROM pg_stat_activity WHERE state LIKE 'idle in transaction%'",
+        "0",
+    )
+    .await;
+    assert_eq!(
+        count("2"),
+        "0",
+        "the chained transaction was left open, then rolled back"
+    );
+    // A session setting lasts for the request that made it: the host
+    // keeps its server connection for the request, then resets it before
+    // another request gets it.
+    let out = statements(
+        &host,
+        json!([["SET search_path TO nowhere", []], ["SHOW search_path", []]]),
+    )
+    .await;
+    assert_eq!(out[1]["rows"], json!([["nowhere"]]), "{out:?}");
+    for _ in 0..3 {
+        let out = statements(
+            &host,
+            json!([
+                ["SHOW search_path", []],
+                ["BEGIN", []],
+                ["INSERT INTO k VALUES (3) ON CONFLICT DO NOTHING", []],
+                ["COMMIT", []]
+            ]),
+        )
+        .await;
+        assert_eq!(out[0]["rows"], json!([["\"$user\", public"]]), "{out:?}");
+        assert!(out[3].get("error").is_none(), "{out:?}");
+    }
+    assert_eq!(count("3"), "1");
+
+    // Awkward values, exactly.
+    let out = statements(
+        &host,
+        json!([[
+            "SELECT 1e-30::numeric, 'NaN'::numeric, '24:00:00'::time, 'infinity'::date, pg_sleep(0), 12345678901234567890123456789012.5::numeric",
+            []
+        ]]),
+    )
+    .await;
+    assert_eq!(
+        out[0]["rows"],
+        json!([[
+            "0.000000000000000000000000000001",
+            "NaN",
+            "24:00:00",
+            "infinity",
+            null,
+            "12345678901234567890123456789012.5"
+        ]]),
+        "{out:?}"
+    );
+
+    // A data error: the guest gets the value, the span does not.
+    let r = request(
+        "POST",
+        &host.url("/statements"),
+        &[("content-type", "application/json")],
+        &json!([["SELECT $1::integer", ["card 4111"]]]).to_string(),
+    )
+    .await;
+    assert_eq!(r.json()[0]["sqlstate"], "22P02", "{}", r.body);
+    assert!(
+        r.json()[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("card 4111")
+    );
+    let spans = receiver.trace(&r.trace_id(), 2).await;
+    let select = find(&spans, "SELECT");
+    assert_eq!(
+        select.status_message,
+        "invalid input syntax for type integer: ?"
+    );
+    host.terminate();
+}

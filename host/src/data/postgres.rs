@@ -118,12 +118,71 @@ pub struct Session {
     target: std::sync::Arc<Target>,
     /// The server connection a transaction holds.
     pinned: Option<deadpool_postgres::Object>,
-    /// Whether the guest is inside a transaction (tracked from the
-    /// statements it runs: `BEGIN`/`START` … `COMMIT`/`END`/`ROLLBACK`/`ABORT`).
-    in_transaction: bool,
-    /// The transaction's server connection was lost: every statement but
-    /// `ROLLBACK` is refused until the guest rolls back.
-    lost: bool,
+    /// The transaction state, as the server reports it.
+    state: Tx,
+    /// The pinned connection's session state was changed (`SET`, a
+    /// temporary table, an advisory lock, …): it stays with this guest
+    /// connection until the request ends, then is reset.
+    dirty: bool,
+}
+
+/// Where a guest connection is, transaction-wise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tx {
+    /// No transaction: each statement commits on its own.
+    Idle,
+    /// Inside `BEGIN` … .
+    Open,
+    /// Inside a transaction a statement failed in: the server refuses all
+    /// but `ROLLBACK` (`25P02`), and a `COMMIT` rolls back.
+    Failed,
+    /// The server connection went away inside a transaction, and the
+    /// transaction with it.
+    Lost,
+}
+
+/// The statements that may move the transaction state; after one, the
+/// state is asked of the server (unless it is one of the plain forms
+/// whose effect is certain).
+fn transaction_control(operation: &str) -> bool {
+    matches!(
+        operation,
+        "BEGIN"
+            | "START"
+            | "COMMIT"
+            | "END"
+            | "ROLLBACK"
+            | "ABORT"
+            | "PREPARE"
+            | "SAVEPOINT"
+            | "RELEASE"
+            | "CALL"
+            | "DO"
+            | ""
+    )
+}
+
+/// Statements that change a server connection's session state beyond the
+/// statement: such a connection is reset (`DISCARD ALL`) before another
+/// request uses it.
+fn changes_session(operation: &str, statement: &str) -> bool {
+    let lower = statement.to_ascii_lowercase();
+    matches!(
+        operation,
+        "SET"
+            | "RESET"
+            | "DISCARD"
+            | "DEALLOCATE"
+            | "LISTEN"
+            | "UNLISTEN"
+            | "LOAD"
+            | "DECLARE"
+            | "PREPARE"
+            | "SECURITY"
+            | "CLOSE"
+    ) || (operation == "CREATE" && (lower.contains("temp ") || lower.contains("temporary ")))
+        || lower.contains("advisory_lock")
+        || lower.contains("set_config")
 }
 
 impl Session {
@@ -133,19 +192,19 @@ impl Session {
             pool,
             target,
             pinned: None,
-            in_transaction: false,
-            lost: false,
+            state: Tx::Idle,
+            dirty: false,
         }
     }
 
-    /// Whether a transaction is open.
+    /// Whether a transaction is open (failed or lost ones too, until the
+    /// guest rolls them back).
     pub fn in_transaction(&self) -> bool {
-        self.in_transaction
+        self.state != Tx::Idle
     }
 
     /// Run one statement (`$N` placeholders) with its parameters, within
-    /// the deadline. `operation` is the statement's first keyword, which
-    /// moves the transaction state.
+    /// the deadline. `operation` is the statement's first keyword.
     pub async fn execute(
         &mut self,
         statement: &str,
@@ -153,29 +212,24 @@ impl Session {
         parameters: &[wit::Value],
         deadline: Option<Instant>,
     ) -> Result<wit::Outcome, wit::Error> {
-        let ends = transaction_end(statement, operation);
-        if self.lost {
-            if ends == Some(false) {
-                // The server rolled back when the connection went.
-                self.lost = false;
-                self.in_transaction = false;
-                return Ok(wit::Outcome {
-                    columns: Vec::new(),
-                    rows: Vec::new(),
-                    rows_affected: 0,
-                });
-            }
+        let op = operation.unwrap_or("");
+        let plain = plain_control(statement);
+        if op == "COPY" {
             return Err(error(
-                wit::ErrorKind::Unavailable,
-                "08006",
-                "the connection of this transaction was lost, and the transaction with it: roll back and start again",
+                wit::ErrorKind::Syntax,
+                "",
+                "COPY is not supported through the host: use INSERT and SELECT",
             ));
+        }
+        if self.state == Tx::Lost {
+            return self.after_loss(plain.as_deref());
         }
         let deadline = deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
         let client = match self.pinned.take() {
             Some(c) => c,
             None => self.connect(deadline).await?,
         };
+        let was = self.state;
         let mut running = Running {
             client: Some(client),
             armed: true,
@@ -186,41 +240,91 @@ impl Session {
         )
         .await
         .unwrap_or_else(|_| {
-            Err(error(
+            Err(Failure::unclean(error(
                 wit::ErrorKind::Timeout,
                 "57014",
                 "the statement ran past the request's deadline: cancelled on the server",
-            ))
+            )))
         });
-        let keep = match &result {
-            Ok(_) => true,
-            // The server answered: the connection is fine.
-            Err(e) => {
-                !matches!(e.kind, wit::ErrorKind::Timeout | wit::ErrorKind::TooLarge)
-                    && !running.client().is_closed()
-            }
-        };
-        if keep {
+        if result.as_ref().is_ok() || result.as_ref().is_err_and(|f| f.clean) {
             running.armed = false;
         }
-        let client = running.take();
-        let was_in = self.in_transaction;
-        match (&result, ends) {
-            (Ok(_), Some(true)) => self.in_transaction = true,
-            // COMMIT, END, ABORT and ROLLBACK end it, even when they fail.
-            (_, Some(false)) => self.in_transaction = false,
-            _ => {}
+        let mut result = result.map_err(|f| f.error);
+        let Some(client) = running.take() else {
+            // Cancelled and closed: a transaction on it is gone.
+            self.state = if was == Tx::Idle { Tx::Idle } else { Tx::Lost };
+            self.dirty = false;
+            return result;
+        };
+        if result.as_ref().is_err_and(|e| e.code == "26000") {
+            // A prepared statement the cache holds is gone (DEALLOCATE).
+            client.statement_cache.clear();
         }
-        match client {
-            Some(c) if self.in_transaction => self.pinned = Some(c),
-            Some(_) => {} // back to the pool
-            None if was_in && self.in_transaction => {
-                self.lost = true;
-                self.in_transaction = true;
+        if changes_session(op, statement) {
+            self.dirty = true;
+        }
+        self.state = match (plain.as_deref(), &result) {
+            (Some("BEGIN"), Ok(_)) => Tx::Open,
+            (Some("COMMIT" | "ROLLBACK"), Ok(_)) => Tx::Idle,
+            _ if transaction_control(op) || (was != Tx::Idle && result.is_err()) => {
+                match transaction_state(&client, deadline).await {
+                    Some(state) => state,
+                    None => {
+                        // Not known: closed, not given back.
+                        drop(deadpool_postgres::Object::take(client));
+                        self.state = if was == Tx::Idle { Tx::Idle } else { Tx::Lost };
+                        self.dirty = false;
+                        return result;
+                    }
+                }
             }
-            None => {}
+            _ => was,
+        };
+        if was == Tx::Failed && matches!(op, "COMMIT" | "END") && result.is_ok() {
+            // PostgreSQL answers a COMMIT of a failed transaction with a
+            // rollback, and no error: the guest must not think it committed.
+            result = Err(error(
+                wit::ErrorKind::Other,
+                "25P02",
+                "the transaction had failed (a statement in it did) and was rolled back, not committed",
+            ));
+        }
+        // A transaction, or a session setting the guest made, keeps its
+        // server connection until it ends, or the request does.
+        if self.state != Tx::Idle || self.dirty {
+            self.pinned = Some(client);
         }
         result
+    }
+
+    /// A statement after the transaction's connection was lost: `ROLLBACK`
+    /// ends it (the server rolled back already); anything else is refused,
+    /// a `COMMIT` with the state cleared.
+    fn after_loss(&mut self, plain: Option<&str>) -> Result<wit::Outcome, wit::Error> {
+        let lost = |what: &str| {
+            error(
+                wit::ErrorKind::Unavailable,
+                "08006",
+                format!(
+                    "the connection of this transaction was lost, and the transaction with it: {what}"
+                ),
+            )
+        };
+        match plain {
+            Some("ROLLBACK") => {
+                self.state = Tx::Idle;
+                Ok(wit::Outcome {
+                    columns: Vec::new(),
+                    rows: Vec::new(),
+                    rows_affected: 0,
+                })
+            }
+            Some("COMMIT") => {
+                self.state = Tx::Idle;
+                Err(lost("nothing was committed"))
+            }
+            _ => Err(lost("roll back and start again")),
+        }
     }
 
     async fn connect(&self, deadline: Instant) -> Result<deadpool_postgres::Object, wit::Error> {
@@ -259,19 +363,32 @@ impl Session {
     }
 
     /// At a request's end, or when the guest drops the connection: roll
-    /// back a transaction left open, in the background, and give its
-    /// server connection back after. Whether one was open.
+    /// back a transaction left open and reset session settings the guest
+    /// made (`DISCARD ALL`), in the background, then give the server
+    /// connection back (closed instead if either fails). Whether a
+    /// transaction was open.
     pub fn roll_back_open(&mut self) -> bool {
-        let open = self.in_transaction;
-        self.in_transaction = false;
-        self.lost = false;
+        let open = self.state != Tx::Idle;
+        self.state = Tx::Idle;
+        let dirty = std::mem::take(&mut self.dirty);
         if let Some(client) = self.pinned.take() {
             tokio::spawn(async move {
-                let done =
-                    tokio::time::timeout(CONNECT_TIMEOUT, client.batch_execute("ROLLBACK")).await;
-                if !matches!(done, Ok(Ok(()))) {
+                let clean = async {
+                    if open {
+                        client.batch_execute("ROLLBACK").await?;
+                    }
+                    if dirty {
+                        client.batch_execute("DISCARD ALL").await?;
+                        client.statement_cache.clear();
+                    }
+                    Ok::<_, tokio_postgres::Error>(())
+                };
+                if !matches!(
+                    tokio::time::timeout(CONNECT_TIMEOUT, clean).await,
+                    Ok(Ok(()))
+                ) {
                     // Not known to be clean: closed, not given back.
-                    let _ = deadpool_postgres::Object::take(client);
+                    drop(deadpool_postgres::Object::take(client));
                 }
             });
         }
@@ -290,22 +407,81 @@ impl Drop for Session {
     }
 }
 
-/// Whether a statement begins (`Some(true)`) or ends (`Some(false)`) a
-/// transaction. `ROLLBACK TO` and `… AND CHAIN` do neither.
-fn transaction_end(statement: &str, operation: Option<&str>) -> Option<bool> {
+/// `BEGIN`, `COMMIT` or `ROLLBACK` when the statement is exactly one of
+/// the plain forms clients send (`BEGIN`, `START TRANSACTION`, `COMMIT`,
+/// `END`, `ROLLBACK`, `ABORT`, with an optional `WORK`/`TRANSACTION` and
+/// `;`), whose effect on the transaction is certain.
+fn plain_control(statement: &str) -> Option<String> {
     let words: Vec<String> = statement
-        .split(|c: char| c.is_whitespace() || c == ';')
-        .filter(|w| !w.is_empty())
-        .take(4)
+        .trim()
+        .trim_end_matches(';')
+        .split_whitespace()
         .map(str::to_ascii_uppercase)
         .collect();
-    let chained = words.windows(2).any(|w| w[0] == "AND" && w[1] == "CHAIN");
-    match operation {
-        Some("BEGIN" | "START") => Some(true),
-        Some("ROLLBACK") if words.get(1).is_some_and(|w| w == "TO") => None,
-        Some("COMMIT" | "END" | "ROLLBACK" | "ABORT") if !chained => Some(false),
-        Some("PREPARE") if words.get(1).is_some_and(|w| w == "TRANSACTION") => Some(false),
-        _ => None,
+    let words: Vec<&str> = words.iter().map(String::as_str).collect();
+    let form = match words.as_slice() {
+        ["BEGIN"] | ["BEGIN", "WORK" | "TRANSACTION"] | ["START", "TRANSACTION"] => "BEGIN",
+        ["COMMIT" | "END"] | ["COMMIT" | "END", "WORK" | "TRANSACTION"] => "COMMIT",
+        ["ROLLBACK" | "ABORT"] | ["ROLLBACK" | "ABORT", "WORK" | "TRANSACTION"] => "ROLLBACK",
+        _ => return None,
+    };
+    Some(form.to_string())
+}
+
+/// The transaction state, asked of the server: in a transaction block,
+/// `now()` (the transaction's start) is earlier than the statement's own
+/// start; in a failed one, the query itself is refused with `25P02`.
+/// `None` when the server does not answer as expected.
+async fn transaction_state(client: &deadpool_postgres::Object, deadline: Instant) -> Option<Tx> {
+    let asked = tokio::time::timeout_at(
+        deadline.max(Instant::now() + Duration::from_secs(1)).into(),
+        client.simple_query("SELECT now() = statement_timestamp()"),
+    )
+    .await
+    .ok()?;
+    match asked {
+        Ok(messages) => messages.iter().find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(row) => match row.get(0) {
+                Some("t") => Some(Tx::Idle),
+                Some("f") => Some(Tx::Open),
+                _ => None,
+            },
+            _ => None,
+        }),
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::IN_FAILED_SQL_TRANSACTION) => {
+            Some(Tx::Failed)
+        }
+        Err(_) => None,
+    }
+}
+
+/// A statement's failure, and whether its connection is still usable
+/// (`clean`: the server answered with an error and is ready for the next
+/// statement, or nothing was sent).
+struct Failure {
+    error: wit::Error,
+    clean: bool,
+}
+
+impl Failure {
+    fn clean(error: wit::Error) -> Failure {
+        Failure { error, clean: true }
+    }
+
+    fn unclean(error: wit::Error) -> Failure {
+        Failure {
+            error,
+            clean: false,
+        }
+    }
+
+    /// A tokio-postgres error: clean when it is the server's own.
+    fn pg(e: tokio_postgres::Error) -> Failure {
+        let clean = e.as_db_error().is_some();
+        Failure {
+            error: pg_error(e),
+            clean,
+        }
     }
 }
 
@@ -354,43 +530,67 @@ impl Drop for Running {
 /// over (a guest that builds its statements' text would otherwise grow
 /// the cache, and the server's, without bound).
 const STATEMENT_CACHE: usize = 256;
+/// Statements longer than this (bytes) are prepared for one use only,
+/// never cached: the cache stays small whatever guests send.
+const CACHED_STATEMENT_BYTES: usize = 16 << 10;
 
 async fn run(
     client: &deadpool_postgres::Object,
     statement: &str,
     parameters: &[wit::Value],
-) -> Result<wit::Outcome, wit::Error> {
+) -> Result<wit::Outcome, Failure> {
     if client.statement_cache.size() >= STATEMENT_CACHE {
         client.statement_cache.clear();
     }
-    let prepared = client.prepare_cached(statement).await.map_err(pg_error)?;
-    let expected = prepared.params().len();
-    if expected != parameters.len() {
-        return Err(error(
+    let prepared = if statement.len() > CACHED_STATEMENT_BYTES {
+        client.prepare(statement).await
+    } else {
+        client.prepare_cached(statement).await
+    }
+    .map_err(Failure::pg)?;
+    // Checked before anything runs: the connection stays clean.
+    let expected = prepared.params();
+    if expected.len() != parameters.len() {
+        return Err(Failure::clean(error(
             wit::ErrorKind::Data,
             "",
             format!(
-                "the statement has {expected} parameter(s), {} given",
+                "the statement has {} parameter(s), {} given",
+                expected.len(),
                 parameters.len()
             ),
-        ));
+        )));
     }
-    for (i, p) in parameters.iter().enumerate() {
+    for (i, (p, ty)) in parameters.iter().zip(expected).enumerate() {
         let size = match p {
             wit::Value::Text(t) => t.len(),
             wit::Value::Blob(b) => b.len(),
             _ => 0,
         };
-        if size > MAX_VALUE_BYTES {
-            return Err(error(
-                wit::ErrorKind::Data,
-                "",
-                format!(
-                    "parameter {} is {size} bytes; at most {MAX_VALUE_BYTES}",
-                    i + 1
-                ),
-            ));
-        }
+        let problem = if size > MAX_VALUE_BYTES {
+            format!("is {size} bytes; at most {MAX_VALUE_BYTES}")
+        } else if matches!(p, wit::Value::Blob(_)) && *ty != Type::BYTEA {
+            format!("is bytes, for a `{ty}`: send bytes only for `bytea`")
+        } else {
+            continue;
+        };
+        return Err(Failure::clean(error(
+            wit::ErrorKind::Data,
+            "",
+            format!("parameter {} {problem}", i + 1),
+        )));
+    }
+    if let Some(c) = prepared.columns().iter().find(|c| !decodes(c.type_())) {
+        return Err(Failure::clean(error(
+            wit::ErrorKind::Data,
+            "",
+            format!(
+                "column `{}` has type `{}`, which the host does not convert: cast it to text in the statement (`{}::text`)",
+                c.name(),
+                c.type_(),
+                c.name()
+            ),
+        )));
     }
     let params: Vec<Param<'_>> = parameters.iter().map(Param).collect();
     let columns: Vec<String> = prepared
@@ -402,7 +602,7 @@ async fn run(
         let affected = client
             .execute_raw(&prepared, params.iter().map(|p| p as &(dyn ToSql + Sync)))
             .await
-            .map_err(pg_error)?;
+            .map_err(Failure::pg)?;
         return Ok(wit::Outcome {
             columns,
             rows: Vec::new(),
@@ -412,12 +612,14 @@ async fn run(
     let stream = client
         .query_raw(&prepared, params.iter().map(|p| p as &(dyn ToSql + Sync)))
         .await
-        .map_err(pg_error)?;
+        .map_err(Failure::pg)?;
     let mut stream = std::pin::pin!(stream);
     let mut rows = Vec::new();
     let mut bytes = 0usize;
+    // Past here a failure leaves rows unread: the connection is closed.
+    let too_large = |what: String| Failure::unclean(too_large(what));
     while let Some(row) = futures_util::StreamExt::next(&mut stream).await {
-        let row = row.map_err(pg_error)?;
+        let row = row.map_err(Failure::pg)?;
         if rows.len() == MAX_ROWS {
             return Err(too_large(format!("more than {MAX_ROWS} rows")));
         }
@@ -425,30 +627,28 @@ async fn run(
             + columns.len() * std::mem::size_of::<wit::Value>();
         let mut values = Vec::with_capacity(columns.len());
         for (i, column) in prepared.columns().iter().enumerate() {
-            let Column(value) = row.try_get::<_, Column>(i).map_err(|e| {
-                error(
-                    wit::ErrorKind::Data,
-                    "",
-                    format!(
-                        "column `{}` ({}): {e}; cast it to text in the statement (`{}::text`)",
-                        column.name(),
-                        column.type_(),
-                        column.name()
-                    ),
-                )
-            })?;
-            if let wit::Value::Text(t) = &value {
-                bytes += t.len();
-            } else if let wit::Value::Blob(b) = &value {
-                bytes += b.len();
+            // The value's bytes as received, counted before any copy.
+            let Raw(raw) = row
+                .try_get::<_, Raw<'_>>(i)
+                .map_err(|e| Failure::unclean(error(wit::ErrorKind::Data, "", e.to_string())))?;
+            bytes += raw.map_or(0, <[u8]>::len);
+            if bytes > MAX_RESULT_BYTES {
+                return Err(too_large(format!(
+                    "more than {} MiB of values",
+                    MAX_RESULT_BYTES >> 20
+                )));
             }
+            let value = match raw {
+                None => wit::Value::Null,
+                Some(raw) => decode(column.type_(), raw).map_err(|e| {
+                    Failure::unclean(error(
+                        wit::ErrorKind::Data,
+                        "",
+                        format!("column `{}` ({}): {e}", column.name(), column.type_()),
+                    ))
+                })?,
+            };
             values.push(value);
-        }
-        if bytes > MAX_RESULT_BYTES {
-            return Err(too_large(format!(
-                "more than {} MiB of values",
-                MAX_RESULT_BYTES >> 20
-            )));
         }
         rows.push(values);
     }
@@ -503,70 +703,172 @@ impl ToSql for Param<'_> {
     tokio_postgres::types::to_sql_checked!();
 }
 
-/// A column value read in PostgreSQL's binary format.
-struct Column(wit::Value);
+/// A column's bytes as received (binary format), borrowed from the row.
+struct Raw<'a>(Option<&'a [u8]>);
 
-impl<'a> FromSql<'a> for Column {
+impl<'a> FromSql<'a> for Raw<'a> {
     fn from_sql(
-        ty: &Type,
+        _: &Type,
         raw: &'a [u8],
-    ) -> Result<Column, Box<dyn std::error::Error + Sync + Send>> {
-        use wit::Value as V;
-        let text = |s: String| V::Text(s);
-        let value = match *ty {
-            Type::BOOL => V::Boolean(bool::from_sql(ty, raw)?),
-            Type::INT2 => V::Int64(i16::from_sql(ty, raw)?.into()),
-            Type::INT4 => V::Int64(i32::from_sql(ty, raw)?.into()),
-            Type::INT8 => V::Int64(i64::from_sql(ty, raw)?),
-            Type::OID => V::Int64(u32::from_sql(ty, raw)?.into()),
-            Type::FLOAT4 => V::Float64(f32::from_sql(ty, raw)?.into()),
-            Type::FLOAT8 => V::Float64(f64::from_sql(ty, raw)?),
-            Type::BYTEA => V::Blob(raw.to_vec()),
-            Type::NUMERIC => text(rust_decimal::Decimal::from_sql(ty, raw)?.to_string()),
-            Type::UUID => text(uuid::Uuid::from_sql(ty, raw)?.to_string()),
-            Type::DATE => text(chrono::NaiveDate::from_sql(ty, raw)?.to_string()),
-            Type::TIME => text(chrono::NaiveTime::from_sql(ty, raw)?.to_string()),
-            Type::TIMESTAMP => text(
-                chrono::NaiveDateTime::from_sql(ty, raw)?
-                    .format("%Y-%m-%dT%H:%M:%S%.f")
-                    .to_string(),
-            ),
-            Type::TIMESTAMPTZ => text(
-                chrono::DateTime::<chrono::Utc>::from_sql(ty, raw)?
-                    .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
-            ),
-            // jsonb's binary format is a version byte, then the text.
-            Type::JSONB => match raw.split_first() {
-                Some((1, rest)) => utf8(rest),
-                _ => return Err("unsupported jsonb version".into()),
-            },
-            // Text in the server's encoding; json's binary format is its text.
-            Type::TEXT
-            | Type::VARCHAR
-            | Type::BPCHAR
-            | Type::NAME
-            | Type::UNKNOWN
-            | Type::JSON
-            | Type::XML => utf8(raw),
-            // Enums and citext send their text.
-            ref t
-                if matches!(t.kind(), tokio_postgres::types::Kind::Enum(_))
-                    || t.name() == "citext" =>
-            {
-                utf8(raw)
-            }
-            ref t => return Err(format!("type `{t}` is not one this host converts").into()),
-        };
-        Ok(Column(value))
+    ) -> Result<Raw<'a>, Box<dyn std::error::Error + Sync + Send>> {
+        Ok(Raw(Some(raw)))
     }
 
-    fn from_sql_null(_: &Type) -> Result<Column, Box<dyn std::error::Error + Sync + Send>> {
-        Ok(Column(wit::Value::Null))
+    fn from_sql_null(_: &Type) -> Result<Raw<'a>, Box<dyn std::error::Error + Sync + Send>> {
+        Ok(Raw(None))
     }
 
     fn accepts(_: &Type) -> bool {
         true
     }
+}
+
+/// Whether [`decode`] converts values of this type.
+fn decodes(ty: &Type) -> bool {
+    matches!(
+        *ty,
+        Type::BOOL
+            | Type::INT2
+            | Type::INT4
+            | Type::INT8
+            | Type::OID
+            | Type::FLOAT4
+            | Type::FLOAT8
+            | Type::BYTEA
+            | Type::NUMERIC
+            | Type::UUID
+            | Type::DATE
+            | Type::TIME
+            | Type::TIMESTAMP
+            | Type::TIMESTAMPTZ
+            | Type::JSONB
+            | Type::TEXT
+            | Type::VARCHAR
+            | Type::BPCHAR
+            | Type::NAME
+            | Type::UNKNOWN
+            | Type::JSON
+            | Type::XML
+            | Type::VOID
+    ) || matches!(ty.kind(), tokio_postgres::types::Kind::Enum(_))
+        || ty.name() == "citext"
+}
+
+/// A column value from PostgreSQL's binary format: booleans, integers and
+/// floats as such, `bytea` as a blob, `numeric` as its exact decimal text
+/// (`NaN`, `Infinity` included), `uuid` as text, dates and times as ISO
+/// 8601 text (`infinity`/`-infinity` and `24:00:00` as PostgreSQL writes
+/// them), json and text types as text, `void` as null.
+fn decode(ty: &Type, raw: &[u8]) -> Result<wit::Value, Box<dyn std::error::Error + Sync + Send>> {
+    use wit::Value as V;
+    let text = |s: String| V::Text(s);
+    // PostgreSQL's infinite dates and times: the type's extreme values.
+    let infinite = |max: bool| text(if max { "infinity" } else { "-infinity" }.into());
+    Ok(match *ty {
+        Type::VOID => V::Null,
+        Type::BOOL => V::Boolean(bool::from_sql(ty, raw)?),
+        Type::INT2 => V::Int64(i16::from_sql(ty, raw)?.into()),
+        Type::INT4 => V::Int64(i32::from_sql(ty, raw)?.into()),
+        Type::INT8 => V::Int64(i64::from_sql(ty, raw)?),
+        Type::OID => V::Int64(u32::from_sql(ty, raw)?.into()),
+        Type::FLOAT4 => V::Float64(f32::from_sql(ty, raw)?.into()),
+        Type::FLOAT8 => V::Float64(f64::from_sql(ty, raw)?),
+        Type::BYTEA => V::Blob(raw.to_vec()),
+        Type::NUMERIC => text(numeric_text(raw)?),
+        Type::UUID => text(uuid::Uuid::from_sql(ty, raw)?.to_string()),
+        Type::DATE => match i32::from_sql(ty, raw)? {
+            i32::MAX => infinite(true),
+            i32::MIN => infinite(false),
+            _ => text(chrono::NaiveDate::from_sql(ty, raw)?.to_string()),
+        },
+        Type::TIME => match i64::from_sql(ty, raw)? {
+            86_400_000_000 => text("24:00:00".into()),
+            _ => text(chrono::NaiveTime::from_sql(ty, raw)?.to_string()),
+        },
+        Type::TIMESTAMP => match i64::from_sql(ty, raw)? {
+            i64::MAX => infinite(true),
+            i64::MIN => infinite(false),
+            _ => text(
+                chrono::NaiveDateTime::from_sql(ty, raw)?
+                    .format("%Y-%m-%dT%H:%M:%S%.f")
+                    .to_string(),
+            ),
+        },
+        Type::TIMESTAMPTZ => match i64::from_sql(ty, raw)? {
+            i64::MAX => infinite(true),
+            i64::MIN => infinite(false),
+            _ => text(
+                chrono::DateTime::<chrono::Utc>::from_sql(ty, raw)?
+                    .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+            ),
+        },
+        // jsonb's binary format is a version byte, then the text.
+        Type::JSONB => match raw.split_first() {
+            Some((1, rest)) => utf8(rest),
+            _ => return Err("unsupported jsonb version".into()),
+        },
+        // Text in the server's encoding; json's binary format is its
+        // text; enums and citext send their text.
+        _ => utf8(raw),
+    })
+}
+
+/// `numeric`'s binary format (a count of base-10,000 digits, the first
+/// one's weight, the sign or special value, the display scale, the digits)
+/// as the exact text PostgreSQL prints for it.
+fn numeric_text(raw: &[u8]) -> Result<String, Box<dyn std::error::Error + Sync + Send>> {
+    let word = |i: usize| -> Result<u16, Box<dyn std::error::Error + Sync + Send>> {
+        let b = raw.get(i * 2..i * 2 + 2).ok_or("a short numeric value")?;
+        Ok(u16::from_be_bytes([b[0], b[1]]))
+    };
+    let (ndigits, weight, sign, dscale) = (
+        word(0)? as usize,
+        word(1)? as i16,
+        word(2)?,
+        word(3)? as usize,
+    );
+    match sign {
+        0x0000 | 0x4000 => {}
+        0xC000 => return Ok("NaN".into()),
+        0xD000 => return Ok("Infinity".into()),
+        0xF000 => return Ok("-Infinity".into()),
+        other => return Err(format!("an unknown numeric sign {other:#x}").into()),
+    }
+    let digit = |i: i64| -> Result<u16, Box<dyn std::error::Error + Sync + Send>> {
+        if i < 0 || i as usize >= ndigits {
+            Ok(0)
+        } else {
+            word(4 + i as usize)
+        }
+    };
+    let mut out = String::new();
+    if sign == 0x4000 {
+        out.push('-');
+    }
+    if weight < 0 {
+        out.push('0');
+    } else {
+        for i in 0..=i64::from(weight) {
+            let d = digit(i)?;
+            if i == 0 {
+                out.push_str(&d.to_string());
+            } else {
+                out.push_str(&format!("{d:04}"));
+            }
+        }
+    }
+    if dscale > 0 {
+        let mut fraction = String::with_capacity(dscale + 4);
+        let mut i = i64::from(weight) + 1;
+        while fraction.len() < dscale {
+            fraction.push_str(&format!("{:04}", digit(i)?));
+            i += 1;
+        }
+        fraction.truncate(dscale);
+        out.push('.');
+        out.push_str(&fraction);
+    }
+    Ok(out)
 }
 
 /// Text that is not UTF-8 (a server in another encoding) comes back as a
@@ -582,9 +884,29 @@ fn utf8(raw: &[u8]) -> wit::Value {
 /// of a row); otherwise what went wrong and why ("error connecting to
 /// server: Connection refused").
 fn pg_message(e: &tokio_postgres::Error) -> String {
-    match e.as_db_error() {
-        Some(db) => db.message().to_string(),
-        None => e.to_string(),
+    if let Some(db) = e.as_db_error() {
+        return db.message().to_string();
+    }
+    let mut message = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !message.ends_with(&text) {
+            message = format!("{message}: {text}");
+        }
+        source = s.source();
+    }
+    message
+}
+
+/// The message of a statement's error for its span: a data error's
+/// (`22…`) quoted value is left out (`invalid input syntax for type
+/// integer: "4111-…"` → `invalid input syntax for type integer: ?`), as
+/// values never reach a trace; the guest's error keeps it.
+pub fn span_message(e: &wit::Error) -> String {
+    match e.message.find(": \"") {
+        Some(at) if e.code.starts_with("22") => format!("{}: ?", &e.message[..at]),
+        _ => e.message.clone(),
     }
 }
 
@@ -644,18 +966,43 @@ mod tests {
     }
 
     #[test]
-    fn transactions_begin_and_end_by_statement() {
-        let t =
-            |s: &str| transaction_end(s, super::super::sql::Summary::of(s).operation.as_deref());
-        assert_eq!(t("BEGIN"), Some(true));
+    fn plain_transaction_statements_are_recognized() {
+        assert_eq!(plain_control("begin").as_deref(), Some("BEGIN"));
         assert_eq!(
-            t("start transaction isolation level serializable"),
-            Some(true)
+            plain_control("START TRANSACTION;").as_deref(),
+            Some("BEGIN")
         );
-        assert_eq!(t("COMMIT"), Some(false));
-        assert_eq!(t("rollback"), Some(false));
-        assert_eq!(t("ROLLBACK TO SAVEPOINT a"), None);
-        assert_eq!(t("COMMIT AND CHAIN"), None);
-        assert_eq!(t("SELECT 1"), None);
+        assert_eq!(plain_control(" commit work ").as_deref(), Some("COMMIT"));
+        assert_eq!(plain_control("END").as_deref(), Some("COMMIT"));
+        assert_eq!(plain_control("abort").as_deref(), Some("ROLLBACK"));
+        // Anything else is asked of the server.
+        for s in [
+            "ROLLBACK TO SAVEPOINT a",
+            "ROLLBACK WORK TO a",
+            "/* c */ ROLLBACK",
+            "COMMIT AND CHAIN",
+            "COMMIT PREPARED 'x'",
+            "START TRANSACTION ISOLATION LEVEL SERIALIZABLE",
+        ] {
+            assert_eq!(plain_control(s), None, "{s}");
+        }
+    }
+
+    #[test]
+    fn numerics_print_exactly() {
+        // ndigits, weight, sign, dscale, then base-10,000 digits.
+        let numeric = |words: &[u16]| {
+            let raw: Vec<u8> = words.iter().flat_map(|w| w.to_be_bytes()).collect();
+            numeric_text(&raw).unwrap()
+        };
+        assert_eq!(numeric(&[2, 0, 0, 2, 123, 4500]), "123.45");
+        assert_eq!(numeric(&[1, 1, 0x4000, 0, 12]), "-120000");
+        assert_eq!(numeric(&[0, 0, 0, 0]), "0");
+        // 1e-100: one digit, far below the point.
+        let tiny = numeric(&[1, (-25i16) as u16, 0, 100, 1]);
+        assert_eq!(tiny, format!("0.{}1", "0".repeat(99)));
+        assert_eq!(numeric(&[0, 0, 0xC000, 0]), "NaN");
+        assert_eq!(numeric(&[0, 0, 0xF000, 0]), "-Infinity");
+        assert!(numeric_text(&[0, 1]).is_err());
     }
 }

@@ -67,9 +67,11 @@ pub enum Database {
     Postgres(Arc<Target>),
 }
 
-/// Replace each `${NAME}` in `text` with the environment variable NAME.
-/// Errors name the variable that is not set (never a value).
-pub fn expand_env(text: &str) -> Result<String, String> {
+/// Replace each `${NAME}` in `text` with the environment variable NAME;
+/// with `encode`, percent-encoded (for a value inside a URL: a password
+/// with `@`, `/` or `%` stays the password). Errors name the variable
+/// that is not set (never a value).
+pub fn expand_env(text: &str, encode: bool) -> Result<String, String> {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(at) = rest.find("${") {
@@ -87,6 +89,10 @@ pub fn expand_env(text: &str) -> Result<String, String> {
             ));
         }
         match std::env::var(name) {
+            Ok(value) if encode => out.extend(percent_encoding::utf8_percent_encode(
+                &value,
+                percent_encoding::NON_ALPHANUMERIC,
+            )),
             Ok(value) => out.push_str(&value),
             Err(_) => return Err(format!("the environment variable `{name}` is not set")),
         }
@@ -103,10 +109,22 @@ impl Database {
     /// stay out of the manifest). Errors say what is accepted and never
     /// contain a password.
     pub fn parse(url: &str, dir: &std::path::Path) -> Result<Database, String> {
+        // The whole URL from one variable (`${DATABASE_URL}`): as it is.
+        let whole = url.starts_with("${") && url.find('}') == Some(url.len() - 1);
+        let url = if whole {
+            std::borrow::Cow::Owned(expand_env(url, false)?)
+        } else {
+            std::borrow::Cow::Borrowed(url)
+        };
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            let expanded = expand_env(url)?;
+            let expanded = if whole {
+                url.into_owned()
+            } else {
+                expand_env(&url, true)?
+            };
             return Ok(Database::Postgres(Arc::new(Target::parse(&expanded)?)));
         }
+        let url = url.as_ref();
         if let Some(path) = url.strip_prefix("sqlite:") {
             let path = path.strip_prefix("//").unwrap_or(path);
             if path.is_empty() {
@@ -230,16 +248,22 @@ impl Backend {
 
 /// Statements whose summaries a connection keeps; past it, it starts over.
 const SUMMARY_CACHE: usize = 64;
+/// Statements longer than this (bytes) are not kept in the summary cache.
+const SUMMARY_CACHE_STATEMENT_BYTES: usize = 16 << 10;
 
 impl GuestConnection {
     fn summary(&mut self, statement: &str) -> Arc<Summary> {
         if let Some(s) = self.summaries.get(statement) {
             return s.clone();
         }
+        let s = Arc::new(Summary::of(statement));
+        // Long statements are summarized every time: the cache stays small.
+        if statement.len() > SUMMARY_CACHE_STATEMENT_BYTES {
+            return s;
+        }
         if self.summaries.len() >= SUMMARY_CACHE {
             self.summaries.clear();
         }
-        let s = Arc::new(Summary::of(statement));
         self.summaries.insert(statement.to_string(), s.clone());
         s
     }
@@ -474,10 +498,13 @@ impl wit::HostConnection for InstanceState {
                 }
                 span.set_attribute(KeyValue::new("error.type", error_type.clone()));
                 metric_attrs.push(KeyValue::new("error.type", error_type));
-                span.set_status(Status::error(cap_string(
-                    e.message.clone(),
-                    trace.value_cap(),
-                )));
+                // A server's message can quote a parameter's value: the
+                // guest gets it, the span does not.
+                let message = match database {
+                    Database::Postgres(_) => super::postgres::span_message(e),
+                    Database::Sqlite { .. } => e.message.clone(),
+                };
+                span.set_status(Status::error(cap_string(message, trace.value_cap())));
             }
         }
         span.end();
@@ -1136,12 +1163,34 @@ mod tests {
         // SAFETY: set before any thread of this test reads the environment.
         unsafe { std::env::set_var("POLYTRACE_TEST_PG_SECRET", "s3cret") };
         assert_eq!(
-            expand_env("postgres://app:${POLYTRACE_TEST_PG_SECRET}@db/orders").unwrap(),
+            expand_env(
+                "postgres://app:${POLYTRACE_TEST_PG_SECRET}@db/orders",
+                false
+            )
+            .unwrap(),
             "postgres://app:s3cret@db/orders"
         );
-        let e = expand_env("postgres://app:${POLYTRACE_TEST_NOT_SET}@db/x").unwrap_err();
+        let e = expand_env("postgres://app:${POLYTRACE_TEST_NOT_SET}@db/x", true).unwrap_err();
         assert!(e.contains("`POLYTRACE_TEST_NOT_SET` is not set"), "{e}");
-        assert!(expand_env("${").is_err());
+        assert!(expand_env("${", false).is_err());
+        // A password with URL syntax in it stays the password.
+        unsafe { std::env::set_var("POLYTRACE_TEST_PG_ODD", "Xk9@pw/2%41") };
+        let Database::Postgres(odd) = Database::parse(
+            "postgres://app:${POLYTRACE_TEST_PG_ODD}@db:5433/orders",
+            std::path::Path::new("."),
+        )
+        .unwrap() else {
+            panic!("not postgres")
+        };
+        assert_eq!(
+            (odd.address.as_str(), odd.namespace.as_str()),
+            ("db", "orders")
+        );
+        assert!(!odd.display.contains("pw"), "{}", odd.display);
+        // The whole URL from one variable.
+        unsafe { std::env::set_var("POLYTRACE_TEST_PG_URL", "postgres://app:pw@db:5434/whole") };
+        let whole = Database::parse("${POLYTRACE_TEST_PG_URL}", std::path::Path::new(".")).unwrap();
+        assert_eq!(whole.namespace(), "whole");
         let db = Database::parse(
             "postgres://app:${POLYTRACE_TEST_PG_SECRET}@db:5433/orders",
             std::path::Path::new("."),

@@ -7,6 +7,8 @@ database granted as ``bench``:
     GET /text          TEXT with an embedded NUL, and TEXT that is not UTF-8, stored and read back
                        (SQLite; PostgreSQL refuses the NUL: a DataError)
     GET /mismatch      a statement given the wrong number of parameters
+    POST /statements   [[statement, [parameters...]], ...] run in order on one
+                       connection; answers each one's rows or error (kind, sqlstate, message)
 The statements run on SQLite and on PostgreSQL alike. Each failure answers 200 with the DB-API exception's class, kind and message.
 """
 
@@ -41,6 +43,16 @@ class IncomingHandler(exports.IncomingHandler):
             cur.execute(UPSERT, (1, "tea"))
             db.commit()
             ready = True
+        if request.path == "/statements":
+            results = []
+            for statement, parameters in json.loads(request.body):
+                try:
+                    cur.execute(statement, parameters)
+                    rows = cur.fetchall() if cur.description else []
+                    results.append({"rows": [list(r) for r in rows], "rowcount": cur.rowcount})
+                except dbapi.Error as e:
+                    results.append(failure(e))
+            return answer(response_out, results)
         try:
             if request.path == "/slow":
                 cur.execute("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c")
