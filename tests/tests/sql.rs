@@ -242,19 +242,11 @@ async fn statements_are_client_spans_with_the_database_conventions() {
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_statements_fail_alone_and_the_host_keeps_serving() {
     let receiver = Receiver::start().await;
-    let dir = scratch_dir("sql-probe");
-    let manifest = format!(
-        "app = \"sql-probe\"\n[[component]]\nid = \"probe\"\nsource = \"{}\"\nroute = \"/...\"\n\
-         language = \"python\"\nsql = {{ bench = \"sqlite:bench.db\" }}\n\
-         limits = {{ request_timeout_ms = 1500, memory_mb = 128 }}\n",
-        component("sql_probe").display()
-    );
-    std::fs::write(dir.join("polytrace.toml"), manifest).unwrap();
     // A small value cap: the statement text read from the guest obeys it.
-    let host = Polytrace::up_dir(
-        &dir,
+    let host = probe(
         &receiver,
-        "http/protobuf",
+        "sqlite:bench.db",
+        1500,
         &[("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", "32")],
     );
     let healthy = || async {
@@ -494,6 +486,20 @@ async fn postgres_statements_are_traced_the_same_way() {
     assert!(!everything.contains("earl grey"), "a value reached a span");
 }
 
+/// The probe guest (tests/guests/sql-probe) in a fresh directory, its
+/// database `bench` at `url`, requests cut at `timeout_ms`.
+fn probe(receiver: &Receiver, url: &str, timeout_ms: u32, env: &[(&str, &str)]) -> Polytrace {
+    let dir = scratch_dir("sql-probe");
+    let manifest = format!(
+        "app = \"sql-probe\"\n[[component]]\nid = \"probe\"\nsource = \"{}\"\nroute = \"/...\"\n\
+         language = \"python\"\nsql = {{ bench = \"{url}\" }}\n\
+         limits = {{ request_timeout_ms = {timeout_ms}, memory_mb = 128 }}\n",
+        component("sql_probe").display()
+    );
+    std::fs::write(dir.join("polytrace.toml"), manifest).unwrap();
+    Polytrace::up_dir(&dir, receiver, "http/protobuf", env)
+}
+
 /// Bad input on PostgreSQL: a statement past the deadline is cancelled on
 /// the server (504, SQLSTATE 57014 on the span, nothing left running);
 /// a result past the caps is refused; a NUL in TEXT is the server's data
@@ -504,19 +510,10 @@ async fn postgres_statements_are_traced_the_same_way() {
 async fn postgres_bad_statements_fail_alone() {
     let pg = Postgres::start("probe");
     let receiver = Receiver::start().await;
-    let dir = scratch_dir("sql-probe-pg");
-    let manifest = format!(
-        "app = \"sql-probe\"\n[[component]]\nid = \"probe\"\nsource = \"{}\"\nroute = \"/...\"\n\
-         language = \"python\"\nsql = {{ bench = \"{}\" }}\n\
-         limits = {{ request_timeout_ms = 1500, memory_mb = 128 }}\n",
-        component("sql_probe").display(),
-        pg_url(&pg, "postgres")
-    );
-    std::fs::write(dir.join("polytrace.toml"), manifest).unwrap();
-    let host = Polytrace::up_dir(
-        &dir,
+    let host = probe(
         &receiver,
-        "http/protobuf",
+        &pg_url(&pg, "postgres"),
+        1500,
         &[(PASSWORD_VAR, &pg.password)],
     );
     let healthy = || async {
@@ -610,19 +607,10 @@ async fn postgres_transactions_follow_the_server() {
     use serde_json::json;
     let pg = Postgres::start("tx");
     let receiver = Receiver::start().await;
-    let dir = scratch_dir("sql-tx-pg");
-    let manifest = format!(
-        "app = \"sql-tx\"\n[[component]]\nid = \"probe\"\nsource = \"{}\"\nroute = \"/...\"\n\
-         language = \"python\"\nsql = {{ bench = \"{}\" }}\n\
-         limits = {{ request_timeout_ms = 5000, memory_mb = 128 }}\n",
-        component("sql_probe").display(),
-        pg_url(&pg, "postgres")
-    );
-    std::fs::write(dir.join("polytrace.toml"), manifest).unwrap();
-    let host = Polytrace::up_dir(
-        &dir,
+    let host = probe(
         &receiver,
-        "http/protobuf",
+        &pg_url(&pg, "postgres"),
+        5000,
         &[(PASSWORD_VAR, &pg.password)],
     );
     pg.psql("postgres", "CREATE TABLE k (n integer PRIMARY KEY)");
