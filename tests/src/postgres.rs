@@ -12,6 +12,8 @@ use std::process::Command;
 pub struct Postgres {
     dir: PathBuf,
     bin: PathBuf,
+    /// TLS on (`ssl=on`), and required of every TCP connection.
+    tls: bool,
     /// The port it listens on, on 127.0.0.1.
     pub port: u16,
     /// The superuser `polytrace`'s password.
@@ -44,6 +46,17 @@ impl Postgres {
     /// Create a cluster and start it; panics with the server's log when
     /// it does not start.
     pub fn start(name: &str) -> Postgres {
+        Self::create(name, None)
+    }
+
+    /// Like [`Postgres::start`], serving TLS with `pki`'s server
+    /// certificate (for `localhost` and `127.0.0.1`) and refusing every
+    /// TCP connection without it.
+    pub fn start_tls(name: &str, pki: &crate::pki::Pki) -> Postgres {
+        Self::create(name, Some(pki))
+    }
+
+    fn create(name: &str, pki: Option<&crate::pki::Pki>) -> Postgres {
         let dir = std::env::temp_dir().join(format!(
             "polytrace-pg-{name}-{}-{}",
             std::process::id(),
@@ -63,6 +76,7 @@ impl Postgres {
         let pg = Postgres {
             dir,
             bin: server_bin(),
+            tls: pki.is_some(),
             port,
             password,
         };
@@ -88,6 +102,32 @@ impl Postgres {
                 format!("--pgdata={}", pg.data().display()),
             ],
         );
+        if let Some(pki) = pki {
+            let data = pg.data();
+            std::fs::copy(&pki.server_cert, data.join("server.pem")).unwrap();
+            std::fs::copy(&pki.server_key, data.join("server.key")).unwrap();
+            std::fs::write(
+                data.join("pg_hba.conf"),
+                "local all all scram-sha-256\n\
+                 hostssl all all 127.0.0.1/32 scram-sha-256\n\
+                 hostnossl all all 127.0.0.1/32 reject\n",
+            )
+            .unwrap();
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(
+                data.join("server.key"),
+                std::fs::Permissions::from_mode(0o600),
+            )
+            .unwrap();
+            if is_root() {
+                let status = Command::new("chown")
+                    .args(["-R", "postgres:postgres"])
+                    .arg(&data)
+                    .status()
+                    .unwrap();
+                assert!(status.success());
+            }
+        }
         pg.start_server();
         pg
     }
@@ -122,11 +162,14 @@ impl Postgres {
 
     /// Start the server (again, after [`Postgres::stop`]).
     pub fn start_server(&self) {
-        let options = format!(
+        let mut options = format!(
             "-c listen_addresses=127.0.0.1 -p {} -k {} -c fsync=off -c max_connections=60",
             self.port,
             self.dir.display()
         );
+        if self.tls {
+            options += " -c ssl=on -c ssl_cert_file=server.pem -c ssl_key_file=server.key";
+        }
         self.run(
             "pg_ctl",
             &["-w", "-t", "60", "start"],

@@ -746,3 +746,49 @@ async fn postgres_transactions_follow_the_server() {
     );
     host.terminate();
 }
+
+/// TLS to PostgreSQL: with `sslmode=require` and the server's CA as
+/// `sslrootcert`, statements run over TLS (the server refuses anything
+/// else); without that CA the certificate is not trusted and every
+/// statement fails as `unavailable`, with the reason, while the host keeps
+/// serving.
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_over_tls_verifies_the_server() {
+    let pki_dir = scratch_dir("pg-pki");
+    let pki = pki::Pki::generate(&pki_dir, "postgres");
+    let pg = Postgres::start_tls("tls", &pki);
+    let receiver = Receiver::start().await;
+    let url = |extra: &str| {
+        format!(
+            "postgres://polytrace:${{{PASSWORD_VAR}}}@localhost:{}/postgres?sslmode=require{extra}",
+            pg.port
+        )
+    };
+    let trusted = probe(
+        &receiver,
+        &url(&format!("&sslrootcert={}", pki.ca.display())),
+        5000,
+        &[(PASSWORD_VAR, &pg.password)],
+    );
+    let r = get(&trusted.url("/sql-cost?n=3")).await;
+    assert_eq!(r.status, 200, "{}\n{}", r.body, trusted.log());
+    let encrypted = pg.psql(
+        "postgres",
+        "SELECT count(*) FROM pg_stat_ssl JOIN pg_stat_activity USING (pid) \
+         WHERE ssl AND usename = 'polytrace' AND pid <> pg_backend_pid()",
+    );
+    assert_ne!(encrypted, "0", "no TLS connection from the host");
+    trusted.terminate();
+
+    let untrusted = probe(&receiver, &url(""), 5000, &[(PASSWORD_VAR, &pg.password)]);
+    let r = get(&untrusted.url("/sql-cost?n=3")).await;
+    assert_eq!(r.status, 500, "{}", r.body);
+    let spans = receiver.trace(&r.trace_id(), 2).await;
+    let failed = spans
+        .iter()
+        .find(|s| s.kind == KIND_CLIENT)
+        .unwrap_or_else(|| panic!("{spans:#?}"));
+    assert_eq!(failed.attributes["error.type"], "unavailable");
+    assert!(failed.status_message.contains("certificate"), "{failed:#?}");
+    untrusted.terminate();
+}

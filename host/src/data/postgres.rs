@@ -51,13 +51,70 @@ pub struct Target {
     pub namespace: String,
     /// `postgres://user@address:port/namespace`, for messages.
     pub display: String,
+    /// TLS, when `sslmode` asks for it: the server's certificate verified
+    /// against the system's roots and, when given, `sslrootcert`'s.
+    pub tls: Option<Tls>,
+}
+
+/// TLS to a PostgreSQL server (`sslmode=require`, `verify-ca` or
+/// `verify-full`: all three verify the certificate and the host name).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tls {
+    /// Extra trusted CA certificates (PEM), `sslrootcert` resolved against
+    /// the manifest's directory.
+    pub root_cert: Option<std::path::PathBuf>,
+}
+
+impl Tls {
+    /// The trusted roots: the system's, and `root_cert`'s. Errors say
+    /// which file and why.
+    fn roots(&self) -> Result<rustls::RootCertStore, String> {
+        use rustls::pki_types::CertificateDer;
+        use rustls::pki_types::pem::PemObject;
+        let mut roots = rustls::RootCertStore::empty();
+        // Unreadable system certificates are skipped, as by other clients.
+        for cert in rustls_native_certs::load_native_certs().certs {
+            let _ = roots.add(cert);
+        }
+        if let Some(path) = &self.root_cert {
+            let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+                .and_then(|certs| certs.collect())
+                .map_err(|e| format!("sslrootcert `{}`: {e}", path.display()))?;
+            if certs.is_empty() {
+                return Err(format!(
+                    "sslrootcert `{}` holds no PEM certificate",
+                    path.display()
+                ));
+            }
+            for cert in certs {
+                roots
+                    .add(cert)
+                    .map_err(|e| format!("sslrootcert `{}`: {e}", path.display()))?;
+            }
+        }
+        Ok(roots)
+    }
+
+    fn connector(&self) -> Result<tokio_postgres_rustls::MakeRustlsConnect, String> {
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_root_certificates(self.roots()?)
+            .with_no_client_auth();
+        Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
+    }
 }
 
 impl Target {
     /// Parse a `postgres://` (or `postgresql://`) URL, its `${VAR}`s
-    /// already expanded. One host; the database name is required. Errors
-    /// never contain the password.
-    pub fn parse(url: &str) -> Result<Target, String> {
+    /// already expanded. One host; the database name is required.
+    /// `sslmode=require` (or `verify-ca`, `verify-full`) asks for TLS and
+    /// `sslrootcert=PATH` (relative to `dir`, the manifest's directory)
+    /// adds a trusted CA, as for libpq; other modes connect without TLS.
+    /// Errors never contain the password.
+    pub fn parse(url: &str, dir: &std::path::Path) -> Result<Target, String> {
+        let (url, tls) = split_tls(url, dir)?;
         let config: tokio_postgres::Config = url.parse().map_err(|e| {
             format!(
                 "not a PostgreSQL URL ({e}): write `postgres://USER:PASSWORD@HOST:PORT/DATABASE`"
@@ -90,26 +147,93 @@ impl Target {
             port,
             namespace,
             display,
+            tls,
         })
+    }
+
+    /// Whether the TLS settings hold: the `sslrootcert` file is there and
+    /// holds certificates. Checked at start.
+    pub fn check(&self) -> Result<(), String> {
+        match &self.tls {
+            Some(tls) => tls.roots().map(|_| ()),
+            None => Ok(()),
+        }
     }
 
     /// A pool for this database. Opens no connection: the first statement
     /// does.
     pub fn pool(&self) -> deadpool_postgres::Pool {
-        let manager = deadpool_postgres::Manager::from_config(
-            self.config.clone(),
-            tokio_postgres::NoTls,
-            deadpool_postgres::ManagerConfig {
-                // A connection that closed is replaced, not handed out.
-                recycling_method: deadpool_postgres::RecyclingMethod::Fast,
-            },
-        );
+        let config = deadpool_postgres::ManagerConfig {
+            // A connection that closed is replaced, not handed out.
+            recycling_method: deadpool_postgres::RecyclingMethod::Fast,
+        };
+        let manager = match self.tls.as_ref().map(Tls::connector) {
+            Some(Ok(tls)) => {
+                deadpool_postgres::Manager::from_config(self.config.clone(), tls, config)
+            }
+            Some(Err(why)) => {
+                // Checked at start; a file changed since fails each
+                // connection instead (TLS is required, never dropped).
+                tracing::error!(database = %self.display, "TLS: {why}");
+                let mut refused = self.config.clone();
+                refused.ssl_mode(tokio_postgres::config::SslMode::Require);
+                deadpool_postgres::Manager::from_config(refused, tokio_postgres::NoTls, config)
+            }
+            None => deadpool_postgres::Manager::from_config(
+                self.config.clone(),
+                tokio_postgres::NoTls,
+                config,
+            ),
+        };
         deadpool_postgres::Pool::builder(manager)
             .max_size(POOL_SIZE)
             .runtime(deadpool_postgres::Runtime::Tokio1)
             .build()
             .expect("a pool with a runtime and no hooks always builds")
     }
+}
+
+/// The URL without the parameters tokio-postgres does not take
+/// (`sslrootcert`, and `sslmode=verify-ca`/`verify-full`, read as
+/// `require`), and the TLS they ask for.
+fn split_tls(url: &str, dir: &std::path::Path) -> Result<(String, Option<Tls>), String> {
+    let Some((base, query)) = url.split_once('?') else {
+        return Ok((url.to_string(), None));
+    };
+    let mut kept = Vec::new();
+    let mut mode = None;
+    let mut root_cert = None;
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let value = percent_encoding::percent_decode_str(value)
+            .decode_utf8()
+            .map_err(|_| format!("`{key}` is not UTF-8"))?;
+        match key {
+            "sslrootcert" => root_cert = Some(dir.join(value.as_ref())),
+            "sslmode" => {
+                mode = Some(value.to_string());
+                let as_tokio = match value.as_ref() {
+                    "verify-ca" | "verify-full" => "require",
+                    other => other,
+                };
+                kept.push(format!("sslmode={as_tokio}"));
+            }
+            _ => kept.push(pair.to_string()),
+        }
+    }
+    let tls = match mode.as_deref() {
+        Some("require" | "verify-ca" | "verify-full") => Some(Tls { root_cert }),
+        _ if root_cert.is_some() => {
+            return Err("`sslrootcert` needs `sslmode=require` (or `verify-full`)".into());
+        }
+        _ => None,
+    };
+    let url = if kept.is_empty() {
+        base.to_string()
+    } else {
+        format!("{base}?{}", kept.join("&"))
+    };
+    Ok((url, tls))
 }
 
 /// A guest connection's state on PostgreSQL.
@@ -949,20 +1073,52 @@ mod tests {
 
     #[test]
     fn urls_parse_and_never_show_the_password() {
-        let t = Target::parse("postgres://app:s3cret@db.internal:6543/orders").unwrap();
+        let here = std::path::Path::new("/app");
+        let t = Target::parse("postgres://app:s3cret@db.internal:6543/orders", here).unwrap();
         assert_eq!(
             (t.address.as_str(), t.port, t.namespace.as_str()),
             ("db.internal", 6543, "orders")
         );
         assert_eq!(t.display, "postgres://app@db.internal:6543/orders");
         assert!(!format!("{t:?}").contains("s3cret"), "{t:?}");
-        let e = Target::parse("postgres://app:s3cret@db.internal:notaport/orders").unwrap_err();
+        let e =
+            Target::parse("postgres://app:s3cret@db.internal:notaport/orders", here).unwrap_err();
         assert!(!e.contains("s3cret"), "{e}");
         assert!(
-            Target::parse("postgres://app@db.internal")
+            Target::parse("postgres://app@db.internal", here)
                 .unwrap_err()
                 .contains("name the database")
         );
+    }
+
+    #[test]
+    fn tls_is_asked_for_by_sslmode() {
+        let dir = std::path::Path::new("/app");
+        let (url, tls) = split_tls(
+            "postgres://a@h/db?sslmode=verify-full&sslrootcert=ca.pem&application_name=x",
+            dir,
+        )
+        .unwrap();
+        assert_eq!(url, "postgres://a@h/db?sslmode=require&application_name=x");
+        assert_eq!(
+            tls,
+            Some(Tls {
+                root_cert: Some("/app/ca.pem".into())
+            })
+        );
+        let (url, tls) = split_tls("postgres://a@h/db?sslmode=prefer", dir).unwrap();
+        assert_eq!(
+            (url.as_str(), tls),
+            ("postgres://a@h/db?sslmode=prefer", None)
+        );
+        assert!(split_tls("postgres://a@h/db?sslrootcert=ca.pem", dir).is_err());
+        // The file must hold certificates: checked at start.
+        let target = Target::parse(
+            "postgres://a@h/db?sslmode=require&sslrootcert=/nonexistent.pem",
+            dir,
+        )
+        .unwrap();
+        assert!(target.check().unwrap_err().contains("/nonexistent.pem"));
     }
 
     #[test]

@@ -122,7 +122,7 @@ impl Database {
             } else {
                 expand_env(&url, true)?
             };
-            return Ok(Database::Postgres(Arc::new(Target::parse(&expanded)?)));
+            return Ok(Database::Postgres(Arc::new(Target::parse(&expanded, dir)?)));
         }
         let url = url.as_ref();
         if let Some(path) = url.strip_prefix("sqlite:") {
@@ -151,9 +151,11 @@ impl Database {
     /// exists and the path is not a directory. Checked at start, so that a
     /// wrong path is a start-up error rather than a failure per request.
     pub fn check(&self) -> Result<(), String> {
-        let Database::Sqlite { path, namespace } = self else {
-            // A server may be down at start and up later: checked per statement.
-            return Ok(());
+        let (path, namespace) = match self {
+            // A server may be down at start and up later: checked per
+            // statement; its TLS settings are checked now.
+            Database::Postgres(target) => return target.check(),
+            Database::Sqlite { path, namespace } => (path, namespace),
         };
         if path.is_dir() {
             return Err(format!("`{namespace}` is a directory, not an SQLite file"));
