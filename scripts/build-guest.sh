@@ -68,7 +68,8 @@ ensure_tools() { # paths...
 case "$language" in
   rust) ensure_tools "$root/wit/deps" ;;
   python) ensure_tools "$root/wit/deps" "$tools/venv/bin/componentize-py" ;;
-  javascript) ensure_tools "$root/wit/deps" "$root/tools/node_modules/@bytecodealliance/componentize-js" ;;
+  javascript) ensure_tools "$root/wit/deps" "$root/tools/node_modules/@bytecodealliance/componentize-js" \
+    "$tools/weval/bin/weval" ;;
   go) ensure_tools "$root/wit/deps" "$tools/venv/bin/go" "$tools/cargo/bin/wit-bindgen" "$tools/go/pkg" ;;
 esac
 
@@ -106,8 +107,17 @@ case "$language" in
     mv "$out.tmp" "$out"
     ;;
   javascript)
-    fresh "$src" "$root/guests/js" "$root/wit" "$root/scripts/js-guest.mjs" "$root/tools/package.json" && exit 0
-    echo "build: $name (componentize-js)" >&2
+    # Ahead-of-time compilation (componentize-js --aot): weval specializes
+    # StarlingMonkey's interpreter for the component's own functions at
+    # build time (docs/benchmarks.md: ~1.3-1.6x on JavaScript-bound work).
+    # POLYTRACE_JS_AOT=0 builds the plain interpreter instead.
+    weval="$tools/weval/bin/weval" aot=()
+    if [ "${POLYTRACE_JS_AOT:-1}" != 0 ]; then
+      aot=(--aot --weval-bin "$weval")
+    fi
+    fresh "$src" "$root/guests/js" "$root/wit" "$root/scripts/js-guest.mjs" "$root/tools/package.json" \
+      ${aot[0]:+"$weval"} && [ "$(cat "$work.mode" 2>/dev/null)" = "aot=${#aot[@]}" ] && exit 0
+    echo "build: $name (componentize-js${aot[0]:+, ahead-of-time})" >&2
     # The SDK sits next to the entry module: StarlingMonkey resolves relative
     # imports from the entry module's directory while it pre-initializes.
     rm -rf "$work" && mkdir -p "$work" && cp -R "$src/." "$work/"
@@ -148,8 +158,9 @@ case "$language" in
       entry=bundle.js
     fi
     step componentize-js node "$root/tools/node_modules/@bytecodealliance/componentize-js/src/cli.js" \
-      "$work/$entry" -w "$root/wit" -n polytrace:telemetry/service -o "$out.tmp"
+      "$work/$entry" -w "$root/wit" -n polytrace:telemetry/service "${aot[@]}" -o "$out.tmp"
     mv "$out.tmp" "$out"
+    echo "aot=${#aot[@]}" >"$work.mode"
     ;;
   go)
     fresh "$src" "$root/guests/go" "$root/wit" && exit 0

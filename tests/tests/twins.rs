@@ -5,8 +5,9 @@
 //! alone). Asked the same requests, both sides give traces of the same
 //! shape: services, span names, kinds, nesting, status, the app's
 //! attributes, `http.route`, the response status and where exceptions are
-//! recorded. Go has no twin here: its official SDK cannot be fetched on
-//! this machine (no Go module proxy).
+//! recorded. Go has no twin here: the Go module proxy cannot be reached
+//! from this machine, and Debian's official Go SDK (1.1.0) predates the
+//! stable metrics API examples/go-nethttp uses.
 
 use polytrace_tests::*;
 use std::io::{BufRead, BufReader};
