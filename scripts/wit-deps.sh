@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Populate wit/deps with the WASI 0.2 WIT packages shipped inside the
 # `wasip2` crate from crates.io, renumbered to 0.2.10 (the version the
-# `polytrace:telemetry/service` world includes). Generated, never committed.
+# `polytrace:telemetry/service` world includes), and wasi:keyvalue
+# 0.2.0-draft as wasmtime ships it (the `wasmtime-wasi-keyvalue` crate,
+# named in tools/go-assets/Cargo.toml). Generated, never committed.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 out="$root/wit/deps"
@@ -11,7 +13,12 @@ src="$(cargo metadata --quiet --format-version 1 --manifest-path "$manifest" \
 m=json.load(sys.stdin)
 p=[p for p in m["packages"] if p["name"]=="wasip2"]
 print(os.path.join(os.path.dirname(p[0]["manifest_path"]),"wit","deps"))')"
-if [ -f "$out/.source" ] && [ "$(cat "$out/.source")" = "$src" ]; then exit 0; fi
+kv="$(cargo metadata --quiet --format-version 1 --manifest-path "$root/tools/go-assets/Cargo.toml" \
+  | python3 -c 'import json,sys,os
+m=json.load(sys.stdin)
+p=[p for p in m["packages"] if p["name"]=="wasmtime-wasi-keyvalue"]
+print(os.path.join(os.path.dirname(p[0]["manifest_path"]),"wit","deps","keyvalue"))')"
+if [ -f "$out/.source" ] && [ "$(cat "$out/.source")" = "$src $kv" ]; then exit 0; fi
 rm -rf "$out"; mkdir -p "$out"
 # Renumber to 0.2.10 and leave out what was added after 0.2.10 (items marked
 # `@since(version = 0.2.11)` or later, all single-line declarations today).
@@ -35,4 +42,6 @@ for f in sorted(src.glob("*.wit")):
     (out / f.stem).mkdir(parents=True, exist_ok=True)
     (out / f.stem / f"{f.stem}.wit").write_text("\n".join(kept) + "\n")
 PY
-echo "$src" > "$out/.source"
+mkdir -p "$out/keyvalue"
+cp "$kv"/*.wit "$out/keyvalue/"
+echo "$src $kv" > "$out/.source"

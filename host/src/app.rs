@@ -39,6 +39,8 @@ pub struct LoadedComponent {
     pub config: ComponentConfig,
     /// The databases its manifest grants it.
     sql: Arc<crate::data::sql::Grants>,
+    /// The key-value stores its manifest grants it.
+    keyvalue: Arc<crate::data::kv::Grants>,
     pre: ProxyPre<InstanceState>,
     pool: InstancePool,
 }
@@ -82,6 +84,11 @@ pub fn load_components(
         for (name, database) in &c.sql {
             if let Err(why) = database.check() {
                 problems.push(manifest.component_problem(c, format!("sql.{name}: {why}")));
+            }
+        }
+        for (name, store) in &c.keyvalue {
+            if let Err(why) = store.check() {
+                problems.push(manifest.component_problem(c, format!("keyvalue.{name}: {why}")));
             }
         }
         let id = c.id.clone();
@@ -129,6 +136,7 @@ impl App {
             .map(|(config, pre)| LoadedComponent {
                 pool: InstancePool::new(&config),
                 sql: Arc::new(crate::data::sql::Grants::new(&config.sql)),
+                keyvalue: Arc::new(crate::data::kv::Grants::new(&config.keyvalue)),
                 config,
                 pre,
             })
@@ -367,6 +375,7 @@ impl App {
                 component.config.memory_bytes,
                 &self.telemetry.logs,
                 component.sql.clone(),
+                component.keyvalue.clone(),
             );
             let mut store = Store::new(&self.runtime.engine, state);
             store.limiter(|s| &mut s.limits);

@@ -55,6 +55,8 @@ pub struct InstanceState {
     no_request: NoRequest,
     /// The databases the component's manifest grants it.
     sql: Arc<crate::data::sql::Grants>,
+    /// The key-value stores the component's manifest grants it.
+    keyvalue: Arc<crate::data::kv::Grants>,
 }
 
 /// What belongs to one request inside an instance.
@@ -78,6 +80,7 @@ impl InstanceState {
         memory_bytes: u64,
         logs: &Arc<Logs>,
         sql: Arc<crate::data::sql::Grants>,
+        keyvalue: Arc<crate::data::kv::Grants>,
     ) -> InstanceState {
         let current = CurrentSpan::new(&opentelemetry::trace::SpanContext::empty_context());
         let stdout = GuestOutput::stdout(logs.clone(), component, current.clone());
@@ -103,6 +106,7 @@ impl InstanceState {
             request: None,
             no_request: NoRequest,
             sql,
+            keyvalue,
         }
     }
 
@@ -181,6 +185,11 @@ impl InstanceState {
     /// The databases the component may open.
     pub fn sql_grants(&self) -> &crate::data::sql::Grants {
         &self.sql
+    }
+
+    /// The key-value stores the component may open.
+    pub fn kv_grants(&self) -> &crate::data::kv::Grants {
+        &self.keyvalue
     }
 
     /// Resource handles the instance holds now.

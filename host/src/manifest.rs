@@ -87,6 +87,9 @@ pub struct Component {
     pub env: BTreeMap<String, String>,
     /// The SQL databases it may open, by the name it opens them by.
     pub sql: BTreeMap<String, crate::data::sql::Database>,
+    /// The key-value stores it may open (`wasi:keyvalue` `store.open`),
+    /// by the identifier it opens them by.
+    pub keyvalue: BTreeMap<String, crate::data::kv::Store>,
     pub build: Option<String>,
     pub timeout: Duration,
     pub memory_bytes: u64,
@@ -355,6 +358,8 @@ struct RawComponent {
     env: BTreeMap<String, String>,
     #[serde(default)]
     sql: BTreeMap<String, Spanned<String>>,
+    #[serde(default)]
+    keyvalue: BTreeMap<String, Spanned<String>>,
     build: Option<String>,
     listen: Option<Spanned<String>>,
     isolation: Option<Spanned<String>>,
@@ -628,6 +633,29 @@ impl Manifest {
                     Err(m) => problem(at(url.span()), Some(&id), format!("sql.{name}: {m}")),
                 }
             }
+            let mut keyvalue = BTreeMap::new();
+            for (name, value) in &c.keyvalue {
+                if name.is_empty()
+                    || !name
+                        .chars()
+                        .all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == '-')
+                {
+                    problem(
+                        at(value.span()),
+                        Some(&id),
+                        format!(
+                            "keyvalue: `{name}` is not a store name: use letters, digits, `_` and `-`"
+                        ),
+                    );
+                    continue;
+                }
+                match crate::data::kv::Store::parse(value.get_ref(), &dir) {
+                    Ok(store) => {
+                        keyvalue.insert(name.clone(), store);
+                    }
+                    Err(m) => problem(at(value.span()), Some(&id), format!("keyvalue.{name}: {m}")),
+                }
+            }
             components.push(Component {
                 id,
                 source: dir.join(source),
@@ -639,6 +667,7 @@ impl Manifest {
                 propagation,
                 env: c.env.clone(),
                 sql,
+                keyvalue,
                 build: c.build.clone(),
                 timeout,
                 memory_bytes: memory_mb * 1024 * 1024,

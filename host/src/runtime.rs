@@ -93,6 +93,7 @@ impl Runtime {
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
         Imports::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
+        crate::data::kv::KeyValueImports::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
 
         let ticker = engine.weak();
         std::thread::Builder::new()
