@@ -36,6 +36,7 @@ build javascript hono_sessions       examples/hono-sessions
 build rust       rust_otel           examples/rust-otel
 build python     sql_orders          examples/sql-orders/orders
 build python     sql_probe           tests/guests/sql-probe
+build python     kv_probe            tests/guests/kv-probe
 build javascript sql_reports         examples/sql-orders/reports
 build go         sql_audit           examples/sql-orders/audit
 build rust       sql_stock           examples/sql-orders/stock

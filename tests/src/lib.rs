@@ -4,6 +4,7 @@
 
 pub mod pki;
 pub mod postgres;
+pub mod redis;
 pub mod tree;
 
 use bytes::Bytes;

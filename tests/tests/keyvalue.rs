@@ -1,0 +1,264 @@
+//! Key-value stores supplied by the host (`wasi:keyvalue`), through
+//! `polytrace.keyvalue` in a Python component (tests/guests/kv-probe),
+//! against the embedded store and a real Redis server: the operations'
+//! results, their CLIENT spans and duration metric, the refusals (a store
+//! not granted, a 1 MiB key) and the faults (Redis stopped mid-run).
+
+use polytrace_tests::redis::Redis;
+use polytrace_tests::*;
+use serde_json::json;
+use std::path::Path;
+
+/// The probe with the store `cache` at `store` (and `other` nowhere).
+fn up(dir: &Path, receiver: &Receiver, store: &str, env: &[(&str, &str)]) -> Polytrace {
+    let manifest = format!(
+        "app = \"kv\"\nversion = \"0.1.0\"\n\n[[component]]\nid = \"probe\"\n\
+         source = \"{}\"\nroute = \"/...\"\nlanguage = \"python\"\n\
+         keyvalue = {{ cache = \"{store}\" }}\n\
+         limits = {{ memory_mb = 256, request_timeout_ms = 10000 }}\n",
+        component("kv_probe").display()
+    );
+    std::fs::write(dir.join("polytrace.toml"), manifest).unwrap();
+    Polytrace::up_dir(dir, receiver, "http/protobuf", env)
+}
+
+async fn ops(host: &Polytrace, ops: serde_json::Value) -> Response {
+    let r = request(
+        "POST",
+        &host.url("/ops?store=cache"),
+        &[("content-type", "application/json")],
+        &ops.to_string(),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    r
+}
+
+/// The same operations give the same answers and the same spans on either
+/// backend (but for `db.system.name`, `db.namespace` and the server).
+async fn operations_are_traced(host: &Polytrace, receiver: &Receiver, system: &str) {
+    let r = ops(
+        host,
+        json!([
+            ["set", "session:s-1", "alice-secret-value"],
+            ["get", "session:s-1"],
+            ["exists", "session:s-1"],
+            ["exists", "nobody"],
+            ["increment", "visits", 5],
+            ["increment", "visits"],
+            ["get_many", ["session:s-1", "visits", "nobody"]],
+            ["set_many", {"a": "1", "b": "2"}],
+            ["keys"],
+            ["delete_many", ["a", "b"]],
+            ["delete", "session:s-1"],
+            ["get", "session:s-1"],
+        ]),
+    )
+    .await;
+    let setup = r.json();
+    assert_eq!(
+        setup,
+        json!([
+            null,
+            "alice-secret-value",
+            true,
+            false,
+            5,
+            6,
+            {"session:s-1": "alice-secret-value", "visits": "6", "nobody": null},
+            null,
+            ["a", "b", "session:s-1", "visits"],
+            null,
+            null,
+            null
+        ]),
+        "{setup}"
+    );
+    // 12 operations under the SERVER span.
+    let spans = receiver.trace(&r.trace_id(), 13).await;
+    let server = spans.iter().find(|s| s.kind == KIND_SERVER).unwrap();
+    let names: Vec<&str> = spans
+        .iter()
+        .filter(|s| s.kind == KIND_CLIENT)
+        .map(|s| s.name.as_str())
+        .collect();
+    for name in [
+        "SET cache",
+        "GET cache",
+        "EXISTS cache",
+        "INCRBY cache",
+        "MGET cache",
+        "MSET cache",
+        "SCAN cache",
+        "DEL cache",
+    ] {
+        assert!(names.contains(&name), "{name} in {names:?}");
+    }
+    let read = spans.iter().find(|s| s.name == "GET cache").unwrap();
+    assert_eq!(read.kind, KIND_CLIENT);
+    assert_eq!(read.parent_span_id, server.span_id);
+    for (key, value) in [
+        ("db.system.name", system),
+        ("db.collection.name", "cache"),
+        ("db.operation.name", "GET"),
+        ("db.query.text", "GET ?"),
+    ] {
+        assert_eq!(read.attributes[key], value, "{key}: {read:#?}");
+    }
+    let mget = spans.iter().find(|s| s.name == "MGET cache").unwrap();
+    assert_eq!(mget.attributes["db.operation.batch.size"], 3);
+    // Neither keys nor values reach the trace.
+    let everything = format!("{spans:?}");
+    for secret in ["alice-secret-value", "session:s-1"] {
+        assert!(!everything.contains(secret), "{secret}: {everything}");
+    }
+    receiver
+        .wait_metric("probe", "db.client.operation.duration", |points| {
+            points.iter().any(|p| {
+                p.kind == "histogram"
+                    && p.unit == "s"
+                    && p.attr("db.system.name").is_some_and(|v| v == system)
+                    && p.attr("db.operation.name").is_some_and(|v| v == "INCRBY")
+            })
+        })
+        .await;
+
+    // A store the manifest does not grant: refused, an Error span.
+    let r = ops(host, json!([["open", "other"]])).await;
+    assert_eq!(r.json()[0]["error"], "access-denied", "{}", r.body);
+    let spans = receiver.trace(&r.trace_id(), 2).await;
+    let open = spans.iter().find(|s| s.name == "open other").unwrap();
+    assert_eq!(open.status_code, STATUS_ERROR);
+    assert_eq!(open.attributes["error.type"], "access-denied");
+
+    // A 1 MiB key: refused before the store, an Error span; the same
+    // instance goes on.
+    let r = get(&host.url("/big-key?store=cache")).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()[0]["error"], "too-large", "{}", r.body);
+    assert_eq!(r.json()[3], "ok", "{}", r.body);
+    let spans = receiver.trace(&r.trace_id(), 5).await;
+    let refused = spans.iter().find(|s| s.name == "SET cache").unwrap();
+    assert_eq!(refused.status_code, STATUS_ERROR);
+    assert_eq!(refused.attributes["error.type"], "too-large");
+    assert!(!format!("{spans:?}").contains("kkkkkkkk"));
+}
+
+/// The embedded store (a SQLite file beside the manifest): every
+/// operation, traced; what was set is still there after a restart.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_embedded_store_is_traced_and_keeps_its_values() {
+    let receiver = Receiver::start().await;
+    let dir = scratch_dir("kv-embedded");
+    let host = up(&dir, &receiver, "sqlite:cache.db", &[]);
+    operations_are_traced(&host, &receiver, "sqlite").await;
+    let r = ops(&host, json!([["set", "kept", "yes"]])).await;
+    let spans = receiver.trace(&r.trace_id(), 2).await;
+    let set = spans.iter().find(|s| s.name == "SET cache").unwrap();
+    assert_eq!(set.attributes["db.namespace"], "cache.db");
+    drop(host);
+
+    let host = up(&dir, &receiver, "sqlite:cache.db", &[]);
+    let r = ops(&host, json!([["get", "kept"], ["get", "visits"]])).await;
+    assert_eq!(r.json(), json!(["yes", "6"]));
+}
+
+/// Redis: the same operations and spans (with the server's address and
+/// the database index); a server error (`WRONGTYPE`) is the span's
+/// status code; with the server stopped the guest gets `unavailable` and
+/// the host keeps serving; once it is back, so is everything it
+/// acknowledged. The password is in no span and no log line.
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_is_traced_the_same_way_and_survives_a_restart() {
+    let redis = Redis::start("kv");
+    let receiver = Receiver::start().await;
+    let dir = scratch_dir("kv-redis");
+    let url = format!(
+        "redis://:${{KV_TEST_REDIS_PASSWORD}}@127.0.0.1:{}/0",
+        redis.port
+    );
+    let host = up(
+        &dir,
+        &receiver,
+        &url,
+        &[("KV_TEST_REDIS_PASSWORD", &redis.password)],
+    );
+    operations_are_traced(&host, &receiver, "redis").await;
+    assert_eq!(redis.cli(&["GET", "visits"]), "6");
+
+    let r = ops(&host, json!([["get", "kept"]])).await;
+    let spans = receiver.trace(&r.trace_id(), 2).await;
+    let get_span = spans.iter().find(|s| s.name == "GET cache").unwrap();
+    assert_eq!(get_span.attributes["db.namespace"], "0");
+    assert_eq!(get_span.attributes["server.address"], "127.0.0.1");
+    assert_eq!(get_span.attributes["server.port"], i64::from(redis.port));
+
+    // A value of another Redis type: the server's error, as Redis says it.
+    redis.cli(&["RPUSH", "a-list", "x"]);
+    let r = ops(&host, json!([["get", "a-list"]])).await;
+    assert_eq!(r.json()[0]["error"], "data", "{}", r.body);
+    let spans = receiver.trace(&r.trace_id(), 2).await;
+    let wrong = spans.iter().find(|s| s.name == "GET cache").unwrap();
+    assert_eq!(wrong.status_code, STATUS_ERROR);
+    assert_eq!(wrong.attributes["db.response.status_code"], "WRONGTYPE");
+    assert_eq!(wrong.attributes["error.type"], "WRONGTYPE");
+
+    // Acknowledged, then the server goes away.
+    let r = ops(
+        &host,
+        json!([["set", "acknowledged", "1"], ["increment", "count", 3]]),
+    )
+    .await;
+    assert_eq!(r.json(), json!([null, 3]));
+    redis.stop();
+    let r = ops(&host, json!([["get", "acknowledged"]])).await;
+    assert_eq!(r.json()[0]["error"], "unavailable", "{}", r.body);
+    let spans = receiver.trace(&r.trace_id(), 2).await;
+    let down = spans.iter().find(|s| s.name == "GET cache").unwrap();
+    assert_eq!(down.status_code, STATUS_ERROR);
+    assert_eq!(down.attributes["error.type"], "unavailable");
+    assert_eq!(get(&host.url("/big-key")).await.status, 200);
+
+    redis.start_server();
+    let mut back = json!(null);
+    for _ in 0..100 {
+        let r = ops(&host, json!([["get", "acknowledged"], ["get", "count"]])).await;
+        back = r.json();
+        if back == json!(["1", "3"]) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(back, json!(["1", "3"]));
+
+    let (_, log) = host.terminate();
+    let everything = format!("{:?}{log}", receiver.spans());
+    assert!(!everything.contains(&redis.password), "the password leaked");
+}
+
+/// Bad grants are start-up errors naming the store, without credentials.
+#[test]
+fn bad_grants_are_refused_at_start() {
+    let dir = scratch_dir("kv-bad-grants");
+    std::fs::write(
+        dir.join("polytrace.toml"),
+        format!(
+            "app = \"kv\"\nversion = \"0.1.0\"\n\n[[component]]\nid = \"probe\"\n\
+             source = \"{}\"\nroute = \"/...\"\n\
+             keyvalue = {{ cache = \"memcached://user:hunter2@x\", \"bad name\" = \"sqlite:x.db\", deep = \"sqlite:no/such/dir/x.db\" }}\n",
+            component("kv_probe").display()
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(polytrace_bin())
+        .args(["check"])
+        .arg(dir.join("polytrace.toml"))
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("keyvalue.cache"), "{text}");
+    assert!(text.contains("`bad name` is not a store name"), "{text}");
+    assert!(!text.contains("hunter2"), "{text}");
+}
