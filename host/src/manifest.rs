@@ -612,11 +612,7 @@ impl Manifest {
             };
             let mut sql = BTreeMap::new();
             for (name, url) in &c.sql {
-                if name.is_empty()
-                    || !name
-                        .chars()
-                        .all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == '-')
-                {
+                if !is_grant_name(name) {
                     problem(
                         at(url.span()),
                         Some(&id),
@@ -635,11 +631,7 @@ impl Manifest {
             }
             let mut keyvalue = BTreeMap::new();
             for (name, value) in &c.keyvalue {
-                if name.is_empty()
-                    || !name
-                        .chars()
-                        .all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == '-')
-                {
+                if !is_grant_name(name) {
                     problem(
                         at(value.span()),
                         Some(&id),
@@ -750,6 +742,15 @@ fn location(text: &str, offset: usize) -> Location {
         .map_or(before.len(), |i| before.len() - i - 1)
         + 1;
     Location { line, column }
+}
+
+/// Whether `name` may name a granted database or key-value store: ASCII
+/// letters, digits, `_` and `-`, at least one.
+fn is_grant_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == '-')
 }
 
 #[cfg(test)]
