@@ -23,6 +23,9 @@ import * as wmetrics from 'polytrace:telemetry/metrics@0.1.0';
 import * as wlogs from 'polytrace:telemetry/logs@0.1.0';
 import * as wserver from 'polytrace:telemetry/server@0.1.0';
 import * as wsql from 'polytrace:telemetry/sql@0.1.0';
+import * as kvStore from 'wasi:keyvalue/store@0.2.0-draft';
+import * as kvAtomics from 'wasi:keyvalue/atomics@0.2.0-draft';
+import * as kvBatch from 'wasi:keyvalue/batch@0.2.0-draft';
 
 const DISPOSE = Symbol.dispose || Symbol.for('dispose');
 const KINDS = new Set(['internal', 'server', 'client', 'producer', 'consumer']);
@@ -770,6 +773,129 @@ export class Client {
 /** SQL through the host: `sql.connect('orders')` is a {@link Client}. */
 export const sql = {
   connect: (name) => new Client(name),
+};
+
+// ---- Key-value stores -------------------------------------------------------
+
+const KV_KINDS = new Set(['unavailable', 'timeout', 'too-large', 'data', 'other']);
+
+/** A failed key-value operation: `kind` is `access-denied`,
+ * `no-such-store`, `unavailable`, `timeout`, `too-large`, `data` or `other`. */
+export class KeyValueError extends Error {
+  constructor(kind, message) {
+    super(message);
+    this.name = 'KeyValueError';
+    this.kind = kind;
+  }
+}
+
+function kvError(e) {
+  const p = e?.payload ?? e;
+  if (p?.tag === 'access-denied') return new KeyValueError('access-denied', 'this key-value store is not granted to the component');
+  if (p?.tag === 'no-such-store') return new KeyValueError('no-such-store', 'no such key-value store');
+  const text = String(p?.val ?? p?.message ?? p);
+  const at = text.indexOf(': ');
+  if (at > 0 && KV_KINDS.has(text.slice(0, at))) return new KeyValueError(text.slice(0, at), text.slice(at + 2));
+  return new KeyValueError('other', text);
+}
+
+/** Run one host call of a store: the host's current span first, errors as KeyValueError. */
+function kvCall(f) {
+  flush();
+  try {
+    return f();
+  } catch (e) {
+    throw kvError(e);
+  }
+}
+
+function kvBytes(value) {
+  if (typeof value === 'string') return ENCODER.encode(value);
+  if (value instanceof Uint8Array) return value;
+  if (value instanceof ArrayBuffer) return new Uint8Array(value);
+  throw new TypeError(`a key-value value is a string or bytes, not ${typeof value}`);
+}
+
+/**
+ * A key-value store the manifest grants (`keyvalue = { sessions = ... }`),
+ * in the shape of node-redis's commands, every method async: `get` gives
+ * the value as text (UTF-8) or null, `getBytes` as a Uint8Array; values
+ * set may be strings or bytes. The host traces every operation (a CLIENT
+ * span `GET sessions` under the current span; keys and values never
+ * recorded). Failures reject with a {@link KeyValueError}.
+ */
+export class KeyValueStore {
+  constructor(name) {
+    this.name = String(name);
+    this._bucket = kvCall(() => kvStore.open(this.name));
+  }
+
+  async getBytes(key) {
+    return kvCall(() => this._bucket.get(String(key))) ?? null;
+  }
+
+  async get(key) {
+    const value = await this.getBytes(key);
+    return value === null ? null : DECODER.decode(value);
+  }
+
+  async set(key, value) {
+    kvCall(() => this._bucket.set(String(key), kvBytes(value)));
+  }
+
+  async delete(key) {
+    kvCall(() => this._bucket.delete(String(key)));
+  }
+
+  async exists(key) {
+    return kvCall(() => this._bucket.exists(String(key)));
+  }
+
+  /** Add `by` (0 or more) to the integer at `key`, atomically: the new value. */
+  async increment(key, by = 1) {
+    if (!Number.isSafeInteger(by) || by < 0) throw new RangeError('an increment is an integer of 0 or more');
+    return Number(kvCall(() => kvAtomics.increment(this._bucket, String(key), BigInt(by))));
+  }
+
+  /** The values of `keys` as text, in one operation: `{ key: value or null }`. */
+  async getMany(keys) {
+    const list = Array.from(keys, String);
+    const found = kvCall(() => kvBatch.getMany(this._bucket, list));
+    const out = Object.fromEntries(list.map((k) => [k, null]));
+    for (const pair of found) if (pair) out[pair[0]] = DECODER.decode(pair[1]);
+    return out;
+  }
+
+  /** Set every key of `values` (an object or a Map) in one operation. */
+  async setMany(values) {
+    const entries = values instanceof Map ? [...values] : Object.entries(values);
+    kvCall(() => kvBatch.setMany(this._bucket, entries.map(([k, v]) => [String(k), kvBytes(v)])));
+  }
+
+  async deleteMany(keys) {
+    kvCall(() => kvBatch.deleteMany(this._bucket, Array.from(keys, String)));
+  }
+
+  /** Every key, a page at a time (in no promised order). */
+  async *keys() {
+    let cursor;
+    do {
+      const page = kvCall(() => this._bucket.listKeys(cursor));
+      yield* page.keys;
+      cursor = page.cursor;
+    } while (cursor !== undefined);
+  }
+
+  /** Drop the store's handle now (the host drops it with the instance). */
+  close() {
+    this._bucket?.[DISPOSE]?.();
+    this._bucket = undefined;
+  }
+}
+
+/** Key-value stores through the host: `keyvalue.open('sessions')` is a {@link KeyValueStore}. */
+export const keyvalue = {
+  open: (name) => new KeyValueStore(name),
 };
 
 // A module that must see each request served by serve() (polytrace-otel.js

@@ -1,22 +1,43 @@
-//! Key-value stores supplied by the host (`wasi:keyvalue`), through
-//! `polytrace.keyvalue` in a Python component (tests/guests/kv-probe),
-//! against the embedded store and a real Redis server: the operations'
-//! results, their CLIENT spans and duration metric, the refusals (a store
-//! not granted, a 1 MiB key) and the faults (Redis stopped mid-run).
+//! Key-value stores supplied by the host (`wasi:keyvalue`), through each
+//! language's client (tests/guests/kv-probe*: Python `polytrace.keyvalue`,
+//! JavaScript `keyvalue` from polytrace.js, Go `polytrace/keyvalue`, Rust
+//! `polytrace_guest::keyvalue`), against the embedded store and a real
+//! Redis server: the operations' results, their CLIENT spans and duration
+//! metric (the same in every language), the refusals (a store not granted,
+//! a 1 MiB key) and the faults (Redis stopped mid-run).
 
 use polytrace_tests::redis::Redis;
 use polytrace_tests::*;
 use serde_json::json;
 use std::path::Path;
 
-/// The probe with the store `cache` at `store` (and `other` nowhere).
+/// The probes: component and language.
+const PROBES: [(&str, &str); 4] = [
+    ("kv_probe", "python"),
+    ("kv_probe_js", "javascript"),
+    ("kv_probe_go", "go"),
+    ("kv_probe_rust", "rust"),
+];
+
+/// The Python probe with the store `cache` at `store` (and `other` nowhere).
 fn up(dir: &Path, receiver: &Receiver, store: &str, env: &[(&str, &str)]) -> Polytrace {
+    up_probe(dir, receiver, PROBES[0], store, env)
+}
+
+/// `probe` with the store `cache` at `store`.
+fn up_probe(
+    dir: &Path,
+    receiver: &Receiver,
+    (wasm, language): (&str, &str),
+    store: &str,
+    env: &[(&str, &str)],
+) -> Polytrace {
     let manifest = format!(
         "app = \"kv\"\nversion = \"0.1.0\"\n\n[[component]]\nid = \"probe\"\n\
-         source = \"{}\"\nroute = \"/...\"\nlanguage = \"python\"\n\
+         source = \"{}\"\nroute = \"/...\"\nlanguage = \"{language}\"\n\
          keyvalue = {{ cache = \"{store}\" }}\n\
          limits = {{ memory_mb = 256, request_timeout_ms = 10000 }}\n",
-        component("kv_probe").display()
+        component(wasm).display()
     );
     std::fs::write(dir.join("polytrace.toml"), manifest).unwrap();
     Polytrace::up_dir(dir, receiver, "http/protobuf", env)
@@ -145,10 +166,16 @@ async fn operations_are_traced(host: &Polytrace, receiver: &Receiver, system: &s
 }
 
 /// The embedded store (a SQLite file beside the manifest): every
-/// operation, traced; what was set is still there after a restart.
+/// operation, traced the same way from every language; what was set is
+/// still there after a restart.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_embedded_store_is_traced_and_keeps_its_values() {
     let receiver = Receiver::start().await;
+    for probe in &PROBES[1..] {
+        let dir = scratch_dir(&format!("kv-embedded-{}", probe.1));
+        let host = up_probe(&dir, &receiver, *probe, "sqlite:cache.db", &[]);
+        operations_are_traced(&host, &receiver, "sqlite").await;
+    }
     let dir = scratch_dir("kv-embedded");
     let host = up(&dir, &receiver, "sqlite:cache.db", &[]);
     operations_are_traced(&host, &receiver, "sqlite").await;
@@ -172,6 +199,17 @@ async fn the_embedded_store_is_traced_and_keeps_its_values() {
 async fn redis_is_traced_the_same_way_and_survives_a_restart() {
     let redis = Redis::start("kv");
     let receiver = Receiver::start().await;
+    // Every other language on a database of its own (1, 2, 3).
+    for (index, probe) in PROBES.iter().enumerate().skip(1) {
+        let dir = scratch_dir(&format!("kv-redis-{}", probe.1));
+        let url = redis.url(index as u32);
+        let host = up_probe(&dir, &receiver, *probe, &url, &[]);
+        operations_are_traced(&host, &receiver, "redis").await;
+        let r = ops(&host, json!([["exists", "visits"]])).await;
+        let spans = receiver.trace(&r.trace_id(), 2).await;
+        let exists = spans.iter().find(|s| s.name == "EXISTS cache").unwrap();
+        assert_eq!(exists.attributes["db.namespace"], index.to_string());
+    }
     let dir = scratch_dir("kv-redis");
     let url = format!(
         "redis://:${{KV_TEST_REDIS_PASSWORD}}@127.0.0.1:{}/0",

@@ -18,6 +18,7 @@
 pub mod http;
 pub mod logs;
 pub mod metrics;
+pub mod keyvalue;
 pub mod sql;
 #[cfg(feature = "opentelemetry")]
 pub mod otel;
