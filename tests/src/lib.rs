@@ -3,6 +3,26 @@
 //! started as a child process, and a plain HTTP client.
 
 pub mod pki;
+
+/// A new temporary directory for a database server `kind` started by test
+/// `name`, and a free port on 127.0.0.1 for it.
+pub(crate) fn server_dir_and_port(kind: &str, name: &str) -> (PathBuf, u16) {
+    let dir = std::env::temp_dir().join(format!(
+        "polytrace-{kind}-{name}-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    (dir, port)
+}
 pub mod postgres;
 pub mod redis;
 pub mod tree;

@@ -57,20 +57,7 @@ impl Postgres {
     }
 
     fn create(name: &str, pki: Option<&crate::pki::Pki>) -> Postgres {
-        let dir = std::env::temp_dir().join(format!(
-            "polytrace-pg-{name}-{}-{}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let (dir, port) = crate::server_dir_and_port("pg", name);
         let password = format!("pw-{}-{port}", std::process::id());
         std::fs::write(dir.join("pwfile"), &password).unwrap();
         let pg = Postgres {

@@ -22,20 +22,7 @@ pub struct Redis {
 impl Redis {
     /// Start a server; panics with its log when it does not answer.
     pub fn start(name: &str) -> Redis {
-        let dir = std::env::temp_dir().join(format!(
-            "polytrace-redis-{name}-{}-{}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let (dir, port) = crate::server_dir_and_port("redis", name);
         let redis = Redis {
             dir,
             child: Mutex::new(None),

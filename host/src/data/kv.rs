@@ -160,18 +160,7 @@ impl Store {
     pub fn check(&self) -> Result<(), String> {
         match self {
             Store::Redis(_) => Ok(()),
-            Store::Embedded { path, namespace } => {
-                if path.is_dir() {
-                    return Err(format!("`{namespace}` is a directory, not a file"));
-                }
-                match path.parent() {
-                    Some(dir) if !dir.as_os_str().is_empty() && !dir.is_dir() => Err(format!(
-                        "the directory of `{namespace}` ({}) does not exist",
-                        dir.display()
-                    )),
-                    _ => Ok(()),
-                }
-            }
+            Store::Embedded { path, namespace } => super::sql::check_file(path, namespace),
         }
     }
 
@@ -536,23 +525,6 @@ impl InstanceState {
             .record(started.elapsed().as_secs_f64(), &metric_attrs);
         Ok(result.map_err(|f| f.to_wit()))
     }
-
-    /// An Error CLIENT span for a store the component may not open.
-    fn trace_kv_refusal(&mut self, name: &str, message: &str) -> wasmtime::Result<()> {
-        let (telemetry, _) = self.telemetry_and_table()?;
-        let trace = &telemetry.trace;
-        let parent = trace.current().clone();
-        let mut span = start_span(
-            trace.tracer(),
-            format!("open {name}"),
-            SpanKind::Client,
-            vec![KeyValue::new("error.type", "access-denied")],
-            Some(&parent),
-        );
-        span.set_status(Status::error(message.to_string()));
-        span.end();
-        Ok(())
-    }
 }
 
 /// Run one Redis command within the deadline.
@@ -594,7 +566,7 @@ impl store::Host for InstanceState {
                     granted.join(", ")
                 )
             };
-            self.trace_kv_refusal(&identifier, &message)?;
+            self.trace_refusal(&identifier, "access-denied", &message)?;
             return Ok(Err(store::Error::AccessDenied));
         };
         let open_now = self

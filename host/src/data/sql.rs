@@ -157,16 +157,7 @@ impl Database {
             Database::Postgres(target) => return target.check(),
             Database::Sqlite { path, namespace } => (path, namespace),
         };
-        if path.is_dir() {
-            return Err(format!("`{namespace}` is a directory, not an SQLite file"));
-        }
-        match path.parent() {
-            Some(dir) if !dir.as_os_str().is_empty() && !dir.is_dir() => Err(format!(
-                "the directory of `{namespace}` ({}) does not exist",
-                dir.display()
-            )),
-            _ => Ok(()),
-        }
+        check_file(path, namespace)
     }
 
     fn system(&self) -> &'static str {
@@ -181,6 +172,21 @@ impl Database {
             Database::Sqlite { namespace, .. } => namespace,
             Database::Postgres(t) => &t.namespace,
         }
+    }
+}
+
+/// Whether an SQLite file granted as `namespace` can be opened at `path`:
+/// it is not a directory and its directory exists.
+pub(super) fn check_file(path: &std::path::Path, namespace: &str) -> Result<(), String> {
+    if path.is_dir() {
+        return Err(format!("`{namespace}` is a directory, not an SQLite file"));
+    }
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() && !dir.is_dir() => Err(format!(
+            "the directory of `{namespace}` ({}) does not exist",
+            dir.display()
+        )),
+        _ => Ok(()),
     }
 }
 
@@ -379,7 +385,7 @@ impl wit::HostConnection for InstanceState {
             };
             // Refused before any database: a span says so, as for a denied HTTP call.
             let denied = error(wit::ErrorKind::NotGranted, "", message);
-            self.trace_refusal(&name, &denied)?;
+            self.trace_refusal(&name, kind_name(denied.kind), &denied.message)?;
             return Ok(Err(denied));
         };
         let open_now = self
@@ -563,8 +569,14 @@ pub fn end_request(table: &mut wasmtime::component::ResourceTable) {
 }
 
 impl InstanceState {
-    /// An Error CLIENT span for a database the component may not open.
-    fn trace_refusal(&mut self, name: &str, denied: &wit::Error) -> wasmtime::Result<()> {
+    /// An Error CLIENT span `open NAME` for a database or key-value store
+    /// the component may not open.
+    pub(super) fn trace_refusal(
+        &mut self,
+        name: &str,
+        error_type: &'static str,
+        message: &str,
+    ) -> wasmtime::Result<()> {
         let (telemetry, _) = self.telemetry_and_table()?;
         let trace = &telemetry.trace;
         let parent = trace.current().clone();
@@ -572,10 +584,10 @@ impl InstanceState {
             trace.tracer(),
             format!("open {name}"),
             SpanKind::Client,
-            vec![KeyValue::new("error.type", kind_name(denied.kind))],
+            vec![KeyValue::new("error.type", error_type)],
             Some(&parent),
         );
-        span.set_status(Status::error(denied.message.clone()));
+        span.set_status(Status::error(message.to_string()));
         span.end();
         Ok(())
     }
