@@ -55,9 +55,33 @@ async fn ops(host: &Polytrace, ops: serde_json::Value) -> Response {
     r
 }
 
+/// The CLIENT spans of one request, each as its name, status and
+/// attributes but `db.namespace` (a Redis database index per language
+/// here), sorted: what must be the same from every language.
+type Shape = Vec<(String, i32, Vec<(String, String)>)>;
+
+fn client_shape(spans: &[FlatSpan]) -> Shape {
+    let mut shape: Shape = spans
+        .iter()
+        .filter(|s| s.kind == KIND_CLIENT)
+        .map(|s| {
+            let attributes = s
+                .attributes
+                .iter()
+                .filter(|(k, _)| *k != "db.namespace")
+                .map(|(k, v)| (k.clone(), v.to_string()))
+                .collect();
+            (s.name.clone(), s.status_code, attributes)
+        })
+        .collect();
+    shape.sort();
+    shape
+}
+
 /// The same operations give the same answers and the same spans on either
 /// backend (but for `db.system.name`, `db.namespace` and the server).
-async fn operations_are_traced(host: &Polytrace, receiver: &Receiver, system: &str) {
+/// Returns the shape of the operations' CLIENT spans.
+async fn operations_are_traced(host: &Polytrace, receiver: &Receiver, system: &str) -> Shape {
     let r = ops(
         host,
         json!([
@@ -97,6 +121,8 @@ async fn operations_are_traced(host: &Polytrace, receiver: &Receiver, system: &s
     );
     // 12 operations under the SERVER span.
     let spans = receiver.trace(&r.trace_id(), 13).await;
+    let shape = client_shape(&spans);
+    assert_eq!(shape.len(), 12, "{shape:#?}");
     let server = spans.iter().find(|s| s.kind == KIND_SERVER).unwrap();
     let names: Vec<&str> = spans
         .iter()
@@ -163,6 +189,7 @@ async fn operations_are_traced(host: &Polytrace, receiver: &Receiver, system: &s
     assert_eq!(refused.status_code, STATUS_ERROR);
     assert_eq!(refused.attributes["error.type"], "too-large");
     assert!(!format!("{spans:?}").contains("kkkkkkkk"));
+    shape
 }
 
 /// The embedded store (a SQLite file beside the manifest): every
@@ -171,14 +198,15 @@ async fn operations_are_traced(host: &Polytrace, receiver: &Receiver, system: &s
 #[tokio::test(flavor = "multi_thread")]
 async fn the_embedded_store_is_traced_and_keeps_its_values() {
     let receiver = Receiver::start().await;
-    for probe in &PROBES[1..] {
-        let dir = scratch_dir(&format!("kv-embedded-{}", probe.1));
-        let host = up_probe(&dir, &receiver, *probe, "sqlite:cache.db", &[]);
-        operations_are_traced(&host, &receiver, "sqlite").await;
-    }
     let dir = scratch_dir("kv-embedded");
     let host = up(&dir, &receiver, "sqlite:cache.db", &[]);
-    operations_are_traced(&host, &receiver, "sqlite").await;
+    let python = operations_are_traced(&host, &receiver, "sqlite").await;
+    for probe in &PROBES[1..] {
+        let dir = scratch_dir(&format!("kv-embedded-{}", probe.1));
+        let other = up_probe(&dir, &receiver, *probe, "sqlite:cache.db", &[]);
+        let shape = operations_are_traced(&other, &receiver, "sqlite").await;
+        assert_eq!(shape, python, "{} and Python differ", probe.1);
+    }
     let r = ops(&host, json!([["set", "kept", "yes"]])).await;
     let spans = receiver.trace(&r.trace_id(), 2).await;
     let set = spans.iter().find(|s| s.name == "SET cache").unwrap();
@@ -200,11 +228,15 @@ async fn redis_is_traced_the_same_way_and_survives_a_restart() {
     let redis = Redis::start("kv");
     let receiver = Receiver::start().await;
     // Every other language on a database of its own (1, 2, 3).
+    let mut shapes = Vec::new();
     for (index, probe) in PROBES.iter().enumerate().skip(1) {
         let dir = scratch_dir(&format!("kv-redis-{}", probe.1));
         let url = redis.url(index as u32);
         let host = up_probe(&dir, &receiver, *probe, &url, &[]);
-        operations_are_traced(&host, &receiver, "redis").await;
+        shapes.push((
+            probe.1,
+            operations_are_traced(&host, &receiver, "redis").await,
+        ));
         let r = ops(&host, json!([["exists", "visits"]])).await;
         let spans = receiver.trace(&r.trace_id(), 2).await;
         let exists = spans.iter().find(|s| s.name == "EXISTS cache").unwrap();
@@ -221,7 +253,10 @@ async fn redis_is_traced_the_same_way_and_survives_a_restart() {
         &url,
         &[("KV_TEST_REDIS_PASSWORD", &redis.password)],
     );
-    operations_are_traced(&host, &receiver, "redis").await;
+    let python = operations_are_traced(&host, &receiver, "redis").await;
+    for (language, shape) in shapes {
+        assert_eq!(shape, python, "{language} and Python differ");
+    }
     assert_eq!(redis.cli(&["GET", "visits"]), "6");
 
     let r = ops(&host, json!([["get", "kept"]])).await;
