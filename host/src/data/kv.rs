@@ -500,7 +500,21 @@ impl InstanceState {
         let started = Instant::now();
         let granted = bucket.granted.clone();
         let namespace = store.namespace();
-        let result = run(&namespace, &mut bucket.backend, &granted, deadline).await;
+        let embedded = matches!(bucket.backend, Backend::Embedded(_));
+        let mut operation =
+            std::pin::pin!(run(&namespace, &mut bucket.backend, &granted, deadline));
+        // The embedded store's operations await nothing, but SQLite may
+        // wait for another connection's lock (up to its busy timeout): they
+        // are polled off the worker, where they complete.
+        let done = if embedded {
+            super::sql::off_worker(|| futures_util::FutureExt::now_or_never(operation.as_mut()))
+        } else {
+            None
+        };
+        let result = match done {
+            Some(result) => result,
+            None => operation.await,
+        };
         let mut metric_attrs = common;
         if let Err(failure) = &result {
             let error_type = failure

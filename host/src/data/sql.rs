@@ -326,7 +326,7 @@ fn open(path: &std::path::Path, namespace: &str) -> Result<rusqlite::Connection,
 /// Run `f`, which may wait on another connection's lock, without holding
 /// a tokio worker (the connection holding the lock may need one to
 /// release it).
-fn off_worker<T>(f: impl FnOnce() -> T) -> T {
+pub(super) fn off_worker<T>(f: impl FnOnce() -> T) -> T {
     match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
         Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
         _ => f(),
