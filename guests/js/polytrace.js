@@ -886,16 +886,31 @@ export class KeyValueStore {
     } while (cursor !== undefined);
   }
 
-  /** Drop the store's handle now (the host drops it with the instance). */
+  /** Drop the store's handle now (the host drops it with the instance);
+   * the next `keyvalue.open` of the name opens it again. */
   close() {
+    if (openStores.get(this.name) === this) openStores.delete(this.name);
     this._bucket?.[DISPOSE]?.();
     this._bucket = undefined;
   }
 }
 
-/** Key-value stores through the host: `keyvalue.open('sessions')` is a {@link KeyValueStore}. */
+// The stores this instance has open, by name: a warm instance serves many
+// requests, and the host allows 16 open stores per instance.
+const openStores = new Map();
+
+/** Key-value stores through the host: `keyvalue.open('sessions')` is the
+ * {@link KeyValueStore} of that name, opened on first use and kept. */
 export const keyvalue = {
-  open: (name) => new KeyValueStore(name),
+  open(name) {
+    const key = String(name);
+    let store = openStores.get(key);
+    if (!store) {
+      store = new KeyValueStore(key);
+      openStores.set(key, store);
+    }
+    return store;
+  },
 };
 
 // A module that must see each request served by serve() (polytrace-otel.js

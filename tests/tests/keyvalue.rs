@@ -51,7 +51,14 @@ async fn ops(host: &Polytrace, ops: serde_json::Value) -> Response {
         &ops.to_string(),
     )
     .await;
-    assert_eq!(r.status, 200, "{}", r.body);
+    let sent = ops.to_string();
+    assert_eq!(
+        r.status,
+        200,
+        "{}\n(for {})",
+        r.body,
+        &sent[..sent.len().min(120)]
+    );
     r
 }
 
@@ -189,6 +196,13 @@ async fn operations_are_traced(host: &Polytrace, receiver: &Receiver, system: &s
     assert_eq!(refused.status_code, STATUS_ERROR);
     assert_eq!(refused.attributes["error.type"], "too-large");
     assert!(!format!("{spans:?}").contains("kkkkkkkk"));
+
+    // A warm instance keeps its store open: request after request works
+    // (the host allows 16 open stores per instance).
+    for _ in 0..20 {
+        let r = ops(host, json!([["exists", "visits"]])).await;
+        assert_eq!(r.json(), json!([true]), "{}", r.body);
+    }
     shape
 }
 
@@ -216,6 +230,20 @@ async fn the_embedded_store_is_traced_and_keeps_its_values() {
     let host = up(&dir, &receiver, "sqlite:cache.db", &[]);
     let r = ops(&host, json!([["get", "kept"], ["get", "visits"]])).await;
     assert_eq!(r.json(), json!(["yes", "6"]));
+
+    // An increment that would leave a counter below zero is refused and
+    // changes nothing.
+    let r = ops(
+        &host,
+        json!([
+            ["set", "neg", "-3"],
+            ["increment", "neg", 1],
+            ["get", "neg"]
+        ]),
+    )
+    .await;
+    assert_eq!(r.json()[1]["error"], "data", "{}", r.body);
+    assert_eq!(r.json()[2], "-3", "{}", r.body);
 }
 
 /// Redis: the same operations and spans (with the server's address and
@@ -259,6 +287,29 @@ async fn redis_is_traced_the_same_way_and_survives_a_restart() {
     }
     assert_eq!(redis.cli(&["GET", "visits"]), "6");
 
+    // A batch whose values are past the cap together (a 4 MiB value named
+    // ten times) is refused from the values' sizes, before any is read.
+    redis.cli(&["SETRANGE", "four-mib", &((4 << 20) - 1).to_string(), "x"]);
+    let r = ops(
+        &host,
+        json!([
+            ["get_many", vec!["four-mib"; 10]],
+            ["get_many", ["four-mib"]]
+        ]),
+    )
+    .await;
+    assert_eq!(
+        r.json()[0]["error"],
+        "too-large",
+        "{}",
+        &r.body[..200.min(r.body.len())]
+    );
+    assert_eq!(
+        r.json()[1]["four-mib"].as_str().map(str::len),
+        Some(4 << 20)
+    );
+    redis.cli(&["DEL", "four-mib"]);
+
     let r = ops(&host, json!([["get", "kept"]])).await;
     let spans = receiver.trace(&r.trace_id(), 2).await;
     let get_span = spans.iter().find(|s| s.name == "GET cache").unwrap();
@@ -291,6 +342,26 @@ async fn redis_is_traced_the_same_way_and_survives_a_restart() {
     assert_eq!(down.status_code, STATUS_ERROR);
     assert_eq!(down.attributes["error.type"], "unavailable");
     assert_eq!(get(&host.url("/big-key")).await.status, 200);
+    // A store opened while the server is down: an Error span `open cache`.
+    let fresh_dir = scratch_dir("kv-redis-down");
+    let url = format!(
+        "redis://:${{KV_TEST_REDIS_PASSWORD}}@127.0.0.1:{}/0",
+        redis.port
+    );
+    let fresh = up_probe(
+        &fresh_dir,
+        &receiver,
+        PROBES[2],
+        &url,
+        &[("KV_TEST_REDIS_PASSWORD", &redis.password)],
+    );
+    let r = ops(&fresh, json!([["get", "acknowledged"]])).await;
+    assert_eq!(r.json()[0]["error"], "unavailable", "{}", r.body);
+    let spans = receiver.trace(&r.trace_id(), 2).await;
+    let open = spans.iter().find(|s| s.name == "open cache").unwrap();
+    assert_eq!(open.status_code, STATUS_ERROR);
+    assert_eq!(open.attributes["error.type"], "unavailable");
+    drop(fresh);
 
     redis.start_server();
     let mut back = json!(null);

@@ -152,7 +152,10 @@ class Store:
                 return
 
     def close(self) -> None:
-        """Let the host drop the bucket now (it does at the instance's end)."""
+        """Let the host drop the bucket now (it does at the instance's end);
+        the next :func:`open` of the name opens it again."""
+        if _stores.get(self.name) is self:
+            del _stores[self.name]
         self._bucket.__exit__(None, None, None)
 
     def __enter__(self) -> "Store":
@@ -162,9 +165,20 @@ class Store:
         self.close()
 
 
+# The stores this instance has open, by name: a warm instance serves many
+# requests, and each open would otherwise hold a host handle until the
+# garbage collector ran (the host allows 16 per instance).
+_stores: Dict[str, Store] = {}
+
+
 def open(name: str) -> Store:  # noqa: A001 - the interface's own word
-    """Open the key-value store the manifest grants under ``name``."""
-    try:
-        return Store(_store.open(name), name)
-    except _Err as e:
-        raise _error(e) from None
+    """The key-value store the manifest grants under ``name``: opened on
+    first use and kept for the instance's later requests."""
+    store = _stores.get(name)
+    if store is None:
+        try:
+            store = Store(_store.open(name), name)
+        except _Err as e:
+            raise _error(e) from None
+        _stores[name] = store
+    return store

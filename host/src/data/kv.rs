@@ -68,6 +68,9 @@ pub const MAX_BATCH_KEYS: usize = 10_000;
 pub const LIST_PAGE: usize = 1000;
 /// Buckets one instance may hold open at once.
 pub const MAX_BUCKETS: usize = 16;
+/// How long the embedded store waits for another connection's lock (less
+/// when the request's deadline is closer): `timeout` past it.
+pub const EMBEDDED_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long connecting to a Redis server may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a command waits for its reply when the request has no
@@ -248,21 +251,18 @@ impl Grants {
 impl Granted {
     /// The shared connection to the Redis server, made on first use (a
     /// server that is down is tried again by the next operation).
-    async fn redis(
-        &self,
-        target: &RedisTarget,
-    ) -> Result<redis::aio::ConnectionManager, store::Error> {
+    async fn redis(&self, target: &RedisTarget) -> Result<redis::aio::ConnectionManager, Failure> {
         self.redis
             .get_or_try_init(|| async {
                 let client = redis::Client::open(target.url.as_str())
-                    .map_err(|e| redis_error(target, &e))?;
+                    .map_err(|e| redis_failure(target, &e))?;
                 let config = redis::aio::ConnectionManagerConfig::new()
                     .set_connection_timeout(Some(CONNECT_TIMEOUT))
                     .set_response_timeout(Some(RESPONSE_TIMEOUT))
-                    .set_number_of_retries(1);
+                    .set_number_of_retries(0);
                 redis::aio::ConnectionManager::new_with_config(client, config)
                     .await
-                    .map_err(|e| redis_error(target, &e))
+                    .map_err(|e| redis_failure(target, &e))
             })
             .await
             .cloned()
@@ -349,10 +349,6 @@ impl Failure {
     }
 }
 
-fn redis_error(target: &RedisTarget, e: &redis::RedisError) -> store::Error {
-    redis_failure(target, e).to_wit()
-}
-
 fn redis_failure(target: &RedisTarget, e: &redis::RedisError) -> Failure {
     let (host, port) = (&target.address, target.port);
     if let Some(code) = e.code() {
@@ -399,7 +395,7 @@ fn open_embedded(path: &std::path::Path, namespace: &str) -> Result<rusqlite::Co
         | rusqlite::OpenFlags::SQLITE_OPEN_CREATE
         | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let conn = rusqlite::Connection::open_with_flags(path, flags).map_err(fail)?;
-    conn.busy_timeout(Duration::from_secs(5)).map_err(fail)?;
+    conn.busy_timeout(EMBEDDED_BUSY_TIMEOUT).map_err(fail)?;
     let mode: String = conn
         .pragma_query_value(None, "journal_mode", |row| row.get(0))
         .map_err(fail)?;
@@ -408,7 +404,9 @@ fn open_embedded(path: &std::path::Path, namespace: &str) -> Result<rusqlite::Co
             .map_err(fail)?;
     }
     conn.execute_batch(
-        "CREATE TABLE IF NOT EXISTS keyvalue (key TEXT PRIMARY KEY NOT NULL, value BLOB NOT NULL) WITHOUT ROWID",
+        // A rowid table: the key's index holds no value, so a lookup never
+        // reads through a neighbour's large one.
+        "CREATE TABLE IF NOT EXISTS keyvalue (key TEXT PRIMARY KEY NOT NULL, value BLOB NOT NULL)",
     )
     .map_err(fail)?;
     Ok(conn)
@@ -446,6 +444,13 @@ fn check_value(value: &[u8]) -> Result<(), Failure> {
     Ok(())
 }
 
+fn below_zero(value: i64) -> Failure {
+    Failure::new(
+        "data",
+        format!("the counter would be {value}: below zero, which the interface's u64 cannot carry"),
+    )
+}
+
 /// The value an increment leaves, from the stored bytes (decimal text,
 /// as Redis keeps counters) and the delta.
 fn incremented(stored: Option<&[u8]>, delta: i64) -> Result<i64, Failure> {
@@ -462,6 +467,13 @@ fn incremented(stored: Option<&[u8]>, delta: i64) -> Result<i64, Failure> {
 }
 
 impl InstanceState {
+    /// When a key-value operation must be done: the request's deadline,
+    /// and at most [`RESPONSE_TIMEOUT`] from now.
+    fn kv_deadline(&self) -> Instant {
+        let cap = Instant::now() + RESPONSE_TIMEOUT;
+        self.deadline().map_or(cap, |d| d.min(cap))
+    }
+
     /// Run one operation on `bucket` under a CLIENT span, recording its
     /// duration; `run` gets the backend and the request's deadline.
     async fn kv_operation<T>(
@@ -471,12 +483,14 @@ impl InstanceState {
         batch_size: Option<usize>,
         run: impl AsyncFnOnce(&str, &mut Backend, &Granted, Instant) -> Result<T, Failure>,
     ) -> wasmtime::Result<Result<T, store::Error>> {
-        let deadline = self
-            .deadline()
-            .unwrap_or_else(|| Instant::now() + RESPONSE_TIMEOUT)
-            .min(Instant::now() + RESPONSE_TIMEOUT);
+        let deadline = self.kv_deadline();
         let (telemetry, table) = self.telemetry_and_table()?;
         let bucket = table.get_mut(bucket)?;
+        if let Backend::Embedded(c) = &bucket.backend {
+            // Waiting for another connection's lock ends at the deadline.
+            let left = deadline.saturating_duration_since(Instant::now());
+            let _ = c.busy_timeout(left.min(EMBEDDED_BUSY_TIMEOUT));
+        }
         let trace = &mut telemetry.trace;
         let store = &bucket.granted.store;
         let mut common = vec![
@@ -541,6 +555,13 @@ impl InstanceState {
     }
 }
 
+fn redis_target(granted: &Granted) -> &RedisTarget {
+    match &granted.store {
+        Store::Redis(target) => target,
+        Store::Embedded { .. } => unreachable!("a Redis bucket's grant is a Redis server"),
+    }
+}
+
 /// Run one Redis command within the deadline.
 async fn redis_query<T: redis::FromRedisValue>(
     granted: &Granted,
@@ -548,9 +569,7 @@ async fn redis_query<T: redis::FromRedisValue>(
     cmd: &redis::Cmd,
     deadline: Instant,
 ) -> Result<T, Failure> {
-    let Store::Redis(target) = &granted.store else {
-        unreachable!("a Redis bucket's grant is a Redis server");
-    };
+    let target = redis_target(granted);
     match tokio::time::timeout_at(deadline.into(), cmd.query_async::<T>(conn)).await {
         Ok(result) => result.map_err(|e| redis_failure(target, &e)),
         Err(_) => Err(Failure::new(
@@ -588,20 +607,42 @@ impl store::Host for InstanceState {
             .iter_mut()
             .filter(|e| e.is::<GuestBucket>())
             .count();
-        if open_now >= MAX_BUCKETS {
-            return Ok(Err(store::Error::Other(format!(
-                "unavailable: this instance has {MAX_BUCKETS} buckets open already: drop one (or reuse it)"
-            ))));
-        }
-        let backend = match &granted.store {
-            Store::Embedded { path, namespace } => match open_embedded(path, namespace) {
-                Ok(c) => Backend::Embedded(c),
-                Err(f) => return Ok(Err(f.to_wit())),
-            },
-            Store::Redis(target) => match granted.redis(target).await {
-                Ok(c) => Backend::Redis(c),
-                Err(e) => return Ok(Err(e)),
-            },
+        let opened = if open_now >= MAX_BUCKETS {
+            Err(Failure::new(
+                "too-large",
+                format!(
+                    "this instance has {MAX_BUCKETS} stores open already: open each store once and keep it (the clients do)"
+                ),
+            ))
+        } else {
+            match &granted.store {
+                Store::Embedded { path, namespace } => {
+                    open_embedded(path, namespace).map(Backend::Embedded)
+                }
+                Store::Redis(target) => {
+                    match tokio::time::timeout_at(self.kv_deadline().into(), granted.redis(target))
+                        .await
+                    {
+                        Ok(connected) => connected.map(Backend::Redis),
+                        Err(_) => Err(Failure::new(
+                            "timeout",
+                            format!(
+                                "no connection to Redis at {}:{} before the request's deadline",
+                                target.address, target.port
+                            ),
+                        )),
+                    }
+                }
+            }
+        };
+        let backend = match opened {
+            Ok(backend) => backend,
+            Err(failure) => {
+                // A store that cannot be opened is an Error span, as a
+                // failed operation is.
+                self.trace_refusal(&identifier, failure.kind, &failure.message)?;
+                return Ok(Err(failure.to_wit()));
+            }
         };
         Ok(Ok(self.table.push(GuestBucket {
             name: identifier,
@@ -816,6 +857,9 @@ impl atomics::Host for InstanceState {
                             e => Err(sqlite_failure(ns, e)),
                         })?;
                     let value = incremented(stored.as_deref(), delta)?;
+                    if value < 0 {
+                        return Err(below_zero(value));
+                    }
                     tx.execute(
                         "INSERT INTO keyvalue (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                         rusqlite::params![key, value.to_string().into_bytes()],
@@ -829,9 +873,7 @@ impl atomics::Host for InstanceState {
                         .await?
                 }
             };
-            u64::try_from(value).map_err(|_| {
-                Failure::new("data", format!("the counter is {value}: below zero, which the interface's u64 cannot carry"))
-            })
+            u64::try_from(value).map_err(|_| below_zero(value))
         })
         .await
     }
@@ -849,8 +891,34 @@ impl batch::Host for InstanceState {
             if keys.is_empty() {
                 return Ok(Vec::new());
             }
+            // The values' sizes are known before any value is read, so a
+            // batch past the cap (a key named many times included) costs
+            // no memory.
+            let too_large = |total: u64| {
+                Failure::new(
+                    "too-large",
+                    format!("the values are {total} bytes together; at most {MAX_VALUE_BYTES}: ask for fewer keys"),
+                )
+            };
             let values: Vec<Option<Vec<u8>>> = match backend {
                 Backend::Embedded(c) => {
+                    let mut sizes = c
+                        .prepare_cached("SELECT length(value) FROM keyvalue WHERE key = ?1")
+                        .map_err(|e| sqlite_failure(ns, e))?;
+                    let mut total = 0u64;
+                    for key in &keys {
+                        let size: Option<i64> = sizes
+                            .query_row([key], |r| r.get(0))
+                            .map(Some)
+                            .or_else(|e| match e {
+                                rusqlite::Error::QueryReturnedNoRows => Ok(None),
+                                e => Err(sqlite_failure(ns, e)),
+                            })?;
+                        total += size.unwrap_or(0).max(0) as u64;
+                    }
+                    if total > MAX_VALUE_BYTES as u64 {
+                        return Err(too_large(total));
+                    }
                     let mut statement = c
                         .prepare_cached("SELECT value FROM keyvalue WHERE key = ?1")
                         .map_err(|e| sqlite_failure(ns, e))?;
@@ -869,6 +937,19 @@ impl batch::Host for InstanceState {
                     values
                 }
                 Backend::Redis(c) => {
+                    let mut pipe = redis::pipe();
+                    for key in &keys {
+                        pipe.cmd("STRLEN").arg(key);
+                    }
+                    let sizes: Vec<u64> =
+                        tokio::time::timeout_at(deadline.into(), pipe.query_async(c))
+                            .await
+                            .map_err(|_| Failure::new("timeout", "Redis did not answer before the request's deadline"))?
+                            .map_err(|e| redis_failure(redis_target(granted), &e))?;
+                    let total: u64 = sizes.iter().sum();
+                    if total > MAX_VALUE_BYTES as u64 {
+                        return Err(too_large(total));
+                    }
                     redis_query(granted, c, redis::cmd("MGET").arg(&keys), deadline).await?
                 }
             };
@@ -876,12 +957,10 @@ impl batch::Host for InstanceState {
             keys.into_iter()
                 .zip(values)
                 .map(|(k, v)| {
+                    // Values that grew between the sizes and the read.
                     total += v.as_ref().map_or(0, Vec::len);
                     if total > MAX_VALUE_BYTES {
-                        return Err(Failure::new(
-                            "too-large",
-                            format!("the values are more than {MAX_VALUE_BYTES} bytes together: ask for fewer keys"),
-                        ));
+                        return Err(too_large(total as u64));
                     }
                     Ok(v.map(|v| (k, v)))
                 })

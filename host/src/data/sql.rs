@@ -580,14 +580,16 @@ impl InstanceState {
         let (telemetry, _) = self.telemetry_and_table()?;
         let trace = &telemetry.trace;
         let parent = trace.current().clone();
+        // The name is the guest's: capped like its own values.
+        let cap = trace.value_cap();
         let mut span = start_span(
             trace.tracer(),
-            format!("open {name}"),
+            cap_string(format!("open {name}"), cap),
             SpanKind::Client,
             vec![KeyValue::new("error.type", error_type)],
             Some(&parent),
         );
-        span.set_status(Status::error(message.to_string()));
+        span.set_status(Status::error(cap_string(message.to_string(), cap)));
         span.end();
         Ok(())
     }

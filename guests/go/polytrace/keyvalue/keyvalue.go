@@ -61,14 +61,24 @@ type Store struct {
 	Name string
 }
 
-// Open opens the store the manifest grants under name.
+// open is the stores this instance has open, by name: a warm instance
+// serves many requests, and the host allows 16 open stores per instance.
+var open = map[string]*Store{}
+
+// Open returns the store the manifest grants under name, opened on first
+// use and kept for the instance's later requests.
 func Open(name string) (*Store, error) {
+	if s, ok := open[name]; ok {
+		return s, nil
+	}
 	polytrace.Flush()
 	r := witstore.Open(name)
 	if r.IsErr() {
 		return nil, toError(r.Err())
 	}
-	return &Store{bucket: r.Ok(), Name: name}, nil
+	s := &Store{bucket: r.Ok(), Name: name}
+	open[name] = s
+	return s, nil
 }
 
 // Get returns the value of key, and whether it has one.
@@ -183,5 +193,11 @@ func (s *Store) Keys() ([]string, error) {
 	}
 }
 
-// Close drops the store's handle now (the host drops it with the instance).
-func (s *Store) Close() { s.bucket.Drop() }
+// Close drops the store's handle now (the host drops it with the
+// instance); the next Open of the name opens it again.
+func (s *Store) Close() {
+	if open[s.Name] == s {
+		delete(open, s.Name)
+	}
+	s.bucket.Drop()
+}
