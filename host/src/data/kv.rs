@@ -616,8 +616,9 @@ impl store::Host for InstanceState {
             ))
         } else {
             match &granted.store {
+                // Creating the table may wait for another connection's lock.
                 Store::Embedded { path, namespace } => {
-                    open_embedded(path, namespace).map(Backend::Embedded)
+                    super::sql::off_worker(|| open_embedded(path, namespace)).map(Backend::Embedded)
                 }
                 Store::Redis(target) => {
                     match tokio::time::timeout_at(self.kv_deadline().into(), granted.redis(target))
