@@ -36,6 +36,7 @@ use crate::telemetry::attributes::cap_string;
 use crate::telemetry::traces::start_span;
 use opentelemetry::KeyValue;
 use opentelemetry::trace::{Span as _, SpanKind, Status};
+use rusqlite::OptionalExtension;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -670,11 +671,8 @@ impl store::HostBucket for InstanceState {
                         .query_row("SELECT value FROM keyvalue WHERE key = ?1", [&key], |r| {
                             r.get(0)
                         })
-                        .map(Some)
-                        .or_else(|e| match e {
-                            rusqlite::Error::QueryReturnedNoRows => Ok(None),
-                            e => Err(sqlite_failure(ns, e)),
-                        }),
+                        .optional()
+                        .map_err(|e| sqlite_failure(ns, e)),
                     Backend::Redis(c) => {
                         let value: Option<Vec<u8>> =
                             redis_query(granted, c, redis::cmd("GET").arg(&key), deadline).await?;
@@ -753,11 +751,9 @@ impl store::HostBucket for InstanceState {
                 match backend {
                     Backend::Embedded(c) => c
                         .query_row("SELECT 1 FROM keyvalue WHERE key = ?1", [&key], |_| Ok(()))
-                        .map(|()| true)
-                        .or_else(|e| match e {
-                            rusqlite::Error::QueryReturnedNoRows => Ok(false),
-                            e => Err(sqlite_failure(ns, e)),
-                        }),
+                        .optional()
+                        .map(|found| found.is_some())
+                        .map_err(|e| sqlite_failure(ns, e)),
                     Backend::Redis(c) => {
                         redis_query::<i64>(granted, c, redis::cmd("EXISTS").arg(&key), deadline)
                             .await
@@ -852,11 +848,8 @@ impl atomics::Host for InstanceState {
                         .map_err(|e| sqlite_failure(ns, e))?;
                     let stored: Option<Vec<u8>> = tx
                         .query_row("SELECT value FROM keyvalue WHERE key = ?1", [&key], |r| r.get(0))
-                        .map(Some)
-                        .or_else(|e| match e {
-                            rusqlite::Error::QueryReturnedNoRows => Ok(None),
-                            e => Err(sqlite_failure(ns, e)),
-                        })?;
+                        .optional()
+                    .map_err(|e| sqlite_failure(ns, e))?;
                     let value = incremented(stored.as_deref(), delta)?;
                     if value < 0 {
                         return Err(below_zero(value));
@@ -910,11 +903,8 @@ impl batch::Host for InstanceState {
                     for key in &keys {
                         let size: Option<i64> = sizes
                             .query_row([key], |r| r.get(0))
-                            .map(Some)
-                            .or_else(|e| match e {
-                                rusqlite::Error::QueryReturnedNoRows => Ok(None),
-                                e => Err(sqlite_failure(ns, e)),
-                            })?;
+                            .optional()
+                    .map_err(|e| sqlite_failure(ns, e))?;
                         total += size.unwrap_or(0).max(0) as u64;
                     }
                     if total > MAX_VALUE_BYTES as u64 {
@@ -928,11 +918,8 @@ impl batch::Host for InstanceState {
                         values.push(
                             statement
                                 .query_row([key], |r| r.get(0))
-                                .map(Some)
-                                .or_else(|e| match e {
-                                    rusqlite::Error::QueryReturnedNoRows => Ok(None),
-                                    e => Err(sqlite_failure(ns, e)),
-                                })?,
+                                .optional()
+                    .map_err(|e| sqlite_failure(ns, e))?,
                         );
                     }
                     values
