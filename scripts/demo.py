@@ -139,9 +139,9 @@ class Host:
                 self.proc.kill()
 
 
-def post(url, body, headers):
+def post(url, body, headers, method="POST"):
     request = urllib.request.Request(
-        url, data=json.dumps(body).encode(), method="POST",
+        url, data=json.dumps(body).encode(), method=method,
         headers={"content-type": "application/json", **headers},
     )
     try:
@@ -223,7 +223,13 @@ def main():
     url = f"http://{host.addr}/checkout"
     try:
         print(f"\ndemo: examples/checkout is up at {url}")
-        print("      api-gateway (Python) → fraud-service (Go) → session-service (JavaScript) → billing (Python)\n")
+        print("      api-gateway (Python) → fraud-service (Go) → session-service (JavaScript) → billing (Python)")
+        print("      orders and charges in SQL, sessions in a key-value store (files beside the manifest)\n")
+        # Sign-in's stand-in: the sessions the checkouts use.
+        for session, user in (("abc", "user-1"), ("xyz", "user-2")):
+            status, _, text = post(f"http://{host.addr}/sessions/{session}", {"user_id": user}, {}, "PUT")
+            if status != 200:
+                sys.exit(f"demo: creating session {session} failed with {status}: {text}")
         for label, body, headers in REQUESTS:
             status, response_headers, text = post(url, body, headers)
             trace_id = (response_headers.get("traceresponse") or "---").split("-")[1]

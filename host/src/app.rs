@@ -86,6 +86,11 @@ pub fn load_components(
                 problems.push(manifest.component_problem(c, format!("sql.{name}: {why}")));
             }
         }
+        for (name, file) in &c.sql_schema {
+            if let Err(why) = crate::data::sql::read_schema(file) {
+                problems.push(manifest.component_problem(c, format!("sql.{name}: {why}")));
+            }
+        }
         for (name, store) in &c.keyvalue {
             if let Err(why) = store.check() {
                 problems.push(manifest.component_problem(c, format!("keyvalue.{name}: {why}")));
@@ -156,6 +161,21 @@ impl App {
         });
         tokio::spawn(expire_idle_instances(Arc::downgrade(&app)));
         Ok(app)
+    }
+
+    /// Run every granted database's `schema` file, in manifest order,
+    /// before the app serves. The first failure stops it, naming the
+    /// component, the grant, the file and the database's message.
+    pub async fn apply_sql_schemas(&self) -> anyhow::Result<()> {
+        for c in &self.components {
+            c.sql
+                .apply_schemas(&c.config.sql_schema)
+                .await
+                .map_err(|why| {
+                    anyhow::anyhow!("cannot start the app: component `{}`: {why}", c.config.id)
+                })?;
+        }
+        Ok(())
     }
 
     pub fn component(&self, idx: usize) -> &ComponentConfig {

@@ -359,6 +359,7 @@ async fn up(
     };
     let runtime = Runtime::new(max_memory(&manifest), max_instances, cache_dir)?;
     let app = App::new(manifest, runtime, settings, store.clone())?;
+    app.apply_sql_schemas().await?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| {

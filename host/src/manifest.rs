@@ -87,6 +87,10 @@ pub struct Component {
     pub env: BTreeMap<String, String>,
     /// The SQL databases it may open, by the name it opens them by.
     pub sql: BTreeMap<String, crate::data::sql::Database>,
+    /// SQL files the host runs on granted databases when it starts,
+    /// before the first request (`schema` in a grant), by grant name,
+    /// resolved against the manifest's directory.
+    pub sql_schema: BTreeMap<String, PathBuf>,
     /// The key-value stores it may open (`wasi:keyvalue` `store.open`),
     /// by the identifier it opens them by.
     pub keyvalue: BTreeMap<String, crate::data::kv::Store>,
@@ -356,8 +360,9 @@ struct RawComponent {
     propagation: RawPropagation,
     #[serde(default)]
     env: BTreeMap<String, String>,
+    /// `NAME = "URL"` or `NAME = { url = "URL", schema = "FILE" }`.
     #[serde(default)]
-    sql: BTreeMap<String, Spanned<String>>,
+    sql: BTreeMap<String, Spanned<toml::Value>>,
     #[serde(default)]
     keyvalue: BTreeMap<String, Spanned<String>>,
     build: Option<String>,
@@ -611,10 +616,11 @@ impl Manifest {
                 }
             };
             let mut sql = BTreeMap::new();
-            for (name, url) in &c.sql {
+            let mut sql_schema = BTreeMap::new();
+            for (name, grant) in &c.sql {
                 if !is_grant_name(name) {
                     problem(
-                        at(url.span()),
+                        at(grant.span()),
                         Some(&id),
                         format!(
                             "sql: `{name}` is not a database name: use letters, digits, `_` and `-`"
@@ -622,11 +628,21 @@ impl Manifest {
                     );
                     continue;
                 }
-                match crate::data::sql::Database::parse(url.get_ref(), &dir) {
+                let (url, schema) = match sql_grant(grant.get_ref()) {
+                    Ok(parts) => parts,
+                    Err(m) => {
+                        problem(at(grant.span()), Some(&id), format!("sql.{name}: {m}"));
+                        continue;
+                    }
+                };
+                match crate::data::sql::Database::parse(url, &dir) {
                     Ok(db) => {
                         sql.insert(name.clone(), db);
                     }
-                    Err(m) => problem(at(url.span()), Some(&id), format!("sql.{name}: {m}")),
+                    Err(m) => problem(at(grant.span()), Some(&id), format!("sql.{name}: {m}")),
+                }
+                if let Some(schema) = schema {
+                    sql_schema.insert(name.clone(), dir.join(schema));
                 }
             }
             let mut keyvalue = BTreeMap::new();
@@ -659,6 +675,7 @@ impl Manifest {
                 propagation,
                 env: c.env.clone(),
                 sql,
+                sql_schema,
                 keyvalue,
                 build: c.build.clone(),
                 timeout,
@@ -746,6 +763,31 @@ fn location(text: &str, offset: usize) -> Location {
 
 /// Whether `name` may name a granted database or key-value store: ASCII
 /// letters, digits, `_` and `-`, at least one.
+/// A `sql` grant's URL and schema file: `"URL"` or
+/// `{ url = "URL", schema = "FILE" }`.
+fn sql_grant(value: &toml::Value) -> Result<(&str, Option<&str>), String> {
+    const SHAPE: &str =
+        "write `\"sqlite:FILE\"`, `\"postgres://…\"` or `{ url = \"…\", schema = \"FILE.sql\" }`";
+    match value {
+        toml::Value::String(url) => Ok((url, None)),
+        toml::Value::Table(table) => {
+            if let Some(key) = table.keys().find(|k| *k != "url" && *k != "schema") {
+                return Err(format!("unknown key `{key}`: {SHAPE}"));
+            }
+            let url = match table.get("url") {
+                Some(toml::Value::String(url)) => url,
+                _ => return Err(format!("`url` must be a string: {SHAPE}")),
+            };
+            match table.get("schema") {
+                None => Ok((url, None)),
+                Some(toml::Value::String(f)) if !f.is_empty() => Ok((url, Some(f))),
+                _ => Err(format!("`schema` must name a file: {SHAPE}")),
+            }
+        }
+        _ => Err(SHAPE.to_string()),
+    }
+}
+
 fn is_grant_name(name: &str) -> bool {
     !name.is_empty()
         && name
@@ -829,6 +871,41 @@ sql = { orders = "mysql://db/orders", "my db" = "sqlite:x.db" }
         );
         assert!(err.contains("`my db` is not a database name"), "{err}");
         assert!(err.contains(":6:"), "errors point at the line: {err}");
+        // The table form, with a schema the host runs at start.
+        let m = parse(
+            r#"
+app = "shop"
+[[component]]
+id = "orders"
+source = "o.wasm"
+sql = { orders = { url = "sqlite:o.db", schema = "schema/orders.sql" }, plain = "sqlite:p.db" }
+"#,
+        )
+        .unwrap();
+        let c = &m.components[0];
+        assert_eq!(c.sql.len(), 2);
+        assert_eq!(c.sql_schema.len(), 1);
+        assert_eq!(c.sql_schema["orders"], Path::new("app/schema/orders.sql"));
+        for (grant, says) in [
+            (
+                r#"{ url = "sqlite:o.db", schema = 3 }"#,
+                "`schema` must name a file",
+            ),
+            (r#"{ schema = "s.sql" }"#, "`url` must be a string"),
+            (
+                r#"{ url = "sqlite:o.db", migrations = "m" }"#,
+                "unknown key `migrations`",
+            ),
+            ("42", "write `\"sqlite:FILE\"`"),
+        ] {
+            let err = parse(&format!(
+                "app = \"shop\"\n[[component]]\nid = \"o\"\nsource = \"o.wasm\"\nsql = {{ orders = {grant} }}\n"
+            ))
+            .unwrap_err()
+            .to_string();
+            assert!(err.contains(says), "{grant}: {err}");
+            assert!(err.contains("sql.orders"), "{grant}: {err}");
+        }
     }
 
     #[test]

@@ -102,7 +102,9 @@ try {
       errorPath: r.classList.contains('error-path'),
     })),
   );
-  expect(rows.length === 15, `15 spans in the waterfall, got ${rows.length}`);
+  // 15 of the services and their calls, 6 of their data (two session reads,
+  // billing's rolled-back transaction of four statements).
+  expect(rows.length === 21, `21 spans in the waterfall, got ${rows.length}`);
   const charge = rows.find((r) => r.service === 'billing' && r.op === 'charge_card');
   expect(charge?.error, 'billing charge_card is marked as error');
   expect(!rows.find((r) => r.service === 'fraud-service').error, 'fraud-service is not an error');

@@ -1121,3 +1121,39 @@ pub mod bench {
         v[v.len() / 2]
     }
 }
+
+/// The environment that keeps examples/checkout's data (the gateway's
+/// orders, billing's charges: SQLite files; the sessions: an embedded
+/// key-value store) in a fresh scratch directory, so that tests running
+/// side by side share nothing.
+/// Its directory (spans name the files by their path: `db.namespace`) and
+/// the environment.
+pub fn checkout_data_env(name: &str) -> (PathBuf, Vec<(String, String)>) {
+    let dir = scratch_dir(name);
+    let at = |file: &str| format!("sqlite:{}", dir.join(file).display());
+    let env = vec![
+        ("CHECKOUT_ORDERS_DB".into(), at("orders.db")),
+        ("CHECKOUT_BILLING_DB".into(), at("billing.db")),
+        ("CHECKOUT_SESSIONS_STORE".into(), at("sessions.db")),
+    ];
+    (dir, env)
+}
+
+/// The sessions examples/checkout's cases use, as the demo creates them:
+/// `abc` (user-1) and `xyz` (user-2), stored through the session service
+/// (`PUT /sessions/{id}`). Returns the trace ids of those requests.
+pub async fn seed_checkout_sessions(base_url: &str) -> Vec<String> {
+    let mut traces = Vec::new();
+    for (id, user) in [("abc", "user-1"), ("xyz", "user-2")] {
+        let r = request(
+            "PUT",
+            &format!("{base_url}/sessions/{id}"),
+            &[("content-type", "application/json")],
+            &format!(r#"{{"user_id": "{user}"}}"#),
+        )
+        .await;
+        assert_eq!(r.status, 200, "PUT /sessions/{id}: {}", r.body);
+        traces.push(r.trace_id());
+    }
+    traces
+}

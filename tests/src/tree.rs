@@ -148,11 +148,20 @@ fn typed(v: &Json, alias: &dyn Fn(&str) -> String) -> String {
         }
     }
     match v {
-        // Long values (the limits' 4096-byte cut) as their length and start.
-        Json::String(s) if s.len() > 80 => {
-            format!("string ({} bytes) {:?}…", s.len(), &alias(s)[..32])
+        Json::String(s) => {
+            // Long values (the limits' 4096-byte cut) as their length and
+            // start, measured once the run's own parts are named.
+            let s = alias(s);
+            if s.len() > 80 {
+                let mut start = 32;
+                while !s.is_char_boundary(start) {
+                    start -= 1;
+                }
+                format!("string ({} bytes) {:?}…", s.len(), &s[..start])
+            } else {
+                format!("string {s:?}")
+            }
         }
-        Json::String(s) => format!("string {:?}", alias(s)),
         Json::Array(items) if items.len() > 16 => {
             let inner = items.first().map_or("empty", type_of);
             let head: Vec<String> = items[..4].iter().map(Json::to_string).collect();

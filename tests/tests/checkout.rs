@@ -2,7 +2,9 @@
 //! every outcome of the contract is one trace across four services in three
 //! languages, with the error exactly where it happened and on its ancestors
 //! as far as the HTTP status carries it, no further. The whole tree of each
-//! outcome is compared with tests/checkout/<outcome>.txt.
+//! outcome is compared with tests/checkout/<outcome>.txt. The services own
+//! real data (orders and charges in SQL, sessions in a key-value store):
+//! embedded files by default, PostgreSQL and Redis servers in the last test.
 
 use polytrace_tests::tree;
 use polytrace_tests::*;
@@ -11,6 +13,28 @@ use std::time::Duration;
 
 const REMOTE_TRACE: &str = "0af7651916cd43dd8448eb211c80319c";
 const REMOTE_SPAN: &str = "b7ad6b7169203331";
+
+/// examples/checkout up with its data in a scratch directory (plus `env`),
+/// exporting to `receiver`, its sessions created; with the trace ids of
+/// the requests that created them, and the data's directory.
+async fn start(
+    receiver: &Receiver,
+    protocol: &str,
+    name: &str,
+    env: &[(&str, &str)],
+) -> (Polytrace, Vec<String>, String) {
+    let (dir, mut all) = checkout_data_env(name);
+    all.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    let all: Vec<(&str, &str)> = all.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let host = Polytrace::up_dir(
+        &repo_dir().join("examples/checkout"),
+        receiver,
+        protocol,
+        &all,
+    );
+    let seeded = seed_checkout_sessions(&host.url("")).await;
+    (host, seeded, dir.display().to_string())
+}
 
 fn order(session: &str, amount: &str, payment: &str) -> String {
     format!(
@@ -38,7 +62,7 @@ fn cases() -> Vec<Case> {
             name: "approved",
             body: order("abc", "42.5", "visa"),
             status: 200,
-            spans: 15,
+            spans: 22,
             errors: &[],
             exceptions: &[],
         },
@@ -46,7 +70,7 @@ fn cases() -> Vec<Case> {
             name: "fraud-denied",
             body: order("abc", "20000", "visa"),
             status: 403,
-            spans: 9,
+            spans: 10,
             // A 403 is an error for the caller's CLIENT span, not for the
             // answering SERVER spans (HTTP semantic conventions).
             errors: &[("api-gateway", "POST")],
@@ -56,7 +80,7 @@ fn cases() -> Vec<Case> {
             name: "unknown-session",
             body: order("nope", "42.5", "visa"),
             status: 404,
-            spans: 9,
+            spans: 10,
             errors: &[("api-gateway", "POST"), ("fraud-service", "GET")],
             exceptions: &[],
         },
@@ -64,7 +88,7 @@ fn cases() -> Vec<Case> {
             name: "card-declined",
             body: order("xyz", "42.5", "declined"),
             status: 402,
-            spans: 15,
+            spans: 20,
             errors: &[("api-gateway", "POST")],
             exceptions: &[],
         },
@@ -72,7 +96,7 @@ fn cases() -> Vec<Case> {
             name: "billing-fails",
             body: order("xyz", "666", "visa"),
             status: 500,
-            spans: 15,
+            spans: 21,
             // Failed in billing's charge_card; the 500 travels up to the
             // gateway's answer and marks every span on the way.
             errors: &[
@@ -119,12 +143,7 @@ fn names(pairs: &[(&str, &str)]) -> BTreeSet<(String, String)> {
 #[tokio::test(flavor = "multi_thread")]
 async fn every_checkout_outcome_is_one_readable_trace() {
     let receiver = Receiver::start().await;
-    let host = Polytrace::up_dir(
-        &repo_dir().join("examples/checkout"),
-        &receiver,
-        "http/protobuf",
-        &[],
-    );
+    let (host, _, data) = start(&receiver, "http/protobuf", "checkout-outcomes", &[]).await;
     for case in cases() {
         let response = request(
             "POST",
@@ -165,7 +184,7 @@ async fn every_checkout_outcome_is_one_readable_trace() {
         );
 
         // The whole tree, with the run's generated ids named.
-        let mut aliases = Vec::new();
+        let mut aliases = vec![(data.clone(), "<data>")];
         for (key, alias) in [
             ("transaction_id", "<transaction-id>"),
             ("order_id", "<order-id>"),
@@ -188,12 +207,7 @@ async fn every_checkout_outcome_is_one_readable_trace() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_checkout_continues_the_callers_trace() {
     let receiver = Receiver::start().await;
-    let host = Polytrace::up_dir(
-        &repo_dir().join("examples/checkout"),
-        &receiver,
-        "grpc",
-        &[],
-    );
+    let (host, _, _) = start(&receiver, "grpc", "checkout-continued", &[]).await;
     let response = request(
         "POST",
         &host.url("/checkout"),
@@ -206,7 +220,7 @@ async fn a_checkout_continues_the_callers_trace() {
     .await;
     assert_eq!(response.status, 200, "{}", response.body);
     assert_eq!(response.trace_id(), REMOTE_TRACE);
-    let spans = whole_trace(&receiver, REMOTE_TRACE, 15).await;
+    let spans = whole_trace(&receiver, REMOTE_TRACE, 22).await;
     let root = spans.iter().find(|s| s.name == "POST /checkout").unwrap();
     assert_eq!(root.parent_span_id, REMOTE_SPAN);
     // Four services, one trace.
@@ -225,12 +239,13 @@ async fn a_thousand_concurrent_checkouts_are_a_thousand_whole_traces() {
     const REQUESTS: usize = 1000;
     const CONCURRENCY: usize = 16;
     let receiver = Receiver::start().await;
-    let host = Polytrace::up_dir(
-        &repo_dir().join("examples/checkout"),
+    let (host, seeded, _) = start(
         &receiver,
         "grpc",
+        "checkout-thousand",
         &[("OTEL_BSP_MAX_QUEUE_SIZE", "100000")],
-    );
+    )
+    .await;
     let url = host.url("/checkout");
     let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let workers: Vec<_> = (0..CONCURRENCY)
@@ -253,12 +268,21 @@ async fn a_thousand_concurrent_checkouts_are_a_thousand_whole_traces() {
     }
     assert_eq!(trace_ids.len(), REQUESTS, "every request has its own trace");
 
-    // All spans in: 15 per checkout.
+    // All spans in: 22 per checkout (15 of the services and the calls
+    // between them, 7 of their data: two session reads, billing's
+    // transaction of four statements, the order's INSERT).
+    let checkout_spans = || -> Vec<FlatSpan> {
+        receiver
+            .spans()
+            .into_iter()
+            .filter(|s| !seeded.contains(&s.trace_id))
+            .collect()
+    };
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    let mut spans = receiver.spans();
-    while spans.len() < REQUESTS * 15 && std::time::Instant::now() < deadline {
+    let mut spans = checkout_spans();
+    while spans.len() < REQUESTS * 22 && std::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(200)).await;
-        spans = receiver.spans();
+        spans = checkout_spans();
     }
     let mut by_trace: BTreeMap<&str, Vec<&FlatSpan>> = BTreeMap::new();
     for s in &spans {
@@ -274,7 +298,7 @@ async fn a_thousand_concurrent_checkouts_are_a_thousand_whole_traces() {
         v
     };
     let expected_shape = shape(by_trace.values().next().unwrap());
-    assert_eq!(expected_shape.len(), 15);
+    assert_eq!(expected_shape.len(), 22);
     for (trace_id, t) in &by_trace {
         assert!(
             trace_ids.contains(*trace_id),
@@ -298,12 +322,7 @@ async fn a_thousand_concurrent_checkouts_are_a_thousand_whole_traces() {
 #[tokio::test(flavor = "multi_thread")]
 async fn checkout_metrics_and_logs() {
     let receiver = Receiver::start().await;
-    let host = Polytrace::up_dir(
-        &repo_dir().join("examples/checkout"),
-        &receiver,
-        "grpc",
-        &[],
-    );
+    let (host, _, _) = start(&receiver, "grpc", "checkout-metrics", &[]).await;
     let mut expected_orders: BTreeMap<(String, String), f64> = BTreeMap::new();
     let mut failed_trace = None;
     for case in cases() {
@@ -413,7 +432,7 @@ async fn checkout_metrics_and_logs() {
             .contains("Traceback"),
         "{error:?}"
     );
-    let spans = whole_trace(&receiver, &failed_trace, 15).await;
+    let spans = whole_trace(&receiver, &failed_trace, 21).await;
     let span = spans.iter().find(|s| s.span_id == error.span_id).unwrap();
     assert_eq!((span.service(), span.kind), ("billing", KIND_SERVER));
     // The record logged inside charge_card belongs to charge_card.
@@ -423,5 +442,172 @@ async fn checkout_metrics_and_logs() {
         .unwrap_or_else(|| panic!("{records:#?}"));
     let span = spans.iter().find(|s| s.span_id == inside.span_id).unwrap();
     assert_eq!(span.name, "charge_card");
+    host.terminate();
+}
+
+/// The span headers of a rendered tree (kind, name, service, status),
+/// indented: the trace's shape without its attributes.
+fn outline(rendered: &str) -> String {
+    rendered
+        .lines()
+        .filter(|l| {
+            let l = l.trim_start();
+            ["SERVER \"", "CLIENT \"", "INTERNAL \""]
+                .iter()
+                .any(|k| l.starts_with(k))
+        })
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
+
+/// The same checkout with its data on servers: orders and charges in a
+/// PostgreSQL database (its tables made by the host from the schema files
+/// at start), sessions in Redis. Every outcome's trace has the shape of the
+/// embedded run's (tests/checkout/<outcome>.txt), the database spans say
+/// where the data went, the rows are there, and a Redis that stops shows as
+/// the failing `GET sessions` in the JavaScript session service.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_checkout_keeps_its_data_in_postgresql_and_redis() {
+    let pg = polytrace_tests::postgres::Postgres::start("checkout");
+    let redis = polytrace_tests::redis::Redis::start("checkout");
+    let receiver = Receiver::start().await;
+    let (database, store) = (pg.url("postgres"), redis.url(2));
+    let (host, _, _) = start(
+        &receiver,
+        "grpc",
+        "checkout-servers",
+        &[
+            ("CHECKOUT_ORDERS_DB", &database),
+            ("CHECKOUT_BILLING_DB", &database),
+            ("CHECKOUT_SESSIONS_STORE", &store),
+        ],
+    )
+    .await;
+    assert_eq!(redis.cli(&["-n", "2", "EXISTS", "session:abc"]), "1");
+
+    let mut approved = None;
+    for case in cases() {
+        let r = request("POST", &host.url("/checkout"), &[], &case.body).await;
+        assert_eq!(r.status, case.status, "{}: {}", case.name, r.body);
+        let spans = whole_trace(&receiver, &r.trace_id(), case.spans).await;
+        let expected =
+            std::fs::read_to_string(repo_dir().join(format!("tests/checkout/{}.txt", case.name)))
+                .unwrap();
+        assert_eq!(
+            outline(&tree::render_services(&spans, &[])),
+            outline(&expected),
+            "{}: the trace's shape on PostgreSQL and Redis",
+            case.name
+        );
+        let systems: BTreeSet<(&str, &str)> = spans
+            .iter()
+            .filter_map(|s| Some((s.service(), s.attributes.get("db.system.name")?.as_str()?)))
+            .collect();
+        let expected_systems: BTreeSet<(&str, &str)> = match case.status {
+            200 | 402 | 500 => [
+                ("session-service", "redis"),
+                ("billing", "postgresql"),
+                ("api-gateway", "postgresql"),
+            ]
+            .into_iter()
+            .filter(|(service, _)| case.status == 200 || *service != "api-gateway")
+            .collect(),
+            _ => [("session-service", "redis")].into(),
+        };
+        assert_eq!(systems, expected_systems, "{}", case.name);
+        if case.status == 200 {
+            approved = Some((r.json(), spans));
+        }
+    }
+
+    // The approved order and its charge are rows; the failed charge was
+    // rolled back, the declined one kept.
+    let (body, spans) = approved.unwrap();
+    let order_id = body["order_id"].as_str().unwrap();
+    let charge_id = body["charge_id"].as_str().unwrap();
+    assert_eq!(
+        pg.psql(
+            "postgres",
+            &format!("SELECT charge_id, amount_cents FROM orders WHERE id = '{order_id}'")
+        ),
+        format!("{charge_id}|4250")
+    );
+    assert_eq!(
+        pg.psql(
+            "postgres",
+            "SELECT status, count(*) FROM charges GROUP BY status ORDER BY status"
+        ),
+        "charged|1\ndeclined|1"
+    );
+    let insert = spans
+        .iter()
+        .find(|s| s.name == "INSERT orders")
+        .unwrap_or_else(|| panic!("{spans:#?}"));
+    assert_eq!(insert.attributes["db.namespace"], "postgres");
+    assert_eq!(insert.attributes["server.port"], pg.port as i64);
+    let get = spans.iter().find(|s| s.name == "GET sessions").unwrap();
+    assert_eq!(get.attributes["db.namespace"], "2");
+    assert_eq!(get.attributes["server.port"], redis.port as i64);
+    for s in &spans {
+        let text = format!("{:?}", s.attributes);
+        assert!(
+            !text.contains(&pg.password) && !text.contains(&redis.password),
+            "{s:#?}"
+        );
+    }
+
+    // Redis stops: the checkout fails, and the trace says where.
+    redis.stop();
+    let r = request(
+        "POST",
+        &host.url("/checkout"),
+        &[],
+        &order("abc", "10", "visa"),
+    )
+    .await;
+    assert_eq!(r.status, 500, "{}", r.body);
+    let spans = whole_trace(&receiver, &r.trace_id(), 10).await;
+    let failing: Vec<&FlatSpan> = spans
+        .iter()
+        .filter(|s| {
+            s.status_code == STATUS_ERROR
+                && s.kind == KIND_CLIENT
+                && s.attributes.contains_key("db.system.name")
+        })
+        .collect();
+    assert_eq!(failing.len(), 1, "{spans:#?}");
+    assert_eq!(
+        (failing[0].service(), failing[0].name.as_str()),
+        ("session-service", "GET sessions")
+    );
+    let load = spans
+        .iter()
+        .find(|s| s.span_id == failing[0].parent_span_id)
+        .unwrap();
+    assert_eq!(
+        (load.name.as_str(), load.status_code),
+        ("load_session", STATUS_ERROR)
+    );
+    assert!(load.event("exception").is_some(), "{load:#?}");
+
+    // Back up (the host reconnects in the background): the sessions Redis
+    // acknowledged are still there.
+    redis.start_server();
+    let mut status = 0;
+    for _ in 0..100 {
+        let r = request(
+            "POST",
+            &host.url("/checkout"),
+            &[],
+            &order("xyz", "10", "visa"),
+        )
+        .await;
+        status = r.status;
+        if status == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, 200);
     host.terminate();
 }

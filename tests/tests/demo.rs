@@ -1,11 +1,12 @@
 //! README command (1)'s run, `scripts/demo.py --once`: the checkout app
 //! answers every demo request and each trace prints as a whole tree.
 
-use polytrace_tests::{polytrace_bin, repo_dir, target_dir};
+use polytrace_tests::{checkout_data_env, polytrace_bin, repo_dir, target_dir};
 use std::process::Command;
 
 #[test]
 fn the_demo_prints_every_checkout_as_a_tree() {
+    let (_, data) = checkout_data_env("demo");
     let out = Command::new("python3")
         .arg(repo_dir().join("scripts/demo.py"))
         .args(["--once", "--listen", "127.0.0.1:0", "--ui", "127.0.0.1:0"])
@@ -14,6 +15,7 @@ fn the_demo_prints_every_checkout_as_a_tree() {
         .env("POLYTRACE_CACHE_DIR", target_dir().join("test-cache"))
         .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
         .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+        .envs(data)
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -34,7 +36,7 @@ fn the_demo_prints_every_checkout_as_a_tree() {
             .count()
     };
     let approved = block("approved: POST /checkout → 200");
-    assert_eq!(tree_lines(approved), 15, "{approved}");
+    assert_eq!(tree_lines(approved), 22, "{approved}");
     for service in ["api-gateway", "fraud-service", "session-service", "billing"] {
         assert!(
             approved.contains(&format!("{service}: server")),
@@ -43,13 +45,13 @@ fn the_demo_prints_every_checkout_as_a_tree() {
     }
     assert_eq!(
         tree_lines(block("fraud: amount over 10000: POST /checkout → 403")),
-        9
+        10
     );
     assert_eq!(
         tree_lines(block("unknown session: POST /checkout → 404")),
-        9
+        10
     );
-    assert_eq!(tree_lines(block("card declined: POST /checkout → 402")), 15);
+    assert_eq!(tree_lines(block("card declined: POST /checkout → 402")), 20);
     let failed = block("billing fails (amount 666): POST /checkout → 500");
     assert!(
         failed
@@ -63,7 +65,7 @@ fn the_demo_prints_every_checkout_as_a_tree() {
         continued.contains("trace 4bf92f3577b34da6a3ce929d0e0e4736"),
         "{continued}"
     );
-    assert_eq!(tree_lines(continued), 15, "{continued}");
+    assert_eq!(tree_lines(continued), 22, "{continued}");
     assert!(stdout.contains("OTEL_EXPORTER_OTLP_ENDPOINT=http://localhost:4318"));
     // Each trace links into the viewer, which the demo names.
     assert!(

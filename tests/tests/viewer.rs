@@ -91,28 +91,30 @@ fn trace_ids(body: &Json) -> Vec<String> {
         .collect()
 }
 
-fn start_checkout(store: &str) -> Polytrace {
+/// examples/checkout with its data in a scratch directory and its
+/// sessions created (the trace ids of those requests).
+async fn start_checkout(store: &str) -> (Polytrace, Vec<String>) {
     let dir = repo_dir().join("examples/checkout");
-    Polytrace::start_with_args(
-        &dir,
-        &["--store", store, "--ui", "127.0.0.1:0"],
-        &[
-            ("OTEL_TRACES_EXPORTER".into(), "none".into()),
-            ("OTEL_BSP_SCHEDULE_DELAY".into(), "100".into()),
-        ],
-    )
+    let (_, mut env) = checkout_data_env("viewer-checkout");
+    env.extend([
+        ("OTEL_TRACES_EXPORTER".into(), "none".into()),
+        ("OTEL_BSP_SCHEDULE_DELAY".into(), "100".into()),
+    ]);
+    let host = Polytrace::start_with_args(&dir, &["--store", store, "--ui", "127.0.0.1:0"], &env);
+    let seeded = seed_checkout_sessions(&host.url("")).await;
+    (host, seeded)
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_query_api_answers_like_jaeger() {
-    let host = start_checkout("memory");
+    let (host, seeded) = start_checkout("memory").await;
     let ids = checkouts(&host).await;
     let id = |name: &str| ids.iter().find(|(n, _)| *n == name).unwrap().1.clone();
-    let failed = stored(&host, &id("failed"), 15).await;
-    stored(&host, &id("approved"), 15).await;
-    stored(&host, &id("declined"), 15).await;
-    stored(&host, &id("denied"), 9).await;
-    stored(&host, &id("unknown"), 9).await;
+    let failed = stored(&host, &id("failed"), 21).await;
+    stored(&host, &id("approved"), 22).await;
+    stored(&host, &id("declined"), 20).await;
+    stored(&host, &id("denied"), 10).await;
+    stored(&host, &id("unknown"), 10).await;
 
     // The trace in Jaeger's model.
     assert_eq!(failed["traceID"], id("failed"));
@@ -194,7 +196,8 @@ async fn the_query_api_answers_like_jaeger() {
         async move { api(h, &path).await }
     };
     let (_, all) = search("").await;
-    assert_eq!(all["data"].as_array().unwrap().len(), 5);
+    // The five checkouts and the two requests that created their sessions.
+    assert_eq!(all["data"].as_array().unwrap().len(), 7);
     // Newest first.
     assert_eq!(trace_ids(&all)[0], id("failed"));
     let (_, billing) = search("service=billing").await;
@@ -220,7 +223,12 @@ async fn the_query_api_answers_like_jaeger() {
     want.sort();
     assert_eq!(got, want);
     let (_, status_ok) = search("status=ok").await;
-    assert_eq!(trace_ids(&status_ok), vec![id("approved")]);
+    let mut got = trace_ids(&status_ok);
+    got.sort();
+    let mut want = vec![id("approved")];
+    want.extend(seeded.iter().cloned());
+    want.sort();
+    assert_eq!(got, want);
     let (_, slow) = search("service=api-gateway&minDuration=1h").await;
     assert_eq!(slow["data"], json!([]));
     let (_, fast) = search("service=api-gateway&maxDuration=1us").await;
@@ -346,7 +354,7 @@ async fn traces_survive_a_restart() {
     let dir = scratch_dir("store-restart");
     let db = dir.join("traces.db");
     let db = db.to_str().unwrap();
-    let host = start_checkout(db);
+    let (host, _) = start_checkout(db).await;
     let r = request(
         "POST",
         &host.url("/checkout"),
@@ -356,21 +364,23 @@ async fn traces_survive_a_restart() {
     .await;
     assert_eq!(r.status, 200);
     let trace_id = r.trace_id();
-    stored(&host, &trace_id, 15).await;
+    stored(&host, &trace_id, 22).await;
     let (code, log) = host.terminate();
     assert_eq!(code, Some(0), "{log}");
     assert!(log.contains("trace store flushed"), "{log}");
 
-    let again = start_checkout(db);
-    let trace = stored(&again, &trace_id, 15).await;
-    assert_eq!(trace["spans"].as_array().unwrap().len(), 15);
+    let (again, _) = start_checkout(db).await;
+    let trace = stored(&again, &trace_id, 22).await;
+    assert_eq!(trace["spans"].as_array().unwrap().len(), 22);
     again.terminate();
 
     // A shorter retention applies at start: the old trace is gone.
+    let (_, mut env) = checkout_data_env("viewer-retention");
+    env.push(("OTEL_TRACES_EXPORTER".into(), "none".into()));
     let strict = Polytrace::start_with_args(
         &repo_dir().join("examples/checkout"),
         &["--store", db, "--ui", "127.0.0.1:0", "--retention", "1ms"],
-        &[("OTEL_TRACES_EXPORTER".into(), "none".into())],
+        &env,
     );
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
@@ -386,13 +396,14 @@ async fn traces_survive_a_restart() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_viewer_works_in_a_real_browser() {
-    let host = start_checkout("memory");
+    let (host, _) = start_checkout("memory").await;
     let ids = checkouts(&host).await;
     for (name, id) in &ids {
-        let count = if *name == "denied" || *name == "unknown" {
-            9
-        } else {
-            15
+        let count = match *name {
+            "denied" | "unknown" => 10,
+            "declined" => 20,
+            "failed" => 21,
+            _ => 22,
         };
         stored(&host, id, count).await;
     }
@@ -494,15 +505,18 @@ async fn a_trace_of_five_thousand_spans() {
 /// `/metrics`); the app serves as before.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_store_can_be_turned_off() {
+    let (_, mut env) = checkout_data_env("viewer-store-off");
+    env.extend([
+        ("OTEL_TRACES_EXPORTER".into(), "none".into()),
+        ("OTEL_METRICS_EXPORTER".into(), "none".into()),
+        ("OTEL_LOGS_EXPORTER".into(), "none".into()),
+    ]);
     let host = Polytrace::start_with_args(
         &repo_dir().join("examples/checkout"),
         &["--store", "none"],
-        &[
-            ("OTEL_TRACES_EXPORTER".into(), "none".into()),
-            ("OTEL_METRICS_EXPORTER".into(), "none".into()),
-            ("OTEL_LOGS_EXPORTER".into(), "none".into()),
-        ],
+        &env,
     );
+    seed_checkout_sessions(&host.url("")).await;
     assert_eq!(get(&host.ui_url("/api/services")).await.status, 404);
     assert_eq!(get(&host.ui_url("/")).await.status, 404);
     let metrics = get(&host.ui_url("/metrics")).await;

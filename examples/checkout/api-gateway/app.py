@@ -2,8 +2,11 @@
 
 POST /checkout with a JSON order → span ``checkout_flow`` (``user.id``) →
 span ``validate_order`` (``order.items``) → fraud-service ``/verify`` → if
-approved, session-service ``/sessions/{id}`` → billing ``/charge``.
-Other components are called by their id; the host makes the CLIENT spans.
+approved, session-service ``/sessions/{id}`` → billing ``/charge`` → the
+order saved in the ``orders`` SQL database the manifest grants (an SQLite
+file by default, PostgreSQL when CHECKOUT_ORDERS_DB names one).
+Other components are called by their id; the host makes the CLIENT spans,
+and a CLIENT span for every statement.
 """
 
 import json
@@ -11,12 +14,14 @@ import logging
 import uuid
 
 import polytrace
-from polytrace import metrics
+from polytrace import dbapi, metrics
 from polytrace.http import HttpError, Request, respond, send
 from wit_world import exports
 
 
 log = logging.getLogger(__name__)
+db = dbapi.connect("orders")  # opens at the first statement
+db.autocommit = True  # an order is one INSERT: no transaction around it
 
 # `orders.created`'s status attribute, by the checkout's HTTP status.
 OUTCOMES = {200: "approved", 400: "invalid", 402: "declined", 403: "rejected", 404: "rejected"}
@@ -108,6 +113,17 @@ def checkout(order):
             return answer.status, answer.body
 
         order_id = "ord-" + uuid.uuid4().hex[:12]
+        try:
+            db.cursor().execute(
+                "INSERT INTO orders (id, transaction_id, user_id, session_id, amount_cents, items, charge_id) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (order_id, transaction_id, order["user_id"], order["session_id"],
+                 round(order["amount"] * 100), len(order["items"]), str(charge.get("charge_id"))),
+            )
+        except dbapi.Error as e:
+            # The database's error is on the statement's span; the flow fails.
+            flow.set_status_error(f"the order could not be saved: {e.kind}")
+            return 503, {"error": "the order could not be saved", "transaction_id": transaction_id}
         flow.set_attributes({"checkout.outcome": "approved", "order.id": order_id})
         return 200, {"order_id": order_id, "transaction_id": transaction_id, "charge_id": charge.get("charge_id")}
 

@@ -1007,6 +1007,43 @@ fn utf8(raw: &[u8]) -> wit::Value {
 /// The server's message, without its DETAIL (which can quote the values
 /// of a row); otherwise what went wrong and why ("error connecting to
 /// server: Connection refused").
+/// Run `script` (statements separated by `;`, as `psql -f` takes them) on
+/// one of `pool`'s connections, within `within`: a granted database's
+/// schema, when the host starts. Errors name the server (never the
+/// password) and carry the server's message and SQLSTATE.
+pub async fn run_script(
+    pool: &deadpool_postgres::Pool,
+    target: &Target,
+    script: &str,
+    within: Duration,
+) -> Result<(), String> {
+    let work = async {
+        let client = pool
+            .get()
+            .await
+            .map_err(|e| match &e {
+                deadpool_postgres::PoolError::Backend(b) => pg_message(b),
+                other => other.to_string(),
+            })
+            .map_err(|why| format!("cannot connect to {}: {why}", target.display))?;
+        client
+            .batch_execute(script)
+            .await
+            .map_err(|e| match e.code() {
+                Some(code) => format!("{} (SQLSTATE {})", pg_message(&e), code.code()),
+                None => pg_message(&e),
+            })
+    };
+    match tokio::time::timeout(within, work).await {
+        Ok(result) => result,
+        Err(_) => Err(format!(
+            "{} did not finish it within {} s",
+            target.display,
+            within.as_secs()
+        )),
+    }
+}
+
 fn pg_message(e: &tokio_postgres::Error) -> String {
     if let Some(db) = e.as_db_error() {
         return db.message().to_string();

@@ -69,7 +69,8 @@ pub enum Database {
 
 /// Replace each `${NAME}` in `text` with the environment variable NAME;
 /// with `encode`, percent-encoded (for a value inside a URL: a password
-/// with `@`, `/` or `%` stays the password). Errors name the variable
+/// with `@`, `/` or `%` stays the password). `${NAME:-DEFAULT}` is
+/// DEFAULT, as written, when NAME is unset or empty. Errors name the variable
 /// that is not set (never a value).
 pub fn expand_env(text: &str, encode: bool) -> Result<String, String> {
     let mut out = String::with_capacity(text.len());
@@ -79,7 +80,13 @@ pub fn expand_env(text: &str, encode: bool) -> Result<String, String> {
         let Some(len) = rest[at + 2..].find('}') else {
             return Err("a `${` without its `}`".into());
         };
-        let name = &rest[at + 2..at + 2 + len];
+        let inner = &rest[at + 2..at + 2 + len];
+        // `${NAME:-DEFAULT}`, as in a shell: DEFAULT (the manifest's own
+        // text, taken as written) when NAME is unset or empty.
+        let (name, default) = match inner.split_once(":-") {
+            Some((name, default)) => (name, Some(default)),
+            None => (inner, None),
+        };
         if name.is_empty()
             || name.starts_with(|c: char| c.is_ascii_digit())
             || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
@@ -88,13 +95,17 @@ pub fn expand_env(text: &str, encode: bool) -> Result<String, String> {
                 "`${{{name}}}` is not an environment variable's name"
             ));
         }
-        match std::env::var(name) {
-            Ok(value) if encode => out.extend(percent_encoding::utf8_percent_encode(
+        let value = std::env::var(name)
+            .ok()
+            .filter(|v| !v.is_empty() || default.is_none());
+        match (value, default) {
+            (Some(value), _) if encode => out.extend(percent_encoding::utf8_percent_encode(
                 &value,
                 percent_encoding::NON_ALPHANUMERIC,
             )),
-            Ok(value) => out.push_str(&value),
-            Err(_) => return Err(format!("the environment variable `{name}` is not set")),
+            (Some(value), _) => out.push_str(&value),
+            (None, Some(default)) => out.push_str(default),
+            (None, None) => return Err(format!("the environment variable `{name}` is not set")),
         }
         rest = &rest[at + 3 + len..];
     }
@@ -228,6 +239,68 @@ impl Grants {
                 })
                 .collect(),
         )
+    }
+}
+
+/// The longest schema file the host takes, in bytes.
+pub const MAX_SCHEMA_BYTES: u64 = 1 << 20;
+/// How long a schema may take to run at start.
+pub const SCHEMA_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Read a grant's schema file: UTF-8, at most [`MAX_SCHEMA_BYTES`].
+/// Checked at start (`polytrace check` too) and read again when run.
+pub fn read_schema(file: &std::path::Path) -> Result<String, String> {
+    let shown = file.display();
+    let meta = std::fs::metadata(file).map_err(|e| format!("schema `{shown}`: {e}"))?;
+    if !meta.is_file() {
+        return Err(format!("schema `{shown}` is not a file"));
+    }
+    if meta.len() > MAX_SCHEMA_BYTES {
+        return Err(format!(
+            "schema `{shown}` is {} bytes; the most is {MAX_SCHEMA_BYTES}",
+            meta.len()
+        ));
+    }
+    let bytes = std::fs::read(file).map_err(|e| format!("schema `{shown}`: {e}"))?;
+    String::from_utf8(bytes).map_err(|_| format!("schema `{shown}` is not UTF-8 text"))
+}
+
+impl Grants {
+    /// Run each grant's schema file (`schemas`: grant name → file) on its
+    /// database, once, before the app serves: statements separated by
+    /// `;`, in one batch (write them to be re-runnable, `CREATE TABLE IF
+    /// NOT EXISTS`: they run at every start). Not traced: no request is
+    /// running. The first failure is returned with the grant, the file
+    /// and the database's message (never a password).
+    pub async fn apply_schemas(&self, schemas: &BTreeMap<String, PathBuf>) -> Result<(), String> {
+        for (name, file) in schemas {
+            let granted = self
+                .0
+                .get(name)
+                .ok_or_else(|| format!("sql.{name}: a schema for a database not granted"))?;
+            let script = read_schema(file).map_err(|e| format!("sql.{name}: {e}"))?;
+            let shown = file.display();
+            let ran = match &granted.database {
+                Database::Postgres(target) => {
+                    // Every PostgreSQL grant has its pool ([`Grants::new`]).
+                    let pool = granted.pool.clone().unwrap_or_else(|| target.pool());
+                    super::postgres::run_script(&pool, target, &script, SCHEMA_TIMEOUT).await
+                }
+                Database::Sqlite { path, namespace } => {
+                    let (path, namespace) = (path.clone(), namespace.clone());
+                    tokio::task::spawn_blocking(move || {
+                        let conn = open(&path, &namespace).map_err(|e| e.message)?;
+                        conn.execute_batch(&script).map_err(|e| e.to_string())
+                    })
+                    .await
+                    .map_err(|e| e.to_string())
+                    .and_then(|r| r)
+                }
+            };
+            ran.map_err(|why| format!("sql.{name}: schema `{shown}`: {why}"))?;
+            tracing::info!(grant = %name, schema = %shown, "ran the schema");
+        }
+        Ok(())
     }
 }
 
@@ -1189,6 +1262,33 @@ mod tests {
         let e = expand_env("postgres://app:${POLYTRACE_TEST_NOT_SET}@db/x", true).unwrap_err();
         assert!(e.contains("`POLYTRACE_TEST_NOT_SET` is not set"), "{e}");
         assert!(expand_env("${", false).is_err());
+        // Defaults, as in a shell: taken as written when unset or empty.
+        assert_eq!(
+            expand_env("${POLYTRACE_TEST_NOT_SET:-sqlite:a b.db}", true).unwrap(),
+            "sqlite:a b.db"
+        );
+        unsafe { std::env::set_var("POLYTRACE_TEST_EMPTY", "") };
+        assert_eq!(
+            expand_env("x${POLYTRACE_TEST_EMPTY:-y}z", false).unwrap(),
+            "xyz"
+        );
+        assert_eq!(
+            expand_env("${POLYTRACE_TEST_PG_SECRET:-other}", false).unwrap(),
+            "s3cret"
+        );
+        assert!(expand_env("${:-x}", false).is_err());
+        let from_default = Database::parse(
+            "${POLYTRACE_TEST_NOT_SET:-sqlite:orders.db}",
+            std::path::Path::new("/d"),
+        )
+        .unwrap();
+        assert_eq!(
+            from_default,
+            Database::Sqlite {
+                path: "/d/orders.db".into(),
+                namespace: "orders.db".into()
+            }
+        );
         // A password with URL syntax in it stays the password.
         unsafe { std::env::set_var("POLYTRACE_TEST_PG_ODD", "Xk9@pw/2%41") };
         let Database::Postgres(odd) = Database::parse(
