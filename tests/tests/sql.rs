@@ -792,3 +792,128 @@ async fn postgres_over_tls_verifies_the_server() {
     assert!(failed.status_message.contains("certificate"), "{failed:#?}");
     untrusted.terminate();
 }
+
+/// `polytrace up` on `dir`'s manifest, expected to stop before serving:
+/// its exit status and everything it wrote (fails if it is still running
+/// after 60 s, which would mean it served).
+fn up_fails(dir: &Path) -> (std::process::ExitStatus, String) {
+    let mut child = std::process::Command::new(polytrace_bin())
+        .args([
+            "up",
+            "--listen",
+            "127.0.0.1:0",
+            "--no-ui",
+            "--store",
+            "none",
+        ])
+        .arg(dir)
+        .env("POLYTRACE_CACHE_DIR", target_dir().join("test-cache"))
+        .env("OTEL_SDK_DISABLED", "true")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("`polytrace up` kept running");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let out = child.wait_with_output().unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    (out.status, text)
+}
+
+/// A grant's `schema` file runs once at start, before the first request,
+/// and again at every start (re-runnable statements); a missing file is a
+/// `check` error; a failing statement or a server that refuses stops `up`
+/// with the grant, the file and the database's message, and no password.
+#[tokio::test(flavor = "multi_thread")]
+async fn schema_files_run_at_start() {
+    use serde_json::json;
+    let dir = scratch_dir("sql-schema");
+    let manifest = |url: &str| {
+        format!(
+            "app = \"sql-schema\"\n[[component]]\nid = \"probe\"\nsource = \"{}\"\nroute = \"/...\"\n\
+             language = \"python\"\nsql = {{ bench = {{ url = \"{url}\", schema = \"db/schema.sql\" }} }}\n\
+             limits = {{ memory_mb = 128 }}\n",
+            component("sql_probe").display()
+        )
+    };
+    std::fs::write(dir.join("polytrace.toml"), manifest("sqlite:bench.db")).unwrap();
+
+    // No file yet: `check` names it.
+    let out = std::process::Command::new(polytrace_bin())
+        .arg("check")
+        .arg(dir.join("polytrace.toml"))
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("sql.bench: schema") && text.contains("db/schema.sql"),
+        "{text}"
+    );
+
+    // A statement that fails: `up` stops with SQLite's message.
+    std::fs::create_dir_all(dir.join("db")).unwrap();
+    std::fs::write(
+        dir.join("db/schema.sql"),
+        "CREATE TABLE IF NOT EXISTS early (x);\nCREAT TABLE oops (x);\n",
+    )
+    .unwrap();
+    let (status, text) = up_fails(&dir);
+    assert!(!status.success(), "{text}");
+    assert!(
+        text.contains("component `probe`: sql.bench: schema"),
+        "{text}"
+    );
+    assert!(text.contains("syntax error"), "{text}");
+
+    // A good schema: the table is there for the first request, and a
+    // second start runs it again harmlessly.
+    std::fs::write(
+        dir.join("db/schema.sql"),
+        "-- re-runnable\nCREATE TABLE IF NOT EXISTS seeded (id INTEGER PRIMARY KEY, name TEXT NOT NULL);\n\
+         INSERT OR IGNORE INTO seeded (id, name) VALUES (1, 'seeded');\n",
+    )
+    .unwrap();
+    let receiver = Receiver::start().await;
+    for _ in 0..2 {
+        let host = Polytrace::up_dir(&dir, &receiver, "http/protobuf", &[]);
+        let out = statements(&host, json!([["SELECT id, name FROM seeded", []]])).await;
+        assert_eq!(out[0]["rows"], json!([[1, "seeded"]]), "{out:?}");
+        assert!(host.log().contains("ran the schema"), "{}", host.log());
+        // The failed schema left nothing behind: all or nothing.
+        let out = statements(&host, json!([["SELECT x FROM early", []]])).await;
+        assert!(
+            out[0]["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("no such table"),
+            "{out:?}"
+        );
+        host.terminate();
+    }
+
+    // A server that refuses: `up` stops, naming it without the password.
+    std::fs::write(
+        dir.join("polytrace.toml"),
+        manifest("postgres://app:${SCHEMA_TEST_PW}@127.0.0.1:1/app"),
+    )
+    .unwrap();
+    // SAFETY: read by the child process only.
+    unsafe { std::env::set_var("SCHEMA_TEST_PW", "hunter2-schema") };
+    let (status, text) = up_fails(&dir);
+    assert!(!status.success(), "{text}");
+    assert!(
+        text.contains("sql.bench: schema")
+            && text.contains("cannot connect to postgres://app@127.0.0.1:1/app"),
+        "{text}"
+    );
+    assert!(!text.contains("hunter2"), "{text}");
+}

@@ -268,8 +268,9 @@ pub fn read_schema(file: &std::path::Path) -> Result<String, String> {
 impl Grants {
     /// Run each grant's schema file (`schemas`: grant name → file) on its
     /// database, once, before the app serves: statements separated by
-    /// `;`, in one batch (write them to be re-runnable, `CREATE TABLE IF
-    /// NOT EXISTS`: they run at every start). Not traced: no request is
+    /// `;`, in one batch and one transaction, all or nothing (write them
+    /// to be re-runnable, `CREATE TABLE IF NOT EXISTS`: they run at every
+    /// start). Not traced: no request is
     /// running. The first failure is returned with the grant, the file
     /// and the database's message (never a password).
     pub async fn apply_schemas(&self, schemas: &BTreeMap<String, PathBuf>) -> Result<(), String> {
@@ -289,8 +290,11 @@ impl Grants {
                 Database::Sqlite { path, namespace } => {
                     let (path, namespace) = (path.clone(), namespace.clone());
                     tokio::task::spawn_blocking(move || {
-                        let conn = open(&path, &namespace).map_err(|e| e.message)?;
-                        conn.execute_batch(&script).map_err(|e| e.to_string())
+                        let mut conn = open(&path, &namespace).map_err(|e| e.message)?;
+                        // All of it or nothing, as PostgreSQL runs a batch.
+                        let tx = conn.transaction().map_err(|e| e.to_string())?;
+                        tx.execute_batch(&script).map_err(|e| e.to_string())?;
+                        tx.commit().map_err(|e| e.to_string())
                     })
                     .await
                     .map_err(|e| e.to_string())
