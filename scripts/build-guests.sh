@@ -40,6 +40,8 @@ build python     kv_probe            tests/guests/kv-probe
 build javascript kv_probe_js         tests/guests/kv-probe-js
 build go         kv_probe_go         tests/guests/kv-probe-go
 build rust       kv_probe_rust       tests/guests/kv-probe-rust
+build javascript sql_probe_js        tests/guests/sql-probe-js
+build go         sql_probe_go        tests/guests/sql-probe-go
 build javascript sql_reports         examples/sql-orders/reports
 build go         sql_audit           examples/sql-orders/audit
 build rust       sql_stock           examples/sql-orders/stock

@@ -2,9 +2,10 @@
 # Install the native OpenTelemetry SDKs that the interop test talks to and
 # the benchmarks compare with, at the versions pinned in tests/native/:
 # Python packages (with Flask and gunicorn) in .tools/native-venv, Node
-# packages (with Express) in tests/native/node_modules; and build the native
-# Go hello service (tests/native/hello_go, standard library only) into
-# target/native/hello_go with the Go toolchain scripts/setup.sh installs.
+# packages (with Express and node-postgres) in tests/native/node_modules;
+# and build the native Go programs (tests/native/hello_go, standard library
+# only; tests/native/pg_cost_go, with Debian's lib/pq) into target/native/
+# with the Go toolchain scripts/setup.sh installs.
 # Idempotent: does nothing when up to date.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -24,14 +25,30 @@ if [ ! -f "$native/node_modules/.package-lock.json" ] ||
   (cd "$native" && npm ci --no-audit --no-fund --silent)
 fi
 go="$root/.tools/venv/bin/go"
-hello_go="$root/target/native/hello_go"
-if [ ! -x "$go" ]; then
-  echo "setup: warning: no Go toolchain at .tools/venv/bin/go (scripts/setup.sh installs it): target/native/hello_go not built" >&2
-elif [ ! -x "$hello_go" ] || [ -n "$(find "$native/hello_go" -newer "$hello_go" -print -quit)" ]; then
-  echo "setup: native Go hello service (target/native/hello_go)" >&2
-  mkdir -p "$root/target/native"
-  (cd "$native/hello_go" &&
-    env -u GOOS -u GOARCH GOTOOLCHAIN=local GOPROXY=off GOFLAGS=-mod=mod CGO_ENABLED=0 \
-      GOCACHE="$root/target/go-cache" "$go" build -trimpath -o "$hello_go.tmp" . &&
-    mv "$hello_go.tmp" "$hello_go")
+# The Go PostgreSQL driver the SQL benchmark's native Go side uses: there is
+# no Go module proxy here, so Debian's package of lib/pq.
+pq=/usr/share/gocode/src/github.com/lib/pq
+if [ ! -f "$pq/go.mod" ]; then
+  echo "setup: Go PostgreSQL driver (Debian's golang-github-lib-pq-dev)" >&2
+  sudo=""
+  if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
+  install() {
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+      golang-github-lib-pq-dev > /dev/null
+  }
+  install || { $sudo apt-get update -q > /dev/null && install; }
 fi
+# The native Go programs: tests/native/NAME → target/native/NAME.
+for name in hello_go pg_cost_go; do
+  binary="$root/target/native/$name"
+  if [ ! -x "$go" ]; then
+    echo "setup: warning: no Go toolchain at .tools/venv/bin/go (scripts/setup.sh installs it): target/native/$name not built" >&2
+  elif [ ! -x "$binary" ] || [ -n "$(find "$native/$name" -newer "$binary" -print -quit)" ]; then
+    echo "setup: native Go program (target/native/$name)" >&2
+    mkdir -p "$root/target/native"
+    (cd "$native/$name" &&
+      env -u GOOS -u GOARCH GOTOOLCHAIN=local GOPROXY=off GOFLAGS=-mod=mod CGO_ENABLED=0 \
+        GOCACHE="$root/target/go-cache" "$go" build -trimpath -o "$binary.tmp" . &&
+      mv "$binary.tmp" "$binary")
+  fi
+done

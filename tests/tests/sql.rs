@@ -917,3 +917,35 @@ async fn schema_files_run_at_start() {
     );
     assert!(!text.contains("hunter2"), "{text}");
 }
+
+/// A Go guest whose host calls copy data in (SQL results, request bodies)
+/// while its garbage collector runs: Go's collector reads the clock,
+/// polls and runs cleanups that drop resources, each an import call,
+/// which the component model forbids inside `cabi_realloc` ("cannot leave
+/// component instance"). Thousands of queries and 4 MiB bodies, request
+/// after request on one warm instance, all answered.
+#[tokio::test(flavor = "multi_thread")]
+async fn go_guests_survive_collections_during_host_calls() {
+    let dir = scratch_dir("sql-go-gc");
+    let manifest = format!(
+        "app = \"sql-go-gc\"\n[[component]]\nid = \"probe\"\nsource = \"{}\"\nroute = \"/...\"\n\
+         language = \"go\"\nsql = {{ bench = \"sqlite:bench.db\" }}\n\
+         limits = {{ request_timeout_ms = 60000, memory_mb = 128 }}\n",
+        component("sql_probe_go").display()
+    );
+    std::fs::write(dir.join("polytrace.toml"), manifest).unwrap();
+    let receiver = Receiver::start().await;
+    let host = Polytrace::up_dir(&dir, &receiver, "http/protobuf", &[]);
+    // Without the fix, one run in this loop trapped at the 17th request.
+    for i in 0..60 {
+        let r = get(&host.url("/sql-cost?n=2000")).await;
+        assert_eq!(r.status, 200, "request {i}: {}", r.body);
+    }
+    let body = "x".repeat(4 << 20);
+    for i in 0..10 {
+        let r = request("POST", &host.url("/sql-cost?n=10"), &[], &body).await;
+        assert_eq!(r.status, 200, "body {i}: {}", r.body);
+    }
+    let (_, log) = host.terminate();
+    assert!(!log.contains("Trap::"), "{log}");
+}

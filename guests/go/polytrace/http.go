@@ -32,6 +32,7 @@ type Request struct {
 // Content-Length or its last chunk, or the connection failed): answer 400,
 // never act on part of a body.
 func ReadRequest(in *wasihttp.IncomingRequest) (Request, error) {
+	defer HoldGC()() // every read below is copied in through cabi_realloc
 	r := Request{Method: methodName(in.Method()), Headers: map[string]string{}, Scheme: "http"}
 	pathWithQuery := in.PathWithQuery().SomeOr("/")
 	r.PathWithQuery = pathWithQuery
@@ -167,6 +168,7 @@ func Send(method, rawURL string, body []byte) (int, []byte, error) {
 	if err != nil {
 		return 0, nil, err
 	}
+	defer HoldGC()() // the response and its body are copied in through cabi_realloc
 	request := wasihttp.MakeOutgoingRequest(wasihttp.MakeFields())
 	request.SetMethod(makeMethod(method))
 	if u.Scheme == "https" {

@@ -379,7 +379,7 @@ func nibble(c byte) int {
 // CurrentSpanContext is the current span's context, if there is one.
 func CurrentSpanContext() (SpanContext, bool) {
 	batch.flush()
-	cx := tracing.CurrentSpanContext()
+	cx := CallHost(tracing.CurrentSpanContext)
 	if cx.IsNone() {
 		return SpanContext{}, false
 	}
@@ -391,7 +391,7 @@ func CurrentSpanContext() (SpanContext, bool) {
 func Inject() map[string]string {
 	batch.flush()
 	headers := map[string]string{}
-	for _, h := range tracing.Inject() {
+	for _, h := range CallHost(tracing.Inject) {
 		headers[h.F0] = h.F1
 	}
 	return headers

@@ -72,6 +72,7 @@ func Open(name string) (*Store, error) {
 		return s, nil
 	}
 	polytrace.Flush()
+	defer polytrace.HoldGC()() // see polytrace.CallHost
 	r := witstore.Open(name)
 	if r.IsErr() {
 		return nil, toError(r.Err())
@@ -84,6 +85,7 @@ func Open(name string) (*Store, error) {
 // Get returns the value of key, and whether it has one.
 func (s *Store) Get(key string) ([]byte, bool, error) {
 	polytrace.Flush()
+	defer polytrace.HoldGC()() // see polytrace.CallHost
 	r := s.bucket.Get(key)
 	if r.IsErr() {
 		return nil, false, toError(r.Err())
@@ -98,6 +100,7 @@ func (s *Store) Get(key string) ([]byte, bool, error) {
 // Set sets key to value.
 func (s *Store) Set(key string, value []byte) error {
 	polytrace.Flush()
+	defer polytrace.HoldGC()() // see polytrace.CallHost
 	if r := s.bucket.Set(key, value); r.IsErr() {
 		return toError(r.Err())
 	}
@@ -107,6 +110,7 @@ func (s *Store) Set(key string, value []byte) error {
 // Delete removes key; no error when it is not there.
 func (s *Store) Delete(key string) error {
 	polytrace.Flush()
+	defer polytrace.HoldGC()() // see polytrace.CallHost
 	if r := s.bucket.Delete(key); r.IsErr() {
 		return toError(r.Err())
 	}
@@ -116,6 +120,7 @@ func (s *Store) Delete(key string) error {
 // Exists reports whether key has a value.
 func (s *Store) Exists(key string) (bool, error) {
 	polytrace.Flush()
+	defer polytrace.HoldGC()() // see polytrace.CallHost
 	r := s.bucket.Exists(key)
 	if r.IsErr() {
 		return false, toError(r.Err())
@@ -127,6 +132,7 @@ func (s *Store) Exists(key string) (bool, error) {
 // atomically, and returns the new value.
 func (s *Store) Increment(key string, delta uint64) (uint64, error) {
 	polytrace.Flush()
+	defer polytrace.HoldGC()() // see polytrace.CallHost
 	r := witatomics.Increment(s.bucket, key, delta)
 	if r.IsErr() {
 		return 0, toError(r.Err())
@@ -138,6 +144,7 @@ func (s *Store) Increment(key string, delta uint64) (uint64, error) {
 // value are absent from the map.
 func (s *Store) GetMany(keys []string) (map[string][]byte, error) {
 	polytrace.Flush()
+	defer polytrace.HoldGC()() // see polytrace.CallHost
 	r := witbatch.GetMany(s.bucket, keys)
 	if r.IsErr() {
 		return nil, toError(r.Err())
@@ -155,6 +162,7 @@ func (s *Store) GetMany(keys []string) (map[string][]byte, error) {
 // SetMany sets every key of values in one operation.
 func (s *Store) SetMany(values map[string][]byte) error {
 	polytrace.Flush()
+	defer polytrace.HoldGC()() // see polytrace.CallHost
 	pairs := make([]witTypes.Tuple2[string, []uint8], 0, len(values))
 	for k, v := range values {
 		pairs = append(pairs, witTypes.Tuple2[string, []uint8]{F0: k, F1: v})
@@ -168,6 +176,7 @@ func (s *Store) SetMany(values map[string][]byte) error {
 // DeleteMany removes keys in one operation.
 func (s *Store) DeleteMany(keys []string) error {
 	polytrace.Flush()
+	defer polytrace.HoldGC()() // see polytrace.CallHost
 	if r := witbatch.DeleteMany(s.bucket, keys); r.IsErr() {
 		return toError(r.Err())
 	}
@@ -176,6 +185,7 @@ func (s *Store) DeleteMany(keys []string) error {
 
 // Keys returns every key, asking a page at a time (in no promised order).
 func (s *Store) Keys() ([]string, error) {
+	defer polytrace.HoldGC()() // see polytrace.CallHost
 	var keys []string
 	cursor := witTypes.None[uint64]()
 	for {

@@ -65,6 +65,7 @@ type Driver struct{}
 // Open opens the database granted as name.
 func (Driver) Open(name string) (driver.Conn, error) {
 	polytrace.Flush()
+	defer polytrace.HoldGC()() // see polytrace.CallHost
 	r := witsql.ConnectionOpen(name)
 	if r.IsErr() {
 		return nil, toError(r.Err())
@@ -87,6 +88,7 @@ func (c *conn) run(query string, args []driver.NamedValue) (witsql.Outcome, erro
 	}
 	// The host makes the statement's span under its current span.
 	polytrace.Flush()
+	defer polytrace.HoldGC()() // the outcome is copied in through cabi_realloc
 	r := c.host.Execute(query, values)
 	if r.IsErr() {
 		return witsql.Outcome{}, toError(r.Err())
