@@ -8,6 +8,7 @@ wasmtime::component::bindgen!({
     // A statement on a database server is awaited, not blocked on.
     imports: {
         "polytrace:telemetry/sql.[method]connection.execute": async | trappable,
+        "polytrace:telemetry/sql.[method]connection.execute-json": async | trappable,
         default: trappable,
     },
     with: {

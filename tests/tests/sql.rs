@@ -949,3 +949,43 @@ async fn go_guests_survive_collections_during_host_calls() {
     let (_, log) = host.terminate();
     assert!(!log.contains("Trap::"), "{log}");
 }
+
+/// JavaScript's client sends and reads back the values JSON numbers cannot
+/// carry (it uses the host's JSON form of a statement): integers past
+/// 2^53 (as strings when read, as node-postgres gives them), Infinity,
+/// bytes, text with a NUL, and TEXT that is not UTF-8 (bytes).
+#[tokio::test(flavor = "multi_thread")]
+async fn javascript_values_cross_exactly() {
+    use serde_json::json;
+    let dir = scratch_dir("sql-js-values");
+    let manifest = format!(
+        "app = \"sql-js-values\"\n[[component]]\nid = \"probe\"\nsource = \"{}\"\nroute = \"/...\"\n\
+         language = \"javascript\"\nsql = {{ bench = \"sqlite:bench.db\" }}\n",
+        component("sql_probe_js").display()
+    );
+    std::fs::write(dir.join("polytrace.toml"), manifest).unwrap();
+    let receiver = Receiver::start().await;
+    let host = Polytrace::up_dir(&dir, &receiver, "http/protobuf", &[]);
+    let r = get(&host.url("/values")).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let mut got = r.json();
+    // 2^60 sent as a float comes back as one (JSON writes it as digits).
+    let float = got.as_object_mut().unwrap().remove("bigfloat").unwrap();
+    assert_eq!(float["type"], "number");
+    assert_eq!(float["value"].as_f64(), Some(2f64.powi(60)));
+    assert_eq!(
+        got,
+        json!({
+            "big": {"type": "string", "value": "1152921504606846976"},
+            "neg": {"type": "string", "value": "-4611686018427387904"},
+            "inf": {"type": "number", "value": "Infinity"},
+            "bytes": {"type": "bytes", "value": [0, 255, 1]},
+            "text": {"type": "string", "value": "é\u{0}x"},
+            "nil": {"type": "object", "value": null},
+            "yes": {"type": "number", "value": 1},
+            "half": {"type": "number", "value": 1.5},
+            "bad": {"type": "bytes", "value": [255, 0, 254]},
+        })
+    );
+    host.terminate();
+}

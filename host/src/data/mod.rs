@@ -6,3 +6,4 @@
 pub mod kv;
 pub mod postgres;
 pub mod sql;
+pub mod sql_json;

@@ -600,6 +600,20 @@ impl wit::HostConnection for InstanceState {
         Ok(result)
     }
 
+    async fn execute_json(
+        &mut self,
+        connection: Resource<GuestConnection>,
+        statement: String,
+        parameters: Vec<u8>,
+    ) -> wasmtime::Result<Result<Vec<u8>, wit::Error>> {
+        let parameters = match super::sql_json::parameters(&parameters) {
+            Ok(values) => values,
+            Err(why) => return Ok(Err(error(wit::ErrorKind::Data, "", why))),
+        };
+        let outcome = self.execute(connection, statement, parameters).await?;
+        Ok(outcome.map(|o| super::sql_json::outcome(&o)))
+    }
+
     fn in_transaction(&mut self, connection: Resource<GuestConnection>) -> wasmtime::Result<bool> {
         Ok(self.table.get(&connection)?.backend.in_transaction())
     }

@@ -4,6 +4,9 @@
 // `bench`.
 //
 //   GET /sql-cost?n=N  → {"n", "elapsed_ns"}: N queries, timed in the guest
+//   GET /values        → the values JSON numbers cannot carry (BigInts,
+//                        Infinity, bytes, text that is not UTF-8), sent as
+//                        parameters and read back: {column: {type, value}}
 import { sql, serve } from './polytrace.js';
 
 const db = sql.connect('bench');
@@ -17,6 +20,18 @@ async function handle(request) {
       "INSERT INTO items (id, name) VALUES (1, 'tea') ON CONFLICT (id) DO UPDATE SET name = excluded.name",
     );
     ready = true;
+  }
+  if (url.pathname === '/values') {
+    const { rows } = await db.query(
+      "SELECT ? AS big, ? AS neg, ? AS inf, ? AS bytes, ? AS text, ? AS nil, ? AS yes, ? AS half, ? AS bigfloat, CAST(x'ff00fe' AS TEXT) AS bad",
+      [2n ** 60n, -(2n ** 62n), Infinity, new Uint8Array([0, 255, 1]), 'é\u0000x', null, true, 1.5, 2 ** 60],
+    );
+    const describe = (v) =>
+      v instanceof Uint8Array
+        ? { type: 'bytes', value: [...v] }
+        : { type: typeof v, value: typeof v === 'number' && !Number.isFinite(v) ? String(v) : v };
+    const out = Object.fromEntries(Object.entries(rows[0]).map(([k, v]) => [k, describe(v)]));
+    return new Response(JSON.stringify(out), { headers: { 'content-type': 'application/json' } });
   }
   const n = Number(url.searchParams.get('n') ?? '1000');
   const started = performance.now();
