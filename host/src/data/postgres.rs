@@ -1004,9 +1004,6 @@ fn utf8(raw: &[u8]) -> wit::Value {
     }
 }
 
-/// The server's message, without its DETAIL (which can quote the values
-/// of a row); otherwise what went wrong and why ("error connecting to
-/// server: Connection refused").
 /// Run `script` (statements separated by `;`, as `psql -f` takes them) on
 /// one of `pool`'s connections, within `within`: a granted database's
 /// schema, when the host starts. Errors name the server (never the
@@ -1044,6 +1041,9 @@ pub async fn run_script(
     }
 }
 
+/// The server's message, without its DETAIL (which can quote the values
+/// of a row); otherwise what went wrong and why ("error connecting to
+/// server: Connection refused").
 fn pg_message(e: &tokio_postgres::Error) -> String {
     if let Some(db) = e.as_db_error() {
         return db.message().to_string();

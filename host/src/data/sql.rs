@@ -283,9 +283,10 @@ impl Grants {
             let shown = file.display();
             let ran = match &granted.database {
                 Database::Postgres(target) => {
-                    // Every PostgreSQL grant has its pool ([`Grants::new`]).
-                    let pool = granted.pool.clone().unwrap_or_else(|| target.pool());
-                    super::postgres::run_script(&pool, target, &script, SCHEMA_TIMEOUT).await
+                    // A pool of its own, dropped after: whatever the script
+                    // sets on its session never reaches a guest's request.
+                    super::postgres::run_script(&target.pool(), target, &script, SCHEMA_TIMEOUT)
+                        .await
                 }
                 Database::Sqlite { path, namespace } => {
                     let (path, namespace) = (path.clone(), namespace.clone());
