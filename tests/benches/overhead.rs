@@ -103,8 +103,15 @@ async fn main() {
         .unwrap_or_else(|| store_dir.join("traces.db").display().to_string());
     // BENCH_ENV: more variables for the traced host, `K=V,K=V`.
     let extra = std::env::var("BENCH_ENV").unwrap_or_default();
+    // The traced host runs with `up`'s defaults: the test harness shortens
+    // the batch delays and the metric interval (for tests that wait on
+    // exports); undo that here. Under load every span batch is full
+    // (512 spans every few ms), so the 5 s delay only holds a round's last
+    // partial batch, which the next traced round then exports.
     let mut env = vec![
-        ("OTEL_BSP_SCHEDULE_DELAY", "1000"),
+        ("OTEL_BSP_SCHEDULE_DELAY", "5000"),
+        ("OTEL_BLRP_SCHEDULE_DELAY", "1000"),
+        ("OTEL_METRIC_EXPORT_INTERVAL", "60000"),
         ("OTEL_TRACES_EXPORTER", exporter.as_str()),
         ("POLYTRACE_STORE", store.as_str()),
     ];
