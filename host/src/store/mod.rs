@@ -356,7 +356,10 @@ impl Store {
         };
         std::thread::Builder::new()
             .name("polytrace-store".into())
-            .spawn(move || writer.run(rx))?;
+            .spawn(move || {
+                background_priority();
+                writer.run(rx)
+            })?;
         let readers = match &config.path {
             Some(path) => (0..READERS)
                 .map(|_| open_reader(path).map(|c| Arc::new(Mutex::new(c))))
@@ -794,4 +797,13 @@ mod tests {
         let stored = store.stats.stored.load(Ordering::Relaxed);
         assert_eq!(stored + dropped, (QUEUE_BATCHES * 2 + 10) as u64);
     }
+}
+
+/// Lower the calling thread's scheduling priority (nice +10, Linux: the
+/// calling thread only): the store's writes wait for busy request threads
+/// instead of taking a core from them. Batches queue meanwhile (bounded,
+/// dropped and counted when full, as when the store is slow).
+fn background_priority() {
+    // SAFETY: setpriority takes plain integers and has no memory effects.
+    let _ = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 10) };
 }
