@@ -30,9 +30,22 @@
 //! receiver that does not decode them (the natives: a batch processor and an
 //! exporter that discards).
 //!
+//! Scenario `span-export` (not in the default set) compares what a span
+//! costs all told: the same spans made *and encoded as OTLP protobuf*,
+//! measured as CPU time of every thread (not the loop's wall time), so the
+//! work a batch processor's thread does counts on both sides. The guest's
+//! side is the host process's CPU over the requests (its OTLP encoding
+//! happens when a span ends, on the request thread; the request handling
+//! around the loop counts too); the natives' exporters encode each batch
+//! with their own OTLP encoder (Rust: opentelemetry-proto's transform and
+//! prost, what opentelemetry-otlp sends; Python:
+//! `opentelemetry-exporter-otlp-proto-common`; Node:
+//! `@opentelemetry/otlp-transformer`) and discard the bytes. Neither side
+//! sends them.
+//!
 //! Environment: BENCH_SPANS (operations per run, default 100000),
 //! BENCH_ROUNDS (5), BENCH_LANGUAGES and BENCH_SCENARIOS (comma-separated;
-//! default all: span,metric,log).
+//! default span,metric,log; also span-export).
 
 use opentelemetry::KeyValue;
 use opentelemetry::trace::{Span as _, Tracer as _, TracerProvider as _};
@@ -40,7 +53,7 @@ use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{
     BatchConfigBuilder, BatchSpanProcessor, SdkTracerProvider, SpanData, SpanExporter,
 };
-use polytrace_tests::bench::{env_or, median};
+use polytrace_tests::bench::{env_or, median, process_cpu_ns};
 use polytrace_tests::{Polytrace, Receiver, component, get};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -85,6 +98,72 @@ impl SpanExporter for Discard {
     async fn export(&self, _batch: Vec<SpanData>) -> OTelSdkResult {
         Ok(())
     }
+}
+
+/// An exporter that encodes each batch as the OTLP request
+/// opentelemetry-otlp would send (opentelemetry-proto's transform, prost)
+/// and discards the bytes.
+#[derive(Debug, Default)]
+struct EncodeOtlp {
+    resource: Option<opentelemetry_sdk::Resource>,
+    bytes: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl SpanExporter for EncodeOtlp {
+    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+        use opentelemetry_proto::transform::common::tonic::ResourceAttributesWithSchema;
+        use opentelemetry_proto::transform::trace::tonic::group_spans_by_resource_and_scope;
+        let resource = self.resource.clone().unwrap_or_else(|| {
+            opentelemetry_sdk::Resource::builder_empty().build()
+        });
+        let request = ExportTraceServiceRequest {
+            resource_spans: group_spans_by_resource_and_scope(
+                batch,
+                &ResourceAttributesWithSchema::from(&resource),
+            ),
+        };
+        let body = prost::Message::encode_to_vec(&request);
+        self.bytes
+            .fetch_add(body.len(), std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn set_resource(&mut self, resource: &opentelemetry_sdk::Resource) {
+        self.resource = Some(resource.clone());
+    }
+}
+
+/// CPU nanoseconds per span of the native Rust SDK, spans encoded as OTLP
+/// by the batch processor's thread (every thread of this process counted).
+fn native_rust_export(n: u64) -> f64 {
+    let exporter = EncodeOtlp::default();
+    let bytes = exporter.bytes.clone();
+    let processor = BatchSpanProcessor::builder(exporter)
+        .with_batch_config(
+            BatchConfigBuilder::default()
+                .with_max_queue_size(n as usize + 1)
+                .build(),
+        )
+        .build();
+    let provider = SdkTracerProvider::builder()
+        .with_span_processor(processor)
+        .build();
+    let tracer = provider.tracer("bench");
+    let run = |n: u64| {
+        let before = process_cpu_ns(std::process::id());
+        span_loop(&tracer, n);
+        provider.force_flush().unwrap();
+        (process_cpu_ns(std::process::id()) - before) as f64
+    };
+    run(n.min(1000));
+    let cpu = run(n);
+    provider.shutdown().unwrap();
+    assert!(
+        bytes.load(std::sync::atomic::Ordering::Relaxed) > 100 * n as usize,
+        "the native spans were not encoded"
+    );
+    cpu / n as f64
 }
 
 /// Nanoseconds per counter add of the native Rust SDK.
@@ -176,19 +255,7 @@ fn native_rust(n: u64) -> f64 {
     let tracer = provider.tracer("bench");
     let run = |n: u64| {
         let started = Instant::now();
-        for i in 0..n {
-            tracer
-                .span_builder("bench.span")
-                .with_attributes([
-                    KeyValue::new("bench.string", "value"),
-                    KeyValue::new("bench.bool", true),
-                    KeyValue::new("bench.int", i as i64),
-                    KeyValue::new("bench.float", 0.5),
-                    KeyValue::new("bench.route", "/checkout"),
-                ])
-                .start(&tracer)
-                .end();
-        }
+        span_loop(&tracer, n);
         started.elapsed().as_nanos() as f64
     };
     run(n.min(1000));
@@ -197,7 +264,25 @@ fn native_rust(n: u64) -> f64 {
     elapsed / n as f64
 }
 
-/// Nanoseconds per operation of a native SDK run as a child process.
+/// The span-cost loop of tests/conformance/SPEC.md with the native SDK.
+fn span_loop(tracer: &opentelemetry_sdk::trace::SdkTracer, n: u64) {
+    for i in 0..n {
+        tracer
+            .span_builder("bench.span")
+            .with_attributes([
+                KeyValue::new("bench.string", "value"),
+                KeyValue::new("bench.bool", true),
+                KeyValue::new("bench.int", i as i64),
+                KeyValue::new("bench.float", 0.5),
+                KeyValue::new("bench.route", "/checkout"),
+            ])
+            .start(tracer)
+            .end();
+    }
+}
+
+/// Nanoseconds per operation of a native SDK run as a child process
+/// (`cpu_ns` when it reports CPU time, else `elapsed_ns`).
 fn native_child(program: &Path, script: &str, n: u64, scenario: &str) -> f64 {
     let out = Command::new(program)
         .arg(repo().join("tests/native").join(script))
@@ -211,13 +296,15 @@ fn native_child(program: &Path, script: &str, n: u64, scenario: &str) -> f64 {
         String::from_utf8_lossy(&out.stderr)
     );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    v["elapsed_ns"].as_f64().unwrap() / n as f64
+    let ns = v.get("cpu_ns").unwrap_or(&v["elapsed_ns"]);
+    ns.as_f64().unwrap() / n as f64
 }
 
 fn native(kind: Native, n: u64, scenario: &str) -> Option<f64> {
     match (kind, scenario) {
         (Native::InProcess, "metric") => Some(native_rust_metric(n)),
         (Native::InProcess, "log") => Some(native_rust_log(n)),
+        (Native::InProcess, "span-export") => Some(native_rust_export(n)),
         (Native::InProcess, _) => Some(native_rust(n)),
         (Native::Python, _) => Some(native_child(
             &repo().join(".tools/native-venv/bin/python"),
@@ -233,6 +320,17 @@ fn native(kind: Native, n: u64, scenario: &str) -> Option<f64> {
         )),
         (Native::Unavailable, _) => None,
     }
+}
+
+/// CPU nanoseconds of the host process (every thread) per span, over `n`
+/// spans of the guest's span-cost loop, including the export worker taking
+/// the last batch.
+async fn guest_cpu(host: &Polytrace, language: &str, n: u64) -> f64 {
+    let before = process_cpu_ns(host.pid());
+    guest(host, language, "span", n).await;
+    // The worker takes a partial batch after OTEL_BSP_SCHEDULE_DELAY.
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    (process_cpu_ns(host.pid()) - before) as f64 / n as f64
 }
 
 /// Nanoseconds per operation inside the guest, over `n` operations.
@@ -298,7 +396,13 @@ async fn main() {
             "span" => "span: start + 5 attributes + end",
             "metric" => "counter add with 2 attributes",
             "log" => "log record (INFO, body, 2 attributes)",
-            other => panic!("BENCH_SCENARIOS: unknown scenario `{other}` (span, metric, log)"),
+            "span-export" => {
+                "span made and encoded as OTLP: CPU time of every thread per span \
+                 (native: its SDK and its OTLP encoder)"
+            }
+            other => panic!(
+                "BENCH_SCENARIOS: unknown scenario `{other}` (span, metric, log, span-export)"
+            ),
         };
         println!("{what}: {n} per run, median of {rounds} rounds");
         let mut rows = Vec::new();
@@ -308,13 +412,18 @@ async fn main() {
             }
             // The API's cost is measured for spans, in the same rounds.
             let api = (scenario == "span").then(|| format!("{language}-otel"));
-            guest(&host, language, scenario, 2 * PER_REQUEST).await; // warm up
+            let route = if scenario == "span-export" { "span" } else { scenario };
+            guest(&host, language, route, 2 * PER_REQUEST).await; // warm up
             if let Some(api) = &api {
                 guest(&host, api, scenario, 2 * PER_REQUEST).await;
             }
             let (mut g, mut a, mut nat) = (Vec::new(), Vec::new(), Vec::new());
             for _ in 0..rounds {
-                g.push(guest(&host, language, scenario, n).await);
+                g.push(if scenario == "span-export" {
+                    guest_cpu(&host, language, n).await
+                } else {
+                    guest(&host, language, scenario, n).await
+                });
                 if let Some(api) = &api {
                     a.push(guest(&host, api, scenario, n).await);
                 }

@@ -6,6 +6,12 @@
 // processors to exporters that discard; the counter aggregates in the SDK.
 //
 //   node span_cost.mjs N [span|metric|log]  →  {"n": N, "elapsed_ns": ...}
+//
+// `span-export`: the same spans, exported through an exporter that encodes
+// each batch as OTLP protobuf (@opentelemetry/otlp-transformer, what the
+// OTLP/proto exporter sends) and discards the bytes; reports the process's
+// CPU time over the loop and the final flush, every thread counted:
+// {"n": N, "cpu_ns": ...}.
 import { BatchLogRecordProcessor, LoggerProvider } from '@opentelemetry/sdk-logs';
 import { MeterProvider, MetricReader } from '@opentelemetry/sdk-metrics';
 import { BatchSpanProcessor, TracerProvider } from '@opentelemetry/sdk-trace';
@@ -82,6 +88,37 @@ if (scenario === 'log') {
   const elapsed = timed(loop(n));
   await provider.shutdown();
   console.log(JSON.stringify({ n, elapsed_ns: elapsed }));
+  process.exit(0);
+}
+
+if (scenario === 'span-export') {
+  const { ProtobufTraceSerializer } = await import('@opentelemetry/otlp-transformer');
+  let encoded = 0;
+  const encode = {
+    export(spans, done) {
+      encoded += ProtobufTraceSerializer.serializeRequest(spans).length;
+      done({ code: 0 });
+    },
+    shutdown() {
+      return Promise.resolve();
+    },
+    forceFlush() {
+      return Promise.resolve();
+    },
+  };
+  const provider = new TracerProvider({
+    spanProcessors: [new BatchSpanProcessor({ exporter: encode, maxQueueSize: n + 1, maxExportBatchSize: 512 })],
+  });
+  const tracer = provider.getTracer('bench');
+  run(tracer, Math.min(n, 1000)); // warm up
+  await provider.forceFlush();
+  const before = process.cpuUsage();
+  run(tracer, n);
+  await provider.forceFlush();
+  const cpu = process.cpuUsage(before);
+  await provider.shutdown();
+  if (encoded <= 100 * n) throw new Error('the spans were not encoded');
+  console.log(JSON.stringify({ n, cpu_ns: (cpu.user + cpu.system) * 1000 }));
   process.exit(0);
 }
 

@@ -7,6 +7,12 @@ processors to exporters that discard, as a production setup would feed an
 OTLP exporter; the counter aggregates in the SDK, read by nobody.
 
     python span_cost.py N [span|metric|log]  →  {"n": N, "elapsed_ns": ...}
+
+`span-export`: the same spans, exported through an exporter that encodes
+each batch as OTLP protobuf (opentelemetry-exporter-otlp-proto-common, what
+the OTLP/HTTP exporter sends) and discards the bytes; reports the process's
+CPU time over the loop and the final flush, every thread counted:
+{"n": N, "cpu_ns": ...}.
 """
 
 import json
@@ -102,9 +108,39 @@ def log(n):
     return elapsed
 
 
+def span_export(n):
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+
+    class EncodeOtlp(SpanExporter):
+        encoded = 0
+
+        def export(self, spans):
+            EncodeOtlp.encoded += len(encode_spans(spans).SerializeToString())
+            return SpanExportResult.SUCCESS
+
+        def shutdown(self):
+            pass
+
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(EncodeOtlp(), max_queue_size=n + 1))
+    tracer = provider.get_tracer("bench")
+    run(tracer, min(n, 1000))  # warm up
+    provider.force_flush()
+    before = time.process_time_ns()
+    run(tracer, n)
+    provider.force_flush()
+    cpu = time.process_time_ns() - before
+    provider.shutdown()
+    assert EncodeOtlp.encoded > 100 * n, "the spans were not encoded"
+    return cpu
+
+
 def main():
     n = int(sys.argv[1])
     scenario = sys.argv[2] if len(sys.argv) > 2 else "span"
+    if scenario == "span-export":
+        print(json.dumps({"n": n, "cpu_ns": span_export(n)}))
+        return
     if scenario != "span":
         elapsed = metric(n) if scenario == "metric" else log(n)
         print(json.dumps({"n": n, "elapsed_ns": elapsed}))

@@ -1115,6 +1115,21 @@ pub mod bench {
             .unwrap_or(default)
     }
 
+    /// CPU time of every thread of process `pid` so far, in nanoseconds:
+    /// the sum of the first field of each `/proc/PID/task/TID/schedstat`
+    /// (time on a CPU, ns, kernel and user). Threads that have exited are
+    /// not counted, so measure across spans of time in which none does.
+    pub fn process_cpu_ns(pid: u32) -> u64 {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            return 0;
+        };
+        tasks
+            .flatten()
+            .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+            .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+            .sum()
+    }
+
     /// The median of `v` (the upper one of an even count); `v` not empty.
     pub fn median(mut v: Vec<f64>) -> f64 {
         v.sort_by(f64::total_cmp);
