@@ -114,9 +114,10 @@ impl SpanExporter for EncodeOtlp {
         use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
         use opentelemetry_proto::transform::common::tonic::ResourceAttributesWithSchema;
         use opentelemetry_proto::transform::trace::tonic::group_spans_by_resource_and_scope;
-        let resource = self.resource.clone().unwrap_or_else(|| {
-            opentelemetry_sdk::Resource::builder_empty().build()
-        });
+        let resource = self
+            .resource
+            .clone()
+            .unwrap_or_else(|| opentelemetry_sdk::Resource::builder_empty().build());
         let request = ExportTraceServiceRequest {
             resource_spans: group_spans_by_resource_and_scope(
                 batch,
@@ -412,7 +413,11 @@ async fn main() {
             }
             // The API's cost is measured for spans, in the same rounds.
             let api = (scenario == "span").then(|| format!("{language}-otel"));
-            let route = if scenario == "span-export" { "span" } else { scenario };
+            let route = if scenario == "span-export" {
+                "span"
+            } else {
+                scenario
+            };
             guest(&host, language, route, 2 * PER_REQUEST).await; // warm up
             if let Some(api) = &api {
                 guest(&host, api, scenario, 2 * PER_REQUEST).await;

@@ -239,7 +239,13 @@ impl<'a> Reader<'a> {
 
     fn str(&mut self) -> Result<Cow<'a, str>, BatchError> {
         let n = self.u32()? as usize;
-        Ok(String::from_utf8_lossy(self.take(n)?))
+        let bytes = self.take(n)?;
+        // `from_utf8` checks valid text faster than the lossy decoder's
+        // chunk iterator, which only invalid text needs.
+        Ok(match std::str::from_utf8(bytes) {
+            Ok(text) => Cow::Borrowed(text),
+            Err(_) => String::from_utf8_lossy(bytes),
+        })
     }
 
     /// A count of items that each take at least `min` bytes (bounds the
@@ -1768,6 +1774,28 @@ mod tests {
             let _ = rt.apply_batch(&flipped);
             rt.take_open();
         }
+    }
+
+    #[test]
+    fn text_that_is_not_utf8_is_kept_with_replacement_characters() {
+        let s = setup(Sampler::AlwaysOn);
+        let server = start_span(&s.tracer, "s".into(), SpanKind::Server, vec![], None);
+        let mut rt = request(&s, server.span_context());
+        let mut ops = Ops::default();
+        ops.start(1, "n~", &[KeyValue::new("k", "v~é")])
+            .u8(8)
+            .u32(1)
+            .u64(T0 + 1);
+        for marker in [&b"n~"[..], b"v~"] {
+            let at = ops.0.windows(2).position(|w| w == marker).unwrap();
+            ops.0[at + 1] = 0xff;
+        }
+        rt.apply_batch(&ops.0).unwrap();
+        let spans = s.export.drain();
+        let scope = InstrumentationScope::builder("polytrace").build();
+        let d = spans[0].1.to_span_data(scope);
+        assert_eq!(d.name, "n\u{FFFD}");
+        assert_eq!(d.attributes[0].value, Value::from("v\u{FFFD}é"));
     }
 
     #[test]
