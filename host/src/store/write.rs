@@ -77,9 +77,9 @@ pub(super) const BLOCK_LEVEL: i32 = 1;
 struct Row<'a> {
     /// The low 64 bits of the trace id (its low 32 are the trace key).
     trace_key64: u64,
-    trace_id: String,
-    span_id: String,
-    parent_id: String,
+    trace_id: IdText<'a, 32>,
+    span_id: IdText<'a, 16>,
+    parent_id: IdText<'a, 16>,
     service: &'a str,
     operation: &'a str,
     kind: &'static str,
@@ -90,7 +90,31 @@ struct Row<'a> {
     payload_at: usize,
     attributes_len: usize,
     events_len: usize,
-    tags: Vec<i64>,
+}
+
+/// An id as the hex text the `spans` table keeps, written on the stack
+/// (no allocation per span), or borrowed when it already is text.
+enum IdText<'a, const N: usize> {
+    Hex([u8; N], usize),
+    Text(&'a str),
+}
+
+impl<'a, const N: usize> IdText<'a, N> {
+    fn as_str(&self) -> &str {
+        match self {
+            // Only ASCII hex digits are written.
+            IdText::Hex(b, len) => std::str::from_utf8(&b[..*len]).unwrap_or_default(),
+            IdText::Text(s) => s,
+        }
+    }
+}
+
+impl<const N: usize> rusqlite::ToSql for IdText<'_, N> {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        Ok(rusqlite::types::ToSqlOutput::Borrowed(
+            rusqlite::types::ValueRef::Text(self.as_str().as_bytes()),
+        ))
+    }
 }
 
 /// Where a span comes from: the export worker's batches, or spans already
@@ -102,11 +126,16 @@ enum Source<'a> {
 
 impl<'a> Row<'a> {
     /// The row of a span; its attributes and events are appended to
-    /// `payload`.
-    fn new(source: Source<'a>, payload: &mut Vec<u8>, text: &mut String) -> Row<'a> {
+    /// `payload`, the search keys of its attributes to `keys`.
+    fn new(
+        source: Source<'a>,
+        payload: &mut Vec<u8>,
+        text: &mut String,
+        keys: &mut Vec<i64>,
+    ) -> Row<'a> {
         match source {
-            Source::Span(service, s) => Row::from_span(service, s, payload, text),
-            Source::Stored(s) => Row::from_stored(s, payload),
+            Source::Span(service, s) => Row::from_span(service, s, payload, text, keys),
+            Source::Stored(s) => Row::from_stored(s, payload, keys),
         }
     }
 
@@ -115,21 +144,24 @@ impl<'a> Row<'a> {
         s: SpanView<'a>,
         payload: &mut Vec<u8>,
         text: &mut String,
+        keys: &mut Vec<i64>,
     ) -> Row<'a> {
         let status = match s.status_code {
             1 => 1,
             2 => 2,
             _ => 0,
         };
-        let parent_id = s.parent_span_id.map(hex).unwrap_or_default();
+        let parent_id = match s.parent_span_id {
+            Some(id) => hex(id),
+            None => IdText::Text(""),
+        };
         let start_us = (s.start_time_unix_nano / 1_000) as i64;
         let end_us = (s.end_time_unix_nano / 1_000) as i64;
         // Read once, used twice.
         let attributes: Vec<AttributeView<'_>> = s.attributes().collect();
-        let mut tags = Vec::with_capacity(attributes.len());
         for a in &attributes {
             if let Some(value) = index_text(&a.value, text) {
-                tags.push(tag_hash(a.key, value));
+                keys.push(tag_hash(a.key, value));
             }
         }
         let payload_at = payload.len();
@@ -153,23 +185,22 @@ impl<'a> Row<'a> {
             payload_at,
             attributes_len,
             events_len,
-            tags,
         }
     }
 
-    fn from_stored(s: &'a StoredSpan, payload: &mut Vec<u8>) -> Row<'a> {
-        let tags = s
-            .attributes
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|t| t["type"] != "float64")
-            .filter_map(|t| {
-                let value = super::tag_text(&t["value"])?;
-                let key = t["key"].as_str()?;
-                (value.len() <= MAX_INDEXED_VALUE).then(|| tag_hash(key, &value))
-            })
-            .collect();
+    fn from_stored(s: &'a StoredSpan, payload: &mut Vec<u8>, keys: &mut Vec<i64>) -> Row<'a> {
+        keys.extend(
+            s.attributes
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|t| t["type"] != "float64")
+                .filter_map(|t| {
+                    let value = super::tag_text(&t["value"])?;
+                    let key = t["key"].as_str()?;
+                    (value.len() <= MAX_INDEXED_VALUE).then(|| tag_hash(key, &value))
+                }),
+        );
         let payload_at = payload.len();
         let _ = serde_json::to_writer(&mut *payload, &StoredTags(&s.attributes));
         let attributes_len = payload.len() - payload_at;
@@ -178,9 +209,9 @@ impl<'a> Row<'a> {
         let low = trace_key64(&s.trace_id);
         Row {
             trace_key64: low,
-            trace_id: s.trace_id.clone(),
-            span_id: s.span_id.clone(),
-            parent_id: s.parent_id.clone(),
+            trace_id: IdText::Text(&s.trace_id),
+            span_id: IdText::Text(&s.span_id),
+            parent_id: IdText::Text(&s.parent_id),
             service: &s.service,
             operation: &s.operation,
             kind: match s.kind.as_str() {
@@ -197,7 +228,6 @@ impl<'a> Row<'a> {
             payload_at,
             attributes_len,
             events_len,
-            tags,
         }
     }
 }
@@ -213,15 +243,16 @@ fn kind_name(kind: u64) -> &'static str {
     }
 }
 
-/// An id in lowercase hex, as W3C Trace Context writes it.
-fn hex<const N: usize>(id: [u8; N]) -> String {
+/// An id of `N` bytes in lowercase hex (`H` = 2 × `N` digits), as W3C
+/// Trace Context writes it.
+fn hex<'a, const N: usize, const H: usize>(id: [u8; N]) -> IdText<'a, H> {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(2 * N);
-    for b in id {
-        out.push(DIGITS[usize::from(b >> 4)] as char);
-        out.push(DIGITS[usize::from(b & 15)] as char);
+    let mut out = [0u8; H];
+    for (i, b) in id.into_iter().enumerate().take(H / 2) {
+        out[2 * i] = DIGITS[usize::from(b >> 4)];
+        out[2 * i + 1] = DIGITS[usize::from(b & 15)];
     }
-    out
+    IdText::Hex(out, H.min(2 * N))
 }
 
 /// The text a tag search matches an attribute value against, as
@@ -251,14 +282,19 @@ fn index_text<'v>(value: &ValueView<'v>, buf: &'v mut String) -> Option<&'v str>
 /// UTF-8 never contains) and the value's search text. Stable across
 /// releases, so a store file keeps working after an upgrade.
 pub(super) fn tag_hash(key: &str, value: &str) -> i64 {
+    fnv1a(&[key.as_bytes(), &[0xff], value.as_bytes()]) as i64
+}
+
+/// FNV-1a (64 bit) of the concatenation of `parts`.
+fn fnv1a(parts: &[&[u8]]) -> u64 {
     const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
     const PRIME: u64 = 0x0000_0100_0000_01b3;
     let mut h = OFFSET;
-    for b in key.bytes().chain([0xff]).chain(value.bytes()) {
-        h ^= u64::from(b);
+    for b in parts.iter().flat_map(|p| p.iter()) {
+        h ^= u64::from(*b);
         h = h.wrapping_mul(PRIME);
     }
-    h as i64
+    h
 }
 
 /// The search key of a span's service (keys of the form "\u{1}…" cannot
@@ -270,7 +306,14 @@ pub(super) fn service_key(service: &str) -> i64 {
 
 /// The search key of a span's service and operation.
 pub(super) fn operation_key(service: &str, operation: &str) -> i64 {
-    tag_hash(&format!("\u{1}operation\u{0}{service}"), operation)
+    // tag_hash("\u{1}operation\u{0}{service}", operation), without the
+    // key's allocation: this runs for every span written.
+    fnv1a(&[
+        b"\x01operation\x00",
+        service.as_bytes(),
+        &[0xff],
+        operation.as_bytes(),
+    ]) as i64
 }
 
 /// The search key of a span whose status is Error.
@@ -655,7 +698,7 @@ impl Writer {
                 let rows: Vec<Row<'_>> = sources
                     .by_ref()
                     .take(BLOCK_SPANS)
-                    .map(|source| Row::new(source, &mut payload, &mut text))
+                    .map(|source| Row::new(source, &mut payload, &mut text, &mut keys))
                     .collect();
                 let mut trace_keys = Vec::with_capacity(rows.len() * 4);
                 let mut error_traces = Vec::new();
@@ -687,7 +730,6 @@ impl Writer {
                     min_start = min_start.min(s.start_us);
                     max_start = max_start.max(s.start_us);
                     trace_keys.extend_from_slice(&(s.trace_key64 as u32).to_le_bytes());
-                    keys.extend_from_slice(&s.tags);
                     keys.push(service_key(s.service));
                     let last = operations
                         .entry((s.service, s.operation, s.kind))
@@ -904,6 +946,20 @@ mod tests {
             instrumentation_scope: InstrumentationScope::builder("t").build(),
         };
         EncodedSpan::encode(&span, 0)
+    }
+
+    #[test]
+    fn keys_and_ids_are_spelled_as_stored_files_expect() {
+        // Files written by earlier releases hold these keys: they must not move.
+        assert_eq!(
+            operation_key("svc", "GET /x"),
+            tag_hash("\u{1}operation\u{0}svc", "GET /x")
+        );
+        assert_eq!(tag_hash("k", "v"), 0x3c2a_5119_34fa_315b_u64 as i64);
+        let id: IdText<'_, 16> = hex([0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef]);
+        assert_eq!(id.as_str(), "0123456789abcdef");
+        let id: IdText<'_, 32> = hex([0xff; 16]);
+        assert_eq!(id.as_str(), "f".repeat(32));
     }
 
     #[test]
