@@ -656,6 +656,22 @@ impl SpanRows {
     }
 }
 
+/// Lower the calling thread's scheduling priority by 10 nice levels (at
+/// most to 19; on Linux `PRIO_PROCESS` with id 0 is the calling thread
+/// only): the store's writes wait for busy request threads instead of
+/// taking a core from them. Batches queue meanwhile (bounded, dropped and
+/// counted when full, as when the store is slow). Best effort: a failure
+/// leaves the priority as it was.
+fn background_priority() {
+    // SAFETY: getpriority and setpriority take plain integers and have no
+    // memory effects. getpriority's -1 is also a valid nice value; either
+    // way the thread ends up no higher than it was.
+    unsafe {
+        let now = libc::getpriority(libc::PRIO_PROCESS, 0);
+        let _ = libc::setpriority(libc::PRIO_PROCESS, 0, (now + 10).min(19));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -797,13 +813,4 @@ mod tests {
         let stored = store.stats.stored.load(Ordering::Relaxed);
         assert_eq!(stored + dropped, (QUEUE_BATCHES * 2 + 10) as u64);
     }
-}
-
-/// Lower the calling thread's scheduling priority (nice +10, Linux: the
-/// calling thread only): the store's writes wait for busy request threads
-/// instead of taking a core from them. Batches queue meanwhile (bounded,
-/// dropped and counted when full, as when the store is slow).
-fn background_priority() {
-    // SAFETY: setpriority takes plain integers and has no memory effects.
-    let _ = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 10) };
 }
