@@ -140,16 +140,7 @@ impl SpanExporter for EncodeOtlp {
 fn native_rust_export(n: u64) -> f64 {
     let exporter = EncodeOtlp::default();
     let bytes = exporter.bytes.clone();
-    let processor = BatchSpanProcessor::builder(exporter)
-        .with_batch_config(
-            BatchConfigBuilder::default()
-                .with_max_queue_size(n as usize + 1)
-                .build(),
-        )
-        .build();
-    let provider = SdkTracerProvider::builder()
-        .with_span_processor(processor)
-        .build();
+    let provider = batch_provider(exporter, n);
     let tracer = provider.tracer("bench");
     let run = |n: u64| {
         let before = process_cpu_ns(std::process::id());
@@ -243,16 +234,7 @@ fn native_rust_log(n: u64) -> f64 {
 
 /// Nanoseconds per span of the native Rust SDK.
 fn native_rust(n: u64) -> f64 {
-    let processor = BatchSpanProcessor::builder(Discard)
-        .with_batch_config(
-            BatchConfigBuilder::default()
-                .with_max_queue_size(n as usize + 1)
-                .build(),
-        )
-        .build();
-    let provider = SdkTracerProvider::builder()
-        .with_span_processor(processor)
-        .build();
+    let provider = batch_provider(Discard, n);
     let tracer = provider.tracer("bench");
     let run = |n: u64| {
         let started = Instant::now();
@@ -263,6 +245,21 @@ fn native_rust(n: u64) -> f64 {
     let elapsed = run(n);
     provider.shutdown().unwrap();
     elapsed / n as f64
+}
+
+/// A tracer provider with a batch processor into `exporter` whose queue
+/// holds `n` spans (no span is dropped for being fast).
+fn batch_provider(exporter: impl SpanExporter + 'static, n: u64) -> SdkTracerProvider {
+    let processor = BatchSpanProcessor::builder(exporter)
+        .with_batch_config(
+            BatchConfigBuilder::default()
+                .with_max_queue_size(n as usize + 1)
+                .build(),
+        )
+        .build();
+    SdkTracerProvider::builder()
+        .with_span_processor(processor)
+        .build()
 }
 
 /// The span-cost loop of tests/conformance/SPEC.md with the native SDK.
