@@ -53,7 +53,7 @@ use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{
     BatchConfigBuilder, BatchSpanProcessor, SdkTracerProvider, SpanData, SpanExporter,
 };
-use polytrace_tests::bench::{env_or, median, process_cpu_ns};
+use polytrace_tests::bench::{cpu_ns_between, env_or, median, process_cpu_ns};
 use polytrace_tests::{Polytrace, Receiver, component, get};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -102,11 +102,11 @@ impl SpanExporter for Discard {
 
 /// An exporter that encodes each batch as the OTLP request
 /// opentelemetry-otlp would send (opentelemetry-proto's transform, prost)
-/// and discards the bytes.
+/// and discards the bytes, counting the spans it encoded.
 #[derive(Debug, Default)]
 struct EncodeOtlp {
     resource: Option<opentelemetry_sdk::Resource>,
-    bytes: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    spans: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl SpanExporter for EncodeOtlp {
@@ -114,6 +114,7 @@ impl SpanExporter for EncodeOtlp {
         use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
         use opentelemetry_proto::transform::common::tonic::ResourceAttributesWithSchema;
         use opentelemetry_proto::transform::trace::tonic::group_spans_by_resource_and_scope;
+        let spans = batch.len();
         let resource = self
             .resource
             .clone()
@@ -125,8 +126,13 @@ impl SpanExporter for EncodeOtlp {
             ),
         };
         let body = prost::Message::encode_to_vec(&request);
-        self.bytes
-            .fetch_add(body.len(), std::sync::atomic::Ordering::Relaxed);
+        assert!(
+            body.len() > 100 * spans,
+            "{spans} spans in {} bytes",
+            body.len()
+        );
+        self.spans
+            .fetch_add(spans, std::sync::atomic::Ordering::Relaxed);
         Ok(())
     }
 
@@ -139,21 +145,22 @@ impl SpanExporter for EncodeOtlp {
 /// by the batch processor's thread (every thread of this process counted).
 fn native_rust_export(n: u64) -> f64 {
     let exporter = EncodeOtlp::default();
-    let bytes = exporter.bytes.clone();
+    let spans = exporter.spans.clone();
     let provider = batch_provider(exporter, n);
     let tracer = provider.tracer("bench");
     let run = |n: u64| {
         let before = process_cpu_ns(std::process::id());
         span_loop(&tracer, n);
         provider.force_flush().unwrap();
-        (process_cpu_ns(std::process::id()) - before) as f64
+        cpu_ns_between(before, process_cpu_ns(std::process::id())) as f64
     };
     run(n.min(1000));
     let cpu = run(n);
     provider.shutdown().unwrap();
-    assert!(
-        bytes.load(std::sync::atomic::Ordering::Relaxed) > 100 * n as usize,
-        "the native spans were not encoded"
+    assert_eq!(
+        spans.load(std::sync::atomic::Ordering::Relaxed) as u64,
+        n.min(1000) + n,
+        "every native span encoded"
     );
     cpu / n as f64
 }
@@ -328,7 +335,7 @@ async fn guest_cpu(host: &Polytrace, language: &str, n: u64) -> f64 {
     guest(host, language, "span", n).await;
     // The worker takes a partial batch after OTEL_BSP_SCHEDULE_DELAY.
     tokio::time::sleep(std::time::Duration::from_millis(400)).await;
-    (process_cpu_ns(host.pid()) - before) as f64 / n as f64
+    cpu_ns_between(before, process_cpu_ns(host.pid())) as f64 / n as f64
 }
 
 /// Nanoseconds per operation inside the guest, over `n` operations.

@@ -1115,19 +1115,32 @@ pub mod bench {
             .unwrap_or(default)
     }
 
-    /// CPU time of every thread of process `pid` so far, in nanoseconds:
-    /// the sum of the first field of each `/proc/PID/task/TID/schedstat`
-    /// (time on a CPU, ns, kernel and user). Threads that have exited are
-    /// not counted, so measure across spans of time in which none does.
+    /// CPU time of every live thread of process `pid` so far, in
+    /// nanoseconds: the sum of the first field of each
+    /// `/proc/PID/task/TID/schedstat` (time on a CPU, kernel and user).
+    /// Threads that have exited drop out of the sum: take differences with
+    /// [`cpu_ns_between`], which refuses a sum that went down.
+    ///
+    /// Panics when no thread's time can be read (a kernel without
+    /// schedstat): a benchmark must not report 0 as a cost.
     pub fn process_cpu_ns(pid: u32) -> u64 {
-        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-            return 0;
-        };
-        tasks
+        let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
+            .unwrap_or_else(|e| panic!("/proc/{pid}/task: {e}"));
+        let times: Vec<u64> = tasks
             .flatten()
             .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
             .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
-            .sum()
+            .collect();
+        assert!(!times.is_empty(), "no /proc/{pid}/task/*/schedstat to read");
+        times.into_iter().sum()
+    }
+
+    /// `after - before` of two [`process_cpu_ns`] readings; panics when a
+    /// thread that exited in between made the sum go down.
+    pub fn cpu_ns_between(before: u64, after: u64) -> u64 {
+        after.checked_sub(before).unwrap_or_else(|| {
+            panic!("CPU time went down ({before} → {after} ns): a thread exited while measuring")
+        })
     }
 
     /// The median of `v` (the upper one of an even count); `v` not empty.

@@ -473,7 +473,7 @@ async fn the_store_size_cap_holds_on_disk_with_its_log() {
     assert!(on_disk() <= 5 << 20, "{} bytes after shutdown", on_disk());
 }
 
-/// The store's writer yields to request threads: its thread runs 10 nice
+/// The store's writer yields to request threads: its thread runs 5 nice
 /// levels below the host's others.
 #[tokio::test]
 async fn the_store_writer_runs_below_request_threads() {

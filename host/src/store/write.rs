@@ -70,10 +70,10 @@ pub(super) const BLOCK_SPANS: usize = 256;
 /// from span to span, so even this shrinks them ~8×).
 pub(super) const BLOCK_LEVEL: i32 = 1;
 
-/// One span as it is written: ids in lowercase hex, the place of its
+/// One span as it is written: ids in lowercase hex and the place of its
 /// attributes and events (JSON text in the stored shape, see
-/// [`StoredSpan`]) in the block being filled, and the hashes of its
-/// searchable `key=value` pairs.
+/// [`StoredSpan`]) in the block being filled. The hashes of its searchable
+/// `key=value` pairs go straight into the block's search keys.
 struct Row<'a> {
     /// The low 64 bits of the trace id (its low 32 are the trace key).
     trace_key64: u64,
@@ -95,7 +95,7 @@ struct Row<'a> {
 /// An id as the hex text the `spans` table keeps, written on the stack
 /// (no allocation per span), or borrowed when it already is text.
 enum IdText<'a, const N: usize> {
-    Hex([u8; N], usize),
+    Hex([u8; N]),
     Text(&'a str),
 }
 
@@ -103,7 +103,7 @@ impl<'a, const N: usize> IdText<'a, N> {
     fn as_str(&self) -> &str {
         match self {
             // Only ASCII hex digits are written.
-            IdText::Hex(b, len) => std::str::from_utf8(&b[..*len]).unwrap_or_default(),
+            IdText::Hex(b) => std::str::from_utf8(b).unwrap_or_default(),
             IdText::Text(s) => s,
         }
     }
@@ -246,13 +246,14 @@ fn kind_name(kind: u64) -> &'static str {
 /// An id of `N` bytes in lowercase hex (`H` = 2 × `N` digits), as W3C
 /// Trace Context writes it.
 fn hex<'a, const N: usize, const H: usize>(id: [u8; N]) -> IdText<'a, H> {
+    const { assert!(H == 2 * N) };
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut out = [0u8; H];
-    for (i, b) in id.into_iter().enumerate().take(H / 2) {
+    for (i, b) in id.into_iter().enumerate() {
         out[2 * i] = DIGITS[usize::from(b >> 4)];
         out[2 * i + 1] = DIGITS[usize::from(b & 15)];
     }
-    IdText::Hex(out, H.min(2 * N))
+    IdText::Hex(out)
 }
 
 /// The text a tag search matches an attribute value against, as
