@@ -473,42 +473,6 @@ async fn the_store_size_cap_holds_on_disk_with_its_log() {
     assert!(on_disk() <= 5 << 20, "{} bytes after shutdown", on_disk());
 }
 
-/// The store's writer yields to request threads: its thread runs 5 nice
-/// levels below the host's others.
-#[tokio::test]
-async fn the_store_writer_runs_below_request_threads() {
-    let dir = scratch_dir("store-nice-files");
-    let db = dir.join("traces.db").display().to_string();
-    let (host, _app) = up("store-nice", "", &["--store", &db]);
-    // Fields after the parenthesized name, from field 3 (1-based): nice is 19.
-    let nice = |stat: &str| -> i64 {
-        let fields: Vec<&str> = stat
-            .rsplit_once(')')
-            .unwrap()
-            .1
-            .split_whitespace()
-            .collect();
-        fields[16].parse().unwrap()
-    };
-    let tasks = format!("/proc/{}/task", host.pid());
-    let store = std::fs::read_dir(&tasks)
-        .unwrap()
-        .flatten()
-        .find(|t| {
-            std::fs::read_to_string(t.path().join("comm"))
-                .is_ok_and(|c| c.trim() == "polytrace-store")
-        })
-        .expect("a polytrace-store thread");
-    let store = nice(&std::fs::read_to_string(store.path().join("stat")).unwrap());
-    let main = nice(&std::fs::read_to_string(format!("/proc/{}/stat", host.pid())).unwrap());
-    assert_eq!(
-        store,
-        (main + 5).min(19),
-        "store thread {store}, host {main}"
-    );
-    let _ = tokio::task::spawn_blocking(move || host.terminate()).await;
-}
-
 /// Anonymous memory (the heap) of process `pid`, in bytes.
 fn heap_bytes(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();

@@ -356,10 +356,7 @@ impl Store {
         };
         std::thread::Builder::new()
             .name("polytrace-store".into())
-            .spawn(move || {
-                background_priority();
-                writer.run(rx)
-            })?;
+            .spawn(move || writer.run(rx))?;
         let readers = match &config.path {
             Some(path) => (0..READERS)
                 .map(|_| open_reader(path).map(|c| Arc::new(Mutex::new(c))))
@@ -655,28 +652,6 @@ impl SpanRows {
         Ok((attributes, events))
     }
 }
-
-/// Lower the calling thread's scheduling priority by [`WRITER_NICE`] nice
-/// levels (at most to 19, never raised): the store's writes wait for busy
-/// request threads instead of adding to their latency. Batches queue
-/// meanwhile (bounded, dropped and counted when full, as when the store is
-/// slow); at +5 the writer still gets about a quarter of a core's time
-/// against busy request threads (CFS weights 335 against 1024), several
-/// times what it needs. Linux only (there `PRIO_PROCESS` with id 0 is the
-/// calling thread; elsewhere it would be the whole process); best effort.
-fn background_priority() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: getpriority and setpriority take plain integers and have no
-    // memory effects. getpriority's -1 is also a valid nice value; either
-    // way the thread ends up no higher than it was.
-    unsafe {
-        let now = libc::getpriority(libc::PRIO_PROCESS, 0);
-        let _ = libc::setpriority(libc::PRIO_PROCESS, 0, (now + WRITER_NICE).min(19));
-    }
-}
-
-/// How many nice levels the writer thread runs below the host's others.
-const WRITER_NICE: i32 = 5;
 
 #[cfg(test)]
 mod tests {
