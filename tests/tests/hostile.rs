@@ -451,6 +451,13 @@ async fn the_store_size_cap_holds_on_disk_with_its_log() {
     while on_disk() > 5 << 20 && Instant::now() < settle {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // Once writing pauses the store checkpoints its log: the log file is
+    // emptied (evictions no longer wait in it for the next write).
+    let wal = || std::fs::metadata(dir.join("traces.db-wal")).map_or(0, |m| m.len());
+    while wal() > 0 && Instant::now() < settle {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(wal(), 0, "the write-ahead log after writing paused");
     let bytes = on_disk();
     let sizes: Vec<(String, u64)> = std::fs::read_dir(&dir)
         .unwrap()

@@ -560,15 +560,35 @@ pub(super) fn expand_events(compact: Json) -> Json {
     )
 }
 
+/// How long writing must pause before the store checkpoints its log.
+const IDLE_CHECKPOINT: std::time::Duration = std::time::Duration::from_secs(1);
+
 impl Writer {
     pub(super) fn run(mut self, rx: Receiver<Msg>) {
         // Retention at start (a restart with a shorter limit applies it at
         // once) and every minute; the size cap after every transaction.
         self.retain();
         let mut last_retention = std::time::Instant::now();
+        // Written since the last idle checkpoint.
+        let mut dirty = false;
         loop {
-            let first = match rx.recv_timeout(RETENTION_PERIOD) {
+            let wait = if dirty {
+                IDLE_CHECKPOINT
+            } else {
+                RETENTION_PERIOD
+            };
+            let first = match rx.recv_timeout(wait) {
                 Ok(msg) => msg,
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) if dirty => {
+                    // Writing has paused: copy the log into the database so
+                    // that the files on disk shrink to what the size cap
+                    // left (evictions otherwise wait in the log, and the
+                    // database file keeps its old length, until the next
+                    // automatic checkpoint, which only a write triggers).
+                    self.checkpoint();
+                    dirty = false;
+                    continue;
+                }
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
                     self.retain();
                     last_retention = std::time::Instant::now();
@@ -576,6 +596,7 @@ impl Writer {
                 }
                 Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
             };
+            dirty = self.config.path.is_some();
             // Take whatever else is waiting: one transaction for all of it.
             let mut batches = Vec::new();
             let mut stored = Vec::new();
@@ -819,6 +840,16 @@ impl Writer {
             }
         }
         self.cap_size();
+    }
+
+    /// Checkpoint the write-ahead log and truncate it (best effort: a
+    /// reader in the middle of a query keeps the part it reads, which the
+    /// next checkpoint takes).
+    fn checkpoint(&self) {
+        let conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
+        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())) {
+            tracing::debug!("trace store: checkpoint when idle: {e}");
+        }
     }
 
     /// Delete the oldest blocks until the database fits its part of the
