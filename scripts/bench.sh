@@ -13,14 +13,17 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 "$root/scripts/build-guests.sh"
-cargo build --release --locked -p polytrace --quiet
+# The host as it runs in production: the `dist` profile (whole-program LTO,
+# Cargo.toml); POLYTRACE_BIN set by the caller wins.
+cargo build --profile dist --locked -p polytrace --quiet
+export POLYTRACE_BIN="${POLYTRACE_BIN:-$root/target/dist/polytrace}"
 
 "$root/scripts/setup-native.sh"
 # sql_cost starts a PostgreSQL server of its own.
 "$root/scripts/setup-databases.sh"
 # The native axum service of vs_native: its own workspace, built here only.
 if [ $# -eq 0 ] || [[ " $* " == *" vs_native "* ]]; then
-  cargo build --release --locked --quiet --manifest-path "$root/tests/native/hello_axum/Cargo.toml"
+  cargo build --profile dist --locked --quiet --manifest-path "$root/tests/native/hello_axum/Cargo.toml"
 fi
 
 export RUST_BACKTRACE=0

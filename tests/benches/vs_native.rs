@@ -380,7 +380,8 @@ async fn main() {
             "javascript" => express("hello_express.cjs"),
             "rust" => (
                 "axum + opentelemetry-rust",
-                Command::new(native_dir.join("hello_axum/target/release/hello-axum-native")),
+                // Built with the same `dist` profile as the host (bench.sh).
+                Command::new(native_dir.join("hello_axum/target/dist/hello-axum-native")),
             ),
             _ => (
                 "net/http (no SDK)",

@@ -6,7 +6,7 @@
 //! OTLP/HTTP protobuf to `OTEL_EXPORTER_OTLP_ENDPOINT`.
 //!
 //!     PORT=8084 OTEL_SERVICE_NAME=hello-axum OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4318 \
-//!       tests/native/hello_axum/target/release/hello-axum-native
+//!       tests/native/hello_axum/target/dist/hello-axum-native
 
 use axum::Router;
 use axum::extract::{Query, Request};
