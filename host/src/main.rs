@@ -15,6 +15,12 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
+/// mimalloc instead of glibc's malloc: the request threads allocate what
+/// the store's and the export's threads free (spans, batches), which glibc
+/// returns under the allocating thread's arena lock (docs/benchmarks.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "polytrace",
