@@ -15,13 +15,15 @@ use crate::telemetry::propagation::Share;
 use crate::telemetry::traces::{record_exception, start_span};
 use crate::telemetry::{RequestTelemetry, RequestTrace, Settings, Telemetry, propagation, semconv};
 use bytes::Bytes;
+use futures_util::FutureExt as _;
 use http_body_util::{BodyExt, Full};
 use opentelemetry::KeyValue;
 use opentelemetry::trace::{Span as _, SpanKind, Status};
 use opentelemetry_sdk::trace::Span;
 use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 use wasmtime::{Store, Trap, UpdateDeadline};
@@ -225,14 +227,41 @@ impl App {
         let hard_deadline = tokio::time::Instant::from_std(deadline + GRACE);
         // 1. The SERVER span, continuing the caller's trace if it sent one.
         let (mut server, trace) = ServerSpan::start(&self, idx, &request, &inbound);
-        // 2. The guest runs in its own task, in a warm or a new instance.
+        // 2. The guest runs in a warm or a new instance, polled right here
+        //    until it answers. A handler that writes its whole body before
+        //    returning (most do) has finished by then too, and the request
+        //    needs no task besides its connection's: no spawn, no hand-over
+        //    between tasks or worker threads.
         let scope = self.request_scope(idx, trace, &inbound, deadline);
-        let (sender, receiver) = oneshot::channel();
-        let guest = tokio::spawn(self.clone().run_guest(idx, scope, request, sender));
-        let abort = guest.abort_handle();
+        let (sender, mut receiver) = oneshot::channel();
+        let mut guest: GuestFuture = Box::pin(
+            AssertUnwindSafe(self.clone().run_guest(idx, scope, request, sender)).catch_unwind(),
+        );
+        let first = tokio::time::timeout_at(hard_deadline, async {
+            tokio::select! {
+                // The guest first: when it has also finished, settle it here.
+                biased;
+                run = &mut guest => First::Finished(run),
+                answer = &mut receiver => First::Answered(answer.ok()),
+            }
+        })
+        .await;
+        let (answer, run) = match first {
+            Ok(First::Finished(run)) => (receiver.try_recv().ok(), Some(run)),
+            Ok(First::Answered(answer)) => (answer, None),
+            Err(_) => {
+                // Dropping the guest's future stops it.
+                drop(guest);
+                self.discarded(idx, Discard::Timeout);
+                return server.fail(Fault::timeout(config.timeout), self.component_metrics(idx));
+            }
+        };
+        // A guest that failed (trapped) after answering, before anything
+        // went out: the client gets the fault's 500, not a cut response.
+        let failed = run.as_ref().is_some_and(GuestRun::failed_run);
         // 3. Its response (the body may still be streaming), or a fault.
-        match tokio::time::timeout_at(hard_deadline, receiver).await {
-            Ok(Ok(Ok(response))) => {
+        match answer {
+            Some(Ok(response)) if !failed => {
                 // A status the guest may not send as is (RFC 9110) is fixed
                 // here; the span records what the client receives.
                 let (response, enforced) = status::enforce(response, |original| {
@@ -243,53 +272,81 @@ impl App {
                     )
                 });
                 server.responded(response.status().as_u16());
-                let response = server.answer(response);
-                self.components[idx].pool.answered();
-                // The SERVER span ends when the guest does.
-                let app = self.clone();
-                tokio::spawn(async move {
-                    let fault = match tokio::time::timeout_at(hard_deadline, guest).await {
-                        Ok(Ok(run)) => app.settle(idx, run, true, &mut server),
-                        Ok(Err(join)) => Some(Fault::host_panic(&join)),
-                        Err(_) => {
-                            abort.abort();
-                            app.discarded(idx, Discard::Timeout);
-                            Some(Fault::unfinished_body())
-                        }
-                    };
-                    app.components[idx].pool.finished();
-                    if let Some(enforced) = enforced
-                        && let Some(why) = enforced.settle(hard_deadline).await
-                    {
-                        server.intervened(&why);
+                let mut response = server.answer(response);
+                let pool = &self.components[idx].pool;
+                pool.answered();
+                // The SERVER span ends when the guest does: here, when it
+                // has; else in a task that runs the rest of it (its body).
+                match (run, enforced) {
+                    (Some(run), None) => {
+                        let fault = self.settle_run(idx, run, true, &mut server);
+                        pool.finished();
+                        server.end(fault, self.component_metrics(idx));
                     }
-                    server.end(fault, app.component_metrics(idx));
-                });
+                    (run, enforced) => {
+                        let failed = Arc::new(AtomicBool::new(false));
+                        response = guarded(response, failed.clone());
+                        let app = self.clone();
+                        tokio::spawn(async move {
+                            let run = match run {
+                                Some(run) => Some(run),
+                                None => tokio::time::timeout_at(hard_deadline, &mut guest)
+                                    .await
+                                    .ok(),
+                            };
+                            // Before the instance goes (its body ends then).
+                            if run.as_ref().is_none_or(GuestRun::failed_run) {
+                                failed.store(true, Ordering::Release);
+                            }
+                            drop(guest);
+                            let fault = match run {
+                                Some(run) => app.settle_run(idx, run, true, &mut server),
+                                None => {
+                                    // The guest's future was dropped: it stopped.
+                                    app.discarded(idx, Discard::Timeout);
+                                    Some(Fault::unfinished_body())
+                                }
+                            };
+                            app.components[idx].pool.finished();
+                            if let Some(enforced) = enforced
+                                && let Some(why) = enforced.settle(hard_deadline).await
+                            {
+                                server.intervened(&why);
+                            }
+                            server.end(fault, app.component_metrics(idx));
+                        });
+                    }
+                }
                 response
             }
-            Ok(Ok(Err(code))) => {
-                let fault = match guest.await {
-                    Ok(run) => self.settle(idx, run, true, &mut server),
-                    Err(join) => Some(Fault::host_panic(&join)),
+            answer => {
+                let run = match run {
+                    Some(run) => run,
+                    None => guest.await,
                 };
-                let fault = fault.unwrap_or_else(|| Fault::error_code(&code));
+                let answered = answer.is_some();
+                let fault = self.settle_run(idx, run, answered, &mut server);
+                let fault = match answer {
+                    Some(Err(code)) => fault.unwrap_or_else(|| Fault::error_code(&code)),
+                    // An answer here means the guest failed: `fault` is set.
+                    _ => fault.unwrap_or_else(Fault::no_response),
+                };
                 server.fail(fault, self.component_metrics(idx))
             }
-            Ok(Err(_)) => {
-                let fault = match guest.await {
-                    Ok(run) => self.settle(idx, run, false, &mut server),
-                    Err(join) => Some(Fault::host_panic(&join)),
-                };
-                server.fail(
-                    fault.unwrap_or_else(Fault::no_response),
-                    self.component_metrics(idx),
-                )
-            }
-            Err(_) => {
-                abort.abort();
-                self.discarded(idx, Discard::Timeout);
-                server.fail(Fault::timeout(config.timeout), self.component_metrics(idx))
-            }
+        }
+    }
+
+    /// [`App::settle`] a guest run, or report the host panic that ended it.
+    fn settle_run(
+        &self,
+        idx: usize,
+        run: std::thread::Result<GuestRun>,
+        answered: bool,
+        server: &mut ServerSpan,
+    ) -> Option<Fault> {
+        match run {
+            Ok(run) => self.settle(idx, run, answered, server),
+            Err(panic) => Some(Fault::host_panic(panic.as_ref())),
         }
     }
 
@@ -585,6 +642,26 @@ async fn expire_idle_instances(app: std::sync::Weak<App>) {
     }
 }
 
+/// `response` with a body that fails at its end once `failed` is set.
+fn guarded(
+    response: http::Response<HyperOutgoingBody>,
+    failed: Arc<AtomicBool>,
+) -> http::Response<HyperOutgoingBody> {
+    response.map(|body| crate::http::body::Guarded::new(body, failed).boxed_unsync())
+}
+
+/// Running the guest for one request, panics caught.
+type GuestFuture =
+    std::pin::Pin<Box<dyn Future<Output = std::thread::Result<GuestRun>> + Send + 'static>>;
+
+/// What happened first while the guest ran.
+enum First {
+    /// It returned (having answered or not).
+    Finished(std::thread::Result<GuestRun>),
+    /// It answered and is still running; `None`: it dropped its answer.
+    Answered(Option<Result<http::Response<WasiBody>, ErrorCode>>),
+}
+
 /// What running the guest for one request gave.
 struct GuestRun {
     result: Result<(), Fault>,
@@ -597,6 +674,12 @@ struct GuestRun {
 }
 
 impl GuestRun {
+    /// Whether a run failed: the guest trapped or timed out, or the host
+    /// panicked running it.
+    fn failed_run(run: &std::thread::Result<GuestRun>) -> bool {
+        run.as_ref().map_or(true, |r| r.result.is_err())
+    }
+
     fn failed(fault: Fault) -> GuestRun {
         GuestRun {
             result: Err(fault),
@@ -773,9 +856,18 @@ impl Fault {
         )
     }
 
-    /// The host task running the guest panicked.
-    fn host_panic(join: &tokio::task::JoinError) -> Fault {
-        Fault::new(500, "HostPanic", join.to_string())
+    /// The host code running the guest panicked (`panic`: the payload).
+    fn host_panic(panic: &(dyn std::any::Any + Send)) -> Fault {
+        let message = panic
+            .downcast_ref::<&str>()
+            .copied()
+            .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+            .unwrap_or("a panic without a message");
+        Fault::new(
+            500,
+            "HostPanic",
+            format!("the host panicked running the guest: {message}"),
+        )
     }
 
     /// Why an instance that failed this way is not reused.

@@ -98,6 +98,88 @@ async fn an_endless_loop_is_a_504_and_does_not_block_others() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_guest_that_fails_after_answering_cuts_its_body_and_its_span_says_so() {
+    let receiver = Receiver::start().await;
+    let host = Polytrace::up(
+        "answer-then-fail",
+        &faults_manifest(""),
+        &receiver,
+        "http/protobuf",
+        &[],
+    );
+    // A trap right after the first bytes: the guest has ended before the
+    // host sends the response head, so the client gets the trap's 500.
+    let (status, trace_id, body) = head_then_body(host.addr, "/faults/answer-then-trap").await;
+    assert_eq!(status, 500);
+    let body = body.expect("the 500's body");
+    assert!(
+        String::from_utf8_lossy(&body).contains("unreachable"),
+        "{body:?}"
+    );
+    let spans = receiver.trace(&trace_id, 1).await;
+    let server = spans.iter().find(|s| s.kind == KIND_SERVER).unwrap();
+    assert_eq!(server.attributes["http.response.status_code"], 500);
+    assert_eq!(server.status_code, STATUS_ERROR);
+    let exception = server.event("exception").expect("exception event");
+    assert_eq!(exception["exception.type"], "Trap::UnreachableCodeReached");
+
+    // A loop the deadline interrupts while the body streams: the head went
+    // out, so the body fails: the client never takes 7 bytes for a whole
+    // body.
+    let (status, trace_id, body) = head_then_body(host.addr, "/faults/answer-then-loop").await;
+    assert_eq!(status, 200);
+    assert!(body.is_err(), "the body ended cleanly: {body:?}");
+    let spans = receiver.trace(&trace_id, 1).await;
+    let server = spans.iter().find(|s| s.kind == KIND_SERVER).unwrap();
+    assert_eq!(server.attributes["http.response.status_code"], 200);
+    assert_eq!(server.status_code, STATUS_ERROR);
+    let exception = server.event("exception").expect("exception event");
+    assert_eq!(exception["exception.type"], "Timeout");
+    assert!(
+        exception["exception.message"]
+            .as_str()
+            .unwrap()
+            .contains("ran past its timeout"),
+        "{exception:?}"
+    );
+    // The host keeps serving.
+    assert_eq!(get(&host.url("/faults/ok")).await.status, 200);
+}
+
+/// GET `path` on its own connection: the status and the trace id of the
+/// response head, then how its body ended.
+async fn head_then_body(
+    addr: std::net::SocketAddr,
+    path: &str,
+) -> (u16, String, Result<bytes::Bytes, hyper::Error>) {
+    use http_body_util::BodyExt as _;
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let request = hyper::Request::get(path)
+        .header("host", "localhost")
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let response = sender
+        .send_request(request)
+        .await
+        .expect("the response head");
+    let trace_id = response
+        .headers()
+        .get("traceresponse")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split('-').nth(1))
+        .expect("a traceresponse header")
+        .to_string();
+    let status = response.status().as_u16();
+    let body = response.into_body().collect().await.map(|b| b.to_bytes());
+    (status, trace_id, body)
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn eating_memory_past_the_limit_is_a_500() {
     let receiver = Receiver::start().await;
     let host = Polytrace::up("oom", &faults_manifest(""), &receiver, "http/protobuf", &[]);

@@ -10,8 +10,11 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use std::collections::VecDeque;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Instant;
+use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::{Error, WasiBody};
 
 /// Body bytes a request must have sent (unless its body is shorter)
@@ -109,6 +112,55 @@ impl Body for Replay {
                 sum
             }
         }
+    }
+}
+
+/// A response body that ends in an error, not a clean end, when its guest
+/// failed (trapped, timed out, panicked the host) before finishing it.
+///
+/// wasmtime-wasi-http ends a response body cleanly when the instance that
+/// writes it is dropped without calling `outgoing-body.finish`: a chunked
+/// body cut by a trap would reach the client as if it were whole. With this
+/// body the connection is aborted instead (no last chunk, or short of its
+/// `Content-Length`), so the client sees the failure. `failed` must be set
+/// before the instance is dropped.
+pub struct Guarded {
+    inner: HyperOutgoingBody,
+    failed: Arc<AtomicBool>,
+}
+
+impl Guarded {
+    /// `inner`, failing at its end once `failed` is set.
+    pub fn new(inner: HyperOutgoingBody, failed: Arc<AtomicBool>) -> Guarded {
+        Guarded { inner, failed }
+    }
+}
+
+impl Body for Guarded {
+    type Data = Bytes;
+    type Error = Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+        let this = self.get_mut();
+        match std::task::ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
+            None if this.failed.load(Ordering::Acquire) => {
+                Poll::Ready(Some(Err(Error::InternalError(Some(
+                    "the component failed before finishing its response body".into(),
+                )))))
+            }
+            frame => Poll::Ready(frame),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }
 

@@ -154,6 +154,33 @@ impl Guest for Faults {
                     x = std::hint::black_box(x.wrapping_add(1));
                 }
             }
+            // Answers 200, sends the first bytes of its body, then traps
+            // (`answer-then-trap`) or spins until the host stops it: a fault
+            // after the response went out.
+            "/faults/answer-then-loop" | "/faults/answer-then-trap" => {
+                use polytrace_guest::http::wasip2::http::types::{
+                    Fields, OutgoingBody, OutgoingResponse,
+                };
+                let response = OutgoingResponse::new(Fields::new());
+                let body = response.body().expect("a body");
+                ResponseOutparam::set(out, Ok(response));
+                let stream = body.write().expect("a stream");
+                stream
+                    .blocking_write_and_flush(b"partial")
+                    .expect("the first bytes written");
+                if path.ends_with("trap") {
+                    trap_here()
+                }
+                let mut x: u64 = 0;
+                loop {
+                    x = std::hint::black_box(x.wrapping_add(1));
+                }
+                #[allow(unreachable_code)]
+                {
+                    drop(stream);
+                    let _ = OutgoingBody::finish(body, None);
+                }
+            }
             "/faults/oom" => {
                 let mut hoard: Vec<Vec<u8>> = Vec::new();
                 loop {
