@@ -234,14 +234,20 @@ impl App {
         //    between tasks or worker threads.
         let scope = self.request_scope(idx, trace, &inbound, deadline);
         let (sender, mut receiver) = oneshot::channel();
-        let mut guest: GuestFuture = Box::pin(
-            AssertUnwindSafe(self.clone().run_guest(idx, scope, request, sender)).catch_unwind(),
-        );
+        let mut running = Running {
+            app: self.clone(),
+            idx,
+            hard_deadline,
+            guest: Some(Box::pin(
+                AssertUnwindSafe(self.clone().run_guest(idx, scope, request, sender))
+                    .catch_unwind(),
+            )),
+        };
         let first = tokio::time::timeout_at(hard_deadline, async {
             tokio::select! {
                 // The guest first: when it has also finished, settle it here.
                 biased;
-                run = &mut guest => First::Finished(run),
+                run = running.future() => First::Finished(run),
                 answer = &mut receiver => First::Answered(answer.ok()),
             }
         })
@@ -251,7 +257,7 @@ impl App {
             Ok(First::Answered(answer)) => (answer, None),
             Err(_) => {
                 // Dropping the guest's future stops it.
-                drop(guest);
+                drop(running.take());
                 self.discarded(idx, Discard::Timeout);
                 return server.fail(Fault::timeout(config.timeout), self.component_metrics(idx));
             }
@@ -279,11 +285,12 @@ impl App {
                 // has; else in a task that runs the rest of it (its body).
                 match (run, enforced) {
                     (Some(run), None) => {
-                        let fault = self.settle_run(idx, run, true, &mut server);
+                        let fault = self.settle_run(idx, run, true, Some(&mut server));
                         pool.finished();
                         server.end(fault, self.component_metrics(idx));
                     }
                     (run, enforced) => {
+                        let mut guest = running.take();
                         let failed = Arc::new(AtomicBool::new(false));
                         response = guarded(response, failed.clone());
                         let app = self.clone();
@@ -300,7 +307,7 @@ impl App {
                             }
                             drop(guest);
                             let fault = match run {
-                                Some(run) => app.settle_run(idx, run, true, &mut server),
+                                Some(run) => app.settle_run(idx, run, true, Some(&mut server)),
                                 None => {
                                     // The guest's future was dropped: it stopped.
                                     app.discarded(idx, Discard::Timeout);
@@ -322,10 +329,11 @@ impl App {
             answer => {
                 let run = match run {
                     Some(run) => run,
-                    None => guest.await,
+                    None => running.future().await,
                 };
+                drop(running.take());
                 let answered = answer.is_some();
-                let fault = self.settle_run(idx, run, answered, &mut server);
+                let fault = self.settle_run(idx, run, answered, Some(&mut server));
                 let fault = match answer {
                     Some(Err(code)) => fault.unwrap_or_else(|| Fault::error_code(&code)),
                     // An answer here means the guest failed: `fault` is set.
@@ -342,7 +350,7 @@ impl App {
         idx: usize,
         run: std::thread::Result<GuestRun>,
         answered: bool,
-        server: &mut ServerSpan,
+        server: Option<&mut ServerSpan>,
     ) -> Option<Fault> {
         match run {
             Ok(run) => self.settle(idx, run, answered, server),
@@ -487,14 +495,15 @@ impl App {
     }
 
     /// Settle a guest run: report what the limits changed on the SERVER
-    /// span, give the instance back to the pool or throw it away, and return
-    /// the guest's fault, if any. `answered`: the guest set a response.
+    /// span (`None`: it ended already, its client went away), give the
+    /// instance back to the pool or throw it away, and return the guest's
+    /// fault, if any. `answered`: the guest set a response.
     fn settle(
         &self,
         idx: usize,
         run: GuestRun,
         answered: bool,
-        server: &mut ServerSpan,
+        server: Option<&mut ServerSpan>,
     ) -> Option<Fault> {
         let GuestRun {
             result,
@@ -502,7 +511,9 @@ impl App {
             instance,
             _slot: slot,
         } = run;
-        if let Some(end) = end {
+        if let Some(end) = end
+            && let Some(server) = server
+        {
             server.adjust(end, self.component_metrics(idx));
         }
         let fault = result.err();
@@ -653,6 +664,58 @@ fn guarded(
 /// Running the guest for one request, panics caught.
 type GuestFuture =
     std::pin::Pin<Box<dyn Future<Output = std::thread::Result<GuestRun>> + Send + 'static>>;
+
+/// The guest's run while `serve` polls it. Should `serve` be dropped with
+/// the guest unfinished (hyper drops it when the client goes away), the
+/// guest finishes in a task of its own, as it would with the client still
+/// there: it is never stopped halfway by someone else's disconnect, its
+/// spans are kept, and its instance is settled.
+struct Running {
+    app: Arc<App>,
+    idx: usize,
+    hard_deadline: tokio::time::Instant,
+    /// `None` once `serve` has taken it (to finish it elsewhere, or to
+    /// stop it at the deadline) or it has finished.
+    guest: Option<GuestFuture>,
+}
+
+impl Running {
+    /// The guest's future, to poll. Panics once taken.
+    fn future(&mut self) -> &mut GuestFuture {
+        self.guest.as_mut().expect("the guest's run, not taken yet")
+    }
+
+    /// Take the guest's future: `serve` sees to it from here.
+    fn take(&mut self) -> GuestFuture {
+        self.guest.take().expect("the guest's run, not taken yet")
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let Some(guest) = self.guest.take() else {
+            return;
+        };
+        // During shutdown no task can start: the guest stops with the runtime.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (app, idx, hard_deadline) = (self.app.clone(), self.idx, self.hard_deadline);
+        runtime.spawn(async move {
+            match tokio::time::timeout_at(hard_deadline, guest).await {
+                // Whether it answered is unknown (nobody listens any more):
+                // taken as answered, so that this is never mistaken for a
+                // component that cannot serve twice on one instance.
+                Ok(run) => {
+                    if let Some(fault) = app.settle_run(idx, run, true, None) {
+                        fault.count(app.component_metrics(idx));
+                    }
+                }
+                Err(_) => app.discarded(idx, Discard::Timeout),
+            }
+        });
+    }
+}
 
 /// What happened first while the guest ran.
 enum First {

@@ -146,6 +146,53 @@ async fn a_guest_that_fails_after_answering_cuts_its_body_and_its_span_says_so()
     assert_eq!(get(&host.url("/faults/ok")).await.status, 200);
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_leaves_does_not_stop_the_guest_halfway() {
+    use tokio::io::AsyncWriteExt as _;
+    let receiver = Receiver::start().await;
+    let host = Polytrace::up(
+        "client-leaves",
+        &faults_manifest(""),
+        &receiver,
+        "http/protobuf",
+        &[],
+    );
+    // The guest sleeps 600 ms inside a span; its client leaves after 100.
+    let trace_id = "5bd66ef5095369c7b0d1f8f4bd33716a";
+    let mut stream = tokio::net::TcpStream::connect(host.addr).await.unwrap();
+    stream
+        .write_all(
+            format!(
+                "GET /faults/sleep?ms=600 HTTP/1.1\r\nhost: localhost\r\n\
+                 traceparent: 00-{trace_id}-5fb397be34d26b51-01\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    drop(stream);
+    // The guest ran to its end: its span is whole, not lost or cut.
+    let spans = receiver.trace(trace_id, 2).await;
+    let sleeping = spans
+        .iter()
+        .find(|s| s.name == "sleeping")
+        .expect("the guest's span");
+    assert!(
+        sleeping.duration >= std::time::Duration::from_millis(600),
+        "the guest's span lasted {:?}",
+        sleeping.duration
+    );
+    assert!(
+        !sleeping
+            .attributes
+            .contains_key("polytrace.span.auto_ended")
+    );
+    // And its instance went back to the pool: the next request is its second.
+    let served = get(&host.url("/faults/served")).await;
+    assert_eq!(served.json()["served"], 2, "{}", served.body);
+}
+
 /// GET `path` on its own connection: the status and the trace id of the
 /// response head, then how its body ended.
 async fn head_then_body(
