@@ -253,7 +253,11 @@ impl App {
         })
         .await;
         let (answer, run) = match first {
-            Ok(First::Finished(run)) => (receiver.try_recv().ok(), Some(run)),
+            Ok(First::Finished(run)) => {
+                // Finished: nothing is left to run.
+                drop(running.take());
+                (receiver.try_recv().ok(), Some(run))
+            }
             Ok(First::Answered(answer)) => (answer, None),
             Err(_) => {
                 // Dropping the guest's future stops it.
@@ -295,11 +299,13 @@ impl App {
                         response = guarded(response, failed.clone());
                         let app = self.clone();
                         tokio::spawn(async move {
-                            let run = match run {
-                                Some(run) => Some(run),
-                                None => tokio::time::timeout_at(hard_deadline, &mut guest)
-                                    .await
-                                    .ok(),
+                            let run = match (run, guest.as_mut()) {
+                                (Some(run), _) => Some(run),
+                                (None, Some(guest)) => {
+                                    tokio::time::timeout_at(hard_deadline, guest).await.ok()
+                                }
+                                // Not taken unless finished, or answered and running.
+                                (None, None) => None,
                             };
                             // Before the instance goes (its body ends then).
                             if run.as_ref().is_none_or(GuestRun::failed_run) {
@@ -685,9 +691,10 @@ impl Running {
         self.guest.as_mut().expect("the guest's run, not taken yet")
     }
 
-    /// Take the guest's future: `serve` sees to it from here.
-    fn take(&mut self) -> GuestFuture {
-        self.guest.take().expect("the guest's run, not taken yet")
+    /// Take the guest's future (`None` once taken): `serve` sees to it
+    /// from here.
+    fn take(&mut self) -> Option<GuestFuture> {
+        self.guest.take()
     }
 }
 

@@ -1045,10 +1045,27 @@ impl Polytrace {
 }
 
 impl Drop for Polytrace {
+    /// Stops the host, and fails the test if one of the host's own threads
+    /// panicked (a guest's panic is a trap, logged from thread `<unnamed>`):
+    /// a panic in a detached task is otherwise seen by nobody.
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if std::thread::panicking() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        let log = self.log();
+        if let Some(line) = host_panic(&log) {
+            panic!("the host panicked: {line}\n{log}");
+        }
     }
+}
+
+/// The first line of `log` where one of the host's own threads panicked.
+pub fn host_panic(log: &str) -> Option<&str> {
+    log.lines()
+        .find(|l| l.contains("panicked at") && l.contains("thread '") && !l.contains("'<unnamed>'"))
 }
 
 /// A response, read whole.
