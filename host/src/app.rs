@@ -304,7 +304,8 @@ impl App {
                                 (None, Some(guest)) => {
                                     tokio::time::timeout_at(hard_deadline, guest).await.ok()
                                 }
-                                // Not taken unless finished, or answered and running.
+                                // Cannot be: a guest that has not finished is taken
+                                // only here.
                                 (None, None) => None,
                             };
                             // Before the instance goes (its body ends then).
