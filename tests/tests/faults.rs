@@ -21,7 +21,11 @@ limits = {{ request_timeout_ms = 1000, memory_mb = 32 }}
 }
 
 async fn server_span(receiver: &Receiver, response: &Response) -> FlatSpan {
-    let spans = receiver.trace(&response.trace_id(), 1).await;
+    server_span_of(receiver, &response.trace_id()).await
+}
+
+async fn server_span_of(receiver: &Receiver, trace_id: &str) -> FlatSpan {
+    let spans = receiver.trace(trace_id, 1).await;
     spans
         .into_iter()
         .find(|s| s.kind == KIND_SERVER)
@@ -116,8 +120,7 @@ async fn a_guest_that_fails_after_answering_cuts_its_body_and_its_span_says_so()
         String::from_utf8_lossy(&body).contains("unreachable"),
         "{body:?}"
     );
-    let spans = receiver.trace(&trace_id, 1).await;
-    let server = spans.iter().find(|s| s.kind == KIND_SERVER).unwrap();
+    let server = server_span_of(&receiver, &trace_id).await;
     assert_eq!(server.attributes["http.response.status_code"], 500);
     assert_eq!(server.status_code, STATUS_ERROR);
     let exception = server.event("exception").expect("exception event");
@@ -129,8 +132,7 @@ async fn a_guest_that_fails_after_answering_cuts_its_body_and_its_span_says_so()
     let (status, trace_id, body) = head_then_body(host.addr, "/faults/answer-then-loop").await;
     assert_eq!(status, 200);
     assert!(body.is_err(), "the body ended cleanly: {body:?}");
-    let spans = receiver.trace(&trace_id, 1).await;
-    let server = spans.iter().find(|s| s.kind == KIND_SERVER).unwrap();
+    let server = server_span_of(&receiver, &trace_id).await;
     assert_eq!(server.attributes["http.response.status_code"], 200);
     assert_eq!(server.status_code, STATUS_ERROR);
     let exception = server.event("exception").expect("exception event");
