@@ -704,7 +704,8 @@ impl Drop for Running {
         let Some(guest) = self.guest.take() else {
             return;
         };
-        // During shutdown no task can start: the guest stops with the runtime.
+        // Dropped outside the runtime (not hyper's way): no task can start,
+        // the guest stops here.
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
