@@ -21,8 +21,8 @@ export POLYTRACE_BIN="${POLYTRACE_BIN:-$root/target/dist/polytrace}"
 "$root/scripts/setup-native.sh"
 # sql_cost starts a PostgreSQL server of its own.
 "$root/scripts/setup-databases.sh"
-# The native axum service of vs_native: its own workspace, built here only.
-if [ $# -eq 0 ] || [[ " $* " == *" vs_native "* ]]; then
+# The native axum service of vs_native and overhead: its own workspace, built here only.
+if [ $# -eq 0 ] || [[ " $* " == *" vs_native "* ]] || [[ " $* " == *" overhead "* ]]; then
   cargo build --profile dist --locked --quiet --manifest-path "$root/tests/native/hello_axum/Cargo.toml"
 fi
 

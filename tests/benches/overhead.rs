@@ -5,15 +5,21 @@
 //!
 //!     cargo bench -p polytrace-tests --bench overhead
 //!
+//! Beside them, the same service written natively (axum +
+//! opentelemetry-rust, tests/native/hello_axum, built by scripts/bench.sh)
+//! runs the same way, on and with `OTEL_SDK_DISABLED=true`, so the run
+//! also shows what the native SDK costs that service.
+//!
 //! Environment: BENCH_ROUNDS (default 6), BENCH_SECONDS per round (2),
 //! BENCH_CONNECTIONS (4), BENCH_EXPORTER (otlp), BENCH_STORE (a file),
-//! BENCH_ENV (more variables for the traced host: `K=V,K=V`).
+//! BENCH_ENV (more variables for the traced host: `K=V,K=V`),
+//! BENCH_NATIVE=0 (leave the native pair out).
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
-use polytrace_tests::bench::{env_or, median};
-use polytrace_tests::{Polytrace, Receiver, component};
+use polytrace_tests::bench::{Native, env_or, median, process_cpu_time};
+use polytrace_tests::{Polytrace, Receiver, component, repo_dir};
 use std::time::{Duration, Instant};
 
 /// One connection sending requests back to back until `until`.
@@ -46,9 +52,9 @@ struct Round {
     cpu_us: f64,
 }
 
-async fn round(host: &Polytrace, seconds: u64, connections: u64) -> Round {
-    let addr = host.addr;
-    let cpu_before = host.cpu_time();
+/// A round against the service at `addr`, process `pid`.
+async fn round(addr: std::net::SocketAddr, pid: u32, seconds: u64, connections: u64) -> Round {
+    let cpu_before = process_cpu_time(pid);
     let until = Instant::now() + Duration::from_secs(seconds);
     let started = Instant::now();
     let tasks: Vec<_> = (0..connections)
@@ -64,7 +70,7 @@ async fn round(host: &Polytrace, seconds: u64, connections: u64) -> Round {
     // Let the export worker and the store finish this round's full
     // batches (a partial one waits for OTEL_BSP_SCHEDULE_DELAY, below).
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let cpu = host.cpu_time() - cpu_before;
+    let cpu = process_cpu_time(pid) - cpu_before;
     Round {
         rps: all.len() as f64 / elapsed,
         p50: pct(0.50),
@@ -127,19 +133,64 @@ async fn main() {
         "http/protobuf",
         &[("OTEL_SDK_DISABLED", "true")],
     );
-    // Warm up both (first instantiations, connection setup).
-    round(&traced, 1, connections).await;
-    round(&plain, 1, connections).await;
-
-    let (mut on, mut off) = (Vec::new(), Vec::new());
+    // The same hello service written natively with axum and
+    // opentelemetry-rust (tests/native/hello_axum), on and off the same
+    // way: what the field's own SDK costs this service on this machine.
+    let axum = repo_dir().join("tests/native/hello_axum/target/dist/hello-axum-native");
+    let natives = if std::env::var("BENCH_NATIVE").is_ok_and(|v| v == "0") {
+        None
+    } else if !axum.exists() {
+        println!(
+            "(axum + opentelemetry-rust skipped: build it with scripts/bench.sh overhead, or set BENCH_NATIVE=0)"
+        );
+        None
+    } else {
+        let start = |label: &str, disabled: bool| {
+            let mut cmd = std::process::Command::new(&axum);
+            cmd.env(
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+                receiver.endpoint("http/protobuf"),
+            )
+            .env("OTEL_SERVICE_NAME", "native-rust")
+            .env("PORT", "0");
+            if disabled {
+                cmd.env("OTEL_SDK_DISABLED", "true");
+            }
+            Native::start(label, cmd)
+        };
+        Some((
+            start("axum + opentelemetry-rust", false),
+            start("axum, OTEL_SDK_DISABLED=true", true),
+        ))
+    };
+    // Pairs of (tracing on, tracing off), each a list of (addr, pid).
+    let mut pairs = vec![(
+        "polytrace",
+        [(traced.addr, traced.pid()), (plain.addr, plain.pid())],
+    )];
+    if let Some((on, off)) = &natives {
+        pairs.push((
+            "axum + opentelemetry-rust",
+            [(on.addr, on.pid()), (off.addr, off.pid())],
+        ));
+    }
+    let services: Vec<(std::net::SocketAddr, u32)> =
+        pairs.iter().flat_map(|(_, p)| p.iter().copied()).collect();
+    // Warm up every service (first instantiations, connection setup).
+    for &(addr, pid) in &services {
+        round(addr, pid, 1, connections).await;
+    }
+    let mut results: Vec<Vec<Round>> = services.iter().map(|_| Vec::new()).collect();
     for i in 0..rounds {
-        // Alternate which goes first.
-        if i % 2 == 0 {
-            on.push(round(&traced, seconds, connections).await);
-            off.push(round(&plain, seconds, connections).await);
+        // Alternate the order, so drift on a shared machine hits all alike.
+        let order: Vec<usize> = if i % 2 == 0 {
+            (0..services.len()).collect()
         } else {
-            off.push(round(&plain, seconds, connections).await);
-            on.push(round(&traced, seconds, connections).await);
+            (0..services.len()).rev().collect()
+        };
+        for j in order {
+            let (addr, pid) = services[j];
+            results[j].push(round(addr, pid, seconds, connections).await);
         }
     }
     let summarize = |rs: &[Round]| {
@@ -150,30 +201,42 @@ async fn main() {
             median(rs.iter().map(|r| r.cpu_us).collect()),
         )
     };
-    let (on_rps, on_p50, on_p99, on_cpu) = summarize(&on);
-    let (off_rps, off_p50, off_p99, off_cpu) = summarize(&off);
     let kib = receiver.bytes.load(std::sync::atomic::Ordering::Relaxed) / 1024;
     println!(
         "hello-rust, {connections} connections, {rounds} alternating rounds of {seconds}s each (medians)"
     );
     println!(
-        "{:<28} {:>12} {:>12} {:>12} {:>14}",
+        "{:<48} {:>12} {:>12} {:>12} {:>14}",
         "", "requests/s", "p50 (µs)", "p99 (µs)", "CPU µs/req"
     );
-    println!(
-        "{:<28} {:>12.0} {:>12.1} {:>12.1} {:>14.1}",
-        "tracing on (OTLP export)", on_rps, on_p50, on_p99, on_cpu
-    );
-    println!(
-        "{:<28} {:>12.0} {:>12.1} {:>12.1} {:>14.1}",
-        "OTEL_SDK_DISABLED=true", off_rps, off_p50, off_p99, off_cpu
-    );
-    println!(
-        "overhead: p50 {:+.1} µs, throughput {:+.1}%, host CPU per request {:+.1} µs ({:+.1}%)  ({kib} KiB of OTLP received)",
-        on_p50 - off_p50,
-        (on_rps / off_rps - 1.0) * 100.0,
-        on_cpu - off_cpu,
-        (on_cpu / off_cpu - 1.0) * 100.0
-    );
+    for (k, (name, _)) in pairs.iter().enumerate() {
+        let (on_rps, on_p50, on_p99, on_cpu) = summarize(&results[2 * k]);
+        let (off_rps, off_p50, off_p99, off_cpu) = summarize(&results[2 * k + 1]);
+        println!(
+            "{:<48} {:>12.0} {:>12.1} {:>12.1} {:>14.1}",
+            format!("{name}: tracing on (OTLP export)"),
+            on_rps,
+            on_p50,
+            on_p99,
+            on_cpu
+        );
+        println!(
+            "{:<48} {:>12.0} {:>12.1} {:>12.1} {:>14.1}",
+            format!("{name}: OTEL_SDK_DISABLED=true"),
+            off_rps,
+            off_p50,
+            off_p99,
+            off_cpu
+        );
+        println!(
+            "{name} overhead: p50 {:+.1} µs, throughput {:+.1}% (on/off {:.2}×), CPU per request {:+.1} µs ({:+.1}%)",
+            on_p50 - off_p50,
+            (on_rps / off_rps - 1.0) * 100.0,
+            on_rps / off_rps,
+            on_cpu - off_cpu,
+            (on_cpu / off_cpu - 1.0) * 100.0
+        );
+    }
+    println!("({kib} KiB of OTLP received in all)");
     let _ = std::fs::remove_dir_all(&store_dir);
 }

@@ -32,11 +32,10 @@
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
-use polytrace_tests::bench::{env_or, median};
+use polytrace_tests::bench::{Native, env_or, median};
 use polytrace_tests::{Polytrace, Receiver, component, repo_dir, scratch_dir, target_dir};
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// One connection sending requests back to back until `until`; it
@@ -183,16 +182,7 @@ struct Service {
     addr: SocketAddr,
     pid: u32,
     _host: Option<Polytrace>,
-    _child: Option<KillOnDrop>,
-}
-
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+    _native: Option<Native>,
 }
 
 /// A polytrace host serving the hello guest; `isolation` `None`: an
@@ -247,11 +237,11 @@ fn guest(
         addr: host.addr,
         pid: host.pid(),
         _host: Some(host),
-        _child: None,
+        _native: None,
     }
 }
 
-/// Start a native service; it prints `listening on http://ADDR`.
+/// Start a native service exporting to `receiver`.
 fn native(app: &App, label: &str, mut cmd: Command, receiver: &Receiver) -> Service {
     let language = app.key;
     cmd.env(
@@ -262,39 +252,17 @@ fn native(app: &App, label: &str, mut cmd: Command, receiver: &Receiver) -> Serv
     .env("OTEL_SERVICE_NAME", format!("native-{language}"))
     .env("OTEL_METRICS_EXPORTER", "none")
     .env("OTEL_LOGS_EXPORTER", "none")
-    .env("PORT", "0")
-    .stdout(Stdio::piped())
-    .stderr(Stdio::null());
-    let mut child = cmd
-        .spawn()
-        .unwrap_or_else(|e| panic!("{label}: cannot start ({e}); run scripts/setup-native.sh"));
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut tx = Some(tx);
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(rest) = line.split("listening on ").nth(1)
-                && let Some(tx) = tx.take()
-            {
-                let addr = rest.trim().trim_start_matches("http://").to_string();
-                let _ = tx.send(addr);
-            }
-        }
-    });
-    let addr: SocketAddr = rx
-        .recv_timeout(Duration::from_secs(60))
-        .unwrap_or_else(|_| panic!("{label} did not start"))
-        .parse()
-        .unwrap();
+    .env("PORT", "0");
+    let native = Native::start(label, cmd);
     Service {
         language,
         path: app.path,
         label: label.to_string(),
         native: true,
-        addr,
-        pid: child.id(),
+        addr: native.addr,
+        pid: native.pid(),
         _host: None,
-        _child: Some(KillOnDrop(child)),
+        _native: Some(native),
     }
 }
 

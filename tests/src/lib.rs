@@ -834,20 +834,10 @@ pub struct Polytrace {
 }
 
 impl Polytrace {
-    /// CPU time the `polytrace` process has used so far (user + system,
-    /// all its threads), from `/proc/<pid>/stat`; 10 ms resolution.
+    /// CPU time the `polytrace` process has used so far: see
+    /// [`bench::process_cpu_time`].
     pub fn cpu_time(&self) -> Duration {
-        let stat =
-            std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
-        let fields: Vec<&str> = stat
-            .rsplit_once(')')
-            .map_or(vec![], |(_, rest)| rest.split_whitespace().collect());
-        // After the name: utime and stime are fields 14 and 15 (1-based).
-        let ticks: u64 = [11, 12]
-            .iter()
-            .filter_map(|i| fields.get(*i).and_then(|v| v.parse::<u64>().ok()))
-            .sum();
-        Duration::from_millis(ticks * 10)
+        bench::process_cpu_time(self.pid())
     }
 
     /// Write `manifest` into a scratch dir and run `polytrace up` on it,
@@ -1158,6 +1148,80 @@ pub mod bench {
         after.checked_sub(before).unwrap_or_else(|| {
             panic!("CPU time went down ({before} → {after} ns): a thread exited while measuring")
         })
+    }
+
+    /// CPU time process `pid` has used so far (user + system, all its
+    /// threads, those that exited included), from `/proc/PID/stat`; 10 ms
+    /// resolution. Zero when the process is gone.
+    pub fn process_cpu_time(pid: u32) -> std::time::Duration {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map_or(vec![], |(_, rest)| rest.split_whitespace().collect());
+        // After the name: utime and stime are fields 14 and 15 (1-based).
+        let ticks: u64 = [11, 12]
+            .iter()
+            .filter_map(|i| fields.get(*i).and_then(|v| v.parse::<u64>().ok()))
+            .sum();
+        std::time::Duration::from_millis(ticks * 10)
+    }
+
+    /// A native service of the benchmarks, killed when dropped.
+    pub struct Native {
+        pub child: std::process::Child,
+        /// Where it listens, from the `listening on http://ADDR` line it
+        /// prints on stdout.
+        pub addr: std::net::SocketAddr,
+    }
+
+    impl Native {
+        /// Start `cmd` (stdout is taken, stderr dropped) and wait up to
+        /// 60 s for its `listening on` line; panics naming `label` when it
+        /// cannot start (the natives are installed by
+        /// scripts/setup-native.sh).
+        pub fn start(label: &str, mut cmd: std::process::Command) -> Native {
+            use std::io::BufRead;
+            cmd.stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::null());
+            let mut child = cmd.spawn().unwrap_or_else(|e| {
+                panic!("{label}: cannot start ({e}); run scripts/setup-native.sh")
+            });
+            let stdout = child.stdout.take().unwrap();
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                let mut tx = Some(tx);
+                for line in std::io::BufReader::new(stdout)
+                    .lines()
+                    .map_while(Result::ok)
+                {
+                    if let Some(rest) = line.split("listening on ").nth(1)
+                        && let Some(tx) = tx.take()
+                    {
+                        let addr = rest.trim().trim_start_matches("http://").to_string();
+                        let _ = tx.send(addr);
+                    }
+                }
+            });
+            let addr = rx
+                .recv_timeout(std::time::Duration::from_secs(60))
+                .unwrap_or_else(|_| panic!("{label} did not start"))
+                .parse()
+                .unwrap_or_else(|e| {
+                    panic!("{label}: a listening address that does not parse: {e}")
+                });
+            Native { child, addr }
+        }
+
+        pub fn pid(&self) -> u32 {
+            self.child.id()
+        }
+    }
+
+    impl Drop for Native {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
     }
 
     /// The median of `v` (the upper one of an even count); `v` not empty.

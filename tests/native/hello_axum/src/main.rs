@@ -3,7 +3,8 @@
 //! axum team without polytrace would: a SERVER span per request (continuing
 //! a W3C `traceparent`), the child span `hello.work` with the same
 //! attributes and `checkpoint` event, a batch span processor exporting
-//! OTLP/HTTP protobuf to `OTEL_EXPORTER_OTLP_ENDPOINT`.
+//! OTLP/HTTP protobuf to `OTEL_EXPORTER_OTLP_ENDPOINT`;
+//! `OTEL_SDK_DISABLED=true` turns the SDK off.
 //!
 //!     PORT=8084 OTEL_SERVICE_NAME=hello-axum OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4318 \
 //!       tests/native/hello_axum/target/dist/hello-axum-native
@@ -17,7 +18,7 @@ use opentelemetry::propagation::{Extractor, TextMapPropagator};
 use opentelemetry::trace::{Span, SpanKind, Status, TraceContextExt, Tracer, TracerProvider};
 use opentelemetry::{Array, Context, KeyValue, Value};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
+use opentelemetry_sdk::trace::{Sampler, SdkTracer, SdkTracerProvider};
 use std::collections::HashMap;
 use std::sync::OnceLock;
 
@@ -34,7 +35,10 @@ impl Extractor for Headers<'_> {
     }
 }
 
-async fn hello(Query(query): Query<HashMap<String, String>>, request: Request) -> impl IntoResponse {
+async fn hello(
+    Query(query): Query<HashMap<String, String>>,
+    request: Request,
+) -> impl IntoResponse {
     let tracer = TRACER.get().expect("tracer set in main");
     let parent = TraceContextPropagator::new().extract(&Headers(request.headers()));
     let mut server = tracer
@@ -58,7 +62,10 @@ async fn hello(Query(query): Query<HashMap<String, String>>, request: Request) -
             KeyValue::new("hello.polite", true),
             KeyValue::new("hello.count", 3),
             KeyValue::new("hello.ratio", 0.5),
-            KeyValue::new("hello.tags", Value::Array(Array::String(vec!["a".into(), "b".into()]))),
+            KeyValue::new(
+                "hello.tags",
+                Value::Array(Array::String(vec!["a".into(), "b".into()])),
+            ),
             KeyValue::new("hello.flags", Value::Array(Array::Bool(vec![true, false]))),
             KeyValue::new("hello.numbers", Value::Array(Array::I64(vec![1, 2, 3]))),
             KeyValue::new("hello.weights", Value::Array(Array::F64(vec![0.25, 0.75]))),
@@ -77,18 +84,36 @@ async fn hello(Query(query): Query<HashMap<String, String>>, request: Request) -
 
 #[tokio::main]
 async fn main() {
-    // The endpoint, batching and service.name come from OTEL_* variables.
-    let exporter = opentelemetry_otlp::SpanExporter::builder()
-        .with_http()
-        .build()
-        .expect("an OTLP/HTTP exporter");
-    let provider = SdkTracerProvider::builder()
-        .with_batch_exporter(exporter)
-        .build();
+    // OTEL_SDK_DISABLED=true (the spec's switch, which opentelemetry-rust
+    // does not read itself): no exporter, no processor, and every span
+    // sampled out, so the handler's tracing calls are no-ops on
+    // non-recording spans. The overhead benchmark runs both to measure
+    // what the SDK costs this service.
+    let disabled =
+        std::env::var("OTEL_SDK_DISABLED").is_ok_and(|v| v.trim().eq_ignore_ascii_case("true"));
+    let provider = if disabled {
+        SdkTracerProvider::builder()
+            .with_sampler(Sampler::AlwaysOff)
+            .build()
+    } else {
+        // The endpoint, batching and service.name come from OTEL_* variables.
+        let exporter = opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .build()
+            .expect("an OTLP/HTTP exporter");
+        SdkTracerProvider::builder()
+            .with_batch_exporter(exporter)
+            .build()
+    };
     TRACER.set(provider.tracer("hello-axum")).ok();
     let app = Router::new().route("/hello/{*rest}", get(hello));
-    let port: u16 = std::env::var("PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(0);
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+    let port: u16 = std::env::var("PORT")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
     println!("listening on http://{}", listener.local_addr().unwrap());
     axum::serve(listener, app)
         .with_graceful_shutdown(async {
