@@ -66,6 +66,23 @@ fn last_ids(c: &Connection) -> rusqlite::Result<(i64, i64)> {
 /// of its spans, so it stays small (~100–300 KB of JSON).
 pub(super) const BLOCK_SPANS: usize = 256;
 
+/// Spans the writer handles between two offers of its core (`give_way`).
+const YIELD_EVERY: usize = 32;
+
+/// Offer the core to a waiting thread every [`YIELD_EVERY`]th span `n`.
+///
+/// A block of spans is ~1 ms of CPU and a transaction several blocks. Left
+/// alone, the scheduler lets this thread run on for up to a tick (4 ms at
+/// HZ=250) after a request thread woke on its core: that wait was the
+/// traced host's p99 under load (1.8–2.0 ms against 0.4 ms without the
+/// store; 0.8–1.0 ms with this, docs/benchmarks.md, round 7). A yield
+/// with nobody waiting costs a syscall: ~0.01 µs a span.
+fn give_way(n: usize) {
+    if n % YIELD_EVERY == YIELD_EVERY - 1 {
+        std::thread::yield_now();
+    }
+}
+
 /// zstd's level for blocks: its fastest regular level (attributes repeat
 /// from span to span, so even this shrinks them ~8×).
 pub(super) const BLOCK_LEVEL: i32 = 1;
@@ -720,13 +737,18 @@ impl Writer {
                 let rows: Vec<Row<'_>> = sources
                     .by_ref()
                     .take(BLOCK_SPANS)
-                    .map(|source| Row::new(source, &mut payload, &mut text, &mut keys))
+                    .enumerate()
+                    .map(|(n, source)| {
+                        give_way(n);
+                        Row::new(source, &mut payload, &mut text, &mut keys)
+                    })
                     .collect();
                 let mut trace_keys = Vec::with_capacity(rows.len() * 4);
                 let mut error_traces = Vec::new();
                 let (mut first_id, mut last_id) = (0, 0);
                 let (mut min_start, mut max_start) = (i64::MAX, i64::MIN);
-                for s in &rows {
+                for (n, s) in rows.iter().enumerate() {
+                    give_way(n);
                     id += 1;
                     insert.execute(params![
                         id,
