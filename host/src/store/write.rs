@@ -74,9 +74,10 @@ const YIELD_EVERY: usize = 32;
 /// A block of spans is ~1 ms of CPU and a transaction several blocks. Left
 /// alone, the scheduler lets this thread run on for up to a tick (4 ms at
 /// HZ=250) after a request thread woke on its core: that wait was the
-/// traced host's p99 under load (1.8–2.0 ms against 0.4 ms without the
-/// store; 0.8–1.0 ms with this, docs/benchmarks.md, round 7). A yield
-/// with nobody waiting costs a syscall: ~0.01 µs a span.
+/// traced host's p99 under load (overhead benchmark, 4 connections:
+/// 1.6–1.8 ms, against 0.34–0.40 ms untraced; 0.44–0.48 ms with this,
+/// docs/benchmarks.md, round 7). A yield with nobody waiting costs a
+/// syscall: ~0.01 µs a span.
 fn give_way(n: usize) {
     if n % YIELD_EVERY == YIELD_EVERY - 1 {
         std::thread::yield_now();
