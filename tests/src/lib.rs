@@ -1168,7 +1168,7 @@ pub mod bench {
 
     /// A native service of the benchmarks, killed when dropped.
     pub struct Native {
-        pub child: std::process::Child,
+        child: std::process::Child,
         /// Where it listens, from the `listening on http://ADDR` line it
         /// prints on stdout.
         pub addr: std::net::SocketAddr,
@@ -1212,6 +1212,7 @@ pub mod bench {
             Native { child, addr }
         }
 
+        /// Its process id (for its CPU time and memory).
         pub fn pid(&self) -> u32 {
             self.child.id()
         }
