@@ -262,10 +262,10 @@ func (b *opBuffer) flush() {
 	if len(b.ops) == 0 {
 		return
 	}
-	r := spanbatch.Apply(b.ops)
+	message, failed := applyOps(b.ops)
 	b.ops = b.ops[:0]
-	if r.IsErr() {
-		fmt.Fprintln(os.Stderr, "polytrace: "+r.Err())
+	if failed {
+		fmt.Fprintln(os.Stderr, "polytrace: "+message)
 	}
 }
 
