@@ -29,6 +29,8 @@ import traceback
 from wit_world.imports import polytrace_telemetry_types as _types
 from wit_world.imports import tracing as _tracing
 
+from . import _batch
+
 SpanKind = _tracing.SpanKind
 
 
@@ -86,62 +88,100 @@ def _attributes(attributes):
     return [KeyValue(key, _value(value)) for key, value in attributes.items()]
 
 
+# The host's code of each span kind (span-batch's span-kind order).
+_KIND_CODES = {
+    SpanKind.INTERNAL: 0,
+    SpanKind.SERVER: 1,
+    SpanKind.CLIENT: 2,
+    SpanKind.PRODUCER: 3,
+    SpanKind.CONSUMER: 4,
+}
+_INTERNAL = SpanKind.INTERNAL
+
+
+def _kind_code(kind):
+    """The host's code of `kind`; a value that is not a SpanKind is
+    INTERNAL (a bad kind must not fail the request)."""
+    # An Enum member hashes in Python: the common kind by identity.
+    if kind is _INTERNAL or not isinstance(kind, SpanKind):
+        return 0
+    return _KIND_CODES[kind]
+
+
+def _attribute_dict(attributes):
+    if not attributes:
+        return {}
+    return attributes if type(attributes) is dict else _batch.plain_attributes(attributes)
+
+
 class Span:
     """A span; the current span while open. Use it as a context manager, or
-    call ``end()``. Operations after the end do nothing."""
+    call ``end()``. Operations after the end do nothing; a span nobody
+    holds any more ends then, as the host's span resource did.
+
+    Attribute values are str, bool, int, float or a list of one of those;
+    others are left out and counted on the SERVER span
+    (``polytrace.attributes.invalid``)."""
+
+    __slots__ = ("_handle", "_ended")
 
     def __init__(self, name, attributes=None, kind=SpanKind.INTERNAL):
-        if not isinstance(kind, SpanKind):
-            kind = SpanKind.INTERNAL  # a bad kind must not fail the request
-        self._span = _tracing.Span(str(name), kind, _attributes(attributes))
+        self._ended = True
+        h = _batch.handle()
+        _batch.send((_batch.START, h, _kind_code(kind), None, str(name), _attribute_dict(attributes)))
+        self._handle = h
+        self._ended = False
 
     def set_attribute(self, key, value):
-        if self._span is not None:
-            self._span.set_attribute(key, _value(value))
+        if not self._ended:
+            _batch.send((_batch.SET_ATTRIBUTES, self._handle, {key: value}))
 
     def set_attributes(self, attributes):
-        if self._span is not None:
-            self._span.set_attributes(_attributes(attributes))
+        if not self._ended:
+            _batch.send((_batch.SET_ATTRIBUTES, self._handle, _attribute_dict(attributes)))
 
     def add_event(self, name, attributes=None):
-        if self._span is not None:
-            self._span.add_event(name, _attributes(attributes), None)
+        if not self._ended:
+            _batch.send((_batch.ADD_EVENT, self._handle, None, str(name), _attribute_dict(attributes)))
 
     def record_exception(self, exception, set_error_status=True):
         """Record an exception as an ``exception`` event with its traceback."""
-        if self._span is None:
+        if self._ended:
             return
         stack = "".join(traceback.format_exception(type(exception), exception, exception.__traceback__))
-        self._span.record_exception(exception_type(exception), str(exception), stack, set_error_status)
+        _batch.send(
+            (_batch.RECORD_EXCEPTION, self._handle, None, exception_type(exception), str(exception), stack, bool(set_error_status))
+        )
 
     def set_status_error(self, description=""):
-        if self._span is not None:
-            self._span.set_status(_tracing.Status_Error(description))
+        if not self._ended:
+            _batch.send((_batch.SET_STATUS, self._handle, 2, str(description)))
 
     def set_status_ok(self):
-        if self._span is not None:
-            self._span.set_status(_tracing.Status_Ok())
+        if not self._ended:
+            _batch.send((_batch.SET_STATUS, self._handle, 1, ""))
 
     def update_name(self, name):
-        if self._span is not None:
-            self._span.update_name(name)
+        if not self._ended:
+            _batch.send((_batch.UPDATE_NAME, self._handle, str(name)))
 
     @property
     def context(self):
         """The span's context; ``None`` once it has ended."""
-        return None if self._span is None else self._span.span_context()
+        return None if self._ended else _batch.context_of(self._handle)
 
     @property
     def is_recording(self):
-        return self._span is not None and self._span.is_recording()
+        return not self._ended and _batch.is_recording(self._handle)
 
     def end(self):
-        """End the span and release its handle (a long loop of spans holds
-        no host resources). Later calls on the span do nothing."""
-        if self._span is not None:
-            inner, self._span = self._span, None
-            # Dropping the handle ends the span: one host call, not two.
-            inner.__exit__(None, None, None)
+        """End the span. Later calls on the span do nothing."""
+        if not self._ended:
+            self._ended = True
+            _batch.send((_batch.END, self._handle, None))
+
+    def __del__(self):
+        self.end()
 
     def __enter__(self):
         return self

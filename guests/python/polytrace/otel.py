@@ -14,9 +14,9 @@ Code written against the API runs unchanged; polytrace is its SDK::
 There is no provider, processor or exporter to set up: importing polytrace
 installs :class:`TracerProvider` and :class:`MeterProvider` as the global
 providers when the ``opentelemetry-api`` package is bundled (list it in
-``requirements.txt``). Spans are the host's ``tracing.span`` resources, so
-API-made spans nest, export and obey the limits exactly as
-``polytrace.span`` does; the host makes the SERVER and CLIENT spans.
+``requirements.txt``). Spans go to the host through ``span-batch``, as
+``polytrace.span``'s do, so API-made spans nest, export and obey the limits
+exactly as those; the host makes the SERVER and CLIENT spans.
 
 What differs from the API's own SDK, all as its no-op implementation does:
 
@@ -29,9 +29,13 @@ What differs from the API's own SDK, all as its no-op implementation does:
   ones are recorded);
 * observable instruments (callbacks) are no-ops: the host never calls into
   an instance between requests;
-* the instrumentation scope (``get_tracer(name)``) is the component's.
+* the instrumentation scope (``get_tracer(name)``) is the component's;
+* an ended span's context is the host's to give until 64 more spans have
+  ended after it; past that ``get_span_context()`` of a span never asked
+  for it before is invalid (ask while it is open to keep it).
 
-Invalid attribute values are dropped (the API's rule), never raised.
+Invalid attribute values are dropped (the API's rule), never raised; the
+host counts them on the SERVER span (``polytrace.attributes.invalid``).
 """
 
 from opentelemetry import context as _context
@@ -43,19 +47,28 @@ from opentelemetry.util._decorator import _agnosticcontextmanager
 from wit_world.imports import polytrace_telemetry_types as _types
 from wit_world.imports import tracing as _tracing
 
-from . import _value, exception_type
+from . import _attribute_dict, _batch, _value, exception_type
 from . import metrics as _metrics
 from . import server as _server
 
-_KINDS = {
-    _trace.SpanKind.INTERNAL: _tracing.SpanKind.INTERNAL,
-    _trace.SpanKind.SERVER: _tracing.SpanKind.SERVER,
-    _trace.SpanKind.CLIENT: _tracing.SpanKind.CLIENT,
-    _trace.SpanKind.PRODUCER: _tracing.SpanKind.PRODUCER,
-    _trace.SpanKind.CONSUMER: _tracing.SpanKind.CONSUMER,
+# The host's code of each API span kind (span-batch's span-kind order).
+_KIND_CODES = {
+    _trace.SpanKind.INTERNAL: 0,
+    _trace.SpanKind.SERVER: 1,
+    _trace.SpanKind.CLIENT: 2,
+    _trace.SpanKind.PRODUCER: 3,
+    _trace.SpanKind.CONSUMER: 4,
 }
 
 _INTERNAL = _trace.SpanKind.INTERNAL
+
+
+def _kind_code(kind):
+    """The host's code of an API span kind (INTERNAL for anything else)."""
+    # SpanKind members hash in Python: the common kind by identity.
+    if kind is _INTERNAL or not isinstance(kind, _trace.SpanKind):
+        return 0
+    return _KIND_CODES[kind]
 
 # Spans this module started and has not ended, oldest first: the host makes
 # the innermost of them current, so a span whose parent is that one (or, with
@@ -120,78 +133,77 @@ def _stack(exception):
 
 
 class Span(_trace.Span):
-    """A span made through the API: the host's span resource behind the
+    """A span made through the API: a host span (``span-batch``) behind the
     API's ``Span`` interface. Operations after ``end`` do nothing."""
 
-    __slots__ = ("_span", "_ended", "_context", "_recording")
+    __slots__ = ("_handle", "_ended", "_context", "_recording")
 
-    def __init__(self, inner):
-        self._span = inner
-        # After the end: the handle, kept so that the span's context can
-        # still be asked for (its host resource goes with this object).
-        self._ended = None
+    def __init__(self, handle):
+        self._handle = handle
+        self._ended = False
         self._context = None
         self._recording = None
         _open.append(self)
 
     def _host_context(self):
-        """The host's record of this span's context (one host call, once)."""
+        """The host's record of this span's context (one host call, once;
+        the host answers for a span until 64 more have ended after it)."""
         if self._context is None:
-            self._context = (self._span or self._ended).span_context()
+            self._context = _batch.context_of(self._handle)
         return self._context
 
     def get_span_context(self):
         return _to_api_context(self._host_context())
 
     def set_attribute(self, key, value):
-        if self._span is not None:
-            wit_value = _valid(value)
-            if wit_value is not None:
-                self._span.set_attribute(key, wit_value)
+        if not self._ended:
+            _batch.send((_batch.SET_ATTRIBUTES, self._handle, {key: value}))
 
     def set_attributes(self, attributes):
-        if self._span is not None:
-            self._span.set_attributes(_attributes(attributes))
+        if not self._ended and attributes:
+            _batch.send((_batch.SET_ATTRIBUTES, self._handle, _attribute_dict(attributes)))
 
     def add_event(self, name, attributes=None, timestamp=None):
-        if self._span is not None:
-            self._span.add_event(name, _attributes(attributes), timestamp)
+        if not self._ended:
+            _batch.send((_batch.ADD_EVENT, self._handle, _time(timestamp), str(name), _attribute_dict(attributes)))
 
     def add_link(self, context, attributes=None):
         """Links are not recorded by the host (see the module's notes)."""
 
     def update_name(self, name):
-        if self._span is not None:
-            self._span.update_name(name)
+        if not self._ended:
+            _batch.send((_batch.UPDATE_NAME, self._handle, str(name)))
 
     def is_recording(self):
-        if self._span is None:
+        if self._ended:
             return False
         if self._recording is None:
-            self._recording = self._span.is_recording()
+            self._recording = _batch.is_recording(self._handle)
         return self._recording
 
     def set_status(self, status, description=None):
-        if self._span is None:
+        if self._ended:
             return
         if isinstance(status, Status):
             code, description = status.status_code, status.description
         else:
             code = status
         if code is StatusCode.ERROR:
-            self._span.set_status(_tracing.Status_Error(description or ""))
+            _batch.send((_batch.SET_STATUS, self._handle, 2, str(description or "")))
         elif code is StatusCode.OK:
-            self._span.set_status(_tracing.Status_Ok())
+            _batch.send((_batch.SET_STATUS, self._handle, 1, ""))
 
     def record_exception(self, exception, attributes=None, timestamp=None, escaped=False):
-        if self._span is not None:
+        if not self._ended:
             # The API sets the status itself (use_span): no status here.
-            self._span.record_exception(exception_type(exception), str(exception), _stack(exception), False)
+            _batch.send(
+                (_batch.RECORD_EXCEPTION, self._handle, _time(timestamp), exception_type(exception), str(exception), _stack(exception), False)
+            )
 
     def end(self, end_time=None):
-        if self._span is None:
+        if self._ended:
             return
-        inner, self._span = self._span, None
+        self._ended = True
         if _open and _open[-1] is self:
             _open.pop()
         else:
@@ -199,10 +211,12 @@ class Span(_trace.Span):
                 _open.remove(self)
             except ValueError:
                 pass
-        inner.end(None if end_time is None else int(end_time))
-        # Its context outlives it (children, links in logs): the handle is
-        # kept until this object goes, and the host answers for it then.
-        self._ended = inner
+        _batch.send((_batch.END, self._handle, _time(end_time)))
+
+
+def _time(ns):
+    """An API timestamp (ns since the epoch) for the host; None is now."""
+    return None if ns is None else int(ns)
 
 
 class ServerSpan(_trace.Span):
@@ -271,15 +285,32 @@ class Tracer(_trace.Tracer):
         set_status_on_exception=True,
     ):
         parent = _trace.get_current_span(context)
-        # SpanKind members hash in Python: the common kind by identity.
-        host_kind = _tracing.SpanKind.INTERNAL if kind is _INTERNAL else _KINDS.get(kind, _tracing.SpanKind.INTERNAL)
-        attrs = _attributes(attributes)
+        code = _kind_code(kind)
+        h = _batch.handle()
         if _host_current_is(parent):
-            inner = _tracing.Span(str(name), host_kind, attrs)
+            _batch.send((_batch.START, h, code, None, str(name), _attribute_dict(attributes)))
         else:
             cx = parent._host_context() if isinstance(parent, Span) else _to_host_context(parent.get_span_context())
-            inner = _tracing.Span.start_with_parent(str(name), host_kind, attrs, cx)
-        return Span(inner)
+            if cx is None:
+                # A parent the host no longer knows: under the current span.
+                _batch.send((_batch.START, h, code, None, str(name), _attribute_dict(attributes)))
+            else:
+                _batch.send(
+                    (
+                        _batch.START_WITH_PARENT,
+                        h,
+                        code,
+                        None,
+                        str(name),
+                        _attribute_dict(attributes),
+                        cx.trace_id,
+                        cx.span_id,
+                        cx.trace_flags,
+                        cx.is_remote,
+                        cx.trace_state,
+                    )
+                )
+        return Span(h)
 
     @_agnosticcontextmanager
     def start_as_current_span(

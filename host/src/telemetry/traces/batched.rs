@@ -646,8 +646,10 @@ impl RequestTrace {
                 json: false,
             });
         }
-        if ops.first() == Some(&b'[') {
-            return json::apply(self, ops);
+        match ops.first() {
+            Some(b'[') => return json::apply(self, ops),
+            Some(b'(') => return marshal::apply(self, ops),
+            _ => {}
         }
         let mut r = Reader { buf: ops, pos: 0 };
         let mut n = 0;
@@ -955,6 +957,8 @@ impl RequestTrace {
     }
 }
 
+mod marshal;
+
 /// The JSON form of a batch, for guests whose engine writes JSON natively
 /// much faster than it writes bytes one at a time (interpreted JavaScript:
 /// `JSON.stringify` of a whole batch costs ~1.6 µs per span, a hand-written
@@ -976,7 +980,7 @@ mod json {
     /// keep the order the guest set them in) and borrows strings without
     /// escapes from the batch.
     #[derive(Debug)]
-    enum J<'a> {
+    pub(super) enum J<'a> {
         Null,
         Bool(bool),
         /// A number written as an integer.
@@ -986,6 +990,8 @@ mod json {
         Str(Cow<'a, str>),
         Array(Vec<J<'a>>),
         Object(Vec<(Cow<'a, str>, J<'a>)>),
+        /// A marshal value no field or attribute can be (bytes, a set).
+        Other,
     }
 
     impl<'de> Deserialize<'de> for J<'de> {
@@ -1126,44 +1132,74 @@ mod json {
                 },
                 _ => return Err(stop(state, 0, "no time origin")),
             };
+            let dialect = Dialect::Json { origin };
             let mut i = 0;
             while let Some(item) = seq.next_element::<J<'de>>()? {
                 i += 1;
-                if i > super::MAX_BATCH_OPERATIONS {
-                    return Err(stop(state, i, super::TOO_MANY_OPERATIONS));
-                }
-                let skip = |state: &mut State<'_>, what| {
-                    state.first_error.get_or_insert(BatchError {
-                        offset: i,
-                        what,
-                        json: true,
-                    });
-                };
-                let J::Array(fields) = item else {
-                    skip(state, "an operation is not an array");
-                    continue;
-                };
-                let mut invalid = 0;
-                let Some(op) = op(&fields, origin, &mut invalid) else {
-                    skip(state, "malformed operation");
-                    continue;
-                };
-                state.trace.adjustments.invalid_values += invalid;
-                if let Err(what) = state.trace.apply_op(op) {
-                    if what == super::TOO_MANY_OPEN {
-                        // Trapped by the caller: nothing after it.
-                        state.first_error = Some(BatchError {
-                            offset: i,
-                            what,
-                            json: true,
-                        });
-                        return Err(A::Error::custom(what));
-                    }
-                    skip(state, what);
+                if let Err(what) = apply_item(state.trace, i, item, dialect, &mut state.first_error) {
+                    return Err(A::Error::custom(what));
                 }
             }
             Ok(())
         }
+    }
+
+    /// How a batch that is not binary writes times and attribute values.
+    #[derive(Debug, Clone, Copy)]
+    pub(super) enum Dialect {
+        /// JSON: times are milliseconds after `origin` (ns since the Unix
+        /// epoch); numbers follow JavaScript's (see [`value`]).
+        Json { origin: u64 },
+        /// CPython's marshal form: times are ns since the Unix epoch;
+        /// integers and floats are Python's own `int` and `float`.
+        Marshal,
+    }
+
+    /// Apply operation `i` (1-based) of a JSON or marshal batch. A
+    /// malformed or refused operation is skipped and remembered in
+    /// `first_error`; `Err` stops the batch (past the operation cap, or a
+    /// leak the caller traps on).
+    pub(super) fn apply_item(
+        trace: &mut RequestTrace,
+        i: usize,
+        item: J<'_>,
+        dialect: Dialect,
+        first_error: &mut Option<BatchError>,
+    ) -> Result<(), &'static str> {
+        let mut skip = |what| {
+            first_error.get_or_insert(BatchError {
+                offset: i,
+                what,
+                json: true,
+            });
+        };
+        if i > super::MAX_BATCH_OPERATIONS {
+            skip(super::TOO_MANY_OPERATIONS);
+            return Err(super::TOO_MANY_OPERATIONS);
+        }
+        let J::Array(fields) = item else {
+            skip("an operation is not an array");
+            return Ok(());
+        };
+        let mut invalid = 0;
+        let Some(op) = op(&fields, dialect, &mut invalid) else {
+            skip("malformed operation");
+            return Ok(());
+        };
+        trace.adjustments.invalid_values += invalid;
+        if let Err(what) = trace.apply_op(op) {
+            if what == super::TOO_MANY_OPEN {
+                // Trapped by the caller: nothing after it.
+                *first_error = Some(BatchError {
+                    offset: i,
+                    what,
+                    json: true,
+                });
+                return Err(what);
+            }
+            skip(what);
+        }
+        Ok(())
     }
 
     fn handle(v: Option<&J<'_>>) -> Option<u32> {
@@ -1176,20 +1212,22 @@ mod json {
         v?.as_str().map(Cow::Borrowed)
     }
 
-    /// Milliseconds after `origin` as ns since the epoch; null is "now" (0).
-    fn time(v: Option<&J<'_>>, origin: u64) -> Option<u64> {
-        match v? {
-            J::Null => Some(0),
-            n => {
-                let offset = (n.as_f64()? * 1e6).round();
-                if !offset.is_finite() {
-                    return None;
-                }
-                i128::from(origin)
-                    .checked_add(offset as i128)
-                    .and_then(|ns| u64::try_from(ns).ok())
-            }
+    /// A time as ns since the epoch; null is "now" (0). JSON: milliseconds
+    /// after the batch's origin; marshal: an integer of ns since the epoch.
+    fn time(v: Option<&J<'_>>, dialect: Dialect) -> Option<u64> {
+        let origin = match (v?, dialect) {
+            (J::Null, _) => return Some(0),
+            (J::Int(ns), Dialect::Marshal) => return u64::try_from(*ns).ok(),
+            (_, Dialect::Marshal) => return None,
+            (_, Dialect::Json { origin }) => origin,
+        };
+        let offset = (v?.as_f64()? * 1e6).round();
+        if !offset.is_finite() {
+            return None;
         }
+        i128::from(origin)
+            .checked_add(offset as i128)
+            .and_then(|ns| u64::try_from(ns).ok())
     }
 
     fn kind(v: Option<&J<'_>>) -> Option<SpanKind> {
@@ -1213,7 +1251,10 @@ mod json {
     }
 
     /// A typed value; `None` for one that is not an attribute value.
-    fn value<'a>(v: &'a J<'a>) -> Option<Val<'a>> {
+    fn value<'a>(v: &'a J<'a>, dialect: Dialect) -> Option<Val<'a>> {
+        if let Dialect::Marshal = dialect {
+            return python_value(v);
+        }
         Some(match v {
             J::Str(s) => Val::Str(Cow::Borrowed(s)),
             J::Bool(b) => Val::Bool(*b),
@@ -1249,17 +1290,57 @@ mod json {
                     return None;
                 }
             }
-            J::Null | J::Object(_) => return None,
+            J::Null | J::Object(_) | J::Other => return None,
+        })
+    }
+
+    /// A Python value as CPython's marshal writes it: `int` and `float`
+    /// keep their types (an `int` past 64 bits is not a value), lists of
+    /// one type are arrays, and ints mixed with floats a float array (as
+    /// the Python SDK's per-call path has it).
+    fn python_value<'a>(v: &'a J<'a>) -> Option<Val<'a>> {
+        let int = |v: &J<'_>| match v {
+            J::Int(i) => i64::try_from(*i).ok(),
+            _ => None,
+        };
+        Some(match v {
+            J::Str(s) => Val::Str(Cow::Borrowed(s)),
+            J::Bool(b) => Val::Bool(*b),
+            J::Int(_) => Val::I64(int(v)?),
+            J::Float(f) => Val::F64(*f),
+            J::Array(a) => {
+                if a.iter().all(|i| matches!(i, J::Str(_))) {
+                    Val::Strs(a.iter().filter_map(|s| s.as_str().map(Cow::Borrowed)).collect())
+                } else if a.iter().all(|i| matches!(i, J::Bool(_))) {
+                    Val::Bools(a.iter().filter_map(J::as_bool).collect())
+                } else if a.iter().all(|i| int(i).is_some()) {
+                    Val::I64s(a.iter().filter_map(int).collect())
+                } else if a.iter().all(|i| matches!(i, J::Int(_) | J::Float(_))) {
+                    Val::F64s(a.iter().filter_map(J::as_f64).collect())
+                } else {
+                    return None;
+                }
+            }
+            J::Null | J::Object(_) | J::Other => return None,
         })
     }
 
     /// An object's attributes, in order; values that are not attribute
-    /// values are left out and counted in `invalid`.
-    fn attributes<'a>(v: Option<&'a J<'a>>, invalid: &mut u64) -> Option<Attributes<'a>> {
+    /// values (and, in marshal, empty keys) are left out and counted in
+    /// `invalid`.
+    fn attributes<'a>(
+        v: Option<&'a J<'a>>,
+        dialect: Dialect,
+        invalid: &mut u64,
+    ) -> Option<Attributes<'a>> {
         let J::Object(o) = v? else { return None };
         let mut list = Vec::with_capacity(o.len());
         for (k, v) in o {
-            match value(v) {
+            if k.is_empty() && matches!(dialect, Dialect::Marshal) {
+                *invalid += 1;
+                continue;
+            }
+            match value(v, dialect) {
                 Some(v) => list.push((Cow::Borrowed(k.as_ref()), v)),
                 None => *invalid += 1,
             }
@@ -1267,20 +1348,20 @@ mod json {
         Some(list)
     }
 
-    fn op<'a>(f: &'a [J<'a>], origin: u64, invalid: &mut u64) -> Option<Op<'a>> {
+    fn op<'a>(f: &'a [J<'a>], dialect: Dialect, invalid: &mut u64) -> Option<Op<'a>> {
         Some(match f.first()?.as_u64()? {
             1 => Op::Start {
                 handle: handle(f.get(1))?,
                 kind: kind(f.get(2))?,
-                time: time(f.get(3), origin)?,
+                time: time(f.get(3), dialect)?,
                 name: text(f.get(4))?,
                 parent: None,
-                attributes: attributes(f.get(5), invalid)?,
+                attributes: attributes(f.get(5), dialect, invalid)?,
             },
             2 => Op::Start {
                 handle: handle(f.get(1))?,
                 kind: kind(f.get(2))?,
-                time: time(f.get(3), origin)?,
+                time: time(f.get(3), dialect)?,
                 name: text(f.get(4))?,
                 parent: remote_parent(
                     f.get(6)?.as_str()?,
@@ -1289,21 +1370,21 @@ mod json {
                     f.get(9)?.as_bool()?,
                     f.get(10)?.as_str()?,
                 ),
-                attributes: attributes(f.get(5), invalid)?,
+                attributes: attributes(f.get(5), dialect, invalid)?,
             },
             3 => Op::SetAttributes {
                 handle: handle(f.get(1))?,
-                attributes: attributes(f.get(2), invalid)?,
+                attributes: attributes(f.get(2), dialect, invalid)?,
             },
             4 => Op::AddEvent {
                 handle: handle(f.get(1))?,
-                time: time(f.get(2), origin)?,
+                time: time(f.get(2), dialect)?,
                 name: text(f.get(3))?,
-                attributes: attributes(f.get(4), invalid)?,
+                attributes: attributes(f.get(4), dialect, invalid)?,
             },
             5 => Op::RecordException {
                 handle: handle(f.get(1))?,
-                time: time(f.get(2), origin)?,
+                time: time(f.get(2), dialect)?,
                 exception_type: text(f.get(3))?,
                 message: text(f.get(4))?,
                 stacktrace: match f.get(5)? {
@@ -1322,7 +1403,7 @@ mod json {
             },
             8 => Op::End {
                 handle: handle(f.get(1))?,
-                time: time(f.get(2), origin)?,
+                time: time(f.get(2), dialect)?,
             },
             _ => return None,
         })
@@ -1911,6 +1992,323 @@ mod tests {
         // Every prefix of a valid batch: an error or applied, never a panic.
         for n in 0..json.len() {
             let _ = rt.apply_batch(&json.as_bytes()[..n]);
+            rt.take_open();
+        }
+    }
+
+    /// A value as CPython's `marshal.dumps(x, 2)` writes it.
+    enum M<'a> {
+        None,
+        Bool(bool),
+        Int(i128),
+        Float(f64),
+        Str(&'a str),
+        Tuple(Vec<M<'a>>),
+        List(Vec<M<'a>>),
+        Dict(Vec<(M<'a>, M<'a>)>),
+        /// Bytes written as they are (a type the host does not take).
+        Raw(&'a [u8]),
+    }
+
+    impl M<'_> {
+        fn dump(&self, out: &mut Vec<u8>) {
+            let len = |out: &mut Vec<u8>, n: usize| out.extend((n as i32).to_le_bytes());
+            match self {
+                M::None => out.push(b'N'),
+                M::Bool(b) => out.push(if *b { b'T' } else { b'F' }),
+                M::Int(i) => match i32::try_from(*i) {
+                    Ok(small) => {
+                        out.push(b'i');
+                        out.extend(small.to_le_bytes());
+                    }
+                    Err(_) => {
+                        let mut digits = Vec::new();
+                        let mut a = i.unsigned_abs();
+                        while a > 0 {
+                            digits.push((a & 0x7fff) as u16);
+                            a >>= 15;
+                        }
+                        out.push(b'l');
+                        let n = digits.len() as i32;
+                        out.extend((if *i < 0 { -n } else { n }).to_le_bytes());
+                        digits.iter().for_each(|d| out.extend(d.to_le_bytes()));
+                    }
+                },
+                M::Float(f) => {
+                    out.push(b'g');
+                    out.extend(f.to_le_bytes());
+                }
+                M::Str(s) => {
+                    out.push(b'u');
+                    len(out, s.len());
+                    out.extend(s.as_bytes());
+                }
+                M::Tuple(items) | M::List(items) => {
+                    out.push(if matches!(self, M::Tuple(_)) { b'(' } else { b'[' });
+                    len(out, items.len());
+                    items.iter().for_each(|i| i.dump(out));
+                }
+                M::Dict(entries) => {
+                    out.push(b'{');
+                    for (k, v) in entries {
+                        k.dump(out);
+                        v.dump(out);
+                    }
+                    out.push(b'0');
+                }
+                M::Raw(bytes) => out.extend(*bytes),
+            }
+        }
+
+        /// A batch of these operations.
+        fn batch(ops: Vec<M<'_>>) -> Vec<u8> {
+            let mut out = Vec::new();
+            M::Tuple(ops).dump(&mut out);
+            out
+        }
+    }
+
+    fn attr<'a>(k: &'a str, v: M<'a>) -> (M<'a>, M<'a>) {
+        (M::Str(k), v)
+    }
+
+    #[test]
+    fn the_test_encoder_writes_what_cpython_writes() {
+        // python3 -c 'import marshal; print(marshal.dumps(((1, 7, 0, None,
+        //   "bench.span", {"bench.string": "value", "bench.bool": True,
+        //   "bench.int": 1 << 40, "bench.float": 0.5, "bench.l": [1, 2]}),), 2).hex())'
+        // (CPython 3.11 natively and componentize-py's CPython write the same.)
+        let cpython = "280100000028060000006901000000690700000069000000004e750a00000062656e63682e7370616e7b750c00000062656e63682e737472696e67750500000076616c7565750a00000062656e63682e626f6f6c54750900000062656e63682e696e746c03000000000000000004750b00000062656e63682e666c6f617467000000000000e03f750700000062656e63682e6c5b020000006901000000690200000030";
+        let ours = M::batch(vec![M::Tuple(vec![
+            M::Int(1),
+            M::Int(7),
+            M::Int(0),
+            M::None,
+            M::Str("bench.span"),
+            M::Dict(vec![
+                attr("bench.string", M::Str("value")),
+                attr("bench.bool", M::Bool(true)),
+                attr("bench.int", M::Int(1 << 40)),
+                attr("bench.float", M::Float(0.5)),
+                attr("bench.l", M::List(vec![M::Int(1), M::Int(2)])),
+            ]),
+        ])]);
+        let hex: String = ours.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(hex, cpython);
+
+        let s = setup(Sampler::AlwaysOn);
+        let server = start_span(&s.tracer, "s".into(), SpanKind::Server, vec![], None);
+        let mut rt = request(&s, server.span_context());
+        rt.apply_batch(&ours).unwrap();
+        rt.apply_batch(&M::batch(vec![M::Tuple(vec![M::Int(8), M::Int(7), M::None])]))
+            .unwrap();
+        let span = s.export.drain().pop().unwrap().1;
+        let span = span.to_span_data(InstrumentationScope::default());
+        assert_eq!(span.name, "bench.span");
+        assert_eq!(
+            span.attributes,
+            vec![
+                KeyValue::new("bench.string", "value"),
+                KeyValue::new("bench.bool", true),
+                KeyValue::new("bench.int", 1i64 << 40),
+                KeyValue::new("bench.float", 0.5),
+                KeyValue::new("bench.l", Value::Array(Array::I64(vec![1, 2]))),
+            ]
+        );
+    }
+
+    #[test]
+    fn the_marshal_form_makes_the_same_spans_with_python_types() {
+        let s = setup(Sampler::ParentBased(Box::new(Sampler::AlwaysOn)));
+        let server = start_span(&s.tracer, "s".into(), SpanKind::Server, vec![], None);
+        let server_cx = server.span_context().clone();
+        let t = |ns: u64| M::Int(i128::from(T0 + ns));
+        let mut ops = Ops::default();
+        ops.u8(1)
+            .u32(7)
+            .u8(3)
+            .u64(T0)
+            .str("validate_order")
+            .attrs(&[
+                KeyValue::new("order.id", "o-1"),
+                KeyValue::new("order.items", 3i64),
+                KeyValue::new("order.express", true),
+                KeyValue::new("order.total", 12.5),
+                KeyValue::new("whole", 2.0),
+                KeyValue::new("big", 1i64 << 60),
+                KeyValue::new("tags", Value::Array(Array::String(vec!["x".into()]))),
+                KeyValue::new("ns", Value::Array(Array::I64(vec![1, -2]))),
+                KeyValue::new("mixed", Value::Array(Array::F64(vec![1.0, 2.5]))),
+                KeyValue::new("flags", Value::Array(Array::Bool(vec![true, false]))),
+                KeyValue::new("nan", f64::NAN),
+            ]);
+        ops.u8(4)
+            .u32(7)
+            .u64(T0 + 1_500_000)
+            .str("checkpoint")
+            .attrs(&[KeyValue::new("a", 1i64)]);
+        ops.u8(5)
+            .u32(7)
+            .u64(T0 + 2_000_000)
+            .str("Error")
+            .str("boom")
+            .u8(1)
+            .str("Traceback")
+            .u8(1);
+        ops.u8(7).u32(7).str("renamed");
+        ops.u8(2).u32(8).u8(4).u64(T0).str("consume");
+        ops.0.extend_from_slice(&[0xab; 16]);
+        ops.0.extend_from_slice(&[0xcd; 8]);
+        ops.u8(1).u8(1).str("k=v").attrs(&[]);
+        ops.u8(6).u32(8).u8(2).str("bad");
+        ops.u8(8).u32(8).u64(T0 + 3_000_000);
+        ops.u8(8).u32(7).u64(T0 + 4_000_000);
+        let mut rt = request(&s, &server_cx);
+        rt.apply_batch(&ops.0).unwrap();
+        let binary = normalized(s.export.drain());
+        assert_eq!(binary.len(), 2);
+
+        let trace_id = "ab".repeat(16);
+        let span_id = "cd".repeat(8);
+        let batch = M::batch(vec![
+            M::Tuple(vec![
+                M::Int(1),
+                M::Int(7),
+                M::Int(3),
+                t(0),
+                M::Str("validate_order"),
+                M::Dict(vec![
+                    attr("order.id", M::Str("o-1")),
+                    attr("order.items", M::Int(3)),
+                    attr("order.express", M::Bool(true)),
+                    attr("order.total", M::Float(12.5)),
+                    // A Python float stays a float, an int past 2^53 an int.
+                    attr("whole", M::Float(2.0)),
+                    attr("big", M::Int(1 << 60)),
+                    attr("tags", M::List(vec![M::Str("x")])),
+                    attr("ns", M::Tuple(vec![M::Int(1), M::Int(-2)])),
+                    attr("mixed", M::List(vec![M::Int(1), M::Float(2.5)])),
+                    attr("flags", M::List(vec![M::Bool(true), M::Bool(false)])),
+                    attr("nan", M::Float(f64::NAN)),
+                    // Not attribute values: left out and counted.
+                    attr("skip.none", M::None),
+                    attr("skip.huge", M::Int(1 << 64)),
+                    attr("skip.bytes", M::Raw(b"s\x02\x00\x00\x00ab")),
+                    attr("skip.set", M::Raw(b"<\x01\x00\x00\x00i\x01\x00\x00\x00")),
+                    attr("skip.dict", M::Dict(vec![])),
+                    attr("skip.nested", M::List(vec![M::List(vec![])])),
+                    attr("skip.bool.int", M::List(vec![M::Bool(true), M::Int(1)])),
+                    attr("", M::Int(1)),
+                    (M::Int(5), M::Int(1)),
+                ]),
+            ]),
+            M::Tuple(vec![
+                M::Int(4),
+                M::Int(7),
+                t(1_500_000),
+                M::Str("checkpoint"),
+                M::Dict(vec![attr("a", M::Int(1))]),
+            ]),
+            M::Tuple(vec![
+                M::Int(5),
+                M::Int(7),
+                t(2_000_000),
+                M::Str("Error"),
+                M::Str("boom"),
+                M::Str("Traceback"),
+                M::Bool(true),
+            ]),
+            M::Tuple(vec![M::Int(7), M::Int(7), M::Str("renamed")]),
+            M::Tuple(vec![
+                M::Int(2),
+                M::Int(8),
+                M::Int(4),
+                t(0),
+                M::Str("consume"),
+                M::Dict(vec![]),
+                M::Str(&trace_id),
+                M::Str(&span_id),
+                M::Int(1),
+                M::Bool(true),
+                M::Str("k=v"),
+            ]),
+            M::Tuple(vec![M::Int(6), M::Int(8), M::Int(2), M::Str("bad")]),
+            M::Tuple(vec![M::Int(8), M::Int(8), t(3_000_000)]),
+            M::Tuple(vec![M::Int(8), M::Int(7), t(4_000_000)]),
+        ]);
+        let mut rt = request(&s, &server_cx);
+        rt.apply_batch(&batch).unwrap();
+        assert_eq!(normalized(s.export.drain()), binary);
+        assert_eq!(rt.adjustments().invalid_values, 9);
+
+        // None is "now"; a malformed operation is skipped, the rest applied.
+        let mut rt = request(&s, &server_cx);
+        let err = rt
+            .apply_batch(&M::batch(vec![
+                M::Tuple(vec![M::Int(1), M::Int(1), M::Int(0), M::None, M::Str("a")]),
+                M::Tuple(vec![
+                    M::Int(1),
+                    M::Int(2),
+                    M::Int(0),
+                    M::None,
+                    M::Str("b"),
+                    M::Dict(vec![]),
+                ]),
+                M::Tuple(vec![M::Int(8), M::Int(2), M::Float(1.0)]),
+                M::Str("not an operation"),
+            ]))
+            .unwrap_err();
+        assert_eq!((err.offset, err.what), (1, "malformed operation"));
+        assert!(!rt.batched_is_recording(1));
+        assert!(rt.batched_is_recording(2), "a float time is malformed");
+        rt.apply_batch(&M::batch(vec![M::Tuple(vec![M::Int(8), M::Int(2), M::None])]))
+            .unwrap();
+        let span = s.export.drain().pop().unwrap().1;
+        let span = span.to_span_data(InstrumentationScope::default());
+        assert!(span.start_time > time(T0) && span.end_time >= span.start_time);
+    }
+
+    #[test]
+    fn a_hostile_marshal_batch_is_refused_without_panicking() {
+        let s = setup(Sampler::AlwaysOn);
+        let server = start_span(&s.tracer, "s".into(), SpanKind::Server, vec![], None);
+        let mut rt = request(&s, server.span_context());
+        let what = |rt: &mut RequestTrace, bytes: &[u8]| rt.apply_batch(bytes).unwrap_err().what;
+        assert_eq!(what(&mut rt, b"(\xff\xff\xff\xff"), "negative length");
+        assert_eq!(what(&mut rt, b"(\xff\xff\xff\x7f"), "length past the end");
+        assert_eq!(what(&mut rt, b"(\x01\x00"), "truncated");
+        assert_eq!(what(&mut rt, b"(\x01\x00\x00\x00u\x10\x00\x00\x00ab"), "length past the end");
+        assert_eq!(what(&mut rt, b"(\x01\x00\x00\x00c"), "a marshal type a span batch does not take");
+        // A back-reference flag (format 3 and later) is not version 2.
+        assert_eq!(what(&mut rt, b"(\x01\x00\x00\x00\xe9\x01\x00\x00\x00"), "a marshal type a span batch does not take");
+        assert_eq!(what(&mut rt, b"(\x01\x00\x00\x00l\x01\x00\x00\x00\xff\xff"), "an int digit past 15 bits");
+        assert_eq!(what(&mut rt, b"(\x00\x00\x00\x00N"), "bytes after the batch");
+        // Nesting is bounded (no deep recursion on the host's stack).
+        let mut deep = b"(\x01\x00\x00\x00".to_vec();
+        for _ in 0..10_000 {
+            deep.extend(b"[\x01\x00\x00\x00");
+        }
+        deep.push(b'N');
+        assert_eq!(what(&mut rt, &deep), "values nested too deep");
+        // A dict without its end runs out of bytes.
+        assert_eq!(what(&mut rt, b"(\x01\x00\x00\x00{NN"), "truncated");
+        // Every prefix of a valid batch: an error or applied, never a panic.
+        let batch = M::batch(vec![
+            M::Tuple(vec![
+                M::Int(1),
+                M::Int(1),
+                M::Int(0),
+                M::None,
+                M::Str("n"),
+                M::Dict(vec![
+                    attr("k", M::List(vec![M::Int(1 << 40), M::Float(0.5)])),
+                    attr("s", M::Str("é")),
+                ]),
+            ]),
+            M::Tuple(vec![M::Int(8), M::Int(1), M::None]),
+        ]);
+        for n in 1..batch.len() {
+            let _ = rt.apply_batch(&batch[..n]);
             rt.take_open();
         }
     }
