@@ -37,6 +37,7 @@ build rust       rust_otel           examples/rust-otel
 build python     sql_orders          examples/sql-orders/orders
 build python     sql_probe           tests/guests/sql-probe
 build python     kv_probe            tests/guests/kv-probe
+build python     py_spans            tests/guests/py-spans
 build javascript kv_probe_js         tests/guests/kv-probe-js
 build go         kv_probe_go         tests/guests/kv-probe-go
 build rust       kv_probe_rust       tests/guests/kv-probe-rust

@@ -478,3 +478,45 @@ async fn one_trace_across_four_languages() {
         }
     }
 }
+
+/// Python spans go through `span-batch` in marshal form: a value that is
+/// not an attribute value (None, an object marshal cannot write) is left
+/// out and counted on the SERVER span, never raised; subclasses of str and
+/// int keep their base type; a span is inert after its end; a span nobody
+/// holds ends when it goes, so the next one is its sibling, not its child.
+#[tokio::test(flavor = "multi_thread")]
+async fn python_span_values_and_lifetimes() {
+    let receiver = Receiver::start().await;
+    let manifest = format!(
+        "app = \"py-spans\"\n[[component]]\nid = \"py-spans\"\nsource = \"{}\"\nroute = \"/py/...\"\nlanguage = \"python\"\n",
+        component("py_spans").display()
+    );
+    let host = Polytrace::up("py-spans", &manifest, &receiver, "http/protobuf", &[]);
+    let r = get(&host.url("/py/")).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        r.json(),
+        serde_json::json!({"context_after_end": null, "recording_after_end": false})
+    );
+    let spans = receiver.trace(&r.trace_id(), 5).await;
+    let named = |name: &str| {
+        spans
+            .iter()
+            .find(|s| s.name == name)
+            .unwrap_or_else(|| panic!("no span {name}: {spans:#?}"))
+    };
+    let server = spans.iter().find(|s| s.kind == 2).unwrap();
+    let values = named("py.values");
+    let keys: Vec<&str> = values.attributes.keys().map(String::as_str).collect();
+    assert_eq!(keys, ["numbers", "plain", "set.int", "sub.int", "sub.str"]);
+    assert_eq!(values.attributes["numbers"], serde_json::json!([1.0, 2.5]));
+    assert_eq!(values.attributes["sub.int"], 1);
+    assert_eq!(values.attributes["sub.str"], "t");
+    assert_eq!(values.attributes["set.int"], 7);
+    assert_eq!(server.attributes["polytrace.attributes.invalid"], 3);
+    assert!(named("py.ended").attributes.is_empty(), "inert after its end");
+    for name in ["py.values", "py.ended", "py.dropped", "py.after"] {
+        assert_eq!(named(name).parent_span_id, server.span_id, "{name}");
+    }
+    assert!(named("py.dropped").attr("polytrace.span.auto_ended").is_none());
+}
