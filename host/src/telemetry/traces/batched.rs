@@ -1136,7 +1136,8 @@ mod json {
             let mut i = 0;
             while let Some(item) = seq.next_element::<J<'de>>()? {
                 i += 1;
-                if let Err(what) = apply_item(state.trace, i, item, dialect, &mut state.first_error) {
+                if let Err(what) = apply_item(state.trace, i, item, dialect, &mut state.first_error)
+                {
                     return Err(A::Error::custom(what));
                 }
             }
@@ -1310,7 +1311,11 @@ mod json {
             J::Float(f) => Val::F64(*f),
             J::Array(a) => {
                 if a.iter().all(|i| matches!(i, J::Str(_))) {
-                    Val::Strs(a.iter().filter_map(|s| s.as_str().map(Cow::Borrowed)).collect())
+                    Val::Strs(
+                        a.iter()
+                            .filter_map(|s| s.as_str().map(Cow::Borrowed))
+                            .collect(),
+                    )
                 } else if a.iter().all(|i| matches!(i, J::Bool(_))) {
                     Val::Bools(a.iter().filter_map(J::as_bool).collect())
                 } else if a.iter().all(|i| int(i).is_some()) {
@@ -2044,7 +2049,11 @@ mod tests {
                     out.extend(s.as_bytes());
                 }
                 M::Tuple(items) | M::List(items) => {
-                    out.push(if matches!(self, M::Tuple(_)) { b'(' } else { b'[' });
+                    out.push(if matches!(self, M::Tuple(_)) {
+                        b'('
+                    } else {
+                        b'['
+                    });
                     len(out, items.len());
                     items.iter().for_each(|i| i.dump(out));
                 }
@@ -2100,8 +2109,12 @@ mod tests {
         let server = start_span(&s.tracer, "s".into(), SpanKind::Server, vec![], None);
         let mut rt = request(&s, server.span_context());
         rt.apply_batch(&ours).unwrap();
-        rt.apply_batch(&M::batch(vec![M::Tuple(vec![M::Int(8), M::Int(7), M::None])]))
-            .unwrap();
+        rt.apply_batch(&M::batch(vec![M::Tuple(vec![
+            M::Int(8),
+            M::Int(7),
+            M::None,
+        ])]))
+        .unwrap();
         let span = s.export.drain().pop().unwrap().1;
         let span = span.to_span_data(InstrumentationScope::default());
         assert_eq!(span.name, "bench.span");
@@ -2261,8 +2274,12 @@ mod tests {
         assert_eq!((err.offset, err.what), (1, "malformed operation"));
         assert!(!rt.batched_is_recording(1));
         assert!(rt.batched_is_recording(2), "a float time is malformed");
-        rt.apply_batch(&M::batch(vec![M::Tuple(vec![M::Int(8), M::Int(2), M::None])]))
-            .unwrap();
+        rt.apply_batch(&M::batch(vec![M::Tuple(vec![
+            M::Int(8),
+            M::Int(2),
+            M::None,
+        ])]))
+        .unwrap();
         let span = s.export.drain().pop().unwrap().1;
         let span = span.to_span_data(InstrumentationScope::default());
         assert!(span.start_time > time(T0) && span.end_time >= span.start_time);
@@ -2277,12 +2294,27 @@ mod tests {
         assert_eq!(what(&mut rt, b"(\xff\xff\xff\xff"), "negative length");
         assert_eq!(what(&mut rt, b"(\xff\xff\xff\x7f"), "length past the end");
         assert_eq!(what(&mut rt, b"(\x01\x00"), "truncated");
-        assert_eq!(what(&mut rt, b"(\x01\x00\x00\x00u\x10\x00\x00\x00ab"), "length past the end");
-        assert_eq!(what(&mut rt, b"(\x01\x00\x00\x00c"), "a marshal type a span batch does not take");
+        assert_eq!(
+            what(&mut rt, b"(\x01\x00\x00\x00u\x10\x00\x00\x00ab"),
+            "length past the end"
+        );
+        assert_eq!(
+            what(&mut rt, b"(\x01\x00\x00\x00c"),
+            "a marshal type a span batch does not take"
+        );
         // A back-reference flag (format 3 and later) is not version 2.
-        assert_eq!(what(&mut rt, b"(\x01\x00\x00\x00\xe9\x01\x00\x00\x00"), "a marshal type a span batch does not take");
-        assert_eq!(what(&mut rt, b"(\x01\x00\x00\x00l\x01\x00\x00\x00\xff\xff"), "an int digit past 15 bits");
-        assert_eq!(what(&mut rt, b"(\x00\x00\x00\x00N"), "bytes after the batch");
+        assert_eq!(
+            what(&mut rt, b"(\x01\x00\x00\x00\xe9\x01\x00\x00\x00"),
+            "a marshal type a span batch does not take"
+        );
+        assert_eq!(
+            what(&mut rt, b"(\x01\x00\x00\x00l\x01\x00\x00\x00\xff\xff"),
+            "an int digit past 15 bits"
+        );
+        assert_eq!(
+            what(&mut rt, b"(\x00\x00\x00\x00N"),
+            "bytes after the batch"
+        );
         // Nesting is bounded (no deep recursion on the host's stack).
         let mut deep = b"(\x01\x00\x00\x00".to_vec();
         for _ in 0..10_000 {
@@ -2290,6 +2322,13 @@ mod tests {
         }
         deep.push(b'N');
         assert_eq!(what(&mut rt, &deep), "values nested too deep");
+        // A batch of a million one-byte values is refused, not held.
+        let mut many = b"(\x01\x00\x00\x00(\x00\x00\x20\x00".to_vec();
+        many.resize(many.len() + (1 << 21), b'N');
+        assert_eq!(
+            what(&mut rt, &many),
+            "more than 1048576 values in one batch"
+        );
         // A dict without its end runs out of bytes.
         assert_eq!(what(&mut rt, b"(\x01\x00\x00\x00{NN"), "truncated");
         // Every prefix of a valid batch: an error or applied, never a panic.

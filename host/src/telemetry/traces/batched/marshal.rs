@@ -29,6 +29,12 @@ use super::json::{Dialect, J, apply_item};
 use super::{BatchError, RequestTrace};
 use std::borrow::Cow;
 
+/// The most values one batch may hold. Every value is held as a [`J`] of
+/// ~40 bytes until its operation is applied, and marshal writes None in one
+/// byte: without it a 16 MiB batch could make the host hold ~0.6 GiB. The
+/// Python SDK sends one operation of a few dozen values.
+const MAX_VALUES: usize = 1 << 20;
+
 /// The deepest a container may sit (the batch is 0): an operation (1), its
 /// attributes (2), an array value (3), and one more level so that an array
 /// inside an array is read, then refused as a value.
@@ -48,6 +54,7 @@ pub(super) fn apply(trace: &mut RequestTrace, bytes: &[u8]) -> Result<(), BatchE
         buf: bytes,
         pos: 1,
         invalid: 0,
+        values: 0,
     };
     let n = r.count().map_err(|what| error(0, what))?;
     let mut first_error = None;
@@ -72,6 +79,8 @@ struct Reader<'a> {
     pos: usize,
     /// Dict entries left out for a key that is not a str.
     invalid: u64,
+    /// Values read so far (at most [`MAX_VALUES`]).
+    values: usize,
 }
 
 impl<'a> Reader<'a> {
@@ -107,6 +116,10 @@ impl<'a> Reader<'a> {
     }
 
     fn value(&mut self, depth: u8) -> Result<J<'a>, &'static str> {
+        self.values += 1;
+        if self.values > MAX_VALUES {
+            return Err("more than 1048576 values in one batch");
+        }
         let code = self.array::<1>()?[0];
         if matches!(code, b'(' | b'[' | b'{' | b'<' | b'>') && depth > MAX_DEPTH {
             return Err("values nested too deep");
