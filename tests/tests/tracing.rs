@@ -514,9 +514,16 @@ async fn python_span_values_and_lifetimes() {
     assert_eq!(values.attributes["sub.str"], "t");
     assert_eq!(values.attributes["set.int"], 7);
     assert_eq!(server.attributes["polytrace.attributes.invalid"], 3);
-    assert!(named("py.ended").attributes.is_empty(), "inert after its end");
+    assert!(
+        named("py.ended").attributes.is_empty(),
+        "inert after its end"
+    );
     for name in ["py.values", "py.ended", "py.dropped", "py.after"] {
         assert_eq!(named(name).parent_span_id, server.span_id, "{name}");
     }
-    assert!(named("py.dropped").attr("polytrace.span.auto_ended").is_none());
+    assert!(
+        named("py.dropped")
+            .attr("polytrace.span.auto_ended")
+            .is_none()
+    );
 }
