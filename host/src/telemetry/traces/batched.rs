@@ -1274,24 +1274,28 @@ mod json {
                 }
                 _ => return None,
             },
-            J::Array(a) => {
-                if a.iter().all(|i| matches!(i, J::Str(_))) {
-                    Val::Strs(
-                        a.iter()
-                            .filter_map(|s| s.as_str().map(Cow::Borrowed))
-                            .collect(),
-                    )
-                } else if a.iter().all(|i| matches!(i, J::Bool(_))) {
-                    Val::Bools(a.iter().filter_map(J::as_bool).collect())
-                } else if a.iter().all(|n| n.safe_integer().is_some()) {
-                    Val::I64s(a.iter().filter_map(J::safe_integer).collect())
-                } else if a.iter().all(|n| n.as_f64().is_some()) {
-                    Val::F64s(a.iter().filter_map(J::as_f64).collect())
-                } else {
-                    return None;
-                }
-            }
+            J::Array(a) => array_value(a, |v| v.safe_integer())?,
             J::Null | J::Object(_) | J::Other => return None,
+        })
+    }
+
+    /// An array value: all strings, all booleans, all integers (as `int`
+    /// reads them), else all numbers as f64; `None` for a mixed array.
+    fn array_value<'a>(a: &'a [J<'a>], int: fn(&J<'_>) -> Option<i64>) -> Option<Val<'a>> {
+        Some(if a.iter().all(|i| matches!(i, J::Str(_))) {
+            Val::Strs(
+                a.iter()
+                    .filter_map(|s| s.as_str().map(Cow::Borrowed))
+                    .collect(),
+            )
+        } else if a.iter().all(|i| matches!(i, J::Bool(_))) {
+            Val::Bools(a.iter().filter_map(J::as_bool).collect())
+        } else if a.iter().all(|i| int(i).is_some()) {
+            Val::I64s(a.iter().filter_map(int).collect())
+        } else if a.iter().all(|n| n.as_f64().is_some()) {
+            Val::F64s(a.iter().filter_map(J::as_f64).collect())
+        } else {
+            return None;
         })
     }
 
@@ -1300,34 +1304,22 @@ mod json {
     /// one type are arrays, and ints mixed with floats a float array (as
     /// the Python SDK's per-call path has it).
     fn python_value<'a>(v: &'a J<'a>) -> Option<Val<'a>> {
-        let int = |v: &J<'_>| match v {
-            J::Int(i) => i64::try_from(*i).ok(),
-            _ => None,
-        };
         Some(match v {
             J::Str(s) => Val::Str(Cow::Borrowed(s)),
             J::Bool(b) => Val::Bool(*b),
-            J::Int(_) => Val::I64(int(v)?),
+            J::Int(_) => Val::I64(python_int(v)?),
             J::Float(f) => Val::F64(*f),
-            J::Array(a) => {
-                if a.iter().all(|i| matches!(i, J::Str(_))) {
-                    Val::Strs(
-                        a.iter()
-                            .filter_map(|s| s.as_str().map(Cow::Borrowed))
-                            .collect(),
-                    )
-                } else if a.iter().all(|i| matches!(i, J::Bool(_))) {
-                    Val::Bools(a.iter().filter_map(J::as_bool).collect())
-                } else if a.iter().all(|i| int(i).is_some()) {
-                    Val::I64s(a.iter().filter_map(int).collect())
-                } else if a.iter().all(|i| matches!(i, J::Int(_) | J::Float(_))) {
-                    Val::F64s(a.iter().filter_map(J::as_f64).collect())
-                } else {
-                    return None;
-                }
-            }
+            J::Array(a) => array_value(a, python_int)?,
             J::Null | J::Object(_) | J::Other => return None,
         })
+    }
+
+    /// A Python `int` within 64 bits.
+    fn python_int(v: &J<'_>) -> Option<i64> {
+        match v {
+            J::Int(i) => i64::try_from(*i).ok(),
+            _ => None,
+        }
     }
 
     /// An object's attributes, in order; values that are not attribute
@@ -2077,6 +2069,14 @@ mod tests {
         }
     }
 
+    /// End batched span `handle` "now" in marshal form; the span made.
+    fn end_marshal(rt: &mut RequestTrace, s: &Setup, handle: i128) -> SpanData {
+        let end = M::Tuple(vec![M::Int(8), M::Int(handle), M::None]);
+        rt.apply_batch(&M::batch(vec![end])).unwrap();
+        let span = s.export.drain().pop().unwrap().1;
+        span.to_span_data(InstrumentationScope::default())
+    }
+
     fn attr<'a>(k: &'a str, v: M<'a>) -> (M<'a>, M<'a>) {
         (M::Str(k), v)
     }
@@ -2109,14 +2109,7 @@ mod tests {
         let server = start_span(&s.tracer, "s".into(), SpanKind::Server, vec![], None);
         let mut rt = request(&s, server.span_context());
         rt.apply_batch(&ours).unwrap();
-        rt.apply_batch(&M::batch(vec![M::Tuple(vec![
-            M::Int(8),
-            M::Int(7),
-            M::None,
-        ])]))
-        .unwrap();
-        let span = s.export.drain().pop().unwrap().1;
-        let span = span.to_span_data(InstrumentationScope::default());
+        let span = end_marshal(&mut rt, &s, 7);
         assert_eq!(span.name, "bench.span");
         assert_eq!(
             span.attributes,
@@ -2274,14 +2267,7 @@ mod tests {
         assert_eq!((err.offset, err.what), (1, "malformed operation"));
         assert!(!rt.batched_is_recording(1));
         assert!(rt.batched_is_recording(2), "a float time is malformed");
-        rt.apply_batch(&M::batch(vec![M::Tuple(vec![
-            M::Int(8),
-            M::Int(2),
-            M::None,
-        ])]))
-        .unwrap();
-        let span = s.export.drain().pop().unwrap().1;
-        let span = span.to_span_data(InstrumentationScope::default());
+        let span = end_marshal(&mut rt, &s, 2);
         assert!(span.start_time > time(T0) && span.end_time >= span.start_time);
     }
 
@@ -2291,30 +2277,32 @@ mod tests {
         let server = start_span(&s.tracer, "s".into(), SpanKind::Server, vec![], None);
         let mut rt = request(&s, server.span_context());
         let what = |rt: &mut RequestTrace, bytes: &[u8]| rt.apply_batch(bytes).unwrap_err().what;
-        assert_eq!(what(&mut rt, b"(\xff\xff\xff\xff"), "negative length");
-        assert_eq!(what(&mut rt, b"(\xff\xff\xff\x7f"), "length past the end");
-        assert_eq!(what(&mut rt, b"(\x01\x00"), "truncated");
-        assert_eq!(
-            what(&mut rt, b"(\x01\x00\x00\x00u\x10\x00\x00\x00ab"),
-            "length past the end"
-        );
-        assert_eq!(
-            what(&mut rt, b"(\x01\x00\x00\x00c"),
-            "a marshal type a span batch does not take"
-        );
-        // A back-reference flag (format 3 and later) is not version 2.
-        assert_eq!(
-            what(&mut rt, b"(\x01\x00\x00\x00\xe9\x01\x00\x00\x00"),
-            "a marshal type a span batch does not take"
-        );
-        assert_eq!(
-            what(&mut rt, b"(\x01\x00\x00\x00l\x01\x00\x00\x00\xff\xff"),
-            "an int digit past 15 bits"
-        );
-        assert_eq!(
-            what(&mut rt, b"(\x00\x00\x00\x00N"),
-            "bytes after the batch"
-        );
+        let refused: [(&[u8], &str); 8] = [
+            (b"(\xff\xff\xff\xff", "negative length"),
+            (b"(\xff\xff\xff\x7f", "length past the end"),
+            (b"(\x01\x00", "truncated"),
+            (
+                b"(\x01\x00\x00\x00u\x10\x00\x00\x00ab",
+                "length past the end",
+            ),
+            (
+                b"(\x01\x00\x00\x00c",
+                "a marshal type a span batch does not take",
+            ),
+            // A back-reference flag (format 3 and later) is not version 2.
+            (
+                b"(\x01\x00\x00\x00\xe9\x01\x00\x00\x00",
+                "a marshal type a span batch does not take",
+            ),
+            (
+                b"(\x01\x00\x00\x00l\x01\x00\x00\x00\xff\xff",
+                "an int digit past 15 bits",
+            ),
+            (b"(\x00\x00\x00\x00N", "bytes after the batch"),
+        ];
+        for (bytes, expected) in refused {
+            assert_eq!(what(&mut rt, bytes), expected, "{bytes:?}");
+        }
         // Nesting is bounded (no deep recursion on the host's stack).
         let mut deep = b"(\x01\x00\x00\x00".to_vec();
         for _ in 0..10_000 {
