@@ -481,7 +481,8 @@ async fn one_trace_across_four_languages() {
 
 /// Python spans go through `span-batch` in marshal form: a value that is
 /// not an attribute value (None, an object marshal cannot write) is left
-/// out and counted on the SERVER span, never raised; subclasses of str and
+/// out and counted on the SERVER span, never raised (one nested deeper than
+/// a batch may hold too: the span is not lost); subclasses of str and
 /// int keep their base type; a span is inert after its end; a span nobody
 /// holds ends when it goes, so the next one is its sibling, not its child.
 #[tokio::test(flavor = "multi_thread")]
@@ -513,7 +514,8 @@ async fn python_span_values_and_lifetimes() {
     assert_eq!(values.attributes["sub.int"], 1);
     assert_eq!(values.attributes["sub.str"], "t");
     assert_eq!(values.attributes["set.int"], 7);
-    assert_eq!(server.attributes["polytrace.attributes.invalid"], 3);
+    // none, object, nested, set.object
+    assert_eq!(server.attributes["polytrace.attributes.invalid"], 4);
     assert!(
         named("py.ended").attributes.is_empty(),
         "inert after its end"

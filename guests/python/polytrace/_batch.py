@@ -81,7 +81,7 @@ def plain_attributes(attributes):
     return {str(k): _plain(v) for k, v in dict(attributes).items() if isinstance(k, str)}
 
 
-def _plain(value):
+def _scalar(value):
     if isinstance(value, bool):
         return bool(value)
     if isinstance(value, int):
@@ -90,7 +90,14 @@ def _plain(value):
         return float(value)
     if isinstance(value, str):
         return str(value)
-    if isinstance(value, (list, tuple)):
-        items = [_plain(i) for i in value]
-        return None if any(i is None for i in items) else items
     return None
+
+
+def _plain(value):
+    """A value as the host reads it, or None: a scalar, or a list of
+    scalars (a list inside a list is no attribute value, and nested deep
+    enough the host would refuse the whole operation)."""
+    if isinstance(value, (list, tuple)):
+        items = [_scalar(i) for i in value]
+        return None if any(i is None for i in items) else items
+    return _scalar(value)

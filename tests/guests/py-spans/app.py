@@ -34,6 +34,9 @@ class IncomingHandler(exports.IncomingHandler):
             "numbers": [1, 2.5],
             "none": None,
             "object": Thing(),
+            # Deeper than a batch may nest: the host refuses the operation,
+            # the SDK sends it again with the value left out.
+            "nested": [[["deep"]]],
         }
         with polytrace.span("py.values", attributes) as span:
             span.set_attribute("set.object", Thing())
