@@ -42,6 +42,7 @@ from opentelemetry import context as _context
 from opentelemetry import metrics as _metrics_api
 from opentelemetry import trace as _trace
 from opentelemetry.trace import SpanContext, Status, StatusCode, TraceFlags, TraceState
+from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
 from opentelemetry.trace.propagation import _SPAN_KEY
 from opentelemetry.util._decorator import _agnosticcontextmanager
 
@@ -349,7 +350,7 @@ def _current_span_reader():
     interpreter. Any other runtime context goes through the API."""
     runtime = getattr(_context, "_RUNTIME_CONTEXT", None)
     var = getattr(runtime, "_current_context", None)
-    if type(runtime).__name__ != "ContextVarsRuntimeContext" or var is None:
+    if type(runtime) is not ContextVarsRuntimeContext or var is None:
         return _trace.get_current_span
     get = var.get
     api_span = _trace.Span
