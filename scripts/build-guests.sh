@@ -39,6 +39,7 @@ build python     sql_probe           tests/guests/sql-probe
 build python     kv_probe            tests/guests/kv-probe
 build python     py_spans            tests/guests/py-spans
 build javascript kv_probe_js         tests/guests/kv-probe-js
+build go         go_spans            tests/guests/go-spans
 build go         kv_probe_go         tests/guests/kv-probe-go
 build rust       kv_probe_rust       tests/guests/kv-probe-rust
 build javascript sql_probe_js        tests/guests/sql-probe-js

@@ -529,3 +529,40 @@ async fn python_span_values_and_lifetimes() {
             .is_none()
     );
 }
+
+/// Go spans through the OpenTelemetry API shapes nest by the context they
+/// are started from, also when that context's span is not the host's
+/// current one (the SDK then sends the parent explicitly); a remote parent
+/// keeps its trace and tracestate; ids that are not hex are no parent.
+#[tokio::test]
+async fn go_spans_nest_by_their_context() {
+    let receiver = Receiver::start().await;
+    let manifest = format!(
+        "app = \"go-spans\"\n[[component]]\nid = \"go-spans\"\nsource = \"{}\"\nroute = \"/go/...\"\nlanguage = \"go\"\n",
+        component("go_spans").display()
+    );
+    let host = Polytrace::up("go-spans", &manifest, &receiver, "http/protobuf", &[]);
+    let r = get(&host.url("/go/")).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let remote_trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    assert_eq!(
+        r.json()["remote_child"],
+        serde_json::json!({"trace_id": remote_trace, "trace_state": "vendor=value",
+                           "sampled": true, "remote": false})
+    );
+    let spans = receiver.trace(&r.trace_id(), 5).await;
+    let named = |name: &str| {
+        spans
+            .iter()
+            .find(|s| s.name == name)
+            .unwrap_or_else(|| panic!("no span {name}: {spans:#?}"))
+    };
+    let server = spans.iter().find(|s| s.kind == 2).unwrap();
+    assert_eq!(named("go.a").parent_span_id, server.span_id);
+    assert_eq!(named("go.b").parent_span_id, server.span_id, "go.b");
+    assert_eq!(named("go.c").parent_span_id, named("go.a").span_id, "go.c");
+    assert_eq!(named("go.invalid").parent_span_id, server.span_id);
+    let remote = receiver.trace(remote_trace, 1).await;
+    assert_eq!(remote[0].name, "go.remote");
+    assert_eq!(remote[0].parent_span_id, "00f067aa0ba902b7");
+}

@@ -97,32 +97,43 @@ func Start(name string, attrs ...Attribute) *Span {
 // StartKind starts a span of the given kind under the current span. An
 // unknown kind is recorded as internal rather than failing the request.
 func StartKind(name string, kind Kind, attrs ...Attribute) *Span {
-	if kind > KindConsumer {
-		kind = KindInternal
-	}
-	h := batch.nextHandle()
-	// Time 0: the host stamps it, as this goes to the host at once.
-	batch.u8(opStart).u32(h).u8(uint8(kind)).u64(0).str(name).attributes(attrs)
-	batch.flush()
-	return &Span{handle: h}
+	s := &Span{}
+	StartIn(s, name, kind, nil, attrs...)
+	return s
 }
 
 // StartWithParent starts a span under an explicit parent, for example one
 // extracted from a message with Extract.
 func StartWithParent(name string, kind Kind, parent SpanContext, attrs ...Attribute) *Span {
+	s := &Span{}
+	StartIn(s, name, kind, &parent, attrs...)
+	return s
+}
+
+// StartIn starts a span in s (which must be a zero Span) under parent, or
+// under the current span when parent is nil: StartKind and
+// StartWithParent for a type that holds its Span by value, as the
+// OpenTelemetry API bridge's spans do (one allocation a span, not two).
+func StartIn(s *Span, name string, kind Kind, parent *SpanContext, attrs ...Attribute) {
 	if kind > KindConsumer {
 		kind = KindInternal
 	}
 	h := batch.nextHandle()
-	batch.u8(opStartWithParent).u32(h).u8(uint8(kind)).u64(0).str(name)
-	batch.bytes(hexID(parent.TraceId, 16)).bytes(hexID(parent.SpanId, 8))
-	remote := uint8(0)
-	if parent.IsRemote {
-		remote = 1
+	// Time 0: the host stamps it, as this goes to the host at once.
+	if parent == nil {
+		batch.u8(opStart).u32(h).u8(uint8(kind)).u64(0).str(name)
+	} else {
+		batch.u8(opStartWithParent).u32(h).u8(uint8(kind)).u64(0).str(name)
+		batch.hexID(parent.TraceId, 16).hexID(parent.SpanId, 8)
+		remote := uint8(0)
+		if parent.IsRemote {
+			remote = 1
+		}
+		batch.u8(parent.TraceFlags).u8(remote).str(parent.TraceState)
 	}
-	batch.u8(parent.TraceFlags).u8(remote).str(parent.TraceState).attributes(attrs)
+	batch.attributes(attrs)
 	batch.flush()
-	return &Span{handle: h}
+	*s = Span{handle: h}
 }
 
 // SetAttributes sets attributes on the span.
@@ -289,7 +300,6 @@ func (b *opBuffer) u64(v uint64) *opBuffer {
 	b.ops = binary.LittleEndian.AppendUint64(b.ops, v)
 	return b
 }
-func (b *opBuffer) bytes(v []byte) *opBuffer { b.ops = append(b.ops, v...); return b }
 func (b *opBuffer) str(v string) *opBuffer {
 	b.u32(uint32(len(v)))
 	b.ops = append(b.ops, v...)
@@ -349,21 +359,24 @@ func (b *opBuffer) attributes(attrs []Attribute) {
 	}
 }
 
-// hexID is the bytes of a lowercase hex id, or zeros (the host then starts
-// the span under the current one, as for any invalid parent).
-func hexID(hex string, n int) []byte {
-	out := make([]byte, n)
+// hexID appends the n bytes of a lowercase hex id, or n zeros when it is
+// not one (the host then starts the span under the current one, as for
+// any invalid parent).
+func (b *opBuffer) hexID(hex string, n int) *opBuffer {
+	at := len(b.ops)
+	b.ops = append(b.ops, make([]byte, n)...)
 	if len(hex) != 2*n {
-		return out
+		return b
 	}
 	for i := 0; i < n; i++ {
 		hi, lo := nibble(hex[2*i]), nibble(hex[2*i+1])
 		if hi < 0 || lo < 0 {
-			return make([]byte, n)
+			clear(b.ops[at:])
+			return b
 		}
-		out[i] = byte(hi<<4 | lo)
+		b.ops[at+i] = byte(hi<<4 | lo)
 	}
-	return out
+	return b
 }
 
 func nibble(c byte) int {

@@ -307,23 +307,23 @@ func (tracer) Start(ctx context.Context, name string, opts ...SpanStartOption) (
 		o.applyStart(&c)
 	}
 	parent := SpanFromContext(ctx)
-	var inner *polytrace.Span
-	if hostCurrentIs(parent) {
-		inner = polytrace.StartKind(name, c.kind.host(), c.attributes...)
-	} else {
-		var cx polytrace.SpanContext
-		if s, ok := parent.(*span); ok {
-			cx, _ = s.hostContext()
-		} else {
-			cx = toHost(parent.SpanContext())
-		}
-		inner = polytrace.StartWithParent(name, c.kind.host(), cx, c.attributes...)
-	}
 	if ctx == nil {
 		ctx = context.Background()
 	}
-	// The span is also the context that carries it: one allocation, not two.
-	s := &span{Context: ctx, inner: inner}
+	// The span is also the context that carries it, and holds the host's
+	// span by value: one allocation, not three.
+	s := &span{Context: ctx}
+	if hostCurrentIs(parent) {
+		polytrace.StartIn(&s.inner, name, c.kind.host(), nil, c.attributes...)
+	} else {
+		var cx polytrace.SpanContext
+		if p, ok := parent.(*span); ok {
+			cx, _ = p.inner.Context()
+		} else {
+			cx = toHost(parent.SpanContext())
+		}
+		polytrace.StartIn(&s.inner, name, c.kind.host(), &cx, c.attributes...)
+	}
 	open = append(open, s)
 	return s, s
 }
@@ -346,8 +346,7 @@ func hostCurrentIs(parent Span) bool {
 // context it was started in, carrying the span.
 type span struct {
 	context.Context
-	inner *polytrace.Span
-	cx    *polytrace.SpanContext
+	inner polytrace.Span
 	ended bool
 }
 
@@ -357,17 +356,6 @@ func (s *span) Value(key any) any {
 		return s
 	}
 	return s.Context.Value(key)
-}
-
-func (s *span) hostContext() (polytrace.SpanContext, bool) {
-	if s.cx == nil {
-		cx, ok := s.inner.Context()
-		if !ok {
-			return cx, false
-		}
-		s.cx = &cx
-	}
-	return *s.cx, true
 }
 
 func (s *span) End(...SpanEndOption) {
@@ -404,7 +392,7 @@ func (s *span) RecordError(err error, options ...EventOption) {
 }
 
 func (s *span) SpanContext() SpanContext {
-	cx, ok := s.hostContext()
+	cx, ok := s.inner.Context()
 	if !ok {
 		return SpanContext{}
 	}
