@@ -374,6 +374,35 @@ fn time_or_now(t: u64) -> u64 {
 }
 
 impl Recording {
+    /// Add `attributes`, each value capped at `cap` bytes (counted in
+    /// `truncated`), as far as the span's attribute limit allows. The
+    /// buffer grows once, by what the kept ones take in the wire form,
+    /// instead of by doubling (five reallocations for a span with five
+    /// short attributes).
+    fn add_attributes(
+        &mut self,
+        limits: &SpanLimits,
+        mut attributes: Attributes<'_>,
+        cap: usize,
+        truncated: &mut u64,
+    ) {
+        for (k, v) in attributes.iter_mut() {
+            *truncated += u64::from(cap_attribute(k, v, cap));
+        }
+        let room = limits
+            .max_attributes_per_span
+            .saturating_sub(self.attribute_count) as usize;
+        let kept: usize = attributes
+            .iter()
+            .take(room)
+            .map(|(k, v)| message_field_len(9, key_value_len(k, v)))
+            .sum();
+        self.attributes.reserve(kept);
+        for (k, v) in &attributes {
+            self.add_attribute(limits, k, v);
+        }
+    }
+
     fn add_attribute(&mut self, limits: &SpanLimits, key: &str, value: &Val<'_>) {
         if self.attribute_count < limits.max_attributes_per_span {
             put_key_value(&mut self.attributes, 9, key, value);
@@ -696,13 +725,17 @@ impl RequestTrace {
                 let cap = self.value_cap;
                 let limits = self.sink.limits;
                 if let Some(h) = self.recording(handle) {
-                    for (mut k, mut v) in attributes {
-                        let cut = cap_attribute(&mut k, &mut v, cap);
-                        self.adjustments.truncated_values += u64::from(cut);
-                        if let Some(rec) = self.rec_mut(h) {
-                            rec.add_attribute(&limits, &k, &v);
+                    let mut truncated = 0;
+                    match self.rec_mut(h) {
+                        Some(rec) => rec.add_attributes(&limits, attributes, cap, &mut truncated),
+                        // Sampled out: capped and counted, not kept.
+                        None => {
+                            for (mut k, mut v) in attributes {
+                                truncated += u64::from(cap_attribute(&mut k, &mut v, cap));
+                            }
                         }
                     }
+                    self.adjustments.truncated_values += truncated;
                 }
             }
             Op::AddEvent {
@@ -861,10 +894,12 @@ impl RequestTrace {
             dropped_events: 0,
             status: Status::Unset,
         });
-        for (mut k, mut v) in attributes {
-            self.adjustments.truncated_values += u64::from(cap_attribute(&mut k, &mut v, cap));
-            rec.add_attribute(&sink.limits, &k, &v);
-        }
+        rec.add_attributes(
+            &sink.limits,
+            attributes,
+            cap,
+            &mut self.adjustments.truncated_values,
+        );
         let cx = SpanContext::new(trace_id, span_id, flags, false, trace_state);
         let cx = with_random(cx, self.random);
         self.open_batched(handle, cx, Some(rec), false);
