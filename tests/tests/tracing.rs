@@ -488,24 +488,12 @@ async fn one_trace_across_four_languages() {
 #[tokio::test(flavor = "multi_thread")]
 async fn python_span_values_and_lifetimes() {
     let receiver = Receiver::start().await;
-    let manifest = format!(
-        "app = \"py-spans\"\n[[component]]\nid = \"py-spans\"\nsource = \"{}\"\nroute = \"/py/...\"\nlanguage = \"python\"\n",
-        component("py_spans").display()
-    );
-    let host = Polytrace::up("py-spans", &manifest, &receiver, "http/protobuf", &[]);
-    let r = get(&host.url("/py/")).await;
-    assert_eq!(r.status, 200, "{}", r.body);
+    let (_host, r, spans) = one_request(&receiver, "py-spans", "py_spans", "python", 5).await;
     assert_eq!(
         r.json(),
         serde_json::json!({"context_after_end": null, "recording_after_end": false})
     );
-    let spans = receiver.trace(&r.trace_id(), 5).await;
-    let named = |name: &str| {
-        spans
-            .iter()
-            .find(|s| s.name == name)
-            .unwrap_or_else(|| panic!("no span {name}: {spans:#?}"))
-    };
+    let named = |name: &str| named(&spans, name);
     let server = spans.iter().find(|s| s.kind == 2).unwrap();
     let values = named("py.values");
     let keys: Vec<&str> = values.attributes.keys().map(String::as_str).collect();
@@ -537,26 +525,14 @@ async fn python_span_values_and_lifetimes() {
 #[tokio::test]
 async fn go_spans_nest_by_their_context() {
     let receiver = Receiver::start().await;
-    let manifest = format!(
-        "app = \"go-spans\"\n[[component]]\nid = \"go-spans\"\nsource = \"{}\"\nroute = \"/go/...\"\nlanguage = \"go\"\n",
-        component("go_spans").display()
-    );
-    let host = Polytrace::up("go-spans", &manifest, &receiver, "http/protobuf", &[]);
-    let r = get(&host.url("/go/")).await;
-    assert_eq!(r.status, 200, "{}", r.body);
+    let (_host, r, spans) = one_request(&receiver, "go-spans", "go_spans", "go", 5).await;
     let remote_trace = "4bf92f3577b34da6a3ce929d0e0e4736";
     assert_eq!(
         r.json()["remote_child"],
         serde_json::json!({"trace_id": remote_trace, "trace_state": "vendor=value",
                            "sampled": true, "remote": false})
     );
-    let spans = receiver.trace(&r.trace_id(), 5).await;
-    let named = |name: &str| {
-        spans
-            .iter()
-            .find(|s| s.name == name)
-            .unwrap_or_else(|| panic!("no span {name}: {spans:#?}"))
-    };
+    let named = |name: &str| named(&spans, name);
     let server = spans.iter().find(|s| s.kind == 2).unwrap();
     assert_eq!(named("go.a").parent_span_id, server.span_id);
     assert_eq!(named("go.b").parent_span_id, server.span_id, "go.b");
@@ -565,4 +541,33 @@ async fn go_spans_nest_by_their_context() {
     let remote = receiver.trace(remote_trace, 1).await;
     assert_eq!(remote[0].name, "go.remote");
     assert_eq!(remote[0].parent_span_id, "00f067aa0ba902b7");
+}
+
+/// One test guest, `id` built as `wasm`, served at `/{id}/...`, and one
+/// GET of `/{id}/`: the host (kept up while the test reads), the answer
+/// (200, or the test fails) and the request's trace of `spans` spans.
+async fn one_request(
+    receiver: &Receiver,
+    id: &str,
+    wasm: &str,
+    language: &str,
+    spans: usize,
+) -> (Polytrace, Response, Vec<FlatSpan>) {
+    let manifest = format!(
+        "app = \"{id}\"\n[[component]]\nid = \"{id}\"\nsource = \"{}\"\nroute = \"/{id}/...\"\nlanguage = \"{language}\"\n",
+        component(wasm).display()
+    );
+    let host = Polytrace::up(id, &manifest, receiver, "http/protobuf", &[]);
+    let r = get(&host.url(&format!("/{id}/"))).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let trace = receiver.trace(&r.trace_id(), spans).await;
+    (host, r, trace)
+}
+
+/// The span called `name`, or the test fails showing them all.
+fn named<'a>(spans: &'a [FlatSpan], name: &str) -> &'a FlatSpan {
+    spans
+        .iter()
+        .find(|s| s.name == name)
+        .unwrap_or_else(|| panic!("no span {name}: {spans:#?}"))
 }
