@@ -361,6 +361,14 @@ fn cap_attribute(key: &mut Cow<'_, str>, value: &mut Val<'_>, cap: usize) -> boo
     cut
 }
 
+/// Cap every key and value of `attributes` at `cap` bytes; how many were cut.
+fn cap_attributes(attributes: &mut Attributes<'_>, cap: usize) -> u64 {
+    attributes
+        .iter_mut()
+        .map(|(k, v)| u64::from(cap_attribute(k, v, cap)))
+        .sum()
+}
+
 fn now_nanos() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -374,21 +382,11 @@ fn time_or_now(t: u64) -> u64 {
 }
 
 impl Recording {
-    /// Add `attributes`, each value capped at `cap` bytes (counted in
-    /// `truncated`), as far as the span's attribute limit allows. The
-    /// buffer grows once, by what the kept ones take in the wire form,
-    /// instead of by doubling (five reallocations for a span with five
-    /// short attributes).
-    fn add_attributes(
-        &mut self,
-        limits: &SpanLimits,
-        mut attributes: Attributes<'_>,
-        cap: usize,
-        truncated: &mut u64,
-    ) {
-        for (k, v) in attributes.iter_mut() {
-            *truncated += u64::from(cap_attribute(k, v, cap));
-        }
+    /// Add (capped) `attributes` as far as the span's attribute limit
+    /// allows. The buffer grows once, by what the kept ones take in the
+    /// wire form, instead of by doubling (five reallocations for a span
+    /// with five short attributes).
+    fn add_attributes(&mut self, limits: &SpanLimits, attributes: &[(Cow<'_, str>, Val<'_>)]) {
         let room = limits
             .max_attributes_per_span
             .saturating_sub(self.attribute_count) as usize;
@@ -398,7 +396,7 @@ impl Recording {
             .map(|(k, v)| message_field_len(9, key_value_len(k, v)))
             .sum();
         self.attributes.reserve(kept);
-        for (k, v) in &attributes {
+        for (k, v) in attributes {
             self.add_attribute(limits, k, v);
         }
     }
@@ -721,21 +719,18 @@ impl RequestTrace {
                 }
                 self.start_batched(handle, kind, time, name, parent, attributes);
             }
-            Op::SetAttributes { handle, attributes } => {
-                let cap = self.value_cap;
+            Op::SetAttributes {
+                handle,
+                mut attributes,
+            } => {
                 let limits = self.sink.limits;
                 if let Some(h) = self.recording(handle) {
-                    let mut truncated = 0;
-                    match self.rec_mut(h) {
-                        Some(rec) => rec.add_attributes(&limits, attributes, cap, &mut truncated),
-                        // Sampled out: capped and counted, not kept.
-                        None => {
-                            for (mut k, mut v) in attributes {
-                                truncated += u64::from(cap_attribute(&mut k, &mut v, cap));
-                            }
-                        }
+                    self.adjustments.truncated_values +=
+                        cap_attributes(&mut attributes, self.value_cap);
+                    // Sampled out: capped and counted, not kept.
+                    if let Some(rec) = self.rec_mut(h) {
+                        rec.add_attributes(&limits, &attributes);
                     }
-                    self.adjustments.truncated_values += truncated;
                 }
             }
             Op::AddEvent {
@@ -865,11 +860,10 @@ impl RequestTrace {
         let parent_flags = parent
             .as_ref()
             .map_or(TraceFlags::default(), |p| p.trace_flags());
-        let cap = self.value_cap;
+        // Capped and counted even when sampled out, as on the per-call path.
+        let mut attributes = attributes;
+        self.adjustments.truncated_values += cap_attributes(&mut attributes, self.value_cap);
         if !sampled {
-            for (mut k, mut v) in attributes {
-                self.adjustments.truncated_values += u64::from(cap_attribute(&mut k, &mut v, cap));
-            }
             let cx = SpanContext::new(trace_id, span_id, TraceFlags::default(), false, trace_state);
             let cx = with_random(cx, self.random);
             self.open_batched(handle, cx, None, true);
@@ -894,12 +888,7 @@ impl RequestTrace {
             dropped_events: 0,
             status: Status::Unset,
         });
-        rec.add_attributes(
-            &sink.limits,
-            attributes,
-            cap,
-            &mut self.adjustments.truncated_values,
-        );
+        rec.add_attributes(&sink.limits, &attributes);
         let cx = SpanContext::new(trace_id, span_id, flags, false, trace_state);
         let cx = with_random(cx, self.random);
         self.open_batched(handle, cx, Some(rec), false);
@@ -935,11 +924,8 @@ impl RequestTrace {
         attrs: Attributes<'_>,
         cap_name: bool,
     ) {
-        let cap = self.value_cap;
         let mut attrs = attrs;
-        for (k, v) in attrs.iter_mut() {
-            self.adjustments.truncated_values += u64::from(cap_attribute(k, v, cap));
-        }
+        self.adjustments.truncated_values += cap_attributes(&mut attrs, self.value_cap);
         let name = if cap_name {
             self.cap_str(name.into_owned())
         } else {
