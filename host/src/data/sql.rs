@@ -1179,15 +1179,34 @@ mod tests {
         );
     }
 
-    fn scratch(name: &str) -> (PathBuf, PathBuf) {
+    /// A scratch directory of one test, removed when it is dropped (also
+    /// when the test fails).
+    struct Scratch(PathBuf);
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    impl std::ops::Deref for Scratch {
+        type Target = PathBuf;
+        fn deref(&self) -> &PathBuf {
+            &self.0
+        }
+    }
+
+    /// A fresh directory `polytrace-sql-<name>-<pid>` and the path of `a.db`
+    /// in it.
+    fn scratch(name: &str) -> (Scratch, PathBuf) {
         let dir = std::env::temp_dir().join(format!(
-            "polytrace-sql-{name}-{}-{:?}",
-            std::process::id(),
-            Instant::now()
+            "polytrace-sql-{name}-{}",
+            std::process::id()
         ));
+        let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let db = dir.join("a.db");
-        (dir, db)
+        (Scratch(dir), db)
     }
 
     #[test]
@@ -1216,12 +1235,11 @@ mod tests {
             0
         );
         assert_eq!(run(&conn, "BEGIN", &[], None).unwrap().rows_affected, 0);
-        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
     fn a_locked_database_is_waited_for_until_the_deadline() {
-        let (dir, db) = scratch("busy");
+        let (_dir, db) = scratch("busy");
         let holder = open(&db, "a.db").unwrap();
         let waiter = open(&db, "a.db").unwrap();
         run(&holder, "CREATE TABLE t (n INTEGER)", &[], None).unwrap();
@@ -1238,7 +1256,6 @@ mod tests {
                 .rows_affected,
             1
         );
-        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
