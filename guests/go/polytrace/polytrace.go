@@ -119,19 +119,29 @@ func StartIn(s *Span, name string, kind Kind, parent *SpanContext, attrs ...Attr
 		kind = KindInternal
 	}
 	h := batch.nextHandle()
+	// Written through a local slice, which Go's wasm code keeps in locals
+	// (each of batch's methods loads and stores batch.ops).
+	op := uint8(opStart)
+	if parent != nil {
+		op = opStartWithParent
+	}
+	ops := append(batch.ops, op)
+	ops = binary.LittleEndian.AppendUint32(ops, h)
+	ops = append(ops, uint8(kind))
 	// Time 0: the host stamps it, as this goes to the host at once.
-	if parent == nil {
-		batch.u8(opStart).u32(h).u8(uint8(kind)).u64(0).str(name)
-	} else {
-		batch.u8(opStartWithParent).u32(h).u8(uint8(kind)).u64(0).str(name)
+	ops = binary.LittleEndian.AppendUint64(ops, 0)
+	ops = appendStr(ops, name)
+	if parent != nil {
+		batch.ops = ops
 		batch.hexID(parent.TraceId, 16).hexID(parent.SpanId, 8)
 		remote := uint8(0)
 		if parent.IsRemote {
 			remote = 1
 		}
 		batch.u8(parent.TraceFlags).u8(remote).str(parent.TraceState)
+		ops = batch.ops
 	}
-	batch.attributes(attrs)
+	batch.ops = appendAttributes(ops, attrs)
 	batch.flush()
 	*s = Span{handle: h}
 }
@@ -236,7 +246,9 @@ func (s *Span) End() {
 	if s.handle == 0 {
 		return
 	}
-	batch.u8(opEnd).u32(s.handle).u64(0)
+	ops := append(batch.ops, opEnd)
+	ops = binary.LittleEndian.AppendUint32(ops, s.handle)
+	batch.ops = binary.LittleEndian.AppendUint64(ops, 0)
 	s.last, s.handle = s.handle, 0
 	batch.flush()
 }
@@ -352,11 +364,42 @@ func (b *opBuffer) value(v types.Value) {
 }
 
 func (b *opBuffer) attributes(attrs []Attribute) {
-	b.u32(uint32(len(attrs)))
-	for _, a := range attrs {
-		b.str(a.Key)
-		b.value(a.Value)
+	b.ops = appendAttributes(b.ops, attrs)
+}
+
+// appendStr appends v with its u32 length first.
+func appendStr(ops []byte, v string) []byte {
+	ops = binary.LittleEndian.AppendUint32(ops, uint32(len(v)))
+	return append(ops, v...)
+}
+
+// appendAttributes appends a u32 count and each attribute's key and
+// value, the scalar values inline (the hot path of every span start).
+func appendAttributes(ops []byte, attrs []Attribute) []byte {
+	ops = binary.LittleEndian.AppendUint32(ops, uint32(len(attrs)))
+	for i := range attrs {
+		a := &attrs[i]
+		ops = appendStr(ops, a.Key)
+		switch a.Value.Tag() {
+		case types.Value_String:
+			ops = appendStr(append(ops, 0), a.Value.String())
+		case types.Value_Bool:
+			if a.Value.Bool() {
+				ops = append(ops, 1, 1)
+			} else {
+				ops = append(ops, 1, 0)
+			}
+		case types.Value_S64:
+			ops = binary.LittleEndian.AppendUint64(append(ops, 2), uint64(a.Value.S64()))
+		case types.Value_F64:
+			ops = binary.LittleEndian.AppendUint64(append(ops, 3), math.Float64bits(a.Value.F64()))
+		default:
+			batch := opBuffer{ops: ops}
+			batch.value(a.Value)
+			ops = batch.ops
+		}
 	}
+	return ops
 }
 
 // hexID appends the n bytes of a lowercase hex id, or n zeros when it is
