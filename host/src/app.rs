@@ -219,14 +219,22 @@ impl App {
     async fn serve(
         self: Arc<Self>,
         idx: usize,
-        request: http::Request<WasiBody>,
+        mut request: http::Request<WasiBody>,
         inbound: Inbound,
     ) -> http::Response<HyperOutgoingBody> {
         let config = &self.components[idx].config;
         let deadline = Instant::now() + config.timeout;
         let hard_deadline = tokio::time::Instant::from_std(deadline + GRACE);
+        let host = crate::http::check_host(&mut request, inbound.local);
         // 1. The SERVER span, continuing the caller's trace if it sent one.
         let (mut server, trace) = ServerSpan::start(&self, idx, &request, &inbound);
+        if let Err(why) = host {
+            // Refused before it takes an instance (wasi:http could not
+            // hand the guest a request without an authority).
+            drop(trace);
+            let fault = Fault::new(400, "BadRequest", why.to_string());
+            return server.fail(fault, self.component_metrics(idx));
+        }
         // 2. The guest runs in a warm or a new instance, polled right here
         //    until it answers. A handler that writes its whole body before
         //    returning (most do) has finished by then too, and the request

@@ -1276,9 +1276,14 @@ pub async fn serve(
 ) {
     let hosts = Arc::new(options.hosts);
     let app = router(store, metrics, options.budget).layer(axum::middleware::from_fn(
-        move |req: axum::extract::Request, next: axum::middleware::Next| {
+        move |mut req: axum::extract::Request, next: axum::middleware::Next| {
             let hosts = hosts.clone();
             async move {
+                // One Host field (a second one could slip past the check
+                // below), present in HTTP/1.1.
+                if let Err(why) = crate::http::check_host(&mut req, None) {
+                    return (StatusCode::BAD_REQUEST, format!("{why}\n")).into_response();
+                }
                 let host = req
                     .headers()
                     .get(header::HOST)

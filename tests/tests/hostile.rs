@@ -803,3 +803,58 @@ async fn the_smallest_store_cap_keeps_traces_and_zero_is_refused() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--store-max-mb 0"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn host_fields_are_checked_before_a_request_takes_an_instance() {
+    let (host, _dir) = up("host-fields", "", &[]);
+    let send = |addr: std::net::SocketAddr, head: &'static str| async move {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(head.as_bytes()).await.unwrap();
+        let (got, closed) = read_until_closed(&mut s, Duration::from_secs(10)).await;
+        assert!(closed, "{head:?} left open");
+        String::from_utf8_lossy(&got).into_owned()
+    };
+    // HTTP/1.0 may leave Host out (RFC 9112, section 3.2): served.
+    let r = send(host.addr, "GET /faults/ok HTTP/1.0\r\n\r\n").await;
+    assert!(r.starts_with("HTTP/1.0 200"), "{r}");
+    let instances =
+        r#"polytrace_guest_instantiations_total{job="hostile/faults",otel_scope_name="polytrace"}"#;
+    assert_eq!(scrape(&host, instances).await, 1.0);
+    // HTTP/1.1 must send one, and no request may send two: 400, named,
+    // before any instance is taken or lost.
+    for (head, why) in [
+        (
+            "GET /faults/ok HTTP/1.1\r\nConnection: close\r\n\r\n",
+            "must have a Host",
+        ),
+        (
+            "GET /faults/ok HTTP/1.1\r\nHost: a.example\r\nHost: b.example\r\nConnection: close\r\n\r\n",
+            "more than one Host",
+        ),
+        (
+            "GET /faults/ok HTTP/1.1\r\nHost: a b\r\nConnection: close\r\n\r\n",
+            "not a host",
+        ),
+    ] {
+        for _ in 0..3 {
+            let r = send(host.addr, head).await;
+            assert!(r.starts_with("HTTP/1.1 400"), "{head:?}: {r}");
+            assert!(r.contains(why) && r.contains("BadRequest"), "{head:?}: {r}");
+        }
+    }
+    let r = request("GET", &host.url("/faults/ok"), &[], "").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        scrape(&host, instances).await,
+        1.0,
+        "the warm instance served on"
+    );
+    // The viewer: a second Host cannot slip past its host-name check.
+    let ui = host.ui.unwrap();
+    let r = send(
+        ui,
+        "GET /api/services HTTP/1.1\r\nHost: localhost\r\nHost: evil.example\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(r.starts_with("HTTP/1.1 400"), "{r}");
+}

@@ -1199,10 +1199,7 @@ mod tests {
     /// A fresh directory `polytrace-sql-<name>-<pid>` and the path of `a.db`
     /// in it.
     fn scratch(name: &str) -> (Scratch, PathBuf) {
-        let dir = std::env::temp_dir().join(format!(
-            "polytrace-sql-{name}-{}",
-            std::process::id()
-        ));
+        let dir = std::env::temp_dir().join(format!("polytrace-sql-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let db = dir.join("a.db");

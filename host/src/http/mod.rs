@@ -44,3 +44,88 @@ impl Inbound {
         }
     }
 }
+
+/// Apply RFC 9112 §3.2's rules for the Host header field to a request
+/// that reached a listener: at most one Host field, whose value is a host
+/// and optional port (or empty); an HTTP/1.1 request whose target has no
+/// authority must carry one. An HTTP/1.0 request may omit it; it then
+/// gets `local` (the listener's address) as its Host, because a guest's
+/// `wasi:http` request always has an authority.
+///
+/// Errors: the reason for the 400 answer the rules require.
+pub fn check_host<B>(
+    request: &mut http::Request<B>,
+    local: Option<SocketAddr>,
+) -> Result<(), &'static str> {
+    let mut fields = request.headers().get_all(http::header::HOST).iter();
+    let host = fields.next();
+    if fields.next().is_some() {
+        return Err("the request has more than one Host header field (RFC 9112, section 3.2)");
+    }
+    match host {
+        Some(v) if v.is_empty() || http::uri::Authority::try_from(v.as_bytes()).is_ok() => Ok(()),
+        Some(_) => {
+            Err("the request's Host header field is not a host and port (RFC 9112, section 3.2)")
+        }
+        None if request.uri().authority().is_some() => Ok(()),
+        None if request.version() <= http::Version::HTTP_10 => {
+            if let Some(local) = local
+                && let Ok(v) = http::HeaderValue::try_from(local.to_string())
+            {
+                request.headers_mut().insert(http::header::HOST, v);
+            }
+            Ok(())
+        }
+        None => Err("an HTTP/1.1 request must have a Host header field (RFC 9112, section 3.2)"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_host;
+
+    fn request(version: http::Version, uri: &str, hosts: &[&str]) -> http::Request<()> {
+        let mut b = http::Request::builder().version(version).uri(uri);
+        for h in hosts {
+            b = b.header(http::header::HOST, *h);
+        }
+        b.body(()).unwrap()
+    }
+
+    #[test]
+    fn host_fields_follow_rfc_9112() {
+        use http::Version;
+        let local = Some("127.0.0.1:3000".parse().unwrap());
+        let ok = |v, uri, hosts: &[&str]| check_host(&mut request(v, uri, hosts), local);
+        assert_eq!(ok(Version::HTTP_11, "/a", &["example.com:8080"]), Ok(()));
+        assert_eq!(ok(Version::HTTP_11, "/a", &[""]), Ok(()));
+        assert_eq!(ok(Version::HTTP_11, "/a", &["[::1]:3000"]), Ok(()));
+        assert_eq!(ok(Version::HTTP_2, "http://example.com/a", &[]), Ok(()));
+        // In-process calls carry their authority in the target.
+        assert_eq!(ok(Version::HTTP_11, "http://orders/a", &[]), Ok(()));
+        assert!(
+            ok(Version::HTTP_11, "/a", &[])
+                .unwrap_err()
+                .contains("must have")
+        );
+        assert!(
+            ok(Version::HTTP_11, "/a", &["a.example", "b.example"])
+                .unwrap_err()
+                .contains("more than one")
+        );
+        assert!(
+            ok(Version::HTTP_11, "/a", &["a b"])
+                .unwrap_err()
+                .contains("not a host")
+        );
+        assert!(
+            ok(Version::HTTP_11, "/a", &["a/b"])
+                .unwrap_err()
+                .contains("not a host")
+        );
+        // HTTP/1.0 may leave it out: the listener's address stands in.
+        let mut r = request(Version::HTTP_10, "/a", &[]);
+        assert_eq!(check_host(&mut r, local), Ok(()));
+        assert_eq!(r.headers()[http::header::HOST], "127.0.0.1:3000");
+    }
+}
