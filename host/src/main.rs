@@ -154,6 +154,16 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Errors the host hands to guests (a request body's failure, read with
+    // `wasi:io/error.to-debug-string`) would carry a backtrace of the
+    // host's own source when RUST_BACKTRACE is set, and a guest may pass
+    // that on to its client. RUST_BACKTRACE keeps its meaning for panics;
+    // RUST_LIB_BACKTRACE=1 brings error backtraces back.
+    if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
+        // SAFETY: the first statement of main: no other thread is running
+        // to read the environment at the same time.
+        unsafe { std::env::set_var("RUST_LIB_BACKTRACE", "0") };
+    }
     let cli = Cli::parse();
     init_logging(cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()

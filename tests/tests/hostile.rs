@@ -714,8 +714,13 @@ async fn a_request_body_that_ends_early_is_never_taken_as_whole() {
     assert_eq!(get(&host.url("/faults/ok")).await.status, 200);
     drop(host);
 
-    // The Go SDK says so too (the Rust one answered above).
-    let go = Polytrace::start(&repo_dir().join("examples/hello-go"), &[]);
+    // The Go SDK says so too (the Rust one answered above), and what it
+    // passes on of the host's error names no host source, even with
+    // RUST_BACKTRACE set for the host.
+    let go = Polytrace::start(
+        &repo_dir().join("examples/hello-go"),
+        &[("RUST_BACKTRACE".to_string(), "1".to_string())],
+    );
     let mut s = TcpStream::connect(go.addr).await.unwrap();
     s.write_all(b"POST /hello HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n")
         .await
@@ -726,6 +731,10 @@ async fn a_request_body_that_ends_early_is_never_taken_as_whole() {
     let answer = String::from_utf8_lossy(&answer);
     assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
     assert!(answer.contains("ended early after 40000 bytes"), "{answer}");
+    assert!(
+        !answer.contains("backtrace") && !answer.contains(".rs:"),
+        "{answer}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
