@@ -226,6 +226,12 @@ impl App {
         let deadline = Instant::now() + config.timeout;
         let hard_deadline = tokio::time::Instant::from_std(deadline + GRACE);
         let host = crate::http::check_host(&mut request, inbound.local);
+        // Whether the host waits on the client for body bytes, for the
+        // deadline below (in-process requests have no such note).
+        let arrival = request
+            .extensions()
+            .get::<crate::http::listener::BodyArrival>()
+            .cloned();
         // 1. The SERVER span, continuing the caller's trace if it sent one.
         let (mut server, trace) = ServerSpan::start(&self, idx, &request, &inbound);
         if let Err(why) = host {
@@ -268,10 +274,19 @@ impl App {
             }
             Ok(First::Answered(answer)) => (answer, None),
             Err(_) => {
+                // Read before the guest goes: dropping it ends the body.
+                let stalled = arrival.is_some_and(|a| a.stalled());
                 // Dropping the guest's future stops it.
                 drop(running.take());
                 self.discarded(idx, Discard::Timeout);
-                return server.fail(Fault::timeout(config.timeout), self.component_metrics(idx));
+                let fault = if stalled {
+                    // The guest was waiting for the client: 408, as before
+                    // it had an instance, not the component's timeout.
+                    Fault::body_stalled(config.timeout)
+                } else {
+                    Fault::timeout(config.timeout)
+                };
+                return server.fail(fault, self.component_metrics(idx));
             }
         };
         // A guest that failed (trapped) after answering, before anything
@@ -877,6 +892,21 @@ impl Fault {
                 Fault::new(400, "BadRequest", format!("the request body failed: {e}"))
             }
         }
+    }
+
+    /// At the component's timeout the host was waiting for request body
+    /// bytes the client had not sent: the client's delay (408), not the
+    /// component's.
+    fn body_stalled(timeout: Duration) -> Fault {
+        Fault::new(
+            408,
+            "RequestTimeout",
+            format!(
+                "the request body had not arrived whole within the component's timeout of \
+                 {} ms",
+                timeout.as_millis()
+            ),
+        )
     }
 
     /// The component uses its share of `--max-instances`.

@@ -867,3 +867,40 @@ async fn host_fields_are_checked_before_a_request_takes_an_instance() {
     .await;
     assert!(r.starts_with("HTTP/1.1 400"), "{r}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_body_the_client_stops_sending_is_a_408_not_the_components_timeout() {
+    let (host, _dir) = up("stalled-408", "", &[]);
+    // Past the host's first 32 KiB, so the guest has an instance and waits
+    // for the rest, which never comes (the connection stays open).
+    let mut s = TcpStream::connect(host.addr).await.unwrap();
+    s.write_all(b"POST /faults/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n")
+        .await
+        .unwrap();
+    s.write_all(&[b'x'; 40_000]).await.unwrap();
+    let started = Instant::now();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&got).contains("}") {
+        match tokio::time::timeout(Duration::from_secs(15), s.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => got.extend_from_slice(&buf[..n]),
+            other => panic!("no answer: {other:?}"),
+        }
+    }
+    let answer = String::from_utf8_lossy(&got);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("RequestTimeout"), "{answer}");
+    // At the component's timeout (5 s), not the idle timeout (60 s).
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    // A guest that computes past its timeout is still the component's 504,
+    // and only it counts as a guest timeout.
+    let r = get(&host.url("/faults/loop")).await;
+    assert_eq!(r.status, 504, "{}", r.body);
+    let timeouts =
+        r#"polytrace_guest_timeouts_total{job="hostile/faults",otel_scope_name="polytrace"}"#;
+    assert_eq!(scrape(&host, timeouts).await, 1.0);
+}

@@ -26,7 +26,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
@@ -409,7 +409,10 @@ where
         let activity = self.activity.clone();
         activity.in_service.fetch_add(1, Ordering::AcqRel);
         let busy = Busy(activity.clone());
-        let req = req.map(|body| Counted::new(body, &activity, Count::Receiving));
+        let arrival = BodyArrival::default();
+        let mut req =
+            req.map(|body| Counted::new(body, &activity, Count::Receiving).noting_end_in(&arrival));
+        req.extensions_mut().insert(arrival);
         let fut = self.inner.call(req);
         Box::pin(async move {
             let out = fut.await;
@@ -426,6 +429,28 @@ where
 /// its connection's [`Activity`] until it has been received whole.
 pub type RequestBody = Counted<hyper::body::Incoming>;
 
+/// How a request's body is arriving, in the request's extensions: at a
+/// deadline, a handler waiting for body bytes the client has not sent is
+/// the client's delay, not the handler's.
+#[derive(Clone, Debug, Default)]
+pub struct BodyArrival(Arc<ArrivalState>);
+
+#[derive(Debug, Default)]
+struct ArrivalState {
+    /// The last frame has passed.
+    whole: AtomicBool,
+    /// The latest read of the body found no bytes yet.
+    waiting: AtomicBool,
+}
+
+impl BodyArrival {
+    /// The host is waiting for body bytes the client has not sent: the
+    /// body is not whole and its latest read found nothing to take.
+    pub fn stalled(&self) -> bool {
+        !self.0.whole.load(Ordering::Acquire) && self.0.waiting.load(Ordering::Acquire)
+    }
+}
+
 /// Which count of a connection's [`Activity`] a body is in.
 #[derive(Clone, Copy)]
 enum Count {
@@ -441,6 +466,8 @@ enum Count {
 pub struct Counted<B> {
     body: B,
     counted: Option<(Arc<Activity>, Count)>,
+    /// Told of each read and of the end (not of a failure or a drop).
+    arrival: Option<BodyArrival>,
 }
 
 impl<B: hyper::body::Body> Counted<B> {
@@ -449,7 +476,21 @@ impl<B: hyper::body::Body> Counted<B> {
             activity.count(count).fetch_add(1, Ordering::AcqRel);
             (activity.clone(), count)
         });
-        Counted { body, counted }
+        Counted {
+            body,
+            counted,
+            arrival: None,
+        }
+    }
+
+    /// Note in `arrival` how reads of the body go, and when it has ended.
+    fn noting_end_in(mut self, arrival: &BodyArrival) -> Counted<B> {
+        if self.body.is_end_stream() {
+            arrival.0.whole.store(true, Ordering::Release);
+        } else {
+            self.arrival = Some(arrival.clone());
+        }
+        self
     }
 }
 
@@ -477,7 +518,18 @@ impl<B: hyper::body::Body + Unpin> hyper::body::Body for Counted<B> {
     ) -> Poll<Option<Result<hyper::body::Frame<B::Data>, B::Error>>> {
         let this = self.get_mut();
         let poll = Pin::new(&mut this.body).poll_frame(cx);
-        if matches!(poll, Poll::Ready(None | Some(Err(_)))) || this.body.is_end_stream() {
+        let ended = matches!(poll, Poll::Ready(None)) || this.body.is_end_stream();
+        if let Some(arrival) = &this.arrival {
+            arrival
+                .0
+                .waiting
+                .store(poll.is_pending(), Ordering::Release);
+            if ended {
+                arrival.0.whole.store(true, Ordering::Release);
+                this.arrival = None;
+            }
+        }
+        if ended || matches!(poll, Poll::Ready(Some(Err(_)))) {
             this.done();
         }
         poll
