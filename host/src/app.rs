@@ -1017,7 +1017,15 @@ struct ServerSpan {
     /// The `traceresponse` header (W3C Trace Context Level 2).
     traceresponse: String,
     status: u16,
+    /// Ended by [`ServerSpan::end`] or [`ServerSpan::fail`] (else by its
+    /// drop: the request was cancelled).
+    ended: bool,
 }
+
+/// `error.type` of a request whose task was cancelled before it ended:
+/// the client disconnected before the guest answered (or the host stopped
+/// past its shutdown grace). The guest itself finishes on its own.
+pub const REQUEST_CANCELLED: &str = "RequestCancelled";
 
 impl ServerSpan {
     /// Open the SERVER span of `request`, continuing the caller's trace
@@ -1106,6 +1114,7 @@ impl ServerSpan {
             metrics,
             traceresponse,
             status: 0,
+            ended: false,
         };
         (server, trace)
     }
@@ -1167,6 +1176,7 @@ impl ServerSpan {
     /// End the span: its `http.route`, then the guest's attributes (the
     /// host's own come first). Ending again does nothing.
     fn end_span(&mut self) {
+        self.ended = true;
         if let Some(route) = self.route.take() {
             self.span.set_attribute(KeyValue::new("http.route", route));
         }
@@ -1246,6 +1256,14 @@ impl ServerSpan {
 /// host shut down) still ends with its `http.route`.
 impl Drop for ServerSpan {
     fn drop(&mut self) {
+        if !self.ended {
+            // Cancelled before an answer went out: the span and the
+            // duration metric say so (HTTP semantic conventions: a request
+            // that ends without a status has an `error.type`).
+            self.span
+                .set_attribute(KeyValue::new("error.type", REQUEST_CANCELLED));
+            self.metrics.cancelled();
+        }
         self.end_span();
     }
 }
@@ -1296,6 +1314,15 @@ impl RequestMetrics {
     }
 
     /// The response status, and `error.type` when the request failed.
+    /// The request was cancelled before it ended: `error.type` without a
+    /// status code, unless one was recorded.
+    fn cancelled(&mut self) {
+        if !self.attrs.iter().any(|kv| kv.key.as_str() == "error.type") {
+            self.attrs
+                .push(KeyValue::new("error.type", REQUEST_CANCELLED));
+        }
+    }
+
     fn status(&mut self, status: u16, error_type: Option<String>) {
         self.attrs
             .retain(|kv| !matches!(kv.key.as_str(), "http.response.status_code" | "error.type"));

@@ -190,6 +190,13 @@ async fn a_client_that_leaves_does_not_stop_the_guest_halfway() {
             .attributes
             .contains_key("polytrace.span.auto_ended")
     );
+    // The SERVER span says the request ended without an answer.
+    let server = spans
+        .iter()
+        .find(|s| s.kind == KIND_SERVER)
+        .expect("the SERVER span");
+    assert_eq!(server.attributes["error.type"], "RequestCancelled");
+    assert!(server.attr("http.response.status_code").is_none());
     // And its instance went back to the pool: the next request is its second.
     let served = get(&host.url("/faults/served")).await;
     assert_eq!(served.json()["served"], 2, "{}", served.body);
