@@ -45,7 +45,8 @@ struct Cli {
     /// Instances alive at once (requests in flight, in-process calls
     /// included); beyond it requests are answered 503.
     #[arg(long, global = true, env = "POLYTRACE_MAX_INSTANCES",
-          default_value_t = polytrace::runtime::DEFAULT_MAX_INSTANCES)]
+          default_value_t = polytrace::runtime::DEFAULT_MAX_INSTANCES,
+          value_parser = clap::value_parser!(u32).range(1..))]
     max_instances: u32,
     /// Connections open at once on each listener (the app's, a
     /// component's own, the viewer's); past it a client gets a 503.

@@ -451,7 +451,7 @@ impl Manifest {
             );
         }
         validate_telemetry(&raw.telemetry)
-            .map_err(|m| problem(Location::default(), None, m))
+            .map_err(|(key, m)| problem(telemetry_location(text, key), None, m))
             .ok();
 
         let mut components: Vec<Component> = Vec::new();
@@ -553,7 +553,26 @@ impl Manifest {
                 };
             }
             let listen = c.listen.as_ref().and_then(|l| match l.get_ref().parse() {
-                Ok(addr) => Some(addr),
+                Ok(addr) => {
+                    // Port 0 is a fresh port each time; any other can be
+                    // bound once.
+                    let addr: std::net::SocketAddr = addr;
+                    if let Some(other) = components
+                        .iter()
+                        .find(|o| addr.port() != 0 && o.listen == Some(addr))
+                    {
+                        problem(
+                            at(l.span()),
+                            Some(&id),
+                            format!(
+                                "`listen` = `{addr}` is already the listener of component `{}`: \
+                                 each component's own listener needs an address of its own",
+                                other.id
+                            ),
+                        );
+                    }
+                    Some(addr)
+                }
                 Err(_) => {
                     problem(
                         at(l.span()),
@@ -728,9 +747,12 @@ fn validate_id(id: &str) -> Result<(), String> {
     }
 }
 
-fn validate_telemetry(t: &TelemetryConfig) -> Result<(), String> {
+/// The `[telemetry]` values that are not what they may be: the key of the
+/// first wrong one and what is wrong with it.
+fn validate_telemetry(t: &TelemetryConfig) -> Result<(), (&'static str, String)> {
     if let Some(e) = &t.exporter {
-        crate::telemetry::config::parse_exporters(e).map_err(|m| format!("[telemetry] {m}"))?;
+        crate::telemetry::config::parse_exporters(e)
+            .map_err(|m| ("exporter", format!("[telemetry] {m}")))?;
     }
     for (key, value) in [
         ("metrics_exporter", &t.metrics_exporter),
@@ -738,17 +760,44 @@ fn validate_telemetry(t: &TelemetryConfig) -> Result<(), String> {
     ] {
         if let Some(v) = value {
             crate::telemetry::config::parse_signal_exporter(v)
-                .map_err(|m| format!("[telemetry] {key}: {m}"))?;
+                .map_err(|m| (key, format!("[telemetry] {key}: {m}")))?;
         }
     }
     if let Some(p) = &t.protocol
         && !matches!(p.as_str(), "grpc" | "http/protobuf")
     {
-        return Err(format!(
-            "[telemetry] protocol `{p}`: use `http/protobuf` or `grpc`"
+        return Err((
+            "protocol",
+            format!("[telemetry] protocol `{p}`: use `http/protobuf` or `grpc`"),
         ));
     }
     Ok(())
+}
+
+/// Where `key` of the `[telemetry]` table is written in `text` (the
+/// table's header when the key is not found on a line of its own; the
+/// first line when there is no such header either).
+fn telemetry_location(text: &str, key: &str) -> Location {
+    let mut offset = 0;
+    let mut in_table = false;
+    let mut header = None;
+    for line in text.split_inclusive('\n') {
+        let trimmed = line.trim_start();
+        if trimmed.starts_with('[') {
+            in_table = trimmed.starts_with("[telemetry]");
+            if in_table {
+                header = Some(offset + line.len() - trimmed.len());
+            }
+        } else if in_table
+            && trimmed
+                .strip_prefix(key)
+                .is_some_and(|rest| rest.trim_start().starts_with('='))
+        {
+            return location(text, offset + line.len() - trimmed.len());
+        }
+        offset += line.len();
+    }
+    header.map_or(Location { line: 1, column: 1 }, |h| location(text, h))
 }
 
 fn location(text: &str, offset: usize) -> Location {
@@ -1015,6 +1064,40 @@ limits = { memory_mb = 0 }
         assert_eq!(err.0.len(), 2);
         assert!(err.0[0].message.contains("duplicate component id"));
         assert!(err.0[1].message.contains("already served by component `a`"));
+    }
+
+    #[test]
+    fn a_wrong_telemetry_value_is_located_at_its_key() {
+        let err = parse(
+            "app = \"x\"\n[telemetry]\nprotocol = \"grpc\"\n  exporter = \"carrier-pigeon\"\n\
+             [[component]]\nid = \"a\"\nsource = \"a.wasm\"\nroute = \"/\"\n",
+        )
+        .unwrap_err();
+        assert_eq!(err.0.len(), 1);
+        assert!(err.0[0].message.contains("carrier-pigeon"));
+        assert_eq!((err.0[0].location.line, err.0[0].location.column), (4, 3));
+    }
+
+    #[test]
+    fn two_components_cannot_share_a_listen_address() {
+        let err = parse(
+            "app = \"x\"\n[[component]]\nid = \"a\"\nsource = \"a.wasm\"\nlisten = \"127.0.0.1:8081\"\n\
+             [[component]]\nid = \"b\"\nsource = \"b.wasm\"\nlisten = \"127.0.0.1:8081\"\n",
+        )
+        .unwrap_err();
+        assert_eq!(err.0.len(), 1);
+        assert!(
+            err.0[0]
+                .message
+                .contains("already the listener of component `a`")
+        );
+        assert_eq!(err.0[0].location.line, 9);
+        // Port 0: a fresh port for each.
+        parse(
+            "app = \"x\"\n[[component]]\nid = \"a\"\nsource = \"a.wasm\"\nlisten = \"127.0.0.1:0\"\n\
+             [[component]]\nid = \"b\"\nsource = \"b.wasm\"\nlisten = \"127.0.0.1:0\"\n",
+        )
+        .unwrap();
     }
 
     #[test]
