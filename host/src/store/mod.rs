@@ -298,7 +298,16 @@ impl Store {
                 let conn = Connection::open(path).map_err(|e| {
                     anyhow::anyhow!("trace store: cannot open {}: {e}", path.display())
                 })?;
-                conn.pragma_update(None, "journal_mode", "WAL")?;
+                // The first statement that reads the file: a file that is
+                // not a SQLite database fails here.
+                conn.pragma_update(None, "journal_mode", "WAL")
+                    .map_err(|e| {
+                        anyhow::anyhow!(
+                            "trace store: cannot use {} as the store ({e}); pass --store with \
+                             another file, `memory` or `none`",
+                            path.display()
+                        )
+                    })?;
                 conn.pragma_update(None, "synchronous", "NORMAL")?;
                 // Checkpoint the WAL at half its budget (16 MiB for the
                 // default size, instead of SQLite's 4 MiB: fewer copies of
@@ -733,6 +742,25 @@ mod tests {
         assert_eq!(newest, now - 1000 + 20);
         assert!(store.stats.expired.load(Ordering::Relaxed) > 0);
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_store_is_named_and_left_alone() {
+        let path =
+            std::env::temp_dir().join(format!("polytrace-not-a-store-{}", std::process::id()));
+        let text = "root:x:0:0:root:/root:/bin/bash\n".repeat(100);
+        std::fs::write(&path, &text).unwrap();
+        let err = Store::open(StoreConfig {
+            path: Some(path.clone()),
+            ..Default::default()
+        })
+        .err()
+        .expect("refused");
+        let message = format!("{err:#}");
+        assert!(message.contains(&path.display().to_string()), "{message}");
+        assert!(message.contains("--store"), "{message}");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), text);
+        std::fs::remove_file(&path).unwrap();
     }
 
     #[test]
