@@ -1313,7 +1313,6 @@ impl RequestMetrics {
         self.attrs.push(KeyValue::new("http.route", route));
     }
 
-    /// The response status, and `error.type` when the request failed.
     /// The request was cancelled before it ended: `error.type` without a
     /// status code, unless one was recorded.
     fn cancelled(&mut self) {
@@ -1323,6 +1322,7 @@ impl RequestMetrics {
         }
     }
 
+    /// The response status, and `error.type` when the request failed.
     fn status(&mut self, status: u16, error_type: Option<String>) {
         self.attrs
             .retain(|kv| !matches!(kv.key.as_str(), "http.response.status_code" | "error.type"));

@@ -410,8 +410,9 @@ where
         activity.in_service.fetch_add(1, Ordering::AcqRel);
         let busy = Busy(activity.clone());
         let arrival = BodyArrival::default();
-        let mut req =
-            req.map(|body| Counted::new(body, &activity, Count::Receiving).noting_end_in(&arrival));
+        let mut req = req.map(|body| {
+            Counted::new(body, &activity, Count::Receiving).noting_arrival_in(&arrival)
+        });
         req.extensions_mut().insert(arrival);
         let fut = self.inner.call(req);
         Box::pin(async move {
@@ -484,7 +485,7 @@ impl<B: hyper::body::Body> Counted<B> {
     }
 
     /// Note in `arrival` how reads of the body go, and when it has ended.
-    fn noting_end_in(mut self, arrival: &BodyArrival) -> Counted<B> {
+    fn noting_arrival_in(mut self, arrival: &BodyArrival) -> Counted<B> {
         if self.body.is_end_stream() {
             arrival.0.whole.store(true, Ordering::Release);
         } else {
