@@ -552,11 +552,10 @@ impl Manifest {
                     }
                 };
             }
-            let listen = c.listen.as_ref().and_then(|l| match l.get_ref().parse() {
+            let listen = c.listen.as_ref().and_then(|l| match l.get_ref().parse::<std::net::SocketAddr>() {
                 Ok(addr) => {
                     // Port 0 is a fresh port each time; any other can be
                     // bound once.
-                    let addr: std::net::SocketAddr = addr;
                     if let Some(other) = components
                         .iter()
                         .find(|o| addr.port() != 0 && o.listen == Some(addr))
