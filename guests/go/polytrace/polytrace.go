@@ -394,9 +394,9 @@ func appendAttributes(ops []byte, attrs []Attribute) []byte {
 		case types.Value_F64:
 			ops = binary.LittleEndian.AppendUint64(append(ops, 3), math.Float64bits(a.Value.F64()))
 		default:
-			batch := opBuffer{ops: ops}
-			batch.value(a.Value)
-			ops = batch.ops
+			arrays := opBuffer{ops: ops}
+			arrays.value(a.Value)
+			ops = arrays.ops
 		}
 	}
 	return ops
