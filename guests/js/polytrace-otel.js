@@ -42,19 +42,15 @@ import {
   trace as traceApi,
 } from '@opentelemetry/api';
 import * as polytrace from './polytrace.js';
-
-const KIND_NAMES = {
-  [SpanKind.INTERNAL]: 'internal',
-  [SpanKind.SERVER]: 'server',
-  [SpanKind.CLIENT]: 'client',
-  [SpanKind.PRODUCER]: 'producer',
-  [SpanKind.CONSUMER]: 'consumer',
-};
+// The span operations, bound directly (a span's start and end run them).
+import { _contextOf, _endOp, _eventOp, _exceptionOp, _isRecording, _op, _startOp } from './polytrace.js';
 
 // Spans this module started and has not ended, oldest first: the host makes
 // the innermost of them current, so a span whose parent is that one (or,
 // with none open, the SERVER span) needs no explicit parent.
 const open = [];
+// The context a request's handler starts in (its SERVER span's).
+let requestContext;
 
 function fromHost(cx) {
   if (!cx) return { traceId: '00000000000000000000000000000000', spanId: '0000000000000000', traceFlags: 0 };
@@ -77,19 +73,30 @@ function toHost(sc) {
   };
 }
 
-/** A span made through the API: a polytrace.js span with the API's
- * interface (one object per span: the SDK's own, its methods that differ
- * from the API's overridden). */
-class ApiSpan extends polytrace.Span {
-  constructor(name, attrs, options) {
-    super(name, attrs, options);
+const KIND_CODES = {
+  [SpanKind.INTERNAL]: 0,
+  [SpanKind.SERVER]: 1,
+  [SpanKind.CLIENT]: 2,
+  [SpanKind.PRODUCER]: 3,
+  [SpanKind.CONSUMER]: 4,
+};
+
+/** A span made through the API: recorded by polytrace.js's span operations
+ * exactly as its `Span` records one, with the API's interface. */
+class ApiSpan {
+  constructor(name, attrs, kind, parent) {
+    this._h = _startOp(name, attrs, kind, parent); // undefined once ended
+    this._last = undefined;
     this._context = undefined;
     open.push(this);
   }
 
   _hostContext() {
     // Asked for once; after the end the host still knows recent spans.
-    if (this._context === undefined) this._context = this.context;
+    if (this._context === undefined) {
+      const handle = this._h ?? this._last;
+      this._context = handle === undefined ? undefined : _contextOf(handle);
+    }
     return this._context;
   }
 
@@ -98,18 +105,21 @@ class ApiSpan extends polytrace.Span {
   }
 
   setAttribute(key, value) {
-    if (value !== undefined && value !== null) super.setAttribute(key, value);
+    if (this._h !== undefined && value !== undefined && value !== null) _op([3, this._h, { [key]: value }]);
     return this;
   }
 
   setAttributes(attributes) {
-    return super.setAttributes(attributes ?? {});
+    if (this._h !== undefined) _op([3, this._h, attributes ?? {}]);
+    return this;
   }
 
   addEvent(name, attributesOrTime) {
+    if (this._h === undefined) return this;
     const attrs = attributesOrTime && typeof attributesOrTime === 'object' && !Array.isArray(attributesOrTime)
       && !(attributesOrTime instanceof Date) ? attributesOrTime : {};
-    return super.addEvent(name, attrs);
+    _eventOp(this._h, name, attrs);
+    return this;
   }
 
   addLink() {
@@ -121,25 +131,38 @@ class ApiSpan extends polytrace.Span {
   }
 
   setStatus(status) {
-    if (status?.code === SpanStatusCode.ERROR) super.setStatus('error', status.message ?? '');
-    else if (status?.code === SpanStatusCode.OK) super.setStatus('ok');
+    if (this._h === undefined) return this;
+    if (status?.code === SpanStatusCode.ERROR) _op([6, this._h, 2, String(status.message ?? '')]);
+    else if (status?.code === SpanStatusCode.OK) _op([6, this._h, 1, '']);
     return this;
   }
 
+  updateName(name) {
+    if (this._h !== undefined) _op([7, this._h, String(name)]);
+    return this;
+  }
+
+  isRecording() {
+    return this._h !== undefined && _isRecording(this._h);
+  }
+
+  recordException(exception) {
+    // The API's users set the status themselves (setStatus).
+    if (this._h !== undefined) _exceptionOp(this._h, exception, false);
+  }
+
   end() {
-    if (this._h === undefined) return;
+    const handle = this._h;
+    if (handle === undefined) return;
+    this._h = undefined;
+    this._last = handle;
     // Spans mostly end innermost first.
     if (open[open.length - 1] === this) open.pop();
     else {
       const i = open.lastIndexOf(this);
       if (i >= 0) open.splice(i, 1);
     }
-    super.end();
-  }
-
-  recordException(exception) {
-    // The API's users set the status themselves (setStatus).
-    super.recordException(exception, { setStatus: false });
+    _endOp(handle);
   }
 }
 
@@ -195,12 +218,17 @@ class Tracer {
   startSpan(name, options, ctx) {
     // The manager is the global one (the API refuses a second), asked
     // directly: this runs for every span.
-    const parent = traceApi.getSpan(ctx ?? manager.active());
-    const kind = options?.kind === undefined ? 'internal' : KIND_NAMES[options.kind] ?? 'internal';
+    const active = ctx ?? manager.active();
+    const kind = options?.kind === undefined ? 0 : KIND_CODES[options.kind] ?? 0;
     const attrs = options?.attributes ?? {};
-    if (hostCurrentIs(parent)) return new ApiSpan(name, attrs, { kind });
+    // The request's own context with no API span open: the parent is the
+    // SERVER span, the host's current span (the common case, told without
+    // reading the context).
+    if (active === requestContext && open.length === 0) return new ApiSpan(name, attrs, kind, undefined);
+    const parent = traceApi.getSpan(active);
+    if (hostCurrentIs(parent)) return new ApiSpan(name, attrs, kind, undefined);
     const cx = parent instanceof ApiSpan ? parent._hostContext() : toHost(parent.spanContext());
-    return new ApiSpan(name, attrs, { kind, parent: cx });
+    return new ApiSpan(name, attrs, kind, cx);
   }
 
   startActiveSpan(name, ...args) {
@@ -409,5 +437,6 @@ polytrace.onRequest((request, run) => {
   }
   let ctx = propagationApi.extract(ROOT_CONTEXT, headers);
   ctx = traceApi.setSpan(ctx, new ServerSpan(polytrace.currentSpanContext()));
+  requestContext = ctx;
   return contextApi.with(ctx, run);
 });
