@@ -317,15 +317,7 @@ async fn sigterm_lets_requests_in_flight_finish() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_backend_that_never_answers_never_slows_a_request() {
-    // A black hole: accepts connections, reads nothing, answers nothing.
-    let hole = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = hole.local_addr().unwrap();
-    tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((conn, _)) = hole.accept().await {
-            held.push(conn);
-        }
-    });
+    let addr = black_hole().await;
     let dir = scratch_dir("black-hole");
     std::fs::write(dir.join("polytrace.toml"), hello_manifest()).unwrap();
     let host = Polytrace::start(
@@ -340,19 +332,91 @@ async fn a_backend_that_never_answers_never_slows_a_request() {
             ("OTEL_BSP_SCHEDULE_DELAY".into(), "50".into()),
         ],
     );
-    // While the exporter waits on the black hole, the small queue overflows;
-    // every request is still answered.
+    // While the exports wait on the black hole, the export stage fills up
+    // and later batches are not exported; every request is still answered.
     for _ in 0..30 {
         assert_eq!(get(&host.url("/hello/x")).await.status, 200);
     }
     tokio::time::sleep(std::time::Duration::from_millis(400)).await;
     let (code, log) = host.terminate();
     assert_eq!(code, Some(0), "{log}");
-    assert!(log.contains("export queue full"), "{log}");
+    assert!(log.contains("slower than they come"), "{log}");
     assert!(log.contains("span export failed"), "{log}");
     let stopped = log.lines().find(|l| l.contains("stopped")).unwrap();
     assert!(
         stopped.contains("exported=0") && stopped.contains("dropped=60"),
+        "{stopped}"
+    );
+}
+
+/// A listener that accepts connections and never reads or answers.
+async fn black_hole() -> std::net::SocketAddr {
+    let hole = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = hole.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((conn, _)) = hole.accept().await {
+            held.push(conn);
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backend_that_never_answers_costs_neither_the_console_nor_the_trace_store() {
+    // Exports hang for 2 s each; every printed line still reaches the
+    // console and every span the viewer's store well before that, since
+    // neither waits for the backend.
+    let addr = black_hole().await;
+    let dir = scratch_dir("black-hole-local");
+    std::fs::write(
+        dir.join("polytrace.toml"),
+        format!(
+            "app = \"x\"\n[[component]]\nid = \"faults\"\nsource = \"{}\"\nroute = \"/faults/...\"\n",
+            component("faults").display()
+        ),
+    )
+    .unwrap();
+    let host = Polytrace::start(
+        &dir,
+        &[
+            (
+                "OTEL_EXPORTER_OTLP_ENDPOINT".into(),
+                format!("http://{addr}"),
+            ),
+            ("OTEL_EXPORTER_OTLP_TIMEOUT".into(), "2000".into()),
+            // Small batches: many exports, most of them past what the
+            // export stage holds.
+            ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE".into(), "8".into()),
+            ("OTEL_BLRP_MAX_EXPORT_BATCH_SIZE".into(), "8".into()),
+            ("OTEL_BSP_SCHEDULE_DELAY".into(), "50".into()),
+            ("OTEL_BLRP_SCHEDULE_DELAY".into(), "50".into()),
+        ],
+    );
+    let requests = 100;
+    for _ in 0..requests {
+        assert_eq!(get(&host.url("/faults/print")).await.status, 200);
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(1500);
+    let (mut printed, mut stored) = (0, 0);
+    while std::time::Instant::now() < deadline {
+        printed = host.stdout().matches("inside the span").count();
+        let search = get(&host.ui_url("/api/traces?service=faults&limit=1000")).await;
+        stored = search.json()["data"].as_array().map_or(0, |t| t.len());
+        if printed == requests && stored == requests {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(printed, requests, "lines printed on the console");
+    assert_eq!(stored, requests, "traces in the viewer's store");
+    let (code, log) = host.terminate();
+    assert_eq!(code, Some(0), "{log}");
+    assert!(log.contains("slower than they come"), "{log}");
+    // Two spans a request, none exported, each counted once.
+    let stopped = log.lines().find(|l| l.contains("stopped")).unwrap();
+    assert!(
+        stopped.contains("exported=0") && stopped.contains(&format!("dropped={}", 2 * requests)),
         "{stopped}"
     );
 }

@@ -222,7 +222,11 @@ async fn an_untrusted_server_is_a_named_counted_failure() {
             assert_eq!(get(&host.url("/faults/print")).await.status, 200);
         }
         let endpoint = format!("endpoint=\"{}", receiver.endpoint(protocol));
-        let log = wait_log(&host, &["span export failed", "spans dropped", &endpoint]).await;
+        let log = wait_log(
+            &host,
+            &["span export failed", "spans not exported", &endpoint],
+        )
+        .await;
         let line = log
             .lines()
             .find(|l| l.contains("span export failed"))

@@ -6,11 +6,25 @@
 //! short lock, and signals the worker only when a full batch is waiting.
 //! When the queue is full the push fails and the caller counts the drop.
 //! The worker drains on that signal, every `delay`, and on a flush request.
+//!
+//! The worker only delivers what stays in the host (the console, the
+//! embedded store) and hands each batch's network export to an export stage
+//! of its own ([`ExportStage`]): at most [`MAX_CONCURRENT_EXPORTS`] in
+//! flight and a few more waiting; past that, a batch is not exported
+//! (counted), so a backend that is slow, hangs or is down costs exported
+//! batches, never the console's lines or the viewer's spans.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::sync::{Notify, mpsc, oneshot};
+
+/// Exports of one signal that may be in flight at once. Each waits at most
+/// `OTEL_EXPORTER_OTLP_TIMEOUT`, so a backend 200 ms away still takes
+/// 4 × 512 items every 200 ms.
+pub const MAX_CONCURRENT_EXPORTS: usize = 4;
 
 /// Items of every component, waiting for the worker.
 #[derive(Debug)]
@@ -60,17 +74,103 @@ impl<T> BatchQueue<T> {
     }
 }
 
+/// One batch's network export, as a worker hands it to the export stage.
+pub struct Export {
+    /// The export itself; it accounts for its own outcome (exported, or
+    /// failed and counted).
+    pub send: Pin<Box<dyn Future<Output = ()> + Send>>,
+    /// Called instead of `send` when the export stage already holds as many
+    /// batches as it may (the backend takes them slower than they come).
+    pub skipped: Box<dyn FnOnce() + Send>,
+}
+
 /// What a worker does with the batches it cuts.
 pub trait Batches<T> {
     /// Called before each drain (to report drops, say).
     fn before_drain(&mut self) {}
 
-    /// Hand one batch of component `index` to its exporters.
-    fn export(&mut self, index: usize, batch: Vec<T>) -> impl Future<Output = ()> + Send;
+    /// Deliver one batch of component `index` where the host keeps or shows
+    /// it (console, store) and return its network export, if it has one.
+    /// Runs on the worker between batches: must not wait.
+    fn deliver(&mut self, index: usize, batch: Vec<T>) -> Option<Export>;
 }
 
 /// A flush request: answered once everything queued before it is exported.
 pub type FlushRequest = oneshot::Sender<()>;
+
+enum Job {
+    Export(Export),
+    /// Answered when every export handed over before it has finished.
+    Barrier(FlushRequest),
+}
+
+/// The exports of one worker: run on their own task, [`MAX_CONCURRENT_EXPORTS`]
+/// at once, at most `waiting` more held; past that, skipped.
+pub struct ExportStage {
+    jobs: mpsc::UnboundedSender<Job>,
+    /// Exports handed over and not yet started.
+    waiting: std::sync::Arc<AtomicUsize>,
+    max_waiting: usize,
+}
+
+impl ExportStage {
+    /// Start the stage's task (within a tokio runtime). `max_waiting`: how
+    /// many exports may wait for a free slot (at least 1).
+    pub fn start(max_waiting: usize, concurrency: usize) -> ExportStage {
+        let (jobs, rx) = mpsc::unbounded_channel();
+        let waiting = std::sync::Arc::new(AtomicUsize::new(0));
+        tokio::spawn(run_exports(rx, waiting.clone(), concurrency.max(1)));
+        ExportStage {
+            jobs,
+            waiting,
+            max_waiting: max_waiting.max(1),
+        }
+    }
+
+    /// Hand `export` over; never waits. Skipped when the stage is full.
+    pub fn submit(&self, export: Export) {
+        if self.waiting.load(Ordering::Acquire) >= self.max_waiting {
+            (export.skipped)();
+            return;
+        }
+        self.waiting.fetch_add(1, Ordering::AcqRel);
+        if let Err(mpsc::error::SendError(Job::Export(export))) =
+            self.jobs.send(Job::Export(export))
+        {
+            self.waiting.fetch_sub(1, Ordering::AcqRel);
+            (export.skipped)();
+        }
+    }
+
+    /// Answer `done` once every export handed over so far has finished.
+    pub fn barrier(&self, done: FlushRequest) {
+        let _ = self.jobs.send(Job::Barrier(done));
+    }
+}
+
+async fn run_exports(
+    mut jobs: mpsc::UnboundedReceiver<Job>,
+    waiting: std::sync::Arc<AtomicUsize>,
+    concurrency: usize,
+) {
+    let mut running = tokio::task::JoinSet::new();
+    while let Some(job) = jobs.recv().await {
+        match job {
+            Job::Export(export) => {
+                while running.len() >= concurrency {
+                    let _ = running.join_next().await;
+                }
+                waiting.fetch_sub(1, Ordering::AcqRel);
+                running.spawn(export.send);
+            }
+            Job::Barrier(done) => {
+                while running.join_next().await.is_some() {}
+                let _ = done.send(());
+            }
+        }
+    }
+    while running.join_next().await.is_some() {}
+}
 
 /// The worker: runs until every flush sender is gone.
 pub async fn run<T, B: Batches<T>>(
@@ -82,6 +182,17 @@ pub async fn run<T, B: Batches<T>>(
 ) {
     let delay = delay.max(Duration::from_millis(1));
     let batch_size = queue.max_export_batch_size;
+    // Batches waiting for the backend: as many as the queue holds, at most
+    // as many as may be in flight (the memory of twice the queue, at most).
+    let exports = ExportStage::start(
+        (queue.max_queue_size / batch_size).min(MAX_CONCURRENT_EXPORTS),
+        MAX_CONCURRENT_EXPORTS,
+    );
+    let deliver = |sink: &mut B, i: usize, batch: Vec<T>| {
+        if let Some(export) = sink.deliver(i, batch) {
+            exports.submit(export);
+        }
+    };
     let mut batches: Vec<Vec<T>> = (0..components).map(|_| Vec::new()).collect();
     // When the partial batches go next: every `delay`, whatever the load.
     let mut next_due = tokio::time::Instant::now() + delay;
@@ -121,7 +232,7 @@ pub async fn run<T, B: Batches<T>>(
             for (i, item) in taken {
                 batches[i].push(item);
                 if batches[i].len() >= batch_size {
-                    sink.export(i, std::mem::take(&mut batches[i])).await;
+                    deliver(&mut sink, i, std::mem::take(&mut batches[i]));
                 }
             }
             let due = tokio::time::Instant::now() >= next_due;
@@ -132,14 +243,14 @@ pub async fn run<T, B: Batches<T>>(
         if flushed.is_some() || tokio::time::Instant::now() >= next_due {
             for (i, batch) in batches.iter_mut().enumerate() {
                 if !batch.is_empty() {
-                    sink.export(i, std::mem::take(batch)).await;
+                    deliver(&mut sink, i, std::mem::take(batch));
                 }
             }
             next_due = tokio::time::Instant::now() + delay;
         }
         more = left >= batch_size;
         if let Some(done) = flushed {
-            let _ = done.send(());
+            exports.barrier(done);
         }
     }
 }
@@ -161,15 +272,16 @@ pub async fn flush(tx: &mpsc::Sender<FlushRequest>, timeout: Duration) -> bool {
 mod tests {
     use super::*;
     use std::sync::Arc;
+    use std::sync::atomic::AtomicUsize;
 
     type Seen = Arc<Mutex<Vec<(usize, Vec<u32>)>>>;
 
     struct Collect(Seen);
 
     impl Batches<u32> for Collect {
-        fn export(&mut self, index: usize, batch: Vec<u32>) -> impl Future<Output = ()> + Send {
+        fn deliver(&mut self, index: usize, batch: Vec<u32>) -> Option<Export> {
             self.0.lock().unwrap().push((index, batch));
-            async {}
+            None
         }
     }
 
@@ -230,14 +342,94 @@ mod tests {
         );
     }
 
-    /// A sink that takes a while per export, as a network exporter does.
-    struct Slow(Seen);
+    /// A sink whose exports take `export_time` each, as a network exporter's
+    /// do, counting the exports finished and skipped.
+    struct Slow {
+        seen: Seen,
+        export_time: Duration,
+        exported: Arc<AtomicUsize>,
+        skipped: Arc<AtomicUsize>,
+    }
+
+    impl Slow {
+        fn new(seen: &Seen, export_time: Duration) -> Slow {
+            Slow {
+                seen: seen.clone(),
+                export_time,
+                exported: Arc::default(),
+                skipped: Arc::default(),
+            }
+        }
+    }
 
     impl Batches<u32> for Slow {
-        fn export(&mut self, index: usize, batch: Vec<u32>) -> impl Future<Output = ()> + Send {
-            self.0.lock().unwrap().push((index, batch));
-            tokio::time::sleep(Duration::from_millis(5))
+        fn deliver(&mut self, index: usize, batch: Vec<u32>) -> Option<Export> {
+            self.seen.lock().unwrap().push((index, batch));
+            let (exported, skipped) = (self.exported.clone(), self.skipped.clone());
+            let export_time = self.export_time;
+            Some(Export {
+                send: Box::pin(async move {
+                    tokio::time::sleep(export_time).await;
+                    exported.fetch_add(1, Ordering::SeqCst);
+                }),
+                skipped: Box::new(move || {
+                    skipped.fetch_add(1, Ordering::SeqCst);
+                }),
+            })
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_backend_that_never_answers_holds_back_no_delivery() {
+        // Exports that take an hour: the worker still delivers every batch
+        // (console, store) at once; the export stage holds its limit of
+        // them and skips the rest.
+        let queue = Arc::new(BatchQueue::new(8, 2));
+        let seen: Seen = Arc::new(Mutex::new(Vec::new()));
+        let sink = Slow::new(&seen, Duration::from_secs(3600));
+        let skipped = sink.skipped.clone();
+        let (_tx, rx) = mpsc::channel(1);
+        tokio::spawn(run(queue.clone(), 1, sink, Duration::from_secs(3600), rx));
+        let mut sent = 0u32;
+        for _ in 0..50 {
+            for _ in 0..2 {
+                assert!(
+                    queue.push(0, sent),
+                    "the worker stopped draining at item {sent}"
+                );
+                sent += 1;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let delivered: Vec<u32> = seen
+            .lock()
+            .unwrap()
+            .iter()
+            .flat_map(|(_, b)| b.clone())
+            .collect();
+        assert_eq!(delivered, (0..sent).collect::<Vec<_>>());
+        // 50 batches: 4 in flight, 8 / 2 = 4 waiting, the other 42 skipped.
+        assert_eq!(
+            skipped.load(Ordering::SeqCst),
+            50 - MAX_CONCURRENT_EXPORTS - 4
+        );
+    }
+
+    #[tokio::test]
+    async fn a_flush_waits_for_the_exports_in_flight() {
+        let queue = Arc::new(BatchQueue::new(100, 4));
+        let seen: Seen = Arc::new(Mutex::new(Vec::new()));
+        let sink = Slow::new(&seen, Duration::from_millis(200));
+        let exported = sink.exported.clone();
+        let (tx, rx) = mpsc::channel(1);
+        tokio::spawn(run(queue.clone(), 1, sink, Duration::from_secs(3600), rx));
+        for i in 0..10 {
+            assert!(queue.push(0, i));
+        }
+        assert!(flush(&tx, Duration::from_secs(5)).await);
+        // Two full batches and the partial third, all finished.
+        assert_eq!(exported.load(Ordering::SeqCst), 3);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -248,7 +440,7 @@ mod tests {
         tokio::spawn(run(
             queue.clone(),
             2,
-            Slow(seen.clone()),
+            Slow::new(&seen, Duration::from_millis(5)),
             Duration::from_millis(50),
             rx,
         ));

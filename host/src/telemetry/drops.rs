@@ -45,6 +45,17 @@ impl Throttle {
     }
 }
 
+/// A [`Throttle`] that tasks share (the export stage's, say).
+#[derive(Debug, Default)]
+pub struct SharedThrottle(std::sync::Mutex<Throttle>);
+
+impl SharedThrottle {
+    /// As [`Throttle::ready`].
+    pub fn ready(&self) -> bool {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).ready()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

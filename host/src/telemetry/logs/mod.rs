@@ -4,8 +4,9 @@
 //!
 //! Emitting never blocks a request: records go onto one bounded queue
 //! ([`batch`]); a worker on the tokio runtime batches them per component,
-//! prints what the console level asks for and hands batches to the OTLP
-//! exporters. A full queue drops the record and counts it
+//! prints what the console level asks for, hands records to the trace store
+//! and then the batches to the OTLP exporters, whose exports run on their
+//! own (a slow or absent backend never holds back the console or the store). A full queue drops the record and counts it
 //! (`polytrace.telemetry.dropped{signal="log_records"}`), so a guest that
 //! prints a million lines costs dropped records, not memory or latency.
 
@@ -13,7 +14,7 @@ pub mod console;
 pub mod host;
 pub mod stdio;
 
-use super::batch::{self, BatchQueue, Batches, FlushRequest};
+use super::batch::{self, BatchQueue, Batches, Export, FlushRequest};
 use super::config::{ConsoleLogs, Exporter, LogsSettings};
 use super::drops::Dropped;
 use opentelemetry::logs::{AnyValue, LogRecord as _, Logger as _, LoggerProvider as _, Severity};
@@ -100,7 +101,7 @@ impl Logs {
             if settings.exporter == Exporter::Otlp {
                 let mut e = super::otlp::log_exporter(settings)?;
                 e.set_resource(resource);
-                exporters.push(e);
+                exporters.push(Arc::new(e));
             }
             let provider = SdkLoggerProvider::builder()
                 .with_resource(resource.clone())
@@ -123,11 +124,14 @@ impl Logs {
         let worker = Worker {
             exporters,
             services,
-            dropped,
             console,
-            settings: settings.clone(),
-            scope: InstrumentationScope::builder("polytrace").build(),
-            failed_warning: Default::default(),
+            scope: Arc::new(InstrumentationScope::builder("polytrace").build()),
+            outcomes: Arc::new(Outcomes {
+                settings: settings.clone(),
+                dropped,
+                failed_warning: Default::default(),
+                skipped_warning: Default::default(),
+            }),
             store: store.clone(),
         };
         tokio::spawn(batch::run(
@@ -246,50 +250,86 @@ impl LogProcessor for Enqueue {
 }
 
 struct Worker {
-    exporters: Vec<opentelemetry_otlp::LogExporter>,
+    exporters: Vec<Arc<opentelemetry_otlp::LogExporter>>,
     services: Vec<String>,
-    dropped: Vec<Arc<Dropped>>,
     console: ConsoleLogs,
-    settings: LogsSettings,
-    scope: InstrumentationScope,
-    failed_warning: super::drops::Throttle,
+    scope: Arc<InstrumentationScope>,
+    outcomes: Arc<Outcomes>,
     /// The embedded store keeps the records of spans, for the viewer.
     store: Option<Arc<crate::store::Store>>,
 }
 
 impl Batches<SdkLogRecord> for Worker {
-    async fn export(&mut self, i: usize, batch: Vec<SdkLogRecord>) {
+    fn deliver(&mut self, i: usize, batch: Vec<SdkLogRecord>) -> Option<Export> {
         if let Some(min) = self.console.min_severity {
             console::print_records(&self.services[i], &batch, min, self.console.json);
         }
+        let exporter = self.exporters.get(i).cloned();
         if let Some(store) = &self.store {
+            if exporter.is_none() {
+                store.add_logs(&self.services[i], batch);
+                return None;
+            }
             store.add_logs(&self.services[i], batch.clone());
         }
-        let Some(exporter) = self.exporters.get(i) else {
-            return;
-        };
-        let data: Vec<(&SdkLogRecord, &InstrumentationScope)> =
-            batch.iter().map(|r| (r, &self.scope)).collect();
+        let exporter = exporter?;
         let n = batch.len() as u64;
-        let result = tokio::time::timeout(
-            self.settings.otlp.timeout,
-            exporter.export(LogBatch::new(&data)),
-        )
-        .await;
-        let why = match result {
-            Ok(Ok(())) => {
-                self.settings.otlp.errors.clear();
-                return;
-            }
-            Ok(Err(e)) => e.to_string(),
-            Err(_) => "timed out".to_string(),
-        };
+        let (scope, outcomes, skipped) = (
+            self.scope.clone(),
+            self.outcomes.clone(),
+            self.outcomes.clone(),
+        );
+        Some(Export {
+            send: Box::pin(async move {
+                let data: Vec<(&SdkLogRecord, &InstrumentationScope)> =
+                    batch.iter().map(|r| (r, &*scope)).collect();
+                let result = tokio::time::timeout(
+                    outcomes.settings.otlp.timeout,
+                    exporter.export(LogBatch::new(&data)),
+                )
+                .await;
+                match result {
+                    Ok(Ok(())) => outcomes.settings.otlp.errors.clear(),
+                    Ok(Err(e)) => outcomes.failed(i, n, &e.to_string()),
+                    Err(_) => outcomes.failed(i, n, "timed out"),
+                }
+            }),
+            skipped: Box::new(move || skipped.skipped(i, n)),
+        })
+    }
+}
+
+/// How log exports end, counted and said (once per 30 s each), from the
+/// export stage's tasks.
+struct Outcomes {
+    settings: LogsSettings,
+    dropped: Vec<Arc<Dropped>>,
+    failed_warning: super::drops::SharedThrottle,
+    skipped_warning: super::drops::SharedThrottle,
+}
+
+impl Outcomes {
+    fn failed(&self, i: usize, n: u64, why: &str) {
         self.dropped[i].add_log_records(n);
-        let why = self.settings.otlp.errors.explain(&why);
+        let why = self.settings.otlp.errors.explain(why);
         if self.failed_warning.ready() {
             tracing::warn!(
                 endpoint = self.settings.otlp.endpoint,
-                "log export failed ({why}); {n} records dropped. Requests are not affected"
+                "log export failed ({why}); {n} records not exported. Requests, the console \
+                 and the trace store are not affected"
+            );
+        }
+    }
+
+    fn skipped(&self, i: usize, n: u64) {
+        self.dropped[i].add_log_records(n);
+        if self.skipped_warning.ready() {
+            tracing::warn!(
+                endpoint = self.settings.otlp.endpoint,
+                "the OTLP backend takes log batches slower than they come ({} exports in \
+                 flight, each waiting up to OTEL_EXPORTER_OTLP_TIMEOUT): {n} records not \
+                 exported. Requests, the console and the trace store are not affected",
+                super::batch::MAX_CONCURRENT_EXPORTS
             );
         }
     }

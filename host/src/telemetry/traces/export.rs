@@ -3,12 +3,15 @@
 //! component's resource, so a backend sees one service per component).
 //!
 //! `on_end` never blocks and never wakes anyone for a single span (see
-//! [`batch`]). When the queue is full the span is dropped and counted. A
-//! backend that is down or slow only ever costs dropped spans.
+//! [`batch`]). When the queue is full the span is dropped and counted. The
+//! worker prints a batch (console exporter) and hands it to the embedded
+//! store before its OTLP export starts, and exports run on their own
+//! ([`batch::ExportStage`]): a backend that is down, slow or hangs only ever
+//! costs spans the backend does not get, never the console's or the store's.
 
 use super::encoded::{EncodedSpan, Scopes};
 use super::otlp_http::HttpSpanExporter;
-use crate::telemetry::batch::{self, BatchQueue, Batches, FlushRequest};
+use crate::telemetry::batch::{self, BatchQueue, Batches, Export, FlushRequest};
 use crate::telemetry::config::{Exporter, Protocol, TracesSettings};
 use crate::telemetry::drops::{Dropped, Throttle};
 use crate::telemetry::otlp;
@@ -88,7 +91,13 @@ impl SpanExport {
                 })
                 .collect(),
             settings: settings.clone(),
-            failed_warning: Throttle::default(),
+            outcomes: Arc::new(Outcomes {
+                shared: shared.clone(),
+                endpoint: settings.otlp.endpoint.clone(),
+                errors: settings.otlp.errors.clone(),
+                failed_warning: Default::default(),
+                skipped_warning: Default::default(),
+            }),
             reported_queue_full: 0,
             queue_full_warning: Throttle::default(),
         };
@@ -168,7 +177,7 @@ struct Worker {
     /// service.name of each component, for the console exporter.
     services: Vec<String>,
     settings: TracesSettings,
-    failed_warning: Throttle,
+    outcomes: Arc<Outcomes>,
     /// `queue_full` when last reported, and when.
     reported_queue_full: u64,
     queue_full_warning: Throttle,
@@ -179,7 +188,7 @@ impl Batches<EncodedSpan> for Worker {
         self.report_queue_full();
     }
 
-    async fn export(&mut self, i: usize, batch: Vec<EncodedSpan>) {
+    fn deliver(&mut self, i: usize, batch: Vec<EncodedSpan>) -> Option<Export> {
         use SpanExporter as Otlp;
         let n = batch.len() as u64;
         if self.settings.console {
@@ -188,48 +197,51 @@ impl Batches<EncodedSpan> for Worker {
                 self.shared.stats.exported.fetch_add(n, Ordering::Relaxed);
             }
         }
-        let result = match self.exporters.get_mut(i) {
-            // exporter "none": spans are made (and propagate) but go nowhere.
-            None => {
-                if let Some(store) = &self.store {
-                    store.add(&self.services[i], batch);
+        let send: std::pin::Pin<Box<dyn Future<Output = Result<(), String>> + Send>> =
+            match self.exporters.get_mut(i) {
+                // exporter "none": spans are made (and propagate) but go nowhere.
+                None => {
+                    if let Some(store) = &self.store {
+                        store.add(&self.services[i], batch);
+                    }
+                    return None;
                 }
-                return;
-            }
-            // Framed from the borrowed batch; the store then takes the batch
-            // itself while the request is in flight.
-            Some(Otlp::Http(exporter)) => {
-                let body = exporter.body(&batch, &self.shared.scopes);
-                let send = exporter.send(body);
-                if let Some(store) = &self.store {
-                    store.add(&self.services[i], batch);
+                // Framed from the borrowed batch; the store then takes the
+                // batch itself.
+                Some(Otlp::Http(exporter)) => {
+                    let body = exporter.body(&batch, &self.shared.scopes);
+                    Box::pin(exporter.send(body))
                 }
-                send.await
-            }
-            // opentelemetry-otlp's gRPC exporter takes `SpanData`.
-            Some(Otlp::Grpc(exporter)) => {
-                let scopes = &self.shared.scopes;
-                let spans = batch
-                    .iter()
-                    .map(|s| s.to_span_data(scopes.get(s.scope())))
-                    .collect();
-                if let Some(store) = &self.store {
-                    store.add(&self.services[i], batch);
+                // opentelemetry-otlp's gRPC exporter takes `SpanData`.
+                Some(Otlp::Grpc(exporter)) => {
+                    let scopes = &self.shared.scopes;
+                    let spans = batch
+                        .iter()
+                        .map(|s| s.to_span_data(scopes.get(s.scope())))
+                        .collect();
+                    let exporter = exporter.clone();
+                    let timeout = self.settings.otlp.timeout;
+                    Box::pin(async move {
+                        match tokio::time::timeout(timeout, exporter.export(spans)).await {
+                            Ok(result) => result.map_err(|e| e.to_string()),
+                            Err(_) => Err("timed out".into()),
+                        }
+                    })
                 }
-                match tokio::time::timeout(self.settings.otlp.timeout, exporter.export(spans)).await
-                {
-                    Ok(result) => result.map_err(|e| e.to_string()),
-                    Err(_) => Err("timed out".into()),
-                }
-            }
-        };
-        match result {
-            Ok(()) => {
-                self.settings.otlp.errors.clear();
-                self.shared.stats.exported.fetch_add(n, Ordering::Relaxed);
-            }
-            Err(e) => self.failed(i, n, &e),
+            };
+        if let Some(store) = &self.store {
+            store.add(&self.services[i], batch);
         }
+        let (outcomes, skipped) = (self.outcomes.clone(), self.outcomes.clone());
+        Some(Export {
+            send: Box::pin(async move {
+                match send.await {
+                    Ok(()) => outcomes.exported(n),
+                    Err(e) => outcomes.failed(i, n, &e),
+                }
+            }),
+            skipped: Box::new(move || skipped.skipped(i, n)),
+        })
     }
 }
 
@@ -241,27 +253,63 @@ impl Worker {
         if full > reported && self.queue_full_warning.ready() {
             self.reported_queue_full = full;
             tracing::warn!(
-                "export queue full: {} spans dropped ({full} in all); spans arrive faster than \
-                 {} takes them. Requests are not affected. Raise OTEL_BSP_MAX_QUEUE_SIZE ({}) \
-                 or check the backend",
+                "span queue full: {} spans dropped ({full} in all); spans end faster than the \
+                 host batches them, so neither the backend, the console nor the trace store \
+                 got them. Requests are not affected. Raise OTEL_BSP_MAX_QUEUE_SIZE ({})",
                 full - reported,
-                self.settings.otlp.endpoint,
                 self.shared.queue.max_queue_size
             );
         }
     }
+}
 
-    fn failed(&mut self, i: usize, n: u64, why: &str) {
-        self.shared.dropped[i].add_spans(n);
-        let total = self.shared.stats.dropped.fetch_add(n, Ordering::Relaxed) + n;
-        let why = self.settings.otlp.errors.explain(why);
+/// How span exports end, counted and said (once per 30 s each), from the
+/// export stage's tasks.
+struct Outcomes {
+    shared: Arc<Shared>,
+    endpoint: String,
+    errors: crate::telemetry::tls::TransportErrors,
+    failed_warning: crate::telemetry::drops::SharedThrottle,
+    skipped_warning: crate::telemetry::drops::SharedThrottle,
+}
+
+impl Outcomes {
+    fn exported(&self, n: u64) {
+        self.errors.clear();
+        self.shared.stats.exported.fetch_add(n, Ordering::Relaxed);
+    }
+
+    fn failed(&self, i: usize, n: u64, why: &str) {
+        let total = self.lost(i, n);
+        let why = self.errors.explain(why);
         if self.failed_warning.ready() {
             tracing::warn!(
-                endpoint = self.settings.otlp.endpoint,
-                "span export failed ({why}); {n} spans dropped, {total} in all. \
-                 Requests are not affected. Is the OTLP backend running?"
+                endpoint = self.endpoint,
+                "span export failed ({why}); {n} spans not exported, {total} in all. \
+                 Requests, the console and the trace store are not affected. Is the OTLP \
+                 backend running?"
             );
         }
+    }
+
+    fn skipped(&self, i: usize, n: u64) {
+        let total = self.lost(i, n);
+        if self.skipped_warning.ready() {
+            tracing::warn!(
+                endpoint = self.endpoint,
+                "the OTLP backend takes span batches slower than they come ({} exports in \
+                 flight, each waiting up to OTEL_EXPORTER_OTLP_TIMEOUT): {n} spans not \
+                 exported, {total} in all. Requests, the console and the trace store are not \
+                 affected",
+                batch::MAX_CONCURRENT_EXPORTS
+            );
+        }
+    }
+
+    /// Count `n` spans of component `i` the backend did not get; the total.
+    fn lost(&self, i: usize, n: u64) -> u64 {
+        self.shared.dropped[i].add_spans(n);
+        self.shared.stats.dropped.fetch_add(n, Ordering::Relaxed) + n
     }
 }
 
@@ -287,7 +335,7 @@ fn span_exporter(
                 otlp.timeout,
             )?))
         }
-        Protocol::Grpc => SpanExporter::Grpc(Box::new(otlp::grpc_span_exporter(otlp, resource)?)),
+        Protocol::Grpc => SpanExporter::Grpc(Arc::new(otlp::grpc_span_exporter(otlp, resource)?)),
     })
 }
 
@@ -296,7 +344,7 @@ enum SpanExporter {
     /// OTLP/HTTP with polytrace's encoder: borrows the batch.
     Http(Box<HttpSpanExporter>),
     /// OTLP/gRPC with opentelemetry-otlp: takes the batch by value.
-    Grpc(Box<opentelemetry_otlp::SpanExporter>),
+    Grpc(Arc<opentelemetry_otlp::SpanExporter>),
 }
 
 /// The [`SpanProcessor`] of one component: hands finished spans to the
