@@ -422,6 +422,85 @@ async fn a_backend_that_never_answers_costs_neither_the_console_nor_the_trace_st
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_throttled_span_export_is_retried_after_the_wait_the_backend_asks_for() {
+    use http_body_util::{BodyExt, Full};
+    // An OTLP/HTTP backend that answers the first traces export with 503
+    // and `Retry-After: 1`, and accepts every later one.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let posts = std::sync::Arc::new(std::sync::Mutex::new(Vec::<std::time::Instant>::new()));
+    let seen = posts.clone();
+    tokio::spawn(async move {
+        while let Ok((conn, _)) = listener.accept().await {
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(
+                    move |req: hyper::Request<hyper::body::Incoming>| {
+                        let seen = seen.clone();
+                        async move {
+                            let traces = req.uri().path() == "/v1/traces";
+                            let _ = req.into_body().collect().await;
+                            let first = traces && {
+                                let mut seen = seen.lock().unwrap();
+                                seen.push(std::time::Instant::now());
+                                seen.len() == 1
+                            };
+                            let response = if first {
+                                hyper::Response::builder()
+                                    .status(503)
+                                    .header("retry-after", "1")
+                            } else {
+                                hyper::Response::builder()
+                                    .status(200)
+                                    .header("content-type", "application/x-protobuf")
+                            };
+                            Ok::<_, std::convert::Infallible>(
+                                response.body(Full::new(bytes::Bytes::new())).unwrap(),
+                            )
+                        }
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(conn), service)
+                    .await;
+            });
+        }
+    });
+    let dir = scratch_dir("throttled");
+    std::fs::write(dir.join("polytrace.toml"), hello_manifest()).unwrap();
+    let host = Polytrace::start(
+        &dir,
+        &[
+            (
+                "OTEL_EXPORTER_OTLP_ENDPOINT".into(),
+                format!("http://{addr}"),
+            ),
+            ("OTEL_BSP_SCHEDULE_DELAY".into(), "50".into()),
+        ],
+    );
+    assert_eq!(get(&host.url("/hello/x")).await.status, 200);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while posts.lock().unwrap().len() < 2 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let (code, log) = host.terminate();
+    assert_eq!(code, Some(0), "{log}");
+    let posts = posts.lock().unwrap().clone();
+    assert_eq!(posts.len(), 2, "one refused export, one retry: {log}");
+    assert!(
+        posts[1] - posts[0] >= std::time::Duration::from_millis(950),
+        "retried after {:?}, before the second Retry-After asked for",
+        posts[1] - posts[0]
+    );
+    let stopped = log.lines().find(|l| l.contains("stopped")).unwrap();
+    assert!(
+        stopped.contains("exported=2") && stopped.contains("dropped=0"),
+        "{stopped}"
+    );
+    assert!(!log.contains("span export failed"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn the_console_exporter_prints_one_line_per_span() {
     let dir = scratch_dir("console");
     std::fs::write(dir.join("polytrace.toml"), hello_manifest()).unwrap();

@@ -178,37 +178,100 @@ impl HttpSpanExporter {
         gz.finish().unwrap_or(raw).into()
     }
 
-    /// Send a body made by [`HttpSpanExporter::body`]. Errors: the
-    /// transport failed, the timeout passed, or the backend answered
-    /// other than 2xx (the message has the status and the start of the
-    /// body).
+    /// Send a body made by [`HttpSpanExporter::body`], retrying what the
+    /// OTLP/HTTP specification calls retryable (429, 502, 503, 504): after
+    /// the wait the response's `Retry-After` asks for, else an exponential
+    /// backoff with jitter, while the exporter's timeout (the whole send's
+    /// budget) allows. Errors: the transport failed, the timeout passed, or
+    /// the backend answered other than 2xx (the message has the status and
+    /// the start of the body).
     pub fn send(&self, body: Bytes) -> impl Future<Output = Result<(), String>> + Send + 'static {
-        let mut request = http::Request::post(self.endpoint.clone())
-            .header(http::header::CONTENT_TYPE, "application/x-protobuf");
+        let mut headers = http::HeaderMap::new();
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/x-protobuf"),
+        );
         if self.gzip {
-            request = request.header(http::header::CONTENT_ENCODING, "gzip");
+            headers.insert(
+                http::header::CONTENT_ENCODING,
+                http::HeaderValue::from_static("gzip"),
+            );
         }
         for (k, v) in &self.headers {
-            request = request.header(k, v);
+            headers.append(k, v.clone());
         }
-        let request = request.body(body);
+        let endpoint = self.endpoint.clone();
         let client = self.client.clone();
-        let timeout = self.timeout;
+        let deadline = tokio::time::Instant::now() + self.timeout;
         async move {
-            let request = request.map_err(|e| e.to_string())?;
-            let response = tokio::time::timeout(timeout, client.send_bytes(request))
-                .await
-                .map_err(|_| "timed out".to_string())?
-                .map_err(|e| e.to_string())?;
-            if response.status().is_success() {
-                Ok(())
-            } else {
-                let body = String::from_utf8_lossy(response.body());
-                let body: String = body.chars().take(200).collect();
-                Err(format!("HTTP {}: {body}", response.status()))
+            let mut backoff = FIRST_BACKOFF;
+            loop {
+                let mut request = http::Request::new(body.clone());
+                *request.method_mut() = http::Method::POST;
+                *request.uri_mut() = endpoint.clone();
+                *request.headers_mut() = headers.clone();
+                let response = tokio::time::timeout_at(deadline, client.send_bytes(request))
+                    .await
+                    .map_err(|_| "timed out".to_string())?
+                    .map_err(|e| e.to_string())?;
+                let status = response.status();
+                if status.is_success() {
+                    return Ok(());
+                }
+                let text = String::from_utf8_lossy(response.body());
+                let failed = format!(
+                    "HTTP {status}: {}",
+                    text.chars().take(200).collect::<String>()
+                );
+                if !retryable(status) {
+                    return Err(failed);
+                }
+                let wait = retry_after(response.headers(), std::time::SystemTime::now())
+                    .unwrap_or_else(|| jittered(backoff));
+                if tokio::time::Instant::now() + wait >= deadline {
+                    return Err(format!(
+                        "{failed} (retryable, but its wait of {wait:?} is past OTEL_EXPORTER_OTLP_TIMEOUT)"
+                    ));
+                }
+                tokio::time::sleep(wait).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
             }
         }
     }
+}
+
+/// The first wait before retrying a retryable answer without `Retry-After`;
+/// doubled each time up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(500);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Whether an OTLP/HTTP answer may be retried: 429, 502, 503 and 504, the
+/// OTLP specification's retryable response codes (others are final).
+fn retryable(status: http::StatusCode) -> bool {
+    matches!(status.as_u16(), 429 | 502 | 503 | 504)
+}
+
+/// The wait a `Retry-After` header asks for (RFC 9110 §10.2.3:
+/// delay-seconds, or an HTTP-date, counted from `now`); `None` when there
+/// is none or it cannot be read.
+fn retry_after(headers: &http::HeaderMap, now: std::time::SystemTime) -> Option<Duration> {
+    let value = headers
+        .get(http::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+/// `backoff` with full jitter: a uniform wait between half of it and all of
+/// it, so exporters that failed together do not retry together.
+fn jittered(backoff: Duration) -> Duration {
+    let half = backoff / 2;
+    half + half.mul_f64(fastrand::f64())
 }
 
 #[cfg(test)]
@@ -220,6 +283,44 @@ mod tests {
     use opentelemetry_proto::transform::common::tonic::ResourceAttributesWithSchema;
     use opentelemetry_proto::transform::trace::tonic::group_spans_by_resource_and_scope;
     use opentelemetry_sdk::trace::SpanData;
+
+    #[test]
+    fn retryable_answers_and_the_wait_they_ask_for() {
+        use http::StatusCode;
+        for code in [429, 502, 503, 504] {
+            assert!(retryable(StatusCode::from_u16(code).unwrap()), "{code}");
+        }
+        for code in [400, 401, 404, 408, 413, 500, 501] {
+            assert!(!retryable(StatusCode::from_u16(code).unwrap()), "{code}");
+        }
+        let now = std::time::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let with = |v: &str| {
+            let mut h = http::HeaderMap::new();
+            h.insert(
+                http::header::RETRY_AFTER,
+                http::HeaderValue::from_str(v).unwrap(),
+            );
+            retry_after(&h, now)
+        };
+        assert_eq!(with("7"), Some(Duration::from_secs(7)));
+        assert_eq!(with(" 0 "), Some(Duration::ZERO));
+        // 2023-11-14T22:13:20Z is `now`; an HTTP-date 90 s later, and one past.
+        assert_eq!(
+            with("Tue, 14 Nov 2023 22:14:50 GMT"),
+            Some(Duration::from_secs(90))
+        );
+        assert_eq!(with("Tue, 14 Nov 2023 22:00:00 GMT"), Some(Duration::ZERO));
+        assert_eq!(with("soon"), None);
+        assert_eq!(with("-3"), None);
+        assert_eq!(retry_after(&http::HeaderMap::new(), now), None);
+        for _ in 0..100 {
+            let w = jittered(Duration::from_secs(2));
+            assert!(
+                w >= Duration::from_secs(1) && w <= Duration::from_secs(2),
+                "{w:?}"
+            );
+        }
+    }
 
     #[test]
     fn the_encoding_is_the_message_opentelemetry_proto_makes() {
