@@ -225,7 +225,12 @@ impl App {
         let config = &self.components[idx].config;
         let deadline = Instant::now() + config.timeout;
         let hard_deadline = tokio::time::Instant::from_std(deadline + GRACE);
-        let host = crate::http::check_host(&mut request, inbound.local);
+        let refused = crate::http::check_host(&mut request, inbound.local)
+            .map_err(|why| (400, "BadRequest", why))
+            .and_then(|()| {
+                crate::http::check_transfer_coding(request.headers())
+                    .map_err(|why| (501, "NotImplemented", why))
+            });
         // Whether the host waits on the client for body bytes, for the
         // deadline below (in-process requests have no such note).
         let arrival = request
@@ -234,11 +239,12 @@ impl App {
             .cloned();
         // 1. The SERVER span, continuing the caller's trace if it sent one.
         let (mut server, trace) = ServerSpan::start(&self, idx, &request, &inbound);
-        if let Err(why) = host {
+        if let Err((status, error_type, why)) = refused {
             // Refused before it takes an instance (wasi:http could not
-            // hand the guest a request without an authority).
+            // hand the guest a request without an authority, nor tell it
+            // that its body is still transfer-coded).
             drop(trace);
-            let fault = Fault::new(400, "BadRequest", why.to_string());
+            let fault = Fault::new(status, error_type, why.to_string());
             return server.fail(fault, self.component_metrics(idx));
         }
         // 2. The guest runs in a warm or a new instance, polled right here

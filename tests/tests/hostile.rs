@@ -851,6 +851,18 @@ async fn host_fields_are_checked_before_a_request_takes_an_instance() {
             assert!(r.contains(why) && r.contains("BadRequest"), "{head:?}: {r}");
         }
     }
+    // A transfer coding hyper does not decode would reach the guest as if
+    // it were the body (RFC 9112, section 6.1): 501.
+    let r = send(
+        host.addr,
+        "POST /faults/echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\nConnection: close\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+    )
+    .await;
+    assert!(r.starts_with("HTTP/1.1 501"), "{r}");
+    assert!(
+        r.contains("other than chunked") && r.contains("NotImplemented"),
+        "{r}"
+    );
     let r = request("GET", &host.url("/faults/ok"), &[], "").await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(

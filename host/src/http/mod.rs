@@ -80,9 +80,53 @@ pub fn check_host<B>(
     }
 }
 
+/// RFC 9112, section 6.1: the transfer codings of a request, which hyper
+/// decodes only when they are `chunked`. Any other (`gzip, chunked`) would
+/// reach the guest still encoded, as if it were the body; a server that
+/// does not understand a transfer coding answers 501.
+///
+/// Errors: the reason for that 501 answer.
+pub fn check_transfer_coding(headers: &http::HeaderMap) -> Result<(), &'static str> {
+    for value in headers.get_all(http::header::TRANSFER_ENCODING) {
+        let codings = value
+            .to_str()
+            .map_err(|_| "the request's Transfer-Encoding is not text (RFC 9112, section 6.1)")?;
+        for coding in codings.split(',').map(str::trim) {
+            if !coding.is_empty() && !coding.eq_ignore_ascii_case("chunked") {
+                return Err(
+                    "the request's Transfer-Encoding has a coding other than chunked, \
+                            which polytrace does not decode (RFC 9112, section 6.1)",
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
-    use super::check_host;
+    use super::{check_host, check_transfer_coding};
+
+    #[test]
+    fn only_chunked_is_a_transfer_coding_the_host_decodes() {
+        let with = |values: &[&str]| {
+            let mut h = http::HeaderMap::new();
+            for v in values {
+                h.append(http::header::TRANSFER_ENCODING, v.parse().unwrap());
+            }
+            check_transfer_coding(&h)
+        };
+        assert_eq!(with(&[]), Ok(()));
+        assert_eq!(with(&["chunked"]), Ok(()));
+        assert_eq!(with(&["Chunked"]), Ok(()));
+        assert!(
+            with(&["gzip, chunked"])
+                .unwrap_err()
+                .contains("other than chunked")
+        );
+        assert!(with(&["gzip", "chunked"]).is_err());
+        assert!(with(&["identity"]).is_err());
+    }
 
     fn request(version: http::Version, uri: &str, hosts: &[&str]) -> http::Request<()> {
         let mut b = http::Request::builder().version(version).uri(uri);
