@@ -65,9 +65,9 @@ impl Runtime {
         pool.max_core_instances_per_component(64);
         pool.max_memories_per_component(16);
         pool.max_tables_per_component(64);
-        pool.total_core_instances(max_instances * 16);
-        pool.total_memories(max_instances * 4);
-        pool.total_tables(max_instances * 16);
+        pool.total_core_instances(max_instances.saturating_mul(16));
+        pool.total_memories(max_instances.saturating_mul(4));
+        pool.total_tables(max_instances.saturating_mul(16));
         pool.total_stacks(max_instances);
         pool.max_component_instance_size(1 << 20);
         pool.max_core_instance_size(1 << 20);
@@ -84,8 +84,17 @@ impl Runtime {
         pool.decommit_batch_size(DECOMMIT_BATCH);
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
 
-        let engine =
-            Engine::new(&config).map_err(|e| anyhow::anyhow!("creating the wasm engine: {e:#}"))?;
+        // The pool reserves address space for every slot at once: too many
+        // instances (or too large a memory limit) is refused here.
+        let engine = Engine::new(&config).map_err(|e| {
+            anyhow::anyhow!(
+                "creating the wasm engine: {e:#}. Its instance pool reserves address space for \
+                 --max-instances {max_instances} instances with up to 4 memories of {} MiB \
+                 each (the largest `limits.memory_mb` of the manifest) plus guard regions; lower \
+                 --max-instances or the components' memory limit",
+                max_memory >> 20
+            )
+        })?;
         let mut linker = Linker::new(&engine);
         // Every WASI 0.2 interface the guest toolchains import (cli,
         // filesystem and sockets included, with nothing granted); versions

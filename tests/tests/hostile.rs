@@ -933,4 +933,20 @@ fn zero_instances_or_connections_are_refused_naming_the_flag() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(flag) && err.contains('0'), "{err}");
     }
+    // More instances than the address space holds slots for: refused at
+    // start, naming the flag and what the slots are made of.
+    for n in ["100000", "4294967295"] {
+        let out = std::process::Command::new(polytrace_bin())
+            .args(["check", "--max-instances", n])
+            .arg(&dir)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "--max-instances {n} was accepted");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(&format!("--max-instances {n} instances"))
+                && err.contains("lower --max-instances"),
+            "{err}"
+        );
+    }
 }
