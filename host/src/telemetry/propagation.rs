@@ -206,8 +206,11 @@ fn valid_tracestate_value(value: &str) -> bool {
             .all(|&c| (0x20..=0x7e).contains(&c) && c != b',' && c != b'=')
 }
 
-/// Validate a combined `baggage` value and return it re-serialised without
-/// optional whitespace; an invalid member or an oversized header yields "".
+/// Validate a combined `baggage` value (W3C Baggage: members, and their
+/// properties, `key=value` with a token key and baggage-octet value; a
+/// property may be a key alone) and return it re-serialised without
+/// optional whitespace; an invalid member or property, or an oversized
+/// header, yields "".
 pub fn parse_baggage(value: &str) -> String {
     if value.len() > BAGGAGE_MAX_BYTES {
         return String::new();
@@ -229,8 +232,23 @@ pub fn parse_baggage(value: &str) -> String {
         }
         let mut normalised = format!("{k}={v}");
         for prop in parts {
+            // property = key OWS "=" OWS value / key OWS
+            let (pk, pv) = match prop.split_once('=') {
+                Some((pk, pv)) => (pk.trim(), Some(pv.trim())),
+                None => (prop.trim(), None),
+            };
+            if pk.is_empty()
+                || !pk.bytes().all(is_token_char)
+                || pv.is_some_and(|pv| !pv.bytes().all(is_baggage_octet))
+            {
+                return String::new();
+            }
             normalised.push(';');
-            normalised.push_str(prop.trim());
+            normalised.push_str(pk);
+            if let Some(pv) = pv {
+                normalised.push('=');
+                normalised.push_str(pv);
+            }
         }
         out.push(normalised);
     }
@@ -684,6 +702,11 @@ mod tests {
         let e = extract(hdrs(&[("baggage", "userId=alice, isProduction=false;p=1")]));
         assert_eq!(e.baggage, "userId=alice,isProduction=false;p=1");
         assert_eq!(parse_baggage("bad key=1"), "");
+        // Properties follow the same grammar; one alone is a key.
+        assert_eq!(parse_baggage("a=1; p = 2 ;flag"), "a=1;p=2;flag");
+        assert_eq!(parse_baggage("a=1;bad key = v"), "");
+        assert_eq!(parse_baggage("a=1;p=va\"l"), "");
+        assert_eq!(parse_baggage("a=1;=v"), "");
         assert_eq!(parse_baggage("k=va\"lue"), "");
         assert_eq!(parse_baggage(&format!("k={}", "v".repeat(9000))), "");
     }
