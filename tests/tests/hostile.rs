@@ -863,6 +863,16 @@ async fn host_fields_are_checked_before_a_request_takes_an_instance() {
         r.contains("other than chunked") && r.contains("NotImplemented"),
         "{r}"
     );
+    // A tunnel is not a route.
+    let r = send(
+        host.addr,
+        "CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(
+        r.starts_with("HTTP/1.1 405") && r.contains("not a proxy"),
+        "{r}"
+    );
     let r = request("GET", &host.url("/faults/ok"), &[], "").await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(

@@ -40,6 +40,14 @@ pub async fn serve(
             let app = app.clone();
             async move {
                 let path = req.uri().path().to_string();
+                // A tunnel (RFC 9110, section 9.3.6) is not a route: no
+                // component can be handed one through wasi:http.
+                if req.method() == http::Method::CONNECT {
+                    return Ok(host_response(
+                        405,
+                        "CONNECT is not served: polytrace is not a proxy, it serves its components' routes",
+                    ));
+                }
                 let idx = match target {
                     Target::Routes => app.route(&path),
                     Target::Component(i) => Some(i),
