@@ -13,7 +13,8 @@
 //! Environment: BENCH_ROUNDS (default 6), BENCH_SECONDS per round (2),
 //! BENCH_CONNECTIONS (4), BENCH_EXPORTER (otlp), BENCH_STORE (a file),
 //! BENCH_ENV (more variables for the traced host: `K=V,K=V`),
-//! BENCH_NATIVE=0 (leave the native pair out).
+//! BENCH_NATIVE=0 (leave the native pair out), BENCH_VIEWER=N (then the
+//! traced host alone and beside N clients of its viewer's search).
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
@@ -238,5 +239,59 @@ async fn main() {
         );
     }
     println!("({kib} KiB of OTLP received in all)");
+    // BENCH_VIEWER=N: the traced host again, alone and while N clients ask
+    // its viewer for 1,500 traces at a time (the store holds the rounds'
+    // spans by now), alternating: what a busy viewer takes from the app.
+    let viewers = env_or("BENCH_VIEWER", 0);
+    if viewers > 0 {
+        let search = traced.ui_url("/api/traces?service=hello&lookback=1h&limit=1500");
+        let (mut alone, mut beside) = (Vec::new(), Vec::new());
+        let mut answered = 0usize;
+        for i in 0..rounds {
+            for with_viewer in [i % 2 == 0, i % 2 != 0] {
+                if !with_viewer {
+                    alone.push(round(traced.addr, traced.pid(), seconds, connections).await);
+                    continue;
+                }
+                let until = Instant::now() + Duration::from_secs(seconds);
+                let clients: Vec<_> = (0..viewers)
+                    .map(|_| {
+                        let search = search.clone();
+                        tokio::spawn(async move {
+                            let mut n = 0;
+                            while Instant::now() < until {
+                                if polytrace_tests::get(&search).await.status == 200 {
+                                    n += 1;
+                                }
+                            }
+                            n
+                        })
+                    })
+                    .collect();
+                beside.push(round(traced.addr, traced.pid(), seconds, connections).await);
+                for c in clients {
+                    answered += c.await.unwrap();
+                }
+            }
+        }
+        let (a_rps, a_p50, a_p99, _) = summarize(&alone);
+        let (b_rps, b_p50, b_p99, _) = summarize(&beside);
+        println!(
+            "{:<48} {:>12.0} {:>12.1} {:>12.1}",
+            "polytrace, viewer idle", a_rps, a_p50, a_p99
+        );
+        println!(
+            "{:<48} {:>12.0} {:>12.1} {:>12.1}",
+            format!("polytrace, {viewers} viewer clients asking"),
+            b_rps,
+            b_p50,
+            b_p99
+        );
+        println!(
+            "busy viewer: throughput {:.2}× of an idle viewer's, p99 {:+.1} µs ({answered} viewer answers of 1,500 traces)",
+            b_rps / a_rps,
+            b_p99 - a_p99
+        );
+    }
     let _ = std::fs::remove_dir_all(&store_dir);
 }
