@@ -421,11 +421,19 @@ async fn a_backend_that_never_answers_costs_neither_the_console_nor_the_trace_st
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_throttled_span_export_is_retried_after_the_wait_the_backend_asks_for() {
+/// How a scripted OTLP/HTTP backend answers its `n`th traces export (from
+/// 1): status, `Retry-After`, and how long it takes.
+type Script = fn(usize) -> (u16, Option<&'static str>, std::time::Duration);
+
+/// An OTLP/HTTP backend answering traces exports as `script` says (other
+/// signals: 200 at once); the times the exports arrived.
+async fn scripted_backend(
+    script: Script,
+) -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::Mutex<Vec<std::time::Instant>>>,
+) {
     use http_body_util::{BodyExt, Full};
-    // An OTLP/HTTP backend that answers the first traces export with 503
-    // and `Retry-After: 1`, and accepts every later one.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let posts = std::sync::Arc::new(std::sync::Mutex::new(Vec::<std::time::Instant>::new()));
@@ -440,20 +448,23 @@ async fn a_throttled_span_export_is_retried_after_the_wait_the_backend_asks_for(
                         async move {
                             let traces = req.uri().path() == "/v1/traces";
                             let _ = req.into_body().collect().await;
-                            let first = traces && {
-                                let mut seen = seen.lock().unwrap();
-                                seen.push(std::time::Instant::now());
-                                seen.len() == 1
-                            };
-                            let response = if first {
-                                hyper::Response::builder()
-                                    .status(503)
-                                    .header("retry-after", "1")
+                            let (status, retry_after, delay) = if traces {
+                                let n = {
+                                    let mut seen = seen.lock().unwrap();
+                                    seen.push(std::time::Instant::now());
+                                    seen.len()
+                                };
+                                script(n)
                             } else {
-                                hyper::Response::builder()
-                                    .status(200)
-                                    .header("content-type", "application/x-protobuf")
+                                (200, None, std::time::Duration::ZERO)
                             };
+                            tokio::time::sleep(delay).await;
+                            let mut response = hyper::Response::builder()
+                                .status(status)
+                                .header("content-type", "application/x-protobuf");
+                            if let Some(v) = retry_after {
+                                response = response.header("retry-after", v);
+                            }
                             Ok::<_, std::convert::Infallible>(
                                 response.body(Full::new(bytes::Bytes::new())).unwrap(),
                             )
@@ -466,6 +477,18 @@ async fn a_throttled_span_export_is_retried_after_the_wait_the_backend_asks_for(
             });
         }
     });
+    (addr, posts)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_throttled_span_export_is_retried_after_the_wait_the_backend_asks_for() {
+    // The first traces export is refused with 503 and `Retry-After: 1`;
+    // every later one is accepted.
+    let (addr, posts) = scripted_backend(|n| match n {
+        1 => (503, Some("1"), std::time::Duration::ZERO),
+        _ => (200, None, std::time::Duration::ZERO),
+    })
+    .await;
     let dir = scratch_dir("throttled");
     std::fs::write(dir.join("polytrace.toml"), hello_manifest()).unwrap();
     let host = Polytrace::start(
@@ -498,6 +521,81 @@ async fn a_throttled_span_export_is_retried_after_the_wait_the_backend_asks_for(
         "{stopped}"
     );
     assert!(!log.contains("span export failed"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn retry_after_zero_does_not_turn_retries_into_a_flood() {
+    // A backend that always refuses with `Retry-After: 0`: the retries of
+    // one batch still wait the backoff (0.25-0.5 s, then doubling), so a
+    // 2 s budget holds a handful of attempts, not thousands.
+    let (addr, posts) = scripted_backend(|_| (503, Some("0"), std::time::Duration::ZERO)).await;
+    let dir = scratch_dir("retry-after-zero");
+    std::fs::write(dir.join("polytrace.toml"), hello_manifest()).unwrap();
+    let host = Polytrace::start(
+        &dir,
+        &[
+            (
+                "OTEL_EXPORTER_OTLP_ENDPOINT".into(),
+                format!("http://{addr}"),
+            ),
+            ("OTEL_EXPORTER_OTLP_TIMEOUT".into(), "2000".into()),
+            ("OTEL_BSP_SCHEDULE_DELAY".into(), "50".into()),
+        ],
+    );
+    assert_eq!(get(&host.url("/hello/x")).await.status, 200);
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    let (code, log) = host.terminate();
+    assert_eq!(code, Some(0), "{log}");
+    let n = posts.lock().unwrap().len();
+    assert!((2..=8).contains(&n), "{n} attempts at one batch: {log}");
+    assert!(
+        log.contains("span export failed") && log.contains("503"),
+        "{log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_export_gets_its_whole_timeout_even_after_waiting_for_a_slot() {
+    // Every export takes 700 ms of a 1 s timeout. Twelve batches at once:
+    // four start, four wait for a slot (700 ms), the rest are not exported.
+    // The waiting four still get their full second once they start.
+    let (addr, _posts) =
+        scripted_backend(|_| (200, None, std::time::Duration::from_millis(700))).await;
+    let dir = scratch_dir("slow-backend");
+    std::fs::write(dir.join("polytrace.toml"), hello_manifest()).unwrap();
+    let host = Polytrace::start(
+        &dir,
+        &[
+            (
+                "OTEL_EXPORTER_OTLP_ENDPOINT".into(),
+                format!("http://{addr}"),
+            ),
+            ("OTEL_EXPORTER_OTLP_TIMEOUT".into(), "1000".into()),
+            ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE".into(), "2".into()),
+            ("OTEL_BSP_SCHEDULE_DELAY".into(), "20".into()),
+        ],
+    );
+    for _ in 0..12 {
+        assert_eq!(get(&host.url("/hello/x")).await.status, 200);
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(2000)).await;
+    let (code, log) = host.terminate();
+    assert_eq!(code, Some(0), "{log}");
+    assert!(!log.contains("span export failed"), "{log}");
+    let stopped = log.lines().find(|l| l.contains("stopped")).unwrap();
+    assert!(stopped.contains("dropped="), "{stopped}");
+    let count = |key: &str| -> u64 {
+        let at = stopped.find(key).unwrap() + key.len();
+        stopped[at..]
+            .split(|c: char| !c.is_ascii_digit())
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let (exported, dropped) = (count("exported="), count("dropped="));
+    assert_eq!(exported + dropped, 24, "{stopped}");
+    assert!(exported >= 16, "{stopped}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

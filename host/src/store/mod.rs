@@ -192,6 +192,8 @@ pub struct Store {
     tx: SyncSender<Msg>,
     pub stats: Arc<StoreStats>,
     pub config: StoreConfig,
+    /// When spans dropped at a full queue were last said.
+    dropped_warning: crate::telemetry::drops::SharedThrottle,
 }
 
 /// The largest block payload read back (a block holds at most 256 spans
@@ -379,6 +381,7 @@ impl Store {
             tx,
             stats,
             config,
+            dropped_warning: Default::default(),
         }))
     }
 
@@ -400,7 +403,21 @@ impl Store {
             .try_send(Msg::Batch(service.to_string(), batch))
             .is_err()
         {
-            self.stats.dropped.fetch_add(n, Ordering::Relaxed);
+            self.dropped(n);
+        }
+    }
+
+    /// Count `n` spans the queue had no room for, and say so (once per
+    /// 30 s): the viewer will not show them.
+    fn dropped(&self, n: u64) {
+        let total = self.stats.dropped.fetch_add(n, Ordering::Relaxed) + n;
+        if self.dropped_warning.ready() {
+            tracing::warn!(
+                "trace store behind: {n} spans not stored ({total} in all); spans end faster \
+                 than its writer keeps them (one thread; ~200,000 spans/s on an idle core, \
+                 far fewer when the requests take the cores). The viewer will not show them; \
+                 the OTLP export is not affected"
+            );
         }
     }
 
@@ -409,9 +426,7 @@ impl Store {
         let n = spans.len() as u64;
         match self.tx.try_send(Msg::Spans(spans)) {
             Ok(()) => {}
-            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                self.stats.dropped.fetch_add(n, Ordering::Relaxed);
-            }
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => self.dropped(n),
         }
     }
 
@@ -807,10 +822,33 @@ mod tests {
         // Hold the connection: the writer cannot drain the queue.
         let guard = store.conn.lock().unwrap();
         let started = std::time::Instant::now();
-        for _ in 0..(QUEUE_BATCHES * 2 + 10) {
-            store.add_spans(vec![span(1, 1, 1)]);
+        // What the host says meanwhile.
+        #[derive(Clone, Default)]
+        struct Said(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Said {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
         }
+        let said = Said::default();
+        let writer = said.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            for _ in 0..(QUEUE_BATCHES * 2 + 10) {
+                store.add_spans(vec![span(1, 1, 1)]);
+            }
+        });
         assert!(started.elapsed() < Duration::from_secs(5));
+        // Said once (the warning is throttled), with the count.
+        let said = String::from_utf8(said.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(said.matches("trace store behind").count(), 1, "{said}");
+        assert!(said.contains("spans not stored"), "{said}");
         // The writer may take what arrives while it drains the queue before
         // it blocks on the lock (how much depends on scheduling), so the
         // exact number dropped is not fixed: some were, and every span is

@@ -202,8 +202,11 @@ impl HttpSpanExporter {
         }
         let endpoint = self.endpoint.clone();
         let client = self.client.clone();
-        let deadline = tokio::time::Instant::now() + self.timeout;
+        let timeout = self.timeout;
         async move {
+            // The budget starts when the export does, not while it waits
+            // for a slot in the export stage.
+            let deadline = tokio::time::Instant::now() + timeout;
             let mut backoff = FIRST_BACKOFF;
             loop {
                 let mut request = http::Request::new(body.clone());
@@ -226,11 +229,15 @@ impl HttpSpanExporter {
                 if !retryable(status) {
                     return Err(failed);
                 }
-                let wait = retry_after(response.headers(), std::time::SystemTime::now())
-                    .unwrap_or_else(|| jittered(backoff));
-                if tokio::time::Instant::now() + wait >= deadline {
+                let wait = retry_wait(
+                    retry_after(response.headers(), std::time::SystemTime::now()),
+                    backoff,
+                );
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                if wait >= left {
                     return Err(format!(
-                        "{failed} (retryable, but its wait of {wait:?} is past OTEL_EXPORTER_OTLP_TIMEOUT)"
+                        "{failed} (retryable, but the wait of {wait:?} before a retry is past \
+                         what is left of OTEL_EXPORTER_OTLP_TIMEOUT)"
                     ));
                 }
                 tokio::time::sleep(wait).await;
@@ -265,6 +272,14 @@ fn retry_after(headers: &http::HeaderMap, now: std::time::SystemTime) -> Option<
     }
     let at = httpdate::parse_http_date(value).ok()?;
     Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+/// The wait before retrying: what `Retry-After` asks for, but never less
+/// than the jittered backoff, so that `Retry-After: 0` (or a date in the
+/// past) cannot turn the retries into a flood.
+fn retry_wait(retry_after: Option<Duration>, backoff: Duration) -> Duration {
+    let backoff = jittered(backoff);
+    retry_after.map_or(backoff, |asked| asked.max(backoff))
 }
 
 /// `backoff` with full jitter: a uniform wait between half of it and all of
@@ -320,6 +335,23 @@ mod tests {
                 "{w:?}"
             );
         }
+        // The wait: Retry-After, but never under the backoff (0 and past
+        // dates would retry at once, in a loop); absurd values stay values.
+        let backoff = Duration::from_secs(2);
+        assert!(retry_wait(Some(Duration::ZERO), backoff) >= Duration::from_secs(1));
+        assert_eq!(
+            retry_wait(Some(Duration::from_secs(7)), backoff),
+            Duration::from_secs(7)
+        );
+        assert!(retry_wait(None, backoff) >= Duration::from_secs(1));
+        assert_eq!(
+            with("18446744073709551615"),
+            Some(Duration::from_secs(u64::MAX))
+        );
+        assert_eq!(
+            retry_wait(Some(Duration::from_secs(u64::MAX)), backoff),
+            Duration::from_secs(u64::MAX)
+        );
     }
 
     #[test]
