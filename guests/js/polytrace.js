@@ -246,7 +246,8 @@ export function _endOp(handle) {
  */
 export class Span {
   constructor(name, attrs = {}, { kind = 'internal', parent } = {}) {
-    this._h = _startOp(name, attrs, Object.hasOwn(KIND_CODE, kind) ? KIND_CODE[kind] : 0, parent); // undefined once ended
+    // The batch handle; undefined once ended.
+    this._h = _startOp(name, attrs, Object.hasOwn(KIND_CODE, kind) ? KIND_CODE[kind] : 0, parent);
   }
 
   setAttribute(key, v) {

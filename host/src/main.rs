@@ -577,8 +577,6 @@ async fn up(
     Ok(())
 }
 
-/// The viewer's listener. The default address being taken (another
-/// polytrace, a local Jaeger) is a warning; an address asked for is a must.
 /// The viewer's runtime: one worker and its blocking pool (the store's
 /// reads), every thread at nice [`VIEWER_NICE`] (Linux nice values are per
 /// thread), so that the app's requests win the CPU from the viewer's
@@ -611,6 +609,8 @@ fn viewer_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 /// CPU a busy app thread gets.
 const VIEWER_NICE: libc::c_int = 10;
 
+/// The viewer's listener. The default address being taken (another
+/// polytrace, a local Jaeger) is a warning; an address asked for is a must.
 async fn bind_viewer(addr: &str) -> anyhow::Result<Option<tokio::net::TcpListener>> {
     let explicit = addr != DEFAULT_UI;
     match tokio::net::TcpListener::bind(addr).await {

@@ -6,7 +6,8 @@
 //! ([`batch`]); a worker on the tokio runtime batches them per component,
 //! prints what the console level asks for, hands records to the trace store
 //! and then the batches to the OTLP exporters, whose exports run on their
-//! own (a slow or absent backend never holds back the console or the store). A full queue drops the record and counts it
+//! own (a slow or absent backend never holds back the console or the
+//! store). A full queue drops the record and counts it
 //! (`polytrace.telemetry.dropped{signal="log_records"}`), so a guest that
 //! prints a million lines costs dropped records, not memory or latency.
 
