@@ -385,10 +385,12 @@ async fn a_backend_that_never_answers_costs_neither_the_console_nor_the_trace_st
                 format!("http://{addr}"),
             ),
             ("OTEL_EXPORTER_OTLP_TIMEOUT".into(), "2000".into()),
-            // Small batches: many exports, most of them past what the
-            // export stage holds.
+            // Small batches and queues: many exports, most of them past
+            // what the export stage holds (4 waiting: 32 / 8).
             ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE".into(), "8".into()),
             ("OTEL_BLRP_MAX_EXPORT_BATCH_SIZE".into(), "8".into()),
+            ("OTEL_BSP_MAX_QUEUE_SIZE".into(), "32".into()),
+            ("OTEL_BLRP_MAX_QUEUE_SIZE".into(), "32".into()),
             ("OTEL_BSP_SCHEDULE_DELAY".into(), "50".into()),
             ("OTEL_BLRP_SCHEDULE_DELAY".into(), "50".into()),
         ],
@@ -572,6 +574,8 @@ async fn an_export_gets_its_whole_timeout_even_after_waiting_for_a_slot() {
             ),
             ("OTEL_EXPORTER_OTLP_TIMEOUT".into(), "1000".into()),
             ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE".into(), "2".into()),
+            // Four batches may wait for a slot (8 / 2).
+            ("OTEL_BSP_MAX_QUEUE_SIZE".into(), "8".into()),
             ("OTEL_BSP_SCHEDULE_DELAY".into(), "20".into()),
         ],
     );

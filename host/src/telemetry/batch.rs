@@ -10,7 +10,7 @@
 //! The worker only delivers what stays in the host (the console, the
 //! embedded store) and hands each batch's network export to an export stage
 //! of its own ([`ExportStage`]): at most [`MAX_CONCURRENT_EXPORTS`] in
-//! flight and a few more waiting; past that, a batch is not exported
+//! flight and as many waiting as the queue holds; past that, a batch is not exported
 //! (counted), so a backend that is slow, hangs or is down costs exported
 //! batches, never the console's lines or the viewer's spans.
 
@@ -182,12 +182,10 @@ pub async fn run<T, B: Batches<T>>(
 ) {
     let delay = delay.max(Duration::from_millis(1));
     let batch_size = queue.max_export_batch_size;
-    // Batches waiting for the backend: as many as the queue holds, at most
-    // as many as may be in flight (the memory of twice the queue, at most).
-    let exports = ExportStage::start(
-        (queue.max_queue_size / batch_size).min(MAX_CONCURRENT_EXPORTS),
-        MAX_CONCURRENT_EXPORTS,
-    );
+    // Batches waiting for the backend: as many as the queue holds (4 with
+    // the defaults), so that a queue sized for bursts still buffers them
+    // while the backend catches up; the memory of twice the queue at most.
+    let exports = ExportStage::start(queue.max_queue_size / batch_size, MAX_CONCURRENT_EXPORTS);
     let deliver = |sink: &mut B, i: usize, batch: Vec<T>| {
         if let Some(export) = sink.deliver(i, batch) {
             exports.submit(export);
