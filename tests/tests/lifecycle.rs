@@ -211,17 +211,12 @@ async fn a_backend_that_is_down_never_fails_a_request() {
         .unwrap()
         .local_addr()
         .unwrap();
-    let dir = scratch_dir("down");
-    std::fs::write(dir.join("polytrace.toml"), hello_manifest()).unwrap();
-    let host = Polytrace::start(
-        &dir,
+    let host = hello_exporting_to(
+        "down",
+        closed,
         &[
-            (
-                "OTEL_EXPORTER_OTLP_ENDPOINT".into(),
-                format!("http://{closed}"),
-            ),
-            ("OTEL_BSP_SCHEDULE_DELAY".into(), "50".into()),
-            ("OTEL_EXPORTER_OTLP_TIMEOUT".into(), "500".into()),
+            ("OTEL_BSP_SCHEDULE_DELAY", "50"),
+            ("OTEL_EXPORTER_OTLP_TIMEOUT", "500"),
         ],
     );
     for _ in 0..20 {
@@ -318,18 +313,13 @@ async fn sigterm_lets_requests_in_flight_finish() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_backend_that_never_answers_never_slows_a_request() {
     let addr = black_hole().await;
-    let dir = scratch_dir("black-hole");
-    std::fs::write(dir.join("polytrace.toml"), hello_manifest()).unwrap();
-    let host = Polytrace::start(
-        &dir,
+    let host = hello_exporting_to(
+        "black-hole",
+        addr,
         &[
-            (
-                "OTEL_EXPORTER_OTLP_ENDPOINT".into(),
-                format!("http://{addr}"),
-            ),
-            ("OTEL_EXPORTER_OTLP_TIMEOUT".into(), "300".into()),
-            ("OTEL_BSP_MAX_QUEUE_SIZE".into(), "4".into()),
-            ("OTEL_BSP_SCHEDULE_DELAY".into(), "50".into()),
+            ("OTEL_EXPORTER_OTLP_TIMEOUT", "300"),
+            ("OTEL_BSP_MAX_QUEUE_SIZE", "4"),
+            ("OTEL_BSP_SCHEDULE_DELAY", "50"),
         ],
     );
     // While the exports wait on the black hole, the export stage fills up
@@ -347,6 +337,23 @@ async fn a_backend_that_never_answers_never_slows_a_request() {
         stopped.contains("exported=0") && stopped.contains("dropped=60"),
         "{stopped}"
     );
+}
+
+/// hello-rust in a scratch dir named `name`, exporting over OTLP/HTTP to
+/// `backend`, with `env` besides.
+fn hello_exporting_to(
+    name: &str,
+    backend: std::net::SocketAddr,
+    env: &[(&str, &str)],
+) -> Polytrace {
+    let dir = scratch_dir(name);
+    std::fs::write(dir.join("polytrace.toml"), hello_manifest()).unwrap();
+    let mut all = vec![(
+        "OTEL_EXPORTER_OTLP_ENDPOINT".to_string(),
+        format!("http://{backend}"),
+    )];
+    all.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    Polytrace::start(&dir, &all)
 }
 
 /// A listener that accepts connections and never reads or answers.
@@ -491,18 +498,7 @@ async fn a_throttled_span_export_is_retried_after_the_wait_the_backend_asks_for(
         _ => (200, None, std::time::Duration::ZERO),
     })
     .await;
-    let dir = scratch_dir("throttled");
-    std::fs::write(dir.join("polytrace.toml"), hello_manifest()).unwrap();
-    let host = Polytrace::start(
-        &dir,
-        &[
-            (
-                "OTEL_EXPORTER_OTLP_ENDPOINT".into(),
-                format!("http://{addr}"),
-            ),
-            ("OTEL_BSP_SCHEDULE_DELAY".into(), "50".into()),
-        ],
-    );
+    let host = hello_exporting_to("throttled", addr, &[("OTEL_BSP_SCHEDULE_DELAY", "50")]);
     assert_eq!(get(&host.url("/hello/x")).await.status, 200);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while posts.lock().unwrap().len() < 2 && std::time::Instant::now() < deadline {
@@ -531,17 +527,12 @@ async fn retry_after_zero_does_not_turn_retries_into_a_flood() {
     // one batch still wait the backoff (0.25-0.5 s, then doubling), so a
     // 2 s budget holds a handful of attempts, not thousands.
     let (addr, posts) = scripted_backend(|_| (503, Some("0"), std::time::Duration::ZERO)).await;
-    let dir = scratch_dir("retry-after-zero");
-    std::fs::write(dir.join("polytrace.toml"), hello_manifest()).unwrap();
-    let host = Polytrace::start(
-        &dir,
+    let host = hello_exporting_to(
+        "retry-after-zero",
+        addr,
         &[
-            (
-                "OTEL_EXPORTER_OTLP_ENDPOINT".into(),
-                format!("http://{addr}"),
-            ),
-            ("OTEL_EXPORTER_OTLP_TIMEOUT".into(), "2000".into()),
-            ("OTEL_BSP_SCHEDULE_DELAY".into(), "50".into()),
+            ("OTEL_EXPORTER_OTLP_TIMEOUT", "2000"),
+            ("OTEL_BSP_SCHEDULE_DELAY", "50"),
         ],
     );
     assert_eq!(get(&host.url("/hello/x")).await.status, 200);
@@ -563,20 +554,15 @@ async fn an_export_gets_its_whole_timeout_even_after_waiting_for_a_slot() {
     // The waiting four still get their full second once they start.
     let (addr, _posts) =
         scripted_backend(|_| (200, None, std::time::Duration::from_millis(700))).await;
-    let dir = scratch_dir("slow-backend");
-    std::fs::write(dir.join("polytrace.toml"), hello_manifest()).unwrap();
-    let host = Polytrace::start(
-        &dir,
+    let host = hello_exporting_to(
+        "slow-backend",
+        addr,
         &[
-            (
-                "OTEL_EXPORTER_OTLP_ENDPOINT".into(),
-                format!("http://{addr}"),
-            ),
-            ("OTEL_EXPORTER_OTLP_TIMEOUT".into(), "1000".into()),
-            ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE".into(), "2".into()),
+            ("OTEL_EXPORTER_OTLP_TIMEOUT", "1000"),
+            ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "2"),
             // Four batches may wait for a slot (8 / 2).
-            ("OTEL_BSP_MAX_QUEUE_SIZE".into(), "8".into()),
-            ("OTEL_BSP_SCHEDULE_DELAY".into(), "20".into()),
+            ("OTEL_BSP_MAX_QUEUE_SIZE", "8"),
+            ("OTEL_BSP_SCHEDULE_DELAY", "20"),
         ],
     );
     for _ in 0..12 {

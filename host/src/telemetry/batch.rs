@@ -10,9 +10,9 @@
 //! The worker only delivers what stays in the host (the console, the
 //! embedded store) and hands each batch's network export to an export stage
 //! of its own ([`ExportStage`]): at most [`MAX_CONCURRENT_EXPORTS`] in
-//! flight and as many waiting as the queue holds; past that, a batch is not exported
-//! (counted), so a backend that is slow, hangs or is down costs exported
-//! batches, never the console's lines or the viewer's spans.
+//! flight and as many waiting as the queue holds; past that, a batch is not
+//! exported (counted), so a backend that is slow, hangs or is down costs
+//! exported batches, never the console's lines or the viewer's spans.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -270,7 +270,6 @@ pub async fn flush(tx: &mpsc::Sender<FlushRequest>, timeout: Duration) -> bool {
 mod tests {
     use super::*;
     use std::sync::Arc;
-    use std::sync::atomic::AtomicUsize;
 
     type Seen = Arc<Mutex<Vec<(usize, Vec<u32>)>>>;
 

@@ -265,15 +265,15 @@ impl Batches<SdkLogRecord> for Worker {
         if let Some(min) = self.console.min_severity {
             console::print_records(&self.services[i], &batch, min, self.console.json);
         }
-        let exporter = self.exporters.get(i).cloned();
-        if let Some(store) = &self.store {
-            if exporter.is_none() {
+        let Some(exporter) = self.exporters.get(i).cloned() else {
+            if let Some(store) = &self.store {
                 store.add_logs(&self.services[i], batch);
-                return None;
             }
+            return None;
+        };
+        if let Some(store) = &self.store {
             store.add_logs(&self.services[i], batch.clone());
         }
-        let exporter = exporter?;
         let n = batch.len() as u64;
         let (scope, outcomes, skipped) = (
             self.scope.clone(),
