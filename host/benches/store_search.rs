@@ -118,7 +118,7 @@ async fn main() {
     assert!(store.flush(Duration::from_secs(300)));
     let load = started.elapsed();
     let stored: i64 = store
-        .read(|c| c.query_row("SELECT COUNT(*) FROM spans", [], |r| r.get(0)))
+        .read(|c| c.query_row("SELECT SUM(spans) FROM blocks", [], |r| r.get(0)))
         .unwrap();
     println!(
         "store: {traces} traces, {stored} spans written in {:.1} s ({:.0} spans/s)",
@@ -160,6 +160,10 @@ async fn main() {
         (
             "status=error, limit 100",
             vec![("status", "error".into()), ("limit", "100".into())],
+        ),
+        (
+            "minDuration no span has (reads every block)",
+            vec![("minDuration", "1h".into())],
         ),
         (
             "rare tag, whole hour",

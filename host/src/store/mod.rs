@@ -10,7 +10,7 @@
 
 use crate::telemetry::traces::encoded::EncodedSpan;
 use opentelemetry::{Array, Value};
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, params};
 use serde_json::{Value as Json, json};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,6 +18,7 @@ use std::sync::mpsc::{SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+mod block;
 pub mod search;
 mod write;
 
@@ -206,53 +207,37 @@ const CACHE_KIB: i64 = 64 * 1024;
 const MMAP_BYTES: i64 = 1 << 30;
 
 /// Bumped when the tables change; an older file is started afresh.
-const SCHEMA_VERSION: i64 = 8;
+const SCHEMA_VERSION: i64 = 9;
 
 const SCHEMA: &str = "
--- One row per span, appended in the order written (`id`); no index, so a
--- write touches only the ends of tables. Attributes and events are in the
--- span's block payload: `attributes_len` bytes of JSON at `payload_at`,
--- then `events_len` bytes.
-CREATE TABLE IF NOT EXISTS spans (
-    id INTEGER PRIMARY KEY,
-    trace_id TEXT NOT NULL,
-    span_id TEXT NOT NULL,
-    parent_id TEXT NOT NULL,
-    service TEXT NOT NULL,
-    operation TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    start_us INTEGER NOT NULL,
-    duration_us INTEGER NOT NULL,
-    status INTEGER NOT NULL,
-    status_message TEXT NOT NULL,
-    block INTEGER NOT NULL,
-    payload_at INTEGER NOT NULL,
-    attributes_len INTEGER NOT NULL,
-    events_len INTEGER NOT NULL
-);
--- Up to write::BLOCK_SPANS spans written together (ids first_id..=last_id)
--- and what searches need to skip them without reading them:
--- `search_filter`, a Bloom filter over their search keys (write::tag_hash);
--- `error_traces`, the low 64 bits of the trace id of each span with status
--- Error (8 bytes LE).
+-- A block: up to write::BLOCK_SPANS spans written together (`spans` of
+-- them; the model is in block.rs) and what searches need to skip it
+-- without reading it: `search_filter`, a Bloom filter over its search
+-- keys (write::tag_hash); `error_traces`, the low 64 bits of the trace id
+-- of each span with status Error (8 bytes LE).
 CREATE TABLE IF NOT EXISTS blocks (
     id INTEGER PRIMARY KEY,
-    first_id INTEGER NOT NULL,
-    last_id INTEGER NOT NULL,
+    spans INTEGER NOT NULL,
     min_start_us INTEGER NOT NULL,
     max_start_us INTEGER NOT NULL,
     error_traces BLOB NOT NULL,
     search_filter BLOB NOT NULL
 );
 -- A block's trace keys, to find a trace's spans: the low 32 bits of each
--- span's trace id (4 bytes LE, in id order from first_id).
+-- span's trace id (4 bytes LE, in the order of its heads).
 CREATE TABLE IF NOT EXISTS block_traces (
     block INTEGER PRIMARY KEY,
-    first_id INTEGER NOT NULL,
     trace_keys BLOB NOT NULL
 );
--- A block's attributes and events, zstd-compressed (`raw_len`: the
--- payload's size uncompressed).
+-- A block's spans: their heads (block::Head, 72 bytes each) and the names
+-- (services and operations) the heads point to.
+CREATE TABLE IF NOT EXISTS block_spans (
+    block INTEGER PRIMARY KEY,
+    names BLOB NOT NULL,
+    heads BLOB NOT NULL
+);
+-- A block's attributes, events and status messages, zstd-compressed
+-- (`raw_len`: the payload's size uncompressed).
 CREATE TABLE IF NOT EXISTS payloads (
     block INTEGER PRIMARY KEY,
     raw_len INTEGER NOT NULL,
@@ -349,7 +334,8 @@ impl Store {
                 "DROP TABLE IF EXISTS spans; DROP TABLE IF EXISTS tags; DROP TABLE IF EXISTS services;
                  DROP TABLE IF EXISTS logs; DROP TABLE IF EXISTS tag_postings;
                  DROP TABLE IF EXISTS blocks; DROP TABLE IF EXISTS payloads;
-                 DROP TABLE IF EXISTS operations; DROP TABLE IF EXISTS block_traces;",
+                 DROP TABLE IF EXISTS operations; DROP TABLE IF EXISTS block_traces;
+                 DROP TABLE IF EXISTS block_spans;",
             )?;
             conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         }
@@ -363,7 +349,7 @@ impl Store {
             stats: stats.clone(),
             config: config.clone(),
             zstd: zstd::bulk::Compressor::new(write::BLOCK_LEVEL)?,
-            next_ids: None,
+            last_block: None,
         };
         std::thread::Builder::new()
             .name("polytrace-store".into())
@@ -591,92 +577,6 @@ pub fn default_path(manifest_dir: &Path) -> PathBuf {
     manifest_dir.join(".polytrace").join("traces.db")
 }
 
-/// The columns [`SpanRows::row`] reads, in its order.
-pub(crate) const SPAN_COLUMNS: &str = "trace_id, span_id, parent_id, service, operation, kind,
-    start_us, duration_us, status, status_message, block, payload_at, attributes_len, events_len";
-
-/// Spans read back from the store: rows of [`SPAN_COLUMNS`], completed
-/// with their attributes and events from their blocks (each block read and
-/// decompressed once per reader).
-#[derive(Default)]
-pub(crate) struct SpanRows {
-    blocks: std::collections::HashMap<i64, Option<Vec<u8>>>,
-}
-
-/// Where a span's attributes and events are: block, offset, lengths.
-type PayloadRef = (i64, usize, usize, usize);
-
-impl SpanRows {
-    /// Forget the payloads read so far.
-    pub(crate) fn clear(&mut self) {
-        self.blocks.clear();
-    }
-
-    /// A span from a row of [`SPAN_COLUMNS`].
-    pub(crate) fn row(
-        &mut self,
-        c: &Connection,
-        r: &rusqlite::Row<'_>,
-    ) -> rusqlite::Result<StoredSpan> {
-        let payload: PayloadRef = (
-            r.get(10)?,
-            r.get::<_, i64>(11)? as usize,
-            r.get::<_, i64>(12)? as usize,
-            r.get::<_, i64>(13)? as usize,
-        );
-        let (attributes, events) = self.payload(c, payload)?;
-        let head = SpanHead::from_row(r)?;
-        Ok(StoredSpan {
-            trace_id: head.trace_id,
-            span_id: head.span_id,
-            parent_id: head.parent_id,
-            service: head.service,
-            operation: head.operation,
-            kind: head.kind,
-            start_us: head.start_us,
-            duration_us: head.duration_us,
-            status: r.get(8)?,
-            status_message: r.get(9)?,
-            attributes: write::expand_tags(serde_json::from_slice(attributes).unwrap_or_default()),
-            events: write::expand_events(serde_json::from_slice(events).unwrap_or_default()),
-        })
-    }
-
-    /// The attributes and events JSON text of a span (empty when its block
-    /// is missing or damaged).
-    pub(crate) fn payload(
-        &mut self,
-        c: &Connection,
-        (block, at, attributes_len, events_len): PayloadRef,
-    ) -> rusqlite::Result<(&[u8], &[u8])> {
-        if let std::collections::hash_map::Entry::Vacant(e) = self.blocks.entry(block) {
-            let data = c
-                .prepare_cached("SELECT raw_len, data FROM payloads WHERE block = ?1")?
-                .query_row(params![block], |r| {
-                    // A damaged length must not become a huge allocation.
-                    let raw_len = usize::try_from(r.get::<_, i64>(0)?)
-                        .ok()
-                        .filter(|n| *n <= MAX_PAYLOAD_BYTES);
-                    Ok(raw_len.and_then(|n| {
-                        zstd::bulk::decompress(r.get_ref(1).ok()?.as_blob().ok()?, n).ok()
-                    }))
-                })
-                .optional()?
-                .flatten();
-            e.insert(data);
-        }
-        let data = self.blocks[&block].as_deref().unwrap_or_default();
-        let slice = |from: usize, len: usize| -> &[u8] {
-            from.checked_add(len)
-                .and_then(|to| data.get(from..to))
-                .unwrap_or_default()
-        };
-        let attributes = slice(at, attributes_len);
-        let events = slice(at.saturating_add(attributes_len), events_len);
-        Ok((attributes, events))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -698,9 +598,18 @@ mod tests {
         }
     }
 
+    /// The starts of every stored span, read from the blocks' heads.
+    fn starts(store: &Store) -> Vec<i64> {
+        let mut starts = Vec::new();
+        store
+            .read(|c| search::scan_window(c, i64::MIN, i64::MAX, |h| starts.push(h.start_us)))
+            .unwrap();
+        starts
+    }
+
     fn count(store: &Store) -> i64 {
         store
-            .read(|c| c.query_row("SELECT COUNT(*) FROM spans", [], |r| r.get(0)))
+            .read(|c| c.query_row("SELECT SUM(spans) FROM blocks", [], |r| r.get(0)))
             .unwrap()
     }
 
@@ -729,18 +638,9 @@ mod tests {
         // The writer applies retention by itself as it writes.
         assert!(store.flush(Duration::from_secs(30)));
         let written = 20_010;
-        let (old, total): (i64, i64) = store
-            .read(|c| {
-                Ok((
-                    c.query_row(
-                        "SELECT COUNT(*) FROM spans WHERE start_us < ?1",
-                        [now - 3_600_000_000],
-                        |r| r.get(0),
-                    )?,
-                    c.query_row("SELECT COUNT(*) FROM spans", [], |r| r.get(0))?,
-                ))
-            })
-            .unwrap();
+        let starts = starts(&store);
+        let old = starts.iter().filter(|s| **s < now - 3_600_000_000).count();
+        let total = starts.len() as i64;
         assert_eq!(old, 0, "spans past max_age are gone");
         assert!(total < written && total > 0, "{written} → {total}");
         assert_eq!(total, count(&store));
@@ -751,10 +651,8 @@ mod tests {
             .sum();
         assert!(on_disk <= 4 << 20, "{on_disk} bytes on disk");
         // The newest survive: the oldest go first.
-        let newest: i64 = store
-            .read(|c| c.query_row("SELECT MAX(start_us) FROM spans", [], |r| r.get(0)))
-            .unwrap();
-        assert_eq!(newest, now - 1000 + 20);
+        let newest = self::starts(&store).into_iter().max();
+        assert_eq!(newest, Some(now - 1000 + 20));
         assert!(store.stats.expired.load(Ordering::Relaxed) > 0);
         let _ = std::fs::remove_dir_all(&dir);
     }
@@ -779,32 +677,58 @@ mod tests {
     }
 
     #[test]
-    fn span_ids_are_not_reused_after_retention_deletes_the_newest() {
+    fn a_block_that_straddles_the_age_limit_keeps_its_other_spans() {
         let store = Store::open(StoreConfig {
             max_age: Duration::from_secs(3600),
             ..Default::default()
         })
         .unwrap();
         let now = now_us();
-        // One block: a recent span, then one past max_age (deleted by the
-        // retention that a flush applies, leaving the block's last id free).
-        store.add_spans(vec![span(1, 1, now), span(2, 1, now - 7_200_000_000)]);
+        // One block: a recent span, then one past max_age (removed by the
+        // retention that a flush applies: the block is written again
+        // without it), then a recent one of the same trace as the first.
+        let mut failed = span(1, 3, now);
+        failed.status = 2;
+        failed.status_message = "no stock".into();
+        store.add_spans(vec![
+            span(1, 1, now),
+            span(2, 1, now - 7_200_000_000),
+            failed.clone(),
+        ]);
         assert!(store.flush(Duration::from_secs(5)));
+        assert_eq!(count(&store), 2);
+        assert_eq!(store.stats.expired.load(Ordering::Relaxed), 1);
+        // Block ids are not reused after retention deleted the newest.
         store.add_spans(vec![span(3, 1, now)]);
         assert!(store.flush(Duration::from_secs(5)));
-        let ids: Vec<i64> = store
+        let blocks: Vec<(i64, i64)> = store
             .read(|c| {
-                c.prepare("SELECT id FROM spans ORDER BY id")?
-                    .query_map([], |r| r.get(0))?
+                c.prepare("SELECT id, spans FROM blocks ORDER BY id")?
+                    .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
                     .collect()
             })
             .unwrap();
-        assert_eq!(ids, vec![1, 3]);
+        assert_eq!(blocks, vec![(1, 2), (2, 1)]);
         let found = store
-            .read(|c| spans_of(c, &[format!("{:032x}", 3), format!("{:032x}", 1)]))
+            .read(|c| {
+                spans_of(
+                    c,
+                    &[
+                        format!("{:032x}", 3),
+                        format!("{:032x}", 1),
+                        format!("{:032x}", 2),
+                    ],
+                )
+            })
             .unwrap();
-        let traces: Vec<&str> = found.iter().map(|s| s.trace_id.as_str()).collect();
-        assert_eq!(traces.len(), 2, "{traces:?}");
+        let ids: Vec<(&str, &str)> = found
+            .iter()
+            .map(|s| (s.trace_id.as_str(), s.span_id.as_str()))
+            .collect();
+        assert_eq!(ids.len(), 3, "{ids:?}");
+        // The rewritten block's spans keep their own data.
+        let kept = found.iter().find(|s| s.span_id == failed.span_id).unwrap();
+        assert_eq!(kept, &failed);
         let all = store
             .search(&SpanSearch {
                 start_us: now - 1_000_000,

@@ -9,11 +9,12 @@
 //! trace keys before reading any of its spans. A search stops as soon as
 //! it has `limit` traces.
 
+use super::block::{Block, Head, unhex};
 use super::write::{
     MAX_INDEXED_VALUE, SearchFilter, error_key, operation_key, searchable, service_key, tag_hash,
     trace_key64,
 };
-use super::{SPAN_COLUMNS, SpanRows, Store, StoredSpan, tag_text};
+use super::{Store, StoredSpan, tag_text};
 use rusqlite::{Connection, params};
 use serde_json::Value as Json;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -72,23 +73,6 @@ pub struct SpanHead {
     pub failed: bool,
 }
 
-impl SpanHead {
-    /// A span head from the first nine columns of [`SPAN_COLUMNS`].
-    pub(crate) fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SpanHead> {
-        Ok(SpanHead {
-            trace_id: r.get(0)?,
-            span_id: r.get(1)?,
-            parent_id: r.get(2)?,
-            service: r.get(3)?,
-            operation: r.get(4)?,
-            kind: r.get(5)?,
-            start_us: r.get(6)?,
-            duration_us: r.get(7)?,
-            failed: r.get::<_, i64>(8)? == STATUS_ERROR,
-        })
-    }
-}
-
 impl Store {
     /// The ids (32 lowercase hex digits) of the traces matching `q`, at
     /// most `q.limit`: the traces of the newest matching spans first.
@@ -127,71 +111,60 @@ pub fn search(c: &Connection, q: &SpanSearch) -> rusqlite::Result<Vec<String>> {
         .map(|v| memchr::memmem::Finder::new(v.as_bytes()))
         .collect();
     let mut seen = HashSet::new();
-    let mut payloads = SpanRows::default();
     let mut blocks = c.prepare_cached(
-        "SELECT first_id, last_id, search_filter FROM blocks
+        "SELECT id, search_filter FROM blocks
          WHERE max_start_us >= ?1 AND min_start_us <= ?2 ORDER BY id DESC",
-    )?;
-    let mut spans = c.prepare_cached(
-        "SELECT trace_id, service, operation, start_us, duration_us, status,
-                block, payload_at, attributes_len
-         FROM spans WHERE id BETWEEN ?1 AND ?2",
     )?;
     let mut rows = blocks.query(params![q.start_us, q.end_us])?;
     while let Some(row) = rows.next()? {
-        let (first_id, last_id): (i64, i64) = (row.get(0)?, row.get(1)?);
-        let filter = SearchFilter(row.get(2)?);
+        let filter = SearchFilter(row.get(1)?);
         if !keys.iter().all(|&k| filter.may_contain(k)) {
             continue;
         }
-        // Only this block's payload is kept: a search that reads many
-        // blocks holds one decompressed payload at a time.
-        payloads.clear();
+        // One block at a time: a search that reads many blocks holds one
+        // decompressed payload at most.
+        let Some(mut block) = Block::load(c, row.get(0)?)? else {
+            continue;
+        };
         // This block's matching spans, newest start first.
-        let mut matching: Vec<(i64, String)> = Vec::new();
-        let mut span_rows = spans.query(params![first_id, last_id])?;
-        while let Some(r) = span_rows.next()? {
-            let start: i64 = r.get(3)?;
-            let duration: i64 = r.get(4)?;
-            let status: i64 = r.get(5)?;
-            let text = |i: usize| r.get_ref(i).ok().and_then(|v| v.as_str().ok());
-            let fits = (q.start_us..=q.end_us).contains(&start)
-                && q.service.as_deref().is_none_or(|s| text(1) == Some(s))
-                && q.operation.as_deref().is_none_or(|o| text(2) == Some(o))
-                && q.min_duration_us.is_none_or(|m| duration >= m)
-                && q.max_duration_us.is_none_or(|m| duration <= m)
-                && q.span_error.is_none_or(|e| e == (status == STATUS_ERROR));
+        let mut matching: Vec<(i64, [u8; 16])> = Vec::new();
+        for h in std::mem::take(&mut block.heads) {
+            let fits = (q.start_us..=q.end_us).contains(&h.start_us)
+                && q.service
+                    .as_deref()
+                    .is_none_or(|s| block.name(h.service) == s)
+                && q.operation
+                    .as_deref()
+                    .is_none_or(|o| block.name(h.operation) == o)
+                && q.min_duration_us.is_none_or(|m| h.duration_us >= m)
+                && q.max_duration_us.is_none_or(|m| h.duration_us <= m)
+                && q.span_error.is_none_or(|e| e == h.failed());
             if !fits {
                 continue;
             }
             if !q.tags.is_empty() {
-                let payload = (
-                    r.get(6)?,
-                    r.get::<_, i64>(7)? as usize,
-                    r.get::<_, i64>(8)? as usize,
-                    0,
-                );
-                let attributes = payloads.payload(c, payload)?.0;
+                let attributes = block.data(c, &h)?.0;
                 if !needles.iter().all(|n| n.find(attributes).is_some())
                     || !has_tags(attributes, &q.tags)
                 {
                     continue;
                 }
             }
-            matching.push((start, r.get(0)?));
+            matching.push((h.start_us, h.trace_id));
         }
         matching.sort_by_key(|m| std::cmp::Reverse(m.0));
         for (_, trace_id) in matching {
-            if !seen.insert(trace_id.clone()) {
+            if !seen.insert(trace_id) {
                 continue;
             }
             if let Some(want) = q.status {
-                let trace_failed = failed.contains(&trace_key64(&trace_id));
+                let key = u64::from_be_bytes(trace_id[8..].try_into().unwrap_or_default());
+                let trace_failed = failed.contains(&key);
                 if trace_failed != (want == TraceStatus::Error) {
                     continue;
                 }
             }
-            ids.push(trace_id);
+            ids.push(super::block::hex(&trace_id));
             if ids.len() >= q.limit {
                 return Ok(ids);
             }
@@ -262,7 +235,7 @@ pub struct Loaded {
 
 /// All spans of the given traces (ids as 32 lowercase hex digits), by
 /// start time: the blocks' trace keys name the candidate spans, their
-/// rows decide.
+/// heads decide.
 pub fn spans_of(c: &Connection, trace_ids: &[String]) -> rusqlite::Result<Vec<StoredSpan>> {
     Ok(spans_within(c, trace_ids, AnswerBudget::UNLIMITED)?.spans)
 }
@@ -286,25 +259,26 @@ pub fn spans_within(
     for k in &keys {
         maybe[(*k as u16 >> 6) as usize] |= 1 << (k & 63);
     }
-    // Candidate rows by trace key: a trace's spans, and perhaps a few of
-    // another trace whose key collides (its rows tell them apart).
-    let mut candidates: HashMap<u32, Vec<i64>> = HashMap::new();
+    // Candidate spans (block, index of its head) by trace key: a trace's
+    // spans, and perhaps a few of another trace whose key collides (their
+    // heads tell them apart).
+    let mut candidates: HashMap<u32, Vec<(i64, usize)>> = HashMap::new();
     {
-        let mut blocks = c.prepare_cached("SELECT first_id, trace_keys FROM block_traces")?;
+        let mut blocks = c.prepare_cached("SELECT block, trace_keys FROM block_traces")?;
         let mut rows = blocks.query([])?;
         while let Some(r) = rows.next()? {
-            let first_id: i64 = r.get(0)?;
+            let block: i64 = r.get(0)?;
             for (i, key) in r.get_ref(1)?.as_blob()?.chunks_exact(4).enumerate() {
                 let key = u32::from_le_bytes([key[0], key[1], key[2], key[3]]);
                 if maybe[(key as u16 >> 6) as usize] & (1 << (key & 63)) != 0 && keys.contains(&key)
                 {
-                    candidates.entry(key).or_default().push(first_id + i as i64);
+                    candidates.entry(key).or_default().push((block, i));
                 }
             }
         }
     }
-    let mut one = c.prepare_cached(&format!("SELECT {SPAN_COLUMNS} FROM spans WHERE id = ?1"))?;
-    let mut reader = SpanRows::default();
+    // The blocks read so far (`None`: gone since the keys were read).
+    let mut blocks: HashMap<i64, Option<Block>> = HashMap::new();
     let mut loaded = Loaded::default();
     let (mut spans_used, mut bytes_used) = (0usize, 0usize);
     // Set once a trace did not fit: the rest are left out unread.
@@ -317,21 +291,27 @@ pub fn spans_within(
             loaded.left_out.push(trace_id.clone());
             continue;
         }
+        let wanted: Option<[u8; 16]> = unhex(trace_id);
         // A span written twice (the same trace and span id) is shown once,
         // as last written.
         let mut trace: HashMap<String, StoredSpan> = HashMap::new();
         let (mut spans, mut bytes) = (0, 0);
         let mut cut = false;
-        for id in rows {
+        for &(id, i) in rows {
             if spans_used + spans >= budget.max_spans || bytes_used + bytes >= budget.max_bytes {
                 cut = true;
                 break;
             }
-            let mut r = one.query(params![id])?;
-            if let Some(r) = r.next()?
-                && r.get_ref(0)?.as_str()? == trace_id
-            {
-                let span = reader.row(c, r)?;
+            let block = match blocks.entry(id) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(e) => e.insert(Block::load(c, id)?),
+            };
+            let Some(block) = block else { continue };
+            let Some(h): Option<Head> = block.heads.get(i).copied() else {
+                continue;
+            };
+            if Some(h.trace_id) == wanted {
+                let span = block.span(c, &h)?;
                 spans += 1;
                 bytes += span_bytes(&span);
                 trace.insert(span.span_id.clone(), span);
@@ -395,21 +375,20 @@ pub fn scan_window(
     end_us: i64,
     mut each: impl FnMut(SpanHead),
 ) -> rusqlite::Result<()> {
-    let mut blocks = c.prepare_cached(
-        "SELECT first_id, last_id FROM blocks
-         WHERE max_start_us >= ?1 AND min_start_us <= ?2 ORDER BY id",
-    )?;
-    let mut spans = c.prepare_cached(&format!(
-        "SELECT {SPAN_COLUMNS} FROM spans
-         WHERE id BETWEEN ?1 AND ?2 AND start_us >= ?3 AND start_us <= ?4"
-    ))?;
-    let ranges: Vec<(i64, i64)> = blocks
-        .query_map(params![start_us, end_us], |r| Ok((r.get(0)?, r.get(1)?)))?
+    let ids: Vec<i64> = c
+        .prepare_cached(
+            "SELECT id FROM blocks WHERE max_start_us >= ?1 AND min_start_us <= ?2 ORDER BY id",
+        )?
+        .query_map(params![start_us, end_us], |r| r.get(0))?
         .collect::<rusqlite::Result<_>>()?;
-    for (first, last) in ranges {
-        let mut rows = spans.query(params![first, last, start_us, end_us])?;
-        while let Some(r) = rows.next()? {
-            each(SpanHead::from_row(r)?);
+    for id in ids {
+        let Some(block) = Block::load(c, id)? else {
+            continue;
+        };
+        for h in &block.heads {
+            if (start_us..=end_us).contains(&h.start_us) {
+                each(block.span_head(h));
+            }
         }
     }
     Ok(())

@@ -1,15 +1,18 @@
 //! The store's writer: one thread that turns queued batches into rows, one
 //! SQLite transaction for everything waiting at once, and retention.
 //!
-//! Spans are written in blocks of up to [`BLOCK_SPANS`]: each span is one
-//! row appended to `spans` (no secondary index), its attributes and events
-//! go as JSON text into the block's zstd-compressed payload (written
-//! straight from the span, no intermediate `serde_json::Value`), and the
-//! block gets one `blocks` row with what searches use to skip it or find
-//! spans in it: a Bloom filter over its search keys, its spans' trace keys
-//! and the traces of its failed spans. A write thus appends to the ends of
-//! tables only; nothing is inserted at random places of a large B-tree.
+//! Spans are written in blocks of up to [`BLOCK_SPANS`] (the model is in
+//! [`super::block`]): each span's fixed-size head goes into the block's
+//! heads, its attributes and events as JSON text into the block's
+//! zstd-compressed payload (written straight from the span, no
+//! intermediate `serde_json::Value`), and the block gets one row per table
+//! with what searches use to skip it or find spans in it: a Bloom filter
+//! over its search keys, its spans' trace keys and the traces of its
+//! failed spans. A span has no row of its own, and a write appends to the
+//! ends of tables only; nothing is inserted at random places of a large
+//! B-tree.
 
+use super::block::{self, Head, unhex};
 use super::{Msg, StoreConfig, StoreStats, StoredLog, StoredSpan, now_us, stored_log};
 use crate::telemetry::traces::encoded::{AttributeView, EventView, SpanView, ValueView};
 use rusqlite::{Connection, params};
@@ -21,6 +24,9 @@ use std::sync::atomic::Ordering;
 use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+/// The writer's maps, keyed by names of the spans being written.
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 /// What a span given as a `StoredSpan` (tests, imports) is reckoned to
 /// weigh before it is written, for the per-transaction limit.
@@ -40,26 +46,21 @@ pub(super) struct Writer {
     /// One compression context for the thread's life (making one costs
     /// more than compressing a small block).
     pub(super) zstd: zstd::bulk::Compressor<'static>,
-    /// The last block id and span id written (read from the file once).
-    pub(super) next_ids: Option<(i64, i64)>,
+    /// The last block id written (read from the file once).
+    pub(super) last_block: Option<i64>,
 }
 
-/// The largest block id and span id the file has used, in any table.
-fn last_ids(c: &Connection) -> rusqlite::Result<(i64, i64)> {
-    let max = |sql: &str| -> rusqlite::Result<i64> {
-        use rusqlite::OptionalExtension;
-        Ok(c.prepare_cached(sql)?
-            .query_row([], |r| r.get::<_, Option<i64>>(0))
-            .optional()?
-            .flatten()
-            .unwrap_or_default())
-    };
-    let block = max("SELECT MAX(id) FROM blocks")?
-        .max(max("SELECT MAX(block) FROM payloads")?)
-        .max(max("SELECT MAX(block) FROM block_traces")?);
-    let id = max("SELECT MAX(id) FROM spans")?
-        .max(max("SELECT last_id FROM blocks ORDER BY id DESC LIMIT 1")?);
-    Ok((block, id))
+/// The largest block id the file has used, in any table.
+fn last_block(c: &Connection) -> rusqlite::Result<i64> {
+    let mut last = 0;
+    for table in ["blocks", "block_traces", "block_spans", "payloads"] {
+        let key = if table == "blocks" { "id" } else { "block" };
+        let max: Option<i64> = c
+            .prepare_cached(&format!("SELECT MAX({key}) FROM {table}"))?
+            .query_row([], |r| r.get(0))?;
+        last = last.max(max.unwrap_or_default());
+    }
+    Ok(last)
 }
 
 /// Spans per block: a block is read and decompressed whole to show any
@@ -88,51 +89,15 @@ fn give_way(n: usize) {
 /// from span to span, so even this shrinks them ~8×).
 pub(super) const BLOCK_LEVEL: i32 = 1;
 
-/// One span as it is written: ids in lowercase hex and the place of its
-/// attributes and events (JSON text in the stored shape, see
-/// [`StoredSpan`]) in the block being filled. The hashes of its searchable
-/// `key=value` pairs go straight into the block's search keys.
+/// One span as it is written: its [`Head`] but for the indexes of its
+/// names, which the block assigns, and its service and operation. Its
+/// attributes, events and status message are appended to the block's
+/// payload, the hashes of its searchable `key=value` pairs to the block's
+/// search keys.
 struct Row<'a> {
-    /// The low 64 bits of the trace id (its low 32 are the trace key).
-    trace_key64: u64,
-    trace_id: IdText<'a, 32>,
-    span_id: IdText<'a, 16>,
-    parent_id: IdText<'a, 16>,
+    head: Head,
     service: &'a str,
     operation: &'a str,
-    kind: &'static str,
-    start_us: i64,
-    duration_us: i64,
-    status: i64,
-    status_message: &'a str,
-    payload_at: usize,
-    attributes_len: usize,
-    events_len: usize,
-}
-
-/// An id as the hex text the `spans` table keeps, written on the stack
-/// (no allocation per span), or borrowed when it already is text.
-enum IdText<'a, const N: usize> {
-    Hex([u8; N]),
-    Text(&'a str),
-}
-
-impl<'a, const N: usize> IdText<'a, N> {
-    fn as_str(&self) -> &str {
-        match self {
-            // Only ASCII hex digits are written.
-            IdText::Hex(b) => std::str::from_utf8(b).unwrap_or_default(),
-            IdText::Text(s) => s,
-        }
-    }
-}
-
-impl<const N: usize> rusqlite::ToSql for IdText<'_, N> {
-    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
-        Ok(rusqlite::types::ToSqlOutput::Borrowed(
-            rusqlite::types::ValueRef::Text(self.as_str().as_bytes()),
-        ))
-    }
 }
 
 /// Where a span comes from: the export worker's batches, or spans already
@@ -143,8 +108,8 @@ enum Source<'a> {
 }
 
 impl<'a> Row<'a> {
-    /// The row of a span; its attributes and events are appended to
-    /// `payload`, the search keys of its attributes to `keys`.
+    /// The row of a span; its data is appended to `payload`, the search
+    /// keys of its attributes to `keys`.
     fn new(
         source: Source<'a>,
         payload: &mut Vec<u8>,
@@ -169,10 +134,6 @@ impl<'a> Row<'a> {
             2 => 2,
             _ => 0,
         };
-        let parent_id = match s.parent_span_id {
-            Some(id) => hex(id),
-            None => IdText::Text(""),
-        };
         let start_us = (s.start_time_unix_nano / 1_000) as i64;
         let end_us = (s.end_time_unix_nano / 1_000) as i64;
         // Read once, used twice.
@@ -187,22 +148,26 @@ impl<'a> Row<'a> {
         let attributes_len = payload.len() - payload_at;
         let _ = serde_json::to_writer(&mut *payload, &Events(s.events()));
         let events_len = payload.len() - payload_at - attributes_len;
-        let low = u64::from_be_bytes(s.trace_id[8..].try_into().unwrap_or_default());
+        let message = if status == 2 { s.status_message } else { "" };
+        payload.extend_from_slice(message.as_bytes());
         Row {
-            trace_key64: low,
-            trace_id: hex(s.trace_id),
-            span_id: hex(s.span_id),
-            parent_id,
+            head: Head {
+                trace_id: s.trace_id,
+                span_id: s.span_id,
+                parent_id: s.parent_span_id,
+                start_us,
+                duration_us: (end_us - start_us).max(0),
+                service: 0,
+                operation: 0,
+                kind: kind_code(s.kind),
+                status,
+                payload_at: payload_at as u32,
+                attributes_len: attributes_len as u32,
+                events_len: events_len as u32,
+                message_len: message.len() as u32,
+            },
             service,
             operation: s.name,
-            kind: kind_name(s.kind),
-            start_us,
-            duration_us: (end_us - start_us).max(0),
-            status,
-            status_message: if status == 2 { s.status_message } else { "" },
-            payload_at,
-            attributes_len,
-            events_len,
         }
     }
 
@@ -224,54 +189,41 @@ impl<'a> Row<'a> {
         let attributes_len = payload.len() - payload_at;
         let _ = serde_json::to_writer(&mut *payload, &StoredEvents(&s.events));
         let events_len = payload.len() - payload_at - attributes_len;
-        let low = trace_key64(&s.trace_id);
+        payload.extend_from_slice(s.status_message.as_bytes());
         Row {
-            trace_key64: low,
-            trace_id: IdText::Text(&s.trace_id),
-            span_id: IdText::Text(&s.span_id),
-            parent_id: IdText::Text(&s.parent_id),
+            head: Head {
+                trace_id: unhex(&s.trace_id).unwrap_or_default(),
+                span_id: unhex(&s.span_id).unwrap_or_default(),
+                parent_id: unhex(&s.parent_id),
+                start_us: s.start_us,
+                duration_us: s.duration_us,
+                service: 0,
+                operation: 0,
+                kind: block::kind_code(&s.kind),
+                status: s.status.clamp(0, 2) as u8,
+                payload_at: payload_at as u32,
+                attributes_len: attributes_len as u32,
+                events_len: events_len as u32,
+                message_len: s.status_message.len() as u32,
+            },
             service: &s.service,
             operation: &s.operation,
-            kind: match s.kind.as_str() {
-                "server" => "server",
-                "client" => "client",
-                "producer" => "producer",
-                "consumer" => "consumer",
-                _ => "internal",
-            },
-            start_us: s.start_us,
-            duration_us: s.duration_us,
-            status: s.status,
-            status_message: &s.status_message,
-            payload_at,
-            attributes_len,
-            events_len,
         }
     }
+
+    /// The low 64 bits of the trace id (its low 32 are the trace key).
+    fn trace_key64(&self) -> u64 {
+        u64::from_be_bytes(self.head.trace_id[8..].try_into().unwrap_or_default())
+    }
 }
 
-/// trace.proto `SpanKind` as the store spells it.
-fn kind_name(kind: u64) -> &'static str {
+/// trace.proto `SpanKind` (a span's kind as OTLP sends it) as a [`Head`]
+/// keeps it: unknown kinds become internal.
+fn kind_code(kind: u64) -> u8 {
     match kind {
-        2 => "server",
-        3 => "client",
-        4 => "producer",
-        5 => "consumer",
-        _ => "internal",
+        2..=5 => kind as u8,
+        _ => 1,
     }
-}
-
-/// An id of `N` bytes in lowercase hex (`H` = 2 × `N` digits), as W3C
-/// Trace Context writes it.
-fn hex<'a, const N: usize, const H: usize>(id: [u8; N]) -> IdText<'a, H> {
-    const { assert!(H == 2 * N) };
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = [0u8; H];
-    for (i, b) in id.into_iter().enumerate() {
-        out[2 * i] = DIGITS[usize::from(b >> 4)];
-        out[2 * i + 1] = DIGITS[usize::from(b & 15)];
-    }
-    IdText::Hex(out)
 }
 
 /// The text a tag search matches an attribute value against, as
@@ -690,25 +642,21 @@ impl Writer {
     }
 
     /// Write spans in one transaction: for each block of up to
-    /// [`BLOCK_SPANS`], its span rows, its payload and its `blocks` row.
+    /// [`BLOCK_SPANS`], its four rows (see [`super::block`]).
     fn write(&mut self, sources: Vec<Source<'_>>) -> rusqlite::Result<()> {
         let conn = self.conn.clone();
         let mut conn = conn.lock().unwrap_or_else(|e| e.into_inner());
         let tx = conn.transaction()?;
         {
-            let mut insert = tx.prepare_cached(
-                "INSERT INTO spans (id, trace_id, span_id, parent_id, service, operation,
-                 kind, start_us, duration_us, status, status_message, block, payload_at,
-                 attributes_len, events_len)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
-            )?;
             let mut insert_block = tx.prepare_cached(
-                "INSERT INTO blocks (id, first_id, last_id, min_start_us, max_start_us,
-                 error_traces, search_filter)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                "INSERT INTO blocks (id, spans, min_start_us, max_start_us, error_traces,
+                 search_filter)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?;
-            let mut insert_traces = tx.prepare_cached(
-                "INSERT INTO block_traces (block, first_id, trace_keys) VALUES (?1, ?2, ?3)",
+            let mut insert_traces =
+                tx.prepare_cached("INSERT INTO block_traces (block, trace_keys) VALUES (?1, ?2)")?;
+            let mut insert_spans = tx.prepare_cached(
+                "INSERT INTO block_spans (block, names, heads) VALUES (?1, ?2, ?3)",
             )?;
             let mut insert_payload = tx.prepare_cached(
                 "INSERT INTO payloads (block, raw_len, data) VALUES (?1, ?2, ?3)",
@@ -719,22 +667,27 @@ impl Writer {
                  ON CONFLICT (service, operation, kind) DO UPDATE SET last_start_us =
                      MAX(last_start_us, excluded.last_start_us)",
             )?;
-            // Ids are never reused, even when retention has deleted the
-            // newest rows: a block's id range names only its own spans.
-            let (mut block, mut id) = match self.next_ids {
-                Some(ids) => ids,
-                None => last_ids(&tx)?,
+            // Block ids are never reused, even when retention has deleted
+            // the newest block.
+            let mut block = match self.last_block {
+                Some(last) => last,
+                None => last_block(&tx)?,
             };
-            let mut operations: std::collections::HashMap<(&str, &str, &str), i64> =
-                std::collections::HashMap::new();
+            let mut operations: HashMap<(&str, &str, u8), i64> = HashMap::default();
             let mut payload = Vec::new();
             let mut text = String::new();
             let mut keys = Vec::new();
+            let mut heads = Vec::new();
+            let mut names = Vec::new();
+            let mut name_index: HashMap<&str, u16> = HashMap::default();
             let mut sources = sources.into_iter().peekable();
             while sources.peek().is_some() {
                 block += 1;
                 payload.clear();
                 keys.clear();
+                heads.clear();
+                names.clear();
+                name_index.clear();
                 let rows: Vec<Row<'_>> = sources
                     .by_ref()
                     .take(BLOCK_SPANS)
@@ -746,57 +699,46 @@ impl Writer {
                     .collect();
                 let mut trace_keys = Vec::with_capacity(rows.len() * 4);
                 let mut error_traces = Vec::new();
-                let (mut first_id, mut last_id) = (0, 0);
                 let (mut min_start, mut max_start) = (i64::MAX, i64::MIN);
-                for (n, s) in rows.iter().enumerate() {
-                    give_way(n);
-                    id += 1;
-                    insert.execute(params![
-                        id,
-                        s.trace_id,
-                        s.span_id,
-                        s.parent_id,
-                        s.service,
-                        s.operation,
-                        s.kind,
-                        s.start_us,
-                        s.duration_us,
-                        s.status,
-                        s.status_message,
-                        block,
-                        s.payload_at as i64,
-                        s.attributes_len as i64,
-                        s.events_len as i64,
-                    ])?;
-                    last_id = id;
-                    if first_id == 0 {
-                        first_id = last_id;
+                for row in &rows {
+                    let mut head = row.head;
+                    for (name, index) in [
+                        (row.service, &mut head.service),
+                        (row.operation, &mut head.operation),
+                    ] {
+                        let next = name_index.len() as u16;
+                        *index = *name_index.entry(name).or_insert_with(|| {
+                            block::put_name(&mut names, name);
+                            next
+                        });
                     }
-                    min_start = min_start.min(s.start_us);
-                    max_start = max_start.max(s.start_us);
-                    trace_keys.extend_from_slice(&(s.trace_key64 as u32).to_le_bytes());
-                    keys.push(service_key(s.service));
+                    head.put(&mut heads);
+                    min_start = min_start.min(head.start_us);
+                    max_start = max_start.max(head.start_us);
+                    let trace_key64 = row.trace_key64();
+                    trace_keys.extend_from_slice(&(trace_key64 as u32).to_le_bytes());
+                    keys.push(service_key(row.service));
+                    keys.push(operation_key(row.service, row.operation));
                     let last = operations
-                        .entry((s.service, s.operation, s.kind))
-                        .or_insert(s.start_us);
-                    *last = (*last).max(s.start_us);
-                    keys.push(operation_key(s.service, s.operation));
-                    if s.status == super::search::STATUS_ERROR {
+                        .entry((row.service, row.operation, head.kind))
+                        .or_insert(head.start_us);
+                    *last = (*last).max(head.start_us);
+                    if head.failed() {
                         keys.push(error_key());
-                        error_traces.extend_from_slice(&s.trace_key64.to_le_bytes());
+                        error_traces.extend_from_slice(&trace_key64.to_le_bytes());
                     }
                 }
                 let filter = SearchFilter::new(&mut keys);
                 insert_block.execute(params![
                     block,
-                    first_id,
-                    last_id,
+                    rows.len() as i64,
                     min_start,
                     max_start,
                     error_traces,
                     filter.0,
                 ])?;
-                insert_traces.execute(params![block, first_id, trace_keys])?;
+                insert_traces.execute(params![block, trace_keys])?;
+                insert_spans.execute(params![block, names, heads])?;
                 let data = self
                     .zstd
                     .compress(&payload)
@@ -804,14 +746,19 @@ impl Writer {
                 insert_payload.execute(params![block, payload.len() as i64, data])?;
             }
             for ((service, operation, kind), last) in operations {
-                insert_operation.execute(params![service, operation, kind, last])?;
+                insert_operation.execute(params![
+                    service,
+                    operation,
+                    block::kind_name(kind),
+                    last
+                ])?;
             }
-            self.next_ids = Some((block, id));
+            self.last_block = Some(block);
         }
         let committed = tx.commit();
         if committed.is_err() {
-            // Read the ids again next time rather than trust the counters.
-            self.next_ids = None;
+            // Read the ids again next time rather than trust the counter.
+            self.last_block = None;
         }
         committed
     }
@@ -916,27 +863,56 @@ impl Writer {
 }
 
 /// Delete every span that started before `cutoff` (µs): whole blocks when
-/// all their spans did, single rows of the blocks that straddle it. Returns
-/// the number of spans deleted.
+/// all their spans did; the blocks that straddle it are written again with
+/// the heads and trace keys of their other spans (their payload, filter
+/// and failed traces stay as they were: they only name more than is
+/// there). Returns the number of spans deleted.
 fn expire_before(conn: &Connection, cutoff: i64) -> rusqlite::Result<u64> {
-    let blocks: Vec<(i64, i64, i64, i64)> = conn
-        .prepare_cached(
-            "SELECT id, first_id, last_id, max_start_us FROM blocks WHERE min_start_us < ?1",
-        )?
-        .query_map(params![cutoff], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-        })?
+    let blocks: Vec<(i64, i64, i64)> = conn
+        .prepare_cached("SELECT id, spans, max_start_us FROM blocks WHERE min_start_us < ?1")?
+        .query_map(params![cutoff], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
         .collect::<rusqlite::Result<_>>()?;
     let mut deleted = 0;
-    for (block, first, last, max_start) in blocks {
+    for (id, spans, max_start) in blocks {
         if max_start < cutoff {
-            deleted += delete_block(conn, block, first, last)?;
-        } else {
-            deleted += conn.execute(
-                "DELETE FROM spans WHERE id BETWEEN ?1 AND ?2 AND start_us < ?3",
-                params![first, last, cutoff],
-            )? as u64;
+            delete_block(conn, id)?;
+            deleted += spans as u64;
+            continue;
         }
+        let (heads, trace_keys): (Vec<u8>, Vec<u8>) = conn
+            .prepare_cached(
+                "SELECT s.heads, t.trace_keys FROM block_spans s, block_traces t
+                 WHERE s.block = ?1 AND t.block = ?1",
+            )?
+            .query_row(params![id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        let (mut kept_heads, mut kept_keys) = (Vec::new(), Vec::new());
+        let mut min_start = i64::MAX;
+        for (head, key) in block::heads(&heads).zip(trace_keys.chunks_exact(4)) {
+            if head.start_us >= cutoff {
+                head.put(&mut kept_heads);
+                kept_keys.extend_from_slice(key);
+                min_start = min_start.min(head.start_us);
+            }
+        }
+        let kept = (kept_heads.len() / block::HEAD_BYTES) as i64;
+        deleted += spans.saturating_sub(kept) as u64;
+        if kept == 0 {
+            // Its heads were damaged: nothing in it can be shown.
+            delete_block(conn, id)?;
+            continue;
+        }
+        conn.execute(
+            "UPDATE blocks SET spans = ?2, min_start_us = ?3 WHERE id = ?1",
+            params![id, kept, min_start],
+        )?;
+        conn.execute(
+            "UPDATE block_spans SET heads = ?2 WHERE block = ?1",
+            params![id, kept_heads],
+        )?;
+        conn.execute(
+            "UPDATE block_traces SET trace_keys = ?2 WHERE block = ?1",
+            params![id, kept_keys],
+        )?;
     }
     Ok(deleted)
 }
@@ -944,33 +920,32 @@ fn expire_before(conn: &Connection, cutoff: i64) -> rusqlite::Result<u64> {
 /// Delete the oldest tenth of the blocks (at least one) and the log records
 /// up to their newest start; returns the number of spans deleted.
 fn drop_oldest_blocks(conn: &Connection) -> rusqlite::Result<u64> {
-    let blocks: Vec<(i64, i64, i64, i64)> = conn
+    let blocks: Vec<(i64, i64, i64)> = conn
         .prepare_cached(
-            "SELECT id, first_id, last_id, max_start_us FROM blocks ORDER BY id
+            "SELECT id, spans, max_start_us FROM blocks ORDER BY id
              LIMIT MAX(1, (SELECT COUNT(*) / 10 FROM blocks))",
         )?
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
         .collect::<rusqlite::Result<_>>()?;
     let mut deleted = 0;
     let mut edge = i64::MIN;
-    for (block, first, last, max_start) in blocks {
-        deleted += delete_block(conn, block, first, last)?;
+    for (id, spans, max_start) in blocks {
+        delete_block(conn, id)?;
+        deleted += spans as u64;
         edge = edge.max(max_start);
     }
     conn.execute("DELETE FROM logs WHERE time_us <= ?1", params![edge])?;
     Ok(deleted)
 }
 
-/// Delete a block, its payload and its spans; returns the spans deleted.
-fn delete_block(conn: &Connection, block: i64, first: i64, last: i64) -> rusqlite::Result<u64> {
-    let n = conn.execute(
-        "DELETE FROM spans WHERE id BETWEEN ?1 AND ?2",
-        params![first, last],
-    )?;
+/// Delete a block's four rows.
+fn delete_block(conn: &Connection, block: i64) -> rusqlite::Result<()> {
     conn.execute("DELETE FROM blocks WHERE id = ?1", params![block])?;
-    conn.execute("DELETE FROM block_traces WHERE block = ?1", params![block])?;
-    conn.execute("DELETE FROM payloads WHERE block = ?1", params![block])?;
-    Ok(n as u64)
+    for table in ["block_traces", "block_spans", "payloads"] {
+        conn.prepare_cached(&format!("DELETE FROM {table} WHERE block = ?1"))?
+            .execute(params![block])?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -1011,10 +986,11 @@ mod tests {
             tag_hash("\u{1}operation\u{0}svc", "GET /x")
         );
         assert_eq!(tag_hash("k", "v"), 0x3c2a_5119_34fa_315b_u64 as i64);
-        let id: IdText<'_, 16> = hex([0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef]);
-        assert_eq!(id.as_str(), "0123456789abcdef");
-        let id: IdText<'_, 32> = hex([0xff; 16]);
-        assert_eq!(id.as_str(), "f".repeat(32));
+        assert_eq!(
+            block::hex(&[0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef]),
+            "0123456789abcdef"
+        );
+        assert_eq!(block::hex(&[0xff; 16]), "f".repeat(32));
     }
 
     #[test]
