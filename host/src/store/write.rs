@@ -161,10 +161,10 @@ impl<'a> Row<'a> {
                 operation: 0,
                 kind: kind_code(s.kind),
                 status,
-                payload_at: payload_at as u32,
-                attributes_len: attributes_len as u32,
-                events_len: events_len as u32,
-                message_len: message.len() as u32,
+                payload_at: offset(payload_at),
+                attributes_len: offset(attributes_len),
+                events_len: offset(events_len),
+                message_len: offset(message.len()),
             },
             service,
             operation: s.name,
@@ -201,10 +201,10 @@ impl<'a> Row<'a> {
                 operation: 0,
                 kind: block::kind_code(&s.kind),
                 status: s.status.clamp(0, 2) as u8,
-                payload_at: payload_at as u32,
-                attributes_len: attributes_len as u32,
-                events_len: events_len as u32,
-                message_len: s.status_message.len() as u32,
+                payload_at: offset(payload_at),
+                attributes_len: offset(attributes_len),
+                events_len: offset(events_len),
+                message_len: offset(s.status_message.len()),
             },
             service: &s.service,
             operation: &s.operation,
@@ -215,6 +215,13 @@ impl<'a> Row<'a> {
     fn trace_key64(&self) -> u64 {
         u64::from_be_bytes(self.head.trace_id[8..].try_into().unwrap_or_default())
     }
+}
+
+/// An offset or length in a block's payload as a [`Head`] keeps it: past
+/// 4 GiB (which capped attributes never reach) the span reads back empty
+/// rather than as another span's bytes.
+fn offset(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
 }
 
 /// trace.proto `SpanKind` (a span's kind as OTLP sends it) as a [`Head`]
