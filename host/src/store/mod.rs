@@ -658,6 +658,47 @@ mod tests {
     }
 
     #[test]
+    fn a_file_of_the_previous_schema_starts_afresh_and_takes_spans() {
+        let dir = std::env::temp_dir().join(format!("polytrace-store-v8-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("t.db");
+        {
+            // The tables of schema 8 (one row per span), with a span in them.
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch(
+                "CREATE TABLE spans (id INTEGER PRIMARY KEY, trace_id TEXT NOT NULL);
+                 CREATE TABLE blocks (id INTEGER PRIMARY KEY, first_id INTEGER NOT NULL,
+                     last_id INTEGER NOT NULL, min_start_us INTEGER NOT NULL,
+                     max_start_us INTEGER NOT NULL, error_traces BLOB NOT NULL,
+                     search_filter BLOB NOT NULL);
+                 CREATE TABLE block_traces (block INTEGER PRIMARY KEY,
+                     first_id INTEGER NOT NULL, trace_keys BLOB NOT NULL);
+                 INSERT INTO spans VALUES (1, 'old');
+                 INSERT INTO blocks VALUES (7, 1, 1, 0, 0, x'', x'');
+                 PRAGMA user_version = 8;",
+            )
+            .unwrap();
+        }
+        let store = Store::open(StoreConfig {
+            path: Some(path.clone()),
+            ..Default::default()
+        })
+        .unwrap();
+        let now = now_us();
+        store.add_spans(vec![span(5, 1, now)]);
+        assert!(store.flush(Duration::from_secs(5)));
+        assert_eq!(store.stats.stored.load(Ordering::Relaxed), 1);
+        assert_eq!(count(&store), 1);
+        let found = store
+            .read(|c| spans_of(c, &[format!("{:032x}", 5)]))
+            .unwrap();
+        assert_eq!(found, vec![span(5, 1, now)]);
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn a_file_that_is_not_a_store_is_named_and_left_alone() {
         let path =
             std::env::temp_dir().join(format!("polytrace-not-a-store-{}", std::process::id()));
