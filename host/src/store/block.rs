@@ -102,6 +102,12 @@ impl Head {
         }
     }
 
+    /// The low 64 bits of the trace id (its low 32 are the trace key of
+    /// `block_traces`).
+    pub(super) fn trace_key64(&self) -> u64 {
+        u64::from_be_bytes(array(&self.trace_id[8..]))
+    }
+
     /// Whether the span's status is Error.
     pub(super) fn failed(&self) -> bool {
         i64::from(self.status) == STATUS_ERROR

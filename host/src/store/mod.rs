@@ -64,8 +64,13 @@ impl Default for StoreConfig {
 /// One stored span, in the shape the query API reads.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredSpan {
+    /// 32 lowercase hex digits (W3C Trace Context); an id that is not
+    /// hex of the right length is stored as all zeros.
     pub trace_id: String,
+    /// 16 lowercase hex digits, stored as `trace_id` is.
     pub span_id: String,
+    /// 16 lowercase hex digits, or empty for a root span (a parent id that
+    /// is not hex is stored as none).
     pub parent_id: String,
     pub service: String,
     pub operation: String,
@@ -609,7 +614,11 @@ mod tests {
 
     fn count(store: &Store) -> i64 {
         store
-            .read(|c| c.query_row("SELECT SUM(spans) FROM blocks", [], |r| r.get(0)))
+            .read(|c| {
+                c.query_row("SELECT COALESCE(SUM(spans), 0) FROM blocks", [], |r| {
+                    r.get(0)
+                })
+            })
             .unwrap()
     }
 
@@ -779,6 +788,50 @@ mod tests {
             })
             .unwrap();
         assert_eq!(all.len(), 2, "each trace once: {all:?}");
+    }
+
+    #[test]
+    fn retention_rebuilds_the_trace_keys_of_a_block_it_writes_again() {
+        let dir = std::env::temp_dir().join(format!("polytrace-store-keys-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("t.db");
+        let now = now_us();
+        {
+            // One block: a recent span and one two hours old, kept by the
+            // default week of retention.
+            let store = Store::open(StoreConfig {
+                path: Some(path.clone()),
+                ..Default::default()
+            })
+            .unwrap();
+            store.add_spans(vec![span(1, 1, now), span(2, 1, now - 7_200_000_000)]);
+            assert!(store.flush(Duration::from_secs(5)));
+            assert_eq!(count(&store), 2);
+        }
+        // The block's trace keys are lost.
+        Connection::open(&path)
+            .unwrap()
+            .execute("DELETE FROM block_traces", [])
+            .unwrap();
+        let store = Store::open(StoreConfig {
+            path: Some(path.clone()),
+            max_age: Duration::from_secs(3600),
+            ..Default::default()
+        })
+        .unwrap();
+        store.add_spans(vec![span(3, 1, now)]);
+        assert!(store.flush(Duration::from_secs(5)));
+        // Retention wrote the block again without the old span, with the
+        // keys of the span it kept: its trace is found again.
+        assert_eq!(count(&store), 2);
+        assert_eq!(store.stats.expired.load(Ordering::Relaxed), 1);
+        let found = store
+            .read(|c| spans_of(c, &[format!("{:032x}", 1), format!("{:032x}", 2)]))
+            .unwrap();
+        assert_eq!(found, vec![span(1, 1, now)]);
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

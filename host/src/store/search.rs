@@ -259,20 +259,26 @@ pub fn spans_within(
     for k in &keys {
         maybe[(*k as u16 >> 6) as usize] |= 1 << (k & 63);
     }
-    // Candidate spans (block, index of its head) by trace key: a trace's
-    // spans, and perhaps a few of another trace whose key collides (their
-    // heads tell them apart).
+    // Candidate blocks by trace key, each with how many of its spans carry
+    // the key: a trace's spans, and perhaps a few of another trace whose key
+    // collides (their heads tell them apart). The keys and the heads are
+    // read in separate statements, and the writer may rewrite a block in
+    // between, so a block's heads are searched whole rather than by index.
     let mut candidates: HashMap<u32, Vec<(i64, usize)>> = HashMap::new();
     {
         let mut blocks = c.prepare_cached("SELECT block, trace_keys FROM block_traces")?;
         let mut rows = blocks.query([])?;
         while let Some(r) = rows.next()? {
             let block: i64 = r.get(0)?;
-            for (i, key) in r.get_ref(1)?.as_blob()?.chunks_exact(4).enumerate() {
+            for key in r.get_ref(1)?.as_blob()?.chunks_exact(4) {
                 let key = u32::from_le_bytes([key[0], key[1], key[2], key[3]]);
                 if maybe[(key as u16 >> 6) as usize] & (1 << (key & 63)) != 0 && keys.contains(&key)
                 {
-                    candidates.entry(key).or_default().push((block, i));
+                    let in_block = candidates.entry(key).or_default();
+                    match in_block.last_mut() {
+                        Some((last, count)) if *last == block => *count += 1,
+                        _ => in_block.push((block, 1)),
+                    }
                 }
             }
         }
@@ -287,7 +293,8 @@ pub fn spans_within(
         let rows = candidates
             .get(&(trace_key64(trace_id) as u32))
             .map_or(&[][..], Vec::as_slice);
-        if n > 0 && (full || spans_used + rows.len() > budget.max_spans) {
+        let expected: usize = rows.iter().map(|(_, count)| count).sum();
+        if n > 0 && (full || spans_used + expected > budget.max_spans) {
             loaded.left_out.push(trace_id.clone());
             continue;
         }
@@ -297,20 +304,22 @@ pub fn spans_within(
         let mut trace: HashMap<String, StoredSpan> = HashMap::new();
         let (mut spans, mut bytes) = (0, 0);
         let mut cut = false;
-        for &(id, i) in rows {
-            if spans_used + spans >= budget.max_spans || bytes_used + bytes >= budget.max_bytes {
-                cut = true;
-                break;
-            }
+        'blocks: for &(id, _) in rows {
             let block = match blocks.entry(id) {
                 std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
                 std::collections::hash_map::Entry::Vacant(e) => e.insert(Block::load(c, id)?),
             };
             let Some(block) = block else { continue };
-            let Some(h): Option<Head> = block.heads.get(i).copied() else {
-                continue;
-            };
-            if Some(h.trace_id) == wanted {
+            for i in 0..block.heads.len() {
+                let h: Head = block.heads[i];
+                if Some(h.trace_id) != wanted {
+                    continue;
+                }
+                if spans_used + spans >= budget.max_spans || bytes_used + bytes >= budget.max_bytes
+                {
+                    cut = true;
+                    break 'blocks;
+                }
                 let span = block.span(c, &h)?;
                 spans += 1;
                 bytes += span_bytes(&span);

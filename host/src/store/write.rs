@@ -15,7 +15,7 @@
 use super::block::{self, Head, unhex};
 use super::{Msg, StoreConfig, StoreStats, StoredLog, StoredSpan, now_us, stored_log};
 use crate::telemetry::traces::encoded::{AttributeView, EventView, SpanView, ValueView};
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 use serde::ser::{SerializeSeq, Serializer};
 use serde_json::Value as Json;
@@ -200,7 +200,11 @@ impl<'a> Row<'a> {
                 service: 0,
                 operation: 0,
                 kind: block::kind_code(&s.kind),
-                status: s.status.clamp(0, 2) as u8,
+                status: match s.status {
+                    1 => 1,
+                    2 => 2,
+                    _ => 0,
+                },
                 payload_at: offset(payload_at),
                 attributes_len: offset(attributes_len),
                 events_len: offset(events_len),
@@ -213,7 +217,7 @@ impl<'a> Row<'a> {
 
     /// The low 64 bits of the trace id (its low 32 are the trace key).
     fn trace_key64(&self) -> u64 {
-        u64::from_be_bytes(self.head.trace_id[8..].try_into().unwrap_or_default())
+        self.head.trace_key64()
     }
 }
 
@@ -879,45 +883,50 @@ fn expire_before(conn: &Connection, cutoff: i64) -> rusqlite::Result<u64> {
         .prepare_cached("SELECT id, spans, max_start_us FROM blocks WHERE min_start_us < ?1")?
         .query_map(params![cutoff], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
         .collect::<rusqlite::Result<_>>()?;
-    let mut deleted = 0;
+    let mut deleted: u64 = 0;
     for (id, spans, max_start) in blocks {
+        // A damaged count must not make the figure absurd.
+        let spans = u64::try_from(spans).unwrap_or(0);
         if max_start < cutoff {
             delete_block(conn, id)?;
-            deleted += spans as u64;
+            deleted = deleted.saturating_add(spans);
             continue;
         }
-        let (heads, trace_keys): (Vec<u8>, Vec<u8>) = conn
-            .prepare_cached(
-                "SELECT s.heads, t.trace_keys FROM block_spans s, block_traces t
-                 WHERE s.block = ?1 AND t.block = ?1",
-            )?
-            .query_row(params![id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        let heads: Option<Vec<u8>> = conn
+            .prepare_cached("SELECT heads FROM block_spans WHERE block = ?1")?
+            .query_row(params![id], |r| {
+                Ok(r.get_ref(0)?.as_blob().ok().map(<[u8]>::to_vec))
+            })
+            .optional()?
+            .flatten();
+        // The trace keys are those of the heads kept, written afresh (a
+        // missing or damaged row comes back whole).
         let (mut kept_heads, mut kept_keys) = (Vec::new(), Vec::new());
         let mut min_start = i64::MAX;
-        for (head, key) in block::heads(&heads).zip(trace_keys.chunks_exact(4)) {
+        for head in block::heads(heads.as_deref().unwrap_or_default()) {
             if head.start_us >= cutoff {
                 head.put(&mut kept_heads);
-                kept_keys.extend_from_slice(key);
+                kept_keys.extend_from_slice(&(head.trace_key64() as u32).to_le_bytes());
                 min_start = min_start.min(head.start_us);
             }
         }
-        let kept = (kept_heads.len() / block::HEAD_BYTES) as i64;
-        deleted += spans.saturating_sub(kept) as u64;
+        let kept = (kept_heads.len() / block::HEAD_BYTES) as u64;
+        deleted = deleted.saturating_add(spans.saturating_sub(kept));
         if kept == 0 {
-            // Its heads were damaged: nothing in it can be shown.
+            // Its heads were missing or damaged: nothing in it can be shown.
             delete_block(conn, id)?;
             continue;
         }
         conn.execute(
             "UPDATE blocks SET spans = ?2, min_start_us = ?3 WHERE id = ?1",
-            params![id, kept, min_start],
+            params![id, kept as i64, min_start],
         )?;
         conn.execute(
             "UPDATE block_spans SET heads = ?2 WHERE block = ?1",
             params![id, kept_heads],
         )?;
         conn.execute(
-            "UPDATE block_traces SET trace_keys = ?2 WHERE block = ?1",
+            "INSERT OR REPLACE INTO block_traces (block, trace_keys) VALUES (?1, ?2)",
             params![id, kept_keys],
         )?;
     }
@@ -934,11 +943,11 @@ fn drop_oldest_blocks(conn: &Connection) -> rusqlite::Result<u64> {
         )?
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
         .collect::<rusqlite::Result<_>>()?;
-    let mut deleted = 0;
+    let mut deleted: u64 = 0;
     let mut edge = i64::MIN;
     for (id, spans, max_start) in blocks {
         delete_block(conn, id)?;
-        deleted += spans as u64;
+        deleted = deleted.saturating_add(u64::try_from(spans).unwrap_or(0));
         edge = edge.max(max_start);
     }
     conn.execute("DELETE FROM logs WHERE time_us <= ?1", params![edge])?;
