@@ -612,6 +612,16 @@ mod tests {
         starts
     }
 
+    /// A new empty directory for one test, and the store file's path in it.
+    fn empty_dir(test: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+        let dir =
+            std::env::temp_dir().join(format!("polytrace-store-{test}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("t.db");
+        (dir, path)
+    }
+
     fn count(store: &Store) -> i64 {
         store
             .read(|c| {
@@ -668,10 +678,7 @@ mod tests {
 
     #[test]
     fn a_file_of_the_previous_schema_starts_afresh_and_takes_spans() {
-        let dir = std::env::temp_dir().join(format!("polytrace-store-v8-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("t.db");
+        let (dir, path) = empty_dir("v8");
         {
             // The tables of schema 8 (one row per span), with a span in them.
             let c = Connection::open(&path).unwrap();
@@ -792,10 +799,7 @@ mod tests {
 
     #[test]
     fn retention_rebuilds_the_trace_keys_of_a_block_it_writes_again() {
-        let dir = std::env::temp_dir().join(format!("polytrace-store-keys-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("t.db");
+        let (dir, path) = empty_dir("keys");
         let now = now_us();
         {
             // One block: a recent span and one two hours old, kept by the
