@@ -850,6 +850,16 @@ async fn host_fields_are_checked_before_a_request_takes_an_instance() {
             "GET /faults/ok HTTP/1.1\r\nHost: a b\r\nConnection: close\r\n\r\n",
             "not a host",
         ),
+        // The listener has no TLS, and a scheme of the client's own would
+        // become the span's and the metrics' url.scheme.
+        (
+            "GET https://x/faults/ok HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            "other than http",
+        ),
+        (
+            "GET foo://x/faults/ok HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            "other than http",
+        ),
     ] {
         for _ in 0..3 {
             let r = send(host.addr, head).await;
@@ -857,6 +867,13 @@ async fn host_fields_are_checked_before_a_request_takes_an_instance() {
             assert!(r.contains(why) && r.contains("BadRequest"), "{head:?}: {r}");
         }
     }
+    // A target in absolute form with the http scheme is served.
+    let r = send(
+        host.addr,
+        "GET http://x/faults/ok HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
     // A transfer coding hyper does not decode would reach the guest as if
     // it were the body (RFC 9112, section 6.1): 501.
     let r = send(

@@ -80,6 +80,24 @@ pub fn check_host<B>(
     }
 }
 
+/// The scheme of a request that reached one of polytrace's listeners,
+/// which speak plain HTTP (no TLS): a target in absolute form (RFC 9112,
+/// section 3.2.2) or an HTTP/2 `:scheme` must name `http`. Any other would
+/// be taken as the request's `url.scheme` on the SERVER span and the
+/// request metrics (RFC 9110, section 4.2), so a client could claim
+/// `https` it did not use, or fill the metrics with schemes of its own.
+///
+/// Errors: the reason for the 400 answer.
+pub fn check_scheme(uri: &http::Uri) -> Result<(), &'static str> {
+    match uri.scheme_str() {
+        None | Some("http") => Ok(()),
+        Some(_) => Err(
+            "the request's target names a scheme other than http, which this listener does not \
+             serve (RFC 9112, section 3.2.2)",
+        ),
+    }
+}
+
 /// RFC 9112, section 6.1: the transfer codings of a request, which hyper
 /// decodes only when they are `chunked`. Any other (`gzip, chunked`) would
 /// reach the guest still encoded, as if it were the body; a server that
@@ -105,7 +123,7 @@ pub fn check_transfer_coding(headers: &http::HeaderMap) -> Result<(), &'static s
 
 #[cfg(test)]
 mod tests {
-    use super::{check_host, check_transfer_coding};
+    use super::{check_host, check_scheme, check_transfer_coding};
 
     #[test]
     fn only_chunked_is_a_transfer_coding_the_host_decodes() {
@@ -126,6 +144,19 @@ mod tests {
         );
         assert!(with(&["gzip", "chunked"]).is_err());
         assert!(with(&["identity"]).is_err());
+    }
+
+    #[test]
+    fn a_listener_serves_only_the_http_scheme() {
+        let check = |uri: &str| check_scheme(&uri.parse().unwrap());
+        assert_eq!(check("/a"), Ok(()));
+        assert_eq!(check("http://example.com/a"), Ok(()));
+        assert!(
+            check("https://example.com/a")
+                .unwrap_err()
+                .contains("other than http")
+        );
+        assert!(check("foo://example.com/a").is_err());
     }
 
     fn request(version: http::Version, uri: &str, hosts: &[&str]) -> http::Request<()> {
