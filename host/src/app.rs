@@ -225,12 +225,9 @@ impl App {
         let config = &self.components[idx].config;
         let deadline = Instant::now() + config.timeout;
         let hard_deadline = tokio::time::Instant::from_std(deadline + GRACE);
-        // An in-process call's scheme is the calling guest's to choose.
+        // In-process calls pass too: only `http` targets are routed in-process.
         let refused = crate::http::check_host(&mut request, inbound.local)
-            .and_then(|()| match inbound.caller {
-                None => crate::http::check_scheme(request.uri()),
-                Some(_) => Ok(()),
-            })
+            .and_then(|()| crate::http::check_scheme(request.uri()))
             .map_err(|why| (400, "BadRequest", why))
             .and_then(|()| {
                 crate::http::check_transfer_coding(request.headers())

@@ -108,6 +108,12 @@ impl Head {
         u64::from_be_bytes(array(&self.trace_id[8..]))
     }
 
+    /// The span's trace key as `block_traces` stores it: the low 32 bits
+    /// of the trace id, little-endian.
+    pub(super) fn trace_key(&self) -> [u8; 4] {
+        (self.trace_key64() as u32).to_le_bytes()
+    }
+
     /// Whether the span's status is Error.
     pub(super) fn failed(&self) -> bool {
         i64::from(self.status) == STATUS_ERROR

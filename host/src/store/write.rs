@@ -214,11 +214,6 @@ impl<'a> Row<'a> {
             operation: &s.operation,
         }
     }
-
-    /// The low 64 bits of the trace id (its low 32 are the trace key).
-    fn trace_key64(&self) -> u64 {
-        self.head.trace_key64()
-    }
 }
 
 /// An offset or length in a block's payload as a [`Head`] keeps it: past
@@ -726,8 +721,7 @@ impl Writer {
                     head.put(&mut heads);
                     min_start = min_start.min(head.start_us);
                     max_start = max_start.max(head.start_us);
-                    let trace_key64 = row.trace_key64();
-                    trace_keys.extend_from_slice(&(trace_key64 as u32).to_le_bytes());
+                    trace_keys.extend_from_slice(&head.trace_key());
                     keys.push(service_key(row.service));
                     keys.push(operation_key(row.service, row.operation));
                     let last = operations
@@ -736,7 +730,7 @@ impl Writer {
                     *last = (*last).max(head.start_us);
                     if head.failed() {
                         keys.push(error_key());
-                        error_traces.extend_from_slice(&trace_key64.to_le_bytes());
+                        error_traces.extend_from_slice(&head.trace_key64().to_le_bytes());
                     }
                 }
                 let filter = SearchFilter::new(&mut keys);
@@ -906,7 +900,7 @@ fn expire_before(conn: &Connection, cutoff: i64) -> rusqlite::Result<u64> {
         for head in block::heads(heads.as_deref().unwrap_or_default()) {
             if head.start_us >= cutoff {
                 head.put(&mut kept_heads);
-                kept_keys.extend_from_slice(&(head.trace_key64() as u32).to_le_bytes());
+                kept_keys.extend_from_slice(&head.trace_key());
                 min_start = min_start.min(head.start_us);
             }
         }
