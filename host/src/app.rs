@@ -10,7 +10,7 @@ use crate::instance::{InstanceState, RequestEnd, RequestScope};
 use crate::manifest::{Component as ComponentConfig, Diagnostic, Manifest};
 use crate::pool::{Discard, FINISHING_WAIT, InstancePool, Shares, Slot, Warm};
 use crate::runtime::{Progress, Runtime};
-use crate::telemetry::metrics::{ComponentMetrics, DISCARD_REASON};
+use crate::telemetry::metrics::{ActiveRequest, ComponentMetrics, DISCARD_REASON};
 use crate::telemetry::propagation::Share;
 use crate::telemetry::traces::{record_exception, start_span};
 use crate::telemetry::{RequestTelemetry, RequestTrace, Settings, Telemetry, propagation, semconv};
@@ -1014,7 +1014,7 @@ impl Fault {
 struct ServerSpan {
     span: Span,
     /// The method as the span's name starts (`GET`, or `HTTP`).
-    method_name: String,
+    method_name: &'static str,
     /// `http.route`: the manifest's route, or the one the guest's framework
     /// matched; set on the span when it ends.
     route: Option<String>,
@@ -1284,20 +1284,19 @@ struct RequestMetrics {
     app: Arc<App>,
     idx: usize,
     started: Instant,
-    active: Vec<KeyValue>,
+    active: ActiveRequest,
     attrs: Vec<KeyValue>,
 }
 
 impl RequestMetrics {
     fn start(app: &Arc<App>, idx: usize, r: &semconv::ServerRequest<'_>) -> RequestMetrics {
         app.in_flight.fetch_add(1, Ordering::AcqRel);
-        let active = semconv::server_active_attributes(r.method, r.scheme);
-        app.telemetry
-            .metrics
-            .component(idx)
-            .server_active
-            .add(1, &active);
-        let mut attrs = active.clone();
+        let metrics = app.telemetry.metrics.component(idx);
+        let active = metrics.server_active.start(r.method, r.scheme);
+        let mut attrs = vec![
+            KeyValue::new("http.request.method", semconv::known_method(r.method)),
+            KeyValue::new("url.scheme", r.scheme.to_string()),
+        ];
         attrs.extend(
             r.route
                 .map(|route| KeyValue::new("http.route", route.to_string())),
@@ -1314,7 +1313,6 @@ impl RequestMetrics {
             attrs,
         }
     }
-
     /// The route template the guest's framework matched (`http.route`).
     fn route(&mut self, route: String) {
         self.attrs.retain(|kv| kv.key.as_str() != "http.route");
@@ -1347,7 +1345,7 @@ impl RequestMetrics {
 impl Drop for RequestMetrics {
     fn drop(&mut self) {
         let m = self.app.telemetry.metrics.component(self.idx);
-        m.server_active.add(-1, &self.active);
+        m.server_active.end(&self.active);
         m.server_duration
             .record(self.started.elapsed().as_secs_f64(), &self.attrs);
         // Dropped when the SERVER span has ended: the request is done.

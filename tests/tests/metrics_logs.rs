@@ -200,6 +200,15 @@ async fn http_metrics_over(protocol: &str) {
         .await;
     assert_eq!(active.last().unwrap().value, 0.0);
     assert!(!active.last().unwrap().monotonic);
+    assert_eq!(active.last().unwrap().unit, "{request}");
+    assert_eq!(
+        active.last().unwrap().attr("http.request.method"),
+        Some(&json!("GET"))
+    );
+    assert_eq!(
+        active.last().unwrap().attr("url.scheme"),
+        Some(&json!("http"))
+    );
     host.terminate();
 }
 

@@ -44,19 +44,44 @@ const KNOWN_METHODS: &[&str] = &[
 
 /// `http.request.method` for `method`, and `http.request.method_original`
 /// when the method is not a known one.
-pub fn method_attributes(method: &str) -> (String, Option<KeyValue>) {
-    if KNOWN_METHODS.contains(&method) {
-        (method.to_string(), None)
-    } else {
-        (
-            "_OTHER".to_string(),
-            Some(KeyValue::new(
-                "http.request.method_original",
-                method.to_string(),
-            )),
-        )
-    }
+pub fn method_attributes(method: &str) -> (&'static str, Option<KeyValue>) {
+    let known = known_method(method);
+    let original = (known == OTHER_METHOD)
+        .then(|| KeyValue::new("http.request.method_original", method.to_string()));
+    (known, original)
 }
+
+/// `http.request.method` of a request whose method is not one the HTTP
+/// semantic conventions know.
+pub const OTHER_METHOD: &str = "_OTHER";
+
+/// `http.request.method` for `method`: the known method, or
+/// [`OTHER_METHOD`].
+pub fn known_method(method: &str) -> &'static str {
+    KNOWN_METHODS
+        .iter()
+        .find(|&&m| m == method)
+        .copied()
+        .unwrap_or(OTHER_METHOD)
+}
+
+/// The values `http.request.method` takes: the known methods, then
+/// [`OTHER_METHOD`] (the index of a [`known_method`] in it is
+/// [`method_index`]).
+pub fn method_values() -> impl Iterator<Item = &'static str> {
+    KNOWN_METHODS.iter().copied().chain([OTHER_METHOD])
+}
+
+/// Where [`known_method`]`(method)` is in [`method_values`].
+pub fn method_index(method: &str) -> usize {
+    KNOWN_METHODS
+        .iter()
+        .position(|&m| m == method)
+        .unwrap_or(KNOWN_METHODS.len())
+}
+
+/// How many values [`method_values`] yields.
+pub const METHOD_VALUES: usize = KNOWN_METHODS.len() + 1;
 
 /// What the host knows about an inbound request when its SERVER span starts.
 pub struct ServerRequest<'a> {
@@ -79,12 +104,10 @@ pub struct ServerRequest<'a> {
 impl ServerRequest<'_> {
     /// The method as a span name has it: the known method, or `HTTP` for
     /// any other (HTTP semantic conventions).
-    pub fn span_method(&self) -> String {
-        let (method, _) = method_attributes(self.method);
-        if method == "_OTHER" {
-            "HTTP".to_string()
-        } else {
-            method
+    pub fn span_method(&self) -> &'static str {
+        match known_method(self.method) {
+            OTHER_METHOD => "HTTP",
+            method => method,
         }
     }
 
@@ -93,7 +116,7 @@ impl ServerRequest<'_> {
         let method = self.span_method();
         match self.route {
             Some(route) => format!("{method} {route}"),
-            None => method,
+            None => method.to_string(),
         }
     }
 
@@ -200,7 +223,7 @@ pub fn client_request(method: &str, uri: &http::Uri, value_cap: usize) -> (Strin
         .map(|q| format!("?{}", redact_query(q)))
         .unwrap_or_default();
     let mut attrs = vec![
-        KeyValue::new("http.request.method", m.clone()),
+        KeyValue::new("http.request.method", m),
         KeyValue::new(
             "url.full",
             capped(&format!("{scheme}://{authority}{path}{query}"), value_cap),
@@ -209,7 +232,7 @@ pub fn client_request(method: &str, uri: &http::Uri, value_cap: usize) -> (Strin
         KeyValue::new("server.port", i64::from(port)),
     ];
     attrs.extend(original);
-    let name = if m == "_OTHER" { "HTTP".to_string() } else { m };
+    let name = if m == OTHER_METHOD { "HTTP" } else { m }.to_string();
     (name, attrs)
 }
 
@@ -233,15 +256,6 @@ pub fn client_metric_attributes(method: &str, uri: &http::Uri, value_cap: usize)
     ]
 }
 
-/// The attributes of `http.server.active_requests`: method and scheme.
-pub fn server_active_attributes(method: &str, scheme: &str) -> Vec<KeyValue> {
-    let (m, _) = method_attributes(method);
-    vec![
-        KeyValue::new("http.request.method", m),
-        KeyValue::new("url.scheme", scheme.to_string()),
-    ]
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -251,7 +265,21 @@ mod tests {
         let (m, orig) = method_attributes("FETCH");
         assert_eq!(m, "_OTHER");
         assert_eq!(orig.unwrap().value.as_str(), "FETCH");
-        assert_eq!(method_attributes("GET"), ("GET".to_string(), None));
+        assert_eq!(method_attributes("GET"), ("GET", None));
+        assert_eq!(
+            method_attributes("get").0,
+            "_OTHER",
+            "methods are case-sensitive"
+        );
+        let values: Vec<_> = method_values().collect();
+        assert_eq!(values.len(), METHOD_VALUES);
+        for method in ["GET", "QUERY", "FETCH", ""] {
+            assert_eq!(
+                values[method_index(method)],
+                known_method(method),
+                "{method}"
+            );
+        }
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub mod prometheus;
 
 use super::batch::FlushRequest;
 use super::config::{Exporter, MetricsSettings};
+use super::semconv;
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::{Counter, Gauge, Histogram, Meter, MeterProvider as _, UpDownCounter};
 use opentelemetry_sdk::Resource;
@@ -26,7 +27,7 @@ use opentelemetry_sdk::metrics::{
     InstrumentKind, ManualReader, Pipeline, SdkMeterProvider, Temporality,
 };
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -228,11 +229,140 @@ fn validate_boundaries(b: &[f64]) -> Result<(), InstrumentError> {
     Ok(())
 }
 
+/// The `url.scheme` values [`ActiveRequests`] keeps in atomics.
+const ACTIVE_SCHEMES: [&str; 2] = ["http", "https"];
+
+/// Cells of [`ActiveRequests`]: every `http.request.method` value by every
+/// one of [`ACTIVE_SCHEMES`].
+const ACTIVE_CELLS: usize = semconv::METHOD_VALUES * ACTIVE_SCHEMES.len();
+
+/// `http.server.active_requests` (`{request}`, an asynchronous
+/// UpDownCounter by `http.request.method` and `url.scheme`, HTTP semantic
+/// conventions): counts kept in atomics that each request changes twice,
+/// observed when a reader collects. A request then costs two atomic adds
+/// instead of two SDK measurements (each hashes its attribute set and takes
+/// a lock). As with a synchronous UpDownCounter, a series appears with the
+/// first request of its method and scheme and stays, at 0 while none is
+/// active; its temporality is cumulative under every preference (the
+/// metrics SDK specification's rule for UpDownCounters).
+pub struct ActiveRequests {
+    /// Requests active now, by method (the index in
+    /// [`semconv::method_values`]) × scheme (in [`ACTIVE_SCHEMES`]).
+    counts: [AtomicI64; ACTIVE_CELLS],
+    /// Whether a request of that method and scheme was ever made.
+    made: [AtomicBool; ACTIVE_CELLS],
+    /// Other schemes, by method and scheme. None reaches the host's
+    /// listeners (they answer a target naming another scheme with 400);
+    /// counted rather than lost if one ever does.
+    other: Mutex<HashMap<(&'static str, String), i64>>,
+}
+
+/// A request counted by [`ActiveRequests::start`]; give it back to
+/// [`ActiveRequests::end`] when the request is done.
+pub struct ActiveRequest(ActiveCell);
+
+enum ActiveCell {
+    Counted(usize),
+    Other(&'static str, String),
+}
+
+impl ActiveRequests {
+    /// The counts of `meter`'s `http.server.active_requests`, observed by
+    /// its callback.
+    fn register(meter: &Meter) -> Arc<ActiveRequests> {
+        let active = Arc::new(ActiveRequests {
+            counts: [const { AtomicI64::new(0) }; ACTIVE_CELLS],
+            made: [const { AtomicBool::new(false) }; ACTIVE_CELLS],
+            other: Mutex::new(HashMap::new()),
+        });
+        let observed = active.clone();
+        meter
+            .i64_observable_up_down_counter("http.server.active_requests")
+            .with_unit("{request}")
+            .with_description("Number of active HTTP server requests.")
+            .with_callback(move |o| {
+                observed.observe(|n, method, scheme| {
+                    o.observe(
+                        n,
+                        &[
+                            KeyValue::new("http.request.method", method),
+                            KeyValue::new("url.scheme", scheme.to_string()),
+                        ],
+                    );
+                });
+            })
+            .build();
+        active
+    }
+
+    /// Count a request of `method` (any; unknown ones are `_OTHER`) and
+    /// `scheme` as active.
+    pub fn start(&self, method: &str, scheme: &str) -> ActiveRequest {
+        let method = semconv::method_index(method);
+        match ACTIVE_SCHEMES.iter().position(|&s| s == scheme) {
+            Some(s) => {
+                let cell = method * ACTIVE_SCHEMES.len() + s;
+                self.counts[cell].fetch_add(1, Ordering::Relaxed);
+                if !self.made[cell].load(Ordering::Relaxed) {
+                    self.made[cell].store(true, Ordering::Relaxed);
+                }
+                ActiveRequest(ActiveCell::Counted(cell))
+            }
+            None => {
+                let method = semconv::method_values()
+                    .nth(method)
+                    .unwrap_or(semconv::OTHER_METHOD);
+                let key = (method, scheme.to_string());
+                *self
+                    .other
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .entry(key.clone())
+                    .or_default() += 1;
+                ActiveRequest(ActiveCell::Other(key.0, key.1))
+            }
+        }
+    }
+
+    /// The request `r` is no longer active.
+    pub fn end(&self, r: &ActiveRequest) {
+        match &r.0 {
+            ActiveCell::Counted(cell) => {
+                self.counts[*cell].fetch_sub(1, Ordering::Relaxed);
+            }
+            ActiveCell::Other(method, scheme) => {
+                let mut other = self.other.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some(n) = other.get_mut(&(*method, scheme.clone())) {
+                    *n -= 1;
+                }
+            }
+        }
+    }
+
+    /// Each series made so far: its count, method and scheme.
+    fn observe(&self, mut f: impl FnMut(i64, &'static str, &str)) {
+        let methods = semconv::method_values();
+        for (m, method) in methods.enumerate() {
+            for (s, scheme) in ACTIVE_SCHEMES.iter().enumerate() {
+                let cell = m * ACTIVE_SCHEMES.len() + s;
+                if self.made[cell].load(Ordering::Relaxed) {
+                    f(self.counts[cell].load(Ordering::Relaxed), method, scheme);
+                }
+            }
+        }
+        let other = self.other.lock().unwrap_or_else(|e| e.into_inner());
+        for ((method, scheme), n) in other.iter() {
+            f(*n, method, scheme);
+        }
+    }
+}
+
 /// The instruments of one component.
 pub struct ComponentMetrics {
     meter: Meter,
     pub server_duration: Histogram<f64>,
-    pub server_active: UpDownCounter<i64>,
+    /// `http.server.active_requests`, observed when a reader collects.
+    pub server_active: Arc<ActiveRequests>,
     pub client_duration: Histogram<f64>,
     /// `db.client.operation.duration` (s): every SQL statement a guest runs.
     pub db_duration: Histogram<f64>,
@@ -270,11 +400,7 @@ impl ComponentMetrics {
                 .with_description("Duration of HTTP server requests.")
                 .with_boundaries(HTTP_DURATION_BOUNDARIES.to_vec())
                 .build(),
-            server_active: meter
-                .i64_up_down_counter("http.server.active_requests")
-                .with_unit("{request}")
-                .with_description("Number of active HTTP server requests.")
-                .build(),
+            server_active: ActiveRequests::register(&meter),
             client_duration: meter
                 .f64_histogram("http.client.request.duration")
                 .with_unit("s")
@@ -768,6 +894,70 @@ mod tests {
             value as usize + series - 1,
             5000,
             "nothing lost: {overflow}"
+        );
+    }
+
+    /// `http.server.active_requests` lines of the Prometheus exposition.
+    fn active_lines(m: &Metrics) -> Vec<String> {
+        let mut lines: Vec<String> = m
+            .prometheus()
+            .lines()
+            .filter(|l| l.starts_with("http_server_active_requests{"))
+            .map(|l| {
+                // Without the resource's labels: method, scheme, value.
+                let labels = l.split_once('{').unwrap().1;
+                let labels = labels.split_once('}').unwrap();
+                let mut kept: Vec<&str> = labels
+                    .0
+                    .split(',')
+                    .filter(|kv| {
+                        kv.starts_with("http_request_method=") || kv.starts_with("url_scheme=")
+                    })
+                    .collect();
+                kept.sort();
+                format!("{}{}", kept.join(","), labels.1)
+            })
+            .collect();
+        lines.sort();
+        lines
+    }
+
+    #[test]
+    fn active_requests_are_counted_by_method_and_scheme_while_they_run() {
+        let m = metrics();
+        let active = &m.component(0).server_active;
+        assert!(active_lines(&m).is_empty(), "no series before a request");
+        let a = active.start("GET", "http");
+        let b = active.start("GET", "http");
+        let c = active.start("FETCH", "https");
+        let d = active.start("POST", "gopher");
+        assert_eq!(
+            active_lines(&m),
+            [
+                "http_request_method=\"GET\",url_scheme=\"http\" 2",
+                "http_request_method=\"POST\",url_scheme=\"gopher\" 1",
+                "http_request_method=\"_OTHER\",url_scheme=\"https\" 1",
+            ]
+        );
+        for r in [&a, &b, &c, &d] {
+            active.end(r);
+        }
+        let e = active.start("PUT", "http");
+        assert_eq!(
+            active_lines(&m),
+            [
+                "http_request_method=\"GET\",url_scheme=\"http\" 0",
+                "http_request_method=\"POST\",url_scheme=\"gopher\" 0",
+                "http_request_method=\"PUT\",url_scheme=\"http\" 1",
+                "http_request_method=\"_OTHER\",url_scheme=\"https\" 0",
+            ],
+            "a series stays at 0 once its requests are done"
+        );
+        active.end(&e);
+        let text = m.prometheus();
+        assert!(
+            text.contains("# TYPE http_server_active_requests gauge"),
+            "a non-monotonic sum: {text}"
         );
     }
 }
