@@ -12,14 +12,14 @@ use crate::pool::{Discard, FINISHING_WAIT, InstancePool, Shares, Slot, Warm};
 use crate::runtime::{Progress, Runtime};
 use crate::telemetry::metrics::{ActiveRequest, ComponentMetrics, DISCARD_REASON};
 use crate::telemetry::propagation::Share;
-use crate::telemetry::traces::{record_exception, start_span};
+use crate::telemetry::traces::record_exception;
+use crate::telemetry::traces::wire::WireSpan;
 use crate::telemetry::{RequestTelemetry, RequestTrace, Settings, Telemetry, propagation, semconv};
 use bytes::Bytes;
 use futures_util::FutureExt as _;
 use http_body_util::{BodyExt, Full};
 use opentelemetry::KeyValue;
 use opentelemetry::trace::{Span as _, SpanKind, Status};
-use opentelemetry_sdk::trace::Span;
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -1012,7 +1012,7 @@ impl Fault {
 /// exactly once, when it is consumed ([`ServerSpan::end`] or
 /// [`ServerSpan::fail`]) or dropped.
 struct ServerSpan {
-    span: Span,
+    span: WireSpan,
     /// The method as the span's name starts (`GET`, or `HTTP`).
     method_name: &'static str,
     /// `http.route`: the manifest's route, or the one the guest's framework
@@ -1084,7 +1084,7 @@ impl ServerSpan {
             value_cap: app.telemetry.settings.max_attribute_value_length,
         };
         let metrics = RequestMetrics::start(app, idx, &server_request);
-        let tracer = app.telemetry.tracer(idx);
+        let sink = app.telemetry.traces.sink(idx);
         // `http.route` is set when the span ends: the guest's framework may
         // name a finer route than the manifest's ([`ServerSpan::adjust`]).
         let mut attrs = server_request.attributes();
@@ -1092,11 +1092,11 @@ impl ServerSpan {
         if let Some(caller) = &inbound.caller {
             attrs.push(KeyValue::new("polytrace.caller.component", caller.clone()));
         }
-        let span = start_span(
-            tracer,
+        let span = WireSpan::start(
+            sink,
             server_request.span_name(),
             SpanKind::Server,
-            attrs,
+            &attrs,
             extracted.parent.as_ref(),
         );
         let random = extracted
@@ -1104,8 +1104,8 @@ impl ServerSpan {
             .as_ref()
             .is_none_or(|p| p.trace_flags().to_u8() & propagation::FLAG_RANDOM != 0);
         let trace = RequestTrace::new(
-            tracer.clone(),
-            app.telemetry.traces.sink(idx).clone(),
+            app.telemetry.tracer(idx).clone(),
+            sink.clone(),
             span.span_context().clone(),
             extracted.baggage,
             extracted.tracestate,

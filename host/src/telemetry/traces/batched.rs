@@ -138,6 +138,70 @@ impl SpanSink {
     }
 }
 
+impl SpanSink {
+    /// Begin a span under `parent` as the SDK's tracer does: a new span id;
+    /// the parent's trace, or a new one (a parent that is not valid is no
+    /// parent); the sampler's decision. Returns the span's context (without
+    /// the W3C random flag, which the request adds) and, when sampled, its
+    /// recording, started at `start` (ns since the Unix epoch).
+    pub(super) fn begin(
+        &self,
+        parent: Option<&SpanContext>,
+        name: String,
+        kind: &SpanKind,
+        start: u64,
+    ) -> (SpanContext, Option<Box<Recording>>) {
+        let span_id = self.ids.new_span_id();
+        let parent = parent.filter(|p| p.is_valid());
+        let trace_id = match parent {
+            Some(p) => p.trace_id(),
+            None => self.ids.new_trace_id(),
+        };
+        let (sampled, trace_state) = self.sample(parent, trace_id, &name, kind);
+        if !sampled {
+            let cx = SpanContext::new(trace_id, span_id, TraceFlags::default(), false, trace_state);
+            return (cx, None);
+        }
+        let flags = parent
+            .map_or(TraceFlags::default(), |p| p.trace_flags())
+            .with_sampled(true);
+        let rec = Box::new(Recording {
+            span_id,
+            trace_id,
+            trace_state: trace_state.header(),
+            parent: parent.map_or(SpanId::INVALID, |p| p.span_id()),
+            parent_remote: parent.is_some_and(SpanContext::is_remote),
+            flags: flags.to_u8(),
+            name,
+            kind: kind_code(kind),
+            start,
+            attributes: Vec::new(),
+            attribute_count: 0,
+            dropped_attributes: 0,
+            events: Vec::new(),
+            event_count: 0,
+            dropped_events: 0,
+            links: Vec::new(),
+            link_count: 0,
+            dropped_links: 0,
+            status: Status::Unset,
+        });
+        let cx = SpanContext::new(trace_id, span_id, flags, false, trace_state);
+        (cx, Some(rec))
+    }
+
+    /// The span limits of the component's tracer provider.
+    pub(super) fn limits(&self) -> &SpanLimits {
+        &self.limits
+    }
+
+    /// Queue the finished span `bytes` (a `Span` message) for export.
+    pub(super) fn push(&self, bytes: Box<[u8]>) {
+        self.export
+            .push(self.index, EncodedSpan::from_bytes(bytes, self.scope));
+    }
+}
+
 /// A malformed batch: what was wrong and where — the byte offset in a
 /// binary batch, the operation's index in a JSON one (`json`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -169,9 +233,10 @@ pub(super) struct Batched {
     counted: bool,
 }
 
-/// What a recorded batched span has so far, attributes and events already
-/// in their wire form.
-struct Recording {
+/// What a recorded span has so far (a batched guest span, or a span the
+/// host makes itself, [`super::wire`]), attributes, events and links
+/// already in their wire form.
+pub(super) struct Recording {
     span_id: SpanId,
     trace_id: TraceId,
     trace_state: String,
@@ -189,6 +254,10 @@ struct Recording {
     events: Vec<u8>,
     event_count: u32,
     dropped_events: u32,
+    /// `Link` fields (tag 13), each with its key and length.
+    links: Vec<u8>,
+    link_count: u32,
+    dropped_links: u32,
     status: Status,
 }
 
@@ -401,7 +470,7 @@ impl Recording {
         }
     }
 
-    fn add_attribute(&mut self, limits: &SpanLimits, key: &str, value: &Val<'_>) {
+    pub(super) fn add_attribute(&mut self, limits: &SpanLimits, key: &str, value: &Val<'_>) {
         if self.attribute_count < limits.max_attributes_per_span {
             put_key_value(&mut self.attributes, 9, key, value);
             self.attribute_count += 1;
@@ -410,7 +479,7 @@ impl Recording {
         }
     }
 
-    fn add_event(
+    pub(super) fn add_event(
         &mut self,
         limits: &SpanLimits,
         time: u64,
@@ -443,8 +512,63 @@ impl Recording {
         put_uint(buf, 4, dropped);
     }
 
+    /// Add a link to `cx` with (at most the limit's) `attributes`, as the
+    /// SDK's span does: past the span's link limit, only counted.
+    pub(super) fn add_link(
+        &mut self,
+        limits: &SpanLimits,
+        cx: &SpanContext,
+        attributes: &[(Cow<'_, str>, Val<'_>)],
+    ) {
+        if self.link_count >= limits.max_links_per_span {
+            self.dropped_links = self.dropped_links.saturating_add(1);
+            return;
+        }
+        self.link_count += 1;
+        let kept = &attributes[..attributes
+            .len()
+            .min(limits.max_attributes_per_link as usize)];
+        let dropped = (attributes.len() - kept.len()) as u64;
+        let trace_state = cx.trace_state().header();
+        let len = message_field_len(1, 16)
+            + message_field_len(2, 8)
+            + string_field_len(3, &trace_state)
+            + kept
+                .iter()
+                .map(|(k, v)| message_field_len(4, key_value_len(k, v)))
+                .sum::<usize>()
+            + uint_len(5, dropped)
+            + key_len(6)
+            + 4;
+        let buf = &mut self.links;
+        put_len(buf, 13, len);
+        put_bytes(buf, 1, &cx.trace_id().to_bytes());
+        put_bytes(buf, 2, &cx.span_id().to_bytes());
+        put_string(buf, 3, &trace_state);
+        for (k, v) in kept {
+            put_key_value(buf, 4, k, v);
+        }
+        put_uint(buf, 5, dropped);
+        encode_key(6, WireType::ThirtyTwoBit, buf);
+        let f = flags(cx.trace_flags().to_u8(), cx.is_remote());
+        buf.extend_from_slice(&f.to_le_bytes());
+    }
+
+    /// Set the status as the SDK's span does: only to a greater one
+    /// (`Unset` < `Error` < `Ok`).
+    pub(super) fn set_status(&mut self, status: Status) {
+        if status > self.status {
+            self.status = status;
+        }
+    }
+
+    /// Rename the span.
+    pub(super) fn set_name(&mut self, name: String) {
+        self.name = name;
+    }
+
     /// The `Span` message, as [`EncodedSpan::encode`] writes it.
-    fn finish(self, end: u64) -> Box<[u8]> {
+    pub(super) fn finish(self, end: u64) -> Box<[u8]> {
         let parent = self.parent != SpanId::INVALID;
         let len = message_field_len(1, 16)
             + message_field_len(2, 8)
@@ -458,6 +582,8 @@ impl Recording {
             + uint_len(10, u64::from(self.dropped_attributes))
             + self.events.len()
             + uint_len(12, u64::from(self.dropped_events))
+            + self.links.len()
+            + uint_len(14, u64::from(self.dropped_links))
             + message_field_len(15, status_len(&self.status))
             + key_len(16)
             + 4;
@@ -476,6 +602,8 @@ impl Recording {
         put_uint(&mut buf, 10, u64::from(self.dropped_attributes));
         buf.extend_from_slice(&self.events);
         put_uint(&mut buf, 12, u64::from(self.dropped_events));
+        buf.extend_from_slice(&self.links);
+        put_uint(&mut buf, 14, u64::from(self.dropped_links));
         put_len(&mut buf, 15, status_len(&self.status));
         let (message, code) = status_fields(&self.status);
         put_string(&mut buf, 2, message);
@@ -849,49 +977,18 @@ impl RequestTrace {
             self.cap_str(name.into_owned())
         };
         let sink = self.sink.clone();
-        let span_id = sink.ids.new_span_id();
-        // As the SDK: a parent that is not valid is no parent (a new trace).
-        let parent = Some(parent).filter(SpanContext::is_valid);
-        let trace_id = match &parent {
-            Some(p) => p.trace_id(),
-            None => sink.ids.new_trace_id(),
-        };
-        let (sampled, trace_state) = sink.sample(parent.as_ref(), trace_id, &name, &kind);
-        let parent_flags = parent
-            .as_ref()
-            .map_or(TraceFlags::default(), |p| p.trace_flags());
+        let (cx, rec) = sink.begin(Some(&parent), name, &kind, time_or_now(time));
+        let cx = with_random(cx, self.random);
         // Capped and counted even when sampled out, as on the per-call path.
         let mut attributes = attributes;
         self.adjustments.truncated_values += cap_attributes(&mut attributes, self.value_cap);
-        if !sampled {
-            let cx = SpanContext::new(trace_id, span_id, TraceFlags::default(), false, trace_state);
-            let cx = with_random(cx, self.random);
-            self.open_batched(handle, cx, None, true);
-            return;
+        match rec {
+            None => self.open_batched(handle, cx, None, true),
+            Some(mut rec) => {
+                rec.add_attributes(&sink.limits, &attributes);
+                self.open_batched(handle, cx, Some(rec), false);
+            }
         }
-        let flags = parent_flags.with_sampled(true);
-        let mut rec = Box::new(Recording {
-            span_id,
-            trace_id,
-            trace_state: trace_state.header(),
-            parent: parent.as_ref().map_or(SpanId::INVALID, |p| p.span_id()),
-            parent_remote: parent.as_ref().is_some_and(SpanContext::is_remote),
-            flags: flags.to_u8(),
-            name,
-            kind: kind_code(&kind),
-            start: time_or_now(time),
-            attributes: Vec::new(),
-            attribute_count: 0,
-            dropped_attributes: 0,
-            events: Vec::new(),
-            event_count: 0,
-            dropped_events: 0,
-            status: Status::Unset,
-        });
-        rec.add_attributes(&sink.limits, &attributes);
-        let cx = SpanContext::new(trace_id, span_id, flags, false, trace_state);
-        let cx = with_random(cx, self.random);
-        self.open_batched(handle, cx, Some(rec), false);
     }
 
     fn open_batched(
@@ -938,10 +1035,8 @@ impl RequestTrace {
     }
 
     fn set_batched_status(&mut self, i: u32, status: Status) {
-        if let Some(rec) = self.rec_mut(i)
-            && status > rec.status
-        {
-            rec.status = status;
+        if let Some(rec) = self.rec_mut(i) {
+            rec.set_status(status);
         }
     }
 
@@ -952,11 +1047,7 @@ impl RequestTrace {
             return;
         };
         if let Some(rec) = b.rec {
-            let bytes = rec.finish(end);
-            self.sink.export.push(
-                self.sink.index,
-                EncodedSpan::from_bytes(bytes, self.sink.scope),
-            );
+            self.sink.push(rec.finish(end));
         }
         if self.ended.len() == REMEMBERED_ENDED {
             self.ended.pop_front();

@@ -579,7 +579,8 @@ const CONTEXT_HAS_IS_REMOTE: u32 = 0x100;
 /// The parent span is remote.
 const CONTEXT_IS_REMOTE: u32 = 0x200;
 
-fn nanos(t: SystemTime) -> u64 {
+/// `t` in ns since the Unix epoch (0 before it).
+pub(super) fn nanos(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos() as u64
 }
 
@@ -660,7 +661,7 @@ pub(super) enum Val<'a> {
 
 /// An OpenTelemetry value as a [`Val`]. A value type newer than this
 /// encoder is sent as its text.
-fn val(v: &Value) -> Val<'_> {
+pub(super) fn val(v: &Value) -> Val<'_> {
     match v {
         Value::Bool(b) => Val::Bool(*b),
         Value::I64(i) => Val::I64(*i),

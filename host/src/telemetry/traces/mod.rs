@@ -1,5 +1,6 @@
 //! Traces: one tracer provider per component (its own resource), the
-//! per-request span state guests build on, and the span export pipeline
+//! per-request span state guests build on, the SERVER span written
+//! straight to its wire form ([`wire`]), and the span export pipeline
 //! ([`export`]) with its OTLP/HTTP encoder ([`otlp_http`]) and console
 //! printer ([`console`]). The WIT glue is in [`host`].
 
@@ -10,6 +11,7 @@ pub mod export;
 pub mod host;
 pub mod otlp_http;
 pub mod server;
+pub mod wire;
 
 use super::attributes::{Adjustments, MAX_RECORD_ATTRIBUTES, cap_string, cap_value};
 use super::propagation;
@@ -517,7 +519,12 @@ pub fn exception_attributes(
 }
 
 /// Record an exception on a host-made span and set its status to Error.
-pub fn record_exception(span: &mut Span, ty: &str, message: &str, stacktrace: Option<String>) {
+pub fn record_exception(
+    span: &mut impl opentelemetry::trace::Span,
+    ty: &str,
+    message: &str,
+    stacktrace: Option<String>,
+) {
     span.add_event(
         "exception",
         exception_attributes(ty.to_string(), message.to_string(), stacktrace),
