@@ -14,7 +14,9 @@
 //! BENCH_CONNECTIONS (4), BENCH_EXPORTER (otlp), BENCH_STORE (a file),
 //! BENCH_ENV (more variables for the traced host: `K=V,K=V`),
 //! BENCH_NATIVE=0 (leave the native pair out), BENCH_VIEWER=N (then the
-//! traced host alone and beside N clients of its viewer's search).
+//! traced host alone and beside N clients of its viewer's search),
+//! BENCH_COMPARE_BIN=<another polytrace build> (its pair too, in the same
+//! alternating rounds: two builds measured side by side).
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
@@ -134,6 +136,37 @@ async fn main() {
         "http/protobuf",
         &[("OTEL_SDK_DISABLED", "true")],
     );
+    // BENCH_COMPARE_BIN: another build's pair, started the same way.
+    let compared = std::env::var_os("BENCH_COMPARE_BIN").map(|bin| {
+        let bin = std::path::PathBuf::from(bin);
+        let mut compare_env = env.clone();
+        if store.ends_with("traces.db") {
+            // Its own store file beside the other's.
+            compare_env.retain(|(k, _)| *k != "POLYTRACE_STORE");
+        }
+        let compare_store = store_dir.join("compared.db").display().to_string();
+        if store.ends_with("traces.db") {
+            compare_env.push(("POLYTRACE_STORE", compare_store.as_str()));
+        }
+        (
+            Polytrace::up_bin(
+                &bin,
+                "bench-cmp-on",
+                &manifest,
+                &receiver,
+                "http/protobuf",
+                &compare_env,
+            ),
+            Polytrace::up_bin(
+                &bin,
+                "bench-cmp-off",
+                &manifest,
+                &receiver,
+                "http/protobuf",
+                &[("OTEL_SDK_DISABLED", "true")],
+            ),
+        )
+    });
     // The same hello service written natively with axum and
     // opentelemetry-rust (tests/native/hello_axum), on and off the same
     // way: what the field's own SDK costs this service on this machine.
@@ -169,6 +202,12 @@ async fn main() {
         "polytrace",
         [(traced.addr, traced.pid()), (plain.addr, plain.pid())],
     )];
+    if let Some((on, off)) = &compared {
+        pairs.push((
+            "polytrace (BENCH_COMPARE_BIN)",
+            [(on.addr, on.pid()), (off.addr, off.pid())],
+        ));
+    }
     if let Some((on, off)) = &natives {
         pairs.push((
             "axum + opentelemetry-rust",

@@ -863,6 +863,31 @@ impl Polytrace {
         protocol: &str,
         env: &[(&str, &str)],
     ) -> Polytrace {
+        Self::up_dir_bin(&polytrace_bin(), dir, receiver, protocol, env)
+    }
+
+    /// Like [`Polytrace::up`], with another `polytrace` binary (a
+    /// benchmark comparing two builds).
+    pub fn up_bin(
+        bin: &Path,
+        name: &str,
+        manifest: &str,
+        receiver: &Receiver,
+        protocol: &str,
+        env: &[(&str, &str)],
+    ) -> Polytrace {
+        let dir = scratch_dir(name);
+        std::fs::write(dir.join("polytrace.toml"), manifest).unwrap();
+        Self::up_dir_bin(bin, &dir, receiver, protocol, env)
+    }
+
+    fn up_dir_bin(
+        bin: &Path,
+        dir: &Path,
+        receiver: &Receiver,
+        protocol: &str,
+        env: &[(&str, &str)],
+    ) -> Polytrace {
         let mut all_env = vec![
             (
                 "OTEL_EXPORTER_OTLP_ENDPOINT".to_string(),
@@ -877,7 +902,7 @@ impl Polytrace {
             ("OTEL_METRIC_EXPORT_INTERVAL".to_string(), "200".to_string()),
         ];
         all_env.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        Self::start(dir, &all_env)
+        Self::start_bin(bin, dir, &[], &all_env)
     }
 
     /// Run `polytrace up DIR --listen 127.0.0.1:0` with exactly `env` added.
