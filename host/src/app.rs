@@ -1295,7 +1295,7 @@ impl RequestMetrics {
         let active = metrics.server_active.start(r.method, r.scheme);
         let mut attrs = vec![
             KeyValue::new("http.request.method", semconv::known_method(r.method)),
-            KeyValue::new("url.scheme", r.scheme.to_string()),
+            KeyValue::new("url.scheme", semconv::scheme_value(r.scheme)),
         ];
         attrs.extend(
             r.route
@@ -1303,7 +1303,7 @@ impl RequestMetrics {
         );
         attrs.push(KeyValue::new(
             "network.protocol.version",
-            r.protocol_version.to_string(),
+            r.protocol_version,
         ));
         RequestMetrics {
             app: app.clone(),

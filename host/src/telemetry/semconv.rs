@@ -83,6 +83,16 @@ pub fn method_index(method: &str) -> usize {
 /// How many values [`method_values`] yields.
 pub const METHOD_VALUES: usize = KNOWN_METHODS.len() + 1;
 
+/// `url.scheme` as an attribute value: `http` and `https` without an
+/// allocation.
+pub fn scheme_value(scheme: &str) -> opentelemetry::Value {
+    match scheme {
+        "http" => "http".into(),
+        "https" => "https".into(),
+        other => other.to_string().into(),
+    }
+}
+
 /// What the host knows about an inbound request when its SERVER span starts.
 pub struct ServerRequest<'a> {
     pub method: &'a str,
@@ -94,7 +104,8 @@ pub struct ServerRequest<'a> {
     pub server_address: Option<&'a str>,
     pub server_port: Option<u16>,
     pub client_address: Option<String>,
-    pub protocol_version: &'a str,
+    /// `network.protocol.version`: `1.1`, `2`, ….
+    pub protocol_version: &'static str,
     pub user_agent: Option<&'a str>,
     /// Cap in bytes on every value taken from the client (path, query,
     /// user agent, `Host`, an unknown method): the same cap guests get.
@@ -130,11 +141,8 @@ impl ServerRequest<'_> {
         let mut attrs = vec![
             KeyValue::new("http.request.method", method),
             KeyValue::new("url.path", capped(self.path, cap)),
-            KeyValue::new("url.scheme", self.scheme.to_string()),
-            KeyValue::new(
-                "network.protocol.version",
-                self.protocol_version.to_string(),
-            ),
+            KeyValue::new("url.scheme", scheme_value(self.scheme)),
+            KeyValue::new("network.protocol.version", self.protocol_version),
         ];
         attrs.extend(original);
         if let Some(q) = self.query.filter(|q| !q.is_empty()) {
