@@ -849,10 +849,7 @@ impl Polytrace {
         protocol: &str,
         env: &[(&str, &str)],
     ) -> Polytrace {
-        let dir = scratch_dir(name);
-        let file = dir.join("polytrace.toml");
-        std::fs::write(&file, manifest).unwrap();
-        Self::up_dir(&dir, receiver, protocol, env)
+        Self::up_bin(&polytrace_bin(), name, manifest, receiver, protocol, env)
     }
 
     /// Run `polytrace up` on an existing app directory (an example),

@@ -450,6 +450,16 @@ fn time_or_now(t: u64) -> u64 {
     if t == 0 { now_nanos() } else { t }
 }
 
+/// The attributes an event or link keeps under `limit`, and how many it
+/// drops (the SDK keeps the first ones).
+fn within<'s, 'a>(
+    attributes: &'s [(Cow<'a, str>, Val<'a>)],
+    limit: u32,
+) -> (&'s [(Cow<'a, str>, Val<'a>)], u64) {
+    let kept = &attributes[..attributes.len().min(limit as usize)];
+    (kept, (attributes.len() - kept.len()) as u64)
+}
+
 impl Recording {
     /// Add (capped) `attributes` as far as the span's attribute limit
     /// allows. The buffer grows once, by what the kept ones take in the
@@ -491,10 +501,7 @@ impl Recording {
             return;
         }
         self.event_count += 1;
-        let kept = &attributes[..attributes
-            .len()
-            .min(limits.max_attributes_per_event as usize)];
-        let dropped = (attributes.len() - kept.len()) as u64;
+        let (kept, dropped) = within(attributes, limits.max_attributes_per_event);
         let len = fixed64_len(1, time)
             + string_field_len(2, name)
             + kept
@@ -525,10 +532,7 @@ impl Recording {
             return;
         }
         self.link_count += 1;
-        let kept = &attributes[..attributes
-            .len()
-            .min(limits.max_attributes_per_link as usize)];
-        let dropped = (attributes.len() - kept.len()) as u64;
+        let (kept, dropped) = within(attributes, limits.max_attributes_per_link);
         let trace_state = cx.trace_state().header();
         let len = message_field_len(1, 16)
             + message_field_len(2, 8)
