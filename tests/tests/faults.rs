@@ -197,6 +197,13 @@ async fn a_client_that_leaves_does_not_stop_the_guest_halfway() {
         .expect("the SERVER span");
     assert_eq!(server.attributes["error.type"], "RequestCancelled");
     assert!(server.attr("http.response.status_code").is_none());
+    // No longer an active request (a request that never ended would stay
+    // counted as 1).
+    receiver
+        .wait_metric("faults", "http.server.active_requests", |p| {
+            p.last().is_some_and(|p| p.value == 0.0)
+        })
+        .await;
     // And its instance went back to the pool: the next request is its second.
     let served = get(&host.url("/faults/served")).await;
     assert_eq!(served.json()["served"], 2, "{}", served.body);
