@@ -1284,7 +1284,8 @@ struct RequestMetrics {
     app: Arc<App>,
     idx: usize,
     started: Instant,
-    active: ActiveRequest,
+    /// Taken when the request is done.
+    active: Option<ActiveRequest>,
     attrs: Vec<KeyValue>,
 }
 
@@ -1309,7 +1310,7 @@ impl RequestMetrics {
             app: app.clone(),
             idx,
             started: Instant::now(),
-            active,
+            active: Some(active),
             attrs,
         }
     }
@@ -1345,7 +1346,9 @@ impl RequestMetrics {
 impl Drop for RequestMetrics {
     fn drop(&mut self) {
         let m = self.app.telemetry.metrics.component(self.idx);
-        m.server_active.end(&self.active);
+        if let Some(active) = self.active.take() {
+            m.server_active.end(active);
+        }
         m.server_duration
             .record(self.started.elapsed().as_secs_f64(), &self.attrs);
         // Dropped when the SERVER span has ended: the request is done.

@@ -140,12 +140,11 @@ async fn main() {
     let compared = std::env::var_os("BENCH_COMPARE_BIN").map(|bin| {
         let bin = std::path::PathBuf::from(bin);
         let mut compare_env = env.clone();
-        if store.ends_with("traces.db") {
-            // Its own store file beside the other's.
-            compare_env.retain(|(k, _)| *k != "POLYTRACE_STORE");
-        }
+        // A file store of its own beside the other's (`memory` and `none`
+        // are the same for both).
         let compare_store = store_dir.join("compared.db").display().to_string();
-        if store.ends_with("traces.db") {
+        if store != "memory" && store != "none" {
+            compare_env.retain(|(k, _)| *k != "POLYTRACE_STORE");
             compare_env.push(("POLYTRACE_STORE", compare_store.as_str()));
         }
         (

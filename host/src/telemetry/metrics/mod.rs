@@ -324,15 +324,15 @@ impl ActiveRequests {
         }
     }
 
-    /// The request `r` is no longer active.
-    pub fn end(&self, r: &ActiveRequest) {
-        match &r.0 {
+    /// The request `r` is no longer active (taken, so it ends once).
+    pub fn end(&self, r: ActiveRequest) {
+        match r.0 {
             ActiveCell::Counted(cell) => {
-                self.counts[*cell].fetch_sub(1, Ordering::Relaxed);
+                self.counts[cell].fetch_sub(1, Ordering::Relaxed);
             }
             ActiveCell::Other(method, scheme) => {
                 let mut other = self.other.lock().unwrap_or_else(|e| e.into_inner());
-                if let Some(n) = other.get_mut(&(*method, scheme.clone())) {
+                if let Some(n) = other.get_mut(&(method, scheme)) {
                     *n -= 1;
                 }
             }
@@ -939,7 +939,7 @@ mod tests {
                 "http_request_method=\"_OTHER\",url_scheme=\"https\" 1",
             ]
         );
-        for r in [&a, &b, &c, &d] {
+        for r in [a, b, c, d] {
             active.end(r);
         }
         let e = active.start("PUT", "http");
@@ -953,7 +953,7 @@ mod tests {
             ],
             "a series stays at 0 once its requests are done"
         );
-        active.end(&e);
+        active.end(e);
         let text = m.prometheus();
         assert!(
             text.contains("# TYPE http_server_active_requests gauge"),

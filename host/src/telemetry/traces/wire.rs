@@ -31,9 +31,13 @@ pub struct WireSpan {
 
 impl WireSpan {
     /// Start a span named `name` of `kind` with `attributes` under `parent`
-    /// (a remote or local context; one that is not valid starts a new
-    /// trace), sampled and bounded as `sink`'s component's tracer provider
-    /// would, starting now.
+    /// (a remote or local context), sampled and bounded as `sink`'s
+    /// component's tracer provider would, starting now. Two cases no
+    /// caller reaches are simpler than the SDK: a parent that is not valid
+    /// is no parent (a new trace; trace-context extraction never returns
+    /// one), and the sampler is not shown the attributes (none of the
+    /// samplers the configuration accepts reads them or records without
+    /// sampling).
     pub fn start(
         sink: &Arc<SpanSink>,
         name: String,
@@ -183,14 +187,18 @@ mod tests {
     }
 
     fn remote_parent(sampled: bool) -> SpanContext {
+        remote_parent_with(if sampled {
+            TraceFlags::SAMPLED
+        } else {
+            TraceFlags::default()
+        })
+    }
+
+    fn remote_parent_with(flags: TraceFlags) -> SpanContext {
         SpanContext::new(
             TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap(),
             SpanId::from_hex("00f067aa0ba902b7").unwrap(),
-            if sampled {
-                TraceFlags::SAMPLED
-            } else {
-                TraceFlags::default()
-            },
+            flags,
             true,
             TraceState::from_key_value([("vendor", "v1")]).unwrap(),
         )
@@ -257,7 +265,9 @@ mod tests {
 
     #[test]
     fn a_wire_span_is_the_span_the_sdk_records() {
-        for parent in [None, Some(remote_parent(true))] {
+        // The last parent also has the W3C Level 2 random flag.
+        let random = remote_parent_with(TraceFlags::new(0x03));
+        for parent in [None, Some(remote_parent(true)), Some(random)] {
             let s = setup(Sampler::ParentBased(Box::new(Sampler::AlwaysOn)));
             let mut sdk = start_span(
                 &s.tracer,
@@ -309,6 +319,47 @@ mod tests {
             assert_eq!(wire.name, "GET /orders/{id}");
             assert_eq!(wire.status, Status::error("upstream failed"));
             assert_eq!(wire.end_time, time(9));
+        }
+    }
+
+    /// The SDK's and the wire span's contexts under the same sampler and
+    /// parent, span ids aside (and trace ids, for a new trace).
+    fn same_context(sampler: Sampler, parent: Option<&SpanContext>) {
+        let s = setup(sampler.clone());
+        let sdk = start_span(&s.tracer, "GET".into(), SpanKind::Server, vec![], parent);
+        let wire = WireSpan::start(&s.sink, "GET".into(), SpanKind::Server, &[], parent);
+        let (a, b) = (sdk.span_context(), wire.span_context());
+        let what = format!("{sampler:?} under {parent:?}");
+        assert_eq!(a.trace_flags(), b.trace_flags(), "{what}");
+        assert_eq!(a.trace_state(), b.trace_state(), "{what}");
+        assert_eq!(a.is_remote(), b.is_remote(), "{what}");
+        assert_eq!(sdk.is_recording(), wire.is_recording(), "{what}");
+        if parent.is_some() {
+            assert_eq!(a.trace_id(), b.trace_id(), "{what}");
+        }
+    }
+
+    #[test]
+    fn the_samplers_decide_as_for_the_sdks_span() {
+        let parents = [
+            None,
+            Some(remote_parent(true)),
+            Some(remote_parent(false)),
+            Some(remote_parent_with(TraceFlags::new(0x03))),
+            Some(remote_parent_with(TraceFlags::new(0x02))),
+        ];
+        for sampler in [
+            Sampler::AlwaysOn,
+            Sampler::AlwaysOff,
+            Sampler::TraceIdRatioBased(1.0),
+            Sampler::TraceIdRatioBased(0.0),
+            Sampler::ParentBased(Box::new(Sampler::AlwaysOn)),
+            Sampler::ParentBased(Box::new(Sampler::AlwaysOff)),
+            Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(0.0))),
+        ] {
+            for parent in &parents {
+                same_context(sampler.clone(), parent.as_ref());
+            }
         }
     }
 
