@@ -1314,6 +1314,7 @@ impl RequestMetrics {
             attrs,
         }
     }
+
     /// The route template the guest's framework matched (`http.route`).
     fn route(&mut self, route: String) {
         self.attrs.retain(|kv| kv.key.as_str() != "http.route");
