@@ -234,7 +234,7 @@ const ACTIVE_SCHEMES: [&str; 2] = ["http", "https"];
 
 /// Cells of [`ActiveRequests`]: every `http.request.method` value by every
 /// one of [`ACTIVE_SCHEMES`].
-const ACTIVE_CELLS: usize = semconv::METHOD_VALUES * ACTIVE_SCHEMES.len();
+const ACTIVE_CELLS: usize = semconv::METHOD_VALUES.len() * ACTIVE_SCHEMES.len();
 
 /// `http.server.active_requests` (`{request}`, an asynchronous
 /// UpDownCounter by `http.request.method` and `url.scheme`, HTTP semantic
@@ -247,7 +247,7 @@ const ACTIVE_CELLS: usize = semconv::METHOD_VALUES * ACTIVE_SCHEMES.len();
 /// metrics SDK specification's rule for UpDownCounters).
 pub struct ActiveRequests {
     /// Requests active now, by method (the index in
-    /// [`semconv::method_values`]) × scheme (in [`ACTIVE_SCHEMES`]).
+    /// [`semconv::METHOD_VALUES`]) × scheme (in [`ACTIVE_SCHEMES`]).
     counts: [AtomicI64; ACTIVE_CELLS],
     /// Whether a request of that method and scheme was ever made.
     made: [AtomicBool; ACTIVE_CELLS],
@@ -263,7 +263,8 @@ pub struct ActiveRequest(ActiveCell);
 
 enum ActiveCell {
     Counted(usize),
-    Other(&'static str, String),
+    /// Its method and scheme.
+    Other((&'static str, String)),
 }
 
 impl ActiveRequests {
@@ -286,7 +287,7 @@ impl ActiveRequests {
                         n,
                         &[
                             KeyValue::new("http.request.method", method),
-                            KeyValue::new("url.scheme", scheme.to_string()),
+                            KeyValue::new("url.scheme", semconv::scheme_value(scheme)),
                         ],
                     );
                 });
@@ -309,17 +310,14 @@ impl ActiveRequests {
                 ActiveRequest(ActiveCell::Counted(cell))
             }
             None => {
-                let method = semconv::method_values()
-                    .nth(method)
-                    .unwrap_or(semconv::OTHER_METHOD);
-                let key = (method, scheme.to_string());
+                let key = (semconv::METHOD_VALUES[method], scheme.to_string());
                 *self
                     .other
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .entry(key.clone())
                     .or_default() += 1;
-                ActiveRequest(ActiveCell::Other(key.0, key.1))
+                ActiveRequest(ActiveCell::Other(key))
             }
         }
     }
@@ -330,9 +328,9 @@ impl ActiveRequests {
             ActiveCell::Counted(cell) => {
                 self.counts[cell].fetch_sub(1, Ordering::Relaxed);
             }
-            ActiveCell::Other(method, scheme) => {
+            ActiveCell::Other(key) => {
                 let mut other = self.other.lock().unwrap_or_else(|e| e.into_inner());
-                if let Some(n) = other.get_mut(&(method, scheme)) {
+                if let Some(n) = other.get_mut(&key) {
                     *n -= 1;
                 }
             }
@@ -341,8 +339,7 @@ impl ActiveRequests {
 
     /// Each series made so far: its count, method and scheme.
     fn observe(&self, mut f: impl FnMut(i64, &'static str, &str)) {
-        let methods = semconv::method_values();
-        for (m, method) in methods.enumerate() {
+        for (m, method) in semconv::METHOD_VALUES.into_iter().enumerate() {
             for (s, scheme) in ACTIVE_SCHEMES.iter().enumerate() {
                 let cell = m * ACTIVE_SCHEMES.len() + s;
                 if self.made[cell].load(Ordering::Relaxed) {

@@ -980,8 +980,9 @@ impl RequestTrace {
         } else {
             self.cap_str(name.into_owned())
         };
-        let sink = self.sink.clone();
-        let (cx, rec) = sink.begin(Some(&parent), name, &kind, time_or_now(time));
+        let (cx, rec) = self
+            .sink
+            .begin(Some(&parent), name, &kind, time_or_now(time));
         let cx = with_random(cx, self.random);
         // Capped and counted even when sampled out, as on the per-call path.
         let mut attributes = attributes;
@@ -989,7 +990,7 @@ impl RequestTrace {
         match rec {
             None => self.open_batched(handle, cx, None, true),
             Some(mut rec) => {
-                rec.add_attributes(&sink.limits, &attributes);
+                rec.add_attributes(&self.sink.limits, &attributes);
                 self.open_batched(handle, cx, Some(rec), false);
             }
         }
