@@ -16,13 +16,16 @@
 //! BENCH_NATIVE=0 (leave the native pair out), BENCH_VIEWER=N (then the
 //! traced host alone and beside N clients of its viewer's search),
 //! BENCH_COMPARE_BIN=<another polytrace build> (its pair too, in the same
-//! alternating rounds: two builds measured side by side).
+//! alternating rounds: two builds measured side by side), BENCH_THREADS=1
+//! (each service's CPU per request by thread name, too: where the added
+//! CPU goes).
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
-use polytrace_tests::bench::{Native, env_or, median, process_cpu_time};
+use polytrace_tests::bench::{Native, env_or, median, process_cpu_time, thread_cpu_ns};
 use polytrace_tests::{Polytrace, Receiver, component, repo_dir};
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 /// One connection sending requests back to back until `until`.
@@ -53,11 +56,15 @@ struct Round {
     p99: Duration,
     /// The host's CPU time (all threads) per request served, in µs.
     cpu_us: f64,
+    /// The same by thread name, in µs per request (threads that exited
+    /// during the round are left out).
+    threads: BTreeMap<String, f64>,
 }
 
 /// A round against the service at `addr`, process `pid`.
 async fn round(addr: std::net::SocketAddr, pid: u32, seconds: u64, connections: u64) -> Round {
     let cpu_before = process_cpu_time(pid);
+    let threads_before = thread_cpu_ns(pid);
     let until = Instant::now() + Duration::from_secs(seconds);
     let started = Instant::now();
     let tasks: Vec<_> = (0..connections)
@@ -74,11 +81,19 @@ async fn round(addr: std::net::SocketAddr, pid: u32, seconds: u64, connections: 
     // batches (a partial one waits for OTEL_BSP_SCHEDULE_DELAY, below).
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let cpu = process_cpu_time(pid) - cpu_before;
+    let threads = thread_cpu_ns(pid)
+        .into_iter()
+        .map(|(name, ns)| {
+            let spent = ns.saturating_sub(threads_before.get(&name).copied().unwrap_or(0));
+            (name, spent as f64 / 1e3 / all.len() as f64)
+        })
+        .collect();
     Round {
         rps: all.len() as f64 / elapsed,
         p50: pct(0.50),
         p99: pct(0.99),
         cpu_us: cpu.as_secs_f64() * 1e6 / all.len() as f64,
+        threads,
     }
 }
 
@@ -275,6 +290,41 @@ async fn main() {
             on_cpu - off_cpu,
             (on_cpu / off_cpu - 1.0) * 100.0
         );
+    }
+    if std::env::var("BENCH_THREADS").is_ok_and(|v| v == "1") {
+        // Medians by thread name, each service beside the others.
+        let names: std::collections::BTreeSet<&String> = results
+            .iter()
+            .flatten()
+            .flat_map(|r| r.threads.keys())
+            .collect();
+        let labels: Vec<String> = pairs
+            .iter()
+            .flat_map(|(name, _)| [format!("{name} on"), format!("{name} off")])
+            .collect();
+        println!("CPU µs per request by thread (medians of the rounds):");
+        println!(
+            "{:<24} {}",
+            "",
+            labels
+                .iter()
+                .map(|l| format!("{l:>22}"))
+                .collect::<String>()
+        );
+        for name in names {
+            let row: String = results
+                .iter()
+                .map(|rs| {
+                    let v = median(
+                        rs.iter()
+                            .map(|r| r.threads.get(name).copied().unwrap_or(0.0))
+                            .collect(),
+                    );
+                    format!("{v:>22.2}")
+                })
+                .collect();
+            println!("{name:<24} {row}");
+        }
     }
     println!("({kib} KiB of OTLP received in all)");
     // BENCH_VIEWER=N: the traced host again, alone and while N clients ask

@@ -1164,6 +1164,34 @@ pub mod bench {
         times.into_iter().sum()
     }
 
+    /// CPU time of every live thread of process `pid` so far, in
+    /// nanoseconds, summed by thread name (`/proc/PID/task/TID/comm`, e.g.
+    /// `tokio-runtime-w`, `polytrace-store`), from each thread's
+    /// `schedstat` as [`process_cpu_ns`] reads it. Empty when the process
+    /// is gone.
+    pub fn thread_cpu_ns(pid: u32) -> std::collections::BTreeMap<String, u64> {
+        let mut by_name = std::collections::BTreeMap::new();
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            return by_name;
+        };
+        for task in tasks.flatten() {
+            let (Ok(name), Ok(stat)) = (
+                std::fs::read_to_string(task.path().join("comm")),
+                std::fs::read_to_string(task.path().join("schedstat")),
+            ) else {
+                continue;
+            };
+            if let Some(ns) = stat
+                .split_whitespace()
+                .next()
+                .and_then(|v| v.parse::<u64>().ok())
+            {
+                *by_name.entry(name.trim().to_string()).or_default() += ns;
+            }
+        }
+        by_name
+    }
+
     /// `after - before` of two [`process_cpu_ns`] readings; panics when a
     /// thread that exited in between made the sum go down.
     pub fn cpu_ns_between(before: u64, after: u64) -> u64 {
