@@ -23,6 +23,12 @@ use polytrace::telemetry::traces::encoded::EncodedSpan;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+/// The allocator `polytrace up` runs with (host/src/main.rs): the writer
+/// frees what the request threads allocated, which glibc's malloc makes
+/// several times dearer.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let total = env_or("BENCH_SPANS", 400_000);
     let batch_size = env_or("BENCH_BATCH", 512);

@@ -11,8 +11,9 @@
 //! - `block_spans`: each span's [`Head`] (fixed size, uncompressed, so a
 //!   search reads a block's heads without decompressing anything) and the
 //!   block's name table (the services and operations its heads point to);
-//! - `payloads`: each span's attributes and events (JSON text, see
-//!   `write::Tags` and `write::Events`) and status message, zstd-compressed.
+//! - `payloads`: each span's attributes and events (the bytes of their
+//!   OTLP `Span` fields, copied from the span's encoded message, see
+//!   `write::append_data`) and status message, zstd-compressed.
 //!
 //! A span has no row of its own: writing a span appends to buffers and the
 //! block's four rows are written once, so the per-span cost of a write is
@@ -20,6 +21,7 @@
 
 use super::search::{STATUS_ERROR, SpanHead};
 use super::{MAX_PAYLOAD_BYTES, StoredSpan};
+use crate::telemetry::traces::encoded::SpanView;
 use rusqlite::{Connection, OptionalExtension, params};
 
 /// The size of a [`Head`] on disk, in bytes.
@@ -41,7 +43,7 @@ pub(super) const HEAD_BYTES: usize = 72;
 /// | 55 | 0 (reserved) |
 /// | 56..60 | where the span's data starts in the block's payload |
 /// | 60..64, 64..68, 68..72 | lengths of its attributes, events and status message there |
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub(super) struct Head {
     pub trace_id: [u8; 16],
     pub span_id: [u8; 8],
@@ -243,8 +245,9 @@ impl Block {
         }
     }
 
-    /// The attributes (JSON text as written), events (likewise) and status
-    /// message of head `h`; empty when the payload is missing or damaged.
+    /// The attributes and events (OTLP `Span` fields, as written: read
+    /// them with `SpanView::parse`) and status message of head `h`; empty
+    /// when the payload is missing or damaged.
     pub(super) fn data(
         &mut self,
         c: &Connection,
@@ -295,10 +298,8 @@ impl Block {
             duration_us: head.duration_us,
             status: i64::from(h.status),
             status_message: String::from_utf8_lossy(message).into_owned(),
-            attributes: super::write::expand_tags(
-                serde_json::from_slice(attributes).unwrap_or_default(),
-            ),
-            events: super::write::expand_events(serde_json::from_slice(events).unwrap_or_default()),
+            attributes: super::write::tags_json(SpanView::parse(attributes).attributes()),
+            events: super::write::events_json(&SpanView::parse(events)),
         })
     }
 }

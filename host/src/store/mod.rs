@@ -212,7 +212,7 @@ const CACHE_KIB: i64 = 64 * 1024;
 const MMAP_BYTES: i64 = 1 << 30;
 
 /// Bumped when the tables change; an older file is started afresh.
-const SCHEMA_VERSION: i64 = 9;
+const SCHEMA_VERSION: i64 = 10;
 
 const SCHEMA: &str = "
 -- A block: up to write::BLOCK_SPANS spans written together (`spans` of
@@ -585,6 +585,7 @@ pub fn default_path(manifest_dir: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use opentelemetry::KeyValue;
 
     fn span(trace: usize, i: usize, start_us: i64) -> StoredSpan {
         StoredSpan {
@@ -836,6 +837,111 @@ mod tests {
         assert_eq!(found, vec![span(1, 1, now)]);
         drop(store);
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A span of trace `trace` with these attributes, encoded as the
+    /// export worker hands spans to the store.
+    fn encoded_span(trace: u128, start_us: i64, attributes: Vec<KeyValue>) -> EncodedSpan {
+        use opentelemetry::trace::{
+            SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState,
+        };
+        let start = UNIX_EPOCH + Duration::from_micros(start_us as u64);
+        let span = opentelemetry_sdk::trace::SpanData {
+            span_context: SpanContext::new(
+                TraceId::from(trace),
+                SpanId::from(7),
+                TraceFlags::SAMPLED,
+                false,
+                TraceState::NONE,
+            ),
+            parent_span_id: SpanId::INVALID,
+            parent_span_is_remote: false,
+            span_kind: SpanKind::Server,
+            name: "GET /x".into(),
+            start_time: start,
+            end_time: start + Duration::from_micros(10),
+            attributes,
+            dropped_attributes_count: 0,
+            events: Default::default(),
+            links: Default::default(),
+            status: Status::Unset,
+            instrumentation_scope: opentelemetry::InstrumentationScope::builder("t").build(),
+        };
+        EncodedSpan::encode(&span, 0)
+    }
+
+    #[test]
+    fn a_tag_search_matches_each_attribute_type_as_searches_spell_it() {
+        let store = Store::open(StoreConfig::default()).unwrap();
+        let now = now_us();
+        let attributes = vec![
+            KeyValue::new("http.request.method", "GET"),
+            KeyValue::new("http.response.status_code", 503i64),
+            KeyValue::new("error.flag", true),
+            KeyValue::new("codes", Value::Array(Array::I64(vec![1, 2]))),
+            KeyValue::new("user.zip", "01234"),
+            KeyValue::new("user.id", "42"),
+            KeyValue::new("ratio", 0.5),
+            KeyValue::new("quote", "say \"hi\""),
+        ];
+        store.add("svc", vec![encoded_span(1, now, attributes)]);
+        // Another trace, so that a search that matched anything would say so.
+        store.add(
+            "svc",
+            vec![encoded_span(2, now, vec![KeyValue::new("user.id", 42i64)])],
+        );
+        assert!(store.flush(Duration::from_secs(10)));
+        let find = |pairs: &[(&str, &str)]| -> Vec<String> {
+            store
+                .search(&SpanSearch {
+                    tags: pairs
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect(),
+                    start_us: now - 1_000_000,
+                    end_us: now + 1_000_000,
+                    limit: 10,
+                    ..Default::default()
+                })
+                .unwrap()
+        };
+        let first = vec![format!("{:032x}", 1)];
+        for pairs in [
+            &[("http.request.method", "GET")][..],
+            &[("http.response.status_code", "503")],
+            &[("error.flag", "true")],
+            &[("codes", "[1,2]")],
+            &[("user.zip", "01234")],
+            &[("quote", "say \"hi\"")],
+            &[
+                ("http.request.method", "GET"),
+                ("http.response.status_code", "503"),
+            ],
+        ] {
+            assert_eq!(find(pairs), first, "{pairs:?}");
+        }
+        // A string and an integer spelled alike both match.
+        let mut both = find(&[("user.id", "42")]);
+        both.sort();
+        assert_eq!(both, [format!("{:032x}", 1), format!("{:032x}", 2)]);
+        for pairs in [
+            &[("http.request.method", "POST")][..],
+            &[("http.response.status_code", "500")],
+            &[("error.flag", "false")],
+            &[("codes", "[1]")],
+            &[("user.zip", "1234")],
+            // Floats are not searchable.
+            &[("ratio", "0.5")],
+            // Every pair on one span.
+            &[
+                ("http.request.method", "GET"),
+                ("http.response.status_code", "500"),
+            ],
+            // The value of another key.
+            &[("user.zip", "GET")],
+        ] {
+            assert_eq!(find(pairs), Vec::<String>::new(), "{pairs:?}");
+        }
     }
 
     #[test]

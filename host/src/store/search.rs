@@ -11,10 +11,11 @@
 
 use super::block::{Block, Head, unhex};
 use super::write::{
-    MAX_INDEXED_VALUE, SearchFilter, error_key, operation_key, searchable, service_key, tag_hash,
+    MAX_INDEXED_VALUE, SearchFilter, error_key, index_text, operation_key, service_key, tag_hash,
     trace_key64,
 };
-use super::{Store, StoredSpan, tag_text};
+use super::{Store, StoredSpan};
+use crate::telemetry::traces::encoded::SpanView;
 use rusqlite::{Connection, params};
 use serde_json::Value as Json;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -39,9 +40,10 @@ pub enum TraceStatus {
 pub struct SpanSearch {
     pub service: Option<String>,
     pub operation: Option<String>,
-    /// Attribute key → value as searches spell it (see `tag_text`): each
-    /// must be a searchable attribute (not a float, at most 256 bytes) of
-    /// the span.
+    /// Attribute key → value as searches spell it (strings as they are,
+    /// `true`/`false`, integers in decimal, arrays as their JSON text; see
+    /// `tag_text`): each must be a searchable attribute (not a float, at
+    /// most 256 bytes) of the span.
     pub tags: BTreeMap<String, String>,
     /// `Some(true)`: the span's status is Error; `Some(false)`: it is not
     /// (Jaeger's `error` tag).
@@ -102,12 +104,13 @@ pub fn search(c: &Connection, q: &SpanSearch) -> rusqlite::Result<Vec<String>> {
         Some(_) => failed_traces(c)?,
         None => HashSet::new(),
     };
-    // Each value as it must appear in the attributes' JSON text (when it
-    // needs no escaping there): a quick necessary check before parsing.
+    // A value only a string attribute can match appears as it is in the
+    // stored attributes (their OTLP bytes): a quick necessary check before
+    // reading them. (Integers, booleans and arrays are stored in binary.)
     let needles: Vec<memchr::memmem::Finder<'_>> = q
         .tags
         .values()
-        .filter(|v| !v.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20))
+        .filter(|v| only_text_matches(v))
         .map(|v| memchr::memmem::Finder::new(v.as_bytes()))
         .collect();
     let mut seen = HashSet::new();
@@ -187,19 +190,21 @@ fn failed_traces(c: &Connection) -> rusqlite::Result<HashSet<u64>> {
     Ok(set)
 }
 
-/// Whether the stored attributes (JSON text) have every `key=value`, by
-/// the same rules the search keys follow.
+/// Whether the stored attributes (OTLP `Span` fields) have every
+/// `key=value`, by the rules the search keys follow (`write::index_text`).
 fn has_tags(attributes: &[u8], tags: &BTreeMap<String, String>) -> bool {
-    let Ok(Json::Array(attributes)) = serde_json::from_slice::<Json>(attributes) else {
-        return false;
-    };
+    let span = SpanView::parse(attributes);
+    let mut text = String::new();
     tags.iter().all(|(key, value)| {
-        attributes.iter().any(|t| {
-            t[0].as_str() == Some(key.as_str())
-                && searchable(&t[1])
-                && tag_text(&t[1]).as_deref() == Some(value.as_str())
-        })
+        span.attributes()
+            .any(|a| a.key == key && index_text(&a.value, &mut text) == Some(value.as_str()))
     })
+}
+
+/// Whether search text `v` can only match a string attribute: no boolean,
+/// integer or array is spelled that way (`write::index_text`).
+fn only_text_matches(v: &str) -> bool {
+    !(v == "true" || v == "false" || v.starts_with('[') || v.parse::<i64>().is_ok())
 }
 
 /// How much one answer may load: spans, and bytes of span data (an

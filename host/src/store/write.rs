@@ -3,9 +3,10 @@
 //!
 //! Spans are written in blocks of up to [`BLOCK_SPANS`] (the model is in
 //! [`super::block`]): each span's fixed-size head goes into the block's
-//! heads, its attributes and events as JSON text into the block's
-//! zstd-compressed payload (written straight from the span, no
-//! intermediate `serde_json::Value`), and the block gets one row per table
+//! heads, its attributes and events into the block's zstd-compressed
+//! payload as the bytes of their OTLP fields, copied from the span's
+//! encoded message (nothing is decoded or re-encoded but what search keys
+//! need), and the block gets one row per table
 //! with what searches use to skip it or find spans in it: a Bloom filter
 //! over its search keys, its spans' trace keys and the traces of its
 //! failed spans. A span has no row of its own, and a write appends to the
@@ -14,7 +15,9 @@
 
 use super::block::{self, Head, unhex};
 use super::{Msg, StoreConfig, StoreStats, StoredLog, StoredSpan, now_us, stored_log};
-use crate::telemetry::traces::encoded::{AttributeView, EventView, SpanView, ValueView};
+use crate::telemetry::traces::encoded::{self, AttributeView, SpanView, ValueView};
+use opentelemetry::trace::Event;
+use opentelemetry::{KeyValue, StringValue, Value};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 use serde::ser::{SerializeSeq, Serializer};
@@ -91,9 +94,9 @@ pub(super) const BLOCK_LEVEL: i32 = 1;
 
 /// One span as it is written: its [`Head`] but for the indexes of its
 /// names, which the block assigns, and its service and operation. Its
-/// attributes, events and status message are appended to the block's
-/// payload, the hashes of its searchable `key=value` pairs to the block's
-/// search keys.
+/// attributes and events (their OTLP `Span` fields, see [`append_data`]) and
+/// status message are appended to the block's payload, the hashes of its
+/// searchable `key=value` pairs to the block's search keys.
 struct Row<'a> {
     head: Head,
     service: &'a str,
@@ -118,7 +121,7 @@ impl<'a> Row<'a> {
     ) -> Row<'a> {
         match source {
             Source::Span(service, s) => Row::from_span(service, s, payload, text, keys),
-            Source::Stored(s) => Row::from_stored(s, payload, keys),
+            Source::Stored(s) => Row::from_stored(s, payload, text, keys),
         }
     }
 
@@ -136,84 +139,137 @@ impl<'a> Row<'a> {
         };
         let start_us = (s.start_time_unix_nano / 1_000) as i64;
         let end_us = (s.end_time_unix_nano / 1_000) as i64;
-        // Read once, used twice.
-        let attributes: Vec<AttributeView<'_>> = s.attributes().collect();
-        for a in &attributes {
-            if let Some(value) = index_text(&a.value, text) {
-                keys.push(tag_hash(a.key, value));
-            }
-        }
-        let payload_at = payload.len();
-        let _ = serde_json::to_writer(&mut *payload, &Tags(attributes.iter().copied()));
-        let attributes_len = payload.len() - payload_at;
-        let _ = serde_json::to_writer(&mut *payload, &Events(s.events()));
-        let events_len = payload.len() - payload_at - attributes_len;
         let message = if status == 2 { s.status_message } else { "" };
-        payload.extend_from_slice(message.as_bytes());
+        let head = Head {
+            trace_id: s.trace_id,
+            span_id: s.span_id,
+            parent_id: s.parent_span_id,
+            start_us,
+            duration_us: (end_us - start_us).max(0),
+            status,
+            kind: kind_code(s.kind),
+            ..Head::default()
+        };
         Row {
-            head: Head {
-                trace_id: s.trace_id,
-                span_id: s.span_id,
-                parent_id: s.parent_span_id,
-                start_us,
-                duration_us: (end_us - start_us).max(0),
-                service: 0,
-                operation: 0,
-                kind: kind_code(s.kind),
-                status,
-                payload_at: offset(payload_at),
-                attributes_len: offset(attributes_len),
-                events_len: offset(events_len),
-                message_len: offset(message.len()),
-            },
+            head: append_data(head, &s, message, payload, text, keys),
             service,
             operation: s.name,
         }
     }
 
-    fn from_stored(s: &'a StoredSpan, payload: &mut Vec<u8>, keys: &mut Vec<i64>) -> Row<'a> {
-        keys.extend(
-            s.attributes
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter(|t| t["type"] != "float64")
-                .filter_map(|t| {
-                    let value = super::tag_text(&t["value"])?;
-                    let key = t["key"].as_str()?;
-                    (value.len() <= MAX_INDEXED_VALUE).then(|| tag_hash(key, &value))
-                }),
-        );
-        let payload_at = payload.len();
-        let _ = serde_json::to_writer(&mut *payload, &StoredTags(&s.attributes));
-        let attributes_len = payload.len() - payload_at;
-        let _ = serde_json::to_writer(&mut *payload, &StoredEvents(&s.events));
-        let events_len = payload.len() - payload_at - attributes_len;
-        payload.extend_from_slice(s.status_message.as_bytes());
-        Row {
-            head: Head {
-                trace_id: unhex(&s.trace_id).unwrap_or_default(),
-                span_id: unhex(&s.span_id).unwrap_or_default(),
-                parent_id: unhex(&s.parent_id),
-                start_us: s.start_us,
-                duration_us: s.duration_us,
-                service: 0,
-                operation: 0,
-                kind: block::kind_code(&s.kind),
-                status: match s.status {
-                    1 => 1,
-                    2 => 2,
-                    _ => 0,
-                },
-                payload_at: offset(payload_at),
-                attributes_len: offset(attributes_len),
-                events_len: offset(events_len),
-                message_len: offset(s.status_message.len()),
+    fn from_stored(
+        s: &'a StoredSpan,
+        payload: &mut Vec<u8>,
+        text: &mut String,
+        keys: &mut Vec<i64>,
+    ) -> Row<'a> {
+        // Its attributes and events encoded as a span's fields, then written
+        // as a span's are.
+        let mut data = Vec::new();
+        let attributes: Vec<KeyValue> = s
+            .attributes
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(stored_key_value)
+            .collect();
+        encoded::put_attributes(&mut data, &attributes);
+        let events: Vec<Event> = s
+            .events
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|e| {
+                let micros = e["timestamp"].as_i64().unwrap_or_default().max(0) as u64;
+                Event::new(
+                    e["name"].as_str().unwrap_or_default().to_string(),
+                    std::time::UNIX_EPOCH + Duration::from_micros(micros),
+                    e["attributes"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(stored_key_value)
+                        .collect(),
+                    0,
+                )
+            })
+            .collect();
+        encoded::put_events(&mut data, &events);
+        let head = Head {
+            trace_id: unhex(&s.trace_id).unwrap_or_default(),
+            span_id: unhex(&s.span_id).unwrap_or_default(),
+            parent_id: unhex(&s.parent_id),
+            start_us: s.start_us,
+            duration_us: s.duration_us,
+            kind: block::kind_code(&s.kind),
+            status: match s.status {
+                1 => 1,
+                2 => 2,
+                _ => 0,
             },
+            ..Head::default()
+        };
+        Row {
+            head: append_data(
+                head,
+                &SpanView::parse(&data),
+                &s.status_message,
+                payload,
+                text,
+                keys,
+            ),
             service: &s.service,
             operation: &s.operation,
         }
     }
+}
+
+/// Append span `s`'s attributes and events (the bytes of its OTLP fields,
+/// as [`SpanView::attribute_bytes`] and [`SpanView::event_bytes`] give
+/// them: read back with [`SpanView::parse`]) and `message` to `payload`,
+/// and the search keys of its attributes to `keys`; `head` with where they
+/// are.
+fn append_data(
+    mut head: Head,
+    s: &SpanView<'_>,
+    message: &str,
+    payload: &mut Vec<u8>,
+    text: &mut String,
+    keys: &mut Vec<i64>,
+) -> Head {
+    for a in s.attributes() {
+        if let Some(value) = index_text(&a.value, text) {
+            keys.push(tag_hash(a.key, value));
+        }
+    }
+    let (attributes, events) = (s.attribute_bytes(), s.event_bytes());
+    head.payload_at = offset(payload.len());
+    head.attributes_len = offset(attributes.len());
+    head.events_len = offset(events.len());
+    head.message_len = offset(message.len());
+    payload.extend_from_slice(attributes);
+    payload.extend_from_slice(events);
+    payload.extend_from_slice(message.as_bytes());
+    head
+}
+
+/// A tag in the stored shape (`{"key", "type", "value"}`, see
+/// [`super::tag`]) as the attribute it stands for: Jaeger's types back to
+/// OpenTelemetry's (arrays, stored as their JSON text, stay that text; a
+/// `float64` of `null`, a float that was not finite, becomes NaN).
+fn stored_key_value(t: &Json) -> KeyValue {
+    let key = t["key"].as_str().unwrap_or_default().to_string();
+    let value = match (t["type"].as_str(), &t["value"]) {
+        (Some("bool"), Json::Bool(b)) => Value::Bool(*b),
+        (Some("int64"), Json::Number(n)) if n.as_i64().is_some() => {
+            Value::I64(n.as_i64().unwrap_or_default())
+        }
+        (Some("float64"), Json::Number(n)) => Value::F64(n.as_f64().unwrap_or(f64::NAN)),
+        (Some("float64"), Json::Null) => Value::F64(f64::NAN),
+        (_, Json::String(v)) => Value::String(StringValue::from(v.clone())),
+        (_, other) => Value::String(StringValue::from(other.to_string())),
+    };
+    KeyValue::new(key, value)
 }
 
 /// An offset or length in a block's payload as a [`Head`] keeps it: past
@@ -236,7 +292,7 @@ fn kind_code(kind: u64) -> u8 {
 /// [`super::tag_text`] spells stored values: strings as they are,
 /// `true`/`false`, integers in decimal, arrays as their JSON text. Floats
 /// and values over [`MAX_INDEXED_VALUE`] bytes are not indexed (`None`).
-fn index_text<'v>(value: &ValueView<'v>, buf: &'v mut String) -> Option<&'v str> {
+pub(super) fn index_text<'v>(value: &ValueView<'v>, buf: &'v mut String) -> Option<&'v str> {
     let text = match *value {
         ValueView::String(s) => s,
         ValueView::Bool(true) => "true",
@@ -379,158 +435,40 @@ impl Serialize for Items<'_> {
     }
 }
 
-/// Attributes as written in a block payload: `[[key, value], ...]`, the
-/// value a JSON string, bool, integer or float (with a fraction or
-/// exponent, or `null` when not finite) as the attribute's type is; arrays
-/// as a string of their JSON text (Jaeger has no array tags). Read back into
-/// the stored tag shape by [`expand_tags`].
-struct Tags<I>(I);
-
-impl<'a, I: Iterator<Item = AttributeView<'a>> + Clone> Serialize for Tags<I> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut seq = s.serialize_seq(None)?;
-        for a in self.0.clone() {
-            seq.serialize_element(&TagRef(a))?;
-        }
-        seq.end()
-    }
-}
-
-struct TagRef<'a>(AttributeView<'a>);
-
-impl Serialize for TagRef<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut pair = s.serialize_seq(Some(2))?;
-        pair.serialize_element(self.0.key)?;
-        match self.0.value {
-            ValueView::Bool(b) => pair.serialize_element(&b)?,
-            ValueView::I64(i) => pair.serialize_element(&i)?,
-            ValueView::F64(f) => pair.serialize_element(&f)?,
-            ValueView::String(v) => pair.serialize_element(v)?,
-            a @ ValueView::Array(_) => pair.serialize_element(&array_json(&a))?,
-            ValueView::Other => pair.serialize_element("")?,
-        }
-        pair.end()
-    }
-}
-
-/// Tags in the stored shape (`[{"key","type","value"}]`, from
-/// [`StoredSpan`]) written as [`Tags`] are.
-struct StoredTags<'a>(&'a Json);
-
-impl Serialize for StoredTags<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let tags = self.0.as_array().map(Vec::as_slice).unwrap_or_default();
-        let mut seq = s.serialize_seq(Some(tags.len()))?;
-        for t in tags {
-            let key = t["key"].as_str().unwrap_or_default();
-            let value = match (&t["type"], &t["value"]) {
-                (ty, Json::Number(n)) if ty == "float64" => Json::from(n.as_f64()),
-                (ty, Json::String(v)) if ty == "string" => Json::from(v.as_str()),
-                (_, v @ (Json::Bool(_) | Json::Number(_) | Json::String(_))) => v.clone(),
-                (_, other) => Json::from(other.to_string()),
-            };
-            seq.serialize_element(&(key, value))?;
-        }
-        seq.end()
-    }
-}
-
-/// The stored tag shape of attributes written as [`Tags`]: each `[key,
-/// value]` becomes `{"key", "type", "value"}` with Jaeger's type names.
-pub(super) fn expand_tags(compact: Json) -> Json {
-    let Json::Array(pairs) = compact else {
-        return Json::Array(Vec::new());
-    };
+/// Attributes as the store gives them back (`[{"key", "type", "value"}]`,
+/// Jaeger's tag shape, as [`super::tag`] builds it): `string`, `bool`,
+/// `int64`, `float64` (`null` when not finite); arrays as `string`s of
+/// their JSON text (Jaeger has no array tags); any other kind as an empty
+/// string.
+pub(super) fn tags_json<'a>(attributes: impl Iterator<Item = AttributeView<'a>>) -> Json {
     Json::Array(
-        pairs
-            .into_iter()
-            .filter_map(|pair| {
-                let Json::Array(mut pair) = pair else {
-                    return None;
+        attributes
+            .map(|a| {
+                let (ty, value) = match a.value {
+                    ValueView::String(s) => ("string", Json::from(s)),
+                    ValueView::Bool(b) => ("bool", Json::from(b)),
+                    ValueView::I64(i) => ("int64", Json::from(i)),
+                    ValueView::F64(f) => ("float64", Json::from(f)),
+                    array @ ValueView::Array(_) => ("string", Json::from(array_json(&array))),
+                    ValueView::Other => ("string", Json::from("")),
                 };
-                let value = pair.pop()?;
-                let key = pair.pop()?;
-                let ty = match &value {
-                    Json::String(_) => "string",
-                    Json::Bool(_) => "bool",
-                    Json::Number(n) if !n.is_f64() => "int64",
-                    Json::Number(_) | Json::Null => "float64",
-                    _ => "string",
-                };
-                let value = match value {
-                    v @ (Json::Array(_) | Json::Object(_)) => Json::from(v.to_string()),
-                    v => v,
-                };
-                Some(serde_json::json!({"key": key, "type": ty, "value": value}))
+                serde_json::json!({"key": a.key, "type": ty, "value": value})
             })
             .collect(),
     )
 }
 
-/// Whether a compact attribute value is searchable (not a float).
-pub(super) fn searchable(value: &Json) -> bool {
-    match value {
-        Json::Number(n) => !n.is_f64(),
-        Json::Null => false,
-        _ => true,
-    }
-}
-
-/// A span's events as written: `[[timestamp µs, name, attributes as
-/// Tags], ...]`; read back by [`expand_events`].
-struct Events<I>(I);
-
-impl<'a, I: Iterator<Item = EventView<'a>> + Clone> Serialize for Events<I> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut seq = s.serialize_seq(None)?;
-        for e in self.0.clone() {
-            seq.serialize_element(&(
-                (e.time_unix_nano / 1_000) as i64,
-                e.name,
-                Tags(e.attributes()),
-            ))?;
-        }
-        seq.end()
-    }
-}
-
-/// Events in the stored shape written as [`Events`] are.
-struct StoredEvents<'a>(&'a Json);
-
-impl Serialize for StoredEvents<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let events = self.0.as_array().map(Vec::as_slice).unwrap_or_default();
-        let mut seq = s.serialize_seq(Some(events.len()))?;
-        for e in events {
-            seq.serialize_element(&(
-                e["timestamp"].as_i64().unwrap_or_default(),
-                e["name"].as_str().unwrap_or_default(),
-                StoredTags(&e["attributes"]),
-            ))?;
-        }
-        seq.end()
-    }
-}
-
-/// The stored event shape (`[{"timestamp", "name", "attributes"}]`) of
-/// events written as [`Events`].
-pub(super) fn expand_events(compact: Json) -> Json {
-    let Json::Array(events) = compact else {
-        return Json::Array(Vec::new());
-    };
+/// Events as the store gives them back: `[{"timestamp" (µs since the Unix
+/// epoch), "name", "attributes" (as [`tags_json`])}]`.
+pub(super) fn events_json(s: &SpanView<'_>) -> Json {
     Json::Array(
-        events
-            .into_iter()
-            .filter_map(|e| {
-                let Json::Array(mut e) = e else {
-                    return None;
-                };
-                let attributes = expand_tags(e.pop()?);
-                let name = e.pop()?;
-                let timestamp = e.pop()?;
-                Some(serde_json::json!({"timestamp": timestamp, "name": name,
-                                        "attributes": attributes}))
+        s.events()
+            .map(|e| {
+                serde_json::json!({
+                    "timestamp": (e.time_unix_nano / 1_000) as i64,
+                    "name": e.name,
+                    "attributes": tags_json(e.attributes()),
+                })
             })
             .collect(),
     )
@@ -1022,13 +960,33 @@ mod tests {
         assert_eq!(trace_key64("0000000000000001000000000000002a"), 42);
     }
 
+    /// What `Row::new` appends to a payload for `source`: its attributes'
+    /// and events' bytes and its message.
+    fn written(source: Source<'_>) -> (Vec<u8>, Vec<u8>, String, Vec<i64>) {
+        let (mut payload, mut text, mut keys) = (b"before".to_vec(), String::new(), Vec::new());
+        let row = Row::new(source, &mut payload, &mut text, &mut keys);
+        let h = row.head;
+        let mut at = h.payload_at as usize;
+        assert_eq!(at, 6, "appended after what the block already holds");
+        let mut next = |len: u32| {
+            at += len as usize;
+            payload[at - len as usize..at].to_vec()
+        };
+        let attributes = next(h.attributes_len);
+        let events = next(h.events_len);
+        let message = String::from_utf8(next(h.message_len)).unwrap();
+        assert_eq!(at, payload.len());
+        (attributes, events, message, keys)
+    }
+
     #[test]
-    fn attributes_are_written_as_the_stored_tag_shape() {
+    fn attributes_and_events_read_back_in_the_stored_tag_shape() {
         let attrs = vec![
             KeyValue::new("s", "a\"b"),
             KeyValue::new("i", 7i64),
             KeyValue::new("f", 0.5),
             KeyValue::new("whole", 2.0),
+            KeyValue::new("nan", f64::NAN),
             KeyValue::new("b", true),
             KeyValue::new(
                 "arr",
@@ -1041,29 +999,63 @@ mod tests {
                 .map(|kv| super::super::tag(kv.key.as_str(), &kv.value))
                 .collect(),
         );
-        let span = encoded(attrs.clone(), vec![]);
-        let compact = serde_json::to_string(&Tags(span.view().attributes())).unwrap();
-        assert_eq!(expand_tags(serde_json::from_str(&compact).unwrap()), built);
-        // Spans given in the stored shape are written the same way.
-        let from_stored = serde_json::to_string(&StoredTags(&built)).unwrap();
-        assert_eq!(from_stored, compact);
         let event = opentelemetry::trace::Event::new(
             "checkpoint",
             std::time::UNIX_EPOCH + Duration::from_micros(5),
             vec![KeyValue::new("step", 1i64)],
             0,
         );
-        let span = encoded(vec![], vec![event]);
-        let events = serde_json::to_string(&Events(span.view().events())).unwrap();
-        let expanded = expand_events(serde_json::from_str(&events).unwrap());
+        let events = serde_json::json!([{"timestamp": 5, "name": "checkpoint",
+            "attributes": [{"key": "step", "type": "int64", "value": 1}]}]);
+        let span = encoded(attrs.clone(), vec![event]);
+        let from_span = written(Source::Span("svc", span.view()));
+        // The span's own bytes, copied.
+        assert_eq!(from_span.0, span.view().attribute_bytes());
+        assert_eq!(tags_json(SpanView::parse(&from_span.0).attributes()), built);
+        assert_eq!(events_json(&SpanView::parse(&from_span.1)), events);
+        // Attributes and events of other messages are not read as these.
         assert_eq!(
-            expanded,
-            serde_json::json!([{"timestamp": 5, "name": "checkpoint",
-                "attributes": [{"key": "step", "type": "int64", "value": 1}]}])
+            tags_json(SpanView::parse(&from_span.1).attributes()),
+            serde_json::json!([])
         );
         assert_eq!(
-            serde_json::to_string(&StoredEvents(&expanded)).unwrap(),
-            events
+            events_json(&SpanView::parse(&from_span.0)),
+            serde_json::json!([])
+        );
+
+        // Spans given in the stored shape read back as they were given,
+        // with the same search keys.
+        let stored = StoredSpan {
+            trace_id: "1".repeat(32),
+            span_id: "2".repeat(16),
+            parent_id: String::new(),
+            service: "svc".into(),
+            operation: "op".into(),
+            kind: "internal".into(),
+            start_us: 1,
+            duration_us: 2,
+            status: 2,
+            status_message: "failed".into(),
+            attributes: built.clone(),
+            events: events.clone(),
+        };
+        let from_stored = written(Source::Stored(&stored));
+        // (An array is the string of its JSON text there, as it reads back.)
+        assert_eq!(
+            tags_json(SpanView::parse(&from_stored.0).attributes()),
+            built
+        );
+        assert_eq!(from_stored.1, from_span.1);
+        assert_eq!(from_stored.2, "failed");
+        assert_eq!(from_stored.3, from_span.3, "the same search keys");
+        assert_eq!(
+            from_span.3,
+            [
+                tag_hash("s", "a\"b"),
+                tag_hash("i", "7"),
+                tag_hash("b", "true"),
+                tag_hash("arr", "[\"x\",\"y\"]")
+            ]
         );
     }
 

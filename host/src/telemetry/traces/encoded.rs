@@ -261,7 +261,14 @@ pub struct SpanView<'a> {
 }
 
 impl<'a> SpanView<'a> {
-    fn parse(bytes: &'a [u8]) -> SpanView<'a> {
+    /// The fields of any trace.proto `Span` message, borrowed from
+    /// `bytes`; a field it does not have reads as its default. A message
+    /// holding only attributes and events (what [`SpanView::attribute_bytes`]
+    /// and [`SpanView::event_bytes`] return, or [`put_attributes`] and
+    /// [`put_events`] write) reads back as a span with just those. Reading
+    /// stops at the first malformed field (bytes this module writes never
+    /// are).
+    pub fn parse(bytes: &'a [u8]) -> SpanView<'a> {
         let mut v = SpanView {
             trace_id: [0; 16],
             span_id: [0; 8],
@@ -356,6 +363,18 @@ impl<'a> SpanView<'a> {
     /// The span's links, in order.
     pub fn links(&self) -> impl Iterator<Item = LinkView<'a>> + Clone + use<'a> {
         repeated(self.links, 13).map(LinkView::parse)
+    }
+
+    /// The span's `attributes` fields (number 9) as they are in its
+    /// message, keys and lengths included: bytes that are themselves a
+    /// `Span` message, which [`SpanView::parse`] reads back.
+    pub fn attribute_bytes(&self) -> &'a [u8] {
+        self.attributes
+    }
+
+    /// The span's `events` fields (number 11), likewise.
+    pub fn event_bytes(&self) -> &'a [u8] {
+        self.events
     }
 }
 
@@ -781,6 +800,22 @@ fn put_event(buf: &mut Vec<u8>, e: &Event) {
         put_kv(buf, 3, kv);
     }
     put_uint(buf, 4, u64::from(e.dropped_attributes_count));
+}
+
+/// Append `attributes` to `buf` as a `Span` message's `attributes` fields
+/// (number 9), as [`SpanView::attribute_bytes`] returns them.
+pub fn put_attributes(buf: &mut Vec<u8>, attributes: &[KeyValue]) {
+    for kv in attributes {
+        put_kv(buf, 9, kv);
+    }
+}
+
+/// Append `events` to `buf` as a `Span` message's `events` fields (number
+/// 11), as [`SpanView::event_bytes`] returns them.
+pub fn put_events(buf: &mut Vec<u8>, events: &[Event]) {
+    for e in events {
+        put_event(buf, e);
+    }
 }
 
 pub(super) fn flags(trace_flags: u8, remote: bool) -> u32 {
