@@ -212,7 +212,7 @@ const CACHE_KIB: i64 = 64 * 1024;
 const MMAP_BYTES: i64 = 1 << 30;
 
 /// Bumped when the tables change; an older file is started afresh.
-const SCHEMA_VERSION: i64 = 10;
+const SCHEMA_VERSION: i64 = 11;
 
 const SCHEMA: &str = "
 -- A block: up to write::BLOCK_SPANS spans written together (`spans` of

@@ -27,6 +27,7 @@ use std::sync::atomic::Ordering;
 use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
 
 /// The writer's maps, keyed by names of the spans being written.
 type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
@@ -311,23 +312,12 @@ pub(super) fn index_text<'v>(value: &ValueView<'v>, buf: &'v mut String) -> Opti
     (text.len() <= MAX_INDEXED_VALUE).then_some(text)
 }
 
-/// The key of a posting row: FNV-1a (64 bit) of `key`, a 0xff byte (which
-/// UTF-8 never contains) and the value's search text. Stable across
-/// releases, so a store file keeps working after an upgrade.
+/// The search key of an attribute: XXH3 (64 bit) of the value's search
+/// text, seeded with XXH3 (64 bit, seed 0) of `key` — no copy of either.
+/// Keys are in the store's files: a change here needs a new
+/// `SCHEMA_VERSION`.
 pub(super) fn tag_hash(key: &str, value: &str) -> i64 {
-    fnv1a(&[key.as_bytes(), &[0xff], value.as_bytes()]) as i64
-}
-
-/// FNV-1a (64 bit) of the concatenation of `parts`.
-fn fnv1a(parts: &[&[u8]]) -> u64 {
-    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-    const PRIME: u64 = 0x0000_0100_0000_01b3;
-    let mut h = OFFSET;
-    for b in parts.iter().flat_map(|p| p.iter()) {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(PRIME);
-    }
-    h
+    xxh3_64_with_seed(value.as_bytes(), xxh3_64(key.as_bytes())) as i64
 }
 
 /// The search key of a span's service (keys of the form "\u{1}…" cannot
@@ -337,16 +327,11 @@ pub(super) fn service_key(service: &str) -> i64 {
     tag_hash("\u{1}service", service)
 }
 
-/// The search key of a span's service and operation.
+/// The search key of a span's service and operation: as [`tag_hash`]
+/// with the operation as the value, and the service folded into the seed.
 pub(super) fn operation_key(service: &str, operation: &str) -> i64 {
-    // tag_hash("\u{1}operation\u{0}{service}", operation), without the
-    // key's allocation: this runs for every span written.
-    fnv1a(&[
-        b"\x01operation\x00",
-        service.as_bytes(),
-        &[0xff],
-        operation.as_bytes(),
-    ]) as i64
+    let seed = xxh3_64_with_seed(service.as_bytes(), xxh3_64(b"\x01operation"));
+    xxh3_64_with_seed(operation.as_bytes(), seed) as i64
 }
 
 /// The search key of a span whose status is Error.
@@ -400,7 +385,7 @@ impl SearchFilter {
 
 /// The bits of a filter of `bits` bits (a power of two) that `key` sets.
 fn probes(key: i64, bits: usize) -> impl Iterator<Item = usize> {
-    // splitmix64's finalizer spreads FNV's weak high bits.
+    // splitmix64's finalizer: the probes do not rest on the key's bits.
     let mut h = key as u64;
     h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
@@ -928,12 +913,12 @@ mod tests {
 
     #[test]
     fn keys_and_ids_are_spelled_as_stored_files_expect() {
-        // Files written by earlier releases hold these keys: they must not move.
-        assert_eq!(
-            operation_key("svc", "GET /x"),
-            tag_hash("\u{1}operation\u{0}svc", "GET /x")
-        );
-        assert_eq!(tag_hash("k", "v"), 0x3c2a_5119_34fa_315b_u64 as i64);
+        // Store files hold these keys: they move only with SCHEMA_VERSION.
+        // XXH3-64 of b"v" seeded with XXH3-64 of b"k", from the reference
+        // implementation (C).
+        assert_eq!(tag_hash("k", "v"), 0xad56_a59f_e368_2db7_u64 as i64);
+        assert_ne!(operation_key("a", "b"), operation_key("ab", ""));
+        assert_ne!(operation_key("a", "b"), tag_hash("\u{1}service", "b"));
         assert_eq!(
             block::hex(&[0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef]),
             "0123456789abcdef"
