@@ -563,20 +563,6 @@ pub fn tag(key: &str, value: &Value) -> Json {
     json!({"key": key, "type": ty, "value": v})
 }
 
-/// A tag value as searches spell it: text as is, `true`/`false`, numbers
-/// in their shortest form; arrays (stored as JSON text) as that text.
-pub fn tag_text(v: &Json) -> Option<String> {
-    match v {
-        Json::String(s) => Some(s.clone()),
-        Json::Bool(b) => Some(b.to_string()),
-        Json::Number(n) => Some(match n.as_f64() {
-            Some(f) if n.is_f64() && f.fract() == 0.0 && f.abs() < 1e15 => format!("{}", f as i64),
-            _ => n.to_string(),
-        }),
-        _ => None,
-    }
-}
-
 /// The default database path for an app: beside its manifest.
 pub fn default_path(manifest_dir: &Path) -> PathBuf {
     manifest_dir.join(".polytrace").join("traces.db")

@@ -42,8 +42,8 @@ pub struct SpanSearch {
     pub operation: Option<String>,
     /// Attribute key → value as searches spell it (strings as they are,
     /// `true`/`false`, integers in decimal, arrays as their JSON text; see
-    /// `tag_text`): each must be a searchable attribute (not a float, at
-    /// most 256 bytes) of the span.
+    /// `write::index_text`): each must be a searchable attribute (not a
+    /// float, at most 256 bytes) of the span.
     pub tags: BTreeMap<String, String>,
     /// `Some(true)`: the span's status is Error; `Some(false)`: it is not
     /// (Jaeger's `error` tag).
@@ -203,7 +203,7 @@ fn has_tags(attributes: &[u8], tags: &BTreeMap<String, String>) -> bool {
 
 /// Whether search text `v` can only match a string attribute: no boolean,
 /// integer or array is spelled that way (`write::index_text`).
-fn only_text_matches(v: &str) -> bool {
+pub(super) fn only_text_matches(v: &str) -> bool {
     !(v == "true" || v == "false" || v.starts_with('[') || v.parse::<i64>().is_ok())
 }
 

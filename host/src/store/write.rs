@@ -181,10 +181,16 @@ impl<'a> Row<'a> {
             .into_iter()
             .flatten()
             .map(|e| {
-                let micros = e["timestamp"].as_i64().unwrap_or_default().max(0) as u64;
+                // µs since the Unix epoch; one before it, or past what
+                // OTLP's nanoseconds hold, is the epoch.
+                let time = e["timestamp"]
+                    .as_u64()
+                    .filter(|us| *us <= u64::MAX / 1_000)
+                    .and_then(|us| std::time::UNIX_EPOCH.checked_add(Duration::from_micros(us)))
+                    .unwrap_or(std::time::UNIX_EPOCH);
                 Event::new(
                     e["name"].as_str().unwrap_or_default().to_string(),
-                    std::time::UNIX_EPOCH + Duration::from_micros(micros),
+                    time,
                     e["attributes"]
                         .as_array()
                         .into_iter()
@@ -255,20 +261,23 @@ fn append_data(
 }
 
 /// A tag in the stored shape (`{"key", "type", "value"}`, see
-/// [`super::tag`]) as the attribute it stands for: Jaeger's types back to
-/// OpenTelemetry's (arrays, stored as their JSON text, stay that text; a
-/// `float64` of `null`, a float that was not finite, becomes NaN).
+/// [`super::tag`]) as the attribute it stands for: the JSON value's own
+/// type (a number is `int64` when it is a whole number that fits and its
+/// tag's type does not say `float64`), so that it reads back as given;
+/// `null` with type `float64` (a float that was not finite) is NaN; any
+/// other value is the string of its JSON text.
 fn stored_key_value(t: &Json) -> KeyValue {
     let key = t["key"].as_str().unwrap_or_default().to_string();
-    let value = match (t["type"].as_str(), &t["value"]) {
-        (Some("bool"), Json::Bool(b)) => Value::Bool(*b),
-        (Some("int64"), Json::Number(n)) if n.as_i64().is_some() => {
-            Value::I64(n.as_i64().unwrap_or_default())
-        }
-        (Some("float64"), Json::Number(n)) => Value::F64(n.as_f64().unwrap_or(f64::NAN)),
-        (Some("float64"), Json::Null) => Value::F64(f64::NAN),
-        (_, Json::String(v)) => Value::String(StringValue::from(v.clone())),
-        (_, other) => Value::String(StringValue::from(other.to_string())),
+    let float = t["type"].as_str() == Some("float64");
+    let value = match &t["value"] {
+        Json::Bool(b) => Value::Bool(*b),
+        Json::Number(n) => match n.as_i64() {
+            Some(i) if !float => Value::I64(i),
+            _ => Value::F64(n.as_f64().unwrap_or(f64::NAN)),
+        },
+        Json::Null if float => Value::F64(f64::NAN),
+        Json::String(v) => Value::String(StringValue::from(v.clone())),
+        other => Value::String(StringValue::from(other.to_string())),
     };
     KeyValue::new(key, value)
 }
@@ -289,10 +298,10 @@ fn kind_code(kind: u64) -> u8 {
     }
 }
 
-/// The text a tag search matches an attribute value against, as
-/// [`super::tag_text`] spells stored values: strings as they are,
-/// `true`/`false`, integers in decimal, arrays as their JSON text. Floats
-/// and values over [`MAX_INDEXED_VALUE`] bytes are not indexed (`None`).
+/// The text a tag search matches an attribute value against, as the
+/// viewer shows it ([`tags_json`]): strings as they are, `true`/`false`,
+/// integers in decimal, arrays as their JSON text. Floats and values over
+/// [`MAX_INDEXED_VALUE`] bytes are not indexed (`None`).
 pub(super) fn index_text<'v>(value: &ValueView<'v>, buf: &'v mut String) -> Option<&'v str> {
     let text = match *value {
         ValueView::String(s) => s,
@@ -322,7 +331,7 @@ pub(super) fn tag_hash(key: &str, value: &str) -> i64 {
 
 /// The search key of a span's service (keys of the form "\u{1}…" cannot
 /// clash with attribute keys, which are never control characters first in
-/// practice and are hashed with a separator that UTF-8 never contains).
+/// practice; a key's hash seeds its value's).
 pub(super) fn service_key(service: &str) -> i64 {
     tag_hash("\u{1}service", service)
 }
@@ -1045,27 +1054,91 @@ mod tests {
     }
 
     #[test]
-    fn search_text_matches_what_stored_values_read_back_as() {
-        let mut buf = String::new();
-        let indexed = |value: Value, buf: &mut String| -> Option<String> {
-            let span = encoded(vec![KeyValue::new("k", value)], vec![]);
-            let view = span.view();
-            let a = view.attributes().next().unwrap();
-            index_text(&a.value, buf).map(str::to_string)
+    fn stored_spans_read_back_as_given_and_odd_ones_do_not_panic() {
+        let mut stored = StoredSpan {
+            trace_id: "1".repeat(32),
+            span_id: "2".repeat(16),
+            parent_id: String::new(),
+            service: "svc".into(),
+            operation: "op".into(),
+            kind: "internal".into(),
+            start_us: 1,
+            duration_us: 2,
+            status: 0,
+            status_message: String::new(),
+            // Types from the values when a tag does not say (or says
+            // otherwise), as they were given.
+            attributes: serde_json::json!([
+                {"key": "n", "value": 5},
+                {"key": "t", "type": "string", "value": true},
+                {"key": "big", "type": "int64", "value": 18446744073709551615u64},
+                {"key": "inf", "type": "float64", "value": null},
+                {"key": "o", "value": {"a": 1}},
+            ]),
+            events: serde_json::json!([
+                {"timestamp": -5, "name": "before the epoch"},
+                {"timestamp": u64::MAX, "name": "past OTLP's nanoseconds"},
+                {"name": "no time", "attributes": "not a list"},
+            ]),
         };
-        for value in [
-            Value::from("GET"),
-            Value::from(true),
-            Value::from(-42i64),
-            Value::Array(Array::I64(vec![1, 2])),
-            Value::Array(Array::String(vec!["a".into(), "\"b".into()])),
-            Value::Array(Array::F64(vec![0.5, f64::NAN])),
+        let (attributes, events, _, _) = written(Source::Stored(&stored));
+        assert_eq!(
+            tags_json(SpanView::parse(&attributes).attributes()),
+            serde_json::json!([
+                {"key": "n", "type": "int64", "value": 5},
+                {"key": "t", "type": "bool", "value": true},
+                {"key": "big", "type": "float64", "value": 18446744073709551615.0},
+                {"key": "inf", "type": "float64", "value": null},
+                {"key": "o", "type": "string", "value": "{\"a\":1}"},
+            ])
+        );
+        let times: Vec<Json> = events_json(&SpanView::parse(&events))
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["timestamp"].clone())
+            .collect();
+        assert_eq!(times, [0, 0, 0]);
+        stored.attributes = serde_json::json!({"not": "a list"});
+        stored.events = Json::Null;
+        let (attributes, events, _, keys) = written(Source::Stored(&stored));
+        assert!(attributes.is_empty() && events.is_empty() && keys.is_empty());
+    }
+
+    #[test]
+    fn search_text_is_what_the_viewer_shows() {
+        let mut buf = String::new();
+        for (value, string) in [
+            (Value::from("GET"), true),
+            (Value::from("007"), true),
+            (Value::from(true), false),
+            (Value::from(-42i64), false),
+            (Value::Array(Array::I64(vec![1, 2])), false),
+            (
+                Value::Array(Array::String(vec!["a".into(), "\"b".into()])),
+                false,
+            ),
+            (Value::Array(Array::F64(vec![0.5, f64::NAN])), false),
+            (Value::Array(Array::Bool(vec![])), false),
         ] {
-            let stored = super::super::tag("k", &value);
-            let read_back = super::super::tag_text(&stored["value"]).unwrap();
-            assert_eq!(indexed(value, &mut buf), Some(read_back));
+            let span = encoded(vec![KeyValue::new("k", value.clone())], vec![]);
+            let view = span.view();
+            let shown = match &tags_json(view.attributes())[0]["value"] {
+                Json::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            let a = view.attributes().next().unwrap();
+            let indexed = index_text(&a.value, &mut buf).map(str::to_string);
+            assert_eq!(indexed.as_deref(), Some(shown.as_str()), "{value:?}");
+            // The raw-bytes pre-check of a search applies to strings only,
+            // and to every string that is not spelled like another type.
+            let pre_checked = super::super::search::only_text_matches(&shown);
+            assert_eq!(pre_checked, string && shown != "007", "{value:?}");
         }
-        assert_eq!(indexed(Value::from(0.5), &mut buf), None);
-        assert_eq!(indexed(Value::from("x".repeat(257)), &mut buf), None);
+        for value in [Value::from(0.5), Value::from("x".repeat(257))] {
+            let span = encoded(vec![KeyValue::new("k", value)], vec![]);
+            let a = span.view().attributes().next().unwrap();
+            assert_eq!(index_text(&a.value, &mut buf), None);
+        }
     }
 }
