@@ -954,6 +954,24 @@ mod tests {
         assert_eq!(trace_key64("0000000000000001000000000000002a"), 42);
     }
 
+    /// A span in the stored shape with these attributes and events.
+    fn stored_span(attributes: Json, events: Json) -> StoredSpan {
+        StoredSpan {
+            trace_id: "1".repeat(32),
+            span_id: "2".repeat(16),
+            parent_id: String::new(),
+            service: "svc".into(),
+            operation: "op".into(),
+            kind: "internal".into(),
+            start_us: 1,
+            duration_us: 2,
+            status: 0,
+            status_message: String::new(),
+            attributes,
+            events,
+        }
+    }
+
     /// What `Row::new` appends to a payload for `source`: its attributes'
     /// and events' bytes and its message.
     fn written(source: Source<'_>) -> (Vec<u8>, Vec<u8>, String, Vec<i64>) {
@@ -1020,18 +1038,9 @@ mod tests {
         // Spans given in the stored shape read back as they were given,
         // with the same search keys.
         let stored = StoredSpan {
-            trace_id: "1".repeat(32),
-            span_id: "2".repeat(16),
-            parent_id: String::new(),
-            service: "svc".into(),
-            operation: "op".into(),
-            kind: "internal".into(),
-            start_us: 1,
-            duration_us: 2,
             status: 2,
             status_message: "failed".into(),
-            attributes: built.clone(),
-            events: events.clone(),
+            ..stored_span(built.clone(), events.clone())
         };
         let from_stored = written(Source::Stored(&stored));
         // (An array is the string of its JSON text there, as it reads back.)
@@ -1055,32 +1064,22 @@ mod tests {
 
     #[test]
     fn stored_spans_read_back_as_given_and_odd_ones_do_not_panic() {
-        let mut stored = StoredSpan {
-            trace_id: "1".repeat(32),
-            span_id: "2".repeat(16),
-            parent_id: String::new(),
-            service: "svc".into(),
-            operation: "op".into(),
-            kind: "internal".into(),
-            start_us: 1,
-            duration_us: 2,
-            status: 0,
-            status_message: String::new(),
+        let mut stored = stored_span(
             // Types from the values when a tag does not say (or says
             // otherwise), as they were given.
-            attributes: serde_json::json!([
+            serde_json::json!([
                 {"key": "n", "value": 5},
                 {"key": "t", "type": "string", "value": true},
                 {"key": "big", "type": "int64", "value": 18446744073709551615u64},
                 {"key": "inf", "type": "float64", "value": null},
                 {"key": "o", "value": {"a": 1}},
             ]),
-            events: serde_json::json!([
+            serde_json::json!([
                 {"timestamp": -5, "name": "before the epoch"},
                 {"timestamp": u64::MAX, "name": "past OTLP's nanoseconds"},
                 {"name": "no time", "attributes": "not a list"},
             ]),
-        };
+        );
         let (attributes, events, _, _) = written(Source::Stored(&stored));
         assert_eq!(
             tags_json(SpanView::parse(&attributes).attributes()),
