@@ -499,6 +499,8 @@ async fn up(
             None => None,
         }
     };
+    // Listening for the signals before saying so.
+    let signal = shutdown_signal();
     tracing::info!(spans = %exporter, "app `{}` listening on http://{local}", app.manifest.app);
     let mut servers = tokio::task::JoinSet::new();
     for (i, l, stats) in own {
@@ -520,7 +522,7 @@ async fn up(
         stopped(stop.subscribe()),
     );
     tokio::spawn(async move {
-        shutdown_signal().await;
+        signal.await;
         let _ = stop.send(());
     });
     main.await?;
@@ -665,22 +667,39 @@ fn check(path: &Path, max_instances: u32, cache_dir: Option<PathBuf>) -> anyhow:
     }
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// SIGINT or SIGTERM (Ctrl-C elsewhere), listened for from the moment this
+/// returns: the handlers are installed here, not when the future is first
+/// polled, so a signal sent right after the `listening` line stops the app
+/// cleanly instead of killing it (the default action) before a task has
+/// run. Must be called within the runtime.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
+    let signals = {
+        use tokio::signal::unix::{SignalKind, signal};
+        (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        )
     };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {}
-        () = term => {}
+    async move {
+        #[cfg(unix)]
+        {
+            let recv = |s: std::io::Result<tokio::signal::unix::Signal>| async move {
+                match s {
+                    Ok(mut s) => {
+                        s.recv().await;
+                    }
+                    Err(_) => std::future::pending::<()>().await,
+                }
+            };
+            let (interrupt, terminate) = signals;
+            tokio::select! {
+                () = recv(interrupt) => {}
+                () = recv(terminate) => {}
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("shutting down: no new connections, finishing requests in flight");
     }
-    tracing::info!("shutting down: no new connections, finishing requests in flight");
 }

@@ -310,6 +310,24 @@ async fn sigterm_lets_requests_in_flight_finish() {
     assert_eq!(receiver.trace(&response.trace_id(), 2).await.len(), 2);
 }
 
+/// A signal sent the moment the host says it listens stops it cleanly:
+/// the handlers are installed before that line (they used to be installed
+/// by a task that might not have run yet, and the SIGTERM then killed the
+/// host by its default action: no exit code, spans not flushed).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_signal_right_after_the_listening_line_stops_the_app_cleanly() {
+    let dir = scratch_dir("early-signal");
+    std::fs::write(dir.join("polytrace.toml"), hello_manifest()).unwrap();
+    for _ in 0..10 {
+        let host = Polytrace::start(&dir, &[]);
+        let (code, log) = tokio::task::spawn_blocking(move || host.terminate())
+            .await
+            .unwrap();
+        assert_eq!(code, Some(0), "{log}");
+        assert!(log.contains("shutting down"), "{log}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_backend_that_never_answers_never_slows_a_request() {
     let addr = black_hole().await;
