@@ -1105,8 +1105,22 @@ impl Response {
     }
 }
 
-/// Send a request with extra headers.
+/// Send a request with extra headers; panics (naming the request) if it
+/// cannot be sent or its answer not read.
 pub async fn request(method: &str, url: &str, headers: &[(&str, &str)], body: &str) -> Response {
+    try_request(method, url, headers, body)
+        .await
+        .unwrap_or_else(|e| panic!("{method} {url}: {e}"))
+}
+
+/// [`request`] for callers that expect it may fail (a host refusing or
+/// closing connections): the error as text instead of a panic.
+pub async fn try_request(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Result<Response, String> {
     let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
         .build_http::<Full<Bytes>>();
     let mut builder = hyper::Request::builder().method(method).uri(url);
@@ -1116,18 +1130,20 @@ pub async fn request(method: &str, url: &str, headers: &[(&str, &str)], body: &s
     let req = builder
         .body(Full::new(Bytes::from(body.to_string())))
         .unwrap();
-    let resp = client
-        .request(req)
-        .await
-        .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+    let resp = client.request(req).await.map_err(|e| e.to_string())?;
     let status = resp.status().as_u16();
     let headers = resp.headers().clone();
-    let body = resp.into_body().collect().await.unwrap().to_bytes();
-    Response {
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    Ok(Response {
         status,
         headers,
         body: String::from_utf8_lossy(&body).into_owned(),
-    }
+    })
 }
 
 pub async fn get(url: &str) -> Response {

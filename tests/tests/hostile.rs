@@ -173,16 +173,18 @@ async fn connections_past_the_cap_get_a_503_and_descriptors_stay_bounded() {
         .await
             >= 300.0
     );
-    // Once they leave, the app serves again.
+    // Once they leave, the app serves again. Until the host has seen them
+    // close, a new connection may still be past the cap and closed: that
+    // is a retry, not a failure.
     drop(held);
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let ok = tokio::time::timeout(
             Duration::from_secs(2),
-            request("GET", &host.url("/faults/ok"), &[], ""),
+            try_request("GET", &host.url("/faults/ok"), &[], ""),
         )
         .await
-        .is_ok_and(|r| r.status == 200);
+        .is_ok_and(|r| r.is_ok_and(|r| r.status == 200));
         if ok {
             break;
         }
